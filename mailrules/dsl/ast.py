@@ -1,0 +1,455 @@
+"""The typed AST of the rule language: frozen dataclasses, tuple fields, a Span on every node."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+from mailrules.source import Span
+
+# ---------------------------------------------------------------------------
+# Conditions
+# ---------------------------------------------------------------------------
+
+#: Fields of the language. `recipient` = to, cc or bcc. `list` is the List-Id header.
+FieldName = Literal[
+    "from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "subject", "list", "body", "text"
+]
+ADDRESS_FIELDS: frozenset[str] = frozenset({"from", "sender", "to", "cc", "bcc", "recipient", "reply-to"})
+
+#: String operators. `is` on an address field compares with each address (not the display name).
+StringOp = Literal["contains", "is", "starts_with", "ends_with"]
+
+
+@dataclass(frozen=True, slots=True)
+class Regex:
+    """`/pattern/flags`: Python `re` syntax; case-insensitive unless the `c` flag is given."""
+
+    pattern: str
+    flags: str  # as written after the closing slash, e.g. "" or "c" or "ims"
+    span: Span
+
+    @property
+    def case_sensitive(self) -> bool:
+        return "c" in self.flags
+
+    @property
+    def groups(self) -> int:
+        import re
+
+        try:
+            return re.compile(self.pattern).groups
+        except re.error:
+            return 0
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """Either a named field (`from`, `subject`, ...) or `header "X-Name"`."""
+
+    field: FieldName | None
+    header: str | None  # set when written `header "X-Name"`
+    span: Span
+
+    def __str__(self) -> str:
+        return f'header "{self.header}"' if self.header is not None else str(self.field)
+
+
+@dataclass(frozen=True, slots=True)
+class StringTest:
+    """`FIELD contains|is|starts with|ends with "S"`. `X any [...]` is desugared into an Or."""
+
+    target: FieldRef
+    op: StringOp
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RegexTest:
+    """`FIELD matches /RE/`: search over the decoded field; captures feed `{match.N}`."""
+
+    target: FieldRef
+    regex: Regex
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DomainTest:
+    """`FIELD domain is "example.org"`: some address's domain is it or a subdomain of it."""
+
+    target: FieldRef  # an address field
+    domain: str  # lower-cased, without leading "@" or "."
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderExists:
+    """`header "X-Name" exists`."""
+
+    header: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class SizeTest:
+    """`size > 1 MB` (RFC822.SIZE). `op` is one of > < >= <=; `bytes` is the size in octets."""
+
+    op: Literal[">", "<", ">=", "<="]
+    bytes: int
+    span: Span
+
+
+AgeUnit = Literal["minutes", "hours", "days", "weeks", "months", "years"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgeTest:
+    """`older than N UNIT` / `newer than N UNIT`, by INTERNALDATE, relative to now."""
+
+    older: bool
+    amount: int
+    unit: AgeUnit
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DateTest:
+    """`received|sent before|after|on YYYY-MM-DD`.
+
+    `received` uses INTERNALDATE (day in the configured time zone); `sent` uses the date part
+    of the `Date:` header as written. A message without a valid `Date:` matches no `sent` test.
+    """
+
+    which: Literal["received", "sent"]
+    relation: Literal["before", "after", "on"]
+    date: dt.date
+    span: Span
+
+
+#: System flags the language names. `read` is written as `seen`.
+SystemFlag = Literal["\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted"]
+
+
+@dataclass(frozen=True, slots=True)
+class FlagTest:
+    """`seen`, `unseen`, `flagged`, ...: `present=False` for the negative forms (unseen, unread)."""
+
+    flag: SystemFlag
+    present: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordTest:
+    """`tagged "$Label"`: an IMAP keyword is set."""
+
+    keyword: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class HasAttachment:
+    """`has attachment`: a MIME part with Content-Disposition attachment, or with a file name."""
+
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentNameTest:
+    """`attachment name OP S` or `attachment name matches /RE/`, over every attachment's name."""
+
+    op: StringOp | Literal["matches"]
+    value: str | None  # for string ops
+    regex: Regex | None  # for matches
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    """`when all`, or no `when`: every message in scope."""
+
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    items: tuple[Condition, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    items: tuple[Condition, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    item: Condition
+    span: Span
+
+
+Condition = Union[
+    StringTest,
+    RegexTest,
+    DomainTest,
+    HeaderExists,
+    SizeTest,
+    AgeTest,
+    DateTest,
+    FlagTest,
+    KeywordTest,
+    HasAttachment,
+    AttachmentNameTest,
+    All,
+    And,
+    Or,
+    Not,
+]
+
+# ---------------------------------------------------------------------------
+# Templates (mailbox names in move / copy / archive)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateText:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    """`{year}`, `{month}`, `{day}`, `{from.domain}`, `{list}`, `{match.N}` (index = N)."""
+
+    name: Literal["year", "month", "day", "from.domain", "list", "match"]
+    index: int  # N for match, 0 otherwise
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A mailbox name with placeholders; `raw` is the text as written (without quotes)."""
+
+    raw: str
+    parts: tuple[TemplateText | Placeholder, ...]
+    span: Span
+
+    @property
+    def is_literal(self) -> bool:
+        return all(isinstance(p, TemplateText) for p in self.parts)
+
+    @property
+    def literal_prefix(self) -> str:
+        """The text before the first placeholder: a substituted value never escapes it."""
+        out = []
+        for p in self.parts:
+            if not isinstance(p, TemplateText):
+                break
+            out.append(p.text)
+        return "".join(out)
+
+
+# ---------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    dest: Template
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    dest: Template
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Archive:
+    """`archive` (dest None: the account's archive mailbox) or `archive to F`."""
+
+    dest: Template | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """`delete` (move to trash) or `delete permanently` (\\Deleted + UID EXPUNGE of these UIDs)."""
+
+    permanently: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class SetFlag:
+    """`mark read|unread` (\\Seen), `flag|unflag` (\\Flagged): `on` says set or clear."""
+
+    flag: Literal["\\Seen", "\\Flagged"]
+    on: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """`tag "$Label"` / `untag "$Label"`."""
+
+    keyword: str
+    on: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """`forward to "addr"`: a new message with the original attached as message/rfc822."""
+
+    address: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """`redirect to "addr"`: the original, unchanged, to a new envelope recipient."""
+
+    address: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    span: Span
+
+
+Action = Union[Move, Copy, Archive, Delete, SetFlag, Tag, Forward, Redirect, Stop]
+
+#: Actions after which no later rule sees the message.
+REMOVING_ACTIONS = (Move, Archive, Delete)
+
+# ---------------------------------------------------------------------------
+# Triggers
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OnArrival:
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Every:
+    """`every N minutes|hours`."""
+
+    amount: int
+    unit: Literal["minutes", "hours"]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class At:
+    """`every day at HH:MM` (days empty) or `every monday[, friday] at HH:MM` / `every weekday at`.
+
+    days are 0=monday .. 6=sunday, sorted.
+    """
+
+    days: tuple[int, ...]
+    hour: int
+    minute: int
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """`cron "m h dom mon dow"` (five fields)."""
+
+    expression: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Manually:
+    span: Span
+
+
+Trigger = Union[OnArrival, Every, At, Cron, Manually]
+
+# ---------------------------------------------------------------------------
+# Rules, tests, files
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """`rule NAME [in ...] [for account ...] [TRIGGER] [limit N] { when ... then ... }`."""
+
+    name: str
+    mailboxes: tuple[str, ...]  # default ("INBOX",)
+    accounts: tuple[str, ...]  # empty: every account
+    trigger: Trigger
+    limit: int | None
+    condition: Condition
+    actions: tuple[Action, ...]
+    span: Span
+    name_span: Span | None = None
+
+    def applies_to(self, account: str | None, mailbox: str) -> bool:
+        """In scope for this account (None: any) and mailbox (INBOX compared case-insensitively)."""
+        if account is not None and self.accounts and account not in self.accounts:
+            return False
+        norm = mailbox.upper() if mailbox.upper() == "INBOX" else mailbox
+        return any((m.upper() if m.upper() == "INBOX" else m) == norm for m in self.mailboxes)
+
+
+@dataclass(frozen=True, slots=True)
+class Given:
+    """`given "file.eml" [flags seen, flagged] [tagged "$X"] [received 2020-01-01] [in "Mbox"]
+    [account "work"] [now 2024-05-01T12:00]`. The path is relative to the rule file."""
+
+    path: str
+    flags: tuple[str, ...]  # IMAP flags and keywords, e.g. ("\\Seen", "$Work")
+    received: dt.datetime | None
+    mailbox: str  # default "INBOX"
+    account: str | None  # None: account filters of rules are ignored
+    now: dt.datetime | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TestBlock:
+    """`test "name" { given ... expect ACTIONS | keep }`; `expect` is empty for keep."""
+
+    name: str
+    given: Given
+    expect: tuple[Action, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFile:
+    path: str
+    rules: tuple[Rule, ...]
+    tests: tuple[TestBlock, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """Every rule file of a directory, in lexical file order; rules in file then position order."""
+
+    files: tuple[RuleFile, ...]
+    sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return tuple(r for f in self.files for r in f.rules)
+
+    @property
+    def tests(self) -> tuple[TestBlock, ...]:
+        return tuple(t for f in self.files for t in f.tests)
+
+    def rule(self, name: str) -> Rule | None:
+        for r in self.rules:
+            if r.name.casefold() == name.casefold():
+                return r
+        return None
