@@ -1,0 +1,429 @@
+"""A decoded, never-raising view of one message: headers, addresses, text parts and attachments."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import email
+import email.message
+import email.policy
+import email.utils
+import html
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AttachmentInfo", "MessageView", "decode_bytes", "decode_rfc2047"]
+
+#: The language's address fields and the headers they read; `recipient` is to ∪ cc ∪ bcc.
+_ADDRESS_HEADERS: dict[str, tuple[str, ...]] = {
+    "from": ("from",),
+    "sender": ("sender",),
+    "to": ("to",),
+    "cc": ("cc",),
+    "bcc": ("bcc",),
+    "reply-to": ("reply-to",),
+    "recipient": ("to", "cc", "bcc"),
+}
+
+#: Labels seen in the wild that Python's codecs do not know, or know under a narrower charset
+#: (WHATWG practice: latin-1 labels are decoded as windows-1252, gb2312 as its superset gb18030).
+_CHARSET_ALIASES = {
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "us-ascii": "utf-8",  # 8-bit text labelled ascii is almost always UTF-8 (falls back below)
+    "ascii": "utf-8",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "iso-8859-8-i": "iso-8859-8",
+    "x-mac-roman": "mac_roman",
+    "windows-874": "cp874",
+    "unknown-8bit": "utf-8",
+    "x-unknown": "utf-8",
+    "utf8": "utf-8",
+}
+
+# RFC 2047 encoded word; the charset may carry an RFC 2231 language suffix (`utf-8*en`).
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([qQbB])\?([^?]*)\?=")
+_SURROGATES = re.compile("[\udc80-\udcff]")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_CRLF = re.compile(r"[\r\n]+")
+_HTML_DROP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]*>")
+
+
+def decode_bytes(data: bytes, charset: str | None, defects: list[str] | None = None) -> str:
+    """Decode `data` in `charset`, falling back to UTF-8 then latin-1; never raises."""
+    label = (charset or "utf-8").strip().strip('"').lower()
+    codec = _CHARSET_ALIASES.get(label, label)
+    try:
+        return data.decode(codec)
+    except LookupError:
+        if defects is not None:
+            defects.append(f"unknown charset {label!r}")
+    except UnicodeDecodeError:
+        if codec not in ("utf-8", "cp1252") and defects is not None:
+            defects.append(f"text not valid in charset {label!r}")
+    except Exception:  # a codec that is not a text encoding, e.g. "base64" or "rot13"
+        if defects is not None:
+            defects.append(f"unusable charset {label!r}")
+    for fallback in ("utf-8", "cp1252"):
+        try:
+            return data.decode(fallback)
+        except UnicodeDecodeError:
+            pass
+    return data.decode("latin-1")
+
+
+def _fix_8bit(value: str, defects: list[str] | None = None) -> str:
+    """Undo the parser's surrogateescape of raw 8-bit header bytes (usually UTF-8, RFC 6532)."""
+    if not _SURROGATES.search(value):
+        return value
+    if defects is not None:
+        defects.append("8-bit characters in a header")
+    return decode_bytes(value.encode("utf-8", "surrogateescape"), "utf-8")
+
+
+def _decode_word(encoding: str, text: str) -> bytes:
+    if encoding in "bB":
+        text = text.strip()
+        # Postel on padding only: text outside the alphabet means this is not an encoded word.
+        if not re.fullmatch(r"[A-Za-z0-9+/]*=*", text) or len(text.rstrip("=")) % 4 == 1:
+            raise binascii.Error("not base64")
+        return base64.b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
+    raw = text.replace("_", " ").encode("latin-1", "replace")
+    return binascii.a2b_qp(raw)
+
+
+def decode_rfc2047(value: str, defects: list[str] | None = None) -> str:
+    """Decode RFC 2047 encoded words; adjacent words in one charset are joined before decoding.
+
+    Own decoder rather than `email.header.decode_header`: that one raises on bad base64, mangles
+    non-latin-1 text next to encoded words, and `make_header` raises on unknown charsets.
+    """
+    value = _fix_8bit(value, defects)
+    if "=?" not in value:
+        return value
+    out: list[str] = []
+    pending: bytes = b""
+    pending_charset: str | None = None
+    pos = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_charset
+        if pending_charset is not None:
+            out.append(decode_bytes(pending, pending_charset, defects))
+        pending, pending_charset = b"", None
+
+    for m in _ENCODED_WORD.finditer(value):
+        between = value[pos : m.start()]
+        # RFC 2047 §6.2: whitespace between two encoded words is not displayed
+        if between and not (between.isspace() and pending_charset is not None):
+            flush()
+            out.append(between)
+        charset = m.group(1).split("*", 1)[0]
+        try:
+            data = _decode_word(m.group(2), m.group(3))
+        except (binascii.Error, ValueError):
+            if defects is not None:
+                defects.append("undecodable RFC 2047 encoded word")
+            flush()
+            out.append(m.group(0))
+            pos = m.end()
+            continue
+        if pending_charset is not None and charset.lower() != pending_charset.lower():
+            flush()
+        pending += data
+        pending_charset = charset
+        pos = m.end()
+    flush()
+    out.append(value[pos:])
+    return "".join(out)
+
+
+def _unfold(value: str) -> str:
+    """RFC 5322 §2.2.3 unfolding; stray line breaks (from broken input) become spaces."""
+    return _CRLF.sub(" ", _FOLD.sub("", value))
+
+
+def _strip_html(text: str) -> str:
+    # Crude on purpose: drop script/style/comments, tags become spaces, entities unescaped.
+    # Good enough for `body contains`; not a renderer.
+    return html.unescape(_HTML_TAG.sub(" ", _HTML_DROP.sub(" ", text)))
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentInfo:
+    """One attachment: decoded file name (None when it has none), MIME type, disposition."""
+
+    filename: str | None
+    content_type: str
+    disposition: str | None
+
+
+class MessageView:
+    """A decoded view of one message. Every property is computed lazily, cached, and never raises."""
+
+    def __init__(
+        self,
+        raw: bytes,
+        *,
+        size: int | None = None,
+        internaldate: dt.datetime | None = None,
+        flags: Iterable[str] = (),
+        uid: int | None = None,
+        attachments: list[AttachmentInfo] | None = None,
+    ) -> None:
+        self.raw = bytes(raw)
+        self.size: int = len(self.raw) if size is None else size
+        if internaldate is not None and internaldate.tzinfo is None:
+            internaldate = internaldate.replace(tzinfo=dt.UTC)
+        self.internaldate: dt.datetime | None = internaldate
+        self.flags: frozenset[str] = frozenset(flags)
+        self.uid = uid
+        self._given_attachments = list(attachments) if attachments is not None else None
+        self._defects: list[str] = []
+        self._header_cache: dict[str, list[str]] = {}
+
+    @classmethod
+    def from_bytes(
+        cls,
+        raw: bytes,
+        *,
+        size: int | None = None,
+        internaldate: dt.datetime | None = None,
+        flags: Iterable[str] = (),
+        uid: int | None = None,
+        attachments: list[AttachmentInfo] | None = None,
+    ) -> MessageView:
+        """A view of `raw` (the whole message or only its header block)."""
+        return cls(raw, size=size, internaldate=internaldate, flags=flags, uid=uid, attachments=attachments)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kw: Any) -> MessageView:
+        """A view of an .eml file (raises OSError when it cannot be read)."""
+        return cls(Path(path).read_bytes(), **kw)
+
+    def __repr__(self) -> str:
+        return f"<MessageView uid={self.uid} size={self.size} message_id={self.message_id!r}>"
+
+    # -- parsing -----------------------------------------------------------------------------
+
+    @cached_property
+    def _message(self) -> email.message.Message:
+        # compat32 parses anything and records defects instead of raising; the default policy
+        # raises on some malformed headers when they are read, so headers are decoded by hand.
+        try:
+            return email.message_from_bytes(self.raw, policy=email.policy.compat32)
+        except Exception as exc:  # never seen, but random bytes must not crash the engine
+            self._defects.append(f"unparseable message: {type(exc).__name__}")
+            return email.message.Message()
+
+    @cached_property
+    def _raw_headers(self) -> list[tuple[str, str]]:
+        try:
+            return [(_fix_8bit(str(n)).strip().lower(), str(v)) for n, v in self._message.raw_items()]
+        except Exception as exc:
+            self._defects.append(f"unreadable headers: {type(exc).__name__}")
+            return []
+
+    def _raw_values(self, name: str) -> list[str]:
+        key = name.strip().lower()
+        return [_unfold(v) for n, v in self._raw_headers if n == key]
+
+    # -- headers -----------------------------------------------------------------------------
+
+    def has_header(self, name: str) -> bool:
+        """The header is present (even if empty)."""
+        key = name.strip().lower()
+        return any(n == key for n, _ in self._raw_headers)
+
+    def header_values(self, name: str) -> list[str]:
+        """Decoded (RFC 2047), unfolded and stripped values, one per occurrence."""
+        key = name.strip().lower()
+        cached = self._header_cache.get(key)
+        if cached is None:
+            cached = []
+            for v in self._raw_values(key):
+                try:
+                    cached.append(decode_rfc2047(v, self._defects).strip())
+                except Exception:
+                    self._defects.append(f"undecodable {name} header")
+                    cached.append(v.strip())
+            self._header_cache[key] = cached
+        return cached
+
+    def addresses(self, field: str) -> list[str]:
+        """Lower-cased addr-specs of a language address field (or of any header by name)."""
+        out: list[str] = []
+        for header in _ADDRESS_HEADERS.get(field.lower(), (field,)):
+            # Parse the raw value, decode after: an encoded display name may hide a comma.
+            raws = [_fix_8bit(v) for v in self._raw_values(header)]
+            try:
+                pairs = email.utils.getaddresses(raws)
+            except Exception:
+                self._defects.append(f"unparseable {header} addresses")
+                continue
+            for _name, addr in pairs:
+                addr = decode_rfc2047(addr).strip().strip("<>").strip().lower()
+                if addr:
+                    out.append(addr)
+        return out
+
+    def field_text(self, field: str) -> list[str]:
+        """The decoded values a language field is compared with.
+
+        Address fields give whole header values (display names included); `list` gives, for each
+        List-Id, its identifier and then the whole value when that differs; `body` one value per
+        text part; `text` one value: decoded headers, a blank line, the body.
+        """
+        f = field.lower()
+        if f in _ADDRESS_HEADERS:
+            return [v for h in _ADDRESS_HEADERS[f] for v in self.header_values(h)]
+        if f == "list":
+            out: list[str] = []
+            for v in self.header_values("list-id"):
+                ident = _list_identifier(v)
+                out.append(ident)
+                if ident != v:
+                    out.append(v)
+            return out
+        if f == "body":
+            return list(self._body_parts)
+        if f == "text":
+            return [self._text]
+        return self.header_values(f)
+
+    @cached_property
+    def list_id(self) -> str | None:
+        """The identifier inside <...> of List-Id (the whole stripped value without brackets)."""
+        values = self.header_values("list-id")
+        return (_list_identifier(values[0]) or None) if values else None
+
+    @cached_property
+    def message_id(self) -> str | None:
+        values = self.header_values("message-id")
+        return (values[0] or None) if values else None
+
+    @cached_property
+    def sent_date(self) -> dt.datetime | None:
+        """The Date header, tz-aware in its own offset (-0000 means UTC); None when invalid."""
+        for v in self._raw_values("date"):
+            try:
+                d = email.utils.parsedate_to_datetime(_fix_8bit(v).strip())
+            except Exception:
+                d = None
+            if d is None:
+                self._defects.append("invalid Date header")
+                return None
+            return d if d.tzinfo is not None else d.replace(tzinfo=dt.UTC)
+        return None
+
+    # -- MIME --------------------------------------------------------------------------------
+
+    def _parts(self) -> Iterator[email.message.Message]:
+        try:
+            yield from self._message.walk()
+        except Exception as exc:
+            self._defects.append(f"broken MIME structure: {type(exc).__name__}")
+
+    def _filename(self, part: email.message.Message) -> str | None:
+        try:
+            name = part.get_filename() or part.get_param("name")
+        except Exception:
+            self._defects.append("unparseable attachment parameters")
+            return None
+        if isinstance(name, tuple):  # RFC 2231 on `name`, which get_filename does not collapse
+            name = email.utils.collapse_rfc2231_value(name)
+        if not name:
+            return None
+        # RFC 2231 is the standard; RFC 2047 words in filenames are what many mailers send.
+        return decode_rfc2047(str(name), self._defects).strip() or None
+
+    @staticmethod
+    def _disposition(part: email.message.Message) -> str | None:
+        try:
+            d = part.get_content_disposition()
+        except Exception:
+            return None
+        return d.lower() if d else None
+
+    @cached_property
+    def attachments(self) -> list[AttachmentInfo]:
+        """Parts with Content-Disposition attachment or with a file name (inline images too)."""
+        if self._given_attachments is not None:
+            return list(self._given_attachments)
+        out: list[AttachmentInfo] = []
+        for part in self._parts():
+            try:
+                if part.is_multipart() and part.get_content_maintype() == "multipart":
+                    continue
+                name = self._filename(part)
+                disp = self._disposition(part)
+                if disp == "attachment" or name:
+                    out.append(AttachmentInfo(name, part.get_content_type(), disp))
+            except Exception:
+                self._defects.append("unreadable MIME part")
+        return out
+
+    @property
+    def has_attachment(self) -> bool:
+        return bool(self.attachments)
+
+    @property
+    def attachment_names(self) -> list[str]:
+        return [a.filename for a in self.attachments if a.filename]
+
+    @cached_property
+    def _body_parts(self) -> list[str]:
+        out: list[str] = []
+        for part in self._parts():
+            try:
+                ctype = part.get_content_type()
+                if ctype not in ("text/plain", "text/html") or part.is_multipart():
+                    continue
+                if self._disposition(part) == "attachment":
+                    continue
+                payload = part.get_payload(decode=True)
+                if not isinstance(payload, bytes):
+                    continue
+                text = decode_bytes(payload, part.get_content_charset(), self._defects)
+                out.append(_strip_html(text) if ctype == "text/html" else text)
+            except Exception:
+                self._defects.append("undecodable text part")
+        return out
+
+    @cached_property
+    def _text(self) -> str:
+        lines: list[str] = []
+        seen: set[str] = set()
+        for name, _ in self._raw_headers:
+            if name in seen:
+                continue
+            seen.add(name)
+            lines.extend(f"{name}: {v}" for v in self.header_values(name))
+        return "\n".join(lines) + "\n\n" + "\n".join(self._body_parts)
+
+    @property
+    def defects(self) -> list[str]:
+        """What was malformed (for logs); decodes everything once to find out."""
+        _ = (self._text, self.attachments, self.sent_date, self.addresses("recipient"))
+        _ = self.addresses("from")
+        found = list(self._defects)
+        try:
+            for part in self._parts():
+                found.extend(type(d).__name__ for d in getattr(part, "defects", ()))
+        except Exception:
+            found.append("broken MIME structure")
+        return list(dict.fromkeys(found))
+
+
+def _list_identifier(value: str) -> str:
+    m = re.search(r"<([^<>]*)>", value)
+    return (m.group(1) if m else value).strip()
