@@ -1,0 +1,39 @@
+"""State of mailrules: checkpoints, the action journal, side-effect intents and undo plans (SQLite)."""
+
+from __future__ import annotations
+
+from mailrules.state.models import (
+    Checkpoint,
+    Intent,
+    JournalEntry,
+    Location,
+    Outcome,
+    RunInfo,
+    UndoFlag,
+    UndoMove,
+    UndoPlan,
+    UndoRefused,
+)
+from mailrules.state.schema import SCHEMA_VERSION, StateError, migrate
+from mailrules.state.store import StateStore, intent_key, new_run_id
+from mailrules.state.undo import plan_undo
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Checkpoint",
+    "Intent",
+    "JournalEntry",
+    "Location",
+    "Outcome",
+    "RunInfo",
+    "StateError",
+    "StateStore",
+    "UndoFlag",
+    "UndoMove",
+    "UndoPlan",
+    "UndoRefused",
+    "intent_key",
+    "migrate",
+    "new_run_id",
+    "plan_undo",
+]

@@ -1,0 +1,131 @@
+"""The SQLite schema of the state store and its migrations, versioned by `PRAGMA user_version`."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from mailrules.errors import MailrulesError
+
+
+class StateError(MailrulesError):
+    """The state database is unusable (newer schema, unknown run, corrupted rows)."""
+
+
+# Each migration takes the schema from version i to i + 1. Append; never edit a released one.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: runs, the append-only journal, intents for exactly-once side effects, checkpoints
+    """
+    CREATE TABLE runs (
+        run_id      TEXT PRIMARY KEY,
+        trigger     TEXT NOT NULL,
+        dry_run     INTEGER NOT NULL,
+        started_at  TEXT NOT NULL,
+        ended_at    TEXT,
+        summary     TEXT
+    );
+    CREATE TABLE journal (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id          TEXT NOT NULL REFERENCES runs(run_id),
+        rule            TEXT NOT NULL,
+        rule_span       TEXT NOT NULL,
+        account         TEXT NOT NULL,
+        mailbox         TEXT NOT NULL,
+        uidvalidity     INTEGER NOT NULL,
+        uid             INTEGER NOT NULL,
+        message_id      TEXT,
+        action          TEXT NOT NULL,
+        detail          TEXT NOT NULL,
+        destination     TEXT,
+        new_uidvalidity INTEGER,
+        new_uid         INTEGER,
+        outcome         TEXT NOT NULL CHECK (outcome IN ('ok', 'failed', 'skipped', 'dry-run')),
+        error           TEXT,
+        at              TEXT NOT NULL
+    );
+    CREATE INDEX journal_run ON journal(run_id, id);
+    CREATE INDEX journal_rule ON journal(rule, at);
+    CREATE INDEX journal_message_id ON journal(message_id, at);
+    CREATE INDEX journal_account ON journal(account, at);
+    CREATE INDEX journal_at ON journal(at);
+    -- the journal is append-only: history that can be rewritten cannot be trusted for undo
+    CREATE TRIGGER journal_no_update BEFORE UPDATE ON journal
+        BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+    CREATE TRIGGER journal_no_delete BEFORE DELETE ON journal
+        BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+    CREATE TABLE intents (
+        key          TEXT PRIMARY KEY,
+        entry        TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        confirmed_at TEXT
+    );
+    CREATE INDEX intents_pending ON intents(confirmed_at, created_at);
+    CREATE TABLE checkpoints (
+        account       TEXT NOT NULL,
+        mailbox       TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        last_uid      INTEGER NOT NULL,
+        highestmodseq INTEGER,
+        updated_at    TEXT NOT NULL,
+        PRIMARY KEY (account, mailbox)
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The `user_version` of the database behind `conn`."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Bring the schema up to `len(migrations)`, one transaction per step; return the final version.
+
+    Idempotent: a database already at the latest version is left untouched. A database written by
+    a newer mailrules is refused rather than guessed at. `conn` must be in autocommit mode
+    (`isolation_level=None`), since the transactions are ours.
+    """
+    current = schema_version(conn)
+    target = len(migrations)
+    if current > target:
+        raise StateError(
+            f"state database schema version {current} is newer than this mailrules knows ({target})"
+        )
+    for version in range(current, target):
+        # BEGIN IMMEDIATE takes the write lock first, so two processes opening the same new file
+        # cannot both run the same step; the second one sees the new user_version and skips it.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if schema_version(conn) != version:
+                conn.execute("ROLLBACK")
+                continue
+            for statement in _statements(migrations[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return schema_version(conn)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into complete statements (a trigger body holds inner semicolons).
+
+    Not `executescript`: it commits any open transaction first, so a step would not be atomic.
+    """
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    statements: list[str] = []
+    buffer = ""
+    for piece in "\n".join(lines).split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip(" \n;"):
+        raise StateError(f"incomplete statement in migration: {buffer.strip()[:60]!r}")
+    return statements

@@ -1,0 +1,357 @@
+"""The SQLite state store: runs, the action journal, side-effect intents and mailbox checkpoints."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mailrules.state.models import OUTCOMES, Checkpoint, Intent, JournalEntry, RunInfo, UndoPlan
+from mailrules.state.schema import StateError, migrate
+from mailrules.state.undo import plan_undo
+
+_JOURNAL_COLUMNS = (
+    "run_id", "rule", "rule_span", "account", "mailbox", "uidvalidity", "uid", "message_id", "action",
+    "detail", "destination", "new_uidvalidity", "new_uid", "outcome", "error", "at",
+)  # fmt: skip
+_INSERT_JOURNAL = (
+    f"INSERT INTO journal ({', '.join(_JOURNAL_COLUMNS)}) VALUES ({', '.join('?' for _ in _JOURNAL_COLUMNS)})"
+)
+_SELECT_JOURNAL = f"SELECT {', '.join(_JOURNAL_COLUMNS)} FROM journal"
+
+
+def intent_key(
+    account: str, mailbox: str, uidvalidity: int, uid: int, rule: str, action: str, address: str
+) -> str:
+    """The stable idempotency key of one forward/redirect of one message to one address.
+
+    The same message (UIDVALIDITY + UID), rule, action and address always give the same key, so a
+    second run that matches the message again finds the first run's intent.
+    """
+    return f"{account}/{mailbox}/{uidvalidity}/{uid}/{rule}/{action}/{address.lower()}"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A short run id that sorts by start time (UTC, to the second): `20261126T150812-ab12cd`."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _ts(moment: datetime) -> str:
+    """Fixed-width UTC ISO text, so that text order is time order in SQL."""
+    if moment.tzinfo is None:
+        raise ValueError("state timestamps must be timezone-aware")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _entry_row(e: JournalEntry) -> tuple[Any, ...]:
+    if e.outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {e.outcome!r}")
+    row = asdict(e)
+    row["at"] = _ts(e.at)
+    return tuple(row[c] for c in _JOURNAL_COLUMNS)
+
+
+def _entry_from_row(row: Sequence[Any]) -> JournalEntry:
+    values = dict(zip(_JOURNAL_COLUMNS, row, strict=True))
+    values["at"] = _dt(values["at"])
+    return JournalEntry(**values)
+
+
+def _entry_to_json(e: JournalEntry) -> str:
+    row = asdict(e)
+    row["at"] = _ts(e.at)
+    return json.dumps(row, sort_keys=True)
+
+
+def _entry_from_json(text: str) -> JournalEntry:
+    values = json.loads(text)
+    values["at"] = _dt(values["at"])
+    return JournalEntry(**values)
+
+
+class StateStore:
+    """Durable state of mailrules in one SQLite file.
+
+    Threads: one connection shared by all threads, serialised by a re-entrant lock; a
+    `transaction()` holds the lock for its whole block, so another thread's writes never land in
+    the middle of a batch. (One connection per thread would not work for `:memory:` and buys
+    little: SQLite allows a single writer anyway.)
+
+    Exactly-once policy for forward/redirect is *at most once*, see `intent()`.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._depth = 0  # nesting of transaction(); > 0 means writes join the open transaction
+
+    @classmethod
+    def open(cls, path: str | Path) -> StateStore:
+        """Open (creating the parent directory, the file and the schema as needed) a state store."""
+        name = str(path)
+        if name != ":memory:":
+            Path(name).parent.mkdir(parents=True, exist_ok=True)
+        # autocommit mode: we issue BEGIN/COMMIT ourselves (sqlite3's implicit transactions would
+        # commit a half batch on the next DDL, and hide where a transaction starts)
+        conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False, timeout=30.0)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL, not NORMAL: an intent must be on disk before the mail goes out
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything written inside the block commits together, or not at all.
+
+        Nested blocks are savepoints: an exception inside rolls back only the inner block, if the
+        outer block catches it.
+        """
+        with self._lock:
+            if self._depth == 0:
+                begin, commit, rollback = "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"
+            else:
+                name = f"sp{self._depth}"
+                begin, commit = f"SAVEPOINT {name}", f"RELEASE {name}"
+                rollback = f"ROLLBACK TO {name}; RELEASE {name}"
+            self._conn.execute(begin)
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                for statement in rollback.split("; "):
+                    self._conn.execute(statement)
+                raise
+            self._depth -= 1
+            self._conn.execute(commit)
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def begin_run(self, trigger: str, dry_run: bool, *, now: datetime | None = None) -> str:
+        """Record the start of a run; return its id."""
+        moment = now or datetime.now(UTC)
+        run_id = new_run_id(moment)
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO runs (run_id, trigger, dry_run, started_at) VALUES (?, ?, ?, ?)",
+                (run_id, trigger, int(dry_run), _ts(moment)),
+            )
+        return run_id
+
+    def end_run(self, run_id: str, summary: dict[str, Any], *, now: datetime | None = None) -> None:
+        """Record the end of a run with its summary (JSON-serialisable; other values as text)."""
+        with self.transaction():
+            cur = self._conn.execute(
+                "UPDATE runs SET ended_at = ?, summary = ? WHERE run_id = ?",
+                (_ts(now or datetime.now(UTC)), json.dumps(summary, sort_keys=True, default=str), run_id),
+            )
+            if cur.rowcount != 1:
+                raise StateError(f"unknown run {run_id!r}")
+
+    def runs(self, limit: int = 20, *, trigger: str | None = None) -> list[RunInfo]:
+        """The latest runs, newest first (optionally only those with `trigger`)."""
+        if trigger is None:
+            return self._runs("", [], limit)
+        return self._runs("WHERE r.trigger = ?", [trigger], limit)
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        """One run by id."""
+        found = self._runs("WHERE r.run_id = ?", [run_id], 1)
+        return found[0] if found else None
+
+    def _runs(self, where: str, params: list[Any], limit: int) -> list[RunInfo]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT r.run_id, r.trigger, r.dry_run, r.started_at, r.ended_at, r.summary, "
+                "(SELECT COUNT(*) FROM journal j WHERE j.run_id = r.run_id) "
+                f"FROM runs r {where} ORDER BY r.started_at DESC, r.rowid DESC LIMIT ?",
+                [*params, limit],
+            ).fetchall()
+        return [
+            RunInfo(
+                run_id=r[0],
+                trigger=r[1],
+                dry_run=bool(r[2]),
+                started_at=_dt(r[3]),
+                ended_at=_dt(r[4]) if r[4] else None,
+                summary=json.loads(r[5]) if r[5] else None,
+                entries=int(r[6]),
+            )
+            for r in rows
+        ]
+
+    # -- journal ------------------------------------------------------------------------------
+
+    def record(self, entry: JournalEntry) -> None:
+        """Append one entry to the journal."""
+        self.record_many((entry,))
+
+    def record_many(self, entries: Iterable[JournalEntry]) -> None:
+        """Append a batch of entries, all or none."""
+        rows = [_entry_row(e) for e in entries]
+        with self.transaction():
+            self._conn.executemany(_INSERT_JOURNAL, rows)
+
+    def find(
+        self,
+        rule: str | None = None,
+        message_id: str | None = None,
+        run_id: str | None = None,
+        account: str | None = None,
+        limit: int = 100,
+    ) -> list[JournalEntry]:
+        """Journal entries matching every given filter, newest first."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("rule", rule), ("message_id", message_id), ("run_id", run_id), ("account", account)
+        ):  # fmt: skip
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._conn.execute(
+                f"{_SELECT_JOURNAL}{where} ORDER BY at DESC, id DESC LIMIT ?", [*params, limit]
+            ).fetchall()
+        return [_entry_from_row(r) for r in rows]
+
+    def run_entries(self, run_id: str) -> list[JournalEntry]:
+        """Every entry of one run, in the order they were recorded."""
+        with self._lock:
+            rows = self._conn.execute(f"{_SELECT_JOURNAL} WHERE run_id = ? ORDER BY id", (run_id,)).fetchall()
+        return [_entry_from_row(r) for r in rows]
+
+    # -- intents (exactly-once side effects) --------------------------------------------------
+
+    def intent(self, key: str, entry: JournalEntry, *, now: datetime | None = None) -> bool:
+        """Announce a side effect before attempting it; True means "go ahead and send".
+
+        Policy: **at most once**. SMTP has no idempotency, and between the send and `confirm()` a
+        crash leaves us unable to know whether the mail left. So the first call for a key writes
+        the intent (durably, before returning True); any later call for the same key returns
+        False, whether the intent was confirmed (done) or not (in doubt: listed by
+        `pending_intents()` for a human, never re-sent automatically). A send that certainly did
+        not happen (the server refused it) should be `release()`d so a later run may try again.
+        The forwarded mail's Message-ID is derived from the key, so if an operator does release
+        an in-doubt intent, a duplicate is recognisable as such by the recipient.
+        """
+        with self.transaction():
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO intents (key, entry, created_at) VALUES (?, ?, ?)",
+                (key, _entry_to_json(entry), _ts(now or datetime.now(UTC))),
+            )
+            return cur.rowcount == 1
+
+    def confirm(self, key: str, *, now: datetime | None = None) -> None:
+        """Mark the side effect announced under `key` as done."""
+        with self.transaction():
+            cur = self._conn.execute(
+                "UPDATE intents SET confirmed_at = COALESCE(confirmed_at, ?) WHERE key = ?",
+                (_ts(now or datetime.now(UTC)), key),
+            )
+            if cur.rowcount != 1:
+                raise StateError(f"confirm of unknown intent {key!r}")
+
+    def release(self, key: str) -> bool:
+        """Forget an unconfirmed intent (the send certainly did not happen); False if none was."""
+        with self.transaction():
+            cur = self._conn.execute("DELETE FROM intents WHERE key = ? AND confirmed_at IS NULL", (key,))
+            return cur.rowcount == 1
+
+    def is_confirmed(self, key: str) -> bool:
+        """Whether the side effect under `key` is known to be done."""
+        with self._lock:
+            row = self._conn.execute("SELECT confirmed_at FROM intents WHERE key = ?", (key,)).fetchone()
+        return row is not None and row[0] is not None
+
+    def pending_intents(self) -> list[Intent]:
+        """Intents never confirmed, oldest first: sends that may or may not have happened."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT key, entry, created_at, confirmed_at FROM intents "
+                "WHERE confirmed_at IS NULL ORDER BY created_at, key"
+            ).fetchall()
+        return [Intent(r[0], _entry_from_json(r[1]), _dt(r[2]), None) for r in rows]
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def get_checkpoint(self, account: str, mailbox: str) -> Checkpoint | None:
+        """How far `mailbox` of `account` has been processed, if at all."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT uidvalidity, last_uid, highestmodseq, updated_at FROM checkpoints "
+                "WHERE account = ? AND mailbox = ?",
+                (account, mailbox),
+            ).fetchone()
+        if row is None:
+            return None
+        return Checkpoint(int(row[0]), int(row[1]), row[2], _dt(row[3]))
+
+    def set_checkpoint(self, account: str, mailbox: str, checkpoint: Checkpoint) -> None:
+        """Store the checkpoint; inside `transaction()` it commits with that batch's journal."""
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO checkpoints "
+                "(account, mailbox, uidvalidity, last_uid, highestmodseq, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, mailbox) DO UPDATE SET "
+                "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, "
+                "highestmodseq = excluded.highestmodseq, updated_at = excluded.updated_at",
+                (
+                    account,
+                    mailbox,
+                    checkpoint.uidvalidity,
+                    checkpoint.last_uid,
+                    checkpoint.highestmodseq,
+                    _ts(checkpoint.updated_at),
+                ),
+            )
+
+    # -- undo ---------------------------------------------------------------------------------
+
+    def undo_plan(self, run_id: str) -> UndoPlan:
+        """What undoing `run_id` takes, from its journal (see `mailrules.state.undo.plan_undo`)."""
+        run = self.get_run(run_id)
+        if run is None:
+            raise StateError(f"unknown run {run_id!r}")
+        # undo runs say which run they undid in their summary ({"undo_of": run_id})
+        undone_by = [
+            r.run_id
+            for r in self._runs(
+                "WHERE r.trigger = 'undo' AND r.dry_run = 0 AND json_extract(r.summary, '$.undo_of') = ?",
+                [run_id],
+                -1,
+            )
+        ]
+        return plan_undo(run_id, self.run_entries(run_id), undone_by=sorted(undone_by))
