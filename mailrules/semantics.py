@@ -1,0 +1,372 @@
+"""The per-message reading of the language (conditions, templates, rule order): the engine's oracle."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from mailrules.dsl.ast import (
+    ADDRESS_FIELDS,
+    REMOVING_ACTIONS,
+    Action,
+    AgeTest,
+    All,
+    And,
+    Archive,
+    AttachmentNameTest,
+    Condition,
+    Copy,
+    DateTest,
+    DomainTest,
+    FieldRef,
+    FlagTest,
+    HasAttachment,
+    HeaderExists,
+    KeywordTest,
+    Move,
+    Not,
+    Or,
+    Placeholder,
+    Regex,
+    RegexTest,
+    Rule,
+    SizeTest,
+    Stop,
+    StringOp,
+    StringTest,
+    Template,
+    TemplateText,
+)
+from mailrules.errors import MailrulesError
+from mailrules.message import MessageView
+
+__all__ = [
+    "EvalContext",
+    "Match",
+    "PlannedAction",
+    "TemplateError",
+    "compile_regex",
+    "evaluate_condition",
+    "evaluate_message",
+    "render_template",
+    "sanitize_value",
+    "subtract_age",
+]
+
+
+class TemplateError(MailrulesError):
+    """A mailbox template cannot be rendered for this message (a placeholder has no value)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvalContext:
+    """The clock and place of an evaluation: `now` (aware), the time zone of calendar days, and
+    the account's IMAP hierarchy separator."""
+
+    now: dt.datetime
+    tz: dt.tzinfo
+    separator: str = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Whether a condition holds; `captures` are the groups (None groups as "") of the last
+    `matches` test that evaluated true outside any `not`, and `whole` its whole match."""
+
+    ok: bool
+    captures: tuple[str, ...] | None = None
+    whole: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAction:
+    """One action that happens to a message; `destination` is the rendered mailbox (None for
+    non-mailbox actions, `archive` without `to` and `delete`), `error` why it cannot happen."""
+
+    rule: Rule
+    action: Action
+    destination: str | None
+    error: str | None = None
+
+    @property
+    def removes(self) -> bool:
+        """The action takes the message out of its mailbox (a failed one does not)."""
+        return isinstance(self.action, REMOVING_ACTIONS) and self.error is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditions
+# ---------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1024)
+def compile_regex(pattern: str, flags: str) -> re.Pattern[str] | None:
+    """The language's regex: IGNORECASE unless `c`; `m`, `s`, `x` honoured; None if invalid."""
+    f = 0 if "c" in flags else re.IGNORECASE
+    f |= re.MULTILINE if "m" in flags else 0
+    f |= re.DOTALL if "s" in flags else 0
+    f |= re.VERBOSE if "x" in flags else 0
+    try:
+        return re.compile(pattern, f)
+    except re.error:
+        return None  # the checker reports it; an invalid pattern matches nothing
+
+
+def _string_op(op: StringOp, value: str, needle: str) -> bool:
+    v, n = value.lower(), needle.lower()
+    if op == "contains":
+        return n in v
+    if op == "is":
+        return v.strip() == n
+    if op == "starts_with":
+        return v.strip().startswith(n)
+    return v.strip().endswith(n)
+
+
+def _values(target: FieldRef, view: MessageView) -> list[str]:
+    if target.header is not None:
+        return view.header_values(target.header)
+    return view.field_text(str(target.field))
+
+
+def _domain_of(addr: str) -> str:
+    return addr.rpartition("@")[2].strip().rstrip(".").lower() if "@" in addr else ""
+
+
+class _Evaluator:
+    __slots__ = ("captures", "ctx", "not_depth", "view", "whole")
+
+    def __init__(self, view: MessageView, ctx: EvalContext) -> None:
+        self.view = view
+        self.ctx = ctx
+        self.captures: tuple[str, ...] | None = None
+        self.whole: str | None = None
+        self.not_depth = 0
+
+    def search(self, regex: Regex, values: Iterable[str]) -> bool:
+        rx = compile_regex(regex.pattern, regex.flags)
+        if rx is None:
+            return False
+        for v in values:
+            m = rx.search(v)
+            if m is not None:
+                if self.not_depth == 0:
+                    self.captures = tuple(g if g is not None else "" for g in m.groups())
+                    self.whole = m.group(0)
+                return True
+        return False
+
+    def eval(self, c: Condition) -> bool:  # one dispatch over the closed AST union
+        view = self.view
+        if isinstance(c, And):
+            return all(self.eval(i) for i in c.items)  # all/any short-circuit left to right
+        if isinstance(c, Or):
+            return any(self.eval(i) for i in c.items)
+        if isinstance(c, Not):
+            self.not_depth += 1
+            try:
+                return not self.eval(c.item)
+            finally:
+                self.not_depth -= 1
+        if isinstance(c, All):
+            return True
+        if isinstance(c, StringTest):
+            t = c.target
+            if t.header is None and t.field in ADDRESS_FIELDS and c.op != "contains":
+                # `is`, `starts with`, `ends with` on an address field read each addr-spec
+                return any(_string_op(c.op, a, c.value) for a in view.addresses(str(t.field)))
+            return any(_string_op(c.op, v, c.value) for v in _values(t, view))
+        if isinstance(c, RegexTest):
+            return self.search(c.regex, _values(c.target, view))
+        if isinstance(c, DomainTest):
+            dom = c.domain.strip().lstrip("@.").lower()
+            name = c.target.header if c.target.header is not None else str(c.target.field)
+            return any(d == dom or d.endswith("." + dom) for d in map(_domain_of, view.addresses(name)) if d)
+        if isinstance(c, HeaderExists):
+            return view.has_header(c.header)
+        if isinstance(c, SizeTest):
+            return _compare(view.size, c.op, c.bytes)
+        if isinstance(c, AgeTest):
+            if view.internaldate is None:
+                return False
+            cutoff = subtract_age(self.ctx.now.astimezone(self.ctx.tz), c.amount, c.unit)
+            return view.internaldate < cutoff if c.older else view.internaldate > cutoff
+        if isinstance(c, DateTest):
+            return self.date_test(c)
+        if isinstance(c, FlagTest):
+            has = c.flag.lower() in {f.lower() for f in view.flags}
+            return has if c.present else not has
+        if isinstance(c, KeywordTest):
+            return c.keyword.lower() in {f.lower() for f in view.flags}  # RFC 3501: case-insensitive
+        if isinstance(c, HasAttachment):
+            return view.has_attachment
+        if isinstance(c, AttachmentNameTest):
+            names = view.attachment_names
+            if c.op == "matches":
+                return c.regex is not None and self.search(c.regex, names)
+            return c.value is not None and any(_string_op(c.op, n, c.value) for n in names)
+        raise TypeError(f"unknown condition node {type(c).__name__}")
+
+    def date_test(self, c: DateTest) -> bool:
+        if c.which == "received":
+            if self.view.internaldate is None:
+                return False
+            day = self.view.internaldate.astimezone(self.ctx.tz).date()
+        else:
+            sent = self.view.sent_date
+            if sent is None:
+                return False
+            day = sent.date()  # the calendar day as written, in the header's own offset
+        if c.relation == "before":
+            return day < c.date
+        if c.relation == "after":
+            return day > c.date
+        return day == c.date
+
+
+def _compare(a: int, op: str, b: int) -> bool:
+    return {">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]
+
+
+def subtract_age(now: dt.datetime, amount: int, unit: str) -> dt.datetime:
+    """`now` minus N units; months and years by the calendar (day of month clamped)."""
+    if unit in ("months", "years"):
+        months = amount * (12 if unit == "years" else 1)
+        total = now.year * 12 + (now.month - 1) - months
+        year, month = divmod(total, 12)
+        year = max(year, dt.MINYEAR)
+        day = min(now.day, calendar.monthrange(year, month + 1)[1])
+        return now.replace(year=year, month=month + 1, day=day)
+    seconds = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}[unit]
+    try:
+        return now - dt.timedelta(seconds=amount * seconds)
+    except OverflowError:
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def evaluate_condition(cond: Condition, view: MessageView, ctx: EvalContext) -> Match:
+    """Evaluate `cond` on one message (and/or short-circuit left to right)."""
+    ev = _Evaluator(view, ctx)
+    ok = ev.eval(cond)
+    return Match(ok, ev.captures, ev.whole)
+
+
+# ---------------------------------------------------------------------------------------------
+# Templates
+# ---------------------------------------------------------------------------------------------
+
+
+def sanitize_value(value: str, separator: str = "/") -> str:
+    """Make a substituted value one harmless name segment.
+
+    Hierarchy separators (the account's, `/` and `.`), IMAP wildcards (`*`, `%`) and control or
+    format characters become `_`; surrounding whitespace and leading `~` go; empty becomes `_`.
+    """
+    bad = set("/.\\*%") | set(separator)
+    out = "".join("_" if ch in bad or unicodedata.category(ch)[0] == "C" else ch for ch in value).strip()
+    out = out.lstrip("~").strip()
+    return out or "_"
+
+
+def _date_for_template(view: MessageView, ctx: EvalContext) -> dt.datetime:
+    when = view.internaldate or view.sent_date or ctx.now
+    return when.astimezone(ctx.tz)
+
+
+def _placeholder(
+    p: Placeholder, view: MessageView, captures: Sequence[str] | None, whole: str | None, ctx: EvalContext
+) -> str:
+    if p.name in ("year", "month", "day"):
+        d = _date_for_template(view, ctx)
+        return {"year": f"{d.year:04d}", "month": f"{d.month:02d}", "day": f"{d.day:02d}"}[p.name]
+    if p.name == "from.domain":
+        addrs = view.addresses("from")
+        dom = _domain_of(addrs[0]) if addrs else ""
+        if not dom:
+            raise TemplateError("{from.domain}: the message has no From address with a domain")
+        return dom
+    if p.name == "list":
+        if view.list_id is None:
+            raise TemplateError("{list}: the message has no List-Id header")
+        return view.list_id
+    if p.index == 0:
+        if whole is None:
+            raise TemplateError("{match.0}: no `matches` test matched in this rule")
+        return whole
+    if captures is None:
+        raise TemplateError(f"{{match.{p.index}}}: no `matches` test matched in this rule")
+    if p.index > len(captures):
+        raise TemplateError(
+            f"{{match.{p.index}}}: the regular expression that matched has {len(captures)} group(s)"
+        )
+    return captures[p.index - 1]
+
+
+def render_template(
+    t: Template,
+    view: MessageView,
+    captures: Sequence[str] | None,
+    ctx: EvalContext,
+    *,
+    whole: str | None = None,
+) -> str:
+    """The mailbox name for this message; substituted values are sanitized (`sanitize_value`).
+
+    `captures[N-1]` is `{match.N}`; `whole` is `{match.0}`. Raises TemplateError.
+    """
+    out: list[str] = []
+    for part in t.parts:
+        if isinstance(part, TemplateText):
+            out.append(part.text)
+        else:
+            out.append(sanitize_value(_placeholder(part, view, captures, whole, ctx), ctx.separator))
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules over one message
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_message(
+    rules: Iterable[Rule],
+    view: MessageView,
+    *,
+    account: str | None,
+    mailbox: str,
+    ctx: EvalContext,
+) -> list[PlannedAction]:
+    """What happens to one message, in order (language.md §6).
+
+    Every action of a matching rule is kept, in order, even after a removing one; after a rule
+    that removed the message (move, archive, delete) or said `stop`, no later rule is evaluated.
+    A mailbox action whose template cannot be rendered carries `error` and removes nothing.
+    """
+    out: list[PlannedAction] = []
+    for rule in rules:
+        if not rule.applies_to(account, mailbox):
+            continue
+        m = evaluate_condition(rule.condition, view, ctx)
+        if not m.ok:
+            continue
+        done = False
+        for action in rule.actions:
+            dest: str | None = None
+            error: str | None = None
+            template = action.dest if isinstance(action, (Move, Copy, Archive)) else None
+            if template is not None:
+                try:
+                    dest = render_template(template, view, m.captures, ctx, whole=m.whole)
+                except TemplateError as exc:
+                    error = f'{action.span.short}: rule "{rule.name}": {exc}'
+            planned = PlannedAction(rule, action, dest, error)
+            out.append(planned)
+            done = done or planned.removes or isinstance(action, Stop)
+        if done:
+            break
+    return out
