@@ -1,0 +1,80 @@
+"""Server dialects: which SEARCH features the connected IMAP server offers, from its CAPABILITY list."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def _caps(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+# Post-login capabilities of Dovecot 2.3 (default config) and Gmail, as recorded in imap-notes.md.
+DOVECOT_CAPS = _caps(
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS "
+    "THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS "
+    "LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH "
+    "LIST-STATUS BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+ NOTIFY "
+    "SPECIAL-USE"
+)
+GMAIL_CAPS = _caps(
+    "IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-EXT-1 UIDPLUS COMPRESS=DEFLATE "
+    "ENABLE MOVE CONDSTORE ESEARCH UTF8=ACCEPT LIST-EXTENDED LIST-STATUS LITERAL- SPECIAL-USE "
+    "APPENDLIMIT=35651584"
+)
+RFC3501_CAPS = ("IMAP4rev1",)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What the planner and serializer may use on one server.
+
+    `utf8_search`: SEARCH CHARSET UTF-8 is known to work (IMAP4rev2 requires it; RFC 3501 only
+    requires US-ASCII, and Exchange 2010 answered BADCHARSET), so non-ASCII values may go out as
+    literals. `gmail`: X-GM-EXT-1; Gmail's text search is word-based, so text keys are not exact.
+    """
+
+    name: str = "rfc3501"
+    within: bool = False
+    esearch: bool = False
+    condstore: bool = False
+    gmail: bool = False
+    utf8_search: bool = False
+    literal_plus: bool = False
+    literal_minus: bool = False
+    move: bool = False
+    uidplus: bool = False
+    special_use: bool = False
+
+    @classmethod
+    def from_capabilities(cls, caps: Iterable[str | bytes], name: str = "server") -> Dialect:
+        """The dialect of a server advertising `caps` (after login: capabilities change then)."""
+        c = {(x.decode("ascii", "replace") if isinstance(x, bytes) else x).upper() for x in caps}
+        rev2 = "IMAP4REV2" in c
+        return cls(
+            name=name,
+            within="WITHIN" in c,
+            esearch="ESEARCH" in c or rev2,
+            condstore="CONDSTORE" in c or "QRESYNC" in c,
+            gmail="X-GM-EXT-1" in c,
+            # I18NLEVEL (RFC 5255) servers implement charset-aware search; rev2 must take UTF-8.
+            utf8_search=rev2
+            or any(x.startswith(("UTF8=", "I18NLEVEL=")) for x in c)
+            or "X-GM-EXT-1" in c,
+            literal_plus="LITERAL+" in c,
+            literal_minus="LITERAL-" in c,
+            move="MOVE" in c or rev2,
+            uidplus="UIDPLUS" in c or rev2,
+            special_use="SPECIAL-USE" in c,
+        )
+
+    @classmethod
+    def named(cls, name: str) -> Dialect:
+        """A known server: "rfc3501" (plain IMAP4rev1), "dovecot" (2.3 defaults) or "gmail"."""
+        table = {"rfc3501": RFC3501_CAPS, "dovecot": DOVECOT_CAPS, "gmail": GMAIL_CAPS}
+        try:
+            caps = table[name.lower()]
+        except KeyError:
+            raise ValueError(f"unknown dialect {name!r}; expected one of {', '.join(table)}") from None
+        return cls.from_capabilities(caps, name=name.lower())

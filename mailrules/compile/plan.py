@@ -1,0 +1,427 @@
+"""The planner: a condition becomes a server SEARCH key (a superset) and a client-side residual (exact)."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from mailrules.compile import keys as K
+from mailrules.compile.dialect import Dialect
+from mailrules.compile.regex_literal import required_literal
+from mailrules.compile.serialize import is_atom
+from mailrules.dsl import ast as A
+
+_TEXT_KEY: dict[str, K.TextKind] = {
+    "from": "FROM", "to": "TO", "cc": "CC", "bcc": "BCC", "subject": "SUBJECT", "body": "BODY",
+    "text": "TEXT",
+}
+#: The header each language field reads (body and text read the whole message).
+FIELD_HEADERS: dict[str, tuple[str, ...]] = {
+    "from": ("From",), "sender": ("Sender",), "to": ("To",), "cc": ("Cc",), "bcc": ("Bcc",),
+    "recipient": ("To", "Cc", "Bcc"), "reply-to": ("Reply-To",), "subject": ("Subject",),
+    "list": ("List-Id",), "body": (), "text": (),
+}
+_FLAG_KEY: dict[str, tuple[K.FlagName, K.FlagName]] = {
+    "\\Seen": ("SEEN", "UNSEEN"), "\\Flagged": ("FLAGGED", "UNFLAGGED"),
+    "\\Answered": ("ANSWERED", "UNANSWERED"), "\\Draft": ("DRAFT", "UNDRAFT"),
+    "\\Deleted": ("DELETED", "UNDELETED"),
+}
+# RFC 5322 §3.6.8 field-name: printable US-ASCII except colon.
+_FTEXT = frozenset(chr(c) for c in range(33, 127) if c != 58)
+# Never sent: CR/LF (command injection, RFC 9051 §4.3) and NUL (not a CHAR8).
+_UNSENDABLE = ("\r", "\n", "\x00")
+_MIN_PREFILTER = 2  # shorter substrings filter almost nothing
+
+
+@dataclass(frozen=True, slots=True)
+class FetchNeeds:
+    """What the residual needs fetched. `body` means the whole message (BODY.PEEK[])."""
+
+    headers: frozenset[str] = frozenset()
+    body: bool = False
+    bodystructure: bool = False
+    internaldate: bool = False
+    size: bool = False
+    flags: bool = False
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.headers or self.body or self.bodystructure or self.internaldate or self.size
+                    or self.flags)
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionPlan:
+    """`server` holds for every match (a superset); `server and residual` is exactly the condition."""
+
+    server: K.SearchKey
+    residual: A.Condition | None
+    needs: FetchNeeds
+
+    @property
+    def exact(self) -> bool:
+        return self.residual is None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    dialect: Dialect
+    now: dt.datetime
+    tz: dt.tzinfo
+
+
+_Part = tuple[K.SearchKey, "A.Condition | None"]
+
+
+def plan_condition(cond: A.Condition, dialect: Dialect, now: dt.datetime, tz: dt.tzinfo) -> ConditionPlan:
+    """Split `cond` into a server key (superset of the matches) and a residual that makes it exact."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    server, residual = _plan(cond, _Ctx(dialect, now, tz))
+    return ConditionPlan(server, residual, fetch_needs(residual))
+
+
+def plan_rule(rule: A.Rule, dialect: Dialect, now: dt.datetime, tz: dt.tzinfo) -> ConditionPlan:
+    """`plan_condition` of a rule's `when`."""
+    return plan_condition(rule.condition, dialect, now, tz)
+
+
+def _plan(c: A.Condition, x: _Ctx) -> _Part:
+    if isinstance(c, A.And):
+        servers: list[K.SearchKey] = []
+        residuals: list[A.Condition] = []
+        for item in c.items:
+            s, r = _plan(item, x)
+            servers.append(s)
+            if r is not None:
+                residuals.extend(r.items if isinstance(r, A.And) else (r,))
+        residual: A.Condition | None = None
+        if len(residuals) == 1:
+            residual = residuals[0]
+        elif residuals:
+            residual = A.And(tuple(residuals), c.span)
+        return K.and_(*servers), residual
+    if isinstance(c, A.Or):
+        parts = [_plan(item, x) for item in c.items]
+        server = K.any_of(s for s, _ in parts) if parts else K.Not(K.ALL)
+        # Exact only when every operand is; else the prefilters' OR is still a superset.
+        return server, (None if all(r is None for _, r in parts) else c)
+    if isinstance(c, A.Not):
+        s, r = _plan(c.item, x)
+        if r is None:
+            return K.not_(s), None
+        return K.ALL, c  # the complement of a prefilter is no prefilter of the complement
+    if isinstance(c, A.All):
+        return K.ALL, None
+    handler = _ATOMS.get(type(c))
+    if handler is None:  # pragma: no cover - exhaustive over Condition
+        raise TypeError(f"not a condition: {c!r}")
+    return handler(c, x)
+
+
+# ---------------------------------------------------------------------------
+# String tests
+# ---------------------------------------------------------------------------
+
+
+def _target_key(target: A.FieldRef, value: str) -> K.SearchKey:
+    """The substring key for a field (or a header) and a value; "" asks for presence."""
+    if target.header is not None:
+        return K.Header(target.header, value)
+    f = target.field
+    assert f is not None
+    if f == "recipient":
+        return K.any_of(_target_key(A.FieldRef(g, None, target.span), value) for g in ("to", "cc", "bcc"))
+    kind = _TEXT_KEY.get(f)
+    if kind is not None and (value or kind in ("BODY", "TEXT")):
+        return K.Text(kind, value)
+    return K.Header(FIELD_HEADERS[f][0], value)
+
+
+def _presence(target: A.FieldRef) -> K.SearchKey:
+    if target.header is None and target.field in ("body", "text"):
+        return K.ALL
+    return _target_key(target, "")
+
+
+def _target_pushable(target: A.FieldRef, x: _Ctx) -> bool:
+    """Can the server search this field at all? Gmail's search is word-based: never exact."""
+    if x.dialect.gmail:
+        return False
+    return target.header is None or (bool(target.header) and all(ch in _FTEXT for ch in target.header))
+
+
+@lru_cache(maxsize=4096)
+def server_value(value: str, utf8: bool) -> tuple[str | None, bool]:
+    """(substring to send, exact?) for a case-insensitive `contains value`.
+
+    Servers fold ASCII case only (RFC 9051 §6.4.4), while the language folds Unicode case, so a
+    value is exact only when it is ASCII or made of caseless characters (CJK, ...) and the server
+    takes UTF-8. Otherwise the longest ASCII run is a sound prefilter (a substring of the value).
+    """
+    pieces = [value]
+    for bad in _UNSENDABLE:
+        pieces = [q for p in pieces for q in p.split(bad)]
+    clean = len(pieces) == 1
+    if clean and value.isascii():
+        return value, True
+    if clean and utf8 and all(ch.isascii() or _caseless(ch) for ch in value):
+        return value, True
+    best = ""
+    for p in pieces:
+        run = []
+        for ch in p + "\x00":
+            if ch.isascii() and ch.isprintable():
+                run.append(ch)
+                continue
+            if len(run) > len(best):
+                best = "".join(run)
+            run = []
+    return (best if len(best.strip()) >= _MIN_PREFILTER else None), False
+
+
+def _caseless(ch: str) -> bool:
+    # Letters of caseless scripts above U+3040 (kana, CJK, Hangul...): no case mapping, and no
+    # other character folds into them.
+    return ord(ch) >= 0x3040 and ch.upper() == ch == ch.casefold() and ch.isprintable()
+
+
+def _substring(target: A.FieldRef, value: str, x: _Ctx) -> tuple[K.SearchKey, bool]:
+    """A sound server key for "the field contains `value`", and whether it is exact."""
+    if not _target_pushable(target, x):
+        return K.ALL, False
+    sent, exact = server_value(value, x.dialect.utf8_search)
+    if sent is None or not sent:
+        return _presence(target), False
+    return _target_key(target, sent), exact
+
+
+def _string_test(c: A.StringTest, x: _Ctx) -> _Part:
+    key, exact = _substring(c.target, c.value, x)
+    if c.op == "contains" and exact and c.value:
+        return key, None
+    return key, c  # is / starts with / ends with: the substring is only a prefilter
+
+
+def _regex_test(c: A.RegexTest, x: _Ctx) -> _Part:
+    if not _target_pushable(c.target, x):
+        return K.ALL, c
+    lit = required_literal(c.regex.pattern, c.regex.flags)
+    if lit is not None:
+        return _substring(c.target, lit, x)[0], c
+    return _presence(c.target), c
+
+
+def _domain_test(c: A.DomainTest, x: _Ctx) -> _Part:
+    return _substring(c.target, c.domain, x)[0], c
+
+
+def _header_exists(c: A.HeaderExists, x: _Ctx) -> _Part:
+    ref = A.FieldRef(None, c.header, c.span)
+    if not _target_pushable(ref, x):
+        return K.ALL, c
+    return K.Header(c.header, ""), None
+
+
+# ---------------------------------------------------------------------------
+# Size, flags, keywords, attachments
+# ---------------------------------------------------------------------------
+
+
+def _size_test(c: A.SizeTest, x: _Ctx) -> _Part:
+    # LARGER n is size > n, SMALLER n is size < n (RFC 9051 §6.4.4).
+    n = c.bytes
+    if c.op == ">":
+        return (K.Larger(n) if n >= 0 else K.ALL), None
+    if c.op == ">=":
+        return (K.Larger(n - 1) if n >= 1 else K.ALL), None
+    if c.op == "<":
+        return (K.Smaller(n) if n >= 0 else K.Not(K.ALL)), None
+    return (K.Smaller(n + 1) if n >= 0 else K.Not(K.ALL)), None
+
+
+def _flag_test(c: A.FlagTest, x: _Ctx) -> _Part:
+    pos, neg = _FLAG_KEY[c.flag]
+    return K.Flag(pos if c.present else neg), None
+
+
+def _keyword_test(c: A.KeywordTest, x: _Ctx) -> _Part:
+    flag = next((v for k, v in _FLAG_KEY.items() if k.lower() == c.keyword.lower()), None)
+    if flag is not None:
+        return K.Flag(flag[0]), None
+    if c.keyword and is_atom(c.keyword) and not c.keyword.startswith("\\"):
+        return K.Keyword(c.keyword), None
+    return K.ALL, c  # not a valid flag-keyword: the server cannot be asked
+
+
+def _has_attachment(c: A.HasAttachment, x: _Ctx) -> _Part:
+    if x.dialect.gmail:
+        return K.GmRaw("has:attachment"), c
+    return K.ALL, c
+
+
+def _attachment_name(c: A.AttachmentNameTest, x: _Ctx) -> _Part:
+    return K.ALL, c
+
+
+# ---------------------------------------------------------------------------
+# Dates
+# ---------------------------------------------------------------------------
+
+
+def subtract_age(now: dt.datetime, amount: int, unit: str) -> dt.datetime:
+    """`now` minus N units; months and years on the calendar, the day clamped to the month's end."""
+    if unit in ("months", "years"):
+        months = amount * (12 if unit == "years" else 1)
+        total = now.year * 12 + (now.month - 1) - months
+        year, month = divmod(total, 12)
+        month += 1
+        if year < dt.MINYEAR:
+            return dt.datetime.min.replace(tzinfo=dt.UTC)
+        day = min(now.day, calendar.monthrange(year, month)[1])
+        return now.replace(year=year, month=month, day=day)
+    seconds = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}[unit]
+    try:
+        return now - dt.timedelta(seconds=amount * seconds)
+    except OverflowError:
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _day_shift(d: dt.date, days: int) -> dt.date | None:
+    try:
+        return d + dt.timedelta(days=days)
+    except OverflowError:
+        return None
+
+
+def _instant_bounds(lo: dt.datetime | None, hi: dt.datetime | None) -> K.SearchKey:
+    """A BEFORE/SINCE key holding for every instant in [lo, hi) on a server in any zone.
+
+    The server's day of an instant is within one day of its UTC day (offsets -12..+14 h), so the
+    window is widened by one day on each side of the UTC days (RFC 9051 §6.4.4 ignores the zone).
+    """
+    out: list[K.SearchKey] = []
+    if lo is not None:
+        since = _day_shift(lo.astimezone(dt.UTC).date(), -1)
+        if since is not None:
+            out.append(K.Date("SINCE", since))
+    if hi is not None:
+        last = (hi - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()
+        before = _day_shift(last, 2)
+        if before is not None:
+            out.append(K.Date("BEFORE", before))
+    return K.and_(*out)
+
+
+def _local_midnight(d: dt.date, tz: dt.tzinfo) -> dt.datetime | None:
+    try:
+        # fold=0 and a gap-free reading are fine: we only need an instant near the day's start,
+        # and the window is widened by a day anyway.
+        return dt.datetime.combine(d, dt.time(0), tz)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _safe_next(d: dt.date) -> dt.date | None:
+    return _day_shift(d, 1)
+
+
+def _date_test(c: A.DateTest, x: _Ctx) -> _Part:
+    d = c.date
+    if c.which == "sent":
+        # SENT* compare the Date: header's own day; a message without Date: is 1970-01-01 on the
+        # server, but the language says it matches no sent test: the residual drops it.
+        if c.relation == "before":
+            return K.Date("SENTBEFORE", d), c
+        if c.relation == "on":
+            return K.Date("SENTON", d), c
+        nxt = _safe_next(d)
+        return (K.Date("SENTSINCE", nxt) if nxt is not None else K.Not(K.ALL)), c
+    # received: the day of INTERNALDATE in our zone; the server uses its own zone's day.
+    start = _local_midnight(d, x.tz)
+    nxt = _safe_next(d)
+    end = _local_midnight(nxt, x.tz) if nxt is not None else None
+    if c.relation == "before":
+        return _instant_bounds(None, start) if start is not None else K.ALL, c
+    if c.relation == "after":
+        return _instant_bounds(end, None) if end is not None else K.ALL, c
+    return _instant_bounds(start, end), c
+
+
+def _age_test(c: A.AgeTest, x: _Ctx) -> _Part:
+    threshold = subtract_age(x.now, c.amount, c.unit)
+    # Seconds are measured on timestamps: aware datetimes sharing a tzinfo subtract as wall time.
+    seconds = x.now.timestamp() - threshold.timestamp()
+    if x.dialect.within and seconds >= 1 and seconds == int(seconds):
+        # RFC 5032: OLDER n = internal date more than n seconds ago; YOUNGER n = less than.
+        return (K.Older(int(seconds)) if c.older else K.Younger(int(seconds))), None
+    if c.older:
+        return _instant_bounds(None, threshold), c
+    return _instant_bounds(threshold, None), c
+
+
+_ATOMS: dict[type, Callable[[Any, _Ctx], _Part]] = {}
+
+
+def _register() -> None:
+    _ATOMS.update({
+        A.StringTest: _string_test, A.RegexTest: _regex_test, A.DomainTest: _domain_test,
+        A.HeaderExists: _header_exists, A.SizeTest: _size_test, A.FlagTest: _flag_test,
+        A.KeywordTest: _keyword_test, A.HasAttachment: _has_attachment,
+        A.AttachmentNameTest: _attachment_name, A.DateTest: _date_test, A.AgeTest: _age_test,
+    })
+
+
+_register()
+
+
+# ---------------------------------------------------------------------------
+# Fetch needs
+# ---------------------------------------------------------------------------
+
+
+def fetch_needs(residual: A.Condition | None) -> FetchNeeds:
+    """What must be fetched to evaluate `residual` on the client."""
+    if residual is None:
+        return FetchNeeds()
+    headers: set[str] = set()
+    flags = {"body": False, "bodystructure": False, "internaldate": False, "size": False, "flags": False}
+    for c in _atoms(residual):
+        if isinstance(c, A.StringTest | A.RegexTest | A.DomainTest):
+            t = c.target
+            if t.header is not None:
+                headers.add(t.header)
+            elif t.field in ("body", "text"):
+                flags["body"] = True
+            elif t.field is not None:
+                headers.update(FIELD_HEADERS[t.field])
+        elif isinstance(c, A.HeaderExists):
+            headers.add(c.header)
+        elif isinstance(c, A.HasAttachment | A.AttachmentNameTest):
+            flags["bodystructure"] = True
+        elif isinstance(c, A.DateTest):
+            if c.which == "sent":
+                headers.add("Date")
+            else:
+                flags["internaldate"] = True
+        elif isinstance(c, A.AgeTest):
+            flags["internaldate"] = True
+        elif isinstance(c, A.SizeTest):
+            flags["size"] = True
+        elif isinstance(c, A.FlagTest | A.KeywordTest):
+            flags["flags"] = True
+    return FetchNeeds(frozenset(headers), **flags)
+
+
+def _atoms(c: A.Condition) -> Iterable[A.Condition]:
+    if isinstance(c, A.And | A.Or):
+        for item in c.items:
+            yield from _atoms(item)
+    elif isinstance(c, A.Not):
+        yield from _atoms(c.item)
+    else:
+        yield c
