@@ -1,0 +1,413 @@
+"""Read, merge and validate the configuration: TOML file + environment -> frozen `Settings`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mailrules.config import env as _env
+from mailrules.config.env import dotted, suggestion
+from mailrules.config.locate import KeyPath, format_toml_error, key_lines
+from mailrules.config.model import (
+    AccountSettings,
+    LogFormat,
+    MetricsSettings,
+    Secret,
+    Settings,
+    SmtpSettings,
+    TlsMode,
+)
+from mailrules.config.schema import (
+    ACCOUNT,
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RULES,
+    DEFAULT_STATE,
+    DEFAULT_TIMEZONE,
+    IMAP_PORTS,
+    LOG_FORMATS,
+    MAX_CONNECTIONS,
+    METRICS,
+    PROVIDERS,
+    SECRET_KEYS,
+    SMTP,
+    SMTP_PORTS,
+    TLS_MODES,
+    TOP,
+    Kind,
+    kind_name,
+    matches_kind,
+    type_name,
+)
+from mailrules.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("/etc/mailrules/mailrules.toml")
+
+_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]*):(\d{1,5})")
+# Ports whose protocol is well known: a mismatch with `tls` is almost always a mistake.
+_IMAP_PORT_TLS = {993: "implicit", 143: "starttls"}
+_SMTP_PORT_TLS = {465: "implicit", 587: "starttls", 25: "starttls"}
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load the configuration: `path`, else `$MAILRULES_CONFIG`, else /etc/mailrules/mailrules.toml.
+
+    `env` (default `os.environ`) supplies `MAILRULES_*` overrides and `password_env` variables.
+    Every problem found is collected; any problem raises one `ConfigError` listing them all, one
+    per line, as `path:line: key: message`. Problems that do not prevent a start are returned in
+    `Settings.warnings` for the caller to show.
+    """
+    environ: Mapping[str, str] = os.environ if env is None else env
+    if path is None:
+        path = _env.config_path_from_env(environ) or DEFAULT_CONFIG_PATH
+    shown = str(path)
+    config_path = Path(path).expanduser().absolute()
+    try:
+        text = config_path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read the configuration: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: the configuration is not valid UTF-8 text") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(format_toml_error(shown, text, exc)) from None
+
+    cx = _Context(shown, config_path.parent, environ)
+    cx.origins.update({key: f"{shown}:{line}" for key, line in key_lines(text).items()})
+    _env.apply_env(raw, cx.origins, environ, cx.config_dir, cx.errors)
+    settings = _settings(raw, cx, config_path)
+    if cx.errors:
+        raise ConfigError("\n".join(cx.errors))
+    logger.debug("configuration %s: %d account(s), %d warning(s)",
+                 config_path, len(settings.accounts), len(settings.warnings))
+    return settings
+
+
+class _Context:
+    """Where each key came from, and the problems found so far."""
+
+    def __init__(self, shown: str, config_dir: Path, env: Mapping[str, str]) -> None:
+        self.shown = shown
+        self.config_dir = config_dir
+        self.env = env
+        self.origins: dict[KeyPath, str] = {}
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def where(self, path: KeyPath) -> str:
+        """`file:line` or `$VARIABLE` of a key, else of the nearest enclosing table, else the file."""
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.origins:
+                return self.origins[path[:n]]
+        return self.shown
+
+    def error(self, path: KeyPath, message: str, at: KeyPath | None = None) -> None:
+        self.errors.append(f"{self.where(at or path)}: {dotted(path)}: {message}")
+
+    def warn(self, path: KeyPath, message: str) -> None:
+        self.warnings.append(f"{self.where(path)}: {dotted(path)}: {message}")
+
+    def check_keys(self, table: dict[str, Any], path: KeyPath, schema: dict[str, Kind]) -> None:
+        for key in table:
+            if key not in schema:
+                self.error((*path, key), f"unknown key{suggestion(key, schema)}")
+
+    def get(self, table: dict[str, Any], path: KeyPath, key: str, kind: Kind) -> Any:
+        """The value of `key` when present and of the right type; None (after an error) otherwise."""
+        if key not in table:
+            return None
+        value = table[key]
+        if matches_kind(value, kind):
+            return value
+        got = type_name(value)
+        if kind == "strlist" and isinstance(value, list):
+            odd = next(v for v in value if not isinstance(v, str))
+            got = f"an array containing {type_name(odd)}"
+        self.error((*path, key), f"expected {kind_name(kind)}, got {got}")
+        return None
+
+    def text(self, table: dict[str, Any], path: KeyPath, key: str) -> str | None:
+        """A string key that must not be empty."""
+        value = self.get(table, path, key, "str")
+        if value == "":
+            self.error((*path, key), "must not be empty")
+            return None
+        return cast("str | None", value)
+
+    def choice(self, table: dict[str, Any], path: KeyPath, key: str, allowed: tuple[str, ...]) -> str | None:
+        value = self.get(table, path, key, "str")
+        if value is not None and value not in allowed:
+            listed = ", ".join(f"'{a}'" for a in allowed)
+            self.error((*path, key), f"expected one of {listed}, got '{value}'")
+            return None
+        return cast("str | None", value)
+
+    def integer(self, table: dict[str, Any], path: KeyPath, key: str, low: int, high: int) -> int | None:
+        value = self.get(table, path, key, "int")
+        if value is not None and not low <= value <= high:
+            self.error((*path, key), f"must be between {low} and {high}, got {value}")
+            return None
+        return cast("int | None", value)
+
+    def file_path(self, table: dict[str, Any], path: KeyPath, key: str) -> Path | None:
+        """A path key, resolved against the configuration file's directory."""
+        value = self.text(table, path, key) if key in table and isinstance(table[key], str) else \
+            self.get(table, path, key, "path")
+        return None if value is None else self.resolve(value)
+
+    def resolve(self, value: str) -> Path:
+        return self.config_dir / Path(value).expanduser()
+
+    def subtable(self, table: dict[str, Any], path: KeyPath, key: str) -> dict[str, Any] | None:
+        value = self.get(table, path, key, "table")
+        return cast("dict[str, Any] | None", value)
+
+
+def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
+    cx.check_keys(raw, (), TOP)
+    rules = cx.file_path(raw, (), "rules")
+    state_text = cx.text(raw, (), "state")
+    if state_text is not None and "://" in state_text:
+        # Never echo it: a database URL may hold a password.
+        cx.error(("state",), "a URL is not supported yet; give the path of an SQLite file")
+        state_text = None
+    timezone = ZoneInfo(DEFAULT_TIMEZONE)
+    tz_name = cx.get(raw, (), "timezone", "str")
+    if tz_name is not None:
+        try:
+            timezone = ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            cx.error(("timezone",), f"unknown time zone '{tz_name}'")
+    log_format = cx.choice(raw, (), "log_format", LOG_FORMATS) or "text"
+
+    metrics = MetricsSettings(listen=DEFAULT_LISTEN)
+    metrics_table = cx.subtable(raw, (), "metrics")
+    if metrics_table is not None:
+        cx.check_keys(metrics_table, ("metrics",), METRICS)
+        listen = cx.get(metrics_table, ("metrics",), "listen", "str")
+        if listen is not None:
+            m = _LISTEN.fullmatch(listen)
+            if listen and not (m and int(m.group(2)) <= 65535):
+                cx.error(("metrics", "listen"), f"expected 'host:port' or '' to disable, got '{listen}'")
+            else:
+                metrics = MetricsSettings(listen=listen)
+
+    accounts: dict[str, AccountSettings] = {}
+    accounts_table = cx.get(raw, (), "accounts", "accounts")
+    seen: dict[str, str] = {}
+    for name, table in (accounts_table or {}).items():
+        path = ("accounts", name)
+        if not isinstance(table, dict):
+            cx.error(path, f"expected a table, got {type_name(table)}")
+            continue
+        if name.lower() in seen:
+            cx.error(path, f"differs from accounts.{seen[name.lower()]} only in case, which the "
+                     "environment overrides cannot tell apart")
+        seen[name.lower()] = name
+        account = _account(name, table, cx)
+        if account is not None:
+            accounts[name] = account
+    if not accounts_table and not cx.errors:
+        cx.warnings.append(f"{cx.shown}: no accounts are configured")
+
+    return Settings(
+        rules=rules or cx.resolve(DEFAULT_RULES),
+        state=cx.resolve(state_text or DEFAULT_STATE),
+        config_path=config_path,
+        timezone=timezone,
+        metrics=metrics,
+        accounts=accounts,
+        log_format=cast(LogFormat, log_format),
+        warnings=tuple(cx.warnings),
+    )
+
+
+def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | None:
+    p: KeyPath = ("accounts", name)
+    cx.check_keys(t, p, ACCOUNT)
+    preset: dict[str, Any] = {}
+    provider = cx.get(t, p, "provider", "str")
+    if provider is not None:
+        if provider.lower() in PROVIDERS:
+            provider = provider.lower()
+            preset = PROVIDERS[provider]
+        else:
+            known = ", ".join(sorted(PROVIDERS))
+            cx.error((*p, "provider"), f"unknown provider '{provider}' (known: {known})")
+            provider = None
+
+    host = cx.text(t, p, "host")
+    if host is None and "host" not in t:
+        host = preset.get("host")
+        if host is None and provider is None and "provider" not in t:
+            cx.error((*p, "host"), f"required (or set provider to one of {', '.join(sorted(PROVIDERS))})")
+    tls, port = _tls_and_port(t, p, cx, preset, IMAP_PORTS, _IMAP_PORT_TLS)
+    username = cx.text(t, p, "username")
+    if "username" not in t:
+        cx.error((*p, "username"), "required")
+    password = _secret(t, p, cx, required=True)
+    if tls == "none" and cx.get(t, p, "allow_insecure", "bool") is not True:
+        cx.warn((*p, "tls"), "'none' would send the password unencrypted: login will be refused "
+                "unless allow_insecure = true")
+
+    ca_file = cx.file_path(t, p, "ca_file")
+    if ca_file is not None and not ca_file.exists():
+        cx.warn((*p, "ca_file"), f"{ca_file} does not exist")
+    watch = cx.get(t, p, "watch", "strlist") or []
+    if "" in watch:
+        cx.error((*p, "watch"), "a mailbox name must not be empty")
+    archive = cx.text(t, p, "archive") if "archive" in t else preset.get("archive")
+    trash = cx.text(t, p, "trash") if "trash" in t else preset.get("trash")
+    max_connections = cx.integer(t, p, "max_connections", *MAX_CONNECTIONS)
+    poll_interval = cx.get(t, p, "poll_interval", "number")
+    if poll_interval is not None and not (math.isfinite(poll_interval) and poll_interval > 0):
+        cx.error((*p, "poll_interval"), f"must be a positive number of seconds, got {poll_interval}")
+        poll_interval = None
+
+    smtp: SmtpSettings | None = None
+    smtp_table = cx.subtable(t, p, "smtp")
+    if smtp_table is not None or ("smtp" not in t and preset):
+        smtp = _smtp(smtp_table or {}, p, cx, preset, username, password)
+
+    if host is None or username is None or password is None or tls is None or port is None:
+        return None
+    return AccountSettings(
+        name=name,
+        host=host,
+        port=port,
+        tls=tls,
+        username=username,
+        password=password,
+        ca_file=ca_file,
+        watch=tuple(watch),
+        archive=archive,
+        trash=trash,
+        create_mailboxes=cx.get(t, p, "create_mailboxes", "bool") or False,
+        max_connections=max_connections or DEFAULT_MAX_CONNECTIONS,
+        allow_insecure=cx.get(t, p, "allow_insecure", "bool") or False,
+        provider=provider,
+        poll_interval=float(poll_interval or DEFAULT_POLL_INTERVAL),
+        smtp=smtp,
+    )
+
+
+def _smtp(
+    t: dict[str, Any],
+    account: KeyPath,
+    cx: _Context,
+    preset: dict[str, Any],
+    account_username: str | None,
+    account_password: Secret | None,
+) -> SmtpSettings | None:
+    p: KeyPath = (*account, "smtp")
+    cx.check_keys(t, p, SMTP)
+    smtp_preset: dict[str, Any] = preset.get("smtp", {})
+    host = cx.text(t, p, "host")
+    if host is None and "host" not in t:
+        host = smtp_preset.get("host")
+        if host is None:
+            cx.error((*p, "host"), "required (or set provider on the account)")
+    tls, port = _tls_and_port(t, p, cx, smtp_preset, SMTP_PORTS, _SMTP_PORT_TLS)
+    username = cx.text(t, p, "username")
+    password = _secret(t, p, cx, required=False)
+    if password is None and not any(k in t for k in SECRET_KEYS):
+        if "username" in t:
+            cx.error(p, "username is set but no password, password_file or password_env", at=(*p, "username"))
+        elif preset:
+            # A provider's SMTP server takes the same credentials as its IMAP server.
+            username, password = account_username, account_password
+    elif username is None and "username" not in t:
+        username = account_username
+    allow_insecure = cx.get(t, p, "allow_insecure", "bool") or False
+    if tls == "none" and password is not None and not allow_insecure:
+        cx.warn((*p, "tls"), "'none' would send the password unencrypted: login will be refused "
+                "unless allow_insecure = true")
+    sender = cx.text(t, p, "from")
+    if sender is None and "from" not in t:
+        sender = next((u for u in (username, account_username) if u and "@" in u), None)
+        if sender is None and account_username is not None:
+            cx.error((*p, "from"), "required (the username is not an e-mail address)")
+    if host is None or tls is None or port is None or sender is None:
+        return None
+    return SmtpSettings(host=host, port=port, tls=tls, username=username, password=password,
+                        from_=sender, allow_insecure=allow_insecure)
+
+
+def _tls_and_port(
+    t: dict[str, Any],
+    p: KeyPath,
+    cx: _Context,
+    preset: dict[str, Any],
+    default_ports: dict[str, int],
+    port_tls: dict[int, str],
+) -> tuple[TlsMode | None, int | None]:
+    """`tls` (default the preset's, else implicit) and `port` (default the preset's when its tls
+    is the one in use, else the protocol's port for that tls)."""
+    tls = cx.choice(t, p, "tls", TLS_MODES)
+    if tls is None:
+        if "tls" in t:
+            return None, cx.integer(t, p, "port", 1, 65535)
+        tls = preset.get("tls", "implicit")
+    port = cx.integer(t, p, "port", 1, 65535)
+    if port is None and "port" not in t:
+        port = preset["port"] if preset.get("tls") == tls and "port" in preset else default_ports[tls]
+    elif port is not None and port_tls.get(port, tls) not in (tls, "starttls" if tls == "none" else tls):
+        cx.warn((*p, "port"), f"port {port} usually means tls = '{port_tls[port]}', but tls is '{tls}'")
+    return cast(TlsMode, tls), port
+
+
+def _secret(t: dict[str, Any], p: KeyPath, cx: _Context, required: bool) -> Secret | None:
+    """The one password of a table, from `password`, `password_file` or `password_env`."""
+    given = [k for k in SECRET_KEYS if k in t]
+    if len(given) > 1:
+        cx.error(p, f"set only one of password, password_file, password_env (found {', '.join(given)})",
+                 at=(*p, given[1]))
+        return None
+    if not given:
+        if required:
+            cx.error(p, "no password: set password, password_file or password_env")
+        return None
+    key = given[0]
+    kp = (*p, key)
+    origin = cx.origins.get(kp, "")
+    value: str | None
+    if key == "password":
+        value = cx.get(t, p, key, "str")
+        source = origin if origin.startswith("$") else "password"
+    elif key == "password_file":
+        file = cx.file_path(t, p, key)
+        if file is None:
+            return None
+        try:
+            value = _env.read_value_file(file)
+        except OSError as exc:
+            cx.error(kp, f"cannot read {file}: {exc.strerror}")
+            return None
+        except UnicodeDecodeError:
+            cx.error(kp, f"{file} is not valid UTF-8 text")
+            return None
+        source = f"password_file {file}"
+    else:
+        var = cx.text(t, p, key)
+        if var is None:
+            return None
+        value = cx.env.get(var)
+        if value is None:
+            cx.error(kp, f"the environment variable {var} is not set")
+            return None
+        source = f"${var}"
+    if value == "":
+        cx.error(kp, f"the password from {source} is empty" if key != "password" else "must not be empty")
+        return None
+    return None if value is None else Secret(value, source)

@@ -1,0 +1,155 @@
+"""The frozen settings objects the loader builds, and `Secret`, a string that never prints."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+TlsMode = Literal["implicit", "starttls", "none"]
+LogFormat = Literal["text", "json"]
+
+REDACTED = "***"
+
+
+class Secret:
+    """A password or token: `reveal()` gives the value; `repr`, `str` and format give `Secret('***')`."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "") -> None:
+        self._value = value
+        # Where the value came from ("password_file /run/secrets/x", "$VAR"): for error messages
+        # about a failed login, never the value itself.
+        self.source = source
+
+    def reveal(self) -> str:
+        """The secret value; call it only where the value is sent to a server."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret('{REDACTED}')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        # Constant-time, and only against another Secret: `secret == "guess"` is always False,
+        # so neither timing nor an assertion message can tell anything about the value.
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode("utf-8"), other._value.encode("utf-8"))
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Where `/metrics`, `/healthz` and `/readyz` are served; `listen = ""` disables them."""
+
+    listen: str = "127.0.0.1:9464"
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """`(host, port)` to bind, or None when disabled; `":9464"` binds every interface."""
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        return (host or "0.0.0.0", int(port))
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """The SMTP submission server an account's `forward` and `redirect` actions use."""
+
+    host: str
+    port: int
+    tls: TlsMode
+    username: str | None
+    password: Secret | None
+    from_: str
+    allow_insecure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSettings:
+    """One IMAP account, named by its table: `[accounts.work]` is the account "work"."""
+
+    name: str
+    host: str
+    port: int
+    tls: TlsMode
+    username: str
+    password: Secret
+    ca_file: Path | None = None
+    watch: tuple[str, ...] = ()
+    archive: str | None = None
+    trash: str | None = None
+    create_mailboxes: bool = False
+    max_connections: int = 5
+    allow_insecure: bool = False
+    provider: str | None = None
+    poll_interval: float = 60.0
+    smtp: SmtpSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration, validated; `warnings` are problems that do not stop a start."""
+
+    rules: Path
+    state: Path
+    config_path: Path
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    accounts: dict[str, AccountSettings] = field(default_factory=dict)
+    log_format: LogFormat = "text"
+    warnings: tuple[str, ...] = ()
+
+    def redacted_dict(self) -> dict[str, Any]:
+        """The settings as plain TOML-shaped data (for `mailrules config show`), passwords as `***`."""
+        return {
+            "config_path": str(self.config_path),
+            "rules": str(self.rules),
+            "state": str(self.state),
+            "timezone": self.timezone.key,
+            "log_format": self.log_format,
+            "metrics": {"listen": self.metrics.listen},
+            "accounts": {name: _account_dict(a) for name, a in self.accounts.items()},
+        }
+
+
+def _account_dict(a: AccountSettings) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "host": a.host,
+        "port": a.port,
+        "tls": a.tls,
+        "username": a.username,
+        "password": REDACTED,
+        "ca_file": None if a.ca_file is None else str(a.ca_file),
+        "watch": list(a.watch),
+        "archive": a.archive,
+        "trash": a.trash,
+        "create_mailboxes": a.create_mailboxes,
+        "max_connections": a.max_connections,
+        "allow_insecure": a.allow_insecure,
+        "provider": a.provider,
+        "poll_interval": a.poll_interval,
+        "smtp": None,
+    }
+    if a.smtp is not None:
+        s = a.smtp
+        out["smtp"] = {
+            "host": s.host,
+            "port": s.port,
+            "tls": s.tls,
+            "username": s.username,
+            "password": None if s.password is None else REDACTED,
+            "from": s.from_,
+            "allow_insecure": s.allow_insecure,
+        }
+    return out

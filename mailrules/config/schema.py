@@ -1,0 +1,140 @@
+"""What keys each table accepts, of which kind, and the provider presets."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+Kind = Literal["str", "path", "int", "number", "bool", "strlist", "table", "accounts"]
+
+TOP: dict[str, Kind] = {
+    "rules": "path",
+    "state": "path",
+    "timezone": "str",
+    "log_format": "str",
+    "metrics": "table",
+    "accounts": "accounts",
+}
+METRICS: dict[str, Kind] = {"listen": "str"}
+ACCOUNT: dict[str, Kind] = {
+    "provider": "str",
+    "host": "str",
+    "port": "int",
+    "tls": "str",
+    "username": "str",
+    "password": "str",
+    "password_file": "path",
+    "password_env": "str",
+    "ca_file": "path",
+    "watch": "strlist",
+    "archive": "str",
+    "trash": "str",
+    "create_mailboxes": "bool",
+    "max_connections": "int",
+    "allow_insecure": "bool",
+    "poll_interval": "number",
+    "smtp": "table",
+}
+SMTP: dict[str, Kind] = {
+    "host": "str",
+    "port": "int",
+    "tls": "str",
+    "username": "str",
+    "password": "str",
+    "password_file": "path",
+    "password_env": "str",
+    "from": "str",
+    "allow_insecure": "bool",
+}
+
+SECRET_KEYS = ("password", "password_file", "password_env")
+# Keys whose default is "not set": an empty environment value unsets them.
+OPTIONAL_KEYS = frozenset({"ca_file", "archive", "trash", "provider"})
+
+TLS_MODES = ("implicit", "starttls", "none")
+LOG_FORMATS = ("text", "json")
+IMAP_PORTS = {"implicit": 993, "starttls": 143, "none": 143}
+SMTP_PORTS = {"implicit": 465, "starttls": 587, "none": 25}
+MAX_CONNECTIONS = (1, 50)
+
+DEFAULT_RULES = "rules.d"
+DEFAULT_STATE = "state.db"
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_LISTEN = "127.0.0.1:9464"
+DEFAULT_POLL_INTERVAL = 60.0
+DEFAULT_MAX_CONNECTIONS = 5
+
+
+PROVIDERS: dict[str, dict[str, Any]] = {
+    "gmail": {
+        "host": "imap.gmail.com", "port": 993, "tls": "implicit",
+        "archive": "[Gmail]/All Mail", "trash": "[Gmail]/Trash",
+        "smtp": {"host": "smtp.gmail.com", "port": 587, "tls": "starttls"},
+    },
+    "outlook": {
+        "host": "outlook.office365.com", "port": 993, "tls": "implicit",
+        "smtp": {"host": "smtp.office365.com", "port": 587, "tls": "starttls"},
+    },
+    "yahoo": {
+        "host": "imap.mail.yahoo.com", "port": 993, "tls": "implicit",
+        "smtp": {"host": "smtp.mail.yahoo.com", "port": 465, "tls": "implicit"},
+    },
+    "fastmail": {
+        "host": "imap.fastmail.com", "port": 993, "tls": "implicit",
+        "smtp": {"host": "smtp.fastmail.com", "port": 465, "tls": "implicit"},
+    },
+}
+
+_KIND_NAMES: dict[Kind, str] = {
+    "str": "a string",
+    "path": "a string (a path)",
+    "int": "an integer",
+    "number": "a number",
+    "bool": "a boolean",
+    "strlist": "an array of strings",
+    "table": "a table",
+    "accounts": "a table of accounts",
+}
+
+
+def kind_name(kind: Kind) -> str:
+    """`"an integer"` for "int": the words of "expected ..."."""
+    return _KIND_NAMES[kind]
+
+
+def type_name(value: object) -> str:
+    """What a TOML value is, in words: `"a string"`, `"an integer"`..."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, dt.datetime):
+        return "a date-time"
+    if isinstance(value, dt.date):
+        return "a date"
+    if isinstance(value, dt.time):
+        return "a time"
+    return type(value).__name__
+
+
+def matches_kind(value: object, kind: Kind) -> bool:
+    """Whether a parsed TOML value has the type a key of `kind` needs."""
+    if kind in ("str", "path"):
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "strlist":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, dict)
