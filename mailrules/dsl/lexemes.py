@@ -1,0 +1,150 @@
+"""Decoding of string, regex and template lexemes, each problem reported with its column offset."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: Regex flags of the language: i (default), c (case-sensitive), and Python's m, s, x.
+REGEX_FLAGS = frozenset("icmsx")
+
+#: Placeholders a mailbox template may use, besides `match.N`.
+PLACEHOLDERS = ("year", "month", "day", "from.domain", "list")
+
+_MATCH_RE = re.compile(r"match\.([0-9]+)\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A problem inside one token: `offset` and `length` are in characters of the token text."""
+
+    offset: int
+    length: int
+    message: str
+
+
+def unescape_string(token: str) -> tuple[str, list[int], list[Problem]]:
+    """The value of a `"..."` token, the token offset of each value character, and bad escapes."""
+    inner = token[1:-1]
+    out: list[str] = []
+    where: list[int] = []
+    problems: list[Problem] = []
+    i = 0
+    while i < len(inner):
+        ch = inner[i]
+        if ch == "\\" and i + 1 < len(inner):
+            nxt = inner[i + 1]
+            if nxt in "\"\\":
+                out.append(nxt)
+                where.append(i + 1)
+            else:
+                problems.append(
+                    Problem(i + 1, 2, f'unknown escape "\\{nxt}" in string; only \\" and \\\\ are allowed')
+                )
+                out.append(nxt)
+                where.append(i + 1)
+            i += 2
+            continue
+        out.append(ch)
+        where.append(i + 1)
+        i += 1
+    return "".join(out), where, problems
+
+
+def split_regex(token: str) -> tuple[str, str, list[Problem]]:
+    """`/pattern/flags` -> (pattern with `\\/` unescaped, flags, problems with the flags)."""
+    end = token.rfind("/")
+    body, flags = token[1:end], token[end + 1 :]
+    pattern = re.sub(r"\\(.)", lambda m: "/" if m.group(1) == "/" else m.group(0), body)
+    problems: list[Problem] = []
+    for k, f in enumerate(flags):
+        if f not in REGEX_FLAGS:
+            problems.append(
+                Problem(end + 1 + k, 1, f"unknown regex flag '{f}'; expected i, c (case-sensitive), m, s or x")
+            )
+    if "i" in flags.lower() and "c" in flags.lower():
+        problems.append(Problem(end + 1, len(flags), "regex flags 'i' and 'c' contradict each other"))
+    return pattern, flags.lower(), problems
+
+
+@dataclass(frozen=True, slots=True)
+class TemplatePiece:
+    """A literal piece (`name` None) or a placeholder, with its offset in the decoded text."""
+
+    text: str
+    name: str | None
+    index: int
+    offset: int
+    length: int
+
+
+def split_template(text: str) -> tuple[list[TemplatePiece], list[Problem]]:
+    """Split a mailbox template into literal text and `{placeholder}` pieces (offsets in `text`)."""
+    pieces: list[TemplatePiece] = []
+    problems: list[Problem] = []
+    buf: list[str] = []
+    start = 0
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "{":
+            close = text.find("}", i + 1)
+            if close < 0:
+                problems.append(Problem(i, 1, "unclosed '{' in mailbox name; placeholders look like {year}"))
+                break
+            if buf:
+                pieces.append(TemplatePiece("".join(buf), None, 0, start, i - start))
+                buf = []
+            name = text[i + 1 : close].strip().lower()
+            m = _MATCH_RE.match(name)
+            if m:
+                index = int(m.group(1))
+                if index == 0:
+                    problems.append(Problem(i, close - i + 1, "capture groups are numbered from 1: use {match.1}"))
+                pieces.append(TemplatePiece(text[i : close + 1], "match", index, i, close - i + 1))
+            elif name in PLACEHOLDERS:
+                pieces.append(TemplatePiece(text[i : close + 1], name, 0, i, close - i + 1))
+            else:
+                known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+                problems.append(
+                    Problem(
+                        i,
+                        close - i + 1,
+                        f"unknown placeholder '{{{text[i + 1 : close]}}}'; expected one of: {known}, {{match.N}}",
+                    )
+                )
+            i = close + 1
+            start = i
+            continue
+        if ch == "}":
+            problems.append(Problem(i, 1, "unmatched '}' in mailbox name"))
+        buf.append(ch)
+        i += 1
+    if buf:
+        pieces.append(TemplatePiece("".join(buf), None, 0, start, len(text) - start))
+    return pieces, problems
+
+
+def header_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid header field name (RFC 5322 section 3.6.8), or None."""
+    if not name:
+        return "header name is empty"
+    bad = [c for c in name if not (33 <= ord(c) <= 126) or c == ":"]
+    if bad:
+        return f"header name {name!r} contains {bad[0]!r}; header names are printable ASCII without ':'"
+    return None
+
+
+_ATOM_SPECIALS = set('(){ %*"\\]')
+
+
+def keyword_problem(keyword: str) -> str | None:
+    """Why `keyword` cannot be an IMAP keyword (RFC 3501 flag-keyword = atom), or None."""
+    if not keyword:
+        return "keyword is empty"
+    if keyword.startswith("\\"):
+        return f"{keyword!r} is a system flag; use seen, flagged, answered, draft or deleted"
+    bad = [c for c in keyword if c in _ATOM_SPECIALS or ord(c) < 33 or ord(c) > 126]
+    if bad:
+        return f"keyword {keyword!r} contains {bad[0]!r}, which an IMAP keyword cannot contain"
+    return None

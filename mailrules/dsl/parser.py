@@ -1,0 +1,103 @@
+"""parse_text(): rule-file text -> RuleFile + diagnostics, recovering at each top-level rule/test."""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Tree
+from lark.exceptions import LarkError, UnexpectedInput, UnexpectedToken, VisitError
+
+from mailrules.dsl import ast
+from mailrules.dsl.diagnostics import syntax_diagnostic
+from mailrules.dsl.transform import AstBuilder
+from mailrules.source import Diagnostic, Span
+
+#: A line whose first word is `rule` or `test` starts a new top-level item (used for recovery).
+_ITEM_START = re.compile(r"^[ \t\ufeff]*(?:rule|test)(?=[\s\"]|$)", re.IGNORECASE | re.MULTILINE)
+
+
+def grammar_text() -> str:
+    """The grammar: shipped inside the wheel as mailrules/grammar/, else the repository's grammar/."""
+    shipped = resources.files("mailrules").joinpath("grammar", "mailrules.lark")
+    if shipped.is_file():
+        return shipped.read_text(encoding="utf-8")
+    repo = Path(__file__).resolve().parents[2] / "grammar" / "mailrules.lark"
+    return repo.read_text(encoding="utf-8")
+
+
+@functools.cache
+def get_parser() -> Lark:
+    """The LALR parser, built once per process."""
+    return Lark(grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True)
+
+
+def _previous_type(err: UnexpectedInput) -> str | None:
+    """The type of the last token before the error (to name what a WORD would be there)."""
+    ip = getattr(err, "interactive_parser", None)
+    if ip is None:
+        return None
+    stack: list[Any] = list(ip.parser_state.value_stack)
+    while stack:
+        top = stack[-1]
+        if isinstance(top, Token):
+            return top.type
+        if isinstance(top, Tree) and top.children:
+            stack = list(top.children)
+        else:
+            stack.pop()
+    return None
+
+
+def _parse_chunk(text: str, path: str, line_offset: int) -> tuple[list[Any], list[Diagnostic], bool]:
+    """Items, diagnostics, and whether there was a syntax error."""
+    try:
+        tree = get_parser().parse(text)
+    except UnexpectedInput as err:
+        prev = _previous_type(err) if isinstance(err, UnexpectedToken) else None
+        return [], [syntax_diagnostic(err, text, path, line_offset, prev)], True
+    except LarkError:  # pragma: no cover - defensive: never show a Lark error to a user
+        return [], [Diagnostic(Span(path, line_offset + 1, 1), "cannot parse this part of the file")], True
+    builder = AstBuilder(path, line_offset)
+    try:
+        items: list[Any] = builder.transform(tree)
+    except VisitError:  # pragma: no cover - defensive
+        return [], [*builder.diagnostics, Diagnostic(Span(path, line_offset + 1, 1), "cannot read this rule")], False
+    return items, builder.diagnostics, False
+
+
+def _chunks(text: str) -> list[tuple[str, int]]:
+    """Split at lines starting with `rule`/`test`: (chunk text, number of lines before it)."""
+    starts = [m.start() for m in _ITEM_START.finditer(text)]
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    starts.append(len(text))
+    out = []
+    line = 0
+    for a, b in zip(starts, starts[1:]):
+        out.append((text[a:b], line))
+        line += text.count("\n", a, b)
+    return out
+
+
+def parse_text(text: str, path: str) -> tuple[ast.RuleFile | None, list[Diagnostic]]:
+    """Parse one rule file. Returns the items that parsed cleanly and every diagnostic found.
+
+    On a syntax error the file is re-read item by item (at each line starting with `rule` or
+    `test`), so one mistake per rule or test is reported and the other items still parse.
+    """
+    items, diags, failed = _parse_chunk(text, path, 0)
+    if failed:
+        items, diags = [], []
+        for chunk, offset in _chunks(text):
+            got, chunk_diags, _ = _parse_chunk(chunk, path, offset)
+            items.extend(got)
+            diags.extend(chunk_diags)
+    rules = tuple(i for i in items if isinstance(i, ast.Rule))
+    tests = tuple(i for i in items if isinstance(i, ast.TestBlock))
+    diags.sort(key=lambda d: (d.span.line, d.span.column))
+    return ast.RuleFile(path, rules, tests), diags
+

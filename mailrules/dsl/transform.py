@@ -1,0 +1,328 @@
+"""Lark parse tree -> typed AST: rules, triggers, actions and test blocks (conditions: transform_cond)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, cast
+
+from lark import Token, v_args
+from lark.tree import Meta
+
+from mailrules.dsl import ast
+from mailrules.dsl.lexemes import keyword_problem
+from mailrules.dsl.transform_base import (
+    ACTION_WORDS,
+    DAYS,
+    GIVEN_FLAGS,
+    INTERVAL_UNITS,
+    Clause,
+    Keep,
+    suggest,
+)
+from mailrules.dsl.transform_cond import ConditionBuilder
+
+
+@v_args(meta=True)
+class AstBuilder(ConditionBuilder):
+    """Builds the items of one file (or chunk of it); see BuilderBase for error collection."""
+
+    # ------------------------------------------------------------ file and rule
+    def start(self, meta: Meta, children: list[Any]) -> list[Any]:
+        return [c for c in children if c is not None]
+
+    def rule(self, meta: Meta, ch: list[Any]) -> ast.Rule | None:
+        name_tok = ch[1]
+        name = self.string(name_tok)
+        if not name.strip():
+            self.error(self.span(name_tok), "rule name is empty")
+        mailboxes: tuple[str, ...] = ("INBOX",)
+        accounts: tuple[str, ...] = ()
+        trigger: ast.Trigger = ast.OnArrival(self.span(ch[0]))
+        limit: int | None = None
+        body: tuple[ast.Condition, tuple[ast.Action, ...]] | None = None
+        for c in ch[2:]:
+            if isinstance(c, Clause):
+                if c.kind == "in":
+                    mailboxes = c.values
+                elif c.kind == "accounts":
+                    accounts = c.values
+                elif c.kind == "limit":
+                    limit = c.values[0]
+                elif c.kind == "body":
+                    body = (c.values[0], c.values[1])
+            elif isinstance(c, (ast.OnArrival, ast.Every, ast.At, ast.Cron, ast.Manually)):
+                trigger = c
+        if body is None:  # unreachable with the grammar; keeps the types honest
+            return self.finish_item(None)
+        rule = ast.Rule(
+            name=name, mailboxes=mailboxes, accounts=accounts, trigger=trigger, limit=limit,
+            condition=body[0], actions=body[1], span=self.mspan(meta), name_span=self.span(name_tok),
+        )
+        return cast("ast.Rule | None", self.finish_item(rule))
+
+    def in_clause(self, meta: Meta, ch: list[Any]) -> Clause:
+        names = []
+        for tok in self.tokens(ch):
+            if tok.type == "STRING":
+                names.append(self.string(tok))
+        return Clause("in", tuple(names), self.mspan(meta))
+
+    def account_clause(self, meta: Meta, ch: list[Any]) -> Clause:
+        names = []
+        for tok in self.tokens(ch):
+            if tok.type == "STRING":
+                value = self.string(tok)
+                if not value.strip():
+                    self.error(self.span(tok), "account name is empty")
+                names.append(value)
+        return Clause("accounts", tuple(names), self.mspan(meta))
+
+    def limit_clause(self, meta: Meta, ch: list[Any]) -> Clause:
+        return Clause("limit", (int(ch[1]),), self.mspan(meta))
+
+    # ------------------------------------------------------------ triggers
+    def on_arrival(self, meta: Meta, ch: list[Any]) -> ast.OnArrival:
+        return ast.OnArrival(self.mspan(meta))
+
+    def manually(self, meta: Meta, ch: list[Any]) -> ast.Manually:
+        return ast.Manually(self.mspan(meta))
+
+    def cron(self, meta: Meta, ch: list[Any]) -> ast.Cron:
+        return ast.Cron(self.string(ch[1]), self.mspan(meta))
+
+    def every_interval(self, meta: Meta, ch: list[Any]) -> ast.Every:
+        unit_tok = ch[2]
+        unit = INTERVAL_UNITS.get(str(unit_tok).lower())
+        if unit is None:
+            hint = suggest(str(unit_tok), list(INTERVAL_UNITS))
+            self.error(self.span(unit_tok), f"unknown interval unit '{unit_tok}'; expected minutes or hours{hint}")
+            unit = "minutes"
+        return ast.Every(int(ch[1]), cast(Any, unit), self.mspan(meta))
+
+    def every_unit(self, meta: Meta, ch: list[Any]) -> ast.Every:
+        word = str(ch[1]).lower()
+        unit = INTERVAL_UNITS.get(word)
+        if unit is None:
+            if word in DAYS or word == "day":
+                self.error(self.span(ch[1]), f"expected 'at HH:MM' after 'every {ch[1]}'")
+            else:
+                self.error(self.span(ch[1]), f"expected a number, 'day' or a day of the week after 'every', got '{ch[1]}'")
+            unit = "minutes"
+        return ast.Every(1, cast(Any, unit), self.mspan(meta))
+
+    def every_at(self, meta: Meta, ch: list[Any]) -> ast.At:
+        words = [t for t in self.tokens(ch) if t.type == "WORD"]
+        days: set[int] = set()
+        for w in words:
+            key = str(w).lower()
+            if key in ("day", "days"):
+                if len(words) > 1:
+                    self.error(self.span(w), "'every day' cannot be combined with days of the week")
+                continue
+            if key not in DAYS:
+                hint = suggest(key, [*DAYS, "day"])
+                self.error(self.span(w), f"unknown day '{w}'; expected day, monday..sunday, weekday or weekend{hint}")
+                continue
+            days.update(DAYS[key])
+        time_tok = ch[-1]
+        hour, minute = (int(x) for x in str(time_tok).split(":"))
+        return ast.At(tuple(sorted(days)), hour, minute, self.mspan(meta))
+
+    # ------------------------------------------------------------ body and actions
+    def body(self, meta: Meta, ch: list[Any]) -> Clause:
+        cond: ast.Condition | None = None
+        actions: list[Any] = []
+        then_tok: Token | None = None
+        for c in ch:
+            if isinstance(c, Clause) and c.kind == "when":
+                cond = c.values[0]
+            elif isinstance(c, Token) and c.type == "THEN":
+                then_tok = c
+            elif isinstance(c, list):
+                actions = c
+        if cond is None:
+            assert then_tok is not None
+            cond = ast.All(self.span(then_tok))
+        out: list[ast.Action] = []
+        for a in actions:
+            if isinstance(a, Keep):
+                self.error(a.span, "'keep' is only for 'expect' in tests; a rule that does nothing has no use")
+            elif a is not None:
+                out.append(a)
+        return Clause("body", (cond, tuple(out)), self.mspan(meta))
+
+    def when_clause(self, meta: Meta, ch: list[Any]) -> Clause:
+        return Clause("when", (ch[1],), self.mspan(meta))
+
+    def actions(self, meta: Meta, ch: list[Any]) -> list[Any]:
+        return [c for c in ch if not isinstance(c, Token)]
+
+    def action_mod(self, meta: Meta, ch: list[Any]) -> Token:
+        return cast(Token, ch[0])
+
+    def action(self, meta: Meta, ch: list[Any]) -> Any:
+        word_tok: Token = ch[0]
+        mod: Token | None = None
+        to: Token | None = None
+        arg: Token | None = None
+        for t in ch[1:]:
+            if t.type == "TO":
+                to = t
+            elif t.type == "STRING":
+                arg = t
+            else:
+                mod = t
+        word = str(word_tok).lower()
+        span = self.mspan(meta)
+        if word == "keep" and mod is None and to is None and arg is None:
+            return Keep(span)
+        if word not in ACTION_WORDS:
+            hint = suggest(word, ACTION_WORDS) or "; expected one of: " + ", ".join(ACTION_WORDS)
+            self.error(self.span(word_tok), f"unknown action '{word_tok}'{hint}")
+            return None
+        mod_word = str(mod).lower() if mod is not None else None
+        wants_to = word in ("move", "copy", "forward", "redirect") or (word == "archive" and arg is not None)
+        wants_arg = word in ("move", "copy", "forward", "redirect", "tag", "untag")
+        if mod is not None and not (
+            (word == "delete" and mod_word == "permanently") or (word == "mark" and mod_word in ("read", "unread"))
+        ):
+            self.error(self.span(mod), f"'{word} {mod}' is not an action")
+            return None
+        if word == "mark" and mod is None:
+            self.error(self.span(word_tok), "expected 'read' or 'unread' after 'mark'")
+            return None
+        if wants_to and to is None:
+            self.error(self.span(arg or word_tok), f"expected 'to' after '{word}'")
+            return None
+        if not wants_to and to is not None:
+            what = "a mailbox name" if word == "archive" else "nothing"
+            self.error(self.span(to), f"unexpected 'to' after '{word}'; expected {what}")
+            return None
+        if wants_arg and arg is None:
+            what = {"forward": "an address", "redirect": "an address", "tag": "a keyword", "untag": "a keyword"}
+            self.error(self.span(to or word_tok), f"expected {what.get(word, 'a mailbox name')} after '{word}'")
+            return None
+        if arg is not None and not wants_arg and word != "archive":
+            self.error(self.span(arg), f"'{word}' takes no argument")
+            return None
+        if word in ("move", "copy"):
+            assert arg is not None
+            return (ast.Move if word == "move" else ast.Copy)(self.template(arg), span)
+        if word == "archive":
+            return ast.Archive(self.template(arg) if arg is not None else None, span)
+        if word == "delete":
+            return ast.Delete(mod is not None, span)
+        if word == "mark":
+            return ast.SetFlag("\\Seen", mod_word == "read", span)
+        if word in ("flag", "unflag"):
+            return ast.SetFlag("\\Flagged", word == "flag", span)
+        if word in ("tag", "untag"):
+            assert arg is not None
+            kw = self.string(arg)
+            problem = keyword_problem(kw)
+            if problem:
+                self.error(self.span(arg), problem)
+            return ast.Tag(kw, word == "tag", span)
+        if word in ("forward", "redirect"):
+            assert arg is not None
+            return (ast.Forward if word == "forward" else ast.Redirect)(self.string(arg), span)
+        return ast.Stop(span)
+
+    # ------------------------------------------------------------ tests (spec section 7)
+    def test(self, meta: Meta, ch: list[Any]) -> ast.TestBlock | None:
+        name = self.string(ch[1])
+        given, expect = ch[3], ch[4]
+        if not name.strip():
+            self.error(self.span(ch[1]), "test name is empty")
+        if given is None or expect is None:
+            return cast("ast.TestBlock | None", self.finish_item(None))
+        block = ast.TestBlock(name, given, expect, self.mspan(meta))
+        return cast("ast.TestBlock | None", self.finish_item(block))
+
+    def given(self, meta: Meta, ch: list[Any]) -> ast.Given | None:
+        path = self.string(ch[1])
+        if not path.strip():
+            self.error(self.span(ch[1]), "message file name is empty")
+        flags: list[str] = []
+        values: dict[str, Any] = {}
+        for c in ch[2:]:
+            if not isinstance(c, Clause):
+                continue
+            if c.kind == "flags":
+                flags.extend(f for f in c.values if f not in flags)
+                continue
+            if c.kind in values:
+                self.error(c.span, f"'{c.kind}' is given twice")
+            values[c.kind] = c.values[0]
+        return ast.Given(
+            path=path, flags=tuple(flags), received=values.get("received"),
+            mailbox=values.get("in", "INBOX"), account=values.get("account"), now=values.get("now"),
+            span=self.mspan(meta),
+        )
+
+    def flag_item(self, meta: Meta, ch: list[Any]) -> str | None:
+        tok: Token = ch[0]
+        if tok.type == "STRING":
+            value = self.string(tok)
+            system = {v.lower(): v for v in GIVEN_FLAGS.values()}
+            if value.lower() in system:
+                return system[value.lower()]
+            problem = keyword_problem(value)
+            if problem:
+                self.error(self.span(tok), problem)
+            return value
+        flag = GIVEN_FLAGS.get(str(tok).lower())
+        if flag is None:
+            hint = suggest(str(tok), list(GIVEN_FLAGS))
+            self.error(
+                self.span(tok),
+                f"unknown flag '{tok}'; expected seen, flagged, answered, draft, deleted or a \"$Keyword\"{hint}",
+            )
+        return flag
+
+    def given_flags(self, meta: Meta, ch: list[Any]) -> Clause:
+        items = [c for c in ch if isinstance(c, str) and not isinstance(c, Token)]
+        return Clause("flags", tuple(items), self.mspan(meta))
+
+    def given_tagged(self, meta: Meta, ch: list[Any]) -> Clause:
+        value = self.string(ch[1])
+        problem = keyword_problem(value)
+        if problem:
+            self.error(self.span(ch[1]), problem)
+        return Clause("flags", (value,), self.mspan(meta))
+
+    def _datetime(self, date_tok: Token, time_tok: Token | None) -> dt.datetime | None:
+        try:
+            day = dt.date.fromisoformat(str(date_tok))
+        except ValueError:
+            self.error(self.span(date_tok), f"invalid date '{date_tok}'; expected YYYY-MM-DD")
+            return None
+        hour = minute = 0
+        if time_tok is not None:
+            hour, minute = (int(x) for x in str(time_tok).split(":"))
+            if hour > 23 or minute > 59:
+                self.error(self.span(time_tok), f"invalid time '{time_tok}'; expected HH:MM from 00:00 to 23:59")
+                return None
+        return dt.datetime(day.year, day.month, day.day, hour, minute)
+
+    def given_received(self, meta: Meta, ch: list[Any]) -> Clause:
+        return Clause("received", (self._datetime(ch[1], ch[2] if len(ch) > 2 else None),), self.mspan(meta))
+
+    def given_now(self, meta: Meta, ch: list[Any]) -> Clause:
+        return Clause("now", (self._datetime(ch[1], ch[2] if len(ch) > 2 else None),), self.mspan(meta))
+
+    def given_in(self, meta: Meta, ch: list[Any]) -> Clause:
+        return Clause("in", (self.string(ch[1]),), self.mspan(meta))
+
+    def given_account(self, meta: Meta, ch: list[Any]) -> Clause:
+        return Clause("account", (self.string(ch[1]),), self.mspan(meta))
+
+    def expect(self, meta: Meta, ch: list[Any]) -> tuple[ast.Action, ...] | None:
+        items: list[Any] = ch[1]
+        keeps = [a for a in items if isinstance(a, Keep)]
+        if keeps and len(items) > 1:
+            self.error(keeps[0].span, "'keep' means no action and cannot be combined with actions")
+            return None
+        if any(a is None for a in items):
+            return None
+        return tuple(a for a in items if not isinstance(a, Keep))

@@ -1,0 +1,146 @@
+"""Shared vocabulary and token helpers of the AST builder (spans, strings, templates, regexes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from dataclasses import dataclass
+from typing import Any, cast
+
+from lark import Token, Transformer, v_args
+from lark.tree import Meta
+
+from mailrules.dsl import ast
+from mailrules.dsl.lexemes import (
+    Problem,
+    header_name_problem,
+    keyword_problem,
+    split_regex,
+    split_template,
+    unescape_string,
+)
+from mailrules.source import Diagnostic, Span
+
+FIELDS: tuple[str, ...] = (
+    "from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "subject", "list", "body", "text",
+)
+FLAG_WORDS: dict[str, tuple[ast.SystemFlag, bool]] = {
+    "seen": ("\\Seen", True), "read": ("\\Seen", True),
+    "unseen": ("\\Seen", False), "unread": ("\\Seen", False),
+    "flagged": ("\\Flagged", True), "unflagged": ("\\Flagged", False),
+    "answered": ("\\Answered", True), "unanswered": ("\\Answered", False),
+    "draft": ("\\Draft", True), "undraft": ("\\Draft", False),
+    "deleted": ("\\Deleted", True), "undeleted": ("\\Deleted", False),
+}
+ACTION_WORDS = (
+    "move", "copy", "archive", "delete", "mark", "flag", "unflag", "tag", "untag", "forward", "redirect", "stop",
+)
+AGE_UNITS: dict[str, ast.AgeUnit] = {
+    u: cast(ast.AgeUnit, p)
+    for p in ("minutes", "hours", "days", "weeks", "months", "years")
+    for u in (p, p[:-1])
+}
+SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+INTERVAL_UNITS = {"minute": "minutes", "minutes": "minutes", "hour": "hours", "hours": "hours"}
+DAYS: dict[str, tuple[int, ...]] = {
+    **{d: (i,) for i, d in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"))},
+    **{d: (i,) for i, d in enumerate(("mon", "tue", "wed", "thu", "fri", "sat", "sun"))},
+    "weekday": (0, 1, 2, 3, 4), "weekdays": (0, 1, 2, 3, 4), "weekend": (5, 6), "weekends": (5, 6),
+}
+GIVEN_FLAGS = {
+    "seen": "\\Seen", "read": "\\Seen", "flagged": "\\Flagged", "answered": "\\Answered",
+    "draft": "\\Draft", "deleted": "\\Deleted",
+}
+
+
+def suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    """`; did you mean 'x'?` when a choice is close to `word`, else ``."""
+    close = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    kind: str
+    values: tuple[Any, ...]
+    span: Span
+
+
+class Keep:
+    """`keep` in an expect list: no action."""
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+
+class BuilderBase(Transformer[Token, Any]):
+    """Token helpers; problems go to `diagnostics` and drop the rule or test they are in."""
+
+    def __init__(self, path: str, line_offset: int = 0) -> None:
+        super().__init__()
+        self.path = path
+        self.off = line_offset
+        self.diagnostics: list[Diagnostic] = []
+        self._pending = 0  # errors since the last finished rule or test
+
+    # ------------------------------------------------------------ helpers
+    def span(self, tok: Token) -> Span:
+        return Span(
+            self.path, (tok.line or 1) + self.off, tok.column or 1,
+            (tok.end_line or 1) + self.off, tok.end_column or 1,
+        )
+
+    def mspan(self, meta: Meta) -> Span:
+        if meta.empty:
+            return Span(self.path, 1 + self.off, 1)
+        return Span(self.path, meta.line + self.off, meta.column, meta.end_line + self.off, meta.end_column)
+
+    def error(self, span: Span, message: str) -> None:
+        self.diagnostics.append(Diagnostic(span, message))
+        self._pending += 1
+
+    def sub_span(self, tok: Token, offset: int, length: int) -> Span:
+        line, col = (tok.line or 1) + self.off, (tok.column or 1) + offset
+        return Span(self.path, line, col, line, col + max(1, length))
+
+    def problems(self, tok: Token, problems: list[Problem]) -> None:
+        for p in problems:
+            self.error(self.sub_span(tok, p.offset, p.length), p.message)
+
+    def string(self, tok: Token) -> str:
+        value, _, problems = unescape_string(str(tok))
+        self.problems(tok, problems)
+        return value
+
+    def template(self, tok: Token) -> ast.Template:
+        value, where, problems = unescape_string(str(tok))
+        self.problems(tok, problems)
+        pieces, tproblems = split_template(value)
+
+        def at(i: int) -> int:
+            return where[i] if i < len(where) else len(str(tok)) - 1
+
+        self.problems(tok, [Problem(at(p.offset), p.length, p.message) for p in tproblems])
+        parts: list[ast.TemplateText | ast.Placeholder] = []
+        for piece in pieces:
+            if piece.name is None:
+                parts.append(ast.TemplateText(piece.text))
+            else:
+                name = cast(Any, piece.name)
+                parts.append(ast.Placeholder(name, piece.index, self.sub_span(tok, at(piece.offset), piece.length)))
+        return ast.Template(value, tuple(parts), self.span(tok))
+
+    def regex(self, tok: Token) -> ast.Regex:
+        pattern, flags, problems = split_regex(str(tok))
+        self.problems(tok, problems)
+        return ast.Regex(pattern, flags, self.span(tok))
+
+    @staticmethod
+    def tokens(children: list[Any]) -> list[Token]:
+        return [c for c in children if isinstance(c, Token)]
+
+    def finish_item(self, item: Any) -> Any:
+        failed = self._pending > 0
+        self._pending = 0
+        return None if failed else item
+
