@@ -1,0 +1,374 @@
+"""SMTP side of `forward` and `redirect`: building the outgoing bytes safely and submitting them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import MIMEPart
+from email.policy import SMTP
+from email.utils import format_datetime
+from typing import Literal
+
+from mailrules.config.model import Secret, SmtpSettings, TlsMode
+from mailrules.errors import ActionError, ConfigError
+from mailrules.message import MessageView
+
+log = logging.getLogger(__name__)
+
+#: Marks mail we sent, with the sending address; a message that already carries ours is never
+#: forwarded or redirected again by the same sender (two rule sets forwarding to each other).
+LOOP_HEADER = "X-Mailrules-Loop"
+
+ErrorKind = Literal[
+    "invalid", "loop", "connection", "timeout", "tls", "auth", "sender", "recipient", "rejected", "protocol"
+]
+
+# A plain addr-spec: dot-atom local part (RFC 5322 §3.2.3) @ a DNS name. No quoted local parts,
+# no domain literals, no display names, no comments: nothing that needs quoting in a header and
+# nothing a header or SMTP command could be smuggled through.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDR_SPEC = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_EOL = re.compile(rb"\r\n|\r|\n")
+# CRLF, folded at 78 columns, non-ASCII as RFC 2047 encoded words (we never assume SMTPUTF8)
+SMTP_POLICY = SMTP.clone(cte_type="7bit", refold_source="all")
+
+
+class SmtpActionError(ActionError):
+    """A forward or redirect failed; `kind` classifies why.
+
+    `maybe_sent` is True only when the connection broke while the message was being submitted,
+    so the mail may have left: the caller must then keep its intent unconfirmed (in doubt), not
+    release it for a retry.
+    """
+
+    def __init__(self, message: str, kind: ErrorKind, *, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+        self.maybe_sent = maybe_sent
+
+
+def validate_address(address: str) -> str:
+    """Return `address` if it is a plain ASCII addr-spec (`local@domain`), else raise."""
+    if not isinstance(address, str) or len(address) > 254 or not _ADDR_SPEC.fullmatch(address):
+        shown = _CONTROL.sub("?", str(address))[:80]
+        raise SmtpActionError(f"not a plain e-mail address: {shown!r}", "invalid")
+    return address
+
+
+def header_text(value: str) -> str:
+    """`value` made safe for a header: control characters (CR, LF, NUL...) become one space."""
+    return _CONTROL.sub(" ", value).strip()
+
+
+def derive_message_id(from_addr: str, idempotency_key: str) -> str:
+    """The Message-ID (or Resent-Message-ID) of the mail sent under `idempotency_key`.
+
+    The same key always gives the same id, so a re-sent copy is a recognisable duplicate; the
+    sender address is hashed in so that two installations with equal keys do not collide.
+    """
+    digest = hashlib.sha256(f"{from_addr.lower()}\0{idempotency_key}".encode()).hexdigest()[:32]
+    return f"<{digest}@mailrules>"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmtpParams:
+    """Where and how to submit mail; the password never appears in repr or errors."""
+
+    host: str
+    port: int
+    from_addr: str
+    tls: TlsMode = "starttls"
+    username: str | None = None
+    password: str | Secret | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    allow_insecure: bool = False
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.tls not in ("implicit", "starttls", "none"):
+            raise ConfigError(f"smtp tls must be implicit, starttls or none, not {self.tls!r}")
+        if self.tls == "none" and not self.allow_insecure:
+            raise ConfigError('smtp tls = "none" sends mail in clear text; set allow_insecure = true')
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"smtp port {self.port} is out of range")
+        if self.username is not None and self.password is None:
+            raise ConfigError("smtp username given without a password")
+        try:
+            validate_address(self.from_addr)
+        except SmtpActionError as exc:
+            raise ConfigError(f"smtp from: {exc}") from None
+
+    @classmethod
+    def from_settings(
+        cls, settings: SmtpSettings, *, ca_file: str | None = None, timeout: float = 30.0
+    ) -> SmtpParams:
+        """Parameters from an account's `[accounts.X.smtp]` settings."""
+        return cls(
+            host=settings.host,
+            port=settings.port,
+            tls=settings.tls,
+            username=settings.username,
+            password=settings.password,
+            from_addr=settings.from_,
+            ca_file=ca_file,
+            allow_insecure=settings.allow_insecure,
+            timeout=timeout,
+        )
+
+    def _password(self) -> str:
+        if isinstance(self.password, Secret):
+            return self.password.reveal()
+        return self.password or ""
+
+
+# -- building messages (pure) -----------------------------------------------------------------
+
+
+def _fold(name: str, value: str) -> bytes:
+    return SMTP_POLICY.fold_binary(name, header_text(value))
+
+
+def _prepare(original: bytes, from_addr: str) -> tuple[bytes, MessageView]:
+    """The original with CRLF line ends, after refusing a message we already sent ourselves.
+
+    Bare CR or LF are not allowed in SMTP (RFC 5321 §2.3.8) and are how "SMTP smuggling" ends
+    DATA early on lenient servers, so every line end becomes CRLF; a CRLF original is unchanged.
+    """
+    data = _EOL.sub(b"\r\n", original)
+    view = MessageView.from_bytes(data)
+    ours = from_addr.lower()
+    if any(v.strip().lower() == ours for v in view.header_values(LOOP_HEADER)):
+        raise SmtpActionError(
+            f"mail loop: the message already carries {LOOP_HEADER}: {from_addr}; not sending it again",
+            "loop",
+        )
+    return data, view
+
+
+def build_forward(
+    original: bytes,
+    to: str,
+    *,
+    from_addr: str,
+    rule: str,
+    idempotency_key: str,
+    now: datetime | None = None,
+) -> tuple[bytes, str]:
+    """The forward of `original` to `to`, and its Message-ID.
+
+    multipart/mixed: a short text part naming the rule, then the original as message/rfc822,
+    byte for byte (RFC 2046 §5.2.1: never base64 for message/rfc822, so 7bit or 8bit).
+    """
+    validate_address(to)
+    validate_address(from_addr)
+    data, view = _prepare(original, from_addr)
+    subject = " ".join(header_text(s) for s in view.header_values("subject")[:1])
+    message_id = derive_message_id(from_addr, idempotency_key)
+    seed = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    boundary, n = f"=_mailrules_{seed[:24]}", 0
+    while f"--{boundary}".encode() in data:  # a boundary must not occur in the content
+        n += 1
+        boundary = f"=_mailrules_{seed[:24]}_{n}"
+    headers = [
+        ("From", from_addr),
+        ("To", to),
+        ("Subject", f"Fwd: {subject}" if subject else "Fwd:"),
+        ("Date", format_datetime(now or datetime.now(UTC))),
+        ("Message-ID", message_id),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", f'multipart/mixed; boundary="{boundary}"'),
+        (LOOP_HEADER, from_addr),
+        ("Auto-Submitted", "auto-generated"),  # RFC 3834: vacation responders stay quiet
+    ]
+    text = MIMEPart(policy=SMTP_POLICY)
+    note = f'Forwarded by mailrules rule "{header_text(rule)}".\n'
+    text.set_content(note, cte="7bit" if note.isascii() else "quoted-printable")
+    eight_bit = not data.isascii()
+    attached = (
+        b"Content-Type: message/rfc822\r\n"
+        b"Content-Disposition: inline\r\n"
+        b"Content-Transfer-Encoding: " + (b"8bit" if eight_bit else b"7bit") + b"\r\n\r\n"
+    )
+    delimiter = f"--{boundary}".encode()
+    message = b"".join(
+        [
+            *(_fold(n, v) for n, v in headers),
+            b"\r\n",
+            delimiter + b"\r\n",
+            text.as_bytes(),
+            b"\r\n" + delimiter + b"\r\n",
+            attached,
+            data,
+            b"\r\n" + delimiter + b"--\r\n",
+        ]
+    )
+    return message, message_id
+
+
+def build_redirect(
+    original: bytes,
+    to: str,
+    *,
+    from_addr: str,
+    idempotency_key: str,
+    now: datetime | None = None,
+) -> tuple[bytes, str]:
+    """The redirect of `original` to `to` and its Resent-Message-ID: the original unchanged,
+    with a block of Resent-* fields (RFC 5322 §3.6.6) and our loop guard prepended."""
+    validate_address(to)
+    validate_address(from_addr)
+    data, _ = _prepare(original, from_addr)
+    resent_id = derive_message_id(from_addr, idempotency_key)
+    headers = [
+        ("Resent-From", from_addr),
+        ("Resent-To", to),
+        ("Resent-Date", format_datetime(now or datetime.now(UTC))),
+        ("Resent-Message-ID", resent_id),
+        (LOOP_HEADER, from_addr),
+    ]
+    return b"".join(_fold(n, v) for n, v in headers) + data, resent_id
+
+
+# -- sending ----------------------------------------------------------------------------------
+
+
+class SmtpSender:
+    """Submits forwards and redirects through one account's SMTP server, one connection per send."""
+
+    def __init__(self, params: SmtpParams) -> None:
+        self.params = params
+
+    def send_forward(self, original: bytes, to: str, *, rule: str, idempotency_key: str) -> str:
+        """Forward `original` to `to` (attached as message/rfc822); return the new Message-ID."""
+        message, message_id = build_forward(
+            original, to, from_addr=self.params.from_addr, rule=rule, idempotency_key=idempotency_key
+        )
+        self._submit(message, to)
+        log.info("rule %r: forwarded to %s as %s", rule, to, message_id)
+        return message_id
+
+    def send_redirect(self, original: bytes, to: str, *, rule: str, idempotency_key: str) -> None:
+        """Resend `original` unchanged (plus Resent-* headers) to the envelope recipient `to`."""
+        message, resent_id = build_redirect(
+            original, to, from_addr=self.params.from_addr, idempotency_key=idempotency_key
+        )
+        self._submit(message, to)
+        log.info("rule %r: redirected to %s as %s", rule, to, resent_id)
+
+    # -- the SMTP dialogue ---------------------------------------------------------------------
+
+    def _submit(self, message: bytes, to: str) -> None:
+        p = self.params
+        stage = "connect"
+        conn: smtplib.SMTP | None = None
+        try:
+            if p.tls == "implicit":
+                stage = "tls"
+                conn = smtplib.SMTP_SSL(p.host, p.port, timeout=p.timeout, context=self._tls_context())
+            else:
+                conn = smtplib.SMTP(p.host, p.port, timeout=p.timeout)
+                conn.ehlo()
+                if p.tls == "starttls":
+                    stage = "tls"
+                    conn.starttls(context=self._tls_context())
+                    conn.ehlo()
+            if p.username is not None:
+                stage = "auth"
+                if p.tls == "none" and not p.allow_insecure:  # also refused by SmtpParams
+                    raise SmtpActionError("refusing to log in without TLS", "tls")
+                conn.login(p.username, p._password())
+            options: list[str] = []
+            if not message.isascii():
+                # 8-bit content must travel as 8bit (never re-encoded: the original stays intact)
+                if not conn.has_extn("8bitmime"):
+                    raise SmtpActionError(
+                        f"{self._where()}: the message has 8-bit content and the server lacks 8BITMIME",
+                        "protocol",
+                    )
+                options.append("BODY=8BITMIME")
+            stage = "send"
+            conn.sendmail(p.from_addr, [to], message, mail_options=options)
+        except SmtpActionError:
+            raise
+        except (smtplib.SMTPException, OSError) as exc:
+            raise self._classify(exc, stage, to) from None
+        finally:
+            if conn is not None:
+                try:
+                    conn.quit()
+                except (smtplib.SMTPException, OSError):
+                    conn.close()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # verified: system CAs, or only ca_file when given (a private CA or a self-signed server)
+        return ssl.create_default_context(cafile=self.params.ca_file)
+
+    def _where(self) -> str:
+        return f"SMTP {self.params.host}:{self.params.port}"
+
+    def _classify(self, exc: BaseException, stage: str, to: str) -> SmtpActionError:
+        """One clear message per failure; no password (nor its base64 forms) in it."""
+        where = self._where()
+        kind: ErrorKind
+        maybe_sent = False
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            kind, text = "auth", f"authentication failed for {self.params.username!r}: {_reply(exc)}"
+        elif isinstance(exc, smtplib.SMTPNotSupportedError):
+            what = {"tls": "STARTTLS", "auth": "AUTH"}.get(stage, "a needed extension")
+            kind, text = ("tls" if stage == "tls" else "auth"), f"server does not offer {what}"
+        elif isinstance(exc, smtplib.SMTPRecipientsRefused):
+            replies = "; ".join(f"{code} {_text(msg)}" for code, msg in exc.recipients.values())
+            kind, text = "recipient", f"recipient {to} refused: {replies}"
+        elif isinstance(exc, smtplib.SMTPSenderRefused):
+            kind, text = "sender", f"sender {self.params.from_addr} refused: {_reply(exc)}"
+        elif isinstance(exc, smtplib.SMTPDataError):
+            kind, text = "rejected", f"message refused: {_reply(exc)}"
+        elif isinstance(exc, ssl.SSLCertVerificationError):
+            kind, text = "tls", f"TLS certificate not trusted: {exc.verify_message}"
+        elif isinstance(exc, ssl.SSLError):
+            kind, text = "tls", f"TLS failed: {exc.reason or exc}"
+        elif isinstance(exc, ConnectionRefusedError):
+            kind, text = "connection", "connection refused"
+        elif isinstance(exc, socket.gaierror):
+            kind, text = "connection", f"cannot resolve host: {exc.strerror}"
+        elif isinstance(exc, TimeoutError):
+            kind, text, maybe_sent = "timeout", f"timed out during {stage}", stage == "send"
+        elif isinstance(exc, smtplib.SMTPServerDisconnected | OSError):
+            kind, text, maybe_sent = "connection", f"connection lost during {stage}", stage == "send"
+        elif isinstance(exc, smtplib.SMTPResponseException):
+            kind, text = "protocol", f"unexpected reply during {stage}: {_reply(exc)}"
+        else:
+            kind, text = "protocol", f"{type(exc).__name__} during {stage}"
+        return SmtpActionError(self._scrub(f"{where}: {text}"), kind, maybe_sent=maybe_sent)
+
+    def _scrub(self, text: str) -> str:
+        secret = self.params._password()
+        if not secret:
+            return text
+        user = self.params.username or ""
+        forms = {
+            secret,
+            base64.b64encode(secret.encode()).decode(),
+            base64.b64encode(f"\0{user}\0{secret}".encode()).decode(),  # AUTH PLAIN
+        }
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, "***")
+        return text
+
+
+def _text(message: bytes | str) -> str:
+    raw = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return header_text(raw)
+
+
+def _reply(exc: smtplib.SMTPResponseException) -> str:
+    return f"{exc.smtp_code} {_text(exc.smtp_error)}"
