@@ -190,6 +190,7 @@ class MessageView:
         self._given_attachments = list(attachments) if attachments is not None else None
         self._defects: list[str] = []
         self._header_cache: dict[str, list[str]] = {}
+        self._address_cache: dict[str, list[str]] = {}
 
     @classmethod
     def from_bytes(
@@ -261,8 +262,15 @@ class MessageView:
 
     def addresses(self, field: str) -> list[str]:
         """Lower-cased addr-specs of a language address field (or of any header by name)."""
+        key = field.strip().lower()
+        cached = self._address_cache.get(key)
+        if cached is None:
+            cached = self._address_cache[key] = self._parse_addresses(key)
+        return list(cached)
+
+    def _parse_addresses(self, key: str) -> list[str]:
         out: list[str] = []
-        for header in _ADDRESS_HEADERS.get(field.lower(), (field,)):
+        for header in _ADDRESS_HEADERS.get(key, (key,)):
             # Parse the raw value, decode after: an encoded display name may hide a comma.
             raws = [_fix_8bit(v) for v in self._raw_values(header)]
             try:
