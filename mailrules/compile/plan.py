@@ -34,7 +34,8 @@ _FLAG_KEY: dict[str, tuple[K.FlagName, K.FlagName]] = {
 _FTEXT = frozenset(chr(c) for c in range(33, 127) if c != 58)
 # Never sent: CR/LF (command injection, RFC 9051 §4.3) and NUL (not a CHAR8).
 _UNSENDABLE = ("\r", "\n", "\x00")
-_MIN_PREFILTER = 2  # shorter substrings filter almost nothing
+_MIN_PREFILTER = 2
+_MIN_AWARE = dt.datetime(1, 1, 2, tzinfo=dt.UTC)  # shorter substrings filter almost nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,26 @@ class FetchNeeds:
     internaldate: bool = False
     size: bool = False
     flags: bool = False
+
+    def fetch_items(self) -> list[str]:
+        """The IMAP FETCH data items (RFC 9051 §6.4.5); `.PEEK` so that \\Seen is not set."""
+        items: list[str] = []
+        if self.body:
+            items.append("BODY.PEEK[]")
+        elif self.headers:
+            names = sorted(self.headers, key=str.lower)
+            fields = " ".join(h if is_atom(h) else '"' + h.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                              for h in names)
+            items.append(f"BODY.PEEK[HEADER.FIELDS ({fields})]")
+        if self.bodystructure:
+            items.append("BODYSTRUCTURE")
+        if self.internaldate:
+            items.append("INTERNALDATE")
+        if self.size:
+            items.append("RFC822.SIZE")
+        if self.flags:
+            items.append("FLAGS")
+        return items
 
     @property
     def nothing(self) -> bool:
@@ -274,16 +295,17 @@ def _attachment_name(c: A.AttachmentNameTest, x: _Ctx) -> _Part:
 
 
 def subtract_age(now: dt.datetime, amount: int, unit: str) -> dt.datetime:
-    """`now` minus N units; months and years on the calendar, the day clamped to the month's end."""
+    """`now` minus N units; months and years on the calendar (day of month clamped).
+
+    The same arithmetic as `semantics.subtract_age` (compile does not import the oracle).
+    """
     if unit in ("months", "years"):
         months = amount * (12 if unit == "years" else 1)
         total = now.year * 12 + (now.month - 1) - months
         year, month = divmod(total, 12)
-        month += 1
-        if year < dt.MINYEAR:
-            return dt.datetime.min.replace(tzinfo=dt.UTC)
-        day = min(now.day, calendar.monthrange(year, month)[1])
-        return now.replace(year=year, month=month, day=day)
+        year = max(year, dt.MINYEAR)
+        day = min(now.day, calendar.monthrange(year, month + 1)[1])
+        return now.replace(year=year, month=month + 1, day=day)
     seconds = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}[unit]
     try:
         return now - dt.timedelta(seconds=amount * seconds)
@@ -299,22 +321,30 @@ def _day_shift(d: dt.date, days: int) -> dt.date | None:
 
 
 def _instant_bounds(lo: dt.datetime | None, hi: dt.datetime | None) -> K.SearchKey:
-    """A BEFORE/SINCE key holding for every instant in [lo, hi) on a server in any zone.
+    """A SINCE/BEFORE key holding for every instant in [lo, hi) on a server in any zone.
 
-    The server's day of an instant is within one day of its UTC day (offsets -12..+14 h), so the
-    window is widened by one day on each side of the UTC days (RFC 9051 §6.4.4 ignores the zone).
+    RFC 9051 §6.4.4 compares the server's calendar day, and the server's zone is unknown: any
+    offset from -12 h to +14 h is allowed for, so the window is about a day wider on each side.
     """
     out: list[K.SearchKey] = []
     if lo is not None:
-        since = _day_shift(lo.astimezone(dt.UTC).date(), -1)
+        since = _utc_day(lo, hours=-12, days=0)
         if since is not None:
             out.append(K.Date("SINCE", since))
     if hi is not None:
-        last = (hi - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()
-        before = _day_shift(last, 2)
+        last = hi - dt.timedelta(microseconds=1) if hi > _MIN_AWARE else hi
+        before = _utc_day(last, hours=14, days=1)
         if before is not None:
             out.append(K.Date("BEFORE", before))
     return K.and_(*out)
+
+
+def _utc_day(t: dt.datetime, *, hours: int, days: int) -> dt.date | None:
+    """The calendar day of `t` at UTC+`hours`, plus `days`; None when out of range."""
+    try:
+        return _day_shift((t.astimezone(dt.UTC) + dt.timedelta(hours=hours)).date(), days)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _local_midnight(d: dt.date, tz: dt.tzinfo) -> dt.datetime | None:
@@ -353,12 +383,17 @@ def _date_test(c: A.DateTest, x: _Ctx) -> _Part:
 
 
 def _age_test(c: A.AgeTest, x: _Ctx) -> _Part:
-    threshold = subtract_age(x.now, c.amount, c.unit)
-    # Seconds are measured on timestamps: aware datetimes sharing a tzinfo subtract as wall time.
-    seconds = x.now.timestamp() - threshold.timestamp()
-    if x.dialect.within and seconds >= 1 and seconds == int(seconds):
+    # Months and years count on the calendar of the configured zone, as the language does.
+    threshold = subtract_age(x.now.astimezone(x.tz), c.amount, c.unit)
+    # Elapsed time in UTC: aware datetimes sharing a tzinfo would subtract as wall-clock time.
+    try:
+        span = x.now.astimezone(dt.UTC) - threshold.astimezone(dt.UTC)
+    except OverflowError:
+        span = dt.timedelta(0)
+    if x.dialect.within and span >= dt.timedelta(seconds=1) and not span.microseconds:
         # RFC 5032: OLDER n = internal date more than n seconds ago; YOUNGER n = less than.
-        return (K.Older(int(seconds)) if c.older else K.Younger(int(seconds))), None
+        seconds = span.days * 86400 + span.seconds
+        return (K.Older(seconds) if c.older else K.Younger(seconds)), None
     if c.older:
         return _instant_bounds(None, threshold), c
     return _instant_bounds(threshold, None), c
