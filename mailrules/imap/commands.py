@@ -1,0 +1,329 @@
+"""Mailbox commands: SELECT, UID SEARCH (own writer, ESEARCH), chunked UID FETCH/STORE, APPEND, LIST."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from imapclient import imap_utf7
+from imapclient.response_parser import parse_fetch_response, parse_response
+
+from mailrules.compile.serialize import Lit, chunk_uid_sets
+from mailrules.errors import ImapError
+from mailrules.imap.core import CommandCore, Piece, flag_list, mailbox_arg
+from mailrules.imap.seqset import parse_appenduid, parse_sequence_set
+
+log = logging.getLogger(__name__)
+
+# RFC 7162 §4: keep command lines near 8 KB; the rest of the line (tag, command, mailbox) fits in 1 KB.
+UID_SET_BYTES = 7000
+# MULTIAPPEND batches: literals do not count toward line limits, but keep one command bounded.
+APPEND_BATCH_BYTES = 4_000_000
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_ESEARCH_TAG = re.compile(rb'^\(TAG "([^"]*)"\)\s*(.*)$', re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class SelectInfo:
+    """What SELECT/EXAMINE reported (RFC 9051 §6.3.2; HIGHESTMODSEQ from RFC 7162 §3.1.2.1)."""
+
+    mailbox: str
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+    highestmodseq: int | None
+    permanentflags: frozenset[str]
+    readonly: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    """One LIST answer: decoded name, hierarchy delimiter (None for flat), attributes as sent."""
+
+    name: str
+    delimiter: str | None
+    flags: frozenset[str]
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _internaldate(when: dt.datetime) -> bytes:
+    """RFC 9051 date-time `"dd-Mon-yyyy hh:mm:ss +zzzz"`; a naive datetime is taken as UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    offset = when.utcoffset() or dt.timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    zone = f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    text = f"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} {when:%H:%M:%S} {zone}"
+    return b'"' + text.encode("ascii") + b'"'
+
+
+def _response_key(item: str) -> str:
+    """The name a FETCH item comes back under: BODY.PEEK[...] is answered as BODY[...] (RFC 9051 §7.5.2)."""
+    key = item.strip().upper().replace("BODY.PEEK[", "BODY[")
+    return re.sub(r"<\d+\.\d+>$", "", key)
+
+
+def _match(item: str, answers: dict[str, Any]) -> tuple[bool, Any]:
+    want = _response_key(item)
+    if want in answers:
+        return True, answers[want]
+    # Servers re-spell section specs (Dovecot upper-cases header names, others keep case or
+    # reorder): match by prefix up to the first space, e.g. "BODY[HEADER.FIELDS ".
+    head, space, _ = want.partition(" ")
+    prefix = head + space
+    for key, value in answers.items():
+        if key.startswith(prefix) if space else re.sub(r"<\d+>$", "", key) == want:
+            return True, value
+    return False, None
+
+
+class MailboxCommands(CommandCore):
+    """Commands on mailboxes and messages; every UID set is compressed and chunked (house style 5)."""
+
+    selected: SelectInfo | None = None
+
+    # -- SELECT -------------------------------------------------------------------------------------
+
+    def select(self, mailbox: str, readonly: bool = False) -> SelectInfo:
+        """SELECT (or EXAMINE when `readonly`) `mailbox` and report its UID state."""
+        name = "EXAMINE" if readonly else "SELECT"
+        raw: dict[bytes, Any] = self._call(
+            name, lambda: self._client.select_folder(mailbox, readonly=readonly)
+        )
+        perm = raw.get(b"PERMANENTFLAGS") or ()
+        info = SelectInfo(
+            mailbox=mailbox,
+            uidvalidity=int(raw[b"UIDVALIDITY"]),
+            uidnext=int(raw[b"UIDNEXT"]) if b"UIDNEXT" in raw else None,
+            exists=int(raw.get(b"EXISTS", 0)),
+            highestmodseq=int(raw[b"HIGHESTMODSEQ"]) if raw.get(b"HIGHESTMODSEQ") is not None else None,
+            permanentflags=frozenset(_s(f) for f in perm),
+            readonly=readonly or not raw.get(b"READ-WRITE", False),
+        )
+        self.selected = info
+        return info
+
+    # -- SEARCH -------------------------------------------------------------------------------------
+
+    def search(self, pieces: Sequence[Piece], charset: str | None = None) -> list[int]:
+        """`UID SEARCH [RETURN (ALL)] [CHARSET cs] <pieces>` -> ascending UIDs.
+
+        `pieces` concatenate exactly into the search criteria (see compile.serialize); a Lit goes out
+        as a literal, `{n+}` with LITERAL+, else `{n}` after the server's continuation. ESEARCH
+        (RFC 4731) is used when advertised: one compact answer instead of a 1 MB `* SEARCH` line.
+        """
+        esearch = self.has("ESEARCH")
+        head = b"UID SEARCH "
+        if esearch:
+            head += b"RETURN (ALL) "  # RFC 4731 §3.1: return options come before CHARSET
+        if charset:
+            if not re.fullmatch(r"[A-Za-z0-9._:-]+", charset):
+                raise ValueError(f"not a charset name: {charset!r}")
+            head += b"CHARSET " + charset.encode("ascii") + b" "
+        self._take("SEARCH")
+        self._take("ESEARCH")
+        reply = self._run("UID SEARCH", [head, *pieces])
+        found: list[int] = []
+        answered = False
+        for line in self._take("ESEARCH"):
+            if not isinstance(line, bytes):
+                continue
+            m = _ESEARCH_TAG.match(line)
+            if m and m.group(1) != reply.tag:
+                continue  # an answer to someone else's ESEARCH (cannot happen on our own connection)
+            answered = True
+            found.extend(_esearch_all(m.group(2) if m else line))
+        for line in self._take("SEARCH"):
+            if isinstance(line, bytes) and not answered:
+                # CONDSTORE may append "(MODSEQ n)" (RFC 7162 §3.1.5): drop it.
+                found.extend(int(w) for w in re.sub(rb"\(.*?\)", b" ", line).split() if w.isdigit())
+        return sorted(set(found))
+
+    # -- FETCH --------------------------------------------------------------------------------------
+
+    def fetch(self, uids: Iterable[int], items: Sequence[str]) -> dict[int, dict[str, Any]]:
+        """UID FETCH `items` for `uids` -> {uid: {item as requested: value}} in ~7 KB chunks.
+
+        Values: bytes for BODY sections, int for RFC822.SIZE, aware datetime for INTERNALDATE,
+        tuple[str, ...] for FLAGS, imapclient's BodyData for BODYSTRUCTURE. Missing UIDs are absent
+        (RFC 9051 §6.4.9: non-existent UIDs are ignored); unsolicited FETCHes are dropped.
+        """
+        wanted = set(uids)
+        if not wanted or not items:
+            return {}
+        for item in items:
+            if not item.isascii() or any(c in item for c in "\r\n"):
+                raise ValueError(f"bad FETCH item: {item!r}")
+        spec = ("(" + " ".join(items) + ")").encode("ascii")
+        out: dict[int, dict[str, Any]] = {}
+        for uid_set in chunk_uid_sets(wanted, UID_SET_BYTES):
+            self._take("FETCH")
+            self._run("UID FETCH", [b"UID FETCH " + uid_set.encode("ascii") + b" " + spec])
+            for uid, answers in self._fetch_answers(self._take("FETCH")):
+                if uid not in wanted:
+                    continue
+                entry = out.setdefault(uid, {})
+                for item in items:
+                    present, value = _match(item, answers)
+                    if not present:
+                        continue
+                    if _response_key(item) == "FLAGS":
+                        value = tuple(_s(f) for f in value)
+                    entry[item] = value
+        return out
+
+    @staticmethod
+    def _fetch_answers(data: list[Any]) -> Iterable[tuple[int, dict[str, Any]]]:
+        # imaplib stores one response as zero or more (line, literal) tuples ending with a bytes
+        # trailer. Parse each response alone so an unsolicited `* 5 FETCH (FLAGS ...)` without UID
+        # can never be merged into the answer for UID 5.
+        group: list[Any] = []
+        for entry in data:
+            group.append(entry)
+            if isinstance(entry, tuple):
+                continue
+            parsed = parse_fetch_response(group, normalise_times=False, uid_is_key=False)
+            group = []
+            for msg in parsed.values():
+                if b"UID" not in msg:
+                    continue
+                yield int(msg[b"UID"]), {_s(k).upper(): v for k, v in msg.items()}
+
+    # -- flags and expunge --------------------------------------------------------------------------
+
+    def store_flags(self, uids: Iterable[int], flags: Iterable[str], add: bool = True) -> None:
+        """`UID STORE +FLAGS.SILENT` (or -FLAGS.SILENT): no FETCH echo to parse (RFC 9051 §6.4.6)."""
+        flags_arg = flag_list(flags)
+        op = b"+FLAGS.SILENT " if add else b"-FLAGS.SILENT "
+        for uid_set in chunk_uid_sets(set(uids), UID_SET_BYTES):
+            self._run("UID STORE", [b"UID STORE " + uid_set.encode("ascii") + b" " + op + flags_arg])
+
+    def expunge_uids(self, uids: Iterable[int]) -> None:
+        """UID EXPUNGE exactly `uids` (RFC 4315 §2.1); never a bare EXPUNGE, which hits other clients."""
+        if not self.has("UIDPLUS"):
+            raise ImapError(
+                f"{self._context}: server lacks UIDPLUS; refusing a bare EXPUNGE that would also remove "
+                "messages other clients marked \\Deleted",
+                "permanent",
+            )
+        for uid_set in chunk_uid_sets(set(uids), UID_SET_BYTES):
+            self._run("UID EXPUNGE", [b"UID EXPUNGE " + uid_set.encode("ascii")])
+
+    # -- APPEND -------------------------------------------------------------------------------------
+
+    def append(
+        self,
+        mailbox: str,
+        data: bytes,
+        flags: Iterable[str] = (),
+        date: dt.datetime | None = None,
+        *,
+        create: bool = False,
+    ) -> tuple[int, int] | None:
+        """APPEND one message -> (uidvalidity, uid) from APPENDUID (RFC 4315 §3), None without UIDPLUS."""
+        head = b"APPEND " + mailbox_arg(mailbox) + b" " + flag_list(flags) + b" "
+        if date is not None:
+            head += _internaldate(date) + b" "
+        reply = self._with_trycreate("APPEND", mailbox, create, [head, Lit(data)])
+        return parse_appenduid(reply.text)
+
+    def append_many(
+        self, mailbox: str, messages: Sequence[bytes], flags: Iterable[str] = ()
+    ) -> list[int] | None:
+        """Append several messages: one MULTIAPPEND command (RFC 3502) per ~4 MB where advertised.
+
+        Returns the new UIDs in order when the server sent APPENDUID for every message, else None.
+        """
+        words = list(flags)
+        flags_arg = flag_list(words)
+        uids: list[int] | None = []
+        if not self.has("MULTIAPPEND"):
+            for msg in messages:
+                got = self.append(mailbox, msg, words)
+                uids = None if got is None or uids is None else [*uids, got[1]]
+            return uids
+        batch: list[bytes] = []
+        size = 0
+        for i, msg in enumerate(messages):
+            batch.append(msg)
+            size += len(msg)
+            if size >= APPEND_BATCH_BYTES or i == len(messages) - 1:
+                pieces: list[Piece] = [b"APPEND " + mailbox_arg(mailbox)]
+                for one in batch:
+                    pieces += [b" " + flags_arg + b" ", Lit(one)]
+                reply = self._run("APPEND", pieces)
+                m = re.search(rb"\[APPENDUID \d+ ([0-9:,]+)\]", reply.text)
+                new = parse_sequence_set(m.group(1)) if m else []
+                uids = uids + new if uids is not None and len(new) == len(batch) else None
+                batch, size = [], 0
+        return uids
+
+    # -- mailboxes ----------------------------------------------------------------------------------
+
+    def create(self, mailbox: str) -> None:
+        """CREATE `mailbox`; one that already exists is fine (RFC 5530 ALREADYEXISTS, or found by LIST)."""
+        try:
+            self._run("CREATE", [b"CREATE " + mailbox_arg(mailbox)])
+        except ImapError as err:
+            if err.code == "ALREADYEXISTS" or (
+                err.kind == "permanent" and any(m.name == mailbox for m in self.list_mailboxes())
+            ):
+                return
+            raise
+
+    def list_mailboxes(self, pattern: str = "*") -> list[MailboxInfo]:
+        """`LIST "" pattern` -> every mailbox with its delimiter and attributes."""
+        return self._list([b'LIST "" ' + mailbox_arg(pattern)])
+
+    def _list(self, pieces: Sequence[Piece]) -> list[MailboxInfo]:
+        self._take("LIST")
+        self._run("LIST", pieces)
+        data = [d for d in self._take("LIST") if d not in (b"", None)]
+        if not data:
+            return []
+        parsed = list(parse_response(data))
+        out: list[MailboxInfo] = []
+        # We never ask for extended LIST data, so each answer is exactly (flags, delimiter, name).
+        for i in range(0, len(parsed) - 2, 3):
+            flags, delim, name = parsed[i : i + 3]
+            raw = name if isinstance(name, bytes) else str(name).encode()
+            out.append(
+                MailboxInfo(
+                    name=imap_utf7.decode(raw),
+                    delimiter=_s(delim) if delim is not None else None,
+                    flags=frozenset(_s(f) for f in flags),
+                )
+            )
+        return out
+
+    # -- helpers for the transfer commands -----------------------------------------------------------
+
+    def _with_trycreate(self, name: str, mailbox: str, create: bool, pieces: Sequence[Piece]) -> Any:
+        """Run a COPY/MOVE/APPEND; on [TRYCREATE] create the mailbox (if allowed) and retry once."""
+        try:
+            return self._run(name, pieces)
+        except ImapError as err:
+            if err.code != "TRYCREATE" or not create:
+                raise
+        log.info("%s: creating missing mailbox %r after TRYCREATE", self._account, mailbox)
+        self.create(mailbox)
+        return self._run(name, pieces)
+
+
+def _esearch_all(rest: bytes) -> list[int]:
+    """The ALL result of one ESEARCH answer: `UID ALL 1:3,7 COUNT 4` -> [1, 2, 3, 7] (RFC 4731 §3.1)."""
+    words = rest.split()
+    if words and words[0].upper() == b"UID":
+        words = words[1:]
+    for key, value in zip(words[0::2], words[1::2]):
+        if key.upper() == b"ALL":
+            return parse_sequence_set(value)
+    return []

@@ -1,0 +1,200 @@
+"""Our own command writer over imaplib's primitives, with capability masking, counting and timing."""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from imapclient import imap_utf7
+
+from mailrules.compile.serialize import Lit
+from mailrules.errors import ImapError
+from mailrules.imap.errors import classify, from_response
+
+log = logging.getLogger(__name__)
+
+Piece = bytes | Lit
+T = TypeVar("T")
+
+# RFC 7888 §5: LITERAL- allows non-synchronizing literals up to 4096 octets only.
+LITERAL_MINUS_MAX = 4096
+# RFC 9051 §9 flag: "\\" atom or a keyword atom (a conservative subset of ATOM-CHAR).
+_FLAG = re.compile(r"\\?[!#$&'+-Z^-z|~]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The tagged completion of one command: `OK`/`NO`/`BAD` and its resp-text."""
+
+    tag: bytes
+    typ: str
+    text: bytes
+
+
+def quote(value: bytes) -> bytes:
+    """A quoted string (RFC 9051 §4.3); CR, LF, NUL and 8-bit cannot be quoted and are refused."""
+    if any(b in value for b in (0, 10, 13)) or any(b > 127 for b in value):
+        raise ValueError(f"cannot send {value!r} as a quoted string")
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def mailbox_arg(name: str) -> bytes:
+    """A mailbox name for the wire: modified UTF-7 (RFC 3501 §5.1.3), always quoted."""
+    if any(c in name for c in "\r\n\x00"):
+        raise ValueError(f"CR, LF or NUL in a mailbox name: {name!r}")
+    return quote(imap_utf7.encode(name))
+
+
+def flag_list(flags: Iterable[str]) -> bytes:
+    """`(\\Seen $Label)`; a flag is `\\atom` or a keyword atom (RFC 9051 §9 flag)."""
+    words = list(flags)
+    for flag in words:
+        if not _FLAG.fullmatch(flag):
+            raise ValueError(f"not a valid IMAP flag: {flag!r}")
+    return b"(" + " ".join(words).encode("ascii") + b")"
+
+
+class CommandCore:
+    """Transport layer shared by the command mixins: sends, counts, times and classifies commands."""
+
+    def __init__(self, client: Any, account: str, host: str, secrets: Sequence[str] = ()) -> None:
+        self._client = client  # imapclient.IMAPClient; untyped, so kept behind this class
+        self._account = account
+        self._host = host
+        self._secrets = tuple(s for s in secrets if s)
+        self._caps: frozenset[str] = frozenset()
+        self._masked: set[str] = set()
+        self._dead = False
+        self.command_count = 0
+        #: Called after every command with (name, seconds, ok); the metrics layer attaches here.
+        self.on_command: Callable[[str, float, bool], None] | None = None
+
+    # -- capabilities -------------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the server advertised after login (upper case), minus masked capabilities."""
+        masked = self._masked
+        return frozenset(c for c in self._caps if c not in masked and c.split("=")[0] not in masked)
+
+    def has(self, cap: str) -> bool:
+        """True when the server advertises `cap` and it is not masked."""
+        return cap.upper() in self.capabilities
+
+    def mask_capabilities(self, *caps: str) -> None:
+        """Behave as if the server lacked `caps` (a server with a broken extension; tests of fallbacks)."""
+        self._masked.update(c.upper() for c in caps)
+
+    # -- running commands ---------------------------------------------------------------------------
+
+    @property
+    def _context(self) -> str:
+        return f"{self._account} ({self._host})"
+
+    def _record(self, name: str, started: float, ok: bool) -> None:
+        if self.on_command is not None:
+            try:
+                self.on_command(name, time.perf_counter() - started, ok)
+            except Exception:  # a metrics bug must not break mail processing
+                log.exception("on_command hook failed")
+
+    def _fail(self, exc: BaseException, name: str) -> ImapError:
+        err = classify(exc, context=f"{self._context}: {name}", secrets=self._secrets)
+        if err.kind == "reconnect":
+            self._dead = True
+        return err
+
+    def _check_alive(self, name: str) -> None:
+        if self._dead:
+            raise ImapError(f"{self._context}: {name}: connection is closed", "reconnect")
+
+    def _call(self, name: str, fn: Callable[[], T]) -> T:
+        """Run one imapclient call that sends one command; count, time and classify it."""
+        self._check_alive(name)
+        self.command_count += 1
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = fn()
+            ok = True
+            return result
+        except ImapError:
+            raise
+        except (OSError, EOFError, ValueError, UnicodeError) as exc:
+            raise self._fail(exc, name) from exc
+        except Exception as exc:
+            if _is_imap_exception(exc):
+                raise self._fail(exc, name) from exc
+            raise
+        finally:
+            self._record(name, started, ok)
+
+    def _run(self, name: str, pieces: Sequence[Piece], *, accept: tuple[str, ...] = ("OK",)) -> Reply:
+        """Send `tag <pieces>` through our own writer; a reply outside `accept` raises ImapError."""
+        self._check_alive(name)
+        self.command_count += 1
+        started = time.perf_counter()
+        ok = False
+        try:
+            reply = self._write(pieces)
+        except (OSError, EOFError) as exc:
+            self._record(name, started, False)
+            raise self._fail(exc, name) from exc
+        except Exception as exc:
+            self._record(name, started, False)
+            if _is_imap_exception(exc):
+                raise self._fail(exc, name) from exc
+            raise
+        ok = reply.typ == "OK"
+        self._record(name, started, ok)
+        if reply.typ not in accept:
+            raise from_response(name, reply.typ, reply.text, context=self._context)
+        return reply
+
+    def _write(self, pieces: Sequence[Piece]) -> Reply:
+        imap = self._client._imap
+        # Same hygiene as imaplib._command: codes left by earlier commands must not be read as ours.
+        for key in ("OK", "NO", "BAD"):
+            imap.untagged_responses.pop(key, None)
+        tag: bytes = imap._new_tag()
+        literal_plus = self.has("LITERAL+")
+        literal_minus = self.has("LITERAL-")
+        buf = tag + b" "
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                buf += piece
+                continue
+            size = len(piece.data)
+            if literal_plus or (literal_minus and size <= LITERAL_MINUS_MAX):
+                imap.send(buf + b"{%d+}\r\n" % size)  # RFC 7888: no round trip
+            else:
+                imap.send(buf + b"{%d}\r\n" % size)
+                # RFC 9051 §4.3: wait for "+"; a tagged NO/BAD instead means the command is over.
+                while imap._get_response() is not None:
+                    if imap.tagged_commands.get(tag):
+                        return self._finish(tag)
+            buf = piece.data
+        imap.send(buf + b"\r\n")
+        return self._finish(tag)
+
+    def _finish(self, tag: bytes) -> Reply:
+        imap = self._client._imap
+        typ, data = imap._get_tagged_response(tag)
+        imap._check_bye()
+        text = data[0] if data and isinstance(data[0], bytes) else b""
+        return Reply(tag, str(typ), text)
+
+    def _take(self, name: str) -> list[Any]:
+        """Pop (and so clear) the untagged responses of one kind that imaplib accumulated."""
+        taken: list[Any] = self._client._imap.untagged_responses.pop(name, [])
+        return [item for item in taken if item is not None]
+
+
+def _is_imap_exception(exc: BaseException) -> bool:
+    # imapclient's IMAPClientError *is* imaplib.IMAP4.error; abort and readonly derive from it.
+    return isinstance(exc, imaplib.IMAP4.error)

@@ -1,0 +1,236 @@
+"""One authenticated IMAP connection: TLS policy, login, capability and namespace discovery, logout."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from imapclient import IMAPClient
+
+from mailrules import __version__
+from mailrules.errors import ImapError
+from mailrules.imap.errors import classify
+from mailrules.imap.special_use import attributes_to_uses, names_to_uses
+from mailrules.imap.transfer import TransferCommands
+
+log = logging.getLogger(__name__)
+
+TlsMode = Literal["implicit", "starttls", "none"]
+
+
+@dataclass(frozen=True)
+class ConnectionParams:
+    """Where and how to connect; the password never appears in repr."""
+
+    host: str
+    port: int
+    tls: TlsMode
+    username: str
+    password: str = field(repr=False)
+    ca_file: str | None = None
+    allow_insecure: bool = False
+    timeout: float = 30.0
+    name: str = ""
+
+    @property
+    def account(self) -> str:
+        return self.name or f"{self.username}@{self.host}"
+
+
+def ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """A verifying context (hostname + chain); `ca_file` is trusted in addition to the system store."""
+    ctx = ssl.create_default_context()
+    if ca_file:
+        ctx.load_verify_locations(cafile=ca_file)
+    return ctx
+
+
+def _keepalive(sock: socket.socket) -> None:
+    # imapclient sets no TCP keepalive; without it a half-open connection only shows up as silence.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 20), ("TCP_KEEPCNT", 4)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+class ImapSession(TransferCommands):
+    """An authenticated connection. Use one per thread (house style 6); make it with `connect`."""
+
+    def __init__(self, client: Any, params: ConnectionParams) -> None:
+        super().__init__(client, params.account, f"{params.host}:{params.port}", secrets=(params.password,))
+        self._params = params
+        self._separator: str | None = None
+        self._special_use: dict[str, str] | None = None
+        self.enabled: frozenset[str] = frozenset()
+        self._closed = False
+
+    # -- connecting ---------------------------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, params: ConnectionParams) -> ImapSession:
+        """Open, secure, log in, re-read capabilities, ENABLE what helps, send ID; raise ImapError."""
+        where = f"{params.account} ({params.host}:{params.port})"
+        if params.tls not in ("implicit", "starttls", "none"):
+            raise ImapError(f"{where}: tls must be implicit, starttls or none: {params.tls!r}", "permanent")
+        if params.tls == "none" and not params.allow_insecure:
+            # Refused before the socket is even opened, so no password can leave in clear text.
+            raise ImapError(
+                f"{where}: refusing to log in without TLS; set allow_insecure = true for this account "
+                "to allow a plaintext connection (loopback or a trusted network only)",
+                "permanent",
+            )
+        try:
+            ctx = ssl_context(params.ca_file) if params.tls != "none" else None
+        except (OSError, ssl.SSLError) as exc:
+            raise ImapError(f"{where}: cannot read ca_file {params.ca_file!r}: {exc}", "permanent") from exc
+        try:
+            client = IMAPClient(
+                params.host,
+                params.port,
+                ssl=params.tls == "implicit",
+                ssl_context=ctx if params.tls == "implicit" else None,
+                timeout=params.timeout,
+            )
+        except Exception as exc:
+            raise classify(exc, context=f"{where}: connect", secrets=(params.password,)) from exc
+        session = cls(client, params)
+        try:
+            _keepalive(client.socket())
+            if params.tls == "starttls":
+                session._starttls(ctx)
+            session._login()
+            session._after_login()
+        except BaseException:
+            session._shutdown()
+            raise
+        return session
+
+    def _starttls(self, ctx: ssl.SSLContext | None) -> None:
+        if b"STARTTLS" not in self._client.capabilities():
+            raise ImapError(
+                f"{self._context}: server does not offer STARTTLS; use tls = \"implicit\" (port 993)",
+                "permanent",
+            )
+        # RFC 2595 §3.1: imapclient forgets the pre-TLS capabilities after this.
+        self._call("STARTTLS", lambda: self._client.starttls(ctx))
+
+    def _login(self) -> None:
+        pre = {c.decode("ascii", "replace").upper() for c in self._client.capabilities()}
+        if "LOGINDISABLED" in pre:
+            raise ImapError(f"{self._context}: server disabled LOGIN on this connection", "permanent")
+        user, password = self._params.username, self._params.password
+        if (user + password).isascii() or "AUTH=PLAIN" not in pre:
+            self._call("LOGIN", lambda: self._client.login(user, password))
+        else:
+            # imaplib's LOGIN encodes arguments as ASCII; SASL PLAIN carries UTF-8 (RFC 4616).
+            self._call("AUTHENTICATE", lambda: self._client.plain_login(user, password))
+        log.info("%s: logged in to %s", self._account, self._host)
+
+    def _after_login(self) -> None:
+        # Capabilities may grow after authentication (Exchange adds MOVE): re-read them. Dovecot sends
+        # them in the LOGIN OK; otherwise ask.
+        pushed = [c for c in self._take("CAPABILITY") if isinstance(c, bytes)]
+        if not pushed:
+            self._run("CAPABILITY", [b"CAPABILITY"])
+            pushed = [c for c in self._take("CAPABILITY") if isinstance(c, bytes)]
+        words = pushed[-1].decode("ascii", "replace").upper().split() if pushed else []
+        self._caps = frozenset(words)
+        # Keep imapclient's @require_capability checks in step with what we just read.
+        self._client._cached_capabilities = tuple(w.encode("ascii") for w in words)
+        if self.has("ENABLE") and self.has("CONDSTORE"):
+            # RFC 5161 §3.1: only valid before SELECT. Never UTF8=ACCEPT: it forbids SEARCH CHARSET.
+            got = self._call("ENABLE", lambda: self._client.enable("CONDSTORE"))
+            self.enabled = frozenset(_text(c).upper() for c in got or ())
+        if self.has("ID"):
+            # After authentication only: some servers (FastMail) reject ID before login.
+            try:
+                self._call("ID", lambda: self._client.id_({"name": "mailrules", "version": __version__}))
+            except ImapError as err:
+                if err.kind == "reconnect":
+                    raise
+                log.debug("%s: ID refused: %s", self._account, err)
+        self._separator = self._discover_separator()
+
+    def _discover_separator(self) -> str | None:
+        if self.has("NAMESPACE"):
+            ns = self._call("NAMESPACE", self._client.namespace)
+            personal = ns.personal if ns is not None else None
+            if personal:
+                sep = personal[0][1]
+                return _text(sep) if sep is not None else None
+        # RFC 9051 §6.3.9: `LIST "" ""` returns the hierarchy delimiter of the root.
+        root = self._list([b'LIST "" ""'])
+        return root[0].delimiter if root else None
+
+    # -- properties ---------------------------------------------------------------------------------
+
+    @property
+    def separator(self) -> str | None:
+        """The personal namespace's hierarchy delimiter (NAMESPACE, else LIST); None when flat."""
+        return self._separator
+
+    @property
+    def account(self) -> str:
+        return self._account
+
+    def special_use(self) -> dict[str, str]:
+        """{`\\Archive`: name, `\\Trash`: name, ...}: extended LIST, LIST attributes, then names; cached."""
+        if self._special_use is not None:
+            return dict(self._special_use)
+        found: dict[str, str] = {}
+        listing = None
+        if self.has("SPECIAL-USE") and self.has("LIST-EXTENDED"):
+            # RFC 6154 §5.3: the selection option returns only mailboxes that have a special use.
+            found = attributes_to_uses(self._list([b'LIST (SPECIAL-USE) "" "*"']))
+        if not found:
+            # RFC 6154 §2: the attributes MAY also appear in a plain LIST (Gmail, SPECIAL-USE alone).
+            listing = self.list_mailboxes()
+            found = attributes_to_uses(listing)
+        if any(use not in found for use in ("\\Archive", "\\Trash")):
+            found = names_to_uses(listing if listing is not None else self.list_mailboxes(), found)
+        self._special_use = found
+        return dict(found)
+
+    # -- closing ------------------------------------------------------------------------------------
+
+    def logout(self) -> None:
+        """LOGOUT and close the socket; never raises (the connection may already be gone)."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._dead:
+            try:
+                self._call("LOGOUT", self._client.logout)
+            except Exception as exc:
+                log.debug("%s: logout failed: %s", self._account, exc)
+        self._shutdown()
+
+    def close(self) -> None:
+        """Same as logout(): never CLOSE, which would expunge (RFC 9051 §6.4.1)."""
+        self.logout()
+
+    def _shutdown(self) -> None:
+        self._dead = True
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._client.shutdown()
+
+    def __enter__(self) -> ImapSession:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.logout()
+
+    def __repr__(self) -> str:
+        return f"ImapSession(account={self._account!r}, host={self._host!r})"
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
