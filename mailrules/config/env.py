@@ -72,7 +72,7 @@ def apply_env(
             continue
         where = f"${name}"
         parts = [p.lower() for p in name[len(PREFIX):].split("__")]
-        if "" in parts:
+        if "" in parts or "___" in name:
             errors.append(f"{where}: malformed name: levels are separated by exactly two underscores")
             continue
         target = _resolve(parts, raw, where, errors)

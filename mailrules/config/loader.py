@@ -88,7 +88,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     _env.apply_env(raw, cx.origins, environ, cx.config_dir, cx.errors)
     settings = _settings(raw, cx, config_path)
     if cx.errors:
-        raise ConfigError("\n".join(cx.errors))
+        raise ConfigError("\n".join(sorted(cx.errors, key=cx.order)))
     logger.debug("configuration %s: %d account(s), %d warning(s)",
                  config_path, len(settings.accounts), len(settings.warnings))
     return settings
@@ -112,8 +112,17 @@ class _Context:
                 return self.origins[path[:n]]
         return self.shown
 
+    def order(self, message: str) -> tuple[int, int]:
+        """Sort key of a message: the file's in line order, then the environment's."""
+        if message.startswith(self.shown + ":"):
+            line = message[len(self.shown) + 1 :].partition(":")[0]
+            return (0, int(line) if line.isdigit() else 0)
+        return (1, 0)
+
     def error(self, path: KeyPath, message: str, at: KeyPath | None = None) -> None:
-        self.errors.append(f"{self.where(at or path)}: {dotted(path)}: {message}")
+        line = f"{self.where(at or path)}: {dotted(path)}: {message}"
+        if line not in self.errors:
+            self.errors.append(line)
 
     def warn(self, path: KeyPath, message: str) -> None:
         self.warnings.append(f"{self.where(path)}: {dotted(path)}: {message}")
@@ -162,8 +171,10 @@ class _Context:
 
     def file_path(self, table: dict[str, Any], path: KeyPath, key: str) -> Path | None:
         """A path key, resolved against the configuration file's directory."""
-        value = self.text(table, path, key) if key in table and isinstance(table[key], str) else \
-            self.get(table, path, key, "path")
+        value = self.get(table, path, key, "path")
+        if value == "":
+            self.error((*path, key), "must not be empty")
+            return None
         return None if value is None else self.resolve(value)
 
     def resolve(self, value: str) -> Path:
@@ -229,7 +240,7 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
         metrics=metrics,
         accounts=accounts,
         log_format=cast(LogFormat, log_format),
-        warnings=tuple(cx.warnings),
+        warnings=tuple(sorted(cx.warnings, key=cx.order)),
     )
 
 
@@ -257,7 +268,8 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
     if "username" not in t:
         cx.error((*p, "username"), "required")
     password = _secret(t, p, cx, required=True)
-    if tls == "none" and cx.get(t, p, "allow_insecure", "bool") is not True:
+    allow_insecure = cx.get(t, p, "allow_insecure", "bool") or False
+    if tls == "none" and not allow_insecure:
         cx.warn((*p, "tls"), "'none' would send the password unencrypted: login will be refused "
                 "unless allow_insecure = true")
 
@@ -295,7 +307,7 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         trash=trash,
         create_mailboxes=cx.get(t, p, "create_mailboxes", "bool") or False,
         max_connections=max_connections or DEFAULT_MAX_CONNECTIONS,
-        allow_insecure=cx.get(t, p, "allow_insecure", "bool") or False,
+        allow_insecure=allow_insecure,
         provider=provider,
         poll_interval=float(poll_interval or DEFAULT_POLL_INTERVAL),
         smtp=smtp,
@@ -372,7 +384,7 @@ def _secret(t: dict[str, Any], p: KeyPath, cx: _Context, required: bool) -> Secr
     given = [k for k in SECRET_KEYS if k in t]
     if len(given) > 1:
         cx.error(p, f"set only one of password, password_file, password_env (found {', '.join(given)})",
-                 at=(*p, given[1]))
+                 at=max(((*p, k) for k in given), key=lambda kp: cx.order(cx.where(kp) + ":")))
         return None
     if not given:
         if required:
