@@ -258,7 +258,7 @@ class MessageView:
                     self._defects.append(f"undecodable {name} header")
                     cached.append(v.strip())
             self._header_cache[key] = cached
-        return cached
+        return list(cached)
 
     def addresses(self, field: str) -> list[str]:
         """Lower-cased addr-specs of a language address field (or of any header by name)."""
