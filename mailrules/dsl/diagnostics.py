@@ -7,13 +7,66 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from mailrules.source import Diagnostic, Span
 
-_KEYWORDS = (
-    "RULE TEST IN FOR ACCOUNT LIMIT ON ARRIVAL EVERY AT CRON MANUALLY WHEN THEN TO PERMANENTLY READ UNREAD "
-    "OR AND NOT MATCHES ANY DOMAIN IS CONTAINS STARTS ENDS WITH HEADER EXISTS SIZE OLDER NEWER THAN "
-    "RECEIVED SENT BEFORE AFTER TAGGED HAS ATTACHMENT NAME GIVEN FLAGS NOW EXPECT"
-).split()
+_KEYWORDS = [
+    "RULE",
+    "TEST",
+    "IN",
+    "FOR",
+    "ACCOUNT",
+    "LIMIT",
+    "ON",
+    "ARRIVAL",
+    "EVERY",
+    "AT",
+    "CRON",
+    "MANUALLY",
+    "WHEN",
+    "THEN",
+    "TO",
+    "PERMANENTLY",
+    "READ",
+    "UNREAD",
+    "OR",
+    "AND",
+    "NOT",
+    "MATCHES",
+    "ANY",
+    "DOMAIN",
+    "IS",
+    "CONTAINS",
+    "STARTS",
+    "ENDS",
+    "WITH",
+    "HEADER",
+    "EXISTS",
+    "SIZE",
+    "OLDER",
+    "NEWER",
+    "THAN",
+    "RECEIVED",
+    "SENT",
+    "BEFORE",
+    "AFTER",
+    "TAGGED",
+    "HAS",
+    "ATTACHMENT",
+    "NAME",
+    "GIVEN",
+    "FLAGS",
+    "NOW",
+    "EXPECT",
+]
 
-_PUNCT = {"LBRACE": "{", "RBRACE": "}", "LPAR": "(", "RPAR": ")", "LSQB": "[", "RSQB": "]", "COMMA": ",", "SEMI": ";"}
+_PUNCT = {
+    "LBRACE": "{",
+    "RBRACE": "}",
+    "LPAR": "(",
+    "RPAR": ")",
+    "LSQB": "[",
+    "RSQB": "]",
+    "COMMA": ",",
+    "SEMI": ";",
+}
 
 _PHRASES = {
     "STRING": 'a string ("...")',
@@ -26,7 +79,19 @@ _PHRASES = {
     "$END": "the end of the file",
 }
 
-_CONDITION_START = {"NOT", "LPAR", "HEADER", "SIZE", "OLDER", "NEWER", "RECEIVED", "SENT", "TAGGED", "HAS", "WORD"}
+_CONDITION_START = {
+    "NOT",
+    "LPAR",
+    "HEADER",
+    "SIZE",
+    "OLDER",
+    "NEWER",
+    "RECEIVED",
+    "SENT",
+    "TAGGED",
+    "HAS",
+    "WORD",
+}
 _STRING_OPS = {"CONTAINS", "IS", "STARTS", "ENDS"}
 _TRIGGERS = {"ON", "EVERY", "CRON", "MANUALLY"}
 _GIVEN_CLAUSES = {"FLAGS", "TAGGED", "RECEIVED", "IN", "ACCOUNT", "NOW"}
@@ -55,15 +120,15 @@ def describe_expected(expected: set[str], prev: str | None) -> str:
     """`'a', 'b' or c` for a set of terminal names, grouped into what a user would call them."""
     exp = set(expected)
     phrases: list[str] = []
-    if _CONDITION_START <= exp:
+    if exp >= _CONDITION_START:
         exp -= _CONDITION_START | {"ATTACHMENT"}
         phrases.append("a condition")
-    if _STRING_OPS <= exp:
+    if exp >= _STRING_OPS:
         exp -= _STRING_OPS | {"MATCHES", "DOMAIN"}
         phrases.append("an operator (contains, is, starts with, ends with, matches, domain is)")
-    if _TRIGGERS <= exp:
+    if exp >= _TRIGGERS:
         exp -= _TRIGGERS
-        phrases.append("a trigger (on arrival, every ..., cron \"...\", manually)")
+        phrases.append('a trigger (on arrival, every ..., cron "...", manually)')
     if len(_GIVEN_CLAUSES & exp) >= 4:
         exp -= _GIVEN_CLAUSES
         phrases.append("a given clause (flags, tagged, received, in, account, now)")
@@ -118,7 +183,9 @@ def _char_name(ch: str) -> str:
     return f"character '{ch}'"
 
 
-def syntax_diagnostic(err: UnexpectedInput, text: str, path: str, line_offset: int, prev: str | None) -> Diagnostic:
+def syntax_diagnostic(
+    err: UnexpectedInput, text: str, path: str, line_offset: int, prev: str | None
+) -> Diagnostic:
     """The one diagnostic for a Lark syntax error, in user words, pointing at the place."""
     if isinstance(err, UnexpectedToken):
         tok = err.token
@@ -131,22 +198,31 @@ def syntax_diagnostic(err: UnexpectedInput, text: str, path: str, line_offset: i
             else:
                 message = f"expected {expected} after this"
             return Diagnostic(Span(path, line + line_offset, col), message)
-        span = Span(path, (tok.line or 1) + line_offset, tok.column or 1,
-                    (tok.end_line or 1) + line_offset, tok.end_column or 1)
+        span = Span(
+            path,
+            (tok.line or 1) + line_offset,
+            tok.column or 1,
+            (tok.end_line or 1) + line_offset,
+            tok.end_column or 1,
+        )
         return Diagnostic(span, f"unexpected {describe_token(tok)}; expected {expected}")
     if isinstance(err, UnexpectedCharacters):
-        pos = err.pos_in_stream
+        pos = err.pos_in_stream or 0
         ch = text[pos] if 0 <= pos < len(text) else ""
-        span = Span(path, err.line + line_offset, err.column, err.line + line_offset, err.column + 1)
+        line, col = (err.line or 1) + line_offset, err.column or 1
+        span = Span(path, line, col, line, col + 1)
         allowed = set(err.allowed or ())
         if ch == '"':
             rest = text[pos + 1 :].split("\n", 1)[0]
             if "\\" in rest and rest.endswith("\\"):
                 return Diagnostic(span, "unterminated string (a backslash escapes the closing quote)")
-            return Diagnostic(span, "unterminated string: a string ends with \" on the same line")
+            return Diagnostic(span, 'unterminated string: a string ends with " on the same line')
         if ch == "/" and "REGEX" in allowed:
-            return Diagnostic(span, "unterminated regular expression: it ends with / on the same line "
-                              "(write a / inside it as \\/)")
+            return Diagnostic(
+                span,
+                "unterminated regular expression: it ends with / on the same line "
+                "(write a / inside it as \\/)",
+            )
         message = f"unexpected {_char_name(ch)}"
         if allowed:
             message += f"; expected {describe_expected(allowed, prev)}"

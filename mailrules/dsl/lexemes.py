@@ -34,7 +34,7 @@ def unescape_string(token: str) -> tuple[str, list[int], list[Problem]]:
         ch = inner[i]
         if ch == "\\" and i + 1 < len(inner):
             nxt = inner[i + 1]
-            if nxt in "\"\\":
+            if nxt in '"\\':
                 out.append(nxt)
                 where.append(i + 1)
             else:
@@ -60,7 +60,9 @@ def split_regex(token: str) -> tuple[str, str, list[Problem]]:
     for k, f in enumerate(flags):
         if f not in REGEX_FLAGS:
             problems.append(
-                Problem(end + 1 + k, 1, f"unknown regex flag '{f}'; expected i, c (case-sensitive), m, s or x")
+                Problem(
+                    end + 1 + k, 1, f"unknown regex flag '{f}'; expected i, c (case-sensitive), m, s or x"
+                )
             )
     if "i" in flags.lower() and "c" in flags.lower():
         problems.append(Problem(end + 1, len(flags), "regex flags 'i' and 'c' contradict each other"))
@@ -100,7 +102,9 @@ def split_template(text: str) -> tuple[list[TemplatePiece], list[Problem]]:
             if m:
                 index = int(m.group(1))
                 if index == 0:
-                    problems.append(Problem(i, close - i + 1, "capture groups are numbered from 1: use {match.1}"))
+                    problems.append(
+                        Problem(i, close - i + 1, "capture groups are numbered from 1: use {match.1}")
+                    )
                 pieces.append(TemplatePiece(text[i : close + 1], "match", index, i, close - i + 1))
             elif name in PLACEHOLDERS:
                 pieces.append(TemplatePiece(text[i : close + 1], name, 0, i, close - i + 1))
@@ -110,7 +114,7 @@ def split_template(text: str) -> tuple[list[TemplatePiece], list[Problem]]:
                     Problem(
                         i,
                         close - i + 1,
-                        f"unknown placeholder '{{{text[i + 1 : close]}}}'; expected one of: {known}, {{match.N}}",
+                        f"unknown placeholder '{text[i : close + 1]}'; expected one of: {known}, {{match.N}}",
                     )
                 )
             i = close + 1
@@ -147,4 +151,28 @@ def keyword_problem(keyword: str) -> str | None:
     bad = [c for c in keyword if c in _ATOM_SPECIALS or ord(c) < 33 or ord(c) > 126]
     if bad:
         return f"keyword {keyword!r} contains {bad[0]!r}, which an IMAP keyword cannot contain"
+    return None
+
+
+def mailbox_problem(name: str) -> str | None:
+    """Why `name` cannot be a mailbox name we create or select (empty, wildcards, controls), or None."""
+    if not name.strip():
+        return "mailbox name is empty"
+    for c in name:
+        if c in "*%":
+            return f"mailbox name {name!r} contains the IMAP wildcard '{c}'"
+        if ord(c) < 32 or ord(c) == 127:
+            return f"mailbox name {name!r} contains a control character (U+{ord(c):04X})"
+    return None
+
+
+def address_problem(address: str) -> str | None:
+    """Why `address` is not one plain addr-spec (local@domain, no display name), or None."""
+    if any(c in address for c in "\r\n"):
+        return "address contains a line break"
+    if address.count("@") != 1:
+        return f'invalid address {address!r}: expected one plain address like "name@example.org"'
+    local, domain = address.split("@")
+    if not local or not domain or any(c.isspace() or c in '<>(),;:"[]\\' or ord(c) < 32 for c in address):
+        return f'invalid address {address!r}: expected one plain address like "name@example.org"'
     return None

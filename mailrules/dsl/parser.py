@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from importlib import resources
 from pathlib import Path
@@ -65,7 +66,11 @@ def _parse_chunk(text: str, path: str, line_offset: int) -> tuple[list[Any], lis
     try:
         items: list[Any] = builder.transform(tree)
     except VisitError:  # pragma: no cover - defensive
-        return [], [*builder.diagnostics, Diagnostic(Span(path, line_offset + 1, 1), "cannot read this rule")], False
+        return (
+            [],
+            [*builder.diagnostics, Diagnostic(Span(path, line_offset + 1, 1), "cannot read this rule")],
+            False,
+        )
     return items, builder.diagnostics, False
 
 
@@ -77,7 +82,7 @@ def _chunks(text: str) -> list[tuple[str, int]]:
     starts.append(len(text))
     out = []
     line = 0
-    for a, b in zip(starts, starts[1:]):
+    for a, b in itertools.pairwise(starts):
         out.append((text[a:b], line))
         line += text.count("\n", a, b)
     return out
@@ -100,4 +105,3 @@ def parse_text(text: str, path: str) -> tuple[ast.RuleFile | None, list[Diagnost
     tests = tuple(i for i in items if isinstance(i, ast.TestBlock))
     diags.sort(key=lambda d: (d.span.line, d.span.column))
     return ast.RuleFile(path, rules, tests), diags
-

@@ -9,7 +9,7 @@ from lark import Token, v_args
 from lark.tree import Meta
 
 from mailrules.dsl import ast
-from mailrules.dsl.lexemes import keyword_problem
+from mailrules.dsl.lexemes import keyword_problem, mailbox_problem
 from mailrules.dsl.transform_base import (
     ACTION_WORDS,
     DAYS,
@@ -53,10 +53,17 @@ class AstBuilder(ConditionBuilder):
             elif isinstance(c, (ast.OnArrival, ast.Every, ast.At, ast.Cron, ast.Manually)):
                 trigger = c
         if body is None:  # unreachable with the grammar; keeps the types honest
-            return self.finish_item(None)
+            return cast(None, self.finish_item(None))
         rule = ast.Rule(
-            name=name, mailboxes=mailboxes, accounts=accounts, trigger=trigger, limit=limit,
-            condition=body[0], actions=body[1], span=self.mspan(meta), name_span=self.span(name_tok),
+            name=name,
+            mailboxes=mailboxes,
+            accounts=accounts,
+            trigger=trigger,
+            limit=limit,
+            condition=body[0],
+            actions=body[1],
+            span=self.mspan(meta),
+            name_span=self.span(name_tok),
         )
         return cast("ast.Rule | None", self.finish_item(rule))
 
@@ -64,8 +71,15 @@ class AstBuilder(ConditionBuilder):
         names = []
         for tok in self.tokens(ch):
             if tok.type == "STRING":
-                names.append(self.string(tok))
+                names.append(self._mailbox(tok))
         return Clause("in", tuple(names), self.mspan(meta))
+
+    def _mailbox(self, tok: Token) -> str:
+        name = self.string(tok)
+        problem = mailbox_problem(name)
+        if problem:
+            self.error(self.span(tok), problem)
+        return name
 
     def account_clause(self, meta: Meta, ch: list[Any]) -> Clause:
         names = []
@@ -95,7 +109,9 @@ class AstBuilder(ConditionBuilder):
         unit = INTERVAL_UNITS.get(str(unit_tok).lower())
         if unit is None:
             hint = suggest(str(unit_tok), list(INTERVAL_UNITS))
-            self.error(self.span(unit_tok), f"unknown interval unit '{unit_tok}'; expected minutes or hours{hint}")
+            self.error(
+                self.span(unit_tok), f"unknown interval unit '{unit_tok}'; expected minutes or hours{hint}"
+            )
             unit = "minutes"
         return ast.Every(int(ch[1]), cast(Any, unit), self.mspan(meta))
 
@@ -106,7 +122,10 @@ class AstBuilder(ConditionBuilder):
             if word in DAYS or word == "day":
                 self.error(self.span(ch[1]), f"expected 'at HH:MM' after 'every {ch[1]}'")
             else:
-                self.error(self.span(ch[1]), f"expected a number, 'day' or a day of the week after 'every', got '{ch[1]}'")
+                self.error(
+                    self.span(ch[1]),
+                    f"expected a number, 'day' or a day of the week after 'every', got '{ch[1]}'",
+                )
             unit = "minutes"
         return ast.Every(1, cast(Any, unit), self.mspan(meta))
 
@@ -121,7 +140,9 @@ class AstBuilder(ConditionBuilder):
                 continue
             if key not in DAYS:
                 hint = suggest(key, [*DAYS, "day"])
-                self.error(self.span(w), f"unknown day '{w}'; expected day, monday..sunday, weekday or weekend{hint}")
+                self.error(
+                    self.span(w), f"unknown day '{w}'; expected day, monday..sunday, weekday or weekend{hint}"
+                )
                 continue
             days.update(DAYS[key])
         time_tok = ch[-1]
@@ -146,7 +167,9 @@ class AstBuilder(ConditionBuilder):
         out: list[ast.Action] = []
         for a in actions:
             if isinstance(a, Keep):
-                self.error(a.span, "'keep' is only for 'expect' in tests; a rule that does nothing has no use")
+                self.error(
+                    a.span, "'keep' is only for 'expect' in tests; a rule that does nothing has no use"
+                )
             elif a is not None:
                 out.append(a)
         return Clause("body", (cond, tuple(out)), self.mspan(meta))
@@ -184,7 +207,8 @@ class AstBuilder(ConditionBuilder):
         wants_to = word in ("move", "copy", "forward", "redirect") or (word == "archive" and arg is not None)
         wants_arg = word in ("move", "copy", "forward", "redirect", "tag", "untag")
         if mod is not None and not (
-            (word == "delete" and mod_word == "permanently") or (word == "mark" and mod_word in ("read", "unread"))
+            (word == "delete" and mod_word == "permanently")
+            or (word == "mark" and mod_word in ("read", "unread"))
         ):
             self.error(self.span(mod), f"'{word} {mod}' is not an action")
             return None
@@ -199,8 +223,15 @@ class AstBuilder(ConditionBuilder):
             self.error(self.span(to), f"unexpected 'to' after '{word}'; expected {what}")
             return None
         if wants_arg and arg is None:
-            what = {"forward": "an address", "redirect": "an address", "tag": "a keyword", "untag": "a keyword"}
-            self.error(self.span(to or word_tok), f"expected {what.get(word, 'a mailbox name')} after '{word}'")
+            wanted = {
+                "forward": "an address",
+                "redirect": "an address",
+                "tag": "a keyword",
+                "untag": "a keyword",
+            }
+            self.error(
+                self.span(to or word_tok), f"expected {wanted.get(word, 'a mailbox name')} after '{word}'"
+            )
             return None
         if arg is not None and not wants_arg and word != "archive":
             self.error(self.span(arg), f"'{word}' takes no argument")
@@ -255,8 +286,12 @@ class AstBuilder(ConditionBuilder):
                 self.error(c.span, f"'{c.kind}' is given twice")
             values[c.kind] = c.values[0]
         return ast.Given(
-            path=path, flags=tuple(flags), received=values.get("received"),
-            mailbox=values.get("in", "INBOX"), account=values.get("account"), now=values.get("now"),
+            path=path,
+            flags=tuple(flags),
+            received=values.get("received"),
+            mailbox=values.get("in", "INBOX"),
+            account=values.get("account"),
+            now=values.get("now"),
             span=self.mspan(meta),
         )
 
@@ -276,7 +311,8 @@ class AstBuilder(ConditionBuilder):
             hint = suggest(str(tok), list(GIVEN_FLAGS))
             self.error(
                 self.span(tok),
-                f"unknown flag '{tok}'; expected seen, flagged, answered, draft, deleted or a \"$Keyword\"{hint}",
+                f"unknown flag '{tok}'; expected seen, flagged, answered, draft, deleted "
+                f'or a "$Keyword"{hint}',
             )
         return flag
 
@@ -301,7 +337,9 @@ class AstBuilder(ConditionBuilder):
         if time_tok is not None:
             hour, minute = (int(x) for x in str(time_tok).split(":"))
             if hour > 23 or minute > 59:
-                self.error(self.span(time_tok), f"invalid time '{time_tok}'; expected HH:MM from 00:00 to 23:59")
+                self.error(
+                    self.span(time_tok), f"invalid time '{time_tok}'; expected HH:MM from 00:00 to 23:59"
+                )
                 return None
         return dt.datetime(day.year, day.month, day.day, hour, minute)
 
@@ -312,7 +350,7 @@ class AstBuilder(ConditionBuilder):
         return Clause("now", (self._datetime(ch[1], ch[2] if len(ch) > 2 else None),), self.mspan(meta))
 
     def given_in(self, meta: Meta, ch: list[Any]) -> Clause:
-        return Clause("in", (self.string(ch[1]),), self.mspan(meta))
+        return Clause("in", (self._mailbox(ch[1]),), self.mspan(meta))
 
     def given_account(self, meta: Meta, ch: list[Any]) -> Clause:
         return Clause("account", (self.string(ch[1]),), self.mspan(meta))

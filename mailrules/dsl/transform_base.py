@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 from dataclasses import dataclass
 from typing import Any, cast
 
-from lark import Token, Transformer, v_args
+from lark import Token, Transformer
 from lark.tree import Meta
 
 from mailrules.dsl import ast
 from mailrules.dsl.lexemes import (
     Problem,
-    header_name_problem,
-    keyword_problem,
     split_regex,
     split_template,
     unescape_string,
@@ -22,34 +19,68 @@ from mailrules.dsl.lexemes import (
 from mailrules.source import Diagnostic, Span
 
 FIELDS: tuple[str, ...] = (
-    "from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "subject", "list", "body", "text",
+    "from",
+    "sender",
+    "to",
+    "cc",
+    "bcc",
+    "recipient",
+    "reply-to",
+    "subject",
+    "list",
+    "body",
+    "text",
 )
 FLAG_WORDS: dict[str, tuple[ast.SystemFlag, bool]] = {
-    "seen": ("\\Seen", True), "read": ("\\Seen", True),
-    "unseen": ("\\Seen", False), "unread": ("\\Seen", False),
-    "flagged": ("\\Flagged", True), "unflagged": ("\\Flagged", False),
-    "answered": ("\\Answered", True), "unanswered": ("\\Answered", False),
-    "draft": ("\\Draft", True), "undraft": ("\\Draft", False),
-    "deleted": ("\\Deleted", True), "undeleted": ("\\Deleted", False),
+    "seen": ("\\Seen", True),
+    "read": ("\\Seen", True),
+    "unseen": ("\\Seen", False),
+    "unread": ("\\Seen", False),
+    "flagged": ("\\Flagged", True),
+    "unflagged": ("\\Flagged", False),
+    "answered": ("\\Answered", True),
+    "unanswered": ("\\Answered", False),
+    "draft": ("\\Draft", True),
+    "undraft": ("\\Draft", False),
+    "deleted": ("\\Deleted", True),
+    "undeleted": ("\\Deleted", False),
 }
 ACTION_WORDS = (
-    "move", "copy", "archive", "delete", "mark", "flag", "unflag", "tag", "untag", "forward", "redirect", "stop",
+    "move",
+    "copy",
+    "archive",
+    "delete",
+    "mark",
+    "flag",
+    "unflag",
+    "tag",
+    "untag",
+    "forward",
+    "redirect",
+    "stop",
 )
-AGE_UNITS: dict[str, ast.AgeUnit] = {
-    u: cast(ast.AgeUnit, p)
-    for p in ("minutes", "hours", "days", "weeks", "months", "years")
-    for u in (p, p[:-1])
-}
+_AGE_PLURALS: tuple[ast.AgeUnit, ...] = ("minutes", "hours", "days", "weeks", "months", "years")
+AGE_UNITS: dict[str, ast.AgeUnit] = {u: p for p in _AGE_PLURALS for u in (p, p[:-1])}
 SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 INTERVAL_UNITS = {"minute": "minutes", "minutes": "minutes", "hour": "hours", "hours": "hours"}
 DAYS: dict[str, tuple[int, ...]] = {
-    **{d: (i,) for i, d in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"))},
+    **{
+        d: (i,)
+        for i, d in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"))
+    },
     **{d: (i,) for i, d in enumerate(("mon", "tue", "wed", "thu", "fri", "sat", "sun"))},
-    "weekday": (0, 1, 2, 3, 4), "weekdays": (0, 1, 2, 3, 4), "weekend": (5, 6), "weekends": (5, 6),
+    "weekday": (0, 1, 2, 3, 4),
+    "weekdays": (0, 1, 2, 3, 4),
+    "weekend": (5, 6),
+    "weekends": (5, 6),
 }
 GIVEN_FLAGS = {
-    "seen": "\\Seen", "read": "\\Seen", "flagged": "\\Flagged", "answered": "\\Answered",
-    "draft": "\\Draft", "deleted": "\\Deleted",
+    "seen": "\\Seen",
+    "read": "\\Seen",
+    "flagged": "\\Flagged",
+    "answered": "\\Answered",
+    "draft": "\\Draft",
+    "deleted": "\\Deleted",
 }
 
 
@@ -86,8 +117,11 @@ class BuilderBase(Transformer[Token, Any]):
     # ------------------------------------------------------------ helpers
     def span(self, tok: Token) -> Span:
         return Span(
-            self.path, (tok.line or 1) + self.off, tok.column or 1,
-            (tok.end_line or 1) + self.off, tok.end_column or 1,
+            self.path,
+            (tok.line or 1) + self.off,
+            tok.column or 1,
+            (tok.end_line or 1) + self.off,
+            tok.end_column or 1,
         )
 
     def mspan(self, meta: Meta) -> Span:
@@ -127,7 +161,9 @@ class BuilderBase(Transformer[Token, Any]):
                 parts.append(ast.TemplateText(piece.text))
             else:
                 name = cast(Any, piece.name)
-                parts.append(ast.Placeholder(name, piece.index, self.sub_span(tok, at(piece.offset), piece.length)))
+                parts.append(
+                    ast.Placeholder(name, piece.index, self.sub_span(tok, at(piece.offset), piece.length))
+                )
         return ast.Template(value, tuple(parts), self.span(tok))
 
     def regex(self, tok: Token) -> ast.Regex:
@@ -143,4 +179,3 @@ class BuilderBase(Transformer[Token, Any]):
         failed = self._pending > 0
         self._pending = 0
         return None if failed else item
-

@@ -10,10 +10,21 @@ from lark.tree import Meta
 
 from mailrules.dsl import ast
 from mailrules.dsl.lexemes import header_name_problem, keyword_problem
-from mailrules.source import Span
 from mailrules.dsl.transform_base import AGE_UNITS, FIELDS, FLAG_WORDS, SIZE_UNITS, BuilderBase, suggest
+from mailrules.source import Span
 
-_CONDITION_WORDS = (*FLAG_WORDS, "all", "header", "size", "older", "newer", "received", "sent", "tagged", "has")
+_CONDITION_WORDS = (
+    *FLAG_WORDS,
+    "all",
+    "header",
+    "size",
+    "older",
+    "newer",
+    "received",
+    "sent",
+    "tagged",
+    "has",
+)
 
 
 @v_args(meta=True)
@@ -106,7 +117,9 @@ class ConditionBuilder(BuilderBase):
             self.error(field.span, f"'domain is' needs an address field ({fields}), not {field}")
             return None
         if not value or any(c.isspace() or c in "@,<>" for c in value):
-            self.error(self.span(tok), f"invalid domain {self.string(tok)!r}; expected a domain like \"example.org\"")
+            self.error(
+                self.span(tok), f'invalid domain {self.string(tok)!r}; expected a domain like "example.org"'
+            )
             return None
         return value
 
@@ -156,7 +169,8 @@ class ConditionBuilder(BuilderBase):
             hint = suggest(str(unit_tok), list(AGE_UNITS))
             self.error(
                 self.span(unit_tok),
-                f"unknown time unit '{unit_tok}'; expected minutes, hours, days, weeks, months or years{hint}",
+                f"unknown time unit '{unit_tok}'; "
+                f"expected minutes, hours, days, weeks, months or years{hint}",
             )
             return ast.All(self.mspan(meta))
         return ast.AgeTest(older, int(ch[2]), unit, self.mspan(meta))
@@ -223,5 +237,6 @@ class ConditionBuilder(BuilderBase):
     def attachment_regex_any(self, meta: Meta, ch: list[Any]) -> ast.Condition:
         toks = ch[4]
         return self._any(
-            meta, [ast.AttachmentNameTest("matches", None, self.regex(t), self._test_span(meta, t)) for t in toks]
+            meta,
+            [ast.AttachmentNameTest("matches", None, self.regex(t), self._test_span(meta, t)) for t in toks],
         )

@@ -1,0 +1,202 @@
+"""Semantic checks of a parsed rule set; every problem is collected as a Diagnostic, none raised."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+from mailrules.dsl import ast
+from mailrules.dsl.check_logic import contradiction, find_shadowed
+from mailrules.dsl.cron import cron_problem
+from mailrules.dsl.lexemes import address_problem, mailbox_problem
+from mailrules.source import Diagnostic, Span
+
+
+def check_rule_set(rule_set: ast.RuleSet, sources: dict[str, str] | None = None) -> list[Diagnostic]:
+    """Every semantic error and warning of the rule set, in file then position order."""
+    del sources  # the AST carries every span it needs; kept for the contract's signature
+    out: list[Diagnostic] = []
+    first_rule: dict[str, ast.Rule] = {}
+    for rule in rule_set.rules:
+        key = rule.name.casefold()
+        if key in first_rule:
+            first = first_rule[key]
+            out.append(
+                Diagnostic(
+                    rule.name_span or rule.span,
+                    f'duplicate rule name "{rule.name}"; rule names are unique across the rule set '
+                    f"(first defined at {first.name_span or first.span})",
+                )
+            )
+        else:
+            first_rule[key] = rule
+        out.extend(check_rule(rule))
+    for later, earlier in find_shadowed(rule_set.rules):
+        out.append(
+            Diagnostic(
+                later.name_span or later.span,
+                f'rule "{later.name}" never sees a message: rule "{earlier.name}" ({earlier.span}) '
+                "matches everything it matches first and takes it away",
+                severity="warning",
+            )
+        )
+    for rule_file in rule_set.files:
+        out.extend(check_tests(rule_file))
+    return sorted(out, key=_order)
+
+
+def _order(d: Diagnostic) -> tuple[str, int, int]:
+    return (d.span.file, d.span.line, d.span.column)
+
+
+def _regexes(cond: ast.Condition) -> Iterator[ast.Regex]:
+    regex = cond.regex if isinstance(cond, (ast.RegexTest, ast.AttachmentNameTest)) else None
+    if regex is not None:
+        yield regex
+    elif isinstance(cond, (ast.And, ast.Or)):
+        for item in cond.items:
+            yield from _regexes(item)
+    elif isinstance(cond, ast.Not):
+        yield from _regexes(cond.item)
+
+
+def regex_flags(regex: ast.Regex) -> int:
+    """The `re` flags of a language regex: case-insensitive unless `c`; m, s, x as in Python."""
+    flags = 0 if "c" in regex.flags else re.IGNORECASE
+    for letter, flag in (("m", re.MULTILINE), ("s", re.DOTALL), ("x", re.VERBOSE)):
+        if letter in regex.flags:
+            flags |= flag
+    return flags
+
+
+def check_rule(rule: ast.Rule) -> list[Diagnostic]:
+    """The diagnostics of one rule on its own (names across rules are checked by check_rule_set)."""
+    out: list[Diagnostic] = []
+    groups: int | None = None
+    for regex in _regexes(rule.condition):
+        try:
+            compiled = re.compile(regex.pattern, regex_flags(regex))
+        except re.error as err:
+            out.append(Diagnostic(regex.span, f"invalid regular expression: {err}"))
+            continue
+        groups = max(groups or 0, compiled.groups)
+    out.extend(_check_trigger(rule.trigger))
+    if rule.limit is not None and rule.limit < 1:
+        out.append(
+            Diagnostic(
+                rule.name_span or rule.span,
+                "limit 0 would never let this rule act; "
+                "use 'manually' to keep a rule from running on its own",
+            )
+        )
+    if not rule.actions:
+        out.append(Diagnostic(rule.name_span or rule.span, f'rule "{rule.name}" has no actions'))
+    out.extend(check_actions(rule.actions, groups, in_rule=True))
+    reason = contradiction(rule.condition)
+    if reason:
+        span = getattr(rule.condition, "span", rule.span)
+        out.append(Diagnostic(span, f'rule "{rule.name}" can never match: {reason}', severity="warning"))
+    return out
+
+
+def _check_trigger(trigger: ast.Trigger) -> list[Diagnostic]:
+    if isinstance(trigger, ast.At) and not (0 <= trigger.hour <= 23 and 0 <= trigger.minute <= 59):
+        return [
+            Diagnostic(
+                trigger.span,
+                f"invalid time {trigger.hour:02d}:{trigger.minute:02d}; expected HH:MM from 00:00 to 23:59",
+            )
+        ]
+    if isinstance(trigger, ast.Every) and trigger.amount < 1:
+        return [
+            Diagnostic(
+                trigger.span, f"an interval of {trigger.amount} {trigger.unit} never ends; use 1 or more"
+            )
+        ]
+    if isinstance(trigger, ast.Cron):
+        problem = cron_problem(trigger.expression)
+        if problem:
+            return [Diagnostic(trigger.span, problem)]
+    return []
+
+
+def check_actions(actions: tuple[ast.Action, ...], groups: int | None, *, in_rule: bool) -> list[Diagnostic]:
+    """Templates, addresses and `stop` placement of an action list (`groups`: capture groups seen)."""
+    out: list[Diagnostic] = []
+    for i, action in enumerate(actions):
+        if isinstance(action, (ast.Move, ast.Copy, ast.Archive)) and action.dest is not None:
+            out.extend(check_template(action.dest, groups, in_rule=in_rule))
+        if isinstance(action, (ast.Forward, ast.Redirect)):
+            problem = address_problem(action.address)
+            if problem:
+                out.append(Diagnostic(action.span, problem))
+        if in_rule and isinstance(action, ast.Stop) and i + 1 < len(actions):
+            out.append(
+                Diagnostic(
+                    actions[i + 1].span,
+                    "this action comes after 'stop'; 'stop' ends the "
+                    "rules for a message, not this rule's actions",
+                    severity="warning",
+                )
+            )
+    return out
+
+
+def check_template(template: ast.Template, groups: int | None, *, in_rule: bool = True) -> list[Diagnostic]:
+    """A mailbox template: its literal text and whether every placeholder can be filled."""
+    out: list[Diagnostic] = []
+    literal = "".join(p.text for p in template.parts if isinstance(p, ast.TemplateText))
+    if not template.raw.strip():
+        out.append(Diagnostic(template.span, "mailbox name is empty"))
+    elif literal.strip():
+        problem = mailbox_problem(literal)
+        if problem:
+            out.append(Diagnostic(template.span, problem.replace(repr(literal), repr(template.raw))))
+    for part in template.parts:
+        if not (in_rule and isinstance(part, ast.Placeholder) and part.name == "match"):
+            continue
+        if groups is None:
+            out.append(
+                Diagnostic(
+                    part.span, f"{{match.{part.index}}} needs a 'matches' test in this rule's condition"
+                )
+            )
+        elif part.index > groups:
+            have = (
+                "no capture groups" if groups == 0 else f"at most {groups} capture group" + "s" * (groups > 1)
+            )
+            out.append(
+                Diagnostic(
+                    part.span,
+                    f"{{match.{part.index}}} cannot be filled: this rule's regular expressions have {have}",
+                )
+            )
+    return out
+
+
+def check_tests(rule_file: ast.RuleFile) -> list[Diagnostic]:
+    """Test blocks of one file: unique names, existing message files, sane expectations."""
+    out: list[Diagnostic] = []
+    seen: dict[str, ast.TestBlock] = {}
+    base = os.path.dirname(rule_file.path)
+    for test in rule_file.tests:
+        key = test.name.casefold()
+        if key in seen:
+            out.append(
+                Diagnostic(
+                    _name_span(test),
+                    f'duplicate test name "{test.name}" in this file (first at {seen[key].span})',
+                )
+            )
+        else:
+            seen[key] = test
+        path = os.path.join(base, test.given.path)
+        if not os.path.isfile(path):
+            out.append(Diagnostic(test.given.span, f"message file not found: {path}"))
+        out.extend(check_actions(test.expect, None, in_rule=False))
+    return out
+
+
+def _name_span(test: ast.TestBlock) -> Span:
+    return test.span

@@ -1,0 +1,198 @@
+"""Cheap logic over conditions: span-free shapes, contradictions (never matches), rule shadowing."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator
+from itertools import combinations
+from typing import Any
+
+from mailrules.dsl import ast
+
+# Bounds of each age unit in minutes (months and years vary; use the safe side of each bound).
+_UNIT_MIN = {
+    "minutes": 1,
+    "hours": 60,
+    "days": 1440,
+    "weeks": 10080,
+    "months": 28 * 1440,
+    "years": 365 * 1440,
+}
+_UNIT_MAX = {
+    "minutes": 1,
+    "hours": 60,
+    "days": 1440,
+    "weeks": 10080,
+    "months": 31 * 1440,
+    "years": 366 * 1440,
+}
+
+_SPAN_FIELDS = ("span", "name_span")
+
+
+def shape(node: Any) -> Any:
+    """A hashable, span-free structural key of an AST value (structural equality ignoring spans)."""
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        names = [f.name for f in dataclasses.fields(node) if f.name not in _SPAN_FIELDS]
+        return (type(node).__name__, *(shape(getattr(node, n)) for n in names))
+    if isinstance(node, tuple):
+        return tuple(shape(x) for x in node)
+    return node
+
+
+def conjuncts(cond: ast.Condition) -> list[ast.Condition]:
+    """The top-level conjunction of a condition, nested Ands flattened."""
+    if isinstance(cond, ast.And):
+        return [c for item in cond.items for c in conjuncts(item)]
+    return [cond]
+
+
+def contradiction(cond: ast.Condition) -> str | None:
+    """Why `cond` can never be true (cheap, incomplete), or None when no reason was found."""
+    if isinstance(cond, ast.Not) and isinstance(cond.item, ast.All):
+        return "'not all' matches nothing"
+    if isinstance(cond, ast.Or):
+        reasons = [contradiction(c) for c in cond.items]
+        return reasons[0] if all(reasons) else None
+    if isinstance(cond, ast.Not):
+        return None
+    items = conjuncts(cond)
+    for item in items:
+        if not isinstance(item, ast.And):
+            inner = contradiction(item) if isinstance(item, (ast.Or, ast.Not)) else None
+            if inner:
+                return inner
+    return (
+        _flag_clash(items)
+        or _negation_clash(items)
+        or _size_clash(items)
+        or _age_clash(items)
+        or (_date_clash(items, "received") or _date_clash(items, "sent"))
+    )
+
+
+def _flag_clash(items: list[ast.Condition]) -> str | None:
+    seen: dict[str, bool] = {}
+    for item in items:
+        flag, present = None, True
+        if isinstance(item, ast.FlagTest):
+            flag, present = item.flag, item.present
+        elif isinstance(item, ast.Not) and isinstance(item.item, ast.FlagTest):
+            flag, present = item.item.flag, not item.item.present
+        if flag is None:
+            continue
+        if seen.get(flag, present) != present:
+            return f"it asks for {flag} to be both set and not set"
+        seen[flag] = present
+    return None
+
+
+def _negation_clash(items: list[ast.Condition]) -> str | None:
+    shapes = {shape(i) for i in items if not isinstance(i, ast.Not)}
+    for item in items:
+        if isinstance(item, ast.Not) and shape(item.item) in shapes:
+            return "it asks for a test and its negation"
+    return None
+
+
+def _size_clash(items: list[ast.Condition]) -> str | None:
+    lo, hi = 0, None
+    for item in items:
+        if isinstance(item, ast.SizeTest):
+            if item.op == ">":
+                lo = max(lo, item.bytes + 1)
+            elif item.op == ">=":
+                lo = max(lo, item.bytes)
+            elif item.op == "<":
+                hi = item.bytes - 1 if hi is None else min(hi, item.bytes - 1)
+            else:
+                hi = item.bytes if hi is None else min(hi, item.bytes)
+    if hi is not None and lo > hi:
+        return "no size satisfies its size tests"
+    return None
+
+
+def _age_clash(items: list[ast.Condition]) -> str | None:
+    older = [i for i in items if isinstance(i, ast.AgeTest) and i.older]
+    newer = [i for i in items if isinstance(i, ast.AgeTest) and not i.older]
+    for o in older:  # age > o and age < n is empty when o >= n for sure
+        for n in newer:
+            if o.amount * _UNIT_MIN[o.unit] >= n.amount * _UNIT_MAX[n.unit]:
+                return f"no message is both older than {o.amount} {o.unit} and newer than {n.amount} {n.unit}"
+    return None
+
+
+def _date_clash(items: list[ast.Condition], which: str) -> str | None:
+    lo, hi = dt.date.min, dt.date.max
+    for item in items:
+        if isinstance(item, ast.DateTest) and item.which == which:
+            if item.relation in ("after", "on"):
+                day = item.date if item.relation == "on" else _shift(item.date, 1)
+                lo = max(lo, day)
+            if item.relation in ("before", "on"):
+                day = item.date if item.relation == "on" else _shift(item.date, -1)
+                hi = min(hi, day)
+    if lo > hi:
+        return f"no {which} date satisfies its {which} tests"
+    return None
+
+
+def _shift(day: dt.date, days: int) -> dt.date:
+    try:
+        return day + dt.timedelta(days=days)
+    except OverflowError:
+        return day
+
+
+def always_removes(rule: ast.Rule) -> bool:
+    """Whether a rule takes every message it matches away from later rules (no limit guard)."""
+    return rule.limit is None and any(isinstance(a, (*ast.REMOVING_ACTIONS, ast.Stop)) for a in rule.actions)
+
+
+def _scope_key(mailbox: str) -> str:
+    return "INBOX" if mailbox.upper() == "INBOX" else mailbox
+
+
+def covers(earlier: ast.Rule, later: ast.Rule) -> bool:
+    """Whether `earlier` sees every message `later` sees (mailboxes and accounts)."""
+    if not {_scope_key(m) for m in later.mailboxes} <= {_scope_key(m) for m in earlier.mailboxes}:
+        return False
+    if not earlier.accounts:
+        return True
+    return bool(later.accounts) and set(later.accounts) <= set(earlier.accounts)
+
+
+def _subsets(keys: frozenset[Any], limit: int = 10) -> Iterator[frozenset[Any]]:
+    items = list(keys)
+    if len(items) > limit:  # too many to enumerate: the whole set, the empty set and singletons
+        yield keys
+        yield frozenset()
+        yield from (frozenset([i]) for i in items)
+        return
+    for k in range(len(items) + 1):
+        for combo in combinations(items, k):
+            yield frozenset(combo)
+
+
+def find_shadowed(rules: tuple[ast.Rule, ...]) -> list[tuple[ast.Rule, ast.Rule]]:
+    """(later, earlier) pairs where every message `later` matches was already taken by `earlier`."""
+    index: dict[tuple[str, frozenset[Any]], list[ast.Rule]] = {}
+    out: list[tuple[ast.Rule, ast.Rule]] = []
+    for rule in rules:
+        kind = type(rule.trigger).__name__
+        parts = frozenset(shape(c) for c in conjuncts(rule.condition) if not isinstance(c, ast.All))
+        found: ast.Rule | None = None
+        for subset in _subsets(parts):
+            for earlier in index.get((kind, subset), ()):
+                if covers(earlier, rule) and (found is None or _pos(earlier) < _pos(found)):
+                    found = earlier
+        if found is not None:
+            out.append((rule, found))
+        if always_removes(rule):
+            index.setdefault((kind, parts), []).append(rule)
+    return out
+
+
+def _pos(rule: ast.Rule) -> tuple[str, int, int]:
+    return (rule.span.file, rule.span.line, rule.span.column)
