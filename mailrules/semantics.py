@@ -195,7 +195,9 @@ class _Evaluator:
             if view.internaldate is None:
                 return False
             cutoff = subtract_age(self.ctx.now.astimezone(self.ctx.tz), c.amount, c.unit)
-            return view.internaldate < cutoff if c.older else view.internaldate > cutoff
+            # compare instants: aware datetimes sharing a tzinfo would compare wall clocks
+            when, limit = view.internaldate.astimezone(dt.UTC), cutoff.astimezone(dt.UTC)
+            return when < limit if c.older else when > limit
         if isinstance(c, DateTest):
             return self.date_test(c)
         if isinstance(c, FlagTest):
@@ -234,7 +236,8 @@ def _compare(a: int, op: str, b: int) -> bool:
 
 
 def subtract_age(now: dt.datetime, amount: int, unit: str) -> dt.datetime:
-    """`now` minus N units; months and years by the calendar (day of month clamped)."""
+    """`now` minus N units: months and years on the calendar of `now`'s zone (day of month
+    clamped); minutes to weeks as elapsed time (a day is 24 h, even across a DST change)."""
     if unit in ("months", "years"):
         months = amount * (12 if unit == "years" else 1)
         total = now.year * 12 + (now.month - 1) - months
@@ -244,7 +247,10 @@ def subtract_age(now: dt.datetime, amount: int, unit: str) -> dt.datetime:
         return now.replace(year=year, month=month + 1, day=day)
     seconds = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}[unit]
     try:
-        return now - dt.timedelta(seconds=amount * seconds)
+        if now.tzinfo is None:
+            return now - dt.timedelta(seconds=amount * seconds)
+        # aware arithmetic in one zone is wall-clock arithmetic: subtract in UTC instead
+        return (now.astimezone(dt.UTC) - dt.timedelta(seconds=amount * seconds)).astimezone(now.tzinfo)
     except OverflowError:
         return dt.datetime.min.replace(tzinfo=dt.UTC)
 

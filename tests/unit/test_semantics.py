@@ -244,3 +244,17 @@ def test_regex_cache_and_flags() -> None:
     p = compile_regex("a", "cmsx")
     assert p is not None and not p.flags & 2  # re.IGNORECASE == 2
     assert compile_regex("(", "") is None
+
+
+def test_age_is_elapsed_time_across_dst_but_months_are_calendar() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    # 2024-03-31 03:30 CEST is 01:30 UTC; clocks jumped from 02:00 to 03:00 an hour and a half ago
+    ctx = EvalContext(now=dt.datetime(2024, 3, 31, 3, 30, tzinfo=paris), tz=paris)
+    v = MessageView.from_bytes(b"x: y\n\n", internaldate=dt.datetime(2024, 3, 31, 0, 0, tzinfo=UTC))
+    assert not ok(A.AgeTest(True, 2, "hours", SP), v, ctx)  # only 1.5 h have elapsed
+    assert ok(A.AgeTest(False, 2, "hours", SP), v, ctx)
+    assert subtract_age(ctx.now, 1, "days") == dt.datetime(2024, 3, 30, 1, 30, tzinfo=UTC)
+    # a month before 2024-03-31 03:30 in Paris is 2024-02-29 03:30 in Paris (clamped)
+    assert subtract_age(ctx.now, 1, "months") == dt.datetime(2024, 2, 29, 3, 30, tzinfo=paris)
+    same_zone = MessageView.from_bytes(b"x: y\n\n", internaldate=dt.datetime(2024, 3, 31, 1, 0, tzinfo=paris))
+    assert ok(A.AgeTest(False, 2, "hours", SP), same_zone, ctx)  # 01:00 CET = 00:00 UTC
