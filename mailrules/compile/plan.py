@@ -132,9 +132,16 @@ def _plan(c: A.Condition, x: _Ctx) -> _Part:
         # Exact only when every operand is; else the prefilters' OR is still a superset.
         return server, (None if all(r is None for _, r in parts) else c)
     if isinstance(c, A.Not):
-        s, r = _plan(c.item, x)
+        inner = c.item
+        if isinstance(inner, A.Not):  # not not X: X's prefilter; the residual keeps the original
+            s, r = _plan(inner.item, x)
+            return s, (None if r is None else c)
+        s, r = _plan(inner, x)
         if r is None:
             return K.not_(s), None
+        if isinstance(inner, A.Or):
+            # De Morgan: not (A or B) = not A and not B, so exact negated operands still filter.
+            return _plan(A.And(tuple(A.Not(i, i.span) for i in inner.items), c.span), x)
         return K.ALL, c  # the complement of a prefilter is no prefilter of the complement
     if isinstance(c, A.All):
         return K.ALL, None
