@@ -118,7 +118,7 @@ def _resolve(
         if schema is TOP and key == "accounts":
             if last:
                 errors.append(f"{where}: accounts is a table; set one account's key, "
-                              f"e.g. MAILRULES_ACCOUNTS__WORK__HOST")
+                              f"e.g. ${PREFIX}ACCOUNTS__WORK__HOST")
                 return None
             path += ["accounts", _account_name(parts[i + 1], raw)]
             schema = ACCOUNT

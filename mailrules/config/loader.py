@@ -287,6 +287,7 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         cx.error((*p, "poll_interval"), f"must be a positive number of seconds, got {poll_interval}")
         poll_interval = None
 
+    create_mailboxes = cx.get(t, p, "create_mailboxes", "bool") or False
     smtp: SmtpSettings | None = None
     smtp_table = cx.subtable(t, p, "smtp")
     if smtp_table is not None or ("smtp" not in t and preset):
@@ -305,7 +306,7 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         watch=tuple(watch),
         archive=archive,
         trash=trash,
-        create_mailboxes=cx.get(t, p, "create_mailboxes", "bool") or False,
+        create_mailboxes=create_mailboxes,
         max_connections=max_connections or DEFAULT_MAX_CONNECTIONS,
         allow_insecure=allow_insecure,
         provider=provider,

@@ -177,7 +177,9 @@ def test_other_values(tmp_path: Path) -> None:
     assert isinstance(a.poll_interval, float)
 
 
-def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_paths_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conf = tmp_path / "etc"
     conf.mkdir()
     (conf / "secrets").mkdir()
@@ -207,7 +209,7 @@ def test_config_path_from_argument_env_or_default(tmp_path: Path) -> None:
     assert load_config(env={"MAILRULES_CONFIG": str(path)}).config_path == path
     other = write(tmp_path, MINIMAL, "other.toml")
     assert load_config(other, env={"MAILRULES_CONFIG": str(path)}).config_path == other
-    assert DEFAULT_CONFIG_PATH == Path("/etc/mailrules/mailrules.toml")
+    assert str(DEFAULT_CONFIG_PATH) == "/etc/mailrules/mailrules.toml"
     if not DEFAULT_CONFIG_PATH.exists():
         with pytest.raises(ConfigError) as exc:
             load_config(env={})
@@ -343,7 +345,9 @@ def test_unreadable_secret_names_account_and_path_only(tmp_path: Path) -> None:
     path = write(tmp_path, '[accounts.a]\nhost = "h"\nusername = "u"\npassword_file = "dir"\n')
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={})
-    assert str(exc.value) == f"{path}:4: accounts.a.password_file: cannot read {tmp_path / 'dir'}: Is a directory"
+    assert str(exc.value) == (
+        f"{path}:4: accounts.a.password_file: cannot read {tmp_path / 'dir'}: Is a directory"
+    )
 
 
 def test_public_names() -> None:

@@ -152,14 +152,16 @@ def test_override_errors(tmp_path: Path) -> None:
         "MAILRULES_ACCOUNTS__WORK__HOST_FILE": "/nonexistent/host",
     }
     assert fails(tmp_path, env) == [
-        "$MAILRULES_ACCOUNTS: accounts is a table; set one account's key, e.g. MAILRULES_ACCOUNTS__WORK__HOST",
+        "$MAILRULES_ACCOUNTS: accounts is a table; set one account's key, "
+        "e.g. $MAILRULES_ACCOUNTS__WORK__HOST",
         "$MAILRULES_ACCOUNTS__WORK: accounts.Work is a table; set one of its keys, "
         "e.g. $MAILRULES_ACCOUNTS__WORK__HOST",
         "$MAILRULES_ACCOUNTS__WORK__CREATE_MAILBOXES: accounts.Work.create_mailboxes: "
         "expected a boolean (true/false, 1/0, yes/no), got 'maybe'",
         "$MAILRULES_ACCOUNTS__WORK__HOST_FILE: accounts.Work.host: "
         "cannot read /nonexistent/host: No such file or directory",
-        "$MAILRULES_ACCOUNTS__WORK__POLL_INTERVAL: accounts.Work.poll_interval: expected a number, got 'soon'",
+        "$MAILRULES_ACCOUNTS__WORK__POLL_INTERVAL: accounts.Work.poll_interval: "
+        "expected a number, got 'soon'",
         "$MAILRULES_ACCOUNTS__WORK__PORT: accounts.Work.port: expected an integer, got 'imaps'",
         "$MAILRULES_ACCOUNTS__WORK__PROT: accounts.Work.prot: unknown key (did you mean 'port'?)",
         "$MAILRULES_ACCOUNTS__WORK__SMTP: accounts.Work.smtp is a table; set one of its keys, "
