@@ -186,3 +186,27 @@ def test_field_text_of_plain_fields() -> None:
     assert v.field_text("subject") == ["Re: [acme/widgets] Fix the frobnicator (PR #42)"]
     assert v.field_text("from") == ['"Octo Cat" <notifications@github.com>']
     assert v.field_text("sender") == []
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ("Content-Type: application/pdf; name*=utf-8''%C3%A9t%C3%A9.pdf", "été.pdf"),
+        ("Content-Type: application/pdf; name*=x-bogus''a%20b.pdf", "a b.pdf"),
+        (
+            "Content-Type: application/pdf\nContent-Disposition: attachment;"
+            ' filename="=?utf-8?q?r=C3=A9sum=C3=A9?=.pdf"',
+            "résumé.pdf",
+        ),
+        (
+            'Content-Type: application/pdf\nContent-Disposition: attachment; filename*0="long ";\n'
+            ' filename*1="name.pdf"',
+            "long name.pdf",
+        ),
+        ("Content-Type: application/octet-stream\nContent-Disposition: attachment", None),
+    ],
+)
+def test_attachment_name_forms(params: str, name: str | None) -> None:
+    raw = f"Content-Type: multipart/mixed; boundary=b\n\n--b\n{params}\n\nxx\n--b--\n".encode()
+    (att,) = MessageView.from_bytes(raw).attachments
+    assert att.filename == name
