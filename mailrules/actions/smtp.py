@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 #: forwarded or redirected again by the same sender (two rule sets forwarding to each other).
 LOOP_HEADER = "X-Mailrules-Loop"
 
+#: a message that went through this many mailrules forwards/redirects is refused as a loop
+MAX_HOPS = 10
+
 ErrorKind = Literal[
     "invalid", "loop", "connection", "timeout", "tls", "auth", "sender", "recipient", "rejected", "protocol"
 ]
@@ -137,21 +140,23 @@ def _fold(name: str, value: str) -> bytes:
     return SMTP_POLICY.fold_binary(name, header_text(value))
 
 
-def _prepare(original: bytes, from_addr: str) -> tuple[bytes, MessageView]:
-    """The original with CRLF line ends, after refusing a message we already sent ourselves.
+def _prepare(original: bytes, from_addr: str) -> tuple[bytes, MessageView, list[str]]:
+    """The original with CRLF line ends and the loop guards it carries; refuses our own mail.
 
     Bare CR or LF are not allowed in SMTP (RFC 5321 §2.3.8) and are how "SMTP smuggling" ends
     DATA early on lenient servers, so every line end becomes CRLF; a CRLF original is unchanged.
     """
     data = _EOL.sub(b"\r\n", original)
     view = MessageView.from_bytes(data)
-    ours = from_addr.lower()
-    if any(v.strip().lower() == ours for v in view.header_values(LOOP_HEADER)):
+    guards = [header_text(v).lower() for v in view.header_values(LOOP_HEADER)]
+    if from_addr.lower() in guards:
         raise SmtpActionError(
             f"mail loop: the message already carries {LOOP_HEADER}: {from_addr}; not sending it again",
             "loop",
         )
-    return data, view
+    if len(guards) >= MAX_HOPS:
+        raise SmtpActionError(f"mail loop: the message has passed {len(guards)} mailrules already", "loop")
+    return data, view, guards
 
 
 def build_forward(
@@ -170,7 +175,7 @@ def build_forward(
     """
     validate_address(to)
     validate_address(from_addr)
-    data, view = _prepare(original, from_addr)
+    data, view, guards = _prepare(original, from_addr)
     subject = " ".join(header_text(s) for s in view.header_values("subject")[:1])
     message_id = derive_message_id(from_addr, idempotency_key)
     seed = hashlib.sha256(idempotency_key.encode()).hexdigest()
@@ -186,6 +191,9 @@ def build_forward(
         ("Message-ID", message_id),
         ("MIME-Version", "1.0"),
         ("Content-Type", f'multipart/mixed; boundary="{boundary}"'),
+        # the guards of earlier hops travel on, or A -> B -> A would loop (theirs are inside the
+        # attachment, where nobody looks); only plain addresses, since they come from the mail
+        *((LOOP_HEADER, g) for g in guards if _ADDR_SPEC.fullmatch(g)),
         (LOOP_HEADER, from_addr),
         ("Auto-Submitted", "auto-generated"),  # RFC 3834: vacation responders stay quiet
     ]
@@ -226,7 +234,7 @@ def build_redirect(
     with a block of Resent-* fields (RFC 5322 §3.6.6) and our loop guard prepended."""
     validate_address(to)
     validate_address(from_addr)
-    data, _ = _prepare(original, from_addr)
+    data, _, _ = _prepare(original, from_addr)
     resent_id = derive_message_id(from_addr, idempotency_key)
     headers = [
         ("Resent-From", from_addr),

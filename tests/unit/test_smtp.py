@@ -12,6 +12,7 @@ import pytest
 
 from mailrules.actions.smtp import (
     LOOP_HEADER,
+    MAX_HOPS,
     SmtpActionError,
     SmtpParams,
     SmtpSender,
@@ -251,3 +252,25 @@ def test_error_messages_never_carry_the_password() -> None:
     assert err.kind == "auth"
     assert "hunter2-pw" not in str(err) and plain.decode() not in str(err)
     assert "authentication failed for 'bot'" in str(err) and str(err).startswith("SMTP h:587: ")
+
+
+def test_forward_ping_pong_between_two_senders_is_refused() -> None:
+    alice, bob = "a@example.com", "b@example.com"
+    to_bob, _ = build_forward(ORIGINAL, bob, from_addr=alice, rule="r", idempotency_key="k1")
+    to_alice, _ = build_forward(to_bob, alice, from_addr=bob, rule="r", idempotency_key="k2")
+    assert parse(to_alice).get_all(LOOP_HEADER) == [alice, bob]
+    with pytest.raises(SmtpActionError, match="mail loop"):
+        build_forward(to_alice, bob, from_addr=alice, rule="r", idempotency_key="k3")
+
+
+def test_forward_keeps_only_plain_addresses_from_earlier_guards() -> None:
+    original = b"X-Mailrules-Loop: =?utf-8?q?x=0D=0ABcc:_e@x.org?=\r\nX-Mailrules-Loop: c@d.e\r\n\r\nhi\r\n"
+    raw, _ = build_forward(original, "me@example.com", from_addr=BOT, rule="r", idempotency_key="k")
+    assert parse(raw).get_all(LOOP_HEADER) == ["c@d.e", BOT]
+    assert parse(raw)["Bcc"] is None
+
+
+def test_too_many_hops_is_a_loop() -> None:
+    guards = b"".join(f"X-Mailrules-Loop: hop{i}@example.com\r\n".encode() for i in range(MAX_HOPS))
+    with pytest.raises(SmtpActionError, match="passed 10 mailrules"):
+        build_redirect(guards + b"\r\nhi\r\n", "me@example.com", from_addr=BOT, idempotency_key="k")
