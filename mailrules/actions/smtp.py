@@ -250,7 +250,26 @@ def build_redirect(
 
 
 class SmtpSender:
-    """Submits forwards and redirects through one account's SMTP server, one connection per send."""
+    """Submits forwards and redirects through one account's SMTP server, one connection per send.
+
+    Holds no connection between sends, so one sender may serve several threads. With the state
+    store, a send happens at most once (house style 7: journal before, confirm after)::
+
+        key = intent_key(account, mailbox, uidvalidity, uid, rule, "forward", to)
+        if not store.intent(key, entry):       # done before, or in doubt after a crash
+            ...record "skipped"
+        else:
+            try:
+                sender.send_forward(raw, to, rule=rule, idempotency_key=key)
+            except SmtpActionError as exc:
+                if not exc.maybe_sent:         # certainly not sent: a later run may try again
+                    store.release(key)
+                ...record "failed"
+            else:
+                with store.transaction():
+                    store.confirm(key)
+                    ...record "ok"
+    """
 
     def __init__(self, params: SmtpParams) -> None:
         self.params = params

@@ -32,10 +32,13 @@ def intent_key(
 ) -> str:
     """The stable idempotency key of one forward/redirect of one message to one address.
 
-    The same message (UIDVALIDITY + UID), rule, action and address always give the same key, so a
-    second run that matches the message again finds the first run's intent.
+    The same message (UIDVALIDITY + UID), rule, action ("forward" or "redirect") and address
+    always give the same key, so a later run that matches the message again finds the intent.
+    `/` and `%` inside a part are escaped, so that a mailbox or rule name with a slash cannot
+    make two different sends share a key.
     """
-    return f"{account}/{mailbox}/{uidvalidity}/{uid}/{rule}/{action}/{address.lower()}"
+    parts = (account, mailbox, str(uidvalidity), str(uid), rule, action, address.lower())
+    return "/".join(p.replace("%", "%25").replace("/", "%2F") for p in parts)
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -253,6 +253,11 @@ def test_intent_key_is_stable_and_covers_redirect() -> None:
     fwd = intent_key("work", "INBOX", 7, 100, "boss", "forward", "Me@Example.com")
     assert fwd == "work/INBOX/7/100/boss/forward/me@example.com"
     assert intent_key("work", "INBOX", 7, 100, "boss", "redirect", "me@example.com") != fwd
+    # a slash inside a name cannot shift the parts
+    assert intent_key("w", "a/7", 1, 2, "r", "forward", "x@y.z") != intent_key(
+        "w", "a", 7, 1, "2/r", "forward", "x@y.z"
+    )
+    assert intent_key("w", "Lists/py", 1, 2, "r", "forward", "x@y.z") == "w/Lists%2Fpy/1/2/r/forward/x@y.z"
 
 
 def test_intent_then_confirm_is_not_repeatable(tmp_path: Path) -> None:
