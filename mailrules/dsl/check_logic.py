@@ -180,7 +180,10 @@ def find_shadowed(rules: tuple[ast.Rule, ...]) -> list[tuple[ast.Rule, ast.Rule]
     index: dict[tuple[str, frozenset[Any]], list[ast.Rule]] = {}
     out: list[tuple[ast.Rule, ast.Rule]] = []
     for rule in rules:
-        kind = type(rule.trigger).__name__
+        if isinstance(rule.trigger, ast.Manually):
+            continue  # a manual rule runs alone, when asked for: nothing runs before it
+        # on arrival: every arrival rule sees the same messages; a schedule: only the same schedule
+        kind = "arrival" if isinstance(rule.trigger, ast.OnArrival) else repr(shape(rule.trigger))
         parts = frozenset(shape(c) for c in conjuncts(rule.condition) if not isinstance(c, ast.All))
         found: ast.Rule | None = None
         for subset in _subsets(parts):

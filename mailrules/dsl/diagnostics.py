@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from lark import Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
@@ -93,6 +95,7 @@ _CONDITION_START = {
     "WORD",
 }
 _STRING_OPS = {"CONTAINS", "IS", "STARTS", "ENDS"}
+_OPERATOR_WORDS = ("contains", "is", "starts", "ends", "matches", "domain")
 _TRIGGERS = {"ON", "EVERY", "CRON", "MANUALLY"}
 _GIVEN_CLAUSES = {"FLAGS", "TAGGED", "RECEIVED", "IN", "ACCOUNT", "NOW"}
 
@@ -174,10 +177,8 @@ def describe_token(tok: Token) -> str:
 
 
 def _char_name(ch: str) -> str:
-    if ch == "\x00":
-        return "a NUL character (U+0000); rule files are text"
-    if ch == "\ufffd":
-        return "an invalid UTF-8 sequence"
+    if not ch:
+        return "end of file"
     if not ch.isprintable() or ch.isspace():
         return f"character U+{ord(ch):04X}"
     return f"character '{ch}'"
@@ -189,7 +190,14 @@ def syntax_diagnostic(
     """The one diagnostic for a Lark syntax error, in user words, pointing at the place."""
     if isinstance(err, UnexpectedToken):
         tok = err.token
-        expected = describe_expected(set(err.expected), prev)
+        wanted = set(err.expected)
+        if tok.type == "$END" and "RBRACE" in wanted:
+            wanted = {"RBRACE"}  # at the end, the one thing surely missing is the closing brace
+        expected = describe_expected(wanted, prev)
+        if tok.type == "WORD" and _STRING_OPS <= wanted:
+            close = difflib.get_close_matches(str(tok).lower(), _OPERATOR_WORDS, n=1, cutoff=0.6)
+            if close:
+                expected = f"an operator; did you mean '{close[0]}'?"
         if tok.type == "$END":
             line, col = (tok.end_line or 1), (tok.end_column or 1)
             if tok.line is None or prev is None:
@@ -214,8 +222,8 @@ def syntax_diagnostic(
         allowed = set(err.allowed or ())
         if ch == '"':
             rest = text[pos + 1 :].split("\n", 1)[0]
-            if "\\" in rest and rest.endswith("\\"):
-                return Diagnostic(span, "unterminated string (a backslash escapes the closing quote)")
+            if '\\"' in rest:
+                return Diagnostic(span, 'unterminated string: \\" is an escaped quote (write \\\\ for a backslash)')
             return Diagnostic(span, 'unterminated string: a string ends with " on the same line')
         if ch == "/" and "REGEX" in allowed:
             return Diagnostic(
@@ -223,6 +231,10 @@ def syntax_diagnostic(
                 "unterminated regular expression: it ends with / on the same line "
                 "(write a / inside it as \\/)",
             )
+        if ch == "\x00":
+            return Diagnostic(span, "NUL character (U+0000) in the file; rule files are text")
+        if ch == "\ufffd":
+            return Diagnostic(span, "invalid UTF-8 in the file; rule files are UTF-8 text")
         message = f"unexpected {_char_name(ch)}"
         if allowed:
             message += f"; expected {describe_expected(allowed, prev)}"

@@ -155,8 +155,7 @@ class ConditionBuilder(BuilderBase):
         if len(ch) > 3:
             unit = str(ch[3]).lower()
             if unit not in SIZE_UNITS:
-                hint = suggest(unit, list(SIZE_UNITS))
-                self.error(self.span(ch[3]), f"unknown size unit '{ch[3]}'; expected B, KB, MB or GB{hint}")
+                self.error(self.span(ch[3]), f"unknown size unit '{ch[3]}'; expected B, KB, MB or GB")
                 return ast.All(self.mspan(meta))
             mult = SIZE_UNITS[unit]
         amount = float(str(num)) if "." in str(num) else int(str(num))
