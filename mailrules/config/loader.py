@@ -222,6 +222,9 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
         if not isinstance(table, dict):
             cx.error(path, f"expected a table, got {type_name(table)}")
             continue
+        if not name.strip():
+            cx.error(path, "an account name must not be empty")
+            continue
         if name.lower() in seen:
             cx.error(path, f"differs from accounts.{seen[name.lower()]} only in case, which the "
                      "environment overrides cannot tell apart")
@@ -347,6 +350,9 @@ def _smtp(
         cx.warn((*p, "tls"), "'none' would send the password unencrypted: login will be refused "
                 "unless allow_insecure = true")
     sender = cx.text(t, p, "from")
+    if sender is not None and "@" not in sender:
+        cx.error((*p, "from"), f"expected an e-mail address, got '{sender}'")
+        sender = None
     if sender is None and "from" not in t:
         sender = next((u for u in (username, account_username) if u and "@" in u), None)
         if sender is None and account_username is not None:

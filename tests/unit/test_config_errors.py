@@ -257,6 +257,14 @@ username = "x"
     ]
 
 
+def test_smtp_from_must_be_an_address_and_names_not_empty(tmp_path: Path) -> None:
+    text = ACCOUNT + '[accounts.a.smtp]\nhost = "s"\nfrom = "robot"\n[accounts.""]\nhost = "h"\n'
+    assert errors(tmp_path, text) == [
+        "F:7: accounts.a.smtp.from: expected an e-mail address, got 'robot'",
+        'F:8: accounts."": an account name must not be empty',
+    ]
+
+
 def test_all_problems_are_collected_in_one_error(tmp_path: Path) -> None:
     text = 'timezone = "Nowhere/City"\n[accounts.a]\nport = "x"\n'
     assert errors(tmp_path, text, {"MAILRULES_METRICS__LISTEN": "bad"}) == [
