@@ -1,0 +1,88 @@
+"""Fixtures: a private Dovecot 2.3 and a pymap server per test session, plus connected sessions per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from mailrules.imap.session import ImapSession
+from tests.integration.servers import (
+    DovecotServer,
+    PymapServer,
+    ServerUnavailable,
+    self_signed,
+    start_dovecot,
+    start_pymap,
+    stop_dovecot,
+    stop_pymap,
+)
+
+
+def _unavailable(why: str) -> None:
+    # Locally a missing server is a skip that says how to get one; in CI it is a failure.
+    message = f"{why}; run `make test`, which installs the system packages the suite needs"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    """A private Dovecot on loopback: .host, .imap_port, .imaps_port, .ca_file, .users, .fresh_user()."""
+    try:
+        server = start_dovecot()
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+        raise  # unreachable: skip/fail raise
+    try:
+        yield server
+    finally:
+        stop_dovecot(server)
+
+
+@pytest.fixture(scope="session")
+def pymap() -> Iterator[PymapServer]:
+    """pymap's in-memory server (no ESEARCH, SPECIAL-USE, CONDSTORE, NAMESPACE): .fresh_mailbox()."""
+    try:
+        server = start_pymap()
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+        raise
+    try:
+        yield server
+    finally:
+        stop_pymap(server)
+
+
+@pytest.fixture(scope="session")
+def wrong_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A CA certificate that did not sign the servers' certificates."""
+    try:
+        cert, _ = self_signed(tmp_path_factory.mktemp("wrong-ca"))
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+        raise
+    return str(cert)
+
+
+@pytest.fixture
+def dv(dovecot: DovecotServer) -> Iterator[ImapSession]:
+    """A STARTTLS session as a brand-new Dovecot user (empty INBOX)."""
+    user, password = dovecot.fresh_user()
+    session = ImapSession.connect(dovecot.params(user, password))
+    try:
+        yield session
+    finally:
+        session.logout()
+
+
+@pytest.fixture
+def pm(pymap: PymapServer) -> Iterator[ImapSession]:
+    """A STARTTLS session on pymap (shared demo user: use pymap.fresh_mailbox())."""
+    session = ImapSession.connect(pymap.params())
+    try:
+        yield session
+    finally:
+        session.logout()

@@ -1,0 +1,294 @@
+"""Private IMAP servers for the integration tests: Dovecot 2.3 and pymap's in-memory backend, on loopback."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailrules.imap.session import ConnectionParams, TlsMode
+
+HOST = "127.0.0.1"
+
+DOVECOT_CONF = """\
+# Throwaway Dovecot 2.3 config (docs: /work/shared/imap-notes.md (c)): loopback only, passwd-file, maildir
+protocols = imap
+listen = 127.0.0.1
+base_dir = {dir}/run
+state_dir = {dir}/state
+log_path = {dir}/dovecot.log
+info_log_path = {dir}/dovecot.log
+instance_name = mailrules-test-{tag}
+{login_users}
+ssl = yes
+ssl_cert = <{dir}/ssl/cert.pem
+ssl_key = <{dir}/ssl/key.pem
+
+# loopback counts as "secured" anyway; keep PLAIN/LOGIN usable over plaintext for the tls=none test
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = {first_uid}
+
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {dir}/users
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={dir}/home/%u
+}}
+mail_location = maildir:{dir}/mail/%u
+
+namespace inbox {{
+  inbox = yes
+  separator = /
+  mailbox Drafts {{
+    special_use = \\Drafts
+    auto = subscribe
+  }}
+  mailbox Junk {{
+    special_use = \\Junk
+    auto = subscribe
+  }}
+  mailbox Trash {{
+    special_use = \\Trash
+    auto = subscribe
+  }}
+  mailbox Sent {{
+    special_use = \\Sent
+    auto = subscribe
+  }}
+  mailbox Archive {{
+    special_use = \\Archive
+    auto = subscribe
+  }}
+}}
+
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+"""
+
+
+class ServerUnavailable(RuntimeError):
+    """The server binary is missing (the caller skips, or fails under CI=true)."""
+
+
+def free_port() -> int:
+    """A port the kernel just handed out on loopback (tiny race until the server binds it)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {_tail(log)}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not accept on {HOST}:{port} within {timeout}s: {_tail(log)}")
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-2000:]
+    except OSError:
+        return "(no log)"
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop one server by its PID: SIGTERM, then SIGKILL if it does not go."""
+    if proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def self_signed(directory: Path, cn: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed cert for `cn` + IP:127.0.0.1 (it is its own CA) -> (cert, key)."""
+    if shutil.which("openssl") is None:
+        raise ServerUnavailable("openssl is not installed")
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", f"/CN={cn}", "-addext", f"subjectAltName=DNS:{cn},IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    key.chmod(0o600)
+    return cert, key
+
+
+@dataclass
+class DovecotServer:
+    """A running private Dovecot: ports, the CA to trust, users; `fresh_user()` gives an empty mailbox."""
+
+    host: str
+    imap_port: int
+    imaps_port: int
+    ca_file: str
+    directory: Path
+    proc: subprocess.Popen[bytes]
+    users: list[tuple[str, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def fresh_user(self) -> tuple[str, str]:
+        """Add a user to the passwd-file (Dovecot re-reads it when it changes) -> (name, password)."""
+        with self._lock:
+            name = f"user{next(self._counter)}"
+            password = secrets.token_urlsafe(12)
+            with (self.directory / "users").open("a") as f:
+                f.write(f"{name}:{{PLAIN}}{password}::::::\n")
+            self.users.append((name, password))
+            return name, password
+
+    def params(self, user: str, password: str, tls: TlsMode = "starttls", **kw: object) -> ConnectionParams:
+        port = self.imaps_port if tls == "implicit" else self.imap_port
+        args: dict[str, object] = {"ca_file": self.ca_file, "name": f"dovecot-{user}", **kw}
+        return ConnectionParams(self.host, port, tls, user, password, **args)  # type: ignore[arg-type]
+
+    def log_text(self) -> str:
+        return _tail(self.directory / "dovecot.log")
+
+
+def dovecot_binary() -> str:
+    found = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
+    if found is None:
+        raise ServerUnavailable("dovecot is not installed")
+    return found
+
+
+def start_dovecot() -> DovecotServer:
+    binary = dovecot_binary()
+    # Short path: Dovecot's unix sockets live under base_dir and sun_path holds ~108 bytes.
+    directory = Path(tempfile.mkdtemp(prefix="mr-dc-"))
+    directory.chmod(0o755)  # the mail user (nobody) must traverse it
+    for sub in ("run", "state", "mail", "home"):
+        (directory / sub).mkdir()
+    cert, _ = self_signed(directory / "ssl")
+    if os.geteuid() == 0:
+        # Mail access must not run as root and needs uid >= first_valid_uid (500): use nobody.
+        uid, gid, first_uid, login_users = "nobody", "nogroup", 500, ""
+        subprocess.run(["chown", "-R", "nobody:nogroup", str(directory / "mail"), str(directory / "home")],
+                       check=True)
+    else:
+        # Unprivileged: everything (login processes, mail access) runs as the current user.
+        me = os.getuid()
+        uid, gid, first_uid = str(me), str(os.getgid()), me
+        user = pwd.getpwuid(me).pw_name
+        login_users = f"default_login_user = {user}\ndefault_internal_user = {user}\n"
+    imap_port, imaps_port = free_port(), free_port()
+    conf = directory / "dovecot.conf"
+    conf.write_text(
+        DOVECOT_CONF.format(
+            dir=directory, tag=directory.name, imap_port=imap_port, imaps_port=imaps_port,
+            uid=uid, gid=gid, first_uid=first_uid, login_users=login_users,
+        )
+    )
+    (directory / "users").write_text("")
+    log = directory / "foreground.out"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+    server = DovecotServer(HOST, imap_port, imaps_port, str(cert), directory, proc)
+    try:
+        wait_for_port(imap_port, proc, directory / "dovecot.log")
+        wait_for_port(imaps_port, proc, directory / "dovecot.log")
+    except BaseException:
+        stop(proc)
+        raise
+    server.fresh_user()
+    server.fresh_user()
+    return server
+
+
+def stop_dovecot(server: DovecotServer) -> None:
+    stop(server.proc)
+    shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@dataclass
+class PymapServer:
+    """pymap's in-memory `dict` backend: one demo user, STARTTLS only; use `fresh_mailbox()` per test."""
+
+    host: str
+    port: int
+    ca_file: str
+    username: str
+    password: str
+    directory: Path
+    proc: subprocess.Popen[bytes]
+    _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def fresh_mailbox(self) -> str:
+        """A mailbox name no other test used (the dict backend has a single user)."""
+        return f"t{next(self._counter)}-{secrets.token_hex(3)}"
+
+    def params(self, **kw: object) -> ConnectionParams:
+        args: dict[str, object] = {"ca_file": self.ca_file, "name": "pymap", **kw}
+        return ConnectionParams(  # type: ignore[arg-type]
+            self.host, self.port, "starttls", self.username, self.password, **args
+        )
+
+
+def start_pymap() -> PymapServer:
+    script = Path(sys.executable).parent / "pymap"
+    if not script.exists():
+        raise ServerUnavailable("pymap is not installed in this environment")
+    directory = Path(tempfile.mkdtemp(prefix="mr-pm-"))
+    cert, key = self_signed(directory / "ssl")
+    port = free_port()
+    log = directory / "pymap.log"
+    # Demo credentials are pymap's documented defaults (`pymap dict --help`); no demo data: empty INBOX.
+    cmd = [str(script), "--host", HOST, "--port", str(port), "--cert", str(cert), "--key", str(key),
+           "dict", "--demo-user", "demouser", "--demo-password", "demopass"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return PymapServer(HOST, port, str(cert), "demouser", "demopass", directory, proc)
+
+
+def stop_pymap(server: PymapServer) -> None:
+    stop(server.proc)
+    shutil.rmtree(server.directory, ignore_errors=True)
