@@ -140,24 +140,29 @@ class StateStore:
         Nested blocks are savepoints: an exception inside rolls back only the inner block, if the
         outer block catches it.
         """
+        commit: tuple[str, ...]
+        rollback: tuple[str, ...]
         with self._lock:
             if self._depth == 0:
-                begin, commit, rollback = "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"
+                begin, commit, rollback = "BEGIN IMMEDIATE", ("COMMIT",), ("ROLLBACK",)
             else:
                 name = f"sp{self._depth}"
-                begin, commit = f"SAVEPOINT {name}", f"RELEASE {name}"
-                rollback = f"ROLLBACK TO {name}; RELEASE {name}"
+                begin, commit = f"SAVEPOINT {name}", (f"RELEASE {name}",)
+                rollback = (f"ROLLBACK TO {name}", f"RELEASE {name}")
             self._conn.execute(begin)
             self._depth += 1
             try:
                 yield
-            except BaseException:
-                self._depth -= 1
-                for statement in rollback.split("; "):
+                for statement in commit:
                     self._conn.execute(statement)
+            except BaseException:
+                # also when COMMIT itself fails (disk full, busy): never leave a transaction open
+                if self._conn.in_transaction:
+                    for statement in rollback:
+                        self._conn.execute(statement)
                 raise
-            self._depth -= 1
-            self._conn.execute(commit)
+            finally:
+                self._depth -= 1
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -270,6 +275,9 @@ class StateStore:
         The forwarded mail's Message-ID is derived from the key, so if an operator does release
         an in-doubt intent, a duplicate is recognisable as such by the recipient.
         """
+        if self._depth > 0:
+            # inside a batch the row would only reach the disk at the batch's end, after the send
+            raise StateError("intent() must be called outside transaction(): it must be durable first")
         with self.transaction():
             cur = self._conn.execute(
                 "INSERT OR IGNORE INTO intents (key, entry, created_at) VALUES (?, ?, ?)",

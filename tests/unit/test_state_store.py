@@ -301,10 +301,24 @@ def test_confirm_unknown_intent_is_an_error(store: StateStore) -> None:
         store.confirm("nope")
 
 
-def test_intent_inside_a_rolled_back_transaction_vanishes(store: StateStore) -> None:
+def test_intent_is_refused_inside_a_transaction(store: StateStore) -> None:
     run = store.begin_run("idle", dry_run=False)
     e = entry(run, action="forward", detail="a@b.c")
-    with pytest.raises(RuntimeError), store.transaction():
-        assert store.intent("k", e)
-        raise RuntimeError
+    with pytest.raises(StateError, match="outside transaction"), store.transaction():
+        store.intent("k", e)
     assert store.intent("k", e) is True
+
+
+def test_confirm_commits_with_the_journal_entry(store: StateStore) -> None:
+    run = store.begin_run("idle", dry_run=False)
+    e = entry(run, action="forward", detail="a@b.c")
+    assert store.intent("k", e)
+    with pytest.raises(RuntimeError), store.transaction():
+        store.confirm("k")
+        store.record(e)
+        raise RuntimeError
+    assert not store.is_confirmed("k") and store.find() == []
+    with store.transaction():
+        store.confirm("k")
+        store.record(e)
+    assert store.is_confirmed("k") and store.find() == [e]
