@@ -311,7 +311,7 @@ class SmtpSender:
             if p.username is not None:
                 stage = "auth"
                 if p.tls == "none" and not p.allow_insecure:  # also refused by SmtpParams
-                    raise SmtpActionError("refusing to log in without TLS", "tls")
+                    raise SmtpActionError(f"{self._where()}: refusing to log in without TLS", "tls")
                 conn.login(p.username, p._password())
             options: list[str] = []
             if not message.isascii():
