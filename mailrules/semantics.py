@@ -270,12 +270,17 @@ def evaluate_condition(cond: Condition, view: MessageView, ctx: EvalContext) -> 
 def sanitize_value(value: str, separator: str = "/") -> str:
     """Make a substituted value one harmless name segment.
 
-    Hierarchy separators (the account's, `/` and `.`), IMAP wildcards (`*`, `%`) and control or
-    format characters become `_`; surrounding whitespace and leading `~` go; empty becomes `_`.
+    Hierarchy separators (the account's, and `/` and `\\` whatever the account's is), IMAP
+    wildcards (`*`, `%`) and control or format characters become `_`; surrounding whitespace and
+    leading `~` go; leading dots become `_` (no `.`/`..` segment, no hidden maildir++ folder);
+    empty becomes `_`. A `.` inside a value stays unless `.` is the separator, so that
+    `{from.domain}` reads `github.com`.
     """
-    bad = set("/.\\*%") | set(separator)
+    bad = set("/\\*%") | set(separator)
     out = "".join("_" if ch in bad or unicodedata.category(ch)[0] == "C" else ch for ch in value).strip()
     out = out.lstrip("~").strip()
+    stripped = out.lstrip(".")
+    out = "_" * (len(out) - len(stripped)) + stripped
     return out or "_"
 
 

@@ -290,7 +290,9 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         cx.error((*p, "poll_interval"), f"must be a positive number of seconds, got {poll_interval}")
         poll_interval = None
 
-    create_mailboxes = cx.get(t, p, "create_mailboxes", "bool") or False
+    create_mailboxes = cx.get(t, p, "create_mailboxes", "bool")
+    if create_mailboxes is None:
+        create_mailboxes = True  # language.md §4: created unless the account says false
     smtp: SmtpSettings | None = None
     smtp_table = cx.subtable(t, p, "smtp")
     if smtp_table is not None or ("smtp" not in t and preset):

@@ -89,7 +89,7 @@ class AccountSettings:
     watch: tuple[str, ...] = ()
     archive: str | None = None
     trash: str | None = None
-    create_mailboxes: bool = False
+    create_mailboxes: bool = True
     max_connections: int = 5
     allow_insecure: bool = False
     provider: str | None = None

@@ -117,7 +117,7 @@ def test_spec_example_lab_account(example: Settings) -> None:
     assert (lab.host, lab.port, lab.tls, lab.allow_insecure) == ("127.0.0.1", 10143, "none", True)
     assert (lab.username, lab.password.reveal()) == ("bench", "bench")
     assert lab.smtp is None and lab.ca_file is None and lab.watch == ()
-    assert (lab.archive, lab.trash, lab.create_mailboxes, lab.max_connections) == (None, None, False, 5)
+    assert (lab.archive, lab.trash, lab.create_mailboxes, lab.max_connections) == (None, None, True, 5)
 
 
 def test_spec_example_comments_port_defaults(tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.warnings == ()
     a = s.accounts["a"]
     assert (a.port, a.tls, a.ca_file, a.watch, a.archive, a.trash) == (993, "implicit", None, (), None, None)
-    assert (a.create_mailboxes, a.max_connections, a.allow_insecure) == (False, 5, False)
+    assert (a.create_mailboxes, a.max_connections, a.allow_insecure) == (True, 5, False)
     assert (a.provider, a.poll_interval, a.smtp) == (None, 60.0, None)
 
 
