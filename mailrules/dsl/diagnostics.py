@@ -194,7 +194,7 @@ def syntax_diagnostic(
         if tok.type == "$END" and "RBRACE" in wanted:
             wanted = {"RBRACE"}  # at the end, the one thing surely missing is the closing brace
         expected = describe_expected(wanted, prev)
-        if tok.type == "WORD" and _STRING_OPS <= wanted:
+        if tok.type == "WORD" and wanted >= _STRING_OPS:
             close = difflib.get_close_matches(str(tok).lower(), _OPERATOR_WORDS, n=1, cutoff=0.6)
             if close:
                 expected = f"an operator; did you mean '{close[0]}'?"
@@ -223,7 +223,9 @@ def syntax_diagnostic(
         if ch == '"':
             rest = text[pos + 1 :].split("\n", 1)[0]
             if '\\"' in rest:
-                return Diagnostic(span, 'unterminated string: \\" is an escaped quote (write \\\\ for a backslash)')
+                return Diagnostic(
+                    span, 'unterminated string: \\" is an escaped quote (write \\\\ for a backslash)'
+                )
             return Diagnostic(span, 'unterminated string: a string ends with " on the same line')
         if ch == "/" and "REGEX" in allowed:
             return Diagnostic(

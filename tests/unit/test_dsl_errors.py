@@ -40,7 +40,11 @@ def test_every_golden_file_has_a_case() -> None:
 
 @pytest.mark.parametrize("name", CASES)
 def test_golden_texts_are_user_words(name: str) -> None:
-    text = (ERRORS / f"{name}.expected").read_text(encoding="utf-8") if (ERRORS / f"{name}.expected").exists() else ""
+    text = (
+        (ERRORS / f"{name}.expected").read_text(encoding="utf-8")
+        if (ERRORS / f"{name}.expected").exists()
+        else ""
+    )
     for internal in ("__ANON", "ESCAPED_STRING", "Token(", "Tree(", "lark", "Traceback", "WORD", "STRING"):
         assert internal not in text
     for line in text.splitlines():

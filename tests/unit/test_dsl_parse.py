@@ -44,7 +44,12 @@ def test_spec_examples_parse() -> None:
     rf = parse_ok(SPEC_EXAMPLES.read_text(encoding="utf-8"))
     names = [r.name for r in rf.rules]
     assert names == [
-        "GitHub notifications", "lists", "invoices", "big mail from bob", "yearly archive", "noise",
+        "GitHub notifications",
+        "lists",
+        "invoices",
+        "big mail from bob",
+        "yearly archive",
+        "noise",
     ]
     gh, lists, invoices, bob, yearly, noise = rf.rules
     assert gh.mailboxes == ("INBOX",) and gh.accounts == () and isinstance(gh.trigger, ast.OnArrival)
@@ -57,7 +62,11 @@ def test_spec_examples_parse() -> None:
     assert lists.condition.regex.pattern == r"^<?([a-z0-9-]+)\." and lists.condition.regex.groups == 1
     dest = lists.actions[0].dest  # type: ignore[union-attr]
     assert isinstance(dest, ast.Template) and dest.literal_prefix == "Lists/"
-    assert isinstance(dest.parts[1], ast.Placeholder) and dest.parts[1].name == "match" and dest.parts[1].index == 1
+    assert (
+        isinstance(dest.parts[1], ast.Placeholder)
+        and dest.parts[1].name == "match"
+        and dest.parts[1].index == 1
+    )
 
     assert isinstance(invoices.condition, ast.And)
     assert isinstance(invoices.condition.items[0], ast.Or)
@@ -100,7 +109,9 @@ def test_spans_are_one_based_with_ends() -> None:
 
 
 def test_header_clauses() -> None:
-    r = rule('rule "x" in "INBOX", "Lists/a" for account "work", "home" every 15 minutes limit 50 { then stop }')
+    r = rule(
+        'rule "x" in "INBOX", "Lists/a" for account "work", "home" every 15 minutes limit 50 { then stop }'
+    )
     assert r.mailboxes == ("INBOX", "Lists/a") and r.accounts == ("work", "home") and r.limit == 50
     assert r.trigger == ast.Every(15, "minutes", r.trigger.span)
 
@@ -175,8 +186,9 @@ def test_string_ops(text: str, op: str) -> None:
     assert isinstance(c, ast.StringTest) and c.op == op and c.value == "x"
 
 
-@pytest.mark.parametrize("field", ["from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "subject",
-                                   "list", "body", "text"])
+@pytest.mark.parametrize(
+    "field", ["from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "subject", "list", "body", "text"]
+)
 def test_every_field(field: str) -> None:
     c = cond(f'{field} contains "x"')
     assert isinstance(c, ast.StringTest) and c.target.field == field
@@ -214,8 +226,12 @@ def test_header_tests() -> None:
 @pytest.mark.parametrize(
     ("text", "op", "size"),
     [
-        ("size > 1 MB", ">", 1024**2), ("size < 20 KB", "<", 20 * 1024), ("size >= 2 GB", ">=", 2 * 1024**3),
-        ("size <= 100 B", "<=", 100), ("size > 1mb", ">", 1024**2), ("size > 1.5 kb", ">", 1536),
+        ("size > 1 MB", ">", 1024**2),
+        ("size < 20 KB", "<", 20 * 1024),
+        ("size >= 2 GB", ">=", 2 * 1024**3),
+        ("size <= 100 B", "<=", 100),
+        ("size > 1mb", ">", 1024**2),
+        ("size > 1.5 kb", ">", 1536),
         ("size > 500", ">", 500),
     ],
 )
@@ -226,10 +242,15 @@ def test_sizes(text: str, op: str, size: int) -> None:
 
 @pytest.mark.parametrize(
     ("text", "older", "amount", "unit"),
-    [("older than 365 days", True, 365, "days"), ("newer than 1 day", False, 1, "days"),
-     ("older than 2 weeks", True, 2, "weeks"), ("newer than 1 hour", False, 1, "hours"),
-     ("older than 30 minutes", True, 30, "minutes"), ("older than 6 months", True, 6, "months"),
-     ("older than 1 year", True, 1, "years")],
+    [
+        ("older than 365 days", True, 365, "days"),
+        ("newer than 1 day", False, 1, "days"),
+        ("older than 2 weeks", True, 2, "weeks"),
+        ("newer than 1 hour", False, 1, "hours"),
+        ("older than 30 minutes", True, 30, "minutes"),
+        ("older than 6 months", True, 6, "months"),
+        ("older than 1 year", True, 1, "years"),
+    ],
 )
 def test_ages(text: str, older: bool, amount: int, unit: str) -> None:
     c = cond(text)
@@ -240,15 +261,27 @@ def test_ages(text: str, older: bool, amount: int, unit: str) -> None:
 @pytest.mark.parametrize("relation", ["before", "after", "on"])
 def test_dates(which: str, relation: str) -> None:
     c = cond(f"{which} {relation} 2024-02-29")
-    assert isinstance(c, ast.DateTest) and (c.which, c.relation, c.date) == (which, relation, dt.date(2024, 2, 29))
+    assert isinstance(c, ast.DateTest) and (c.which, c.relation, c.date) == (
+        which,
+        relation,
+        dt.date(2024, 2, 29),
+    )
 
 
 @pytest.mark.parametrize(
     ("word", "flag", "present"),
-    [("seen", "\\Seen", True), ("read", "\\Seen", True), ("unseen", "\\Seen", False),
-     ("unread", "\\Seen", False), ("flagged", "\\Flagged", True), ("unflagged", "\\Flagged", False),
-     ("answered", "\\Answered", True), ("unanswered", "\\Answered", False), ("draft", "\\Draft", True),
-     ("deleted", "\\Deleted", True)],
+    [
+        ("seen", "\\Seen", True),
+        ("read", "\\Seen", True),
+        ("unseen", "\\Seen", False),
+        ("unread", "\\Seen", False),
+        ("flagged", "\\Flagged", True),
+        ("unflagged", "\\Flagged", False),
+        ("answered", "\\Answered", True),
+        ("unanswered", "\\Answered", False),
+        ("draft", "\\Draft", True),
+        ("deleted", "\\Deleted", True),
+    ],
 )
 def test_flags(word: str, flag: str, present: bool) -> None:
     c = cond(word)
@@ -281,10 +314,14 @@ def test_comments_and_hash_in_strings() -> None:
 
 
 def test_keywords_are_case_insensitive() -> None:
-    upper = rule('RULE "x" IN "INBOX" EVERY Monday AT 09:00 LIMIT 3 { WHEN From CONTAINS "a" AND NOT Seen '
-                 'OR Size > 1 Mb THEN Move TO "y"; Mark READ }')
-    lower = rule('rule "x" in "INBOX" every monday at 09:00 limit 3 { when from contains "a" and not seen '
-                 'or size > 1 mb then move to "y"; mark read }')
+    upper = rule(
+        'RULE "x" IN "INBOX" EVERY Monday AT 09:00 LIMIT 3 { WHEN From CONTAINS "a" AND NOT Seen '
+        'OR Size > 1 Mb THEN Move TO "y"; Mark READ }'
+    )
+    lower = rule(
+        'rule "x" in "INBOX" every monday at 09:00 limit 3 { when from contains "a" and not seen '
+        'or size > 1 mb then move to "y"; mark read }'
+    )
     assert shape(upper) == shape(lower)
 
 
@@ -349,7 +386,9 @@ def test_rules_and_tests_mix_in_one_file() -> None:
 
 
 def test_recovery_keeps_good_rules() -> None:
-    rf, diags = parse_text('rule "a" { then stop }\nrule "b" { when then stop }\nrule "c" { then stop }', "t.rules")
+    rf, diags = parse_text(
+        'rule "a" { then stop }\nrule "b" { when then stop }\nrule "c" { then stop }', "t.rules"
+    )
     assert rf is not None and [r.name for r in rf.rules] == ["a", "c"]
     assert len(diags) == 1 and diags[0].span.line == 2
 
