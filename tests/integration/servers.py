@@ -20,6 +20,7 @@ from pathlib import Path
 from mailrules.imap.session import ConnectionParams, TlsMode
 
 HOST = "127.0.0.1"
+USER_BATCH = 64
 
 DOVECOT_CONF = """\
 # Throwaway Dovecot 2.3 config (docs: /work/shared/imap-notes.md (c)): loopback only, passwd-file, maildir
@@ -161,20 +162,35 @@ class DovecotServer:
     users: list[tuple[str, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _pool: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def fresh_user(self) -> tuple[str, str]:
-        """Add a user to the passwd-file (Dovecot re-reads it when it changes) -> (name, password)."""
+        """A user nobody logged in as yet (empty mailbox) -> (name, password).
+
+        Users are added to the passwd-file in batches. Dovecot re-reads the file when it changes, but
+        stats it at most once per second (db-passwd-file.c), so after adding a batch we wait for the
+        clock to tick over before anyone logs in as one of them.
+        """
         with self._lock:
+            if not self._pool:
+                self._add_users(USER_BATCH)
+                time.sleep(1.05 - (time.time() % 1.0))
+            return self._pool.pop(0)
+
+    def _add_users(self, count: int) -> None:
+        lines = []
+        for _ in range(count):
             name = f"user{next(self._counter)}"
             password = secrets.token_urlsafe(12)
-            with (self.directory / "users").open("a") as f:
-                f.write(f"{name}:{{PLAIN}}{password}::::::\n")
+            lines.append(f"{name}:{{PLAIN}}{password}::::::\n")
+            self._pool.append((name, password))
             self.users.append((name, password))
-            return name, password
+        with (self.directory / "users").open("a") as f:
+            f.write("".join(lines))
 
     def params(self, user: str, password: str, tls: TlsMode = "starttls", **kw: object) -> ConnectionParams:
         port = self.imaps_port if tls == "implicit" else self.imap_port
@@ -230,8 +246,8 @@ def start_dovecot() -> DovecotServer:
     except BaseException:
         stop(proc)
         raise
-    server.fresh_user()
-    server.fresh_user()
+    # Dovecot reads the passwd-file at the first login, so the first batch needs no wait.
+    server._add_users(USER_BATCH)
     return server
 
 
@@ -262,10 +278,11 @@ class PymapServer:
         return f"t{next(self._counter)}-{secrets.token_hex(3)}"
 
     def params(self, **kw: object) -> ConnectionParams:
-        args: dict[str, object] = {"ca_file": self.ca_file, "name": "pymap", **kw}
-        return ConnectionParams(  # type: ignore[arg-type]
-            self.host, self.port, "starttls", self.username, self.password, **args
-        )
+        args: dict[str, object] = {
+            "host": self.host, "port": self.port, "tls": "starttls", "username": self.username,
+            "password": self.password, "ca_file": self.ca_file, "name": "pymap", **kw,
+        }
+        return ConnectionParams(**args)  # type: ignore[arg-type]
 
 
 def start_pymap() -> PymapServer:
@@ -292,3 +309,17 @@ def start_pymap() -> PymapServer:
 def stop_pymap(server: PymapServer) -> None:
     stop(server.proc)
     shutil.rmtree(server.directory, ignore_errors=True)
+
+
+def make_message(subject: str, body: str = "hello\r\n", *, sender: str = "a@example.com",
+                 extra: str = "") -> bytes:
+    """A small RFC 5322 message; a non-ASCII subject goes out RFC 2047-encoded, as mailers send it."""
+    from email.header import Header
+
+    encoded = subject if subject.isascii() else Header(subject, "utf-8").encode()
+    return (
+        f"From: {sender}\r\nTo: b@example.com\r\nSubject: {encoded}\r\n"
+        f"Message-ID: <{secrets.token_hex(8)}@example.com>\r\n{extra}"
+        f"Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+    ).encode()

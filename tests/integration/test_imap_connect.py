@@ -1,0 +1,126 @@
+"""Connecting for real: STARTTLS and implicit TLS with verification on, refusals, auth failures."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from mailrules.errors import ImapError
+from mailrules.imap.session import ConnectionParams, ImapSession
+from tests.integration.servers import DovecotServer, PymapServer
+
+pytestmark = pytest.mark.integration
+
+# What pymap 0.36's dict backend advertised after login, recorded live: no ESEARCH, WITHIN,
+# SPECIAL-USE, CONDSTORE, NAMESPACE or ENABLE, so it exercises every fallback.
+PYMAP_CAPS = frozenset(
+    {"IMAP4REV1", "LITERAL+", "ID", "BINARY", "UIDPLUS", "MOVE", "CHILDREN", "APPENDLIMIT=1000000000",
+     "IDLE", "OBJECTID", "MULTIAPPEND"}
+)
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_dovecot_tls_with_verification(dovecot: DovecotServer, tls: str) -> None:
+    user, password = dovecot.fresh_user()
+    with ImapSession.connect(dovecot.params(user, password, tls=tls)) as s:  # type: ignore[arg-type]
+        # Post-login capabilities (the pre-login list has no MOVE).
+        assert {"MOVE", "UIDPLUS", "ESEARCH", "SPECIAL-USE", "CONDSTORE"} <= s.capabilities
+        assert "STARTTLS" not in s.capabilities
+        assert s.enabled == frozenset({"CONDSTORE"})
+        assert "UTF8=ACCEPT" not in s.enabled
+        assert s.separator == "/"
+        assert s.select("INBOX").highestmodseq is not None  # CONDSTORE is on
+        assert s.command_count >= 4
+
+
+def test_hostname_is_checked_by_name_too(dovecot: DovecotServer) -> None:
+    user, password = dovecot.fresh_user()
+    params = ConnectionParams("localhost", dovecot.imaps_port, "implicit", user, password, ca_file=dovecot.ca_file)
+    with ImapSession.connect(params) as s:
+        assert s.has("IMAP4rev1")
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_wrong_ca_is_a_clear_certificate_error(dovecot: DovecotServer, wrong_ca: str, tls: str) -> None:
+    user, password = dovecot.users[0]
+    with pytest.raises(ImapError) as info:
+        ImapSession.connect(dovecot.params(user, password, tls=tls, ca_file=wrong_ca))  # type: ignore[arg-type]
+    assert info.value.kind == "permanent"
+    assert "certificate verification failed" in str(info.value)
+    assert "ca_file" in str(info.value)
+    assert password not in str(info.value)
+
+
+def test_plaintext_refused_before_any_login() -> None:
+    # A listener that records whatever a client would send it.
+    received: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(1.0)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] fake ready\r\n")
+            conn.settimeout(1.0)
+            try:
+                received.append(conn.recv(4096))
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with pytest.raises(ImapError) as info:
+            ImapSession.connect(ConnectionParams("127.0.0.1", port, "none", "alice", "pw", name="plain"))
+    finally:
+        thread.join()
+        listener.close()
+    assert info.value.kind == "permanent"
+    assert "allow_insecure" in str(info.value)
+    assert not any(b"LOGIN" in r for r in received)
+
+
+def test_plaintext_allowed_when_configured(dovecot: DovecotServer) -> None:
+    user, password = dovecot.fresh_user()
+    params = dovecot.params(user, password, tls="none", allow_insecure=True)
+    with ImapSession.connect(params) as s:
+        assert s.select("INBOX").exists == 0
+
+
+def test_wrong_password_is_auth(dovecot: DovecotServer) -> None:
+    user, _ = dovecot.users[0]
+    with pytest.raises(ImapError) as info:
+        ImapSession.connect(dovecot.params(user, "not-the-password-x9"))
+    assert info.value.kind == "auth"
+    assert info.value.code == "AUTHENTICATIONFAILED"
+    assert "not-the-password-x9" not in str(info.value)
+
+
+def test_logout_never_raises(dovecot: DovecotServer) -> None:
+    user, password = dovecot.fresh_user()
+    s = ImapSession.connect(dovecot.params(user, password))
+    s._client._imap.sock.close()  # the connection died under us
+    s.logout()
+    s.logout()
+    with pytest.raises(ImapError) as info:
+        s.select("INBOX")
+    assert info.value.kind == "reconnect"
+
+
+def test_pymap_starttls_and_recorded_capabilities(pymap: PymapServer) -> None:
+    with ImapSession.connect(pymap.params()) as s:
+        assert s.capabilities == PYMAP_CAPS
+        assert s.separator == "/"  # from LIST "" "" (no NAMESPACE)
+        assert s.enabled == frozenset()
+
+
+def test_pymap_wrong_password_is_auth(pymap: PymapServer) -> None:
+    with pytest.raises(ImapError) as info:
+        ImapSession.connect(pymap.params(password="wrong"))
+    assert info.value.kind == "auth"
