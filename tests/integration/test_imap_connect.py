@@ -102,15 +102,18 @@ def test_wrong_password_is_auth(dovecot: DovecotServer) -> None:
     assert "not-the-password-x9" not in str(info.value)
 
 
-def test_logout_never_raises(dovecot: DovecotServer) -> None:
+def test_dead_connection_means_reconnect_and_logout_never_raises(dovecot: DovecotServer) -> None:
     user, password = dovecot.fresh_user()
     s = ImapSession.connect(dovecot.params(user, password))
-    s._client._imap.sock.close()  # the connection died under us
-    s.logout()
-    s.logout()
+    s._client._imap.sock.shutdown(socket.SHUT_RDWR)  # the connection dies under us
     with pytest.raises(ImapError) as info:
         s.select("INBOX")
     assert info.value.kind == "reconnect"
+    s.logout()
+    s.logout()
+    with pytest.raises(ImapError) as again:
+        s.search([b"ALL"])
+    assert again.value.kind == "reconnect"
 
 
 def test_pymap_starttls_and_recorded_capabilities(pymap: PymapServer) -> None:
