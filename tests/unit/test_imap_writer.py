@@ -132,10 +132,8 @@ def test_search_literal_plus_goes_out_in_one_send_and_esearch_parses() -> None:
     s, imap = make(handler, "IMAP4rev1 LITERAL+ ESEARCH")
     got = s.search([b"SUBJECT ", Lit("café".encode()), b' FROM "a b"'], charset="UTF-8")
     assert got == [1, 2, 3, 7]
-    assert imap.sends == [
-        b"T1 UID SEARCH RETURN (ALL) CHARSET UTF-8 SUBJECT {5+}\r\n",
-        "café FROM \"a b\"\r\n".encode(),
-    ]
+    wire = 'T1 UID SEARCH RETURN (ALL) CHARSET UTF-8 SUBJECT {5+}\r\ncafé FROM "a b"\r\n'
+    assert imap.sends == [wire.encode()]
 
 
 def test_search_sync_literal_waits_for_continuation_and_plain_search_parses() -> None:
