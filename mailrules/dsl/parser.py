@@ -14,6 +14,7 @@ from lark.exceptions import LarkError, UnexpectedInput, UnexpectedToken, VisitEr
 
 from mailrules.dsl import ast
 from mailrules.dsl.diagnostics import syntax_diagnostic
+from mailrules.dsl.lexer import FastLexer
 from mailrules.dsl.transform import AstBuilder
 from mailrules.source import Diagnostic, Span
 
@@ -33,7 +34,7 @@ def grammar_text() -> str:
 @functools.cache
 def get_parser() -> Lark:
     """The LALR parser, built once per process."""
-    return Lark(grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True)
+    return Lark(grammar_text(), parser="lalr", lexer=FastLexer, propagate_positions=True)
 
 
 def _previous_type(err: UnexpectedInput) -> str | None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lark import Lark
+from lark.exceptions import UnexpectedInput
 
 from mailrules.dsl import ast
 from mailrules.dsl.check import check_rule_set
+from mailrules.dsl.check_logic import shape
 from mailrules.dsl.loader import decode
-from mailrules.dsl.parser import parse_text
+from mailrules.dsl.parser import get_parser, grammar_text, parse_text
+from mailrules.dsl.transform import AstBuilder
 from mailrules.source import render_all
 
 INTERNAL = (
@@ -169,3 +175,32 @@ def test_soup_inside_a_rule_never_raises(tokens: list[str]) -> None:
 @given(st.text(max_size=120))
 def test_random_text_never_raises(text: str) -> None:
     check_clean(text)
+
+
+@functools.cache
+def _reference_parser() -> Lark:
+    """Lark's own contextual lexer over the same grammar: the fast lexer must agree with it."""
+    return Lark(grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True)
+
+
+def _outcome(parser: Lark, text: str) -> object:
+    try:
+        tree = parser.parse(text)
+    except UnexpectedInput as err:
+        return ("error", err.line, err.column)
+    builder = AstBuilder("f.rules")
+    return ("ok", shape(tuple(builder.transform(tree))), [d.message for d in builder.diagnostics])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(TOKENS), max_size=30))
+def test_fast_lexer_agrees_with_lark_contextual_lexer(tokens: list[str]) -> None:
+    text = 'rule "r" { when ' + " ".join(tokens) + " }"
+    fast, ref = _outcome(get_parser(), text), _outcome(_reference_parser(), text)
+    assert fast == ref
+
+
+def test_fast_lexer_agrees_on_the_spec_examples() -> None:
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "dsl" / "ok" / "spec_examples.rules"
+    text = path.read_text(encoding="utf-8")
+    assert _outcome(get_parser(), text) == _outcome(_reference_parser(), text)
