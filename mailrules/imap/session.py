@@ -99,6 +99,8 @@ class ImapSession(TransferCommands):
         except Exception as exc:
             raise classify(exc, context=f"{where}: connect", secrets=(params.password,)) from exc
         session = cls(client, params)
+        if b"[CAPABILITY " not in (client.welcome or b""):
+            session.command_count += 1  # imaplib asked CAPABILITY itself after the greeting
         try:
             _keepalive(client.socket())
             if params.tls == "starttls":
@@ -110,17 +112,22 @@ class ImapSession(TransferCommands):
             raise
         return session
 
+    def _pre_auth_caps(self) -> set[str]:
+        # imaplib's list (greeting, refreshed after STARTTLS): asking imapclient would send a command.
+        return {str(c).upper() for c in self._client._imap.capabilities}
+
     def _starttls(self, ctx: ssl.SSLContext | None) -> None:
-        if b"STARTTLS" not in self._client.capabilities():
+        if "STARTTLS" not in self._pre_auth_caps():
             raise ImapError(
                 f"{self._context}: server does not offer STARTTLS; use tls = \"implicit\" (port 993)",
                 "permanent",
             )
         # RFC 2595 §3.1: imapclient forgets the pre-TLS capabilities after this.
         self._call("STARTTLS", lambda: self._client.starttls(ctx))
+        self.command_count += 1  # imaplib sends CAPABILITY right after the TLS handshake
 
     def _login(self) -> None:
-        pre = {c.decode("ascii", "replace").upper() for c in self._client.capabilities()}
+        pre = self._pre_auth_caps()
         if "LOGINDISABLED" in pre:
             raise ImapError(f"{self._context}: server disabled LOGIN on this connection", "permanent")
         user, password = self._params.username, self._params.password
@@ -185,7 +192,8 @@ class ImapSession(TransferCommands):
         found: dict[str, str] = {}
         listing = None
         if self.has("SPECIAL-USE") and self.has("LIST-EXTENDED"):
-            # RFC 6154 §5.3: the selection option returns only mailboxes that have a special use.
+            # The selection option is LIST-EXTENDED syntax (RFC 5258), so both must be advertised;
+            # it returns only the mailboxes that have a special use (RFC 6154).
             found = attributes_to_uses(self._list([b'LIST (SPECIAL-USE) "" "*"']))
         if not found:
             # RFC 6154 §2: the attributes MAY also appear in a plain LIST (Gmail, SPECIAL-USE alone).

@@ -204,6 +204,11 @@ class DovecotServer:
 
 
 def dovecot_binary() -> str:
+    if "MAILRULES_DOVECOT" in os.environ:  # lets a test of the fixtures pretend it is missing
+        override = os.environ["MAILRULES_DOVECOT"]
+        if not Path(override).is_file():
+            raise ServerUnavailable(f"dovecot is not installed (no {override})")
+        return override
     found = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
     if found is None:
         raise ServerUnavailable("dovecot is not installed")

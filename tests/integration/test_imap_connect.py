@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,7 @@ from mailrules.imap.session import ConnectionParams, ImapSession
 from tests.integration.servers import DovecotServer, PymapServer
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 # What pymap 0.36's dict backend advertised after login, recorded live: no ESEARCH, WITHIN,
 # SPECIAL-USE, CONDSTORE, NAMESPACE or ENABLE, so it exercises every fallback.
@@ -128,3 +133,30 @@ def test_pymap_wrong_password_is_auth(pymap: PymapServer) -> None:
     with pytest.raises(ImapError) as info:
         ImapSession.connect(pymap.params(password="wrong"))
     assert info.value.kind == "auth"
+
+
+def test_keepalive_is_on(dv: ImapSession) -> None:
+    sock = dv._client.socket()
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+
+
+MISSING_SERVER_TEST = """
+from tests.integration.conftest import dovecot  # noqa: F401
+
+
+def test_needs_dovecot(dovecot):
+    pass
+"""
+
+
+@pytest.mark.parametrize(("ci", "expected"), [("", "1 skipped"), ("true", "1 error")])
+def test_missing_dovecot_skips_locally_and_fails_in_ci(tmp_path: Path, ci: str, expected: str) -> None:
+    (tmp_path / "test_missing.py").write_text(MISSING_SERVER_TEST)
+    env = {**os.environ, "MAILRULES_DOVECOT": "/nonexistent/dovecot", "CI": ci, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         str(tmp_path / "test_missing.py")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+    )
+    assert expected in result.stdout, result.stdout
+    assert "make test" in result.stdout
