@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import copy
 import datetime as dt
 import re
 import unicodedata
@@ -35,10 +36,12 @@ from mailrules.dsl.ast import (
     Regex,
     RegexTest,
     Rule,
+    SetFlag,
     SizeTest,
     Stop,
     StringOp,
     StringTest,
+    Tag,
     Template,
     TemplateText,
 )
@@ -357,27 +360,39 @@ def evaluate_message(
     Every action of a matching rule is kept, in order, even after a removing one; after a rule
     that removed the message (move, archive, delete) or said `stop`, no later rule is evaluated.
     A mailbox action whose template cannot be rendered carries `error` and removes nothing.
+    Later rules see the flags and keywords earlier rules set or cleared.
     """
     out: list[PlannedAction] = []
+    current = view
     for rule in rules:
         if not rule.applies_to(account, mailbox):
             continue
-        m = evaluate_condition(rule.condition, view, ctx)
+        m = evaluate_condition(rule.condition, current, ctx)
         if not m.ok:
             continue
         done = False
+        flags = set(current.flags)
         for action in rule.actions:
             dest: str | None = None
             error: str | None = None
             template = action.dest if isinstance(action, (Move, Copy, Archive)) else None
             if template is not None:
                 try:
-                    dest = render_template(template, view, m.captures, ctx, whole=m.whole)
+                    dest = render_template(template, current, m.captures, ctx, whole=m.whole)
                 except TemplateError as exc:
                     error = f'{action.span.short}: rule "{rule.name}": {exc}'
+            elif isinstance(action, SetFlag | Tag):
+                name = action.flag if isinstance(action, SetFlag) else action.keyword
+                flags = {f for f in flags if f.casefold() != name.casefold()} | (
+                    {name} if action.on else set()
+                )
             planned = PlannedAction(rule, action, dest, error)
             out.append(planned)
             done = done or planned.removes or isinstance(action, Stop)
         if done:
             break
+        if flags != set(current.flags):
+            # Later rules see the flags earlier rules set, as they would on the server.
+            current = copy.copy(current)  # shares the decoded caches; only the flags differ
+            current.flags = frozenset(flags)
     return out

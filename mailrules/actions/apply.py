@@ -1,0 +1,388 @@
+"""Carries out one rule's actions on its matched messages: one command per (action, destination)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mailrules.compile.plan import FetchNeeds
+from mailrules.dsl import ast as A
+from mailrules.errors import MailrulesError
+from mailrules.message import MessageView
+from mailrules.semantics import EvalContext, Match, TemplateError, render_template
+from mailrules.state.models import JournalEntry
+from mailrules.state.store import intent_key
+
+if TYPE_CHECKING:
+    from mailrules.engine import AccountContext, Journal, MailboxStore, RuleReport, RunOptions
+
+log = logging.getLogger("mailrules.actions")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A matched message: its UID, its decoded view, and the match (captures for templates)."""
+
+    uid: int
+    view: MessageView
+    match: Match
+
+
+def union_needs(a: FetchNeeds, b: FetchNeeds) -> FetchNeeds:
+    return FetchNeeds(
+        a.headers | b.headers,
+        a.body or b.body,
+        a.bodystructure or b.bodystructure,
+        a.internaldate or b.internaldate,
+        a.size or b.size,
+        a.flags or b.flags,
+    )
+
+
+def action_word(action: A.Action) -> tuple[str, str]:
+    """(action as the language spells it, detail: flag, keyword or address)."""
+    match action:
+        case A.Move():
+            return "move", ""
+        case A.Copy():
+            return "copy", ""
+        case A.Archive():
+            return "archive", ""
+        case A.Delete(permanently=True):
+            return "delete permanently", ""
+        case A.Delete():
+            return "delete", ""
+        case A.SetFlag(flag="\\Seen", on=on):
+            return ("mark read" if on else "mark unread"), "\\Seen"
+        case A.SetFlag(on=on):
+            return ("flag" if on else "unflag"), "\\Flagged"
+        case A.Tag(keyword=k, on=on):
+            return ("tag" if on else "untag"), k
+        case A.Forward(address=a):
+            return "forward", a
+        case A.Redirect(address=a):
+            return "redirect", a
+        case A.Stop():
+            return "stop", ""
+    raise AssertionError(action)
+
+
+def _needs_of_template(t: A.Template | None) -> FetchNeeds:
+    if t is None:
+        return FetchNeeds()
+    headers: set[str] = set()
+    internaldate = False
+    for p in t.parts:
+        if isinstance(p, A.Placeholder):
+            if p.name in ("year", "month", "day"):
+                internaldate = True
+                headers.add("Date")
+            elif p.name == "from.domain":
+                headers.add("From")
+            elif p.name == "list":
+                headers.add("List-Id")
+    return FetchNeeds(headers=frozenset(headers), internaldate=internaldate)
+
+
+class ActionRunner:
+    """Executes rules' actions in one selected mailbox, journals each message's outcome."""
+
+    def __init__(
+        self,
+        store: MailboxStore,
+        account: AccountContext,
+        mailbox: str,
+        uidvalidity: int,
+        options: RunOptions,
+        journal: Journal | None,
+        emit: Callable[[JournalEntry], None],
+    ) -> None:
+        self.store = store
+        self.account = account
+        self.mailbox = mailbox
+        self.uidvalidity = uidvalidity
+        self.options = options
+        self.journal = journal
+        self.emit = emit
+        #: dry run only: the flags each message would have now, after earlier rules
+        self.flag_overlay: dict[int, frozenset[str]] = {}
+        self._special: dict[str, str] | None = None
+
+    # -- what to fetch -------------------------------------------------------------------------------
+
+    def needs_for(self, rule: A.Rule) -> FetchNeeds:
+        """Message-ID for the journal, what templates read, flags when flag actions are to be judged."""
+        needs = FetchNeeds(headers=frozenset({"Message-ID"}))
+        for action in rule.actions:
+            if isinstance(action, A.Move | A.Copy | A.Archive):
+                # {match.N} needs nothing more: `matches` is always in the residual, whose
+                # needs are fetched anyway.
+                needs = union_needs(needs, _needs_of_template(action.dest))
+            elif isinstance(action, A.SetFlag | A.Tag):
+                needs = union_needs(needs, FetchNeeds(flags=True))
+        return needs
+
+    def with_overlay(self, uid: int, view: MessageView) -> MessageView:
+        """In a real run the server's flags, freshly fetched, are the truth; in a dry run, the
+        flags earlier rules would have left."""
+        if not self.options.dry_run:
+            self.flag_overlay.pop(uid, None)
+            return view
+        flags = self.flag_overlay.get(uid)
+        if flags is None:
+            return view
+        shadow = copy.copy(view)  # shares the decoded caches; only the flags differ
+        shadow.flags = flags
+        return shadow
+
+    # -- running a rule ------------------------------------------------------------------------------
+
+    def run_rule(self, rule: A.Rule, targets: Sequence[Target], ctx: EvalContext, rr: RuleReport) -> set[int]:
+        """Carry out `rule`'s actions on `targets`; return the UIDs no later rule may see."""
+        actions = list(rule.actions)
+        for i, action in enumerate(actions):
+            if isinstance(action, A.Delete) and action.permanently:
+                actions = actions[: i + 1]  # nothing is left to act on after it
+                break
+        removals = [a for a in actions if isinstance(a, A.REMOVING_ACTIONS)]
+        stops = any(isinstance(a, A.Stop) for a in actions)
+        entries: list[JournalEntry] = []
+        for action in actions:
+            if not isinstance(action, A.Stop | A.Move | A.Archive | A.Delete):
+                entries += self._run_action(rule, action, targets, ctx)
+        removed: set[int] = {t.uid for t in targets} if stops else set()
+        # Each message leaves by the last removing action that can be carried out for it (the
+        # per-message reading runs them all; earlier ones only set where the later one starts).
+        chosen: dict[int, list[Target]] = defaultdict(list)
+        for t in targets:
+            for idx in range(len(removals) - 1, -1, -1):
+                error = self._cannot(removals[idx], t, ctx)
+                if error is None:
+                    chosen[idx].append(t)
+                    break
+                entries.append(self._entry(rule, action_word(removals[idx])[0], "", t, None, "failed", error))
+        for idx in sorted(chosen):
+            done = self._run_action(rule, removals[idx], chosen[idx], ctx)
+            entries += done
+            removed |= {e.uid for e in done if e.outcome in ("ok", "dry-run")}
+        for e in entries:
+            rr.outcomes[f"{e.action} {e.outcome}"] += 1
+        if self.journal is not None and entries:
+            self.journal.record_many(entries)
+        return removed
+
+    def _run_action(
+        self, rule: A.Rule, action: A.Action, targets: Sequence[Target], ctx: EvalContext
+    ) -> list[JournalEntry]:
+        word, detail = action_word(action)
+        if isinstance(action, A.Move | A.Copy | A.Archive | A.Delete) and not (
+            isinstance(action, A.Delete) and action.permanently
+        ):
+            return self._transfer(rule, action, word, targets, ctx)
+        if isinstance(action, A.Delete):
+            return self._group(
+                rule, word, "", None, targets, lambda uids: self.store.delete_permanently(uids)
+            )
+        if isinstance(action, A.SetFlag | A.Tag):
+            flag = action.flag if isinstance(action, A.SetFlag) else action.keyword
+            return self._flags(rule, word, flag, action.on, targets)
+        if isinstance(action, A.Forward | A.Redirect):
+            return self._send(rule, action, word, detail, targets)
+        raise AssertionError(action)
+
+    def _transfer(
+        self,
+        rule: A.Rule,
+        action: A.Move | A.Copy | A.Archive | A.Delete,
+        word: str,
+        targets: Sequence[Target],
+        ctx: EvalContext,
+    ) -> list[JournalEntry]:
+        groups: dict[str, list[Target]] = defaultdict(list)
+        entries: list[JournalEntry] = []
+        for t in targets:
+            try:
+                dest = self._destination(action, t, ctx)
+            except (TemplateError, MailrulesError) as exc:
+                entries.append(self._entry(rule, word, "", t, None, "failed", str(exc)))
+                continue
+            groups[dest].append(t)
+        op = self.store.copy if isinstance(action, A.Copy) else self.store.move
+        create = self.account.create_mailboxes
+        for dest, group in groups.items():
+
+            def command(uids: list[int], dest: str = dest) -> object:
+                return op(uids, dest, create=create)
+
+            entries += self._group(rule, word, "", dest, group, command)
+        return entries
+
+    def _cannot(self, action: A.Action, t: Target, ctx: EvalContext) -> str | None:
+        """Why a removing action cannot be carried out for this message (its template), or None."""
+        if isinstance(action, A.Delete) and action.permanently:
+            return None
+        assert isinstance(action, A.Move | A.Archive | A.Delete)
+        try:
+            self._destination(action, t, ctx)
+        except (TemplateError, MailrulesError) as exc:
+            return str(exc)
+        return None
+
+    def _destination(
+        self, action: A.Move | A.Copy | A.Archive | A.Delete, t: Target, ctx: EvalContext
+    ) -> str:
+        if isinstance(action, A.Move | A.Copy) or (isinstance(action, A.Archive) and action.dest is not None):
+            assert action.dest is not None
+            return render_template(action.dest, t.view, t.match.captures, ctx, whole=t.match.whole)
+        use, override, fallback = (
+            ("\\Archive", self.account.archive, "Archive")
+            if isinstance(action, A.Archive)
+            else ("\\Trash", self.account.trash, "Trash")
+        )
+        if override:
+            return override
+        if self._special is None:
+            self._special = self.store.special_use()
+        return self._special.get(use, fallback)
+
+    def _flags(
+        self, rule: A.Rule, word: str, flag: str, on: bool, targets: Sequence[Target]
+    ) -> list[JournalEntry]:
+        folded = flag.casefold()
+        change = [t for t in targets if (folded in {f.casefold() for f in self._flags_of(t)}) != on]
+        same = [t for t in targets if t not in change]
+        # A change that changes nothing is journalled as skipped: undo must never clear a flag
+        # the message had before the run.
+        entries = [self._entry(rule, word, flag, t, None, "skipped", "already so") for t in same]
+        entries += self._group(
+            rule, word, flag, None, change, lambda uids: self.store.store_flags(uids, [flag], on)
+        )
+        # What the next flag action of this rule (and, in a dry run, of later rules) must see.
+        for t in change:
+            flags = {f for f in self._flags_of(t) if f.casefold() != folded}
+            self.flag_overlay[t.uid] = frozenset(flags | ({flag} if on else set()))
+        return entries
+
+    def _flags_of(self, t: Target) -> frozenset[str]:
+        return self.flag_overlay.get(t.uid, t.view.flags)
+
+    def _send(
+        self, rule: A.Rule, action: A.Forward | A.Redirect, word: str, address: str, targets: Sequence[Target]
+    ) -> list[JournalEntry]:
+        if self.options.dry_run:
+            return [self._entry(rule, word, address, t, None, "dry-run", None) for t in targets]
+        sender = self.account.sender
+        if sender is None:
+            msg = f"account {self.account.name!r} has no [smtp] settings: cannot {word}"
+            return [self._entry(rule, word, address, t, None, "failed", msg) for t in targets]
+        try:
+            raw = self.store.fetch_raw([t.uid for t in targets])
+        except MailrulesError as exc:
+            return [self._entry(rule, word, address, t, None, "failed", str(exc)) for t in targets]
+        entries = []
+        for t in targets:
+            key = intent_key(
+                self.account.name, self.mailbox, self.uidvalidity, t.uid, rule.name, word, address
+            )
+            planned = self._entry(rule, word, address, t, None, "ok", None)
+            if t.uid not in raw:
+                entries.append(self._entry(rule, word, address, t, None, "failed", "message vanished"))
+                continue
+            if self.journal is not None and not self.journal.intent(key, planned):
+                why = (
+                    "already sent"
+                    if self.journal.is_confirmed(key)
+                    else "an earlier attempt may have sent it"
+                )
+                entries.append(self._entry(rule, word, address, t, None, "skipped", f"{why} (journal)"))
+                continue
+            try:
+                if isinstance(action, A.Forward):
+                    sender.send_forward(raw[t.uid], address, rule=rule.name, idempotency_key=key)
+                else:
+                    sender.send_redirect(raw[t.uid], address, rule=rule.name, idempotency_key=key)
+            except MailrulesError as exc:
+                # Release only what certainly did not leave; a connection lost during DATA keeps
+                # its intent (at most once: a person decides, see `mailrules log`).
+                if self.journal is not None and not getattr(exc, "maybe_sent", False):
+                    self.journal.release(key)
+                entries.append(self._entry(rule, word, address, t, None, "failed", str(exc)))
+                continue
+            if self.journal is not None:
+                self.journal.confirm(key)
+            entries.append(planned)
+            self.emit(planned)
+        return entries
+
+    # -- one command for a group ---------------------------------------------------------------------
+
+    def _group(
+        self,
+        rule: A.Rule,
+        word: str,
+        detail: str,
+        dest: str | None,
+        group: Sequence[Target],
+        command: Callable[[list[int]], object],
+    ) -> list[JournalEntry]:
+        if not group:
+            return []
+        uids = [t.uid for t in group]
+        if self.options.dry_run:
+            return [self._entry(rule, word, detail, t, dest, "dry-run", None) for t in group]
+        try:
+            result = command(uids)
+        except MailrulesError as exc:
+            log.error(
+                '%s: rule "%s": %s failed in %s/%s: %s',
+                rule.span.short,
+                rule.name,
+                word,
+                self.account.name,
+                self.mailbox,
+                exc,
+            )
+            return [self._entry(rule, word, detail, t, dest, "failed", str(exc)) for t in group]
+        new_uv, mapping = result if isinstance(result, tuple) else (None, {})
+        return [
+            self._entry(rule, word, detail, t, dest, "ok", None, new_uv, mapping.get(t.uid)) for t in group
+        ]
+
+    def _entry(
+        self,
+        rule: A.Rule,
+        word: str,
+        detail: str,
+        t: Target,
+        dest: str | None,
+        outcome: str,
+        error: str | None,
+        new_uv: int | None = None,
+        new_uid: int | None = None,
+    ) -> JournalEntry:
+        entry = JournalEntry(
+            run_id=self.options.run_id,
+            rule=rule.name,
+            rule_span=rule.span.short,
+            account=self.account.name,
+            mailbox=self.mailbox,
+            uidvalidity=self.uidvalidity,
+            uid=t.uid,
+            message_id=t.view.message_id,
+            action=word,
+            detail=detail,
+            destination=dest,
+            new_uidvalidity=new_uv,
+            new_uid=new_uid,
+            outcome=outcome,  # type: ignore[arg-type]
+            error=error,
+            at=dt.datetime.now(dt.UTC),
+        )
+        if not (word in ("forward", "redirect") and outcome == "ok"):
+            self.emit(entry)
+        return entry

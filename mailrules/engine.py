@@ -1,0 +1,304 @@
+"""Set-based execution of rules over one mailbox, equal in effect to the per-message reading.
+
+For each rule, in order: one SEARCH over the messages still in play, one FETCH of what the residual
+and the templates need, then one command per (action, destination) group. Within a rule, every
+action that keeps the message in place (copy, flags, tags, forward, redirect) runs first, in the
+order written, and the one that takes it away (move, archive, delete) runs last: the final state is
+the one the per-message reading gives (a flag set after `move` is carried by the moved message, and
+MOVE keeps flags, RFC 6851 §3.3). Actions written after `delete permanently` never run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mailrules.actions.apply import ActionRunner, Target, union_needs
+from mailrules.compile import keys as K
+from mailrules.compile.dialect import Dialect
+from mailrules.compile.plan import FetchNeeds, fetch_needs, plan_condition
+from mailrules.compile.serialize import compress_uids
+from mailrules.dsl import ast as A
+from mailrules.message import MessageView
+from mailrules.semantics import EvalContext, Match, evaluate_condition
+from mailrules.state.models import JournalEntry
+
+log = logging.getLogger(__name__)
+
+#: Above this many bytes of compressed UID set, search the whole mailbox and intersect locally.
+_UID_SET_LIMIT = 4000
+
+
+class MailboxStore(Protocol):
+    """One account's mailboxes as the engine sees them (IMAP in production, a fake in unit tests)."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    @property
+    def separator(self) -> str: ...
+
+    def select(self, mailbox: str) -> int:
+        """Select `mailbox` for changes; return its UIDVALIDITY."""
+
+    def search(self, key: K.SearchKey) -> list[int]:
+        """UIDs of the selected mailbox that satisfy `key`, ascending."""
+
+    def fetch_views(self, uids: Sequence[int], needs: FetchNeeds) -> dict[int, MessageView]:
+        """Decoded views holding at least what `needs` names (plus Message-ID)."""
+
+    def fetch_raw(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """The whole messages, without setting \\Seen."""
+
+    def move(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
+        """Move to `dest`; (destination UIDVALIDITY, {old uid: new uid}) as far as the server says."""
+
+    def copy(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
+        """Copy to `dest`; like move."""
+
+    def store_flags(self, uids: Sequence[int], flags: Sequence[str], add: bool) -> None:
+        """Add or remove flags/keywords on exactly these UIDs."""
+
+    def delete_permanently(self, uids: Sequence[int]) -> None:
+        """\\Deleted and UID EXPUNGE of exactly these UIDs (never a mailbox-wide EXPUNGE)."""
+
+    def special_use(self) -> dict[str, str]:
+        """{"\\Archive": name, "\\Trash": name, ...} as the server reports them."""
+
+
+class Sender(Protocol):
+    """Sends mail for forward and redirect (the account's SMTP settings)."""
+
+    def send_forward(self, original: bytes, to: str, *, rule: str, idempotency_key: str) -> str: ...
+
+    def send_redirect(self, original: bytes, to: str, *, rule: str, idempotency_key: str) -> None: ...
+
+
+class Journal(Protocol):
+    """Where actions are recorded and forward/redirect are made exactly-once (state.StateStore)."""
+
+    def record_many(self, entries: Sequence[JournalEntry]) -> None: ...
+
+    def intent(self, key: str, entry: JournalEntry) -> bool: ...
+
+    def confirm(self, key: str) -> None: ...
+
+    def release(self, key: str) -> bool: ...
+
+    def is_confirmed(self, key: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AccountContext:
+    """What the engine needs to know of an account beyond its mailbox store."""
+
+    name: str
+    archive: str | None = None  # configured override of SPECIAL-USE \Archive
+    trash: str | None = None  # configured override of SPECIAL-USE \Trash
+    create_mailboxes: bool = True
+    sender: Sender | None = None
+
+
+@dataclass
+class RuleReport:
+    """What one rule did in one mailbox."""
+
+    rule: str
+    account: str
+    mailbox: str
+    candidates: int = 0
+    matched: int = 0
+    limited: bool = False
+    outcomes: Counter[str] = field(default_factory=Counter)  # "move ok", "forward failed", ...
+
+    @property
+    def failed(self) -> int:
+        return sum(n for k, n in self.outcomes.items() if k.endswith(" failed"))
+
+
+@dataclass
+class MailboxReport:
+    """One pass of the rules over one mailbox."""
+
+    account: str
+    mailbox: str
+    uidvalidity: int
+    examined: int
+    last_uid: int
+    rules: list[RuleReport] = field(default_factory=list)
+    skipped_messages: int = 0  # malformed or vanished messages passed over
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.rules)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How a run behaves: its clock, dry-run, whether `limit` guard rails may be exceeded."""
+
+    now: dt.datetime
+    tz: dt.tzinfo
+    run_id: str
+    dry_run: bool = False
+    force: bool = False
+
+
+class Engine:
+    """Applies an ordered list of rules to the messages of one mailbox at a time."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        journal: Journal | None = None,
+        on_entry: Callable[[JournalEntry], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.journal = journal
+        self.on_entry = on_entry
+        self._plans: dict[tuple[int, Dialect], tuple[K.SearchKey, A.Condition | None, FetchNeeds]] = {}
+
+    def process(
+        self,
+        store: MailboxStore,
+        account: AccountContext,
+        mailbox: str,
+        rules: Sequence[A.Rule],
+        uids: Sequence[int] | None = None,
+    ) -> MailboxReport:
+        """Run `rules` (those in scope for this account and mailbox) over `uids`, or the whole mailbox.
+
+        Messages are taken once, at the start: a copy made into this mailbox by a rule is not
+        itself processed in the same pass.
+        """
+        uidvalidity = store.select(mailbox)
+        whole = uids is None
+        candidates = store.search(K.All()) if uids is None else sorted(set(uids))
+        remaining = set(candidates)
+        report = MailboxReport(
+            account.name, mailbox, uidvalidity, len(candidates), max(candidates, default=0)
+        )
+        ctx = EvalContext(self.options.now, self.options.tz, store.separator or "/")
+        runner = ActionRunner(store, account, mailbox, uidvalidity, self.options, self.journal, self._emit)
+        for rule in rules:
+            if not remaining:
+                break
+            if not rule.applies_to(account.name, mailbox):
+                continue
+            rr = RuleReport(rule.name, account.name, mailbox, candidates=len(remaining))
+            report.rules.append(rr)
+            matched, views, skipped = self._match(store, rule, remaining, whole, ctx, runner)
+            report.skipped_messages += skipped
+            rr.matched = len(matched)
+            if not matched:
+                continue
+            if rule.limit is not None and len(matched) > rule.limit and not self.options.force:
+                rr.limited = True
+                log.warning(
+                    '%s: rule "%s": %d messages in %s/%s match, more than its limit %d: '
+                    "nothing done (raise the limit, or run it by hand with --force)",
+                    rule.span.short,
+                    rule.name,
+                    len(matched),
+                    account.name,
+                    mailbox,
+                    rule.limit,
+                )
+                continue
+            targets = [Target(uid, views[uid], m) for uid, m in matched]
+            removed = runner.run_rule(rule, targets, ctx, rr)
+            remaining -= removed
+            whole = False
+        return report
+
+    # -- matching ----------------------------------------------------------------------------------
+
+    def _plan(self, rule: A.Rule, dialect: Dialect) -> tuple[K.SearchKey, A.Condition | None, FetchNeeds]:
+        key = (id(rule), dialect)
+        if key not in self._plans:
+            p = plan_condition(rule.condition, dialect, self.options.now, self.options.tz)
+            self._plans[key] = (p.server, p.residual, p.needs)
+        return self._plans[key]
+
+    def _match(
+        self,
+        store: MailboxStore,
+        rule: A.Rule,
+        remaining: set[int],
+        whole: bool,
+        ctx: EvalContext,
+        runner: ActionRunner,
+    ) -> tuple[list[tuple[int, Match]], dict[int, MessageView], int]:
+        server, residual, needs = self._plan(rule, store.dialect)
+        if self.options.dry_run and runner.flag_overlay and _mentions_flags(rule.condition):
+            # A dry run changes no flags on the server, so a later rule that tests flags earlier
+            # rules would have changed is evaluated locally, on the flags the run would have left.
+            server, residual, needs = K.All(), rule.condition, fetch_needs(rule.condition)
+        hits = self._search(store, server, remaining, whole)
+        if not hits:
+            return [], {}, 0
+        views = store.fetch_views(hits, union_needs(needs, runner.needs_for(rule)))
+        matched: list[tuple[int, Match]] = []
+        skipped = 0
+        for uid in hits:
+            view = views.get(uid)
+            if view is None:  # expunged by someone else meanwhile (RFC 9051 §6.4.9)
+                skipped += 1
+                continue
+            view = runner.with_overlay(uid, view)
+            if residual is None:
+                matched.append((uid, Match(True)))
+                continue
+            try:
+                m = evaluate_condition(residual, view, ctx)
+            except Exception:  # a message the decoder could not make sense of: skip it, loudly
+                log.exception(
+                    '%s: rule "%s": message uid %d could not be evaluated; skipped',
+                    rule.span.short,
+                    rule.name,
+                    uid,
+                )
+                skipped += 1
+                continue
+            if m.ok:
+                matched.append((uid, m))
+        return matched, views, skipped
+
+    @staticmethod
+    def _search(store: MailboxStore, server: K.SearchKey, remaining: set[int], whole: bool) -> list[int]:
+        if not whole:
+            uid_set = compress_uids(sorted(remaining))
+            if sum(len(s) + 1 for s in uid_set) <= _UID_SET_LIMIT:
+                server = K.and_(K.Uid(frozenset(remaining)), server)
+        return [u for u in store.search(server) if u in remaining]
+
+    def _emit(self, entry: JournalEntry) -> None:
+        if self.on_entry is not None:
+            self.on_entry(entry)
+
+
+def _mentions_flags(cond: A.Condition) -> bool:
+    if isinstance(cond, A.FlagTest | A.KeywordTest):
+        return True
+    if isinstance(cond, A.And | A.Or):
+        return any(_mentions_flags(c) for c in cond.items)
+    if isinstance(cond, A.Not):
+        return _mentions_flags(cond.item)
+    return False
+
+
+def merge_reports(reports: Sequence[MailboxReport]) -> dict[str, dict[str, int]]:
+    """Per rule: matched count and outcome counts, summed over mailboxes and accounts."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in reports:
+        for rr in r.rules:
+            d = out[rr.rule]
+            d["matched"] += rr.matched
+            d["limited"] += int(rr.limited)
+            for k, n in rr.outcomes.items():
+                d[k] += n
+    return {k: dict(v) for k, v in out.items()}

@@ -1,0 +1,234 @@
+"""An in-memory mailbox store for unit tests of the engine, and the naive per-message oracle."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mailrules.compile import keys as K
+from mailrules.compile.dialect import Dialect
+from mailrules.compile.plan import FetchNeeds
+from mailrules.compile.reference import search_matches
+from mailrules.dsl import ast as A
+from mailrules.engine import AccountContext
+from mailrules.errors import ImapError
+from mailrules.message import MessageView
+from mailrules.semantics import EvalContext, evaluate_message
+
+
+@dataclass
+class FakeMessage:
+    raw: bytes
+    flags: set[str]
+    internaldate: dt.datetime
+
+
+@dataclass
+class FakeMailbox:
+    uidvalidity: int
+    next_uid: int = 1
+    messages: dict[int, FakeMessage] = field(default_factory=dict)
+
+    def add(self, msg: FakeMessage) -> int:
+        uid = self.next_uid
+        self.next_uid += 1
+        self.messages[uid] = msg
+        return uid
+
+
+class FakeServer:
+    """Mailboxes by name; `state()` is what the differential tests compare."""
+
+    def __init__(self) -> None:
+        self.mailboxes: dict[str, FakeMailbox] = {}
+        self._uv = 1000
+
+    def mailbox(self, name: str, create: bool = True) -> FakeMailbox:
+        if name not in self.mailboxes:
+            if not create:
+                raise ImapError(f"[TRYCREATE] no mailbox {name!r}", "permanent", "TRYCREATE")
+            self._uv += 1
+            self.mailboxes[name] = FakeMailbox(self._uv)
+        return self.mailboxes[name]
+
+    def append(
+        self, name: str, raw: bytes, flags: Sequence[str] = (), when: dt.datetime | None = None
+    ) -> int:
+        when = when or dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+        return self.mailbox(name).add(FakeMessage(raw, set(flags), when))
+
+    def state(self) -> dict[str, list[tuple[bytes, frozenset[str]]]]:
+        """Mailbox -> sorted (message bytes, flags): which messages are where, with which flags."""
+        return {
+            name: sorted((m.raw, frozenset(m.flags)) for m in mb.messages.values())
+            for name, mb in sorted(self.mailboxes.items())
+            if mb.messages
+        }
+
+
+class FakeStore:
+    """`MailboxStore` over a FakeServer; SEARCH by the reference evaluator. Counts commands."""
+
+    def __init__(
+        self, server: FakeServer, dialect: Dialect, now: dt.datetime, special: dict[str, str] | None = None
+    ):
+        self.server = server
+        self._dialect = dialect
+        self.now = now
+        self.selected: str | None = None
+        self.commands: list[str] = []
+        self.sent: list[tuple[str, str, bytes]] = []
+        self._special = special if special is not None else {"\\Archive": "Archive", "\\Trash": "Trash"}
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def separator(self) -> str:
+        return "/"
+
+    def _mb(self) -> FakeMailbox:
+        assert self.selected is not None
+        return self.server.mailbox(self.selected)
+
+    def _view(self, uid: int, m: FakeMessage) -> MessageView:
+        return MessageView.from_bytes(m.raw, internaldate=m.internaldate, flags=m.flags, uid=uid)
+
+    def select(self, mailbox: str) -> int:
+        self.commands.append("SELECT")
+        self.selected = mailbox
+        return self.server.mailbox(mailbox).uidvalidity
+
+    def search(self, key: K.SearchKey) -> list[int]:
+        self.commands.append("SEARCH")
+        return sorted(
+            uid
+            for uid, m in self._mb().messages.items()
+            if search_matches(key, self._view(uid, m), dt.UTC, now=self.now)
+        )
+
+    def fetch_views(self, uids: Sequence[int], needs: FetchNeeds) -> dict[int, MessageView]:
+        self.commands.append("FETCH")
+        mb = self._mb()
+        return {u: self._view(u, mb.messages[u]) for u in uids if u in mb.messages}
+
+    def fetch_raw(self, uids: Sequence[int]) -> dict[int, bytes]:
+        self.commands.append("FETCH")
+        mb = self._mb()
+        return {u: mb.messages[u].raw for u in uids if u in mb.messages}
+
+    def _transfer(
+        self, uids: Sequence[int], dest: str, create: bool, remove: bool
+    ) -> tuple[int | None, dict[int, int]]:
+        src = self._mb()
+        target = self.server.mailbox(dest, create=create)
+        mapping = {}
+        for u in uids:
+            if u in src.messages:
+                m = src.messages[u]
+                mapping[u] = target.add(FakeMessage(m.raw, set(m.flags), m.internaldate))
+                if remove:
+                    del src.messages[u]
+        return target.uidvalidity, mapping
+
+    def move(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
+        self.commands.append("MOVE")
+        return self._transfer(uids, dest, create, remove=True)
+
+    def copy(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
+        self.commands.append("COPY")
+        return self._transfer(uids, dest, create, remove=False)
+
+    def store_flags(self, uids: Sequence[int], flags: Sequence[str], add: bool) -> None:
+        self.commands.append("STORE")
+        mb = self._mb()
+        for u in uids:
+            if u in mb.messages:
+                f = mb.messages[u].flags
+                for flag in flags:
+                    f.discard(flag)
+                    if add:
+                        f.add(flag)
+
+    def delete_permanently(self, uids: Sequence[int]) -> None:
+        self.commands.append("EXPUNGE")
+        mb = self._mb()
+        for u in uids:
+            mb.messages.pop(u, None)
+
+    def special_use(self) -> dict[str, str]:
+        return dict(self._special)
+
+
+class RecordingSender:
+    """A Sender that keeps what it sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, bytes]] = []
+
+    def send_forward(self, original: bytes, to: str, *, rule: str, idempotency_key: str) -> str:
+        self.sent.append(("forward", to, original))
+        return "<id@test>"
+
+    def send_redirect(self, original: bytes, to: str, *, rule: str, idempotency_key: str) -> None:
+        self.sent.append(("redirect", to, original))
+
+
+def oracle(
+    server: FakeServer,
+    rules: Sequence[A.Rule],
+    account: AccountContext,
+    mailboxes: Sequence[str],
+    ctx: EvalContext,
+    special: dict[str, str] | None = None,
+) -> list[tuple[str, str, bytes]]:
+    """The naive reading of language.md §6: one message at a time, each action in order.
+
+    Mailboxes are taken in the order given, each over the messages present when its turn comes.
+    Returns what was sent (forward/redirect), sorted.
+    """
+    special = special or {"\\Archive": "Archive", "\\Trash": "Trash"}
+    sent = []
+    for name in mailboxes:
+        mb = server.mailbox(name)
+        for uid in sorted(mb.messages):
+            msg = mb.messages[uid]
+            view = MessageView.from_bytes(msg.raw, internaldate=msg.internaldate, flags=msg.flags, uid=uid)
+            planned = evaluate_message(rules, view, account=account.name, mailbox=name, ctx=ctx)
+            where: FakeMailbox | None = mb  # where the message is now
+            cur_uid = uid
+            for p in planned:
+                if where is None:
+                    break  # deleted permanently: nothing left to act on
+                m = where.messages[cur_uid]
+                a = p.action
+                if p.error is not None:
+                    continue
+                if isinstance(a, A.SetFlag | A.Tag):
+                    flag = a.flag if isinstance(a, A.SetFlag) else a.keyword
+                    m.flags.discard(flag)
+                    if a.on:
+                        m.flags.add(flag)
+                elif isinstance(a, A.Copy):
+                    assert p.destination is not None
+                    server.mailbox(p.destination).add(FakeMessage(m.raw, set(m.flags), m.internaldate))
+                elif isinstance(a, A.Move | A.Archive) or (isinstance(a, A.Delete) and not a.permanently):
+                    dest = p.destination
+                    if dest is None:
+                        dest = (
+                            (account.archive or special["\\Archive"])
+                            if isinstance(a, A.Archive)
+                            else (account.trash or special["\\Trash"])
+                        )
+                    target = server.mailbox(dest)
+                    del where.messages[cur_uid]
+                    cur_uid = target.add(m)
+                    where = target
+                elif isinstance(a, A.Delete):
+                    del where.messages[cur_uid]
+                    where = None
+                elif isinstance(a, A.Forward | A.Redirect):
+                    sent.append(("forward" if isinstance(a, A.Forward) else "redirect", a.address, m.raw))
+    return sorted(sent)
