@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Tree
-from lark.exceptions import LarkError, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import LarkError, UnexpectedInput, UnexpectedToken
 
 from mailrules.dsl import ast
 from mailrules.dsl.diagnostics import syntax_diagnostic
@@ -66,10 +66,16 @@ def _parse_chunk(text: str, path: str, line_offset: int) -> tuple[list[Any], lis
     builder = AstBuilder(path, line_offset)
     try:
         items: list[Any] = builder.transform(tree)
-    except VisitError:  # pragma: no cover - defensive
+    except Exception as err:  # pragma: no cover - a bug of ours must still not show a traceback
         return (
             [],
-            [*builder.diagnostics, Diagnostic(Span(path, line_offset + 1, 1), "cannot read this rule")],
+            [
+                *builder.diagnostics,
+                Diagnostic(
+                    Span(path, line_offset + 1, 1),
+                    f"cannot read this part of the file (internal error: {type(err).__name__})",
+                ),
+            ],
             False,
         )
     return items, builder.diagnostics, False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from lark import Token, v_args
+from lark import Token
 from lark.tree import Meta
 
 from mailrules.dsl import ast
@@ -22,7 +22,6 @@ from mailrules.dsl.transform_base import (
 from mailrules.dsl.transform_cond import ConditionBuilder
 
 
-@v_args(meta=True)
 class AstBuilder(ConditionBuilder):
     """Builds the items of one file (or chunk of it); see BuilderBase for error collection."""
 

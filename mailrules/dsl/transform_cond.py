@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from lark import Token, v_args
+from lark import Token
 from lark.tree import Meta
 
 from mailrules.dsl import ast
@@ -27,7 +27,6 @@ _CONDITION_WORDS = (
 )
 
 
-@v_args(meta=True)
 class ConditionBuilder(BuilderBase):
     """Condition callbacks; a test with a problem becomes an `All` placeholder (the rule is dropped)."""
 

@@ -147,6 +147,7 @@ def check_clean(text: str) -> None:
     for d in diags:
         first = d.render().splitlines()[0]
         assert HEAD.match(first), first
+        assert "internal error" not in d.message, d.message
         for word in INTERNAL:
             assert word not in d.message, d.message
     assert "Traceback" not in rendered
