@@ -150,3 +150,14 @@ def test_fetch_items_and_attachments(dovecot: DovecotServer, dv: ImapSession) ->
         ("café.pdf", "application/pdf", "attachment")
     ]
     assert "\\Seen" not in dv.fetch([uid], ["FLAGS"])[uid]["FLAGS"]
+
+
+def test_non_ascii_mailbox_names_round_trip(box: tuple[ImapSession, str, str]) -> None:
+    s, src, dest = box
+    name = f"{dest}/Küche & Café"  # modified UTF-7 on the wire (RFC 3501 §5.1.3), "&" escaped too
+    s.create(name)
+    assert name in {m.name for m in s.list_mailboxes()}
+    (uid,) = _append(s, src, "for the kitchen")
+    s.select(src)
+    s.move([uid], name)
+    assert list(_subjects(s, name).values()) == ["for the kitchen"]

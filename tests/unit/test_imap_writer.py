@@ -294,3 +294,13 @@ def test_plaintext_refused_before_any_connection(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ImapError) as info:
         ImapSession.connect(params)
     assert info.value.kind == "permanent" and "allow_insecure" in str(info.value)
+
+
+def test_fetch_keys_match_by_prefix_whatever_the_server_spelling() -> None:
+    from mailrules.imap.commands import _match
+
+    answers = {'BODY[HEADER.FIELDS ("SUBJECT" "FROM")]': b"Subject: x", "BODY[]<0>": b"abc", "FLAGS": ()}
+    assert _match("BODY.PEEK[HEADER.FIELDS (Subject From)]", answers) == (True, b"Subject: x")
+    assert _match("BODY.PEEK[]<0.100>", answers) == (True, b"abc")
+    assert _match("BODY.PEEK[HEADER.FIELDS.NOT (Subject)]", answers) == (False, None)
+    assert _match("RFC822.SIZE", answers) == (False, None)
