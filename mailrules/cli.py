@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from mailrules import __version__
 from mailrules.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mailrules.config import Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -120,6 +124,145 @@ def test_cmd(path: str | None, config: str | None) -> None:
     outcomes = run_tests(rule_set)
     click.echo(format_outcomes(outcomes))
     sys.exit(EXIT_FAILED if any(not o.passed for o in outcomes) else EXIT_OK)
+
+
+def _settings(config: str | None) -> Settings:
+    from mailrules.config import load_config
+
+    try:
+        settings = load_config(config)
+    except ConfigError as exc:
+        _fail_config(exc)
+    for w in settings.warnings:
+        click.echo(f"mailrules: warning: {w}", err=True)
+    return settings
+
+
+def _setup_logging(fmt: str, verbose: bool) -> None:
+    from mailrules.logs import setup_logging
+
+    setup_logging(fmt, logging.DEBUG if verbose else logging.INFO)
+
+
+_config_option = click.option(
+    "--config",
+    "config",
+    envvar="MAILRULES_CONFIG",
+    help="Configuration file (default: $MAILRULES_CONFIG, else /etc/mailrules/mailrules.toml).",
+)
+_log_option = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log line format (default: config).",
+)
+
+
+@main.command()
+@_config_option
+@click.option("--account", "accounts", multiple=True, help="Only this account (repeatable).")
+@click.option(
+    "--rule", "rule_names", multiple=True, help="Only this rule (repeatable); runs `manually` rules too."
+)
+@click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing.")
+@click.option("--force", is_flag=True, help="Act even where a rule's `limit` would be exceeded.")
+@_log_option
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def run(
+    config: str | None,
+    accounts: tuple[str, ...],
+    rule_names: tuple[str, ...],
+    dry_run: bool,
+    force: bool,
+    log_format: str | None,
+    verbose: bool,
+) -> None:
+    """Apply the rules to the messages already in their mailboxes (back-fill), then exit."""
+    from mailrules.dsl.ast import RuleSet
+    from mailrules.errors import MailrulesError
+    from mailrules.runner import format_summary, open_store, run_rules, select_rules
+
+    settings = _settings(config)
+    _setup_logging(log_format or settings.log_format, verbose)
+    unknown = [a for a in accounts if a not in settings.accounts]
+    if unknown:
+        click.echo(f"mailrules: no account named {', '.join(unknown)} in {settings.config_path}", err=True)
+        sys.exit(EXIT_USAGE)
+    rule_set, code = _load(settings.rules)
+    if rule_set is None:
+        sys.exit(code)
+    assert isinstance(rule_set, RuleSet)
+    try:
+        rules = select_rules(rule_set.rules, rule_names)
+    except MailrulesError as exc:
+        click.echo(f"mailrules: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    with open_store(settings) as state:
+        result = run_rules(settings, rules, accounts=accounts, dry_run=dry_run, force=force, state=state)
+    click.echo(format_summary(result, dry_run))
+    sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@main.command("log")
+@_config_option
+@click.option("--rule", help="Only actions of this rule.")
+@click.option("--message-id", "message_id", help="Only actions on this Message-ID (with or without <>).")
+@click.option("--run", "run_id", help="Only actions of this run.")
+@click.option("--account", help="Only this account.")
+@click.option("-n", "--limit", default=50, show_default=True, help="At most this many lines.")
+def log_cmd(
+    config: str | None,
+    rule: str | None,
+    message_id: str | None,
+    run_id: str | None,
+    account: str | None,
+    limit: int,
+) -> None:
+    """Which rule did what to which message, newest first (from the journal)."""
+    from mailrules.runner import format_entry, open_store
+
+    settings = _settings(config)
+    if message_id is not None and not message_id.startswith("<"):
+        message_id = f"<{message_id}>"
+    with open_store(settings) as state:
+        if not any((rule, message_id, run_id, account)):
+            runs = state.runs(limit=10)
+            if runs:
+                click.echo("recent runs:")
+                for r in runs:
+                    dry = " (dry run)" if r.dry_run else ""
+                    started = f"{r.started_at:%Y-%m-%d %H:%M:%S %Z}"
+                    click.echo(f"  {r.run_id}  {r.trigger}{dry}  {r.entries} actions  started {started}")
+        entries = state.find(rule=rule, message_id=message_id, run_id=run_id, account=account, limit=limit)
+    for e in entries:
+        click.echo(f"{e.at:%Y-%m-%d %H:%M:%S} {e.run_id} {format_entry(e)}")
+    if not entries:
+        click.echo("no matching actions in the journal")
+
+
+@main.command()
+@_config_option
+@click.argument("run_id")
+@_log_option
+def undo(config: str | None, run_id: str, log_format: str | None) -> None:
+    """Move back what run RUN_ID moved and restore the flags it changed."""
+    from mailrules.errors import MailrulesError
+    from mailrules.runner import open_store, undo_run
+
+    settings = _settings(config)
+    _setup_logging(log_format or settings.log_format, False)
+    with open_store(settings) as state:
+        try:
+            result = undo_run(settings, state, run_id)
+        except MailrulesError as exc:
+            click.echo(f"mailrules: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+    click.echo(f"undo {result.run_id} of run {run_id}: {result.undone} change(s) undone")
+    for r in result.refused:
+        click.echo(f"  not undone: {r}")
+    for e in result.errors:
+        click.echo(f"  error: {e}")
+    sys.exit(EXIT_FAILED if result.errors else EXIT_OK)
 
 
 @main.command()

@@ -125,7 +125,8 @@ def format_key(key: SearchKey) -> str:
 def format_search(plan: ConditionPlan, dialect: Dialect) -> str:
     """The whole command as sent: `UID SEARCH [CHARSET UTF-8] <keys>`."""
     charset = needs_charset(plan.server)
-    return "UID SEARCH " + render(search_arguments(plan.server, charset=charset))
+    pieces = search_arguments(plan.server, charset=charset, esearch=dialect.esearch)
+    return "UID SEARCH " + render(pieces)
 
 
 def format_needs(needs: FetchNeeds) -> str:

@@ -1,0 +1,308 @@
+"""`mailrules run` and `mailrules undo`: rules applied to the mail already there, account by account."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from mailrules.actions.smtp import SmtpParams, SmtpSender
+from mailrules.config import AccountSettings, Settings
+from mailrules.dsl import ast as A
+from mailrules.engine import AccountContext, Engine, MailboxReport, RunOptions, merge_reports
+from mailrules.errors import ImapError, MailrulesError
+from mailrules.imap.session import ConnectionParams, ImapSession
+from mailrules.imap.store import ImapStore
+from mailrules.state.models import JournalEntry, UndoFlag, UndoMove
+from mailrules.state.store import StateStore, new_run_id
+
+log = logging.getLogger("mailrules.run")
+
+
+def connection_params(account: AccountSettings) -> ConnectionParams:
+    """The IMAP session's parameters from an account's settings (the secret revealed only here)."""
+    return ConnectionParams(
+        host=account.host,
+        port=account.port,
+        tls=account.tls,
+        username=account.username,
+        password=account.password.reveal(),
+        ca_file=str(account.ca_file) if account.ca_file else None,
+        allow_insecure=account.allow_insecure,
+        name=account.name,
+    )
+
+
+def account_context(account: AccountSettings) -> AccountContext:
+    """What the engine needs of an account: overrides, mailbox creation, and an SMTP sender."""
+    sender = None
+    if account.smtp is not None:
+        sender = SmtpSender(
+            SmtpParams.from_settings(account.smtp, ca_file=str(account.ca_file) if account.ca_file else None)
+        )
+    return AccountContext(
+        account.name,
+        archive=account.archive,
+        trash=account.trash,
+        create_mailboxes=account.create_mailboxes,
+        sender=sender,
+    )
+
+
+def select_rules(rules: Sequence[A.Rule], names: Sequence[str]) -> list[A.Rule]:
+    """`--rule` names (case-insensitive), in rule-set order; without names every rule but `manually`."""
+    if not names:
+        return [r for r in rules if not isinstance(r.trigger, A.Manually)]
+    wanted = {n.casefold() for n in names}
+    unknown = wanted - {r.name.casefold() for r in rules}
+    if unknown:
+        raise MailrulesError(f"no rule named {', '.join(sorted(repr(u) for u in unknown))}")
+    return [r for r in rules if r.name.casefold() in wanted]
+
+
+def mailboxes_of(rules: Sequence[A.Rule], account: str) -> list[str]:
+    """The mailboxes the rules look at for this account, in order of first appearance."""
+    out: list[str] = []
+    for r in rules:
+        if r.accounts and account not in r.accounts:
+            continue
+        for m in r.mailboxes:
+            if m not in out:
+                out.append(m)
+    return out
+
+
+@dataclass
+class RunResult:
+    """What a run did, over every account."""
+
+    run_id: str
+    reports: list[MailboxReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # accounts or mailboxes that could not be processed
+
+    @property
+    def failed_actions(self) -> int:
+        return sum(r.failed for r in self.reports)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.failed_actions
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        return merge_reports(self.reports)
+
+
+def format_entry(e: JournalEntry) -> str:
+    """The one log line per action (house style 10): rule, account, mailbox, UID, Message-ID, what."""
+    what = e.action + (
+        f" {e.detail}" if e.detail and e.action in ("tag", "untag", "forward", "redirect") else ""
+    )
+    if e.destination:
+        what += f' to "{e.destination}"'
+    tail = f" ({e.error})" if e.error else ""
+    return (
+        f'rule "{e.rule}" account={e.account} mailbox="{e.mailbox}" uid={e.uid} '
+        f"message-id={e.message_id or '-'}: {what}: {e.outcome}{tail}"
+    )
+
+
+def log_entry(e: JournalEntry) -> None:
+    level = logging.WARNING if e.outcome == "failed" else logging.INFO
+    log.log(
+        level,
+        "%s",
+        format_entry(e),
+        extra={
+            "rule": e.rule,
+            "account": e.account,
+            "mailbox": e.mailbox,
+            "uid": e.uid,
+            "message_id": e.message_id,
+            "action": e.action,
+            "outcome": e.outcome,
+            "run_id": e.run_id,
+        },
+    )
+
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[StateStore]:
+    store = StateStore.open(settings.state)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+SessionFactory = Callable[[AccountSettings], ImapSession]
+
+
+def default_session(account: AccountSettings) -> ImapSession:
+    return ImapSession.connect(connection_params(account))
+
+
+def run_rules(
+    settings: Settings,
+    rules: Sequence[A.Rule],
+    *,
+    accounts: Sequence[str] = (),
+    dry_run: bool = False,
+    force: bool = False,
+    state: StateStore | None = None,
+    connect: SessionFactory = default_session,
+    trigger: str = "run",
+    now: dt.datetime | None = None,
+) -> RunResult:
+    """Apply `rules` to the messages already in their mailboxes, for each selected account."""
+    now = now or dt.datetime.now(dt.UTC)
+    run_id = state.begin_run(trigger, dry_run) if state is not None else new_run_id(now)
+    result = RunResult(run_id)
+    options = RunOptions(now=now, tz=settings.timezone, run_id=run_id, dry_run=dry_run, force=force)
+    selected = [a for n, a in settings.accounts.items() if not accounts or n in accounts]
+    for acct in selected:
+        account_rules = [r for r in rules if not r.accounts or acct.name in r.accounts]
+        if not account_rules:
+            continue
+        try:
+            session = connect(acct)
+        except MailrulesError as exc:
+            result.errors.append(f"account {acct.name}: {exc}")
+            log.error("account %s: %s", acct.name, exc)
+            continue
+        try:
+            store = ImapStore(session)
+            engine = Engine(options, journal=state, on_entry=log_entry)
+            ctx = account_context(acct)
+            for mailbox in mailboxes_of(account_rules, acct.name):
+                try:
+                    result.reports.append(engine.process(store, ctx, mailbox, account_rules))
+                except ImapError as exc:
+                    result.errors.append(f"account {acct.name} mailbox {mailbox!r}: {exc}")
+                    log.error("account %s mailbox %r: %s", acct.name, mailbox, exc)
+                    if exc.kind in ("reconnect", "auth"):
+                        break
+        finally:
+            session.logout()
+    if state is not None:
+        state.end_run(run_id, {"rules": result.summary(), "errors": result.errors})
+    return result
+
+
+def format_summary(result: RunResult, dry_run: bool = False) -> str:
+    """Per rule: how many messages matched and what was done to them."""
+    lines = [f"run {result.run_id}{' (dry run: nothing was changed)' if dry_run else ''}"]
+    summary = result.summary()
+    width = max((len(n) for n in summary), default=4) + 2
+    for name, counts in summary.items():
+        parts = [f"{k} {v}" for k, v in sorted(counts.items()) if k not in ("matched", "limited") and v]
+        limited = " LIMIT EXCEEDED: nothing done" if counts.get("limited") else ""
+        quoted = f'"{name}"'
+        done = "  " + ", ".join(parts) if parts else ""
+        lines.append(f"  {quoted:<{width}} matched {counts.get('matched', 0):>5}{done}{limited}")
+    for r in result.reports:
+        if r.skipped_messages:
+            lines.append(f"  {r.account}/{r.mailbox}: {r.skipped_messages} message(s) skipped (see log)")
+    for e in result.errors:
+        lines.append(f"  error: {e}")
+    lines.append(f"{result.failed_actions} failed actions, {len(result.errors)} errors")
+    return "\n".join(lines)
+
+
+@dataclass
+class UndoResult:
+    """What undoing a run did, and what it refused."""
+
+    run_id: str
+    undone: int = 0
+    refused: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def undo_run(
+    settings: Settings, state: StateStore, run_id: str, *, connect: SessionFactory = default_session
+) -> UndoResult:
+    """Move back what run `run_id` moved and restore the flags it changed, from the journal."""
+    if state.get_run(run_id) is None:
+        raise MailrulesError(f"no run {run_id!r} in the journal (see `mailrules log`)")
+    plan = state.undo_plan(run_id)
+    undo_id = state.begin_run("undo", False)
+    result = UndoResult(undo_id)
+    result.refused = [
+        f"{r.journal.rule}: {r.journal.action} of uid {r.journal.uid} in {r.journal.mailbox}: {r.reason}"
+        for r in plan.refused
+    ]
+    if plan.undone_by:
+        result.refused.append(f"run {run_id} was already undone by {', '.join(plan.undone_by)}")
+    by_account: dict[str, list[UndoFlag | UndoMove]] = {}
+    steps: list[UndoFlag | UndoMove] = [*plan.flags, *plan.moves]  # flags first, then moves back
+    for step in steps:
+        where = step.where if isinstance(step, UndoFlag) else step.source
+        by_account.setdefault(where.account, []).append(step)
+    entries: list[JournalEntry] = []
+    now = dt.datetime.now(dt.UTC)
+    for name, account_steps in by_account.items():
+        acct = settings.accounts.get(name)
+        if acct is None:
+            result.errors.append(f"account {name!r} is no longer configured")
+            continue
+        try:
+            session = connect(acct)
+        except MailrulesError as exc:
+            result.errors.append(f"account {name}: {exc}")
+            continue
+        try:
+            entries += [_undo_step(session, step, undo_id, now, result) for step in account_steps]
+        finally:
+            session.logout()
+    state.record_many(entries)
+    state.end_run(undo_id, {"undo_of": run_id, "undone": result.undone, "errors": result.errors})
+    return result
+
+
+def _undo_step(
+    session: ImapSession, step: object, undo_id: str, now: dt.datetime, result: UndoResult
+) -> JournalEntry:
+    from mailrules.state.models import UndoFlag, UndoMove
+
+    assert isinstance(step, UndoFlag | UndoMove)
+    where = step.where if isinstance(step, UndoFlag) else step.source
+    j = step.journal
+    outcome, error, dest, new_uid = "ok", None, None, None
+    try:
+        info = session.select(where.mailbox)
+        if where.uidvalidity is not None and info.uidvalidity != where.uidvalidity:
+            raise MailrulesError(
+                f"UIDVALIDITY of {where.mailbox!r} changed since the run: the recorded UID means nothing now"
+            )
+        if isinstance(step, UndoFlag):
+            session.store_flags([where.uid], [step.flag], step.add)
+            action = f"undo {j.action}"
+        else:
+            dest = step.target
+            new_uid = session.move([where.uid], step.target, create=True).get(where.uid)
+            action = f"undo {j.action}"
+        result.undone += 1
+    except MailrulesError as exc:
+        outcome, error = "failed", str(exc)
+        action = f"undo {j.action}"
+        result.errors.append(f"{j.rule}: uid {where.uid} in {where.mailbox}: {exc}")
+    return JournalEntry(
+        run_id=undo_id,
+        rule=j.rule,
+        rule_span=j.rule_span,
+        account=where.account,
+        mailbox=where.mailbox,
+        uidvalidity=where.uidvalidity or 0,
+        uid=where.uid,
+        message_id=j.message_id,
+        action=action,
+        detail=j.detail,
+        destination=dest,
+        new_uidvalidity=None,
+        new_uid=new_uid,
+        outcome=outcome,  # type: ignore[arg-type]
+        error=error,
+        at=now,
+    )
