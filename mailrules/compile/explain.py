@@ -123,7 +123,10 @@ def format_key(key: SearchKey) -> str:
 
 
 def format_search(plan: ConditionPlan, dialect: Dialect) -> str:
-    """The whole command as sent: `UID SEARCH [CHARSET UTF-8] <keys>`."""
+    """The whole command as sent: `UID SEARCH [RETURN (ALL)] [CHARSET UTF-8] <keys>`.
+
+    RETURN (ALL) when the dialect has ESEARCH, as the IMAP layer sends it (RFC 4731 §3.1).
+    """
     charset = needs_charset(plan.server)
     pieces = search_arguments(plan.server, charset=charset, esearch=dialect.esearch)
     return "UID SEARCH " + render(pieces)

@@ -374,7 +374,8 @@ CASES = [(c, d, *GOLDEN[c][d]) for c in GOLDEN for d in ("rfc3501", "dovecot", "
 def test_golden(text: str, dialect: str, search: str, residual: str | None) -> None:
     d = Dialect.named(dialect)
     plan = plan_condition(cond(text), d, NOW, TZ)
-    assert format_search(plan, d) == f"UID SEARCH {search}"
+    # with ESEARCH the command asks for one compact answer (RFC 4731 §3.1: RETURN before CHARSET)
+    assert format_search(plan, d) == "UID SEARCH " + ("RETURN (ALL) " if d.esearch else "") + search
     assert (None if plan.residual is None else condition_text(plan.residual)) == residual
     assert plan.exact == (residual is None)
     assert plan.needs.nothing == (residual is None)
@@ -412,12 +413,12 @@ rule "noise" for account "work" {
 '''
 
 SECTION_8_DOVECOT = {
-    "lists": ('UID SEARCH HEADER List-Id ""', "list matches /^<?([a-z0-9-]+)\\./", "BODY.PEEK[HEADER.FIELDS (List-Id)]"),
-    "invoices": ("UID SEARCH OR SUBJECT invoice SUBJECT facture", "has attachment", "BODYSTRUCTURE"),
-    "big mail from bob": ("UID SEARCH FROM bob@example.com LARGER 1048576", 'from is "bob@example.com"',
+    "lists": ('UID SEARCH RETURN (ALL) HEADER List-Id ""', "list matches /^<?([a-z0-9-]+)\\./", "BODY.PEEK[HEADER.FIELDS (List-Id)]"),
+    "invoices": ("UID SEARCH RETURN (ALL) OR SUBJECT invoice SUBJECT facture", "has attachment", "BODYSTRUCTURE"),
+    "big mail from bob": ("UID SEARCH RETURN (ALL) FROM bob@example.com LARGER 1048576", 'from is "bob@example.com"',
                           "BODY.PEEK[HEADER.FIELDS (From)]"),
-    "yearly archive": ("UID SEARCH OLDER 31536000 SEEN UNFLAGGED", None, "nothing"),
-    "noise": ("UID SEARCH OR FROM marketing.example.com HEADER Precedence bulk",
+    "yearly archive": ("UID SEARCH RETURN (ALL) OLDER 31536000 SEEN UNFLAGGED", None, "nothing"),
+    "noise": ("UID SEARCH RETURN (ALL) OR FROM marketing.example.com HEADER Precedence bulk",
               'from domain is "marketing.example.com" or header "Precedence" is "bulk"',
               "BODY.PEEK[HEADER.FIELDS (From Precedence)]"),
 }
