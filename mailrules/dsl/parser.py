@@ -5,18 +5,33 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from lark import Lark, Token, Tree
+from lark import Lark, Token
 from lark.exceptions import LarkError, UnexpectedInput, UnexpectedToken
 
 from mailrules.dsl import ast
 from mailrules.dsl.diagnostics import syntax_diagnostic
 from mailrules.dsl.lexer import FastLexer
 from mailrules.dsl.transform import AstBuilder
+from mailrules.dsl.transform_base import Keep
 from mailrules.source import Diagnostic, Span
+
+_ACTIONS = (
+    ast.Move,
+    ast.Copy,
+    ast.Archive,
+    ast.Delete,
+    ast.SetFlag,
+    ast.Tag,
+    ast.Forward,
+    ast.Redirect,
+    ast.Stop,
+)
 
 #: A line whose first word is `rule` or `test` starts a new top-level item (used for recovery).
 _ITEM_START = re.compile(r"^[ \t\ufeff]*(?:rule|test)(?=[\s\"]|$)", re.IGNORECASE | re.MULTILINE)
@@ -31,10 +46,38 @@ def grammar_text() -> str:
     return repo.read_text(encoding="utf-8")
 
 
+class _Callbacks:
+    """Lark's inline transformer: each grammar rule calls the current AstBuilder as it reduces.
+
+    Building the AST while parsing (no parse tree, no second pass) halves the time of loading
+    a large rule set. Positions come from the children (BuilderBase.span_of), because Lark
+    gives no Meta to inline callbacks. The parser is shared, so one parse runs at a time.
+    """
+
+    def __init__(self) -> None:
+        self.builder = AstBuilder("", 0)
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Callable[[list[Any]], Any]:
+        if name.startswith("_") or not callable(getattr(AstBuilder, name, None)):
+            raise AttributeError(name)
+
+        def call(children: list[Any]) -> Any:
+            builder = self.builder
+            return getattr(builder, name)(builder.span_of(children), children)
+
+        return call
+
+
 @functools.cache
+def _parser_and_callbacks() -> tuple[Lark, _Callbacks]:
+    callbacks = _Callbacks()
+    return Lark(grammar_text(), parser="lalr", lexer=FastLexer, transformer=callbacks), callbacks
+
+
 def get_parser() -> Lark:
-    """The LALR parser, built once per process."""
-    return Lark(grammar_text(), parser="lalr", lexer=FastLexer, propagate_positions=True)
+    """The LALR parser (built once per process); `parse()` returns the list of AST items."""
+    return _parser_and_callbacks()[0]
 
 
 def _previous_type(err: UnexpectedInput) -> str | None:
@@ -47,8 +90,10 @@ def _previous_type(err: UnexpectedInput) -> str | None:
         top = stack[-1]
         if isinstance(top, Token):
             return top.type
-        if isinstance(top, Tree) and top.children:
-            stack = list(top.children)
+        if isinstance(top, (*_ACTIONS, Keep)):
+            return "WORD"  # after an action comes another action
+        if isinstance(top, list) and top:
+            stack = list(top)
         else:
             stack.pop()
     return None
@@ -56,16 +101,17 @@ def _previous_type(err: UnexpectedInput) -> str | None:
 
 def _parse_chunk(text: str, path: str, line_offset: int) -> tuple[list[Any], list[Diagnostic], bool]:
     """Items, diagnostics, and whether there was a syntax error."""
+    parser, callbacks = _parser_and_callbacks()
+    builder = AstBuilder(path, line_offset)
     try:
-        tree = get_parser().parse(text)
+        with callbacks.lock:
+            callbacks.builder = builder
+            items: list[Any] = cast(list[Any], parser.parse(text))
     except UnexpectedInput as err:
         prev = _previous_type(err) if isinstance(err, UnexpectedToken) else None
         return [], [syntax_diagnostic(err, text, path, line_offset, prev)], True
     except LarkError:  # pragma: no cover - defensive: never show a Lark error to a user
         return [], [Diagnostic(Span(path, line_offset + 1, 1), "cannot parse this part of the file")], True
-    builder = AstBuilder(path, line_offset)
-    try:
-        items: list[Any] = builder.transform(tree)
     except Exception as err:  # pragma: no cover - a bug of ours must still not show a traceback
         return (
             [],

@@ -6,7 +6,6 @@ import datetime as dt
 from typing import Any, cast
 
 from lark import Token
-from lark.tree import Meta
 
 from mailrules.dsl import ast
 from mailrules.dsl.lexemes import keyword_problem, mailbox_problem
@@ -17,6 +16,7 @@ from mailrules.dsl.transform_base import (
     INTERVAL_UNITS,
     Clause,
     Keep,
+    Position,
     suggest,
 )
 from mailrules.dsl.transform_cond import ConditionBuilder
@@ -26,10 +26,10 @@ class AstBuilder(ConditionBuilder):
     """Builds the items of one file (or chunk of it); see BuilderBase for error collection."""
 
     # ------------------------------------------------------------ file and rule
-    def start(self, meta: Meta, children: list[Any]) -> list[Any]:
+    def start(self, meta: Position, children: list[Any]) -> list[Any]:
         return [c for c in children if c is not None]
 
-    def rule(self, meta: Meta, ch: list[Any]) -> ast.Rule | None:
+    def rule(self, meta: Position, ch: list[Any]) -> ast.Rule | None:
         name_tok = ch[1]
         name = self.string(name_tok)
         if not name.strip():
@@ -66,7 +66,7 @@ class AstBuilder(ConditionBuilder):
         )
         return cast("ast.Rule | None", self.finish_item(rule))
 
-    def in_clause(self, meta: Meta, ch: list[Any]) -> Clause:
+    def in_clause(self, meta: Position, ch: list[Any]) -> Clause:
         names = []
         for tok in self.tokens(ch):
             if tok.type == "STRING":
@@ -80,7 +80,7 @@ class AstBuilder(ConditionBuilder):
             self.error(self.span(tok), problem)
         return name
 
-    def account_clause(self, meta: Meta, ch: list[Any]) -> Clause:
+    def account_clause(self, meta: Position, ch: list[Any]) -> Clause:
         names = []
         for tok in self.tokens(ch):
             if tok.type == "STRING":
@@ -90,20 +90,20 @@ class AstBuilder(ConditionBuilder):
                 names.append(value)
         return Clause("accounts", tuple(names), self.mspan(meta))
 
-    def limit_clause(self, meta: Meta, ch: list[Any]) -> Clause:
+    def limit_clause(self, meta: Position, ch: list[Any]) -> Clause:
         return Clause("limit", (int(ch[1]),), self.mspan(meta))
 
     # ------------------------------------------------------------ triggers
-    def on_arrival(self, meta: Meta, ch: list[Any]) -> ast.OnArrival:
+    def on_arrival(self, meta: Position, ch: list[Any]) -> ast.OnArrival:
         return ast.OnArrival(self.mspan(meta))
 
-    def manually(self, meta: Meta, ch: list[Any]) -> ast.Manually:
+    def manually(self, meta: Position, ch: list[Any]) -> ast.Manually:
         return ast.Manually(self.mspan(meta))
 
-    def cron(self, meta: Meta, ch: list[Any]) -> ast.Cron:
+    def cron(self, meta: Position, ch: list[Any]) -> ast.Cron:
         return ast.Cron(self.string(ch[1]), self.mspan(meta))
 
-    def every_interval(self, meta: Meta, ch: list[Any]) -> ast.Every:
+    def every_interval(self, meta: Position, ch: list[Any]) -> ast.Every:
         unit_tok = ch[2]
         unit = INTERVAL_UNITS.get(str(unit_tok).lower())
         if unit is None:
@@ -114,7 +114,7 @@ class AstBuilder(ConditionBuilder):
             unit = "minutes"
         return ast.Every(int(ch[1]), cast(Any, unit), self.mspan(meta))
 
-    def every_unit(self, meta: Meta, ch: list[Any]) -> ast.Every:
+    def every_unit(self, meta: Position, ch: list[Any]) -> ast.Every:
         word = str(ch[1]).lower()
         unit = INTERVAL_UNITS.get(word)
         if unit is None:
@@ -128,7 +128,7 @@ class AstBuilder(ConditionBuilder):
             unit = "minutes"
         return ast.Every(1, cast(Any, unit), self.mspan(meta))
 
-    def every_at(self, meta: Meta, ch: list[Any]) -> ast.At:
+    def every_at(self, meta: Position, ch: list[Any]) -> ast.At:
         words = [t for t in self.tokens(ch) if t.type == "WORD"]
         days: set[int] = set()
         for w in words:
@@ -149,7 +149,7 @@ class AstBuilder(ConditionBuilder):
         return ast.At(tuple(sorted(days)), hour, minute, self.mspan(meta))
 
     # ------------------------------------------------------------ body and actions
-    def body(self, meta: Meta, ch: list[Any]) -> Clause:
+    def body(self, meta: Position, ch: list[Any]) -> Clause:
         cond: ast.Condition | None = None
         actions: list[Any] = []
         then_tok: Token | None = None
@@ -173,16 +173,16 @@ class AstBuilder(ConditionBuilder):
                 out.append(a)
         return Clause("body", (cond, tuple(out)), self.mspan(meta))
 
-    def when_clause(self, meta: Meta, ch: list[Any]) -> Clause:
+    def when_clause(self, meta: Position, ch: list[Any]) -> Clause:
         return Clause("when", (ch[1],), self.mspan(meta))
 
-    def actions(self, meta: Meta, ch: list[Any]) -> list[Any]:
+    def actions(self, meta: Position, ch: list[Any]) -> list[Any]:
         return [c for c in ch if not isinstance(c, Token)]
 
-    def action_mod(self, meta: Meta, ch: list[Any]) -> Token:
+    def action_mod(self, meta: Position, ch: list[Any]) -> Token:
         return cast(Token, ch[0])
 
-    def action(self, meta: Meta, ch: list[Any]) -> Any:
+    def action(self, meta: Position, ch: list[Any]) -> Any:
         word_tok: Token = ch[0]
         mod: Token | None = None
         to: Token | None = None
@@ -259,7 +259,7 @@ class AstBuilder(ConditionBuilder):
         return ast.Stop(span)
 
     # ------------------------------------------------------------ tests (spec section 7)
-    def test(self, meta: Meta, ch: list[Any]) -> ast.TestBlock | None:
+    def test(self, meta: Position, ch: list[Any]) -> ast.TestBlock | None:
         name = self.string(ch[1])
         given, expect = ch[3], ch[4]
         if not name.strip():
@@ -269,7 +269,7 @@ class AstBuilder(ConditionBuilder):
         block = ast.TestBlock(name, given, expect, self.mspan(meta))
         return cast("ast.TestBlock | None", self.finish_item(block))
 
-    def given(self, meta: Meta, ch: list[Any]) -> ast.Given | None:
+    def given(self, meta: Position, ch: list[Any]) -> ast.Given | None:
         path = self.string(ch[1])
         if not path.strip():
             self.error(self.span(ch[1]), "message file name is empty")
@@ -294,7 +294,7 @@ class AstBuilder(ConditionBuilder):
             span=self.mspan(meta),
         )
 
-    def flag_item(self, meta: Meta, ch: list[Any]) -> str | None:
+    def flag_item(self, meta: Position, ch: list[Any]) -> str | None:
         tok: Token = ch[0]
         if tok.type == "STRING":
             value = self.string(tok)
@@ -315,11 +315,11 @@ class AstBuilder(ConditionBuilder):
             )
         return flag
 
-    def given_flags(self, meta: Meta, ch: list[Any]) -> Clause:
+    def given_flags(self, meta: Position, ch: list[Any]) -> Clause:
         items = [c for c in ch if isinstance(c, str) and not isinstance(c, Token)]
         return Clause("flags", tuple(items), self.mspan(meta))
 
-    def given_tagged(self, meta: Meta, ch: list[Any]) -> Clause:
+    def given_tagged(self, meta: Position, ch: list[Any]) -> Clause:
         value = self.string(ch[1])
         problem = keyword_problem(value)
         if problem:
@@ -342,19 +342,19 @@ class AstBuilder(ConditionBuilder):
                 return None
         return dt.datetime(day.year, day.month, day.day, hour, minute)
 
-    def given_received(self, meta: Meta, ch: list[Any]) -> Clause:
+    def given_received(self, meta: Position, ch: list[Any]) -> Clause:
         return Clause("received", (self._datetime(ch[1], ch[2] if len(ch) > 2 else None),), self.mspan(meta))
 
-    def given_now(self, meta: Meta, ch: list[Any]) -> Clause:
+    def given_now(self, meta: Position, ch: list[Any]) -> Clause:
         return Clause("now", (self._datetime(ch[1], ch[2] if len(ch) > 2 else None),), self.mspan(meta))
 
-    def given_in(self, meta: Meta, ch: list[Any]) -> Clause:
+    def given_in(self, meta: Position, ch: list[Any]) -> Clause:
         return Clause("in", (self._mailbox(ch[1]),), self.mspan(meta))
 
-    def given_account(self, meta: Meta, ch: list[Any]) -> Clause:
+    def given_account(self, meta: Position, ch: list[Any]) -> Clause:
         return Clause("account", (self.string(ch[1]),), self.mspan(meta))
 
-    def expect(self, meta: Meta, ch: list[Any]) -> tuple[ast.Action, ...] | None:
+    def expect(self, meta: Position, ch: list[Any]) -> tuple[ast.Action, ...] | None:
         items: list[Any] = ch[1]
         keeps = [a for a in items if isinstance(a, Keep)]
         if keeps and len(items) > 1:

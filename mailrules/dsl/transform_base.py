@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from lark import Token, Tree
-from lark.tree import Meta
 
 from mailrules.dsl import ast
 from mailrules.dsl.lexemes import (
@@ -104,6 +103,55 @@ class Keep:
         self.span = span
 
 
+class Position(Protocol):
+    """Where a grammar rule's text is: Lark's tree Meta, or a SpanOf computed from children."""
+
+    empty: bool
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+
+@dataclass(slots=True)
+class SpanOf:
+    """The position of a rule's children (first start to last end), in the chunk's own lines."""
+
+    empty: bool = True
+    line: int = 1
+    column: int = 1
+    end_line: int = 1
+    end_column: int = 1
+
+
+def _start(child: Any, off: int) -> tuple[int, int] | None:
+    if isinstance(child, Token):
+        return (child.line or 1, child.column or 1)
+    span = getattr(child, "span", None)
+    if isinstance(span, Span):
+        return (span.line - off, span.column)
+    if isinstance(child, list):
+        for c in child:
+            pos = _start(c, off)
+            if pos is not None:
+                return pos
+    return None
+
+
+def _end(child: Any, off: int) -> tuple[int, int] | None:
+    if isinstance(child, Token):
+        return (child.end_line or 1, child.end_column or 1)
+    span = getattr(child, "span", None)
+    if isinstance(span, Span):
+        return (span.end_line - off, span.end_column)
+    if isinstance(child, list):
+        for c in reversed(child):
+            pos = _end(c, off)
+            if pos is not None:
+                return pos
+    return None
+
+
 class BuilderBase:
     """Token helpers; problems go to `diagnostics` and drop the rule or test they are in."""
 
@@ -123,6 +171,21 @@ class BuilderBase:
         method = getattr(self, str(tree.data))
         return method(tree.meta, children)
 
+    def span_of(self, children: list[Any]) -> SpanOf:
+        """What Lark's propagate_positions would give, computed from already-built children."""
+        start = end = None
+        for c in children:
+            start = _start(c, self.off)
+            if start is not None:
+                break
+        for c in reversed(children):
+            end = _end(c, self.off)
+            if end is not None:
+                break
+        if start is None or end is None:
+            return SpanOf()
+        return SpanOf(False, start[0], start[1], end[0], end[1])
+
     # ------------------------------------------------------------ helpers
     def span(self, tok: Token) -> Span:
         return Span(
@@ -133,7 +196,7 @@ class BuilderBase:
             tok.end_column or 1,
         )
 
-    def mspan(self, meta: Meta) -> Span:
+    def mspan(self, meta: Position) -> Span:
         if meta.empty:
             return Span(self.path, 1 + self.off, 1)
         return Span(self.path, meta.line + self.off, meta.column, meta.end_line + self.off, meta.end_column)
