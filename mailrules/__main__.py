@@ -1,0 +1,5 @@
+"""`python -m mailrules`: the command line."""
+
+from mailrules.cli import main
+
+main()
