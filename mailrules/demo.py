@@ -64,7 +64,7 @@ def start_smtp(port: int) -> tuple[Any, list[bytes]]:
     received: list[bytes] = []
 
     class Sink:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             received.append(bytes(envelope.original_content or envelope.content))
             return "250 OK"
 
@@ -163,8 +163,7 @@ def main() -> int:
                 done = subprocess.run(
                     [sys.executable, "-m", "mailrules", *cmd],
                     env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
+                    capture_output=True,
                     text=True,
                     check=False,
                 )
