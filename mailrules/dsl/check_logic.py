@@ -31,13 +31,24 @@ _UNIT_MAX = {
 _SPAN_FIELDS = ("span", "name_span")
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        fields = dataclasses.fields(cls)
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields if f.name not in _SPAN_FIELDS)
+    return names
+
+
 def shape(node: Any) -> Any:
     """A hashable, span-free structural key of an AST value (structural equality ignoring spans)."""
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        names = [f.name for f in dataclasses.fields(node) if f.name not in _SPAN_FIELDS]
-        return (type(node).__name__, *(shape(getattr(node, n)) for n in names))
     if isinstance(node, tuple):
         return tuple(shape(x) for x in node)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        cls = type(node)
+        return (cls.__name__, *(shape(getattr(node, n)) for n in _field_names(cls)))
     return node
 
 
@@ -89,6 +100,8 @@ def _flag_clash(items: list[ast.Condition]) -> str | None:
 
 
 def _negation_clash(items: list[ast.Condition]) -> str | None:
+    if not any(isinstance(i, ast.Not) for i in items):
+        return None
     shapes = {shape(i) for i in items if not isinstance(i, ast.Not)}
     for item in items:
         if isinstance(item, ast.Not) and shape(item.item) in shapes:
