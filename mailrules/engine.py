@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,19 @@ class Journal(Protocol):
     def is_confirmed(self, key: str) -> bool: ...
 
 
+class EngineObserver(Protocol):
+    """Watches what the engine does (metrics): one call per action, per rule, per mailbox pass."""
+
+    def entry(self, entry: JournalEntry) -> None:
+        """One action on one message (any outcome, dry runs included)."""
+
+    def rule_done(self, report: RuleReport, seconds: float) -> None:
+        """One rule over one mailbox: SEARCH, FETCH, residual and actions took `seconds`."""
+
+    def mailbox_done(self, report: MailboxReport, seconds: float) -> None:
+        """One pass over one mailbox finished."""
+
+
 @dataclass(frozen=True, slots=True)
 class AccountContext:
     """What the engine needs to know of an account beyond its mailbox store."""
@@ -156,10 +170,12 @@ class Engine:
         options: RunOptions,
         journal: Journal | None = None,
         on_entry: Callable[[JournalEntry], None] | None = None,
+        observer: EngineObserver | None = None,
     ) -> None:
         self.options = options
         self.journal = journal
         self.on_entry = on_entry
+        self.observer = observer
         self._plans: dict[tuple[int, Dialect], tuple[K.SearchKey, A.Condition | None, FetchNeeds]] = {}
 
     def process(
@@ -175,6 +191,7 @@ class Engine:
         Messages are taken once, at the start: a copy made into this mailbox by a rule is not
         itself processed in the same pass.
         """
+        started = time.monotonic()
         uidvalidity = store.select(mailbox)
         whole = uids is None
         candidates = store.search(K.All()) if uids is None else sorted(set(uids))
@@ -189,12 +206,14 @@ class Engine:
                 break
             if not rule.applies_to(account.name, mailbox):
                 continue
+            rule_started = time.monotonic()
             rr = RuleReport(rule.name, account.name, mailbox, candidates=len(remaining))
             report.rules.append(rr)
             matched, views, skipped = self._match(store, rule, remaining, whole, ctx, runner)
             report.skipped_messages += skipped
             rr.matched = len(matched)
             if not matched:
+                self._rule_done(rr, rule_started)
                 continue
             if rule.limit is not None and len(matched) > rule.limit and not self.options.force:
                 rr.limited = True
@@ -208,12 +227,20 @@ class Engine:
                     mailbox,
                     rule.limit,
                 )
+                self._rule_done(rr, rule_started)
                 continue
             targets = [Target(uid, views[uid], m) for uid, m in matched]
             removed = runner.run_rule(rule, targets, ctx, rr)
             remaining -= removed
             whole = False
+            self._rule_done(rr, rule_started)
+        if self.observer is not None:
+            self.observer.mailbox_done(report, time.monotonic() - started)
         return report
+
+    def _rule_done(self, rr: RuleReport, started: float) -> None:
+        if self.observer is not None:
+            self.observer.rule_done(rr, time.monotonic() - started)
 
     # -- matching ----------------------------------------------------------------------------------
 
@@ -279,6 +306,8 @@ class Engine:
     def _emit(self, entry: JournalEntry) -> None:
         if self.on_entry is not None:
             self.on_entry(entry)
+        if self.observer is not None:
+            self.observer.entry(entry)
 
 
 def _mentions_flags(cond: A.Condition) -> bool:
