@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from mailrules.compile import keys as K
+from mailrules.compile.dates import age_key, received_key, sent_key
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.regex_literal import required_literal
 from mailrules.compile.serialize import is_atom
@@ -297,113 +297,19 @@ def _attachment_name(c: A.AttachmentNameTest, x: _Ctx) -> _Part:
 
 
 # ---------------------------------------------------------------------------
-# Dates
+# Dates (the windows themselves are in dates.py)
 # ---------------------------------------------------------------------------
 
 
-def subtract_age(now: dt.datetime, amount: int, unit: str) -> dt.datetime:
-    """`now` minus N units; months and years on the calendar (day of month clamped).
-
-    The same arithmetic as `semantics.subtract_age` (compile does not import the oracle).
-    """
-    if unit in ("months", "years"):
-        months = amount * (12 if unit == "years" else 1)
-        total = now.year * 12 + (now.month - 1) - months
-        year, month = divmod(total, 12)
-        year = max(year, dt.MINYEAR)
-        day = min(now.day, calendar.monthrange(year, month + 1)[1])
-        return now.replace(year=year, month=month + 1, day=day)
-    seconds = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}[unit]
-    try:
-        return now - dt.timedelta(seconds=amount * seconds)
-    except OverflowError:
-        return dt.datetime.min.replace(tzinfo=dt.UTC)
-
-
-def _day_shift(d: dt.date, days: int) -> dt.date | None:
-    try:
-        return d + dt.timedelta(days=days)
-    except OverflowError:
-        return None
-
-
-def _instant_bounds(lo: dt.datetime | None, hi: dt.datetime | None) -> K.SearchKey:
-    """A SINCE/BEFORE key holding for every instant in [lo, hi) on a server in any zone.
-
-    RFC 9051 §6.4.4 compares the server's calendar day, and the server's zone is unknown: any
-    offset from -12 h to +14 h is allowed for, so the window is about a day wider on each side.
-    """
-    out: list[K.SearchKey] = []
-    if lo is not None:
-        since = _utc_day(lo, hours=-12, days=0)
-        if since is not None:
-            out.append(K.Date("SINCE", since))
-    if hi is not None:
-        last = hi - dt.timedelta(microseconds=1) if hi > _MIN_AWARE else hi
-        before = _utc_day(last, hours=14, days=1)
-        if before is not None:
-            out.append(K.Date("BEFORE", before))
-    return K.and_(*out)
-
-
-def _utc_day(t: dt.datetime, *, hours: int, days: int) -> dt.date | None:
-    """The calendar day of `t` at UTC+`hours`, plus `days`; None when out of range."""
-    try:
-        return _day_shift((t.astimezone(dt.UTC) + dt.timedelta(hours=hours)).date(), days)
-    except (OverflowError, ValueError):
-        return None
-
-
-def _local_midnight(d: dt.date, tz: dt.tzinfo) -> dt.datetime | None:
-    try:
-        # fold=0 and a gap-free reading are fine: we only need an instant near the day's start,
-        # and the window is widened by a day anyway.
-        return dt.datetime.combine(d, dt.time(0), tz)
-    except (OverflowError, ValueError):
-        return None
-
-
-def _safe_next(d: dt.date) -> dt.date | None:
-    return _day_shift(d, 1)
-
-
 def _date_test(c: A.DateTest, x: _Ctx) -> _Part:
-    d = c.date
     if c.which == "sent":
-        # SENT* compare the Date: header's own day; a message without Date: is 1970-01-01 on the
-        # server, but the language says it matches no sent test: the residual drops it.
-        if c.relation == "before":
-            return K.Date("SENTBEFORE", d), c
-        if c.relation == "on":
-            return K.Date("SENTON", d), c
-        nxt = _safe_next(d)
-        return (K.Date("SENTSINCE", nxt) if nxt is not None else K.Not(K.ALL)), c
-    # received: the day of INTERNALDATE in our zone; the server uses its own zone's day.
-    start = _local_midnight(d, x.tz)
-    nxt = _safe_next(d)
-    end = _local_midnight(nxt, x.tz) if nxt is not None else None
-    if c.relation == "before":
-        return _instant_bounds(None, start) if start is not None else K.ALL, c
-    if c.relation == "after":
-        return _instant_bounds(end, None) if end is not None else K.ALL, c
-    return _instant_bounds(start, end), c
+        return sent_key(c.relation, c.date), c
+    return received_key(c.relation, c.date, x.tz), c
 
 
 def _age_test(c: A.AgeTest, x: _Ctx) -> _Part:
-    # Months and years count on the calendar of the configured zone, as the language does.
-    threshold = subtract_age(x.now.astimezone(x.tz), c.amount, c.unit)
-    # Elapsed time in UTC: aware datetimes sharing a tzinfo would subtract as wall-clock time.
-    try:
-        span = x.now.astimezone(dt.UTC) - threshold.astimezone(dt.UTC)
-    except OverflowError:
-        span = dt.timedelta(0)
-    if x.dialect.within and span >= dt.timedelta(seconds=1) and not span.microseconds:
-        # RFC 5032: OLDER n = internal date more than n seconds ago; YOUNGER n = less than.
-        seconds = span.days * 86400 + span.seconds
-        return (K.Older(seconds) if c.older else K.Younger(seconds)), None
-    if c.older:
-        return _instant_bounds(None, threshold), c
-    return _instant_bounds(threshold, None), c
+    key, exact = age_key(c.older, c.amount, c.unit, x.now, x.tz, x.dialect.within)
+    return key, (None if exact else c)
 
 
 _ATOMS: dict[type, Callable[[Any, _Ctx], _Part]] = {}

@@ -203,3 +203,16 @@ def test_explain() -> None:
     ]
     assert explain_condition(None).startswith("nothing")
     assert format_search(plan, RFC) == "UID SEARCH CHARSET UTF-8 SUBJECT {6}日本"
+
+
+def test_age_arithmetic_agrees_with_the_semantics() -> None:
+    from mailrules.compile.dates import subtract_age as ours
+    from mailrules.semantics import subtract_age as theirs
+
+    paris = ZoneInfo("Europe/Paris")
+    nows = (dt.datetime(2024, 3, 31, 1, 30, tzinfo=paris), dt.datetime(2024, 2, 29, 23, 59, tzinfo=dt.UTC),
+            dt.datetime(2024, 10, 27, 2, 30, tzinfo=paris))
+    for now in nows:
+        for unit in ("minutes", "hours", "days", "weeks", "months", "years"):
+            for n in (0, 1, 13, 400, 10**9):
+                assert ours(now, n, unit) == theirs(now, n, unit), (now, n, unit)

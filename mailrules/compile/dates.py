@@ -1,0 +1,129 @@
+"""Date and age tests as SEARCH keys: zone-safe SINCE/BEFORE windows, SENT*, RFC 5032 OLDER/YOUNGER."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+
+from mailrules.compile import keys as K
+
+_MIN_AWARE = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+
+
+def subtract_age(now: dt.datetime, amount: int, unit: str) -> dt.datetime:
+    """`now` minus N units: months and years on the calendar of `now`'s zone (day of month
+    clamped); minutes to weeks as elapsed time (a day is 24 h, even across a DST change).
+
+    The same arithmetic as `semantics.subtract_age` (compile does not import the oracle; a test
+    holds the two together).
+    """
+    if unit in ("months", "years"):
+        months = amount * (12 if unit == "years" else 1)
+        total = now.year * 12 + (now.month - 1) - months
+        year, month = divmod(total, 12)
+        year = max(year, dt.MINYEAR)
+        day = min(now.day, calendar.monthrange(year, month + 1)[1])
+        return now.replace(year=year, month=month + 1, day=day)
+    seconds = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}[unit]
+    try:
+        if now.tzinfo is None:
+            return now - dt.timedelta(seconds=amount * seconds)
+        # aware arithmetic in one zone is wall-clock arithmetic: subtract in UTC instead
+        return (now.astimezone(dt.UTC) - dt.timedelta(seconds=amount * seconds)).astimezone(now.tzinfo)
+    except OverflowError:
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _day_shift(d: dt.date, days: int) -> dt.date | None:
+    try:
+        return d + dt.timedelta(days=days)
+    except OverflowError:
+        return None
+
+
+def instant_window(lo: dt.datetime | None, hi: dt.datetime | None) -> K.SearchKey:
+    """A SINCE/BEFORE key holding for every instant in [lo, hi) on a server in any zone.
+
+    RFC 9051 §6.4.4 compares the server's calendar day, and the server's zone is unknown: any
+    offset from -12 h to +14 h is allowed for, so the window is about a day wider on each side.
+    """
+    out: list[K.SearchKey] = []
+    if lo is not None:
+        since = _utc_day(lo, hours=-12, days=0)
+        if since is not None:
+            out.append(K.Date("SINCE", since))
+    if hi is not None:
+        last = hi - dt.timedelta(microseconds=1) if hi > _MIN_AWARE else hi
+        before = _utc_day(last, hours=14, days=1)
+        if before is not None:
+            out.append(K.Date("BEFORE", before))
+    return K.and_(*out)
+
+
+def _utc_day(t: dt.datetime, *, hours: int, days: int) -> dt.date | None:
+    """The calendar day of `t` at UTC+`hours`, plus `days`; None when out of range."""
+    try:
+        return _day_shift((t.astimezone(dt.UTC) + dt.timedelta(hours=hours)).date(), days)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _local_midnight(d: dt.date, tz: dt.tzinfo) -> dt.datetime | None:
+    try:
+        # fold=0 and a gap-free reading are fine: we only need an instant near the day's start,
+        # and the window is widened by a day anyway.
+        return dt.datetime.combine(d, dt.time(0), tz)
+    except (OverflowError, ValueError):
+        return None
+
+
+
+    return _day_shift(d, 1)
+
+
+def sent_key(relation: str, d: dt.date) -> K.SearchKey:
+    """SENTBEFORE/SENTON/SENTSINCE for `sent before|on|after d` (a prefilter: see `plan`).
+
+    SENT* compare the Date: header's own day (RFC 9051 §6.4.4), as the language does; but a
+    message without a valid Date: is 1970-01-01 on the server and matches no sent test here.
+    """
+    if relation == "before":
+        return K.Date("SENTBEFORE", d)
+    if relation == "on":
+        return K.Date("SENTON", d)
+    nxt = _day_shift(d, 1)
+    return K.Date("SENTSINCE", nxt) if nxt is not None else K.Not(K.ALL)
+
+
+def received_key(relation: str, d: dt.date, tz: dt.tzinfo) -> K.SearchKey:
+    """A SINCE/BEFORE window holding for `received before|on|after d` (the day of INTERNALDATE in
+    `tz`), whatever zone the server counts its days in."""
+    start = _local_midnight(d, tz)
+    nxt = _day_shift(d, 1)
+    end = _local_midnight(nxt, tz) if nxt is not None else None
+    if relation == "before":
+        return instant_window(None, start) if start is not None else K.ALL
+    if relation == "after":
+        return instant_window(end, None) if end is not None else K.ALL
+    return instant_window(start, end)
+
+
+def age_key(
+    older: bool, amount: int, unit: str, now: dt.datetime, tz: dt.tzinfo, within: bool
+) -> tuple[K.SearchKey, bool]:
+    """The key for `older|newer than N UNIT` and whether it is exact (OLDER/YOUNGER with WITHIN)."""
+    # Months and years count on the calendar of the configured zone, as the language does.
+    threshold = subtract_age(now.astimezone(tz), amount, unit)
+    # Elapsed time in UTC: aware datetimes sharing a tzinfo would subtract as wall-clock time.
+    try:
+        span = now.astimezone(dt.UTC) - threshold.astimezone(dt.UTC)
+    except OverflowError:
+        span = dt.timedelta(0)
+    if within and span >= dt.timedelta(seconds=1) and not span.microseconds:
+        # RFC 5032: OLDER n = internal date more than n seconds ago, YOUNGER n = less than
+        # (nz-number, so never 0).
+        seconds = span.days * 86400 + span.seconds
+        return (K.Older(seconds) if older else K.Younger(seconds)), True
+    if older:
+        return instant_window(None, threshold), False
+    return instant_window(threshold, None), False
