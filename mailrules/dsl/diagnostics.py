@@ -76,6 +76,7 @@ _PHRASES = {
     "INT": "a whole number",
     "NUMBER": "a number",
     "DATE": "a date (YYYY-MM-DD)",
+    "DATETIME": "a date and time (YYYY-MM-DDTHH:MM)",
     "TIME": "a time (HH:MM)",
     "CMP": "a comparison (>, <, >=, <=)",
     "$END": "the end of the file",
@@ -171,7 +172,7 @@ def describe_token(tok: Token) -> str:
         return f"regular expression {value}"
     if tok.type in ("INT", "NUMBER"):
         return f"number {value}"
-    if tok.type in ("DATE", "TIME"):
+    if tok.type in ("DATE", "TIME", "DATETIME"):
         return value
     return f"'{value}'"
 

@@ -22,7 +22,7 @@ _KEYWORD_PATTERN = re.compile(r"^([a-z]+)\(\?!")
 _RESERVED_PATTERN = re.compile(r"\(\?!\(\?:([a-z|]+)\)")
 _GENERIC_WORD = r"[A-Za-z][A-Za-z0-9_-]*"
 # Scanned as one piece: a pattern per class of token, in the order they must be tried.
-_CLASSES = ("WS", "COMMENT", "STRING", "REGEX", "DATE", "TIME", "NUMBER", "CMP", "WORD", "PUNCT")
+_CLASSES = ("WS", "COMMENT", "STRING", "REGEX", "DATETIME", "DATE", "TIME", "NUMBER", "CMP", "WORD", "PUNCT")
 
 
 class FastLexer(Lexer):
@@ -56,6 +56,7 @@ class FastLexer(Lexer):
             "COMMENT": source("COMMENT"),
             "STRING": source("STRING"),
             "REGEX": source("REGEX"),
+            "DATETIME": source("DATETIME"),
             "DATE": source("DATE"),
             "TIME": source("TIME"),
             "NUMBER": source("NUMBER"),

@@ -327,6 +327,10 @@ class AstBuilder(ConditionBuilder):
         return Clause("flags", (value,), self.mspan(meta))
 
     def _datetime(self, date_tok: Token, time_tok: Token | None) -> dt.datetime | None:
+        if date_tok.type == "DATETIME":  # 2024-05-01T12:00
+            day_part, _, time_part = str(date_tok).partition("T")
+            date_tok = date_tok.update("DATE", day_part)
+            time_tok = date_tok.update("TIME", time_part)
         try:
             day = dt.date.fromisoformat(str(date_tok))
         except ValueError:

@@ -380,6 +380,12 @@ def test_given_clauses() -> None:
     assert len(rf.tests[0].expect) == 2
 
 
+def test_given_iso_datetime() -> None:
+    rf = parse_ok('test "t" { given "m.eml" now 2024-05-01T12:00 received 2024-04-30 expect keep }')
+    g = rf.tests[0].given
+    assert g.now == dt.datetime(2024, 5, 1, 12, 0) and g.received == dt.datetime(2024, 4, 30)
+
+
 def test_rules_and_tests_mix_in_one_file() -> None:
     rf = parse_ok('rule "a" { then stop }\ntest "t" { given "x.eml" expect keep }\nrule "b" { then stop }')
     assert [r.name for r in rf.rules] == ["a", "b"] and [t.name for t in rf.tests] == ["t"]
