@@ -402,3 +402,16 @@ def test_recovery_keeps_good_rules() -> None:
 def test_empty_file() -> None:
     rf = parse_ok("# nothing here\n")
     assert rf.rules == () and rf.tests == ()
+
+
+def test_every_grammar_rule_has_a_builder_method() -> None:
+    """Inline building needs a method per rule or alias; a missing one would leak a parse Tree."""
+    from mailrules.dsl.parser import get_parser
+    from mailrules.dsl.transform import AstBuilder
+
+    parser = get_parser()
+    # a `?rule` makes a node only when it has more than one child
+    names = {r.alias or r.origin.name for r in parser.rules if not r.options.expand1 or len(r.expansion) > 1}
+    names = {str(n) for n in names if not str(n).startswith("_")}
+    missing = sorted(n for n in names if not callable(getattr(AstBuilder, n, None)))
+    assert missing == []
