@@ -78,6 +78,15 @@ namespace inbox {{
   }}
 }}
 
+# Tests log in with wrong passwords on purpose: without this, every later login from 127.0.0.1 waits
+# 2-15 s (Dovecot "Authentication Penalty" doc; the anvil socket mode 0 disables it).
+auth_failure_delay = 0
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
