@@ -107,6 +107,12 @@ class ImapSession(TransferCommands):
                 session._starttls(ctx)
             session._login()
             session._after_login()
+        except ImapError:
+            session._shutdown()
+            raise
+        except Exception as exc:
+            session._shutdown()
+            raise classify(exc, context=f"{where}: connect", secrets=(params.password,)) from exc
         except BaseException:
             session._shutdown()
             raise

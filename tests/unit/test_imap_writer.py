@@ -304,3 +304,26 @@ def test_fetch_keys_match_by_prefix_whatever_the_server_spelling() -> None:
     assert _match("BODY.PEEK[]<0.100>", answers) == (True, b"abc")
     assert _match("BODY.PEEK[HEADER.FIELDS.NOT (Subject)]", answers) == (False, None)
     assert _match("RFC822.SIZE", answers) == (False, None)
+
+
+def test_socket_failure_during_setup_is_classified(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[bool] = []
+
+    class Broken:
+        welcome = b"* OK [CAPABILITY IMAP4rev1] hi"
+
+        def __init__(self, *a: object, **k: object) -> None:
+            pass
+
+        def socket(self) -> Any:
+            raise ConnectionResetError(104, "reset by peer")
+
+        def shutdown(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(session_mod, "IMAPClient", Broken)
+    with pytest.raises(ImapError) as info:
+        ImapSession.connect(PARAMS)
+    assert info.value.kind == "reconnect"
+    assert closed == [True]
+    assert "s3cret-pw" not in str(info.value)
