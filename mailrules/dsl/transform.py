@@ -14,9 +14,11 @@ from mailrules.dsl.transform_base import (
     DAYS,
     GIVEN_FLAGS,
     INTERVAL_UNITS,
+    MAX_CONDITION_DEPTH,
     Clause,
     Keep,
     Position,
+    condition_depth,
     suggest,
 )
 from mailrules.dsl.transform_cond import ConditionBuilder
@@ -174,6 +176,11 @@ class AstBuilder(ConditionBuilder):
         return Clause("body", (cond, tuple(out)), self.mspan(meta))
 
     def when_clause(self, meta: Position, ch: list[Any]) -> Clause:
+        if condition_depth(ch[1]) > MAX_CONDITION_DEPTH:
+            self.error(
+                self.span(ch[0]),
+                f"this condition is nested more than {MAX_CONDITION_DEPTH} levels deep; simplify it",
+            )
         return Clause("when", (ch[1],), self.mspan(meta))
 
     def actions(self, meta: Position, ch: list[Any]) -> list[Any]:

@@ -83,6 +83,24 @@ GIVEN_FLAGS = {
 }
 
 
+#: Deeper conditions are refused: every later pass (checks, planner, evaluation) recurses.
+MAX_CONDITION_DEPTH = 100
+
+
+def condition_depth(cond: ast.Condition) -> int:
+    """Nesting depth of a condition (an atom is 1), computed without recursion."""
+    deepest = 0
+    stack: list[tuple[ast.Condition, int]] = [(cond, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, (ast.And, ast.Or)):
+            stack.extend((item, depth + 1) for item in node.items)
+        elif isinstance(node, ast.Not):
+            stack.append((node.item, depth + 1))
+    return deepest
+
+
 def suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
     """`; did you mean 'x'?` when a choice is close to `word`, else ``."""
     close = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=0.6)

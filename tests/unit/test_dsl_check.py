@@ -178,3 +178,12 @@ def test_empty_mailbox_template() -> None:
     assert messages('rule "r" { then move to "" }') == ["mailbox name is empty"]
     assert messages('rule "r" { then copy to "{year}" }') == []
     assert messages('rule "r" { then move to "A\\\\B" }') == []
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
+    deep = 'rule "r" { when ' + "not " * 3000 + "seen then stop }"
+    rule_file, diags = parse_text(deep, "c.rules")
+    assert [d.message for d in diags] == ["this condition is nested more than 100 levels deep; simplify it"]
+    assert rule_file is not None and rule_file.rules == ()
+    ok = 'rule "r" { when ' + "(seen and " * 50 + "seen" + ")" * 50 + " then stop }"
+    assert check(ok) == []
