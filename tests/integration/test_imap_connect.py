@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -160,3 +161,14 @@ def test_missing_dovecot_skips_locally_and_fails_in_ci(tmp_path: Path, ci: str, 
     )
     assert expected in result.stdout, result.stdout
     assert "make test" in result.stdout
+
+
+def test_password_never_logged_at_debug(dovecot: DovecotServer, caplog: pytest.LogCaptureFixture) -> None:
+    user, password = dovecot.fresh_user()
+    with caplog.at_level(logging.DEBUG):
+        with ImapSession.connect(dovecot.params(user, password)) as s:
+            s.select("INBOX")
+        with pytest.raises(ImapError):
+            ImapSession.connect(dovecot.params(user, password + "-wrong"))
+    assert caplog.records  # imapclient's wire log was captured
+    assert password not in caplog.text
