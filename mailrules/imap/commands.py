@@ -246,10 +246,8 @@ class MailboxCommands(CommandCore):
         flags_arg = flag_list(words)
         uids: list[int] | None = []
         if not self.has("MULTIAPPEND"):
-            for msg in messages:
-                got = self.append(mailbox, msg, words)
-                uids = None if got is None or uids is None else [*uids, got[1]]
-            return uids
+            singles = [self.append(mailbox, msg, words) for msg in messages]
+            return None if any(got is None for got in singles) else [got[1] for got in singles if got]
         batch: list[bytes] = []
         size = 0
         for i, msg in enumerate(messages):

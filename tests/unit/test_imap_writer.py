@@ -327,3 +327,22 @@ def test_socket_failure_during_setup_is_classified(monkeypatch: pytest.MonkeyPat
     assert info.value.kind == "reconnect"
     assert closed == [True]
     assert "s3cret-pw" not in str(info.value)
+
+
+def test_append_many_with_and_without_multiappend() -> None:
+    counter = iter(range(1, 100))
+
+    def handler(tag: bytes, cmd: bytes) -> list[bytes]:
+        n = cmd.count(b"{")
+        first = next(counter)
+        for _ in range(n - 1):
+            next(counter)
+        uid_set = b"%d" % first if n == 1 else b"%d:%d" % (first, first + n - 1)
+        return [tag + b" OK [APPENDUID 9 " + uid_set + b"] Append completed."]
+
+    s, imap = make(handler, "IMAP4rev1 LITERAL+ MULTIAPPEND UIDPLUS")
+    assert s.append_many("INBOX", [b"a", b"bb", b"ccc"], ["\\Seen"]) == [1, 2, 3]
+    assert imap.commands == [b'T1 APPEND "INBOX" (\\Seen) {1+}a (\\Seen) {2+}bb (\\Seen) {3+}ccc']
+    s.mask_capabilities("MULTIAPPEND")
+    assert s.append_many("INBOX", [b"d", b"e"]) == [4, 5]
+    assert imap.commands[1:] == [b'T2 APPEND "INBOX" () {1+}d', b'T3 APPEND "INBOX" () {1+}e']
