@@ -105,6 +105,7 @@ _WORD_AFTER = {
     "THEN": "an action",
     "EXPECT": "an action or 'keep'",
     "COMMA": "a name",
+    "DAY_LIST": "a day of the week",
     "SEMI": "an action",
     "STRING": "an action",
     "EVERY": "a number, 'day' or a day of the week",
@@ -130,6 +131,8 @@ def describe_expected(expected: set[str], prev: str | None) -> str:
     if exp >= _STRING_OPS:
         exp -= _STRING_OPS | {"MATCHES", "DOMAIN"}
         phrases.append("an operator (contains, is, starts with, ends with, matches, domain is)")
+    if exp >= {"TO", "PERMANENTLY", "READ", "UNREAD"}:
+        exp -= {"TO", "PERMANENTLY", "READ", "UNREAD", "STRING"}  # what fits depends on the action word
     if exp >= _TRIGGERS:
         exp -= _TRIGGERS
         phrases.append('a trigger (on arrival, every ..., cron "...", manually)')

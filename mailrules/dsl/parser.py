@@ -6,6 +6,7 @@ import functools
 import itertools
 import re
 import threading
+import typing
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -21,17 +22,7 @@ from mailrules.dsl.transform import AstBuilder
 from mailrules.dsl.transform_base import Keep
 from mailrules.source import Diagnostic, Span
 
-_ACTIONS = (
-    ast.Move,
-    ast.Copy,
-    ast.Archive,
-    ast.Delete,
-    ast.SetFlag,
-    ast.Tag,
-    ast.Forward,
-    ast.Redirect,
-    ast.Stop,
-)
+_ACTIONS: tuple[type, ...] = typing.get_args(ast.Action)
 
 #: A line whose first word is `rule` or `test` starts a new top-level item (used for recovery).
 _ITEM_START = re.compile(r"^[ \t\ufeff]*(?:rule|test)(?=[\s\"]|$)", re.IGNORECASE | re.MULTILINE)
@@ -86,6 +77,14 @@ def _previous_type(err: UnexpectedInput) -> str | None:
     if ip is None:
         return None
     stack: list[Any] = list(ip.parser_state.value_stack)
+    if len(stack) >= 2 and isinstance(stack[-1], Token) and stack[-1].type in ("COMMA", "SEMI"):
+        before = stack[-2]
+        if isinstance(before, (*_ACTIONS, Keep)) or before is None:
+            return "SEMI"  # a separator in an action list: an action follows
+        if isinstance(before, Token) and before.type == "WORD":
+            return "DAY_LIST"
+        if isinstance(before, str):
+            return "FLAGS"
     while stack:
         top = stack[-1]
         if isinstance(top, Token):
