@@ -1,0 +1,132 @@
+"""APScheduler 3.x wiring: one job per scheduled rule, in the configured time zone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from mailrules.dsl import ast as A
+
+log = logging.getLogger(__name__)
+
+#: A late job still runs if it is at most this late (daemon busy, clock jump, short suspend).
+MISFIRE_GRACE_SECONDS = 300
+_DOW = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def apscheduler_trigger(trigger: A.Trigger, tz: dt.tzinfo) -> Any | None:
+    """The APScheduler trigger for a rule's trigger; None for `on arrival` and `manually`."""
+    if isinstance(trigger, A.Every):
+        unit = {"minutes": "minutes", "hours": "hours"}[trigger.unit]
+        return IntervalTrigger(timezone=tz, **{unit: trigger.amount})
+    if isinstance(trigger, A.At):
+        dow = ",".join(_DOW[d] for d in trigger.days) if trigger.days else "*"
+        return CronTrigger(hour=trigger.hour, minute=trigger.minute, day_of_week=dow, timezone=tz)
+    if isinstance(trigger, A.Cron):
+        return cron_trigger(trigger.expression, tz)
+    return None
+
+
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _cron_dow(field: str) -> str:
+    """A crontab day-of-week field (0 and 7 = Sunday) as APScheduler day names.
+
+    APScheduler 3 numbers days from Monday = 0, so `from_crontab("0 9 * * 1-5")` would run
+    Tuesday to Saturday; spelling the days out avoids the off-by-one.
+    """
+    if field == "*":
+        return "*"
+    days: set[int] = set()
+    for part in field.lower().split(","):
+        rng, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if rng == "*":
+            lo, hi = 0, 6
+        else:
+            a, _, b = rng.partition("-")
+            lo = _CRON_DAYS.index(a[:3]) if a[:3] in _CRON_DAYS else int(a)
+            hi = (
+                (_CRON_DAYS.index(b[:3]) if b[:3] in _CRON_DAYS else int(b))
+                if b
+                else (6 if step_text else lo)
+            )
+        days.update(d % 7 for d in range(lo, hi + 1, step))
+    return ",".join(_CRON_DAYS[d] for d in sorted(days))
+
+
+def cron_trigger(expression: str, tz: dt.tzinfo) -> Any:
+    """A five-field crontab expression with cron's meaning (checked by the language's validator).
+
+    As in cron(8), when both day of month and day of week are restricted, either one matching
+    is enough; APScheduler would require both, so the two are combined with OrTrigger.
+    """
+    minute, hour, dom, month, dow = expression.split()
+    common = {"minute": minute, "hour": hour, "month": month, "timezone": tz}
+    if dom != "*" and dow != "*":
+        return OrTrigger([CronTrigger(day=dom, **common), CronTrigger(day_of_week=_cron_dow(dow), **common)])
+    return CronTrigger(day=dom, day_of_week=_cron_dow(dow), **common)
+
+
+class Schedule:
+    """Runs `run(rule)` for every scheduled rule on its trigger.
+
+    Jobs are coalesced (a backlog of missed runs becomes one run), one instance at a time, with a
+    misfire grace: a scheduled rule never overlaps itself. Mutual exclusion with arrival runs on
+    the same mailbox is the caller's (the daemon holds a lock per account and mailbox).
+    """
+
+    def __init__(self, tz: dt.tzinfo, run: Callable[[A.Rule], None]) -> None:
+        self.tz = tz
+        self._run = run
+        self._scheduler = BackgroundScheduler(
+            timezone=tz,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS},
+        )
+
+    def load(self, rules: Sequence[A.Rule]) -> int:
+        """Replace every job with those of `rules` (used at start and on reload); return the count."""
+        self._scheduler.remove_all_jobs()
+        n = 0
+        for rule in rules:
+            trig = apscheduler_trigger(rule.trigger, self.tz)
+            if trig is None:
+                continue
+            self._scheduler.add_job(
+                self._run, trig, args=[rule], id=rule.name, name=rule.name, replace_existing=True
+            )
+            n += 1
+        return n
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=wait)
+
+    def next_runs(self) -> dict[str, dt.datetime | None]:
+        """Rule name -> the next time it runs (None while paused)."""
+        return {job.name: getattr(job, "next_run_time", None) for job in self._scheduler.get_jobs()}
+
+
+def next_fire(trigger: A.Trigger, tz: dt.tzinfo, after: dt.datetime) -> dt.datetime | None:
+    """When a trigger would next fire at or after `after`; None if never scheduled.
+
+    An interval counts from when the daemon started: here from `after`.
+    """
+    if isinstance(trigger, A.Every):
+        return after + dt.timedelta(**{trigger.unit: trigger.amount})
+    trig = apscheduler_trigger(trigger, tz)
+    if trig is None:
+        return None
+    result: dt.datetime | None = trig.get_next_fire_time(None, after)
+    return result

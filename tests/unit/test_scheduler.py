@@ -1,0 +1,74 @@
+"""Schedules: triggers fire when cron(8) and the language say, in the configured time zone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mailrules.dsl import ast as A
+from mailrules.dsl.parser import parse_text
+from mailrules.scheduler import Schedule, next_fire
+
+PARIS = ZoneInfo("Europe/Paris")
+THU = dt.datetime(2026, 11, 26, 15, 0, tzinfo=PARIS)  # a Thursday
+
+
+def trigger(text: str) -> A.Trigger:
+    rf, diags = parse_text(f'rule "r" {text} {{ then flag }}', "t.rules")
+    assert rf is not None and not diags, diags
+    return rf.rules[0].trigger
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("every day at 03:00", dt.datetime(2026, 11, 27, 3, 0, tzinfo=PARIS)),
+        ("every day at 16:00", dt.datetime(2026, 11, 26, 16, 0, tzinfo=PARIS)),
+        ("every monday at 08:30", dt.datetime(2026, 11, 30, 8, 30, tzinfo=PARIS)),
+        ('cron "0 9 * * 0"', dt.datetime(2026, 11, 29, 9, 0, tzinfo=PARIS)),  # 0 = Sunday, as in cron(8)
+        ('cron "0 9 * * 1-5"', dt.datetime(2026, 11, 27, 9, 0, tzinfo=PARIS)),
+        ('cron "0 9 * * 7"', dt.datetime(2026, 11, 29, 9, 0, tzinfo=PARIS)),
+        ('cron "30 2 1 * *"', dt.datetime(2026, 12, 1, 2, 30, tzinfo=PARIS)),
+        # day of month OR day of week, as cron(8) does: the 28th (Saturday) comes before a Monday
+        ('cron "0 12 28 * mon"', dt.datetime(2026, 11, 28, 12, 0, tzinfo=PARIS)),
+        ('cron "*/20 * * * *"', dt.datetime(2026, 11, 26, 15, 0, tzinfo=PARIS)),  # at or after
+    ],
+)
+def test_next_fire(text: str, expected: dt.datetime) -> None:
+    assert next_fire(trigger(text), PARIS, THU) == expected
+
+
+def test_weekday_steps_follow_cron_numbering() -> None:
+    # */2 in cron is Sunday, Tuesday, Thursday, Saturday
+    fires = []
+    t = THU.replace(hour=0)
+    for _ in range(4):
+        t = next_fire(trigger('cron "0 1 * * */2"'), PARIS, t + dt.timedelta(minutes=1))
+        assert t is not None
+        fires.append(t.strftime("%a"))
+    assert fires == ["Thu", "Sat", "Sun", "Tue"]
+
+
+def test_every_n_minutes_and_arrival() -> None:
+    fire = next_fire(trigger("every 15 minutes"), PARIS, THU)
+    assert fire is not None and fire - THU == dt.timedelta(minutes=15)
+    assert next_fire(trigger("on arrival"), PARIS, THU) is None
+    assert next_fire(trigger("manually"), PARIS, THU) is None
+
+
+def test_schedule_loads_and_runs_jobs() -> None:
+    rf, _ = parse_text('rule "tick" every 1 minutes { then flag }\nrule "arr" { then flag }', "t.rules")
+    assert rf is not None
+    ran = threading.Event()
+    schedule = Schedule(dt.UTC, lambda rule: ran.set())
+    assert schedule.load(rf.rules) == 1
+    assert list(schedule.next_runs()) == ["tick"]
+    schedule.start()
+    try:
+        schedule._scheduler.modify_job("tick", next_run_time=dt.datetime.now(dt.UTC))
+        assert ran.wait(10)
+    finally:
+        schedule.shutdown()
