@@ -1,0 +1,212 @@
+"""`mailrules run` end to end against a real Dovecot: every action, the summary, exit codes, limit, dry run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from mailrules.cli import main
+from mailrules.imap.session import ConnectionParams, ImapSession
+from tests.integration.helpers import append, placement, smtp_sink, snapshot, where_is, write_config
+from tests.integration.servers import DovecotServer, make_message
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging() -> Iterator[None]:
+    # `mailrules run` points the root logger at the CliRunner's stderr: put pytest's handlers back.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def account(dovecot: DovecotServer) -> ConnectionParams:
+    user, password = dovecot.fresh_user()
+    return dovecot.params(user, password, tls="starttls")
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def msg(subject: str, sender: str = "a@example.com", extra: str = "") -> bytes:
+    return make_message(subject, f"body of {subject}\r\n", sender=sender, extra=extra)
+
+
+ALL_ACTIONS = """
+rule "move"         { when subject is "t-move"         then move to "New/Box" }
+rule "copy"         { when subject is "t-copy"         then copy to "Copies" }
+rule "archive"      { when subject is "t-archive"      then archive }
+rule "archive-year" { when subject is "t-archive-year" then archive to "Archive/{year}" }
+rule "delete"       { when subject is "t-delete"       then delete }
+rule "purge"        { when subject is "t-purge"        then delete permanently }
+rule "read"         { when subject is "t-read"         then mark read }
+rule "unread"       { when subject is "t-unread"       then mark unread }
+rule "flag"         { when subject is "t-flag"         then flag }
+rule "unflag"       { when subject is "t-unflag"       then unflag }
+rule "tag"          { when subject is "t-tag"          then tag "$Work" }
+rule "untag"        { when subject is "t-untag"        then untag "$Work" }
+rule "forward"      { when subject is "t-forward"      then forward to "fwd@example.org" }
+rule "redirect"     { when subject is "t-redirect"     then redirect to "redir@example.org" }
+rule "stop"         { when subject is "t-stop"         then stop }
+rule "after stop"   { when subject contains "stop"     then tag "$Later" }
+"""
+
+
+def test_every_action_end_to_end(account: ConnectionParams, tmp_path: Path) -> None:
+    when = dt.datetime(2023, 5, 17, 9, 30, tzinfo=dt.UTC)
+    flags = {"t-unread": ["\\Seen"], "t-unflag": ["\\Flagged"], "t-untag": ["$Work", "\\Seen"]}
+    subjects = [
+        "t-move", "t-copy", "t-archive", "t-archive-year", "t-delete", "t-purge", "t-read", "t-unread",
+        "t-flag", "t-unflag", "t-tag", "t-untag", "t-forward", "t-redirect", "t-stop", "t-nonstop",
+        "t-bystander",
+    ]  # fmt: skip
+    raws = {s: msg(s) for s in subjects}
+    assert not any(append(account, "INBOX", [(raws[s], flags.get(s, []), when) for s in subjects]))
+    # Another client marks a message \Deleted: `delete permanently` must expunge only its own UIDs.
+    with ImapSession.connect(account) as other:
+        other.select("INBOX")
+        (uid,) = other.search([b'SUBJECT "t-bystander"'])
+        other.store_flags([uid], ["\\Deleted"], True)
+    before = snapshot(account)
+    assert "New/Box" not in before and "Copies" not in before
+
+    with smtp_sink() as (sink, port):
+        config = write_config(tmp_path, account, ALL_ACTIONS, smtp_port=port)
+        result = cli("run", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    after = snapshot(account)
+
+    def at(subject: str) -> list[tuple[str, tuple[str, ...]]]:
+        return where_is(after, f"Subject: {subject}\r\n".encode())
+
+    assert at("t-move") == [("New/Box", ())]  # the missing mailbox was created
+    assert sorted(at("t-copy")) == [("Copies", ()), ("INBOX", ())]
+    assert at("t-archive") == [("Archive", ())]  # Dovecot's SPECIAL-USE \Archive
+    assert at("t-archive-year") == [("Archive/2023", ())]  # {year} of INTERNALDATE
+    assert at("t-delete") == [("Trash", ())]
+    assert at("t-purge") == []
+    assert at("t-bystander") == [("INBOX", ("\\Deleted",))]  # survived the UID EXPUNGE
+    assert at("t-read") == [("INBOX", ("\\Seen",))]
+    assert at("t-unread") == [("INBOX", ())]
+    assert at("t-flag") == [("INBOX", ("\\Flagged",))]
+    assert at("t-unflag") == [("INBOX", ())]
+    assert at("t-tag") == [("INBOX", ("$Work",))]
+    assert at("t-untag") == [("INBOX", ("\\Seen",))]
+    assert at("t-stop") == [("INBOX", ())]  # `stop`: the later rule did not see it
+    assert at("t-nonstop") == [("INBOX", ("$Later",))]
+    # every other message kept its bytes and INTERNALDATE
+    for name in ("INBOX", "Archive", "Trash", "New/Box"):
+        assert all(d == when for _, _, d in after[name].messages)
+
+    forwarded = [m for m in sink.messages if m.rcpt_tos == ["fwd@example.org"]]
+    redirected = [m for m in sink.messages if m.rcpt_tos == ["redir@example.org"]]
+    assert len(forwarded) == 1 and len(redirected) == 1 and len(sink.messages) == 2
+    fwd = email.message_from_bytes(forwarded[0].content, policy=email.policy.default)
+    (part,) = [p for p in fwd.walk() if p.get_content_type() == "message/rfc822"]
+    boundary = fwd.get_boundary()
+    assert boundary is not None
+    attached = (
+        forwarded[0].content.split(b"Content-Type: message/rfc822\r\n", 1)[1].split(b"\r\n\r\n", 1)[1]
+    ).rsplit(b"\r\n--" + boundary.encode() + b"--", 1)[0]
+    assert attached == raws["t-forward"]  # the original, byte for byte
+    assert redirected[0].content.endswith(raws["t-redirect"])
+
+    out = result.stdout
+    for line in (
+        '"move"', "move ok 1", "copy ok 1", "archive ok 1", "delete ok 1", "delete permanently ok 1",
+        "mark read ok 1", "mark unread ok 1", "flag ok 1", "unflag ok 1", "tag ok 1", "untag ok 1",
+        "forward ok 1", "redirect ok 1", "0 failed actions, 0 errors",
+    ):  # fmt: skip
+        assert line in out, out
+    assert out.startswith("run ")
+    # one log line per action: rule, account, mailbox, uid, Message-ID, outcome
+    assert 'rule "move" account=main mailbox="INBOX" uid=1 message-id=<' in result.stderr
+    assert 'move to "New/Box": ok' in result.stderr
+
+
+def test_failed_action_gives_exit_1_and_leaves_the_message(account: ConnectionParams, tmp_path: Path) -> None:
+    assert not any(append(account, "INBOX", [(msg("no list"), [], None)]))
+    rules = 'rule "lists" { when all then move to "Lists/{list}" }\nrule "rest" { when all then flag }'
+    result = cli("run", "--config", str(write_config(tmp_path, account, rules)))
+    assert result.exit_code == 1
+    assert '"lists"' in result.stdout and "move failed 1" in result.stdout
+    assert "1 failed actions, 0 errors" in result.stdout
+    # the per-message reading: a move that cannot happen leaves the message for later rules
+    assert where_is(snapshot(account), b"Subject: no list") == [("INBOX", ("\\Flagged",))]
+
+
+def test_limit_exceeded_does_nothing_until_forced(account: ConnectionParams, tmp_path: Path) -> None:
+    assert not any(append(account, "INBOX", [(msg(f"bulk {i}"), [], None) for i in range(3)]))
+    append(account, "INBOX", [(msg("other"), [], None)])
+    rules = 'rule "wide" limit 2 { when subject starts with "bulk" then delete }'
+    config = write_config(tmp_path, account, rules)
+    before = snapshot(account)
+    result = cli("run", "--config", str(config))
+    # A guard rail is a report, not a failure: exit 0, and the summary says nothing was done.
+    assert result.exit_code == 0, result.output
+    assert "LIMIT EXCEEDED: nothing done" in result.stdout and "matched     3" in result.stdout
+    assert "more than its limit 2" in result.stderr and "--force" in result.stderr
+    assert snapshot(account) == before
+
+    forced = cli("run", "--config", str(config), "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "delete ok 3" in forced.stdout and "LIMIT" not in forced.stdout
+    after = placement(snapshot(account))
+    assert len(after["Trash"]) == 3 and len(after["INBOX"]) == 1
+
+
+DRY_RULES = """
+rule "gh"     { when from contains "github" then move to "GitHub/{year}", mark read }
+rule "copy"   { when subject contains "invoice" then copy to "Finance", flag }
+rule "purge"  { when subject contains "junk" then delete permanently }
+rule "bin"    { when subject contains "old" then delete }
+rule "read"   { when subject is "plain" then mark read }
+rule "tag"    { when all then tag "$Seen-By-Rules" }
+rule "seen"   { when seen then archive }
+rule "fwd"    { when subject contains "fwd" then forward to "x@example.org", redirect to "y@example.org" }
+"""
+
+
+def test_dry_run_changes_nothing_byte_for_byte(account: ConnectionParams, tmp_path: Path) -> None:
+    msgs = [
+        (msg("PR 1", sender="notifications@github.com"), [], dt.datetime(2024, 2, 2, tzinfo=dt.UTC)),
+        (msg("your invoice"), ["\\Flagged"], None),
+        (msg("junk mail"), [], None),
+        (msg("old stuff"), ["\\Seen"], None),
+        (msg("fwd me"), [], None),
+        (msg("plain"), ["$Other"], None),
+    ]
+    assert not any(append(account, "INBOX", msgs))
+    append(account, "Archive", [(msg("already archived"), ["\\Seen"], None)])
+    before = snapshot(account)
+    with smtp_sink() as (sink, port):
+        config = write_config(tmp_path, account, DRY_RULES, smtp_port=port)
+        result = cli("run", "--config", str(config), "--dry-run")
+    assert result.exit_code == 0, result.output
+    after = snapshot(account)
+    # bodies, flags, INTERNALDATEs, UIDVALIDITY and UIDNEXT of every mailbox; no mailbox created
+    assert after == before
+    assert sink.messages == []
+    out = result.stdout
+    assert "(dry run: nothing was changed)" in out
+    for line in (
+        "move dry-run 1", "mark read dry-run 1", "copy dry-run 1", "delete permanently dry-run 1",
+        "delete dry-run 1", "mark read dry-run 1", "tag dry-run 3", "archive dry-run 1",
+        "forward dry-run 1", "redirect dry-run 1",
+    ):  # fmt: skip
+        assert line in out, out
+    assert 'move to "GitHub/2024": dry-run' in result.stderr
+    # `seen` is judged on the flags the run would have left: "plain" would be marked read, then archived
+    assert 'rule "seen" account=main mailbox="INBOX" uid=6' in result.stderr
