@@ -15,10 +15,10 @@ from mailrules.compile.regex_literal import required_literal
 from mailrules.compile.serialize import is_atom
 from mailrules.dsl import ast as A
 
-_TEXT_KEY: dict[str, K.TextKind] = {
-    "from": "FROM", "to": "TO", "cc": "CC", "bcc": "BCC", "subject": "SUBJECT", "body": "BODY",
-    "text": "TEXT",
-}
+# FROM/TO/CC/BCC are not used: Dovecot matches them against the re-formatted parsed addresses, so
+# a malformed display name (`[SPAM] <a@b>`) or quoting hides substrings that the decoded header
+# has; HEADER From "x" is a substring search of the decoded text (checked live against Dovecot 2.3).
+_TEXT_KEY: dict[str, K.TextKind] = {"subject": "SUBJECT", "body": "BODY", "text": "TEXT"}
 #: The header each language field reads (body and text read the whole message).
 FIELD_HEADERS: dict[str, tuple[str, ...]] = {
     "from": ("From",), "sender": ("Sender",), "to": ("To",), "cc": ("Cc",), "bcc": ("Bcc",),

@@ -81,7 +81,7 @@ def test_double_negation_and_de_morgan() -> None:
     inexact = A.StringTest(f("from"), "is", "bob@example.com", S)
     nn = A.Not(A.Not(inexact, S), S)
     plan = plan_condition(nn, DOVECOT, NOW, dt.UTC)
-    assert plan.server == K.Text("FROM", "bob@example.com") and plan.residual == nn
+    assert plan.server == K.Header("From", "bob@example.com") and plan.residual == nn
     exact_nn = A.Not(A.Not(A.FlagTest("\\Seen", True, S), S), S)
     assert plan_condition(exact_nn, DOVECOT, NOW, dt.UTC) .server == K.Flag("SEEN")
     demorgan = A.Not(A.Or((inexact, A.FlagTest("\\Flagged", True, S)), S), S)

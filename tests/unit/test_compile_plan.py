@@ -26,8 +26,8 @@ def cond(text: str) -> Condition:
 # condition -> dialect -> (SEARCH arguments as sent, residual in the language or None when exact)
 GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
     'from contains "notifications@github.com"': {
-        'rfc3501': ('FROM notifications@github.com', None),
-        'dovecot': ('FROM notifications@github.com', None),
+        'rfc3501': ('HEADER From notifications@github.com', None),
+        'dovecot': ('HEADER From notifications@github.com', None),
         'gmail': ('ALL', 'from contains "notifications@github.com"'),
     },
     'sender contains "bounce"': {
@@ -36,23 +36,23 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
         'gmail': ('ALL', 'sender contains "bounce"'),
     },
     'to contains "me@example.org"': {
-        'rfc3501': ('TO me@example.org', None),
-        'dovecot': ('TO me@example.org', None),
+        'rfc3501': ('HEADER To me@example.org', None),
+        'dovecot': ('HEADER To me@example.org', None),
         'gmail': ('ALL', 'to contains "me@example.org"'),
     },
     'cc contains "team"': {
-        'rfc3501': ('CC team', None),
-        'dovecot': ('CC team', None),
+        'rfc3501': ('HEADER Cc team', None),
+        'dovecot': ('HEADER Cc team', None),
         'gmail': ('ALL', 'cc contains "team"'),
     },
     'bcc contains "hidden"': {
-        'rfc3501': ('BCC hidden', None),
-        'dovecot': ('BCC hidden', None),
+        'rfc3501': ('HEADER Bcc hidden', None),
+        'dovecot': ('HEADER Bcc hidden', None),
         'gmail': ('ALL', 'bcc contains "hidden"'),
     },
     'recipient contains "me@example.org"': {
-        'rfc3501': ('OR TO me@example.org OR CC me@example.org BCC me@example.org', None),
-        'dovecot': ('OR TO me@example.org OR CC me@example.org BCC me@example.org', None),
+        'rfc3501': ('OR HEADER To me@example.org OR HEADER Cc me@example.org HEADER Bcc me@example.org', None),
+        'dovecot': ('OR HEADER To me@example.org OR HEADER Cc me@example.org HEADER Bcc me@example.org', None),
         'gmail': ('ALL', 'recipient contains "me@example.org"'),
     },
     'reply-to contains "noreply"': {
@@ -91,8 +91,8 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
         'gmail': ('ALL', 'subject contains ""'),
     },
     'from is "bob@example.com"': {
-        'rfc3501': ('FROM bob@example.com', 'from is "bob@example.com"'),
-        'dovecot': ('FROM bob@example.com', 'from is "bob@example.com"'),
+        'rfc3501': ('HEADER From bob@example.com', 'from is "bob@example.com"'),
+        'dovecot': ('HEADER From bob@example.com', 'from is "bob@example.com"'),
         'gmail': ('ALL', 'from is "bob@example.com"'),
     },
     'subject is "Hello"': {
@@ -111,8 +111,8 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
         'gmail': ('ALL', 'subject ends with "[SPAM]"'),
     },
     'from matches /x@y\\.com/': {
-        'rfc3501': ('FROM x@y.com', 'from matches /x@y\\.com/'),
-        'dovecot': ('FROM x@y.com', 'from matches /x@y\\.com/'),
+        'rfc3501': ('HEADER From x@y.com', 'from matches /x@y\\.com/'),
+        'dovecot': ('HEADER From x@y.com', 'from matches /x@y\\.com/'),
         'gmail': ('ALL', 'from matches /x@y\\.com/'),
     },
     'list matches /^<?([a-z0-9-]+)\\./': {
@@ -136,18 +136,18 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
         'gmail': ('ALL', 'subject contains "invoice" or subject contains "facture"'),
     },
     'from ends with any ["@a.example", "@b.example"]': {
-        'rfc3501': ('OR FROM @a.example FROM @b.example', 'from ends with "@a.example" or from ends with "@b.example"'),
-        'dovecot': ('OR FROM @a.example FROM @b.example', 'from ends with "@a.example" or from ends with "@b.example"'),
+        'rfc3501': ('OR HEADER From @a.example HEADER From @b.example', 'from ends with "@a.example" or from ends with "@b.example"'),
+        'dovecot': ('OR HEADER From @a.example HEADER From @b.example', 'from ends with "@a.example" or from ends with "@b.example"'),
         'gmail': ('ALL', 'from ends with "@a.example" or from ends with "@b.example"'),
     },
     'from domain is "example.org"': {
-        'rfc3501': ('FROM example.org', 'from domain is "example.org"'),
-        'dovecot': ('FROM example.org', 'from domain is "example.org"'),
+        'rfc3501': ('HEADER From example.org', 'from domain is "example.org"'),
+        'dovecot': ('HEADER From example.org', 'from domain is "example.org"'),
         'gmail': ('ALL', 'from domain is "example.org"'),
     },
     'recipient domain is "example.org"': {
-        'rfc3501': ('OR TO example.org OR CC example.org BCC example.org', 'recipient domain is "example.org"'),
-        'dovecot': ('OR TO example.org OR CC example.org BCC example.org', 'recipient domain is "example.org"'),
+        'rfc3501': ('OR HEADER To example.org OR HEADER Cc example.org HEADER Bcc example.org', 'recipient domain is "example.org"'),
+        'dovecot': ('OR HEADER To example.org OR HEADER Cc example.org HEADER Bcc example.org', 'recipient domain is "example.org"'),
         'gmail': ('ALL', 'recipient domain is "example.org"'),
     },
     'header "X-Spam-Flag" exists': {
@@ -326,8 +326,8 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
         'gmail': ('ALL', 'subject contains "日本語"'),
     },
     'from contains "Jürgen Müller"': {
-        'rfc3501': ('FROM "rgen M"', 'from contains "Jürgen Müller"'),
-        'dovecot': ('FROM "rgen M"', 'from contains "Jürgen Müller"'),
+        'rfc3501': ('HEADER From "rgen M"', 'from contains "Jürgen Müller"'),
+        'dovecot': ('HEADER From "rgen M"', 'from contains "Jürgen Müller"'),
         'gmail': ('ALL', 'from contains "Jürgen Müller"'),
     },
     '(subject contains "invoice" or subject contains "facture") and has attachment': {
@@ -336,8 +336,8 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
         'gmail': ('X-GM-RAW has:attachment', '(subject contains "invoice" or subject contains "facture") and has attachment'),
     },
     'from is "bob@example.com" and size > 1 MB': {
-        'rfc3501': ('FROM bob@example.com LARGER 1048576', 'from is "bob@example.com"'),
-        'dovecot': ('FROM bob@example.com LARGER 1048576', 'from is "bob@example.com"'),
+        'rfc3501': ('HEADER From bob@example.com LARGER 1048576', 'from is "bob@example.com"'),
+        'dovecot': ('HEADER From bob@example.com LARGER 1048576', 'from is "bob@example.com"'),
         'gmail': ('LARGER 1048576', 'from is "bob@example.com"'),
     },
     'older than 365 days and seen and not flagged': {
@@ -346,8 +346,8 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
         'gmail': ('BEFORE 4-May-2023 SEEN UNFLAGGED', 'older than 365 days'),
     },
     'from domain is "marketing.example.com" or header "Precedence" is "bulk"': {
-        'rfc3501': ('OR FROM marketing.example.com HEADER Precedence bulk', 'from domain is "marketing.example.com" or header "Precedence" is "bulk"'),
-        'dovecot': ('OR FROM marketing.example.com HEADER Precedence bulk', 'from domain is "marketing.example.com" or header "Precedence" is "bulk"'),
+        'rfc3501': ('OR HEADER From marketing.example.com HEADER Precedence bulk', 'from domain is "marketing.example.com" or header "Precedence" is "bulk"'),
+        'dovecot': ('OR HEADER From marketing.example.com HEADER Precedence bulk', 'from domain is "marketing.example.com" or header "Precedence" is "bulk"'),
         'gmail': ('ALL', 'from domain is "marketing.example.com" or header "Precedence" is "bulk"'),
     },
     'not (from contains "a" and subject is "b")': {
@@ -356,8 +356,8 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
         'gmail': ('ALL', 'not (from contains "a" and subject is "b")'),
     },
     'not (from contains "a" or flagged)': {
-        'rfc3501': ('NOT OR FROM a FLAGGED', None),
-        'dovecot': ('NOT OR FROM a FLAGGED', None),
+        'rfc3501': ('NOT OR HEADER From a FLAGGED', None),
+        'dovecot': ('NOT OR HEADER From a FLAGGED', None),
         'gmail': ('UNFLAGGED', 'not from contains "a"'),
     },
     'flagged or subject is "x"': {
@@ -415,10 +415,10 @@ rule "noise" for account "work" {
 SECTION_8_DOVECOT = {
     "lists": ('UID SEARCH RETURN (ALL) HEADER List-Id ""', "list matches /^<?([a-z0-9-]+)\\./", "BODY.PEEK[HEADER.FIELDS (List-Id)]"),
     "invoices": ("UID SEARCH RETURN (ALL) OR SUBJECT invoice SUBJECT facture", "has attachment", "BODYSTRUCTURE"),
-    "big mail from bob": ("UID SEARCH RETURN (ALL) FROM bob@example.com LARGER 1048576", 'from is "bob@example.com"',
+    "big mail from bob": ("UID SEARCH RETURN (ALL) HEADER From bob@example.com LARGER 1048576", 'from is "bob@example.com"',
                           "BODY.PEEK[HEADER.FIELDS (From)]"),
     "yearly archive": ("UID SEARCH RETURN (ALL) OLDER 31536000 SEEN UNFLAGGED", None, "nothing"),
-    "noise": ("UID SEARCH RETURN (ALL) OR FROM marketing.example.com HEADER Precedence bulk",
+    "noise": ("UID SEARCH RETURN (ALL) OR HEADER From marketing.example.com HEADER Precedence bulk",
               'from domain is "marketing.example.com" or header "Precedence" is "bulk"',
               "BODY.PEEK[HEADER.FIELDS (From Precedence)]"),
 }
