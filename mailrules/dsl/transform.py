@@ -41,7 +41,15 @@ class AstBuilder(ConditionBuilder):
         trigger: ast.Trigger = ast.OnArrival(self.span(ch[0]))
         limit: int | None = None
         body: tuple[ast.Condition, tuple[ast.Action, ...]] | None = None
+        seen: set[str] = set()
         for c in ch[2:]:
+            if isinstance(c, Token):
+                continue
+            kind = c.kind if isinstance(c, Clause) else "trigger"
+            if kind in seen:
+                what = {"in": "'in'", "accounts": "'for account'", "limit": "'limit'"}.get(kind, "a trigger")
+                self.error(c.span, f"this rule already has {what}; give it once")
+            seen.add(kind)
             if isinstance(c, Clause):
                 if c.kind == "in":
                     mailboxes = c.values

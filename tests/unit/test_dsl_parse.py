@@ -415,3 +415,9 @@ def test_every_grammar_rule_has_a_builder_method() -> None:
     names = {str(n) for n in names if not str(n).startswith("_")}
     missing = sorted(n for n in names if not callable(getattr(AstBuilder, n, None)))
     assert missing == []
+
+
+def test_header_clauses_in_any_order() -> None:
+    a = rule('rule "x" limit 5 every 5 minutes for account "w" in "X" { then stop }')
+    b = rule('rule "x" in "X" for account "w" every 5 minutes limit 5 { then stop }')
+    assert shape(a) == shape(b)
