@@ -1,0 +1,104 @@
+"""The engine's mailbox store on a live IMAP session: SEARCH, FETCH into MessageViews, actions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from mailrules.compile import keys as K
+from mailrules.compile.dialect import Dialect
+from mailrules.compile.plan import FetchNeeds
+from mailrules.compile.serialize import needs_charset, serialize
+from mailrules.errors import ImapError
+from mailrules.imap.bodystructure import bodystructure_attachments
+from mailrules.imap.session import ImapSession
+from mailrules.message import MessageView
+
+log = logging.getLogger(__name__)
+
+
+class ImapStore:
+    """One account's session seen as a `MailboxStore` (mailrules.engine)."""
+
+    def __init__(self, session: ImapSession) -> None:
+        self.session = session
+        self._dialect = Dialect.from_capabilities(session.capabilities, name=session.account)
+
+    def __repr__(self) -> str:
+        return f"ImapStore({self.session.account!r})"
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def separator(self) -> str:
+        return self.session.separator or "/"
+
+    def select(self, mailbox: str) -> int:
+        return self.session.select(mailbox).uidvalidity
+
+    def search(self, key: K.SearchKey) -> list[int]:
+        return self.session.search(serialize(key), "UTF-8" if needs_charset(key) else None)
+
+    def fetch_views(self, uids: Sequence[int], needs: FetchNeeds) -> dict[int, MessageView]:
+        items = needs.fetch_items()
+        if not items:
+            return {u: MessageView.from_bytes(b"", uid=u) for u in uids}
+        answers = self.session.fetch(uids, items)
+        views: dict[int, MessageView] = {}
+        for uid, data in answers.items():
+            views[uid] = _view(uid, data, needs)
+        return views
+
+    def fetch_raw(self, uids: Sequence[int]) -> dict[int, bytes]:
+        answers = self.session.fetch(uids, ["BODY.PEEK[]"])
+        return {uid: bytes(d.get("BODY.PEEK[]") or b"") for uid, d in answers.items()}
+
+    def move(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
+        return None, self.session.move(uids, dest, create=create)
+
+    def copy(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
+        return None, self.session.copy(uids, dest, create=create)
+
+    def store_flags(self, uids: Sequence[int], flags: Sequence[str], add: bool) -> None:
+        self.session.store_flags(uids, flags, add)
+
+    def delete_permanently(self, uids: Sequence[int]) -> None:
+        if not self.session.has("UIDPLUS"):
+            # RFC 4315 §2.1: without UID EXPUNGE the only way out is a bare EXPUNGE, which would
+            # also remove what other clients marked \Deleted.
+            raise ImapError(
+                "server lacks UIDPLUS: refusing `delete permanently` (a bare EXPUNGE would remove "
+                "other clients' \\Deleted messages too)",
+                "permanent",
+            )
+        self.session.store_flags(uids, ["\\Deleted"], True)
+        self.session.expunge_uids(uids)
+
+    def special_use(self) -> dict[str, str]:
+        return self.session.special_use()
+
+
+def _view(uid: int, data: dict[str, Any], needs: FetchNeeds) -> MessageView:
+    raw = b""
+    for item, value in data.items():
+        if item.startswith("BODY") and isinstance(value, bytes | bytearray):
+            raw = bytes(value)
+    internaldate = data.get("INTERNALDATE")
+    if isinstance(internaldate, dt.datetime) and internaldate.tzinfo is None:
+        internaldate = internaldate.replace(tzinfo=dt.UTC)
+    attachments = None
+    if "BODYSTRUCTURE" in data and not needs.body:
+        attachments = bodystructure_attachments(data["BODYSTRUCTURE"])
+    size = data.get("RFC822.SIZE")
+    return MessageView.from_bytes(
+        raw,
+        size=int(size) if size is not None else None,
+        internaldate=internaldate if isinstance(internaldate, dt.datetime) else None,
+        flags=data.get("FLAGS") or (),
+        uid=uid,
+        attachments=attachments,
+    )
