@@ -94,7 +94,8 @@ def _flag_clash(items: list[ast.Condition]) -> str | None:
         if flag is None:
             continue
         if seen.get(flag, present) != present:
-            return f"it asks for {flag} to be both set and not set"
+            word = flag.lstrip("\\").lower()
+            return f"it asks for a message both {word} and not {word}"
         seen[flag] = present
     return None
 

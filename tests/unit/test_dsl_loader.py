@@ -67,7 +67,7 @@ def test_render_orders_errors_and_warnings_by_file_and_line(tmp_path: Path) -> N
     assert [d.severity for d in result.diagnostics] == ["warning", "error"]
     assert len(result.warnings) == 1 and len(result.errors) == 1 and not result.ok
     lines = [ln for ln in result.render().splitlines() if not ln.startswith(" ")]
-    assert lines[0].endswith('rule "w" can never match: it asks for \\Seen to be both set and not set')
+    assert lines[0].endswith('rule "w" can never match: it asks for a message both seen and not seen')
     assert ":2:33: error: invalid regular expression" in lines[1]
 
 
