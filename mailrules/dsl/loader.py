@@ -71,7 +71,10 @@ def load_rule_set(path: str | Path) -> LoadResult:
     if not root.exists():
         diagnostics.append(Diagnostic(Span(str(root), 1, 1), "no such rule file or directory"))
         return LoadResult(ast.RuleSet((), {}), diagnostics, sources)
-    for file in _files(root):
+    paths = _files(root)
+    if not paths:
+        diagnostics.append(Diagnostic(Span(str(root), 1, 1), "no *.rules files in this directory", "warning"))
+    for file in paths:
         name = str(file)
         try:
             data = file.read_bytes()

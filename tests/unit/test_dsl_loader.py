@@ -40,6 +40,11 @@ def test_missing_path_is_a_diagnostic(tmp_path: Path) -> None:
     assert result.render().endswith("error: no such rule file or directory")
 
 
+def test_empty_directory_is_a_warning(tmp_path: Path) -> None:
+    result = load_rule_set(tmp_path)
+    assert result.ok and result.render() == f"{tmp_path}:1:1: warning: no *.rules files in this directory"
+
+
 def test_invalid_utf8_points_at_the_byte(tmp_path: Path) -> None:
     path = tmp_path / "bad.rules"
     path.write_bytes(b'rule "x" {\n  when subject contains "caf\xe9"\n  then stop\n}\n')
