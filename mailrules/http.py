@@ -28,8 +28,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    metrics: Metrics
-    ready: Ready
+    owner: MetricsServer
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind asks getfqdn(), a reverse DNS lookup that can stall a start.
@@ -55,12 +54,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, body: bool) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._send(200, self.server.metrics.exposition(), CONTENT_TYPE, body)
+            self._send(200, self.server.owner.metrics.exposition(), CONTENT_TYPE, body)
         elif path == "/healthz":
             self._send(200, b"ok\n", "text/plain; charset=utf-8", body)
         elif path == "/readyz":
             try:
-                ok, reason = self.server.ready()
+                ok, reason = self.server.owner.ready()
             except Exception:  # a broken readiness check means not ready, never a dead server
                 log.exception("readiness check failed")
                 ok, reason = False, "readiness check failed"
@@ -106,8 +105,7 @@ class MetricsServer:
             return
         server_class = _Server6 if ":" in self.host else _Server
         server = server_class((self.host, self._port), _Handler)
-        server.metrics = self.metrics
-        server.ready = self.ready
+        server.owner = self
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="mailrules-http", daemon=True
