@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages the test suite needs (Dovecot for the integration tests,
-# openssl for test certificates, python3-venv for the virtual environment). Idempotent: does
-# nothing when everything is already there.
+# openssl for test certificates, python3-venv for the virtual environment, prometheus for
+# `promtool check metrics`). Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
 need=()
 command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 for pkg in "$@"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
@@ -32,4 +33,8 @@ $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # never use it, and it would hold ports 143/993.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet dovecot 2>/dev/null; then
     $sudo systemctl stop dovecot || true
+fi
+# Likewise the Prometheus server that comes with promtool: the suite only needs the binary.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    $sudo systemctl stop prometheus || true
 fi
