@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from mailrules.actions.smtp import SmtpParams, SmtpSender
 from mailrules.config import AccountSettings, Settings
 from mailrules.dsl import ast as A
-from mailrules.engine import AccountContext, Engine, MailboxReport, RunOptions, merge_reports
+from mailrules.engine import AccountContext, Engine, EngineObserver, MailboxReport, RunOptions, merge_reports
 from mailrules.errors import ImapError, MailrulesError
 from mailrules.imap.session import ConnectionParams, ImapSession
 from mailrules.imap.store import ImapStore
@@ -154,6 +154,7 @@ def run_rules(
     connect: SessionFactory = default_session,
     trigger: str = "run",
     now: dt.datetime | None = None,
+    observer: EngineObserver | None = None,
 ) -> RunResult:
     """Apply `rules` to the messages already in their mailboxes, for each selected account."""
     now = now or dt.datetime.now(dt.UTC)
@@ -173,7 +174,7 @@ def run_rules(
             continue
         try:
             store = ImapStore(session)
-            engine = Engine(options, journal=state, on_entry=log_entry)
+            engine = Engine(options, journal=state, on_entry=log_entry, observer=observer)
             ctx = account_context(acct)
             for mailbox in mailboxes_of(account_rules, acct.name):
                 try:
