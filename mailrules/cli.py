@@ -166,6 +166,7 @@ _log_option = click.option(
 )
 @click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing.")
 @click.option("--force", is_flag=True, help="Act even where a rule's `limit` would be exceeded.")
+@click.option("--print-metrics", is_flag=True, help="After the summary, print the run's metrics.")
 @_log_option
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def run(
@@ -174,13 +175,14 @@ def run(
     rule_names: tuple[str, ...],
     dry_run: bool,
     force: bool,
+    print_metrics: bool,
     log_format: str | None,
     verbose: bool,
 ) -> None:
     """Apply the rules to the messages already in their mailboxes (back-fill), then exit."""
     from mailrules.dsl.ast import RuleSet
     from mailrules.errors import MailrulesError
-    from mailrules.runner import format_summary, open_store, run_rules, select_rules
+    from mailrules.runner import default_session, format_summary, open_store, run_rules, select_rules
 
     settings = _settings(config)
     _setup_logging(log_format or settings.log_format, verbose)
@@ -197,9 +199,23 @@ def run(
     except MailrulesError as exc:
         click.echo(f"mailrules: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    metrics = None
+    if print_metrics:
+        from mailrules.metrics import Metrics
+        from mailrules.runner import mailboxes_of
+
+        metrics = Metrics()
+        names = [r.name for r in rule_set.rules]
+        metrics.init({n: mailboxes_of(rule_set.rules, n) for n in settings.accounts}, names)
+    connect = default_session if metrics is None else metrics.instrument(default_session)
     with open_store(settings) as state:
-        result = run_rules(settings, rules, accounts=accounts, dry_run=dry_run, force=force, state=state)
+        result = run_rules(
+            settings, rules, accounts=accounts, dry_run=dry_run, force=force, state=state,
+            connect=connect, observer=metrics,
+        )
     click.echo(format_summary(result, dry_run))
+    if metrics is not None:
+        click.echo(metrics.exposition().decode("utf-8"), nl=False)
     sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 

@@ -1,4 +1,4 @@
-"""`mailrules run` end to end against a real Dovecot: every action, the summary, exit codes, limit, dry run."""
+"""`mailrules run` end to end on a real Dovecot: every action, the summary, exit codes, limit, dry run."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_every_action_end_to_end(account: ConnectionParams, tmp_path: Path) -> N
     redirected = [m for m in sink.messages if m.rcpt_tos == ["redir@example.org"]]
     assert len(forwarded) == 1 and len(redirected) == 1 and len(sink.messages) == 2
     fwd = email.message_from_bytes(forwarded[0].content, policy=email.policy.default)
-    (part,) = [p for p in fwd.walk() if p.get_content_type() == "message/rfc822"]
+    assert [p.get_content_type() for p in fwd.walk()].count("message/rfc822") == 1
     boundary = fwd.get_boundary()
     assert boundary is not None
     attached = (
