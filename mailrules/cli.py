@@ -258,6 +258,25 @@ def log_cmd(
 
 @main.command()
 @_config_option
+@click.option("--account", "accounts", multiple=True, help="Only this account (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each network step.")
+def doctor(config: str | None, accounts: tuple[str, ...], as_json: bool, timeout: float) -> None:
+    """Check each account: DNS, TCP, TLS, login, capabilities, mailboxes, SMTP; exit 1 on a failure."""
+    from mailrules.doctor import format_json, format_report, run_doctor
+
+    settings = _settings(config)
+    unknown = [a for a in accounts if a not in settings.accounts]
+    if unknown:
+        click.echo(f"mailrules: no account named {', '.join(unknown)} in {settings.config_path}", err=True)
+        sys.exit(EXIT_USAGE)
+    report = run_doctor(settings, accounts=accounts, timeout=timeout)
+    click.echo(format_json(report) if as_json else format_report(report))
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@main.command()
+@_config_option
 @click.argument("run_id")
 @_log_option
 def undo(config: str | None, run_id: str, log_format: str | None) -> None:
