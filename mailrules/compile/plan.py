@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,8 +33,17 @@ _FLAG_KEY: dict[str, tuple[K.FlagName, K.FlagName]] = {
 }
 # RFC 5322 §3.6.8 field-name: printable US-ASCII except colon.
 _FTEXT = frozenset(chr(c) for c in range(33, 127) if c != 58)
-# Never sent: CR/LF (command injection, RFC 9051 §4.3) and NUL (not a CHAR8).
-_UNSENDABLE = ("\r", "\n", "\x00")
+# Where a value is cut before it goes to the server: CR/LF (command injection, RFC 9051 §4.3), NUL
+# (not a CHAR8), and white space other than single spaces (Dovecot compresses runs of it in header
+# values, so `"two  spaces"` finds nothing there; checked live).
+_VALUE_CUTS = re.compile(r"\x00|\s{2,}|[^\S ]")
+_WORD_CUTS = re.compile(r"[\x00\s]+")
+_ADDR_CUTS = re.compile(r"[@.]")
+# A body the server may search differently: HTML is searched raw (tags and entities intact) and
+# attached text parts are searched too, while the language reads decoded text parts with HTML
+# stripped. Only single-part text/plain messages (or no Content-Type: text/plain by default)
+# give the same text on both sides; every other message stays a candidate.
+_NOT_PLAIN = K.and_(K.Header("Content-Type", ""), K.Not(K.Header("Content-Type", "text/plain")))
 _MIN_PREFILTER = 2
 _MIN_AWARE = dt.datetime(1, 1, 2, tzinfo=dt.UTC)  # shorter substrings filter almost nothing
 
@@ -184,16 +194,16 @@ def _target_pushable(target: A.FieldRef, x: _Ctx) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def server_value(value: str, utf8: bool) -> tuple[str | None, bool]:
+def server_value(value: str, utf8: bool, words: bool = False) -> tuple[str | None, bool]:
     """(substring to send, exact?) for a case-insensitive `contains value`.
 
     Servers fold ASCII case only (RFC 9051 §6.4.4), while the language folds Unicode case, so a
     value is exact only when it is ASCII or made of caseless characters (CJK, ...) and the server
-    takes UTF-8. Otherwise the longest ASCII run is a sound prefilter (a substring of the value).
+    takes UTF-8. Dovecot compresses runs of white space in header values, and CR, LF, NUL can
+    never be sent: such a value is cut there. Whatever is not exact gets the longest ASCII piece
+    as a sound prefilter (a substring of the value). `words`: cut at every white space.
     """
-    pieces = [value]
-    for bad in _UNSENDABLE:
-        pieces = [q for p in pieces for q in p.split(bad)]
+    pieces = (_WORD_CUTS if words else _VALUE_CUTS).split(value)
     clean = len(pieces) == 1
     if clean and value.isascii():
         return value, True
@@ -222,13 +232,35 @@ def _substring(target: A.FieldRef, value: str, x: _Ctx) -> tuple[K.SearchKey, bo
     """A sound server key for "the field contains `value`", and whether it is exact."""
     if not _target_pushable(target, x):
         return K.ALL, False
-    sent, exact = server_value(value, x.dialect.utf8_search)
+    whole_message = target.header is None and target.field in ("body", "text")
+    # `text` joins decoded headers as "name: value" lines: only white-space-free words are sure
+    # to appear as such in the raw message the server searches.
+    sent, exact = server_value(value, x.dialect.utf8_search, target.field == "text" and whole_message)
     if sent is None or not sent:
         return _presence(target), False
+    if whole_message:
+        return K.or_(_target_key(target, sent), _NOT_PLAIN), False
     return _target_key(target, sent), exact
 
 
+def _addr_spec_key(target: A.FieldRef, value: str, x: _Ctx) -> K.SearchKey:
+    """A prefilter for tests on parsed addr-specs (`is`, `starts with`, `ends with`, `domain is`).
+
+    Parsing drops comments and white space between the atoms of an address
+    (`bob(c)@example.org` is bob@example.org; checked live against Dovecot), so only the atoms
+    between "@" and "." are sure to be in the header text: the two longest must both be there.
+    """
+    if not _target_pushable(target, x):
+        return K.ALL
+    pieces = [p for p in _ADDR_CUTS.split(value) if len(p) >= _MIN_PREFILTER]
+    longest = sorted(pieces, key=len, reverse=True)[:2]  # "com", "org" filter next to nothing
+    pieces = [p for p in pieces if p in longest]
+    return K.and_(*(_substring(target, p, x)[0] for p in pieces)) if pieces else _presence(target)
+
+
 def _string_test(c: A.StringTest, x: _Ctx) -> _Part:
+    if c.op != "contains" and c.target.header is None and c.target.field in A.ADDRESS_FIELDS:
+        return _addr_spec_key(c.target, c.value, x), c
     key, exact = _substring(c.target, c.value, x)
     if c.op == "contains" and exact and c.value:
         return key, None
@@ -245,7 +277,7 @@ def _regex_test(c: A.RegexTest, x: _Ctx) -> _Part:
 
 
 def _domain_test(c: A.DomainTest, x: _Ctx) -> _Part:
-    return _substring(c.target, c.domain, x)[0], c
+    return _addr_spec_key(c.target, c.domain, x), c
 
 
 def _header_exists(c: A.HeaderExists, x: _Ctx) -> _Part:
