@@ -301,6 +301,19 @@ def undo(config: str | None, run_id: str, log_format: str | None) -> None:
 
 
 @main.command()
+@_config_option
+@_log_option
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def daemon(config: str | None, log_format: str | None, verbose: bool) -> None:
+    """Watch mailboxes (IDLE), run scheduled rules, serve /metrics; SIGHUP reloads the rules."""
+    from mailrules.daemon import Daemon
+
+    settings = _settings(config)
+    _setup_logging(log_format or settings.log_format, verbose)
+    sys.exit(Daemon(settings).run())
+
+
+@main.command()
 def version() -> None:
     """Print the version."""
     click.echo(f"mailrules {__version__}")

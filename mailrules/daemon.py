@@ -1,0 +1,337 @@
+"""The composition root of `mailrules daemon`: config -> rules -> watchers + scheduler + metrics; signals.
+
+Threads: the main thread waits for signals and watches the rules directory; one thread per
+watched mailbox IDLEs on its own connection and processes arrivals on it; APScheduler's pool runs
+scheduled rules on connections of their own; the HTTP server answers /metrics, /healthz, /readyz.
+A lock per (account, mailbox) keeps an arrival batch and a scheduled run from acting on the same
+mailbox at once; a semaphore per account keeps connections within `max_connections`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from mailrules.config import AccountSettings, Settings
+from mailrules.dsl import ast as A
+from mailrules.dsl.loader import load_rule_set
+from mailrules.engine import Engine, RunOptions
+from mailrules.errors import MailrulesError
+from mailrules.http import MetricsServer
+from mailrules.imap.session import ImapSession
+from mailrules.imap.store import ImapStore
+from mailrules.metrics import Metrics
+from mailrules.runner import account_context, default_session, log_entry, mailboxes_of
+from mailrules.scheduler import Schedule
+from mailrules.state.store import StateStore
+from mailrules.watcher import MailboxWatcher, MultiPoller, WatchContext, WatchHooks
+
+log = logging.getLogger(__name__)
+
+#: How often the main thread looks for changed rule files.
+RULES_POLL_SECONDS = 2.0
+#: SIGTERM to exit: the batch in hand finishes, IDLE ends, sessions log out within this.
+SHUTDOWN_SECONDS = 8.0
+
+
+class _MetricsHooks(WatchHooks):
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def connected(self, account: str, seconds: float) -> None:
+        self.m.connected(account, seconds)
+
+    def watcher_up(self, account: str, mailbox: str, up: bool) -> None:
+        self.m.watcher_up(account, mailbox, up)
+
+    def reconnect(self, account: str) -> None:
+        self.m.reconnect(account)
+
+    def synced(self, account: str, mailbox: str) -> None:
+        self.m.synced(account, mailbox)
+
+    def arrival(self, account: str, seconds: float) -> None:
+        self.m.arrival(account, seconds)
+
+    def imap_command(self, account: str, command: str, seconds: float, ok: bool) -> None:
+        self.m.imap_command(account, command, seconds, ok)
+
+
+def rules_fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a rule file is added, removed or written."""
+    files = [path] if path.is_file() else sorted(path.glob("*.rules")) if path.is_dir() else []
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        out.append((f.name, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+class Daemon:
+    """Everything `mailrules daemon` runs; `run()` blocks until SIGTERM/SIGINT (or `stop()`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        connect: Callable[[AccountSettings], ImapSession] = default_session,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.state = StateStore.open(settings.state)
+        self.rules: tuple[A.Rule, ...] = ()
+        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._budget = {
+            n: threading.BoundedSemaphore(a.max_connections) for n, a in settings.accounts.items()
+        }
+        self._watchers: dict[tuple[str, str], MailboxWatcher | MultiPoller] = {}
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._connect_raw = connect
+        self.schedule = Schedule(settings.timezone, self._run_scheduled)
+        self.http = (
+            MetricsServer(settings.metrics.listen, self.metrics, self.ready)
+            if settings.metrics.listen
+            else None
+        )
+        self.ctx = WatchContext(
+            state=self.state,
+            tz=settings.timezone,
+            rules=lambda: self.rules,
+            lock_for=self.lock_for,
+            connect=self._connect,
+            account_context=account_context,
+            observer=self.metrics,
+            on_entry=log_entry,
+            hooks=_MetricsHooks(self.metrics),
+        )
+
+    # -- shared resources ---------------------------------------------------------------------------
+
+    def lock_for(self, account: str, mailbox: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((account, mailbox), threading.Lock())
+
+    def _connect(self, account: AccountSettings) -> ImapSession:
+        session = self._connect_raw(account)
+        session.on_command = self.metrics.command_hook(account.name)
+        return session
+
+    # -- rules and watchers -------------------------------------------------------------------------
+
+    def load_rules(self) -> bool:
+        """Load and check the rule set; on any error keep what runs now and say why."""
+        self._fingerprint = rules_fingerprint(self.settings.rules)
+        result = load_rule_set(self.settings.rules)
+        if not result.ok:
+            log.error(
+                "rules in %s have errors; %s:\n%s",
+                self.settings.rules,
+                "keeping the rules that were running" if self.rules else "not starting",
+                result.render(),
+            )
+            self.metrics.reload(False)
+            return False
+        for w in result.warnings:
+            log.warning("%s", w.render())
+        self.rules = result.rule_set.rules
+        watched = self.watched()
+        mailboxes = {
+            a: sorted(set(watched.get(a, [])) | set(mailboxes_of(self.rules, a)))
+            for a in self.settings.accounts
+        }
+        self.metrics.init(
+            mailboxes,
+            [r.name for r in self.rules],
+            scheduled=[r.name for r in self.rules if not isinstance(r.trigger, A.OnArrival | A.Manually)],
+        )
+        self.metrics.rules_loaded(len(self.rules))
+        self.metrics.reload(True)
+        jobs = self.schedule.load(self.rules)
+        log.info("loaded %d rules (%d scheduled) from %s", len(self.rules), jobs, self.settings.rules)
+        if not self._stop.is_set():
+            self._sync_watchers()
+        return True
+
+    def watched(self) -> dict[str, list[str]]:
+        """Per account: the mailboxes with `on arrival` rules, then `watch = [...]` extras."""
+        out: dict[str, list[str]] = {}
+        for name, acct in self.settings.accounts.items():
+            arrival = [r for r in self.rules if isinstance(r.trigger, A.OnArrival)]
+            boxes = mailboxes_of(arrival, name)
+            boxes += [m for m in acct.watch if m not in boxes]
+            if boxes:
+                out[name] = boxes
+        return out
+
+    def _sync_watchers(self) -> None:
+        """Start watchers for newly watched mailboxes, stop those no longer watched.
+
+        IDLE watches only the selected mailbox (RFC 5465 §1), so each gets a connection, up to the
+        account's budget less one (kept for scheduled runs); mailboxes past that are polled in turn
+        on one shared connection.
+        """
+        wanted: dict[tuple[str, str], AccountSettings] = {}
+        polled: dict[str, list[str]] = {}
+        for name, boxes in self.watched().items():
+            acct = self.settings.accounts[name]
+            idle_slots = (
+                max(1, acct.max_connections - 1)
+                if len(boxes) < acct.max_connections
+                else max(1, acct.max_connections - 2)
+            )
+            for i, mailbox in enumerate(boxes):
+                if i < idle_slots:
+                    wanted[(name, mailbox)] = acct
+                else:
+                    polled.setdefault(name, []).append(mailbox)
+        for key in [
+            k for k in self._watchers if k not in wanted and not (k[1] == "*poll*" and k[0] in polled)
+        ]:
+            self._watchers.pop(key).stop()
+        for key, acct in wanted.items():
+            if key not in self._watchers:
+                w = MailboxWatcher(acct, key[1], self.ctx)
+                self._watchers[key] = w
+                w.start()
+        for name, boxes in polled.items():
+            key = (name, "*poll*")
+            current = self._watchers.get(key)
+            if isinstance(current, MultiPoller) and current.mailboxes == boxes:
+                continue
+            if current is not None:
+                current.stop()
+            log.warning(
+                "%s: %d watched mailboxes exceed the connection budget; polling %s every %.0f s",
+                name,
+                len(boxes),
+                ", ".join(boxes),
+                self.settings.accounts[name].poll_interval,
+            )
+            p = MultiPoller(self.settings.accounts[name], boxes, self.ctx)
+            self._watchers[key] = p
+            p.start()
+
+    # -- scheduled runs -----------------------------------------------------------------------------
+
+    def _run_scheduled(self, rule: A.Rule) -> None:
+        started = time.monotonic()
+        outcome = "ok"
+        run_id = self.state.begin_run("schedule", False)
+        for name, acct in self.settings.accounts.items():
+            if rule.accounts and name not in rule.accounts:
+                continue
+            budget = self._budget[name]
+            if not budget.acquire(timeout=60):
+                log.error(
+                    'rule "%s": no free connection for %s within 60 s; skipped this time', rule.name, name
+                )
+                outcome = "failed"
+                continue
+            try:
+                session = self._connect(acct)
+                try:
+                    store = ImapStore(session)
+                    now = dt.datetime.now(dt.UTC)
+                    engine = Engine(
+                        RunOptions(now, self.settings.timezone, run_id),
+                        journal=self.state,
+                        on_entry=log_entry,
+                        observer=self.metrics,
+                    )
+                    for mailbox in rule.mailboxes:
+                        with self.lock_for(name, mailbox):
+                            report = engine.process(store, account_context(acct), mailbox, [rule])
+                        if report.failed:
+                            outcome = "failed"
+                finally:
+                    session.logout()
+            except MailrulesError as exc:
+                log.error('rule "%s" (scheduled) on %s: %s', rule.name, name, exc)
+                outcome = "failed"
+            finally:
+                budget.release()
+        self.state.end_run(run_id, {"rule": rule.name, "outcome": outcome})
+        self.metrics.scheduled_run(rule.name, time.monotonic() - started, outcome)
+
+    # -- health ---------------------------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        """Rules loaded, and every watcher connected or retrying within its budget."""
+        if not self.rules:
+            return False, "no rules loaded"
+        bad = [f"{a}/{m}" for (a, m), w in self._watchers.items() if not w.healthy]
+        if bad:
+            return False, "not connected: " + ", ".join(sorted(bad))
+        return True, "ok"
+
+    # -- running ----------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> None:
+        self._reload.set()
+
+    def run(self, install_signals: bool = True) -> int:
+        """Start everything and block until stopped; 0 on a clean stop, 1 when the rules don't load."""
+        if install_signals:
+            self._install_signals()
+        if not self.load_rules():
+            self.state.close()
+            return 1
+        self.ctx.run_id = self.state.begin_run("daemon", False)
+        if self.http is not None:
+            self.http.start()
+            log.info("metrics on %s", self.http.url)
+        self.schedule.start()
+        try:
+            while not self._stop.wait(RULES_POLL_SECONDS):
+                if self._reload.is_set() or rules_fingerprint(self.settings.rules) != self._fingerprint:
+                    self._reload.clear()
+                    log.info("reloading rules from %s", self.settings.rules)
+                    self.load_rules()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
+            self._stop.set()
+
+        def hup(signum: int, frame: FrameType | None) -> None:
+            self._reload.set()  # the main loop looks every RULES_POLL_SECONDS
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
+        self.schedule.shutdown(wait=False)
+        for w in self._watchers.values():
+            w.stop()
+        for w in self._watchers.values():
+            w.join(max(0.0, deadline - time.monotonic()))
+        alive = [w.name for w in self._watchers.values() if w.is_alive()]
+        if alive:
+            log.warning("still busy at shutdown: %s", ", ".join(alive))
+        if self.http is not None:
+            self.http.stop()
+        if self.ctx.run_id:
+            self.state.end_run(self.ctx.run_id, {"stopped": "signal"})
+        self.state.close()
+        log.info("stopped")

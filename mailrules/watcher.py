@@ -1,0 +1,296 @@
+"""Arrival watchers: one IDLE connection per watched mailbox, catch-up from the checkpoint, reconnects.
+
+A watcher's loop: connect, SELECT, process what arrived since the checkpoint (catch-up), then
+IDLE; on EXISTS, leave IDLE, `UID SEARCH UID last+1:*`, drop UIDs ≤ last (RFC 9051 §6.4.9: a
+`n:*` range always includes the highest UID), run the arrival rules on exactly those UIDs, commit
+the checkpoint, IDLE again. EOF, BYE, timeouts and resets mean: reconnect with capped, jittered
+backoff, then catch up. Servers without IDLE are polled with NOOP every `poll_interval` seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mailrules.compile.serialize import Lit
+from mailrules.config import AccountSettings
+from mailrules.dsl import ast as A
+from mailrules.engine import AccountContext, Engine, EngineObserver, RunOptions
+from mailrules.errors import ImapError, MailrulesError
+from mailrules.imap.idle import IDLE_RENEW_SECONDS, Idler, has_new_mail
+from mailrules.imap.session import ImapSession
+from mailrules.imap.store import ImapStore
+from mailrules.state.models import Checkpoint, JournalEntry
+from mailrules.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+#: New UIDs are processed (and checkpointed) in batches of at most this many.
+BATCH = 500
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 300.0
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter (AWS architecture blog's "full jitter")."""
+
+    def __init__(self, first: float = BACKOFF_FIRST, cap: float = BACKOFF_MAX) -> None:
+        self.first, self.cap, self.failures = first, cap, 0
+
+    def next(self) -> float:
+        self.failures += 1
+        return random.uniform(0, min(self.cap, self.first * 2 ** (self.failures - 1)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class WatchContext:
+    """What every watcher of the daemon shares."""
+
+    state: StateStore
+    tz: dt.tzinfo
+    rules: Callable[[], Sequence[A.Rule]]  # the current rule set (reload swaps it)
+    lock_for: Callable[[str, str], threading.Lock]  # (account, mailbox) -> the mailbox's lock
+    connect: Callable[[AccountSettings], ImapSession]
+    account_context: Callable[[AccountSettings], AccountContext]
+    observer: EngineObserver | None = None
+    on_entry: Callable[[JournalEntry], None] | None = None
+    hooks: WatchHooks | None = None
+    run_id: str = ""  # the daemon's run in the journal (one per daemon start)
+
+
+class WatchHooks:
+    """Metrics callbacks; the default does nothing."""
+
+    def connected(self, account: str, seconds: float) -> None: ...
+    def watcher_up(self, account: str, mailbox: str, up: bool) -> None: ...
+    def reconnect(self, account: str) -> None: ...
+    def synced(self, account: str, mailbox: str) -> None: ...
+    def arrival(self, account: str, seconds: float) -> None: ...
+    def imap_command(self, account: str, command: str, seconds: float, ok: bool) -> None: ...
+
+
+def arrival_rules(rules: Sequence[A.Rule], account: str, mailbox: str) -> list[A.Rule]:
+    """The `on arrival` rules in scope for this account and mailbox, in order."""
+    return [r for r in rules if isinstance(r.trigger, A.OnArrival) and r.applies_to(account, mailbox)]
+
+
+class MailboxWatcher(threading.Thread):
+    """Watches one mailbox of one account until `stop()`; survives every connection failure."""
+
+    def __init__(self, account: AccountSettings, mailbox: str, ctx: WatchContext) -> None:
+        super().__init__(name=f"watch:{account.name}:{mailbox}", daemon=True)
+        self.account = account
+        self.mailbox = mailbox
+        self.ctx = ctx
+        self.hooks = ctx.hooks or WatchHooks()
+        self._halt = threading.Event()
+        self.up = False
+        self.backoff = Backoff()
+        self.session: ImapSession | None = None
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    @property
+    def healthy(self) -> bool:
+        """Connected, or retrying and not (yet) failing for long."""
+        return self.up or self.backoff.failures < 5
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self._session_loop()
+                self.backoff.reset()
+            except ImapError as exc:
+                self._down()
+                delay = self.backoff.next()
+                log.warning(
+                    "watcher %s/%s: %s; reconnecting in %.1f s", self.account.name, self.mailbox, exc, delay
+                )
+                self.hooks.reconnect(self.account.name)
+                self._halt.wait(delay)
+            except Exception:  # a bug must not end the watcher: log it loudly and retry
+                self._down()
+                log.exception("watcher %s/%s crashed; restarting", self.account.name, self.mailbox)
+                self._halt.wait(self.backoff.next())
+        self._down()
+
+    def _down(self) -> None:
+        if self.up:
+            self.hooks.watcher_up(self.account.name, self.mailbox, False)
+        self.up = False
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def _session_loop(self) -> None:
+        started = time.monotonic()
+        session = self.ctx.connect(self.account)
+        self.session = session
+        self.hooks.connected(self.account.name, time.monotonic() - started)
+        name = self.account.name
+        session.on_command = lambda cmd, s, ok: self.hooks.imap_command(name, cmd, s, ok)
+        store = ImapStore(session)
+        self.catch_up(session, store, time.monotonic())
+        self.up = True
+        self.hooks.watcher_up(self.account.name, self.mailbox, True)
+        self.backoff.reset()
+        if session.has("IDLE"):
+            self._idle_loop(session, store)
+        else:
+            self._poll_loop(session, store)
+        session.logout()
+        self.session = None
+
+    def _idle_loop(self, session: ImapSession, store: ImapStore) -> None:
+        idler = Idler(session)
+        while not self._halt.is_set():
+            pending = has_new_mail(idler.start())
+            while not pending and not self._halt.is_set():
+                if time.monotonic() - idler.started_at > IDLE_RENEW_SECONDS:
+                    break  # re-issue IDLE (RFC 2177 §3)
+                # One-second slices: a stop request is noticed within a second.
+                pending = has_new_mail(idler.wait(1.0))
+            detected = time.monotonic()
+            pending = has_new_mail(idler.done()) or pending
+            if pending:
+                self.catch_up(session, store, detected)
+
+    def _poll_loop(self, session: ImapSession, store: ImapStore) -> None:
+        interval = self.account.poll_interval
+        while not self._halt.wait(interval):
+            session._run("NOOP", [b"NOOP"])  # untagged EXISTS arrive with it (RFC 9051 §6.1.2)
+            self.catch_up(session, store, time.monotonic())
+
+    # -- catch-up and checkpoints --------------------------------------------------------------------
+
+    def catch_up(self, session: ImapSession, store: ImapStore, detected: float) -> int:
+        """Process every message that arrived since the checkpoint; return how many."""
+        with self.ctx.lock_for(self.account.name, self.mailbox):
+            info = session.select(self.mailbox)
+            state = self.ctx.state
+            cp = state.get_checkpoint(self.account.name, self.mailbox)
+            now = dt.datetime.now(dt.UTC)
+            if cp is None:
+                # First watch of this mailbox: what is there is left alone (`mailrules run`
+                # back-fills); from now on every arrival is processed.
+                last = (info.uidnext - 1) if info.uidnext else max(self._search_from(session, 1), default=0)
+                state.set_checkpoint(
+                    self.account.name, self.mailbox, Checkpoint(info.uidvalidity, last, None, now)
+                )
+                log.info(
+                    "watching %s/%s from UID %d on (existing mail is left to `mailrules run`)",
+                    self.account.name,
+                    self.mailbox,
+                    last,
+                )
+                self.hooks.synced(self.account.name, self.mailbox)
+                return 0
+            if cp.uidvalidity != info.uidvalidity:
+                new = self._after_uidvalidity_change(session, cp)
+            else:
+                new = [u for u in self._search_from(session, cp.last_uid + 1) if u > cp.last_uid]
+            done = 0
+            for i in range(0, len(new), BATCH):
+                batch = new[i : i + BATCH]
+                self._process(store, batch, info.uidvalidity)
+                done += len(batch)
+            if not new and cp.uidvalidity != info.uidvalidity:
+                state.set_checkpoint(
+                    self.account.name, self.mailbox, Checkpoint(info.uidvalidity, cp.last_uid, None, now)
+                )
+            if done:
+                self.hooks.arrival(self.account.name, time.monotonic() - detected)
+            self.hooks.synced(self.account.name, self.mailbox)
+            return done
+
+    def _search_from(self, session: ImapSession, first: int) -> list[int]:
+        return session.search([f"UID {max(first, 1)}:*".encode("ascii")])
+
+    def _after_uidvalidity_change(self, session: ImapSession, cp: Checkpoint) -> list[int]:
+        """UIDVALIDITY changed: the stored UIDs mean nothing (RFC 9051 §2.3.1.1).
+
+        Rather than reprocess the whole mailbox, process what was received on or after the day
+        of the last checkpoint (SINCE is by day: a few already-seen messages of that day may run
+        again; moves and flags are harmless to repeat, forwards stay exactly-once by the journal).
+        """
+        since = (cp.updated_at.astimezone(dt.UTC) - dt.timedelta(days=1)).strftime("%d-%b-%Y")
+        log.warning(
+            "%s/%s: UIDVALIDITY changed from %d; processing mail received since %s only",
+            self.account.name,
+            self.mailbox,
+            cp.uidvalidity,
+            since,
+        )
+        pieces: list[bytes | Lit] = [f"SINCE {since}".encode("ascii")]
+        return session.search(pieces)
+
+    def _process(self, store: ImapStore, uids: list[int], uidvalidity: int) -> None:
+        rules = arrival_rules(self.ctx.rules(), self.account.name, self.mailbox)
+        if rules:
+            options = RunOptions(dt.datetime.now(dt.UTC), self.ctx.tz, self.ctx.run_id)
+            engine = Engine(
+                options, journal=self.ctx.state, on_entry=self.ctx.on_entry, observer=self.ctx.observer
+            )
+            try:
+                engine.process(store, self.ctx.account_context(self.account), self.mailbox, rules, uids)
+            except MailrulesError as exc:
+                if isinstance(exc, ImapError) and exc.kind in ("reconnect", "auth"):
+                    raise  # the checkpoint stays: these UIDs are processed again after reconnecting
+                log.error("%s/%s: batch of %d failed: %s", self.account.name, self.mailbox, len(uids), exc)
+        # Committed after the actions: a crash before this line reprocesses the batch, which the
+        # journal makes safe for forwards; moved messages are simply no longer there.
+        self.ctx.state.set_checkpoint(
+            self.account.name,
+            self.mailbox,
+            Checkpoint(uidvalidity, max(uids), None, dt.datetime.now(dt.UTC)),
+        )
+
+
+class MultiPoller(MailboxWatcher):
+    """Mailboxes past the connection budget: one connection catches each up in turn, every
+    `poll_interval` seconds (SELECT + `UID SEARCH UID last+1:*`; no IDLE, which watches only the
+    selected mailbox)."""
+
+    def __init__(self, account: AccountSettings, mailboxes: list[str], ctx: WatchContext) -> None:
+        super().__init__(account, mailboxes[0], ctx)
+        self.name = f"poll:{account.name}"
+        self.mailboxes = list(mailboxes)
+
+    def _session_loop(self) -> None:
+        started = time.monotonic()
+        session = self.ctx.connect(self.account)
+        self.session = session
+        self.hooks.connected(self.account.name, time.monotonic() - started)
+        store = ImapStore(session)
+        first = True
+        while first or not self._halt.wait(self.account.poll_interval):
+            for mailbox in self.mailboxes:
+                self.mailbox = mailbox
+                self.catch_up(session, store, time.monotonic())
+                if first:
+                    self.hooks.watcher_up(self.account.name, mailbox, True)
+            if first:
+                self.up = True
+                self.backoff.reset()
+            first = False
+        session.logout()
+        self.session = None
+
+    def _down(self) -> None:
+        if self.up:
+            for mailbox in self.mailboxes:
+                self.hooks.watcher_up(self.account.name, mailbox, False)
+        self.up = False
+        if self.session is not None:
+            self.session.close()
+            self.session = None
