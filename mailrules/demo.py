@@ -157,7 +157,7 @@ def main() -> int:
             )
             config = write_config(directory, imap_port, smtp_port)
             env = {**os.environ, "DEMO_IMAP_PASSWORD": PASSWORD}
-            for cmd in (["test", str(EXAMPLES)], ["run", "--config", str(config)]):
+            for cmd in (["test", str(EXAMPLES)], ["run", "--config", str(config), "--print-metrics"]):
                 print(f"\n$ mailrules {' '.join(cmd)}")
                 sys.stdout.flush()
                 done = subprocess.run(
@@ -167,7 +167,14 @@ def main() -> int:
                     text=True,
                     check=False,
                 )
-                print(done.stdout.rstrip())
+                summary, _, exposition = done.stdout.partition("# HELP")
+                print(summary.rstrip())
+                shown = [m for m in exposition.splitlines() if m.startswith("mailrules_")]
+                # counters and gauges that moved; the *_seconds histograms are for a scrape to read
+                shown = [m for m in shown if "_seconds" not in m.split("{")[0] and float(m.split()[-1]) != 0]
+                if shown:
+                    print(f"  metrics (non-zero counters and gauges, {min(len(shown), 25)} of {len(shown)}):")
+                    print("\n".join(f"  | {m}" for m in shown[:25]))
                 log_lines = done.stderr.strip().splitlines()
                 if log_lines:
                     print(f"  ({len(log_lines)} log lines, one per action; the first few:)")
