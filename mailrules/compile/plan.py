@@ -16,6 +16,25 @@ from mailrules.compile.regex_literal import required_literal
 from mailrules.compile.serialize import is_atom
 from mailrules.dsl import ast as A
 
+# Pushdown (server key; "exact" = no residual). Gmail: every textual test is ALL + residual.
+#   FIELD contains S        HEADER From/To/Cc/Bcc/Sender/Reply-To/List-Id S, SUBJECT S   exact*
+#   recipient contains S    OR HEADER To S OR HEADER Cc S HEADER Bcc S                   exact*
+#   body|text contains S    OR BODY|TEXT S (non-text/plain messages)                     residual
+#   is / starts / ends      the substring as above                                       residual
+#   address is/.., domain   HEADER <field> <atom> for the two longest atoms of S         residual
+#   matches /RE/            required ASCII literal of RE as a substring, else presence   residual
+#   header X exists         HEADER X ""                                                  exact
+#   size > n, >= n, <, <=   LARGER n, LARGER n-1, SMALLER n, SMALLER n+1                 exact
+#   flags, tagged           SEEN/UNSEEN/..., KEYWORD k                                   exact
+#   older/newer than        OLDER/YOUNGER seconds with WITHIN, else BEFORE/SINCE window  exact/residual
+#   received D              SINCE/BEFORE window valid for any server zone (-12..+14 h)   residual
+#   sent D                  SENTBEFORE/SENTON/SENTSINCE (no Date: is 1970 on servers)    residual
+#   has attachment          ALL (Gmail: X-GM-RAW has:attachment)                          residual
+#   attachment name         ALL                                                          residual
+#   and / or / not          AND split; OR and NOT on the server only when exact          -
+# *exact when S is ASCII (or caseless CJK-like text on a UTF-8 server) without CR/LF/NUL or
+#  white-space runs; otherwise the longest clean ASCII piece is a prefilter.
+
 # FROM/TO/CC/BCC are not used: Dovecot matches them against the re-formatted parsed addresses, so
 # a malformed display name (`[SPAM] <a@b>`) or quoting hides substrings that the decoded header
 # has; HEADER From "x" is a substring search of the decoded text (checked live against Dovecot 2.3).
