@@ -148,8 +148,11 @@ def diagnose(exc: BaseException, ep: Endpoint) -> tuple[str, str]:
 
 
 def _server_text(message: str) -> str:
-    """`account (host): LOGIN failed: NO [AUTH...] text` -> the part after the last `failed: `."""
-    return message.rsplit("failed: ", 1)[-1]
+    """`account (host): login failed: b'[AUTH...] text'` -> `[AUTH...] text`."""
+    text = message.rsplit("failed: ", 1)[-1].strip()
+    if text[:2] in ("b'", 'b"') and text[-1:] == text[1]:
+        text = text[2:-1]
+    return text
 
 
 def _cert_hint(exc: ssl.SSLCertVerificationError, ep: Endpoint) -> tuple[str, str]:
@@ -339,6 +342,7 @@ def describe_tls(sock: ssl.SSLSocket, host: str, verified: bool) -> tuple[str, d
     parts.append(f"issuer {info['issuer']}")
     if "days_left" in info:
         left = info["days_left"]
-        parts.append(f"expires {info['expires']} ({'EXPIRED' if left < 0 else f'{left} days left'})")
+        when = "EXPIRED" if left < 0 else f"{left} day{'' if left == 1 else 's'} left"
+        parts.append(f"expires {info['expires']} ({when})")
     parts.append(f"hostname {'matches' if info['hostname_matches'] else 'DOES NOT match'} {host}")
     return "; ".join(parts), info

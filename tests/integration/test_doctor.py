@@ -1,0 +1,257 @@
+"""`mailrules doctor` against the private Dovecot, pymap and an aiosmtpd sink: one config per case."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from click.testing import CliRunner
+
+from mailrules.cli import main
+from mailrules.imap.session import ImapSession
+from tests.integration.servers import DovecotServer, PymapServer, free_port
+
+RULES = """\
+rule "done" { when subject contains "done" then move to "Done" }
+rule "bin" { when subject contains "spam" then delete }
+rule "keep" { when subject contains "keep" then archive }
+"""
+FORWARD = 'rule "fwd" { when subject contains "receipt" then forward to "acc@example.org" }\n'
+SMTP_USER, SMTP_PASSWORD = "bot", "smtp-Pa55word"
+
+
+def doctor(tmp_path: Path, account: str, *args: str, rules: str = RULES, env: dict[str, str] | None = None,
+           extra: str = "") -> tuple[int, dict[str, Any], str]:
+    """Run `mailrules doctor --json` on a config with one account "a"; (exit code, JSON, text output)."""
+    (tmp_path / "rules.d").mkdir(exist_ok=True)
+    (tmp_path / "rules.d" / "a.rules").write_text(rules)
+    config = tmp_path / "mailrules.toml"
+    head = 'rules = "rules.d"\nstate = "state.db"\n[accounts.a]\nhost = "127.0.0.1"\n'
+    config.write_text(f"{head}{account}\n{extra}")
+    runner = CliRunner()
+    result = runner.invoke(main, ["doctor", "--config", str(config), "--json", *args], env=env)
+    text = runner.invoke(main, ["doctor", "--config", str(config), *args], env=env)
+    assert text.exit_code == result.exit_code, text.output
+    data = json.loads(result.stdout) if result.stdout.startswith("{") else {}
+    return result.exit_code, data, text.output
+
+
+def rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["check"]: c for c in data["accounts"]["a"]["checks"]}
+
+
+def dovecot_account(dovecot: DovecotServer, tls: str = "starttls", *, port: int | None = None,
+                    ca: str | None = None, password: str | None = None) -> tuple[str, str]:
+    """The [accounts.a] body for a fresh Dovecot user, and that user's real password."""
+    user, real = dovecot.fresh_user()
+    port = port or (dovecot.imaps_port if tls == "implicit" else dovecot.imap_port)
+    body = (f'port = {port}\ntls = "{tls}"\nusername = "{user}"\npassword = "{password or real}"\n'
+            f'ca_file = "{ca or dovecot.ca_file}"\n')
+    return body, real
+
+
+def test_healthy_starttls_account(dovecot: DovecotServer, tmp_path: Path) -> None:
+    account, password = dovecot_account(dovecot)
+    code, data, text = doctor(tmp_path, account)
+    checks = rows(data)
+    assert code == 0, text
+    assert data["ok"] is True
+    assert all(c["status"] == "OK" for n, c in checks.items() if n != "SMTP"), text
+    assert checks["SMTP"]["status"] == "INFO"
+    for cap in ("IDLE", "MOVE", "UIDPLUS", "CONDSTORE", "ESEARCH", "WITHIN", "SPECIAL-USE", "NOTIFY"):
+        assert checks[f"capability {cap}"]["result"] == "present"
+    tls = checks["TLS handshake"]
+    assert tls["details"]["protocol"].startswith("TLSv1")
+    assert tls["details"]["subject"] == "CN=localhost" and tls["details"]["hostname_matches"] is True
+    assert "'Archive' exists (SPECIAL-USE)" in checks["archive"]["result"]
+    assert "'Trash' exists (SPECIAL-USE)" in checks["trash"]["result"]
+    assert "will be created" in checks["mailbox 'Done'"]["result"]
+    assert all(isinstance(checks[n]["ms"], float) for n in ("DNS", "TCP connect", "TLS handshake", "login"))
+    assert "everything needed works" in text and " ms " in text
+    assert password not in text and password not in json.dumps(data)
+
+
+def test_implicit_tls_on_the_imaps_port(dovecot: DovecotServer, tmp_path: Path) -> None:
+    account, _ = dovecot_account(dovecot, "implicit")
+    code, data, text = doctor(tmp_path, account)
+    assert code == 0, text
+    assert rows(data)["TLS handshake"]["status"] == "OK"
+    assert rows(data)["login"]["status"] == "OK"
+
+
+def test_implicit_tls_on_the_plaintext_port_says_wrong_port(dovecot: DovecotServer, tmp_path: Path) -> None:
+    account, _ = dovecot_account(dovecot, "implicit", port=dovecot.imap_port)
+    code, data, text = doctor(tmp_path, account)
+    tls = rows(data)["TLS handshake"]
+    assert code == 1
+    assert tls["status"] == "FAIL" and "wrong version number" in tls["result"]
+    wanted = f'port {dovecot.imap_port} speaks plaintext/STARTTLS: use tls = "starttls" or port 993'
+    assert wanted in tls["hint"]
+    assert rows(data)["login"]["status"] == "SKIP"
+    assert "hint: port" in text
+
+
+def test_starttls_on_the_imaps_port_gets_no_greeting(dovecot: DovecotServer, tmp_path: Path) -> None:
+    account, _ = dovecot_account(dovecot, "starttls", port=dovecot.imaps_port)
+    code, data, _ = doctor(tmp_path, account, "--timeout", "1")
+    tls = rows(data)["TLS handshake"]
+    assert code == 1 and tls["status"] == "FAIL"
+    assert "no IMAP greeting" in tls["result"] and 'use tls = "implicit"' in tls["hint"]
+
+
+def test_wrong_ca_still_shows_the_certificate(dovecot: DovecotServer, wrong_ca: str, tmp_path: Path) -> None:
+    account, _ = dovecot_account(dovecot, ca=wrong_ca)
+    code, data, _ = doctor(tmp_path, account)
+    tls = rows(data)["TLS handshake"]
+    assert code == 1 and tls["status"] == "FAIL"
+    assert "certificate failed verification" in tls["result"]
+    assert "NOT verified" in tls["result"] and "subject CN=localhost" in tls["result"]
+    assert tls["details"]["verified"] is False
+    assert "ca_file" in tls["hint"]
+    assert rows(data)["login"]["status"] == "SKIP"
+
+
+def test_wrong_password_names_its_source_never_the_value(dovecot: DovecotServer, tmp_path: Path) -> None:
+    user, real = dovecot.fresh_user()
+    account = (f'port = {dovecot.imap_port}\ntls = "starttls"\nusername = "{user}"\n'
+               f'password_env = "DOCTOR_PW"\nca_file = "{dovecot.ca_file}"\n')
+    code, data, text = doctor(tmp_path, account, env={"DOCTOR_PW": "not-" + real})
+    login = rows(data)["login"]
+    assert code == 1 and login["status"] == "FAIL"
+    assert login["result"].startswith("authentication failed") and "AUTHENTICATIONFAILED" in login["result"]
+    assert "$DOCTOR_PW" in login["hint"] and repr(user) in login["hint"]
+    assert "not-" + real not in text and "not-" + real not in json.dumps(data)
+
+
+def test_port_nobody_listens_on_is_refused(dovecot: DovecotServer, tmp_path: Path) -> None:
+    account, _ = dovecot_account(dovecot, port=free_port())
+    code, data, _ = doctor(tmp_path, account)
+    tcp = rows(data)["TCP connect"]
+    assert code == 1 and tcp["status"] == "FAIL" and "connection refused" in tcp["result"]
+    assert "nothing listens there" in tcp["hint"]
+
+
+def test_plaintext_without_allow_insecure_is_refused_before_login(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    account, _ = dovecot_account(dovecot, "none")
+    code, data, _ = doctor(tmp_path, account)
+    checks = rows(data)
+    assert code == 1
+    assert checks["TLS"]["status"] == "FAIL" and "allow_insecure" in checks["TLS"]["hint"]
+    assert checks["login"]["status"] == "SKIP"
+    assert "TCP connect" not in checks  # refused before any connection
+
+
+def test_plaintext_with_allow_insecure_warns_but_passes(dovecot: DovecotServer, tmp_path: Path) -> None:
+    account, _ = dovecot_account(dovecot, "none")
+    code, data, text = doctor(tmp_path, account + "allow_insecure = true\n")
+    assert code == 0, text
+    assert rows(data)["TLS"]["status"] == "WARN" and rows(data)["login"]["status"] == "OK"
+
+
+def test_missing_source_mailbox_fails(dovecot: DovecotServer, tmp_path: Path) -> None:
+    account, _ = dovecot_account(dovecot)
+    rules = 'rule "r" in "Nowhere" { when subject contains "x" then mark read }\n'
+    code, data, _ = doctor(tmp_path, account + "create_mailboxes = false\n", rules=rules + RULES)
+    checks = rows(data)
+    assert code == 1
+    assert checks["mailbox 'Nowhere'"]["status"] == "FAIL"
+    assert checks["mailbox 'Done'"]["status"] == "FAIL"
+    assert "create_mailboxes" in checks["mailbox 'Done'"]["hint"]
+
+
+def test_pymap_without_special_use_falls_back_to_names(pymap: PymapServer, tmp_path: Path) -> None:
+    # the names test_imap_special_use creates too (CREATE of an existing mailbox is fine)
+    with ImapSession.connect(pymap.params()) as session:
+        session.create("Archives")
+        session.create("Deleted Messages")
+    account = (f'port = {pymap.port}\ntls = "starttls"\nusername = "{pymap.username}"\n'
+               f'password = "{pymap.password}"\nca_file = "{pymap.ca_file}"\n')
+    code, data, text = doctor(tmp_path, account)
+    checks = rows(data)
+    assert code == 0, text
+    assert checks["capability SPECIAL-USE"]["status"] == "INFO"
+    special_use = checks["capability SPECIAL-USE"]["result"]
+    assert special_use.startswith("absent: archive and trash are found by name")
+    fallback = "name fallback (no SPECIAL-USE mark)"
+    assert checks["archive"]["details"] == {"mailbox": "Archives", "source": fallback}
+    assert checks["trash"]["details"]["mailbox"] == "Deleted Messages"
+    assert "'Archives' exists (name fallback" in text
+
+
+# -- SMTP -------------------------------------------------------------------------------------
+
+
+def test_forward_rule_without_smtp_fails(dovecot: DovecotServer, tmp_path: Path) -> None:
+    account, _ = dovecot_account(dovecot)
+    code, data, _ = doctor(tmp_path, account, rules=RULES + FORWARD)
+    assert code == 1
+    assert rows(data)["SMTP"]["status"] == "FAIL" and "'fwd'" in rows(data)["SMTP"]["result"]
+
+
+class _Handler:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raise AssertionError("doctor must never send mail")
+
+
+def _auth(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+        SMTP_USER.encode(), SMTP_PASSWORD.encode())
+    return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def smtp_starttls(dovecot: DovecotServer) -> Iterator[int]:
+    """aiosmtpd with STARTTLS + AUTH, using the Dovecot certificate (so the account's ca_file fits)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(dovecot.directory / "ssl" / "cert.pem", dovecot.directory / "ssl" / "key.pem")
+    port = free_port()
+    controller = Controller(_Handler(), hostname="127.0.0.1", port=port, tls_context=ctx,
+                            require_starttls=True, authenticator=_auth, auth_require_tls=True)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+def _smtp_table(port: int, password: str) -> str:
+    return (f'[accounts.a.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "starttls"\n'
+            f'username = "{SMTP_USER}"\npassword = "{password}"\nfrom = "bot@example.com"\n')
+
+
+def test_smtp_starttls_and_auth(dovecot: DovecotServer, smtp_starttls: int, tmp_path: Path) -> None:
+    account, _ = dovecot_account(dovecot)
+    code, data, text = doctor(tmp_path, account, rules=RULES + FORWARD,
+                              extra=_smtp_table(smtp_starttls, SMTP_PASSWORD))
+    checks = rows(data)
+    assert code == 0, text
+    for name in ("SMTP DNS", "SMTP TCP connect", "SMTP EHLO", "SMTP TLS", "SMTP AUTH"):
+        assert checks[name]["status"] == "OK", text
+    assert "STARTTLS" in checks["SMTP EHLO"]["details"]["extensions"]
+    assert checks["SMTP TLS"]["details"]["verified"] is True
+    assert SMTP_PASSWORD not in text
+
+
+def test_smtp_wrong_password(dovecot: DovecotServer, smtp_starttls: int, tmp_path: Path) -> None:
+    account, _ = dovecot_account(dovecot)
+    code, data, text = doctor(tmp_path, account, rules=RULES + FORWARD,
+                              extra=_smtp_table(smtp_starttls, "wrong-one"))
+    auth = rows(data)["SMTP AUTH"]
+    assert code == 1 and auth["status"] == "FAIL"
+    assert auth["result"].startswith("authentication failed: 535") and "password" in auth["hint"]
+    assert "wrong-one" not in text
+
+
+def test_smtp_failure_without_forwarding_rules_only_warns(dovecot: DovecotServer, tmp_path: Path) -> None:
+    account, _ = dovecot_account(dovecot)
+    code, data, text = doctor(tmp_path, account, extra=_smtp_table(free_port(), "x"))
+    assert code == 0, text
+    assert rows(data)["SMTP TCP connect"]["status"] == "WARN"
