@@ -92,6 +92,7 @@ class MailboxWatcher(threading.Thread):
         self.hooks = ctx.hooks or WatchHooks()
         self._halt = threading.Event()
         self.up = False
+        self.attempted = False
         self.backoff = Backoff()
         self.session: ImapSession | None = None
 
@@ -100,8 +101,11 @@ class MailboxWatcher(threading.Thread):
 
     @property
     def healthy(self) -> bool:
-        """Connected, or retrying and not (yet) failing for long."""
-        return self.up or self.backoff.failures < 5
+        """Connected and caught up, or retrying after a loss and not (yet) failing for long.
+
+        Not before the first connection was tried: a daemon that has not yet reached its mailboxes
+        is not ready."""
+        return self.up or (self.attempted and self.backoff.failures < 5)
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -111,6 +115,7 @@ class MailboxWatcher(threading.Thread):
                 self._session_loop()
                 self.backoff.reset()
             except ImapError as exc:
+                self.attempted = True
                 self._down()
                 delay = self.backoff.next()
                 log.warning(
@@ -119,6 +124,7 @@ class MailboxWatcher(threading.Thread):
                 self.hooks.reconnect(self.account.name)
                 self._halt.wait(delay)
             except Exception:  # a bug must not end the watcher: log it loudly and retry
+                self.attempted = True
                 self._down()
                 log.exception("watcher %s/%s crashed; restarting", self.account.name, self.mailbox)
                 self._halt.wait(self.backoff.next())
@@ -141,7 +147,7 @@ class MailboxWatcher(threading.Thread):
         session.on_command = lambda cmd, s, ok: self.hooks.imap_command(name, cmd, s, ok)
         store = ImapStore(session)
         self.catch_up(session, store, time.monotonic())
-        self.up = True
+        self.up = self.attempted = True
         self.hooks.watcher_up(self.account.name, self.mailbox, True)
         self.backoff.reset()
         if session.has("IDLE"):
@@ -280,7 +286,7 @@ class MultiPoller(MailboxWatcher):
                 if first:
                     self.hooks.watcher_up(self.account.name, mailbox, True)
             if first:
-                self.up = True
+                self.up = self.attempted = True
                 self.backoff.reset()
             first = False
         session.logout()
