@@ -6,7 +6,7 @@ import dataclasses
 import json
 import smtplib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -159,7 +159,12 @@ def _dns_tcp(
     return sock, sockaddr
 
 
-def _tls_row(name: str, host: str, open_tls: Any, ctx: ssl.SSLContext, ep: Endpoint, bad: Status) -> Check:
+#: Opens a TLS connection with the given context -> (the TLS socket, a function that closes it all).
+TlsOpener = Callable[[ssl.SSLContext], tuple[ssl.SSLSocket, Callable[[], None]]]
+
+
+def _tls_row(name: str, host: str, open_tls: TlsOpener, ctx: ssl.SSLContext, ep: Endpoint, bad: Status
+             ) -> Check:
     """Run `open_tls(ctx)` -> (SSLSocket, close); on a certificate failure look again without verifying."""
     clock = Clock()
     try:
@@ -223,7 +228,7 @@ def _imap_checks(
             rows.append(Check("login", "SKIP", "not attempted: no TLS"))
             return
 
-        def open_tls(context: ssl.SSLContext) -> tuple[ssl.SSLSocket, Any]:
+        def open_tls(context: ssl.SSLContext) -> tuple[ssl.SSLSocket, Callable[[], None]]:
             raw = spare.pop() if spare else connect_first([(sock.family, sockaddr)], timeout)[0]
             try:
                 if account.tls == "starttls":
@@ -256,6 +261,8 @@ def _imap_checks(
 
 
 def _capabilities(session: ImapSession, account: AccountSettings, rows: list[Check]) -> None:
+    caps = sorted(session.capabilities)
+    rows.append(Check("capabilities", "OK", f"{len(caps)} advertised after login", details={"all": caps}))
     for cap, without in CAPABILITIES.items():
         if session.has(cap):
             rows.append(Check(f"capability {cap}", "OK", "present"))
@@ -266,7 +273,6 @@ def _capabilities(session: ImapSession, account: AccountSettings, rows: list[Che
         degraded = cap == "UIDPLUS" or (cap == "MOVE" and not session.has("UIDPLUS"))
         status: Status = "WARN" if degraded else "INFO"
         rows.append(Check(f"capability {cap}", status, f"absent: {text}"))
-    rows[-1].details["all"] = sorted(session.capabilities)
 
 
 def _exists(name: str, listing: list[MailboxInfo]) -> bool:
@@ -372,6 +378,7 @@ def _smtp_checks(account: AccountSettings, rules: list[A.Rule], timeout: float, 
     if connected is None:
         return
     connected[0].close()
+    # the very context forward/redirect use (system CAs, or only ca_file when set)
     _smtp_session(s, SmtpSender(params)._tls_context(), ep, timeout, bad, rows)
 
 
@@ -402,7 +409,7 @@ def _smtp_session(
 ) -> None:
     errors = (OSError, MailrulesError, smtplib.SMTPException)
 
-    def open_tls(context: ssl.SSLContext) -> tuple[ssl.SSLSocket, Any]:
+    def open_tls(context: ssl.SSLContext) -> tuple[ssl.SSLSocket, Callable[[], None]]:
         c = _smtp_open(s, context, timeout)
         assert isinstance(c.sock, ssl.SSLSocket)
         return c.sock, c.close

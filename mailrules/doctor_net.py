@@ -35,6 +35,10 @@ class NoGreeting(MailrulesError):
     """The server sent no plaintext greeting in time, or something that is not one (a TLS record)."""
 
 
+class StarttlsRefused(MailrulesError):
+    """The server answered STARTTLS with NO or BAD (or does not know it)."""
+
+
 class PlaintextRefused(MailrulesError):
     """tls = "none" without allow_insecure: mailrules refuses to send the password in clear text."""
 
@@ -97,6 +101,8 @@ def diagnose(exc: BaseException, ep: Endpoint) -> tuple[str, str]:
             f"port {ep.port} seems to speak implicit TLS (it waits for a TLS handshake): "
             f'use tls = "implicit" or port {starttls}',
         )
+    if isinstance(cause, StarttlsRefused):
+        return text, f'no STARTTLS on port {ep.port}: use tls = "implicit" (port {implicit})'
     if isinstance(cause, ssl.SSLCertVerificationError):
         return _cert_hint(cause, ep)
     if isinstance(cause, ssl.SSLError):
@@ -248,6 +254,8 @@ def imap_starttls(sock: socket.socket, greeting_timeout: float) -> None:
         raise NoGreeting(f"nothing received within {greeting_timeout:g} s") from None
     finally:
         sock.settimeout(old)
+    if not greeting:
+        raise NoGreeting("the server closed the connection without a greeting")
     if not greeting.startswith((b"* OK", b"* PREAUTH")):
         shown = "a TLS record" if greeting[:1] in (b"\x15", b"\x16") else repr(greeting[:40])
         raise NoGreeting(f"received {shown} instead of '* OK'")
@@ -258,7 +266,7 @@ def imap_starttls(sock: socket.socket, greeting_timeout: float) -> None:
             raise ImapError("the server closed the connection after STARTTLS", "reconnect")
         if line.startswith(b"D1 "):
             if not line[3:].upper().startswith(b"OK"):
-                raise ImapError(f"STARTTLS refused: {line.decode('utf-8', 'replace').strip()}", "permanent")
+                raise StarttlsRefused(f"STARTTLS refused: {line[3:].decode('utf-8', 'replace').strip()}")
             return
 
 

@@ -207,14 +207,15 @@ def _auth(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -
     return AuthResult(success=ok, handled=False)
 
 
-@pytest.fixture
-def smtp_starttls(dovecot: DovecotServer) -> Iterator[int]:
-    """aiosmtpd with STARTTLS + AUTH, using the Dovecot certificate (so the account's ca_file fits)."""
+def _smtp_server(cert: Path, key: Path, implicit: bool = False) -> Iterator[int]:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(dovecot.directory / "ssl" / "cert.pem", dovecot.directory / "ssl" / "key.pem")
+    ctx.load_cert_chain(cert, key)
     port = free_port()
-    controller = Controller(_Handler(), hostname="127.0.0.1", port=port, tls_context=ctx,
-                            require_starttls=True, authenticator=_auth, auth_require_tls=True)
+    tls: dict[str, Any] = (
+        {"ssl_context": ctx, "auth_require_tls": False} if implicit
+        else {"tls_context": ctx, "require_starttls": True, "auth_require_tls": True}
+    )
+    controller = Controller(_Handler(), hostname="127.0.0.1", port=port, authenticator=_auth, **tls)
     controller.start()
     try:
         yield port
@@ -222,9 +223,40 @@ def smtp_starttls(dovecot: DovecotServer) -> Iterator[int]:
         controller.stop()
 
 
-def _smtp_table(port: int, password: str) -> str:
-    return (f'[accounts.a.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "starttls"\n'
+@pytest.fixture
+def smtp_starttls(dovecot: DovecotServer) -> Iterator[int]:
+    """aiosmtpd with STARTTLS + AUTH, using the Dovecot certificate (so the account's ca_file fits)."""
+    yield from _smtp_server(dovecot.directory / "ssl" / "cert.pem", dovecot.directory / "ssl" / "key.pem")
+
+
+def _smtp_table(port: int, password: str, tls: str = "starttls") -> str:
+    return (f'[accounts.a.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "{tls}"\n'
             f'username = "{SMTP_USER}"\npassword = "{password}"\nfrom = "bot@example.com"\n')
+
+
+def test_smtp_implicit_tls(dovecot: DovecotServer, tmp_path: Path) -> None:
+    ssl_dir = dovecot.directory / "ssl"
+    for port in _smtp_server(ssl_dir / "cert.pem", ssl_dir / "key.pem", implicit=True):
+        account, _ = dovecot_account(dovecot)
+        code, data, text = doctor(tmp_path, account, rules=RULES + FORWARD,
+                                  extra=_smtp_table(port, SMTP_PASSWORD, "implicit"))
+        checks = rows(data)
+        assert code == 0, text
+        assert [n for n in checks if n.startswith("SMTP")] == [
+            "SMTP DNS", "SMTP TCP connect", "SMTP TLS", "SMTP EHLO", "SMTP AUTH"]
+        assert all(checks[n]["status"] == "OK" for n in checks if n.startswith("SMTP")), text
+
+
+def test_smtp_untrusted_certificate(dovecot: DovecotServer, wrong_ca: str, tmp_path: Path) -> None:
+    for port in _smtp_server(Path(wrong_ca), Path(wrong_ca).with_name("key.pem")):
+        account, _ = dovecot_account(dovecot)
+        code, data, text = doctor(tmp_path, account, rules=RULES + FORWARD,
+                                  extra=_smtp_table(port, SMTP_PASSWORD))
+        tls = rows(data)["SMTP TLS"]
+        assert code == 1 and tls["status"] == "FAIL", text
+        assert "certificate failed verification" in tls["result"] and "NOT verified" in tls["result"]
+        assert tls["details"]["verified"] is False and "ca_file" in tls["hint"]
+        assert "SMTP AUTH" not in rows(data)
 
 
 def test_smtp_starttls_and_auth(dovecot: DovecotServer, smtp_starttls: int, tmp_path: Path) -> None:

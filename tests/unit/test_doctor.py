@@ -16,7 +16,14 @@ from imapclient.exceptions import LoginError
 from mailrules.cli import main
 from mailrules.config import AccountSettings, Secret, SmtpSettings
 from mailrules.doctor import AccountReport, Check, Report, _smtp_checks, format_json, format_report
-from mailrules.doctor_net import Endpoint, NoGreeting, PlaintextRefused, diagnose, hostname_matches
+from mailrules.doctor_net import (
+    Endpoint,
+    NoGreeting,
+    PlaintextRefused,
+    StarttlsRefused,
+    diagnose,
+    hostname_matches,
+)
 from mailrules.dsl import ast as A
 from mailrules.dsl.loader import load_rule_set
 from mailrules.imap.errors import classify
@@ -52,6 +59,18 @@ def test_no_greeting_means_starttls_on_an_implicit_port() -> None:
     result, hint = diagnose(NoGreeting("nothing received within 5 s"), IMAP_TLS)
     assert result.startswith("no IMAP greeting")
     assert 'use tls = "implicit" or port 143' in hint
+
+
+def test_starttls_refused_points_to_implicit_tls() -> None:
+    result, hint = diagnose(StarttlsRefused("STARTTLS refused: BAD Unknown command"), IMAP_TLS)
+    assert result == "STARTTLS refused: BAD Unknown command"
+    assert 'use tls = "implicit" (port 993)' in hint
+
+
+def test_eof_during_the_handshake() -> None:
+    exc = ssl.SSLEOFError(8, "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol")
+    result, hint = diagnose(exc, IMAP_OK)
+    assert "closed the connection during the TLS handshake" in result and "TLS version" in hint
 
 
 @pytest.mark.parametrize(
