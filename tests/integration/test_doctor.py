@@ -25,6 +25,8 @@ rule "keep" { when subject contains "keep" then archive }
 FORWARD = 'rule "fwd" { when subject contains "receipt" then forward to "acc@example.org" }\n'
 SMTP_USER, SMTP_PASSWORD = "bot", "smtp-Pa55word"
 
+pytestmark = pytest.mark.integration
+
 
 def doctor(tmp_path: Path, account: str, *args: str, rules: str = RULES, env: dict[str, str] | None = None,
            extra: str = "") -> tuple[int, dict[str, Any], str]:
