@@ -58,10 +58,14 @@ class ImapStore:
         return {uid: bytes(d.get("BODY.PEEK[]") or b"") for uid, d in answers.items()}
 
     def move(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
-        return None, self.session.move(uids, dest, create=create)
+        mapping = self.session.move(uids, dest, create=create)
+        # The destination UIDVALIDITY from COPYUID: without it the journal cannot find the message
+        # again, and `mailrules undo` refuses every move.
+        return (self.session.last_copyuid_uidvalidity if mapping else None), mapping
 
     def copy(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
-        return None, self.session.copy(uids, dest, create=create)
+        mapping = self.session.copy(uids, dest, create=create)
+        return (self.session.last_copyuid_uidvalidity if mapping else None), mapping
 
     def store_flags(self, uids: Sequence[int], flags: Sequence[str], add: bool) -> None:
         self.session.store_flags(uids, flags, add)

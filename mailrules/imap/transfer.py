@@ -16,9 +16,14 @@ log = logging.getLogger(__name__)
 class TransferCommands(MailboxCommands):
     """copy/move on UID sets; results map old UID -> new UID where the server says (COPYUID)."""
 
+    #: The destination UIDVALIDITY of the last COPYUID answer of copy()/move() (None without one):
+    #: a new UID means nothing without it (RFC 4315 §3), and the journal needs both to undo.
+    last_copyuid_uidvalidity: int | None = None
+
     def copy(self, uids: Iterable[int], dest: str, *, create: bool = False) -> dict[int, int]:
         """UID COPY `uids` to `dest` -> {old uid: new uid} (empty without UIDPLUS)."""
         mapping: dict[int, int] = {}
+        self.last_copyuid_uidvalidity = None
         for uid_set in chunk_uid_sets(set(uids), UID_SET_BYTES):
             mapping.update(self._copy_chunk(uid_set, dest, create))
         return mapping
@@ -33,6 +38,7 @@ class TransferCommands(MailboxCommands):
         """
         wanted = set(uids)
         mapping: dict[int, int] = {}
+        self.last_copyuid_uidvalidity = None
         if not wanted:
             return mapping
         if self.has("MOVE"):
@@ -71,5 +77,6 @@ class TransferCommands(MailboxCommands):
         for data in untagged or [reply.text]:
             parsed = parse_copyuid(data)
             if parsed is not None:
+                self.last_copyuid_uidvalidity = parsed[0]
                 mapping.update(parsed[1])
         return mapping
