@@ -310,9 +310,11 @@ def _mailboxes(
         rows.append(_box_row(word, name, how, listing, account, needed, destination=True))
     if rules is None:
         return
-    sources = [*mailboxes_of(rules, account.name), *(w for w in account.watch)]
-    for box in dict.fromkeys(sources):
-        rows.append(_box_row(f"mailbox {box!r}", box, "rules read it", listing, account, True, False))
+    sources = {b: "rules read it" for b in mailboxes_of(rules, account.name)}
+    for box in account.watch:
+        sources.setdefault(box, "watched")
+    for box, how in sources.items():
+        rows.append(_box_row(f"mailbox {box!r}", box, how, listing, account, True, False))
     templates: dict[str, A.Template] = {}
     for a in actions:
         if isinstance(a, A.Move | A.Copy | A.Archive) and a.dest is not None:
