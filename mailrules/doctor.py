@@ -29,9 +29,10 @@ from mailrules.doctor_net import (
 from mailrules.dsl import ast as A
 from mailrules.errors import ConfigError, MailrulesError
 from mailrules.imap.commands import MailboxInfo
-from mailrules.imap.session import ImapSession, ssl_context
+from mailrules.imap.session import ImapSession
 from mailrules.imap.special_use import attributes_to_uses, names_to_uses
 from mailrules.runner import connection_params, mailboxes_of
+from mailrules.tls import ssl_context
 
 Status = Literal["OK", "WARN", "FAIL", "INFO", "SKIP"]
 

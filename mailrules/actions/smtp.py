@@ -19,6 +19,7 @@ from typing import Literal
 from mailrules.config.model import Secret, SmtpSettings, TlsMode
 from mailrules.errors import ActionError, ConfigError
 from mailrules.message import MessageView
+from mailrules.tls import ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -336,8 +337,8 @@ class SmtpSender:
                     conn.close()
 
     def _tls_context(self) -> ssl.SSLContext:
-        # verified: system CAs, or only ca_file when given (a private CA or a self-signed server)
-        return ssl.create_default_context(cafile=self.params.ca_file)
+        # verified like IMAP: system CAs plus ca_file when given (a private CA, a self-signed server)
+        return ssl_context(self.params.ca_file)
 
     def _where(self) -> str:
         return f"SMTP {self.params.host}:{self.params.port}"

@@ -17,6 +17,7 @@ from mailrules.errors import ImapError
 from mailrules.imap.errors import classify
 from mailrules.imap.special_use import attributes_to_uses, names_to_uses
 from mailrules.imap.transfer import TransferCommands
+from mailrules.tls import ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,6 @@ class ConnectionParams:
     @property
     def account(self) -> str:
         return self.name or f"{self.username}@{self.host}"
-
-
-def ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    """A verifying context (hostname + chain); `ca_file` is trusted in addition to the system store."""
-    ctx = ssl.create_default_context()
-    if ca_file:
-        ctx.load_verify_locations(cafile=ca_file)
-    return ctx
 
 
 def _keepalive(sock: socket.socket) -> None:
