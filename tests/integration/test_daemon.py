@@ -282,3 +282,29 @@ def test_sigkill_mid_batch_then_restart(
         assert len(got) == 20 or "may have sent it" in d.text()
     finally:
         assert d.stop() == 0
+
+
+def test_scheduled_rule_runs_over_the_whole_mailbox(dovecot: DovecotServer, tmp_path: Path) -> None:
+    """A scheduled rule's job, run in-process: whole mailbox, its own connection, metrics, journal."""
+    from mailrules.config import load_config
+    from mailrules.daemon import Daemon
+
+    user, pw = dovecot.fresh_user()
+    append(dovecot, user, pw, [make_message(f"old {i}") for i in range(5)])
+    d = Running(tmp_path, dovecot, user, pw, None)
+    (d.rules / "10-main.rules").write_text(
+        'rule "nightly" every day at 03:00 { when subject contains "old" then move to "Old" }\n'
+    )
+    daemon = Daemon(load_config(d.config))
+    try:
+        assert daemon.load_rules()
+        assert list(daemon.schedule.next_runs()) == ["nightly"]
+        assert daemon.watched() == {}  # no arrival rule: nothing to IDLE on
+        daemon._run_scheduled(daemon.rules[0])
+        assert counts(dovecot, user, pw).get("Old") == 5
+        text = daemon.metrics.exposition().decode()
+        assert 'mailrules_scheduled_runs_total{outcome="ok",rule="nightly"} 1.0' in text
+        assert daemon.state.runs(limit=1)[0].trigger == "schedule"
+    finally:
+        daemon.schedule.shutdown(wait=False)
+        daemon.state.close()
