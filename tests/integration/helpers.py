@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +45,14 @@ def fetch_all(session: ImapSession, mailbox: str) -> tuple[int, int | None, list
     return info.uidvalidity, info.uidnext, messages
 
 
-def snapshot(params: ConnectionParams) -> dict[str, MailboxSnapshot]:
-    """Every mailbox of the account -> its UIDVALIDITY, UIDNEXT and sorted (bytes, flags, date)."""
+def snapshot(
+    params: ConnectionParams, only: Callable[[str], bool] | None = None
+) -> dict[str, MailboxSnapshot]:
+    """Every mailbox of the account (or those `only` accepts) -> UIDVALIDITY, UIDNEXT, sorted messages."""
     with ImapSession.connect(params) as session:
         out = {}
         for mb in sorted(session.list_mailboxes(), key=lambda m: m.name):
-            if "\\noselect" in {f.casefold() for f in mb.flags}:
+            if "\\noselect" in {f.casefold() for f in mb.flags} or (only is not None and not only(mb.name)):
                 continue
             uv, nxt, messages = fetch_all(session, mb.name)
             out[mb.name] = MailboxSnapshot(uv, nxt, tuple(sorted(messages, key=repr)))
