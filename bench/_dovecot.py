@@ -129,6 +129,21 @@ class Dovecot:
             counts.update(parse_commands(path.read_bytes()))
         return counts
 
+    def server_seconds(self, user: str) -> dict[str, float]:
+        """Per command name: seconds from the command's arrival to its tagged reply (rawlog stamps)."""
+        out: dict[str, float] = {}
+        for path in sorted(self.rawlog(user).glob("*.in")):
+            sent = command_stamps(path.read_bytes())
+            reply = path.with_suffix(".out")
+            if not reply.exists():
+                continue
+            for line in reply.read_bytes().split(b"\n"):
+                words = line.split(None, 3)
+                if len(words) >= 3 and words[2] in (b"OK", b"NO", b"BAD") and words[1] in sent:
+                    name, t0 = sent.pop(words[1])
+                    out[name] = out.get(name, 0.0) + float(words[0]) - t0
+        return out
+
     def du(self, user: str) -> int:
         return sum(p.stat().st_size for p in self.maildir(user).rglob("*") if p.is_file())
 
@@ -167,6 +182,29 @@ def parse_commands(data: bytes) -> Counter[str]:
         else:
             continuing = False
     return counts
+
+
+def command_stamps(data: bytes) -> dict[bytes, tuple[str, float]]:
+    """{tag: (command name, arrival time)} of a rawlog `.in` file (its first line's stamp)."""
+    out: dict[bytes, tuple[str, float]] = {}
+    skip = 0
+    for line in data.split(b"\n"):
+        words = line.split(None, 4)
+        if skip > 0:
+            skip -= len(line) + 1 - (len(words[0]) + 1 if words else 0)
+            if skip > 0:
+                continue
+            m = _LITERAL.search(line)
+            skip = int(m.group(1)) if m else 0
+            continue
+        if len(words) >= 3 and re.fullmatch(rb"\d+\.\d+", words[0]):
+            name = words[2].upper()
+            if name == b"UID" and len(words) >= 4:
+                name += b" " + words[3].upper()
+            out[words[1]] = (name.decode("ascii", "replace"), float(words[0]))
+        m = _LITERAL.search(line)
+        skip = int(m.group(1)) if m else 0
+    return out
 
 
 def _self_signed(directory: Path) -> Path:

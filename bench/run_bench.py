@@ -271,7 +271,7 @@ def _ok(typ: str, data: Any, what: str) -> Any:
     return data
 
 
-def bare_main(host: str, port: int, user: str, password: str, ca: str) -> None:
+def bare_main(host: str, port: int, user: str, password: str, ca: str, rules: tuple[BenchRule, ...]) -> None:
     ctx = ssl.create_default_context(cafile=ca)
     imap = imaplib.IMAP4(host, port)
     imap.starttls(ctx)
@@ -288,7 +288,7 @@ def bare_main(host: str, port: int, user: str, password: str, ca: str) -> None:
                 typ, data = imap.uid("MOVE", chunk, f'"{dest}"')
             _ok(typ, data, f"MOVE {dest}")
 
-    for r in RULES:
+    for r in rules:
         if "{utf8}" in r.search:
             imap.literal = r.utf8.encode("utf-8")
             typ, data = imap.uid("SEARCH", "CHARSET", "UTF-8", r.search.replace(" {utf8}", ""))
@@ -433,6 +433,7 @@ class Run:
     seconds: float
     cpu: float  # user + system CPU of the tool's process (not Dovecot's)
     commands: Counter[str]
+    server: dict[str, float] = field(default_factory=dict)  # per command: Dovecot's reply latency
     fp: Fingerprint = field(default_factory=dict)
     note: str = ""
 
@@ -441,10 +442,13 @@ class Run:
         return sum(self.commands.values())
 
 
-def write_mailrules_config(work: Path, server: Any, user: str) -> Path:
+Rules = tuple[BenchRule, ...]
+
+
+def write_mailrules_config(work: Path, server: Any, user: str, rule_set: Rules = RULES) -> Path:
     rules = work / "rules.d"
     rules.mkdir(parents=True, exist_ok=True)
-    (rules / "bench.rules").write_text(mailrules_text(RULES), encoding="utf-8")
+    (rules / "bench.rules").write_text(mailrules_text(rule_set), encoding="utf-8")
     config = work / f"mailrules-{user}.toml"
     config.write_text(
         f'rules = "{rules}"\nstate = "{work / f"state-{user}.db"}"\ntimezone = "UTC"\n\n'
@@ -456,20 +460,20 @@ def write_mailrules_config(work: Path, server: Any, user: str) -> Path:
     return config
 
 
-def run_tool(tool: str, server: Any, user: str, work: Path) -> tuple[float, float, str]:
+def run_tool(tool: str, server: Any, user: str, work: Path, rules: Rules) -> tuple[float, float, str]:
     """Start `tool` against `user`, wait for it; (wall seconds, its CPU seconds, note)."""
     env = dict(os.environ)
     if tool == "mailrules":
-        config = write_mailrules_config(work, server, user)
+        config = write_mailrules_config(work, server, user, rules)
         cmd = [str(Path(sys.executable).parent / "mailrules"), "run", "--config", str(config)]
     elif tool == "imapfilter":
         lua = work / f"imapfilter-{user}.lua"
-        lua.write_text(imapfilter_config(RULES, server.port, user, server.users[user]), encoding="utf-8")
+        lua.write_text(imapfilter_config(rules, server.port, user, server.users[user]), encoding="utf-8")
         env["HOME"] = str(work)  # its certificates file and history stay in the work directory
         cmd = ["imapfilter", "-t", str(server.ca_file), "-c", str(lua)]
     else:
         cmd = [sys.executable, str(Path(__file__).resolve()), "_bare", "127.0.0.1", str(server.port), user,
-               server.users[user], str(server.ca_file)]
+               server.users[user], str(server.ca_file), str(len(rules))]
     log = work / f"{tool}-{user}.log"
     with log.open("wb") as out:
         started = time.perf_counter()
@@ -484,7 +488,7 @@ def run_tool(tool: str, server: Any, user: str, work: Path) -> tuple[float, floa
     return seconds, cpu, ""
 
 
-def profile_mailrules(server: Any, user: str, work: Path, top: int) -> str:
+def profile_mailrules(server: Any, user: str, work: Path, rules: Rules, top: int) -> str:
     """mailrules' run_rules in this process under cProfile; the hot spots as text."""
     import cProfile
     import io
@@ -495,7 +499,7 @@ def profile_mailrules(server: Any, user: str, work: Path, top: int) -> str:
     from mailrules.dsl.loader import load_rule_set
     from mailrules.runner import open_store, run_rules
 
-    config = write_mailrules_config(work, server, user)
+    config = write_mailrules_config(work, server, user, rules)
     settings = load_config(config)
     rule_set = load_rule_set(settings.rules).rule_set
     logging.getLogger().handlers[:] = [logging.FileHandler(work / "profile.log")]
@@ -521,14 +525,15 @@ def profile_mailrules(server: Any, user: str, work: Path, top: int) -> str:
 TOOLS = ("mailrules", "imapfilter", "bare")
 
 
-def summarize(runs: list[Run], sizes: list[int]) -> str:
+def summarize(runs: list[Run], sizes: list[int], n_rules: int) -> str:
     lines = []
     by: dict[tuple[str, int], list[Run]] = defaultdict(list)
     for r in runs:
         by[(r.tool, r.messages)].append(r)
     for n in sizes:
-        lines.append(f"\n== {n:,} messages, {len(RULES)} rules, Dovecot 2.3 on loopback, STARTTLS ==")
-        lines.append(f"{'tool':<11} {'wall s':>7} {'CPU s':>6} {'runs':>5} {'commands':>9}  by kind")
+        lines.append(f"\n== {n:,} messages, {n_rules} rules, Dovecot 2.3 on loopback, STARTTLS ==")
+        lines.append(f"{'tool':<11} {'wall s':>7} {'CPU s':>6} {'imap s':>7} {'runs':>5} {'commands':>9}  "
+                     "by kind")
         med: dict[str, float] = {}
         cpu: dict[str, float] = {}
         for tool in TOOLS:
@@ -540,7 +545,8 @@ def summarize(runs: list[Run], sizes: list[int]) -> str:
             cmds = rs[0].commands
             kinds = ", ".join(f"{k} {v}" for k, v in cmds.most_common(6))
             all_s = "/".join(f"{r.seconds:.2f}" for r in rs)
-            lines.append(f"{tool:<11} {med[tool]:>7.2f} {cpu[tool]:>6.2f} {len(rs):>5} "
+            imap_s = statistics.median(sum(r.server.values()) for r in rs)
+            lines.append(f"{tool:<11} {med[tool]:>7.2f} {cpu[tool]:>6.2f} {imap_s:>7.2f} {len(rs):>5} "
                          f"{sum(cmds.values()):>9}  {kinds}"
                          + (f"  [{all_s}]" if len(rs) > 1 else ""))
         if "mailrules" in med:
@@ -551,6 +557,14 @@ def summarize(runs: list[Run], sizes: list[int]) -> str:
                     met = "met" if ratio <= (1.0 if other == "imapfilter" else 1.10) else "NOT met"
                     lines.append(f"  mailrules / {other:<10} = {ratio:5.2f} wall ({goal}: {met}), "
                                  f"{cpu['mailrules'] / max(cpu[other], 1e-3):5.2f} client CPU")
+    lines.append("  (wall: process start to exit; CPU: the tool's own process; imap s: summed time from each "
+                 "command's arrival at Dovecot to its tagged reply, from the rawlog)")
+    for n in sizes:
+        slow = [(tool, by[(tool, n)][0].server) for tool in TOOLS if by.get((tool, n))]
+        lines.append(f"\n== {n:,} messages: Dovecot seconds by command (first run) ==")
+        for tool, server in slow:
+            top = sorted(server.items(), key=lambda kv: -kv[1])[:5]
+            lines.append(f"{tool:<11} " + ", ".join(f"{k} {v:.2f}" for k, v in top))
     if len(sizes) > 1:
         lines.append("\n== commands by mailbox size (same rules): grows with rules, not messages? ==")
         lines.append(f"{'tool':<11} " + " ".join(f"{n:>10,}" for n in sizes))
@@ -575,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per tool and size, median reported")
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma list of mailrules,imapfilter,bare")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rules", type=int, default=len(RULES),
+                    help=f"use the first N of the {len(RULES)} rules (command counts against rule count)")
     ap.add_argument("--rules-only", action="store_true",
                     help="print the rule set as mailrules, imapfilter and bare see it; run nothing")
     ap.add_argument("--profile", action="store_true", help="also profile mailrules in-process (cProfile)")
@@ -582,10 +598,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the results to this JSON file")
     args = ap.parse_args(argv)
 
+    rules = RULES[: args.rules]
     if args.rules_only:
-        print(mailrules_text(RULES))
-        print(imapfilter_config(RULES, 143, "USER", "PASSWORD"))
-        print(bare_plan_text(RULES))
+        print(mailrules_text(rules))
+        print(imapfilter_config(rules, 143, "USER", "PASSWORD"))
+        print(bare_plan_text(rules))
         return 0
 
     import _dovecot
@@ -619,14 +636,15 @@ def main(argv: list[str] | None = None) -> int:
                 for tool in order:
                     user = f"{tool[:2]}{n}r{i}"
                     server.clone_user(f"tpl{n}", user)
-                    seconds, cpu, note = run_tool(tool, server, user, work)
-                    run = Run(tool, n, seconds, cpu, server.count_commands(user), note=note)
+                    seconds, cpu, note = run_tool(tool, server, user, work, rules)
+                    run = Run(tool, n, seconds, cpu, server.count_commands(user),
+                              server.server_seconds(user), note=note)
                     if i == 0:
                         run.fp = fingerprint(server, user)
                     runs.append(run)
                     status = f"FAILED {note}" if note else "ok"
                     print(f"  {tool:<10} run {i + 1}: {seconds:6.2f} s wall, {cpu:6.2f} s CPU, "
-                          f"{run.total:6} commands  {status}")
+                          f"{sum(run.server.values()):6.2f} s in Dovecot, {run.total:6} commands  {status}")
             firsts = {r.tool: r for r in runs if r.messages == n and r.fp}
             ref = firsts.get("bare") or next(iter(firsts.values()))
             print(f"  final state ({ref.tool}): {counts_table(ref.fp)}")
@@ -643,16 +661,16 @@ def main(argv: list[str] | None = None) -> int:
                           "(every message, mailbox and flag)")
         if dt.datetime.now(dt.UTC).date() != now.date():
             problems.append("the run crossed midnight UTC: imapfilter's is_older(N) moved by a day")
-        print(summarize(runs, sizes))
+        print(summarize(runs, sizes, len(rules)))
         for p in problems:
             print("\nPROBLEM: " + p)
         if args.profile:
             server.clone_user(f"tpl{sizes[0]}", "prof")
-            print("\n" + profile_mailrules(server, "prof", work, 25))
+            print("\n" + profile_mailrules(server, "prof", work, rules, 25))
         if args.json:
             Path(args.json).write_text(json.dumps([
                 {"tool": r.tool, "messages": r.messages, "seconds": round(r.seconds, 3),
-                 "cpu": round(r.cpu, 3),
+                 "cpu": round(r.cpu, 3), "server": {k: round(v, 3) for k, v in r.server.items()},
                  "commands": dict(r.commands), "note": r.note} for r in runs], indent=1))
     finally:
         _dovecot.stop(server, keep=args.keep)
@@ -661,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_bare":
-        bare_main(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
+        host, port, user, password, ca, count = sys.argv[2:8]
+        bare_main(host, int(port), user, password, ca, RULES[: int(count)])
         sys.exit(0)
     sys.exit(main())
