@@ -76,6 +76,22 @@ def rules_fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
+def plan_connections(watched: int, budget: int, scheduled: bool) -> tuple[int, int]:
+    """(mailboxes that get their own IDLE connection, connections used in all).
+
+    One connection is kept for scheduled runs when there are any; if the rest cannot give every
+    watched mailbox its own, one of them polls the overflow in turn.
+    """
+    reserve = 1 if scheduled else 0
+    available = budget - reserve
+    if watched == 0:
+        return 0, reserve
+    if watched <= available:
+        return watched, watched + reserve
+    idle = max(0, available - 1)
+    return idle, idle + 1 + reserve
+
+
 class Daemon:
     """Everything `mailrules daemon` runs; `run()` blocks until SIGTERM/SIGINT (or `stop()`)."""
 
@@ -146,7 +162,17 @@ class Daemon:
             return False
         for w in result.warnings:
             log.warning("%s", w.render())
-        self.rules = result.rule_set.rules
+        previous, self.rules = self.rules, result.rule_set.rules
+        problems = self.budget_problems()
+        if problems:
+            self.rules = previous
+            log.error(
+                "%s; %s",
+                "; ".join(problems),
+                "keeping the rules that were running" if previous else "not starting",
+            )
+            self.metrics.reload(False)
+            return False
         watched = self.watched()
         mailboxes = {
             a: sorted(set(watched.get(a, [])) | set(mailboxes_of(self.rules, a)))
@@ -165,6 +191,25 @@ class Daemon:
             self._sync_watchers()
         return True
 
+    def _has_scheduled(self, account: str) -> bool:
+        return any(
+            not isinstance(r.trigger, A.OnArrival | A.Manually) and (not r.accounts or account in r.accounts)
+            for r in self.rules
+        )
+
+    def budget_problems(self) -> list[str]:
+        """Accounts whose max_connections cannot hold what the rules need (refused at load)."""
+        out = []
+        for name, boxes in self.watched().items():
+            acct = self.settings.accounts[name]
+            sched = self._has_scheduled(name)
+            if plan_connections(len(boxes), acct.max_connections, sched)[1] > acct.max_connections:
+                out.append(
+                    f"account {name}: max_connections = {acct.max_connections} is too small: watching "
+                    f"needs 1 connection{' and scheduled rules 1 more' if sched else ''}"
+                )
+        return out
+
     def watched(self) -> dict[str, list[str]]:
         """Per account: the mailboxes with `on arrival` rules, then `watch = [...]` extras."""
         out: dict[str, list[str]] = {}
@@ -179,19 +224,15 @@ class Daemon:
     def _sync_watchers(self) -> None:
         """Start watchers for newly watched mailboxes, stop those no longer watched.
 
-        IDLE watches only the selected mailbox (RFC 5465 §1), so each gets a connection, up to the
-        account's budget less one (kept for scheduled runs); mailboxes past that are polled in turn
-        on one shared connection.
+        IDLE watches only the selected mailbox (RFC 5465 §1), so each gets a connection, within the
+        account's budget less the one kept for scheduled runs; mailboxes past that are polled in
+        turn on one shared connection (`plan_connections`).
         """
         wanted: dict[tuple[str, str], AccountSettings] = {}
         polled: dict[str, list[str]] = {}
         for name, boxes in self.watched().items():
             acct = self.settings.accounts[name]
-            idle_slots = (
-                max(1, acct.max_connections - 1)
-                if len(boxes) < acct.max_connections
-                else max(1, acct.max_connections - 2)
-            )
+            idle_slots, _ = plan_connections(len(boxes), acct.max_connections, self._has_scheduled(name))
             for i, mailbox in enumerate(boxes):
                 if i < idle_slots:
                     wanted[(name, mailbox)] = acct
