@@ -54,7 +54,7 @@ def msg(subject: str, message_id: str) -> bytes:
 JOURNAL_RULES = """
 rule "file"   { when subject is "to-move"    then mark read, tag "$Filed", move to "Filed" }
 rule "arch"   { when subject is "to-archive" then flag, mark unread, archive }
-rule "flags"  { when subject is "to-flag"    then flag, mark read, untag "$Keep" }
+rule "flags"  { when subject is "to-flag"    then flag, mark read, untag "$Keep", copy to "Copies" }
 rule "purge"  { when subject is "purge-me"   then delete permanently }
 rule "fwd"    { when subject is "fwd-me"     then forward to "boss@example.org" }
 """
@@ -101,12 +101,14 @@ def test_log_says_which_rule_moved_a_message_and_undo_restores(
     assert re.search(r"undo \S+ of run " + re.escape(run_id) + r": \d+ change\(s\) undone", out), out
     assert "not undone: purge: delete permanently" in out and "cannot be brought back" in out
     assert "not undone: fwd: forward" in out and "cannot be recalled" in out
+    assert "not undone: flags: copy" in out and "undo never removes mail" in out
     after = snapshot(account)
     # Everything but the expunged message is back in INBOX with its flags and INTERNALDATE.
     purged = msg("purge-me", "purge-1@example.com")
     expected_inbox = tuple(m for m in before["INBOX"].messages if m[0] != purged)
     assert after["INBOX"].messages == expected_inbox
     assert not after["Filed"].messages and not after["Archive"].messages
+    assert len(after["Copies"].messages) == 1  # the copy stays: undo never removes mail
     assert after["INBOX"].uidvalidity == before["INBOX"].uidvalidity
 
     again = cli("undo", "--config", str(config), run_id)
