@@ -1,0 +1,73 @@
+"""examples/prometheus/alerts.yml: `promtool check rules` accepts it and its unit tests pass."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mailrules.metrics import ARRIVAL_BUCKETS, Metrics
+
+PROMETHEUS = Path(__file__).resolve().parents[2] / "examples" / "prometheus"
+ALERTS = PROMETHEUS / "alerts.yml"
+ALERTS_TEST = PROMETHEUS / "alerts_test.yml"
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        message = (
+            "promtool not found (Debian/Ubuntu package `prometheus`); "
+            "run `make test`, which installs the system packages the suite needs"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run(
+        [_promtool(), *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=120, check=False
+    )
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, report
+    return report
+
+
+def test_promtool_check_rules() -> None:
+    assert "SUCCESS" in _run("check", "rules", ALERTS.name)
+
+
+def test_promtool_unit_tests_pass() -> None:
+    assert "SUCCESS" in _run("test", "rules", ALERTS_TEST.name)
+
+
+def test_every_alert_has_a_unit_test_that_fires_it() -> None:
+    alerts = set(re.findall(r"^\s+- alert: (\w+)$", ALERTS.read_text(), re.M))
+    tested = ALERTS_TEST.read_text()
+    assert len(alerts) >= 8
+    for name in alerts:
+        # a firing case is an alertname followed (before the next test) by a non-empty exp_alerts
+        firing = re.search(rf"alertname: {name}\n\s+exp_alerts:\n\s+- exp_labels:", tested)
+        assert firing, f"no unit test makes {name} fire"
+
+
+def test_every_metric_and_bucket_the_rules_use_is_exposed() -> None:
+    m = Metrics()
+    m.init({"work": ["INBOX"]}, ["r"])
+    exposed = {
+        line.split("{", 1)[0].split(" ", 1)[0]
+        for line in m.exposition().decode().splitlines()
+        if line and not line.startswith("#")
+    }
+    text = "\n".join(line for line in ALERTS.read_text().splitlines() if not line.lstrip().startswith("#"))
+    used = set(re.findall(r"\bmailrules_[a-z_]+\b", text))
+    assert used and used <= exposed, sorted(used - exposed)
+    # le is matched as a string: it must be spelled as prometheus_client writes the boundary
+    for le in re.findall(r'le="([^"]+)"', text):
+        assert float(le) in ARRIVAL_BUCKETS and le == str(float(le)), le
