@@ -109,9 +109,14 @@ def received_key(relation: str, d: dt.date, tz: dt.tzinfo) -> K.SearchKey:
 
 
 def age_key(
-    older: bool, amount: int, unit: str, now: dt.datetime, tz: dt.tzinfo, within: bool
+    older: bool, amount: int, unit: str, now: dt.datetime, tz: dt.tzinfo, within: bool, skew: int = 0
 ) -> tuple[K.SearchKey, bool]:
-    """The key for `older|newer than N UNIT` and whether it is exact (OLDER/YOUNGER with WITHIN)."""
+    """The key for `older|newer than N UNIT` and whether it is exact.
+
+    With WITHIN, RFC 5032 OLDER/YOUNGER count seconds back from the *server's* clock when the
+    SEARCH runs, not from `now`: `skew` seconds of difference are allowed for (OLDER n-skew,
+    YOUNGER n+skew), and then the residual decides. `skew=0` trusts the clocks: exact.
+    """
     # Months and years count on the calendar of the configured zone, as the language does.
     threshold = subtract_age(now.astimezone(tz), amount, unit)
     # Elapsed time in UTC: aware datetimes sharing a tzinfo would subtract as wall-clock time.
@@ -119,11 +124,13 @@ def age_key(
         span = now.astimezone(dt.UTC) - threshold.astimezone(dt.UTC)
     except OverflowError:
         span = dt.timedelta(0)
-    if within and span >= dt.timedelta(seconds=1) and not span.microseconds:
-        # RFC 5032: OLDER n = internal date more than n seconds ago, YOUNGER n = less than
-        # (nz-number, so never 0).
-        seconds = span.days * 86400 + span.seconds
-        return (K.Older(seconds) if older else K.Younger(seconds)), True
+    seconds = span.days * 86400 + span.seconds
+    if within and not span.microseconds:
+        # nz-number: OLDER 0 / YOUNGER 0 are not valid keys.
+        if older and seconds - skew >= 1:
+            return K.Older(seconds - skew), skew == 0
+        if not older and seconds >= 1:
+            return K.Younger(seconds + skew), skew == 0
     if older:
         return instant_window(None, threshold), False
     return instant_window(threshold, None), False

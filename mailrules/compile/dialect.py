@@ -41,6 +41,10 @@ class Dialect:
     condstore: bool = False
     gmail: bool = False
     utf8_search: bool = False
+    #: Seconds the server's clock (and the moment a plan's SEARCH runs) may be off from the `now`
+    #: it was planned with: OLDER/YOUNGER are widened by it and checked on INTERNALDATE. 0 trusts
+    #: the clocks and makes OLDER/YOUNGER exact.
+    clock_skew: int = 300
     literal_plus: bool = False
     literal_minus: bool = False
     move: bool = False
@@ -48,12 +52,15 @@ class Dialect:
     special_use: bool = False
 
     @classmethod
-    def from_capabilities(cls, caps: Iterable[str | bytes], name: str = "server") -> Dialect:
+    def from_capabilities(
+        cls, caps: Iterable[str | bytes], name: str = "server", *, clock_skew: int = 300
+    ) -> Dialect:
         """The dialect of a server advertising `caps` (after login: capabilities change then)."""
         c = {(x.decode("ascii", "replace") if isinstance(x, bytes) else x).upper() for x in caps}
         rev2 = "IMAP4REV2" in c
         return cls(
             name=name,
+            clock_skew=clock_skew,
             within="WITHIN" in c,
             esearch="ESEARCH" in c or rev2,
             condstore="CONDSTORE" in c or "QRESYNC" in c,

@@ -26,7 +26,8 @@ from mailrules.dsl import ast as A
 #   header X exists         HEADER X ""                                                  exact
 #   size > n, >= n, <, <=   LARGER n, LARGER n-1, SMALLER n, SMALLER n+1                 exact
 #   flags, tagged           SEEN/UNSEEN/..., KEYWORD k                                   exact
-#   older/newer than        OLDER/YOUNGER seconds with WITHIN, else BEFORE/SINCE window  exact/residual
+#   older/newer than        OLDER n-skew/YOUNGER n+skew with WITHIN, else a BEFORE/SINCE residual
+#                           window (exact only with Dialect.clock_skew=0)
 #   received D              SINCE/BEFORE window valid for any server zone (-12..+14 h)   residual
 #   sent D                  SENTBEFORE/SENTON/SENTSINCE (no Date: is 1970 on servers)    residual
 #   has attachment          ALL (Gmail: X-GM-RAW has:attachment)                          residual
@@ -359,7 +360,7 @@ def _date_test(c: A.DateTest, x: _Ctx) -> _Part:
 
 
 def _age_test(c: A.AgeTest, x: _Ctx) -> _Part:
-    key, exact = age_key(c.older, c.amount, c.unit, x.now, x.tz, x.dialect.within)
+    key, exact = age_key(c.older, c.amount, c.unit, x.now, x.tz, x.dialect.within, x.dialect.clock_skew)
     return key, (None if exact else c)
 
 

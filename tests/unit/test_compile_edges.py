@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -94,7 +95,12 @@ def test_age_needs_a_positive_interval_for_within() -> None:
     zero = A.AgeTest(True, 0, "minutes", S)
     plan = plan_condition(zero, DOVECOT, NOW, dt.UTC)
     assert not isinstance(plan.server, K.Older) and plan.residual == zero
-    assert search(A.AgeTest(True, 1, "minutes", S)) == "UID SEARCH OLDER 60"
+    trusted = dataclasses.replace(DOVECOT, clock_skew=0)
+    assert search(A.AgeTest(True, 1, "minutes", S), trusted) == "UID SEARCH OLDER 60"
+    # the server counts back from its own clock when the SEARCH runs: widened by the skew
+    assert search(A.AgeTest(True, 10, "minutes", S)) == "UID SEARCH OLDER 300"
+    assert search(A.AgeTest(False, 10, "minutes", S)) == "UID SEARCH YOUNGER 900"
+    assert search(A.AgeTest(True, 1, "minutes", S)).startswith("UID SEARCH BEFORE ")
 
 
 def test_dates_at_the_ends_of_the_calendar() -> None:

@@ -192,32 +192,32 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
     },
     'older than 30 minutes': {
         'rfc3501': ('BEFORE 3-May-2024', 'older than 30 minutes'),
-        'dovecot': ('OLDER 1800', None),
+        'dovecot': ('OLDER 1500', 'older than 30 minutes'),
         'gmail': ('BEFORE 3-May-2024', 'older than 30 minutes'),
     },
     'older than 2 hours': {
         'rfc3501': ('BEFORE 2-May-2024', 'older than 2 hours'),
-        'dovecot': ('OLDER 7200', None),
+        'dovecot': ('OLDER 6900', 'older than 2 hours'),
         'gmail': ('BEFORE 2-May-2024', 'older than 2 hours'),
     },
     'newer than 7 days': {
         'rfc3501': ('SINCE 24-Apr-2024', 'newer than 7 days'),
-        'dovecot': ('YOUNGER 604800', None),
+        'dovecot': ('YOUNGER 605100', 'newer than 7 days'),
         'gmail': ('SINCE 24-Apr-2024', 'newer than 7 days'),
     },
     'older than 2 weeks': {
         'rfc3501': ('BEFORE 19-Apr-2024', 'older than 2 weeks'),
-        'dovecot': ('OLDER 1209600', None),
+        'dovecot': ('OLDER 1209300', 'older than 2 weeks'),
         'gmail': ('BEFORE 19-Apr-2024', 'older than 2 weeks'),
     },
     'older than 3 months': {
         'rfc3501': ('BEFORE 3-Feb-2024', 'older than 3 months'),
-        'dovecot': ('OLDER 7772400', None),
+        'dovecot': ('OLDER 7772100', 'older than 3 months'),
         'gmail': ('BEFORE 3-Feb-2024', 'older than 3 months'),
     },
     'newer than 1 years': {
         'rfc3501': ('SINCE 1-May-2023', 'newer than 1 years'),
-        'dovecot': ('YOUNGER 31622400', None),
+        'dovecot': ('YOUNGER 31622700', 'newer than 1 years'),
         'gmail': ('SINCE 1-May-2023', 'newer than 1 years'),
     },
     'received before 2024-01-10': {
@@ -342,7 +342,7 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
     },
     'older than 365 days and seen and not flagged': {
         'rfc3501': ('BEFORE 4-May-2023 SEEN UNFLAGGED', 'older than 365 days'),
-        'dovecot': ('OLDER 31536000 SEEN UNFLAGGED', None),
+        'dovecot': ('OLDER 31535700 SEEN UNFLAGGED', 'older than 365 days'),
         'gmail': ('BEFORE 4-May-2023 SEEN UNFLAGGED', 'older than 365 days'),
     },
     'from domain is "marketing.example.com" or header "Precedence" is "bulk"': {
@@ -417,7 +417,8 @@ SECTION_8_DOVECOT = {
     "invoices": ("UID SEARCH RETURN (ALL) OR SUBJECT invoice SUBJECT facture", "has attachment", "BODYSTRUCTURE"),
     "big mail from bob": ("UID SEARCH RETURN (ALL) HEADER From bob HEADER From example LARGER 1048576", 'from is "bob@example.com"',
                           "BODY.PEEK[HEADER.FIELDS (From)]"),
-    "yearly archive": ("UID SEARCH RETURN (ALL) OLDER 31536000 SEEN UNFLAGGED", None, "nothing"),
+    "yearly archive": ("UID SEARCH RETURN (ALL) OLDER 31535700 SEEN UNFLAGGED", "older than 365 days",
+                       "INTERNALDATE"),
     "noise": ("UID SEARCH RETURN (ALL) OR (HEADER From marketing HEADER From example) HEADER Precedence bulk",
               'from domain is "marketing.example.com" or header "Precedence" is "bulk"',
               "BODY.PEEK[HEADER.FIELDS (From Precedence)]"),
@@ -437,3 +438,13 @@ def test_section_8_rules_on_dovecot() -> None:
         got[rule.name] = (format_search(p, d), None if p.residual is None else condition_text(p.residual),
                           format_needs(p.needs))
     assert got == SECTION_8_DOVECOT
+
+
+def test_with_trusted_clocks_older_and_younger_are_exact() -> None:
+    import dataclasses
+
+    d = dataclasses.replace(Dialect.named("dovecot"), clock_skew=0)
+    for text, key in (("older than 365 days", "OLDER 31536000"), ("newer than 2 hours", "YOUNGER 7200")):
+        plan = plan_condition(cond(text), d, NOW, TZ)
+        assert format_search(plan, d) == f"UID SEARCH RETURN (ALL) {key}"
+        assert plan.exact

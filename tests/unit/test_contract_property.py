@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import random
@@ -32,6 +33,7 @@ DIALECTS = [
     Dialect.named("dovecot"),
     Dialect.named("gmail"),
     Dialect(name="utf8-no-within", utf8_search=True),
+    dataclasses.replace(Dialect.named("dovecot"), name="dovecot-trusted-clock", clock_skew=0),
 ]
 # The planner's zone and the server's: far apart on purpose (UTC+14 vs UTC-12).
 ZONES = [dt.UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York"), ZoneInfo("Pacific/Kiritimati"),
