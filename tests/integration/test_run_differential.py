@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import random
 import re
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,11 @@ CONDITIONS = [
     "newer than 2 years",
     "received before 2025-01-01",
     "sent after 2024-06-01",
+    "received on 2024-12-31",
+    "received after 2024-12-31",
+    "sent on 2025-01-01",
+    "sent before 2025-01-01",
+    "subject matches /^(\\w+)/",
     'body contains "discussion"',
     'to is "me@example.com"',
     "all",
@@ -93,6 +99,22 @@ def rule_set(rng: random.Random, src: str = "INBOX", prefix: str = "", keywords:
         scope = rng.choice([' in "%SRC%"'] * 3 + [' in "%SRC%", "%P%A"'])
         out.append(f'rule "r{i}"{scope} {{ when {cond} then {", ".join(acts)} }}')
     return ("\n".join(out) + "\n").replace("%SRC%", src).replace("%P%", prefix)
+
+
+BOUNDARY = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+
+def near_boundary(rng: random.Random, raw: bytes) -> tuple[bytes, dt.datetime]:
+    """The message received and sent within a day of BOUNDARY, each in some zone from -11 h to +14 h:
+    where a server counting days in another zone than the rules do would disagree."""
+
+    def zone() -> dt.tzinfo:
+        return dt.timezone(dt.timedelta(minutes=30 * rng.randint(-22, 28)))
+
+    instant = BOUNDARY + dt.timedelta(minutes=rng.randint(-30 * 60, 30 * 60))
+    sent = (instant - dt.timedelta(minutes=rng.randint(0, 600))).astimezone(zone())
+    date = b"Date: " + format_datetime(sent).encode()
+    return re.sub(rb"^Date: [^\r\n]*", date, raw, count=1, flags=re.M), instant.astimezone(zone())
 
 
 def recovered(sent: list[Received], originals: list[bytes]) -> list[tuple[str, str, bytes]]:
@@ -137,7 +159,8 @@ def differential(
     messages = []
     for s in generate(rng.randint(30, 60), seed=seed, now=now):
         flags = list(s.flags) + (["$Work"] if rng.random() < 0.2 else [])
-        messages.append((s.raw, flags, s.internaldate))
+        raw, when = near_boundary(rng, s.raw) if rng.random() < 0.3 else (s.raw, s.internaldate)
+        messages.append((raw, flags, when))
 
     assert not any(append(params, src, messages))
     with ImapSession.connect(params) as session:
