@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -109,9 +109,8 @@ class Daemon:
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._budget = {
-            n: threading.BoundedSemaphore(a.max_connections) for n, a in settings.accounts.items()
-        }
+        # Scheduled runs of one account take turns on the one connection kept for them.
+        self._budget = {n: threading.BoundedSemaphore(1) for n in settings.accounts}
         self._watchers: dict[tuple[str, str], MailboxWatcher | MultiPoller] = {}
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -267,19 +266,27 @@ class Daemon:
 
     # -- scheduled runs -----------------------------------------------------------------------------
 
-    def _run_scheduled(self, rule: A.Rule) -> None:
+    def _run_scheduled(self, rules: Sequence[A.Rule]) -> None:
+        """One firing of a schedule: its rules, in rule-set order, over each mailbox they name.
+
+        Rules sharing a trigger run together, so the per-message reading holds among them (an
+        earlier one that moves a message hides it from the later ones), as in `mailrules run`.
+        """
         started = time.monotonic()
-        outcome = "ok"
+        failed: set[str] = set()
         run_id = self.state.begin_run("schedule", False)
         for name, acct in self.settings.accounts.items():
-            if rule.accounts and name not in rule.accounts:
+            mine = [r for r in rules if not r.accounts or name in r.accounts]
+            if not mine:
                 continue
             budget = self._budget[name]
             if not budget.acquire(timeout=60):
                 log.error(
-                    'rule "%s": no free connection for %s within 60 s; skipped this time', rule.name, name
+                    "schedule %s: no free connection for %s within 60 s; skipped this time",
+                    ", ".join(r.name for r in mine),
+                    name,
                 )
-                outcome = "failed"
+                failed.update(r.name for r in mine)
                 continue
             try:
                 session = self._connect(acct)
@@ -292,20 +299,21 @@ class Daemon:
                         on_entry=log_entry,
                         observer=self.metrics,
                     )
-                    for mailbox in rule.mailboxes:
+                    for mailbox in mailboxes_of(mine, name):
                         with self.lock_for(name, mailbox):
-                            report = engine.process(store, account_context(acct), mailbox, [rule])
-                        if report.failed:
-                            outcome = "failed"
+                            report = engine.process(store, account_context(acct), mailbox, mine)
+                        failed.update(rr.rule for rr in report.rules if rr.failed)
                 finally:
                     session.logout()
             except MailrulesError as exc:
-                log.error('rule "%s" (scheduled) on %s: %s', rule.name, name, exc)
-                outcome = "failed"
+                log.error("schedule %s on %s: %s", ", ".join(r.name for r in mine), name, exc)
+                failed.update(r.name for r in mine)
             finally:
                 budget.release()
-        self.state.end_run(run_id, {"rule": rule.name, "outcome": outcome})
-        self.metrics.scheduled_run(rule.name, time.monotonic() - started, outcome)
+        seconds = time.monotonic() - started
+        self.state.end_run(run_id, {"rules": [r.name for r in rules], "failed": sorted(failed)})
+        for r in rules:
+            self.metrics.scheduled_run(r.name, seconds, "failed" if r.name in failed else "ok")
 
     # -- health ---------------------------------------------------------------------------------------
 

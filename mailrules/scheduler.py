@@ -21,6 +21,18 @@ MISFIRE_GRACE_SECONDS = 300
 _DOW = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+def trigger_key(trigger: A.Trigger) -> str:
+    """The same text for the same schedule, wherever it is written (spans ignored)."""
+    if isinstance(trigger, A.Every):
+        return f"every {trigger.amount} {trigger.unit}"
+    if isinstance(trigger, A.At):
+        days = ",".join(_DOW[d] for d in trigger.days) or "day"
+        return f"every {days} at {trigger.hour:02d}:{trigger.minute:02d}"
+    if isinstance(trigger, A.Cron):
+        return "cron " + " ".join(trigger.expression.split())
+    return type(trigger).__name__
+
+
 def apscheduler_trigger(trigger: A.Trigger, tz: dt.tzinfo) -> Any | None:
     """The APScheduler trigger for a rule's trigger; None for `on arrival` and `manually`."""
     if isinstance(trigger, A.Every):
@@ -77,14 +89,14 @@ def cron_trigger(expression: str, tz: dt.tzinfo) -> Any:
 
 
 class Schedule:
-    """Runs `run(rule)` for every scheduled rule on its trigger.
+    """Runs `run(rules)` for every group of scheduled rules that share a trigger, on that trigger.
 
     Jobs are coalesced (a backlog of missed runs becomes one run), one instance at a time, with a
     misfire grace: a scheduled rule never overlaps itself. Mutual exclusion with arrival runs on
     the same mailbox is the caller's (the daemon holds a lock per account and mailbox).
     """
 
-    def __init__(self, tz: dt.tzinfo, run: Callable[[A.Rule], None]) -> None:
+    def __init__(self, tz: dt.tzinfo, run: Callable[[list[A.Rule]], None]) -> None:
         self.tz = tz
         self._run = run
         self._scheduler = BackgroundScheduler(
@@ -93,18 +105,31 @@ class Schedule:
         )
 
     def load(self, rules: Sequence[A.Rule]) -> int:
-        """Replace every job with those of `rules` (used at start and on reload); return the count."""
-        self._scheduler.remove_all_jobs()
-        n = 0
+        """Make the jobs those of `rules` (at start and on reload); return how many there are.
+
+        Rules with the same trigger share one job and run together, in rule-set order. A job
+        whose trigger is unchanged keeps its next run time across a reload (an `every 6 hours`
+        rule is not pushed back each time a rule file is saved); only its rules are updated.
+        """
+        groups: dict[str, list[A.Rule]] = {}
+        triggers: dict[str, Any] = {}
         for rule in rules:
             trig = apscheduler_trigger(rule.trigger, self.tz)
             if trig is None:
                 continue
-            self._scheduler.add_job(
-                self._run, trig, args=[rule], id=rule.name, name=rule.name, replace_existing=True
-            )
-            n += 1
-        return n
+            key = trigger_key(rule.trigger)
+            groups.setdefault(key, []).append(rule)
+            triggers.setdefault(key, trig)
+        for job in self._scheduler.get_jobs():
+            if job.id not in groups:
+                job.remove()
+        for key, group in groups.items():
+            label = ", ".join(r.name for r in group)
+            if self._scheduler.get_job(key) is not None:
+                self._scheduler.modify_job(key, args=[group], name=label)
+            else:
+                self._scheduler.add_job(self._run, triggers[key], args=[group], id=key, name=label)
+        return len(groups)
 
     def start(self) -> None:
         self._scheduler.start()
@@ -114,8 +139,12 @@ class Schedule:
             self._scheduler.shutdown(wait=wait)
 
     def next_runs(self) -> dict[str, dt.datetime | None]:
-        """Rule name -> the next time it runs (None while paused)."""
-        return {job.name: getattr(job, "next_run_time", None) for job in self._scheduler.get_jobs()}
+        """Rule name -> the next time it runs (None while paused or not started)."""
+        out: dict[str, dt.datetime | None] = {}
+        for job in self._scheduler.get_jobs():
+            for rule in job.args[0]:
+                out[rule.name] = getattr(job, "next_run_time", None)
+        return out
 
 
 def next_fire(trigger: A.Trigger, tz: dt.tzinfo, after: dt.datetime) -> dt.datetime | None:

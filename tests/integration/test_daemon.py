@@ -300,7 +300,7 @@ def test_scheduled_rule_runs_over_the_whole_mailbox(dovecot: DovecotServer, tmp_
         assert daemon.load_rules()
         assert list(daemon.schedule.next_runs()) == ["nightly"]
         assert daemon.watched() == {}  # no arrival rule: nothing to IDLE on
-        daemon._run_scheduled(daemon.rules[0])
+        daemon._run_scheduled([daemon.rules[0]])
         assert counts(dovecot, user, pw).get("Old") == 5
         text = daemon.metrics.exposition().decode()
         assert 'mailrules_scheduled_runs_total{outcome="ok",rule="nightly"} 1.0' in text

@@ -62,13 +62,41 @@ def test_every_n_minutes_and_arrival() -> None:
 def test_schedule_loads_and_runs_jobs() -> None:
     rf, _ = parse_text('rule "tick" every 1 minutes { then flag }\nrule "arr" { then flag }', "t.rules")
     assert rf is not None
-    ran = threading.Event()
-    schedule = Schedule(dt.UTC, lambda rule: ran.set())
+    ran: list[list[str]] = []
+    done = threading.Event()
+    schedule = Schedule(dt.UTC, lambda rules: (ran.append([r.name for r in rules]), done.set()))
     assert schedule.load(rf.rules) == 1
     assert list(schedule.next_runs()) == ["tick"]
     schedule.start()
     try:
-        schedule._scheduler.modify_job("tick", next_run_time=dt.datetime.now(dt.UTC))
-        assert ran.wait(10)
+        schedule._scheduler.modify_job("every 1 minutes", next_run_time=dt.datetime.now(dt.UTC))
+        assert done.wait(10)
+        assert ran == [["tick"]]
+    finally:
+        schedule.shutdown()
+
+
+def test_same_trigger_one_job_in_order_and_reload_keeps_next_run() -> None:
+    text = (
+        'rule "b" every day at 03:00 { then flag }\n'
+        'rule "a" in "X" every day at 3:00 { then flag }\n'
+        'rule "c" every 6 hours { then flag }\n'
+    )
+    rf, _ = parse_text(text, "t.rules")
+    assert rf is not None
+    schedule = Schedule(dt.UTC, lambda rules: None)
+    assert schedule.load(rf.rules) == 2
+    schedule.start()
+    try:
+        (job,) = [j for j in schedule._scheduler.get_jobs() if j.id.startswith("every day")]
+        assert [r.name for r in job.args[0]] == ["b", "a"]  # rule-set order
+        before = schedule._scheduler.get_job("every 6 hours").next_run_time
+        rf2, _ = parse_text(text.replace('rule "a"', 'rule "a2"'), "t.rules")
+        assert rf2 is not None
+        assert schedule.load(rf2.rules) == 2
+        assert schedule._scheduler.get_job("every 6 hours").next_run_time == before  # not pushed back
+        assert sorted(schedule.next_runs()) == ["a2", "b", "c"]
+        assert schedule.load(rf2.rules[:1]) == 1  # c's and a2's schedules dropped
+        assert sorted(schedule.next_runs()) == ["b"]
     finally:
         schedule.shutdown()
