@@ -16,7 +16,7 @@ from mailrules.errors import MailrulesError
 from mailrules.message import MessageView
 from mailrules.semantics import EvalContext, Match, TemplateError, render_template
 from mailrules.state.models import JournalEntry
-from mailrules.state.store import intent_key
+from mailrules.state.store import intent_key, message_intent_key
 
 if TYPE_CHECKING:
     from mailrules.engine import AccountContext, Journal, MailboxStore, RuleReport, RunOptions
@@ -286,9 +286,7 @@ class ActionRunner:
             return [self._entry(rule, word, address, t, None, "failed", str(exc)) for t in targets]
         entries = []
         for t in targets:
-            key = intent_key(
-                self.account.name, self.mailbox, self.uidvalidity, t.uid, rule.name, word, address
-            )
+            key = self._intent_key(t, rule, word, address)
             planned = self._entry(rule, word, address, t, None, "ok", None)
             if t.uid not in raw:
                 entries.append(self._entry(rule, word, address, t, None, "failed", "message vanished"))
@@ -318,6 +316,14 @@ class ActionRunner:
             entries.append(planned)
             self.emit(planned)
         return entries
+
+    def _intent_key(self, t: Target, rule: A.Rule, word: str, address: str) -> str:
+        """By Message-ID where there is one (stable across UIDVALIDITY changes and moves), else
+        by UIDVALIDITY and UID."""
+        mid = (t.view.message_id or "").strip()
+        if mid:
+            return message_intent_key(self.account.name, mid, rule.name, word, address)
+        return intent_key(self.account.name, self.mailbox, self.uidvalidity, t.uid, rule.name, word, address)
 
     # -- one command for a group ---------------------------------------------------------------------
 

@@ -41,6 +41,16 @@ def intent_key(
     return "/".join(p.replace("%", "%25").replace("/", "%2F") for p in parts)
 
 
+def message_intent_key(account: str, message_id: str, rule: str, action: str, address: str) -> str:
+    """The idempotency key by Message-ID, used when the message has one.
+
+    It survives what a UID does not: a UIDVALIDITY change (the daemon then reprocesses a window
+    of mail) and the message being moved to another mailbox where a rule matches it again.
+    """
+    parts = (account, "message-id", message_id, rule, action, address.lower())
+    return "/".join(p.replace("%", "%25").replace("/", "%2F") for p in parts)
+
+
 def new_run_id(now: datetime | None = None) -> str:
     """A short run id that sorts by start time (UTC, to the second): `20261126T150812-ab12cd`."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)

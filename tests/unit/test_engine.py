@@ -294,3 +294,23 @@ def test_examples_rule_set_equals_oracle(dialect: str) -> None:
     )
     assert server.state() == expected.state()
     assert sorted(sender.sent) == sent
+
+
+def test_forward_is_sent_once_per_message_id_even_under_a_new_uid() -> None:
+    """A UIDVALIDITY change or a move gives the message a new UID; the journal still knows it."""
+    from mailrules.state.store import StateStore
+
+    state = StateStore.open(":memory:")
+    rules = rules_of('rule "f" in "INBOX", "Other" { when all then forward to "a@example.org" }')
+    raw = msg("bob@example.com", "once")
+    sender = RecordingSender()
+    for mailbox in ("INBOX", "Other"):
+        server = FakeServer()
+        server.append(mailbox, raw)
+        run_id = state.begin_run("run", False)
+        report = Engine(RunOptions(NOW, UTC, run_id), journal=state).process(
+            FakeStore(server, Dialect.named("dovecot"), NOW), AccountContext("a", sender=sender), mailbox, rules
+        )
+    assert len(sender.sent) == 1
+    assert report.rules[0].outcomes == {"forward skipped": 1}
+    state.close()
