@@ -64,8 +64,7 @@ _ADDR_CUTS = re.compile(r"[@.]")
 # stripped. Only single-part text/plain messages (or no Content-Type: text/plain by default)
 # give the same text on both sides; every other message stays a candidate.
 _NOT_PLAIN = K.and_(K.Header("Content-Type", ""), K.Not(K.Header("Content-Type", "text/plain")))
-_MIN_PREFILTER = 2
-_MIN_AWARE = dt.datetime(1, 1, 2, tzinfo=dt.UTC)  # shorter substrings filter almost nothing
+_MIN_PREFILTER = 2  # shorter substrings filter almost nothing
 
 
 @dataclass(frozen=True, slots=True)
