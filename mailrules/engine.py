@@ -274,6 +274,12 @@ class Engine:
         for uid in hits:
             view = views.get(uid)
             if view is None:  # expunged by someone else meanwhile (RFC 9051 §6.4.9)
+                log.info(
+                    '%s: rule "%s": message uid %d vanished (expunged by another client); skipped',
+                    rule.span.short,
+                    rule.name,
+                    uid,
+                )
                 skipped += 1
                 continue
             view = runner.with_overlay(uid, view)

@@ -50,12 +50,14 @@ class ImapStore:
         answers = self.session.fetch(uids, items)
         views: dict[int, MessageView] = {}
         for uid, data in answers.items():
+            if _expunged(data):
+                continue  # absent: the engine skips it as vanished
             views[uid] = _view(uid, data, needs)
         return views
 
     def fetch_raw(self, uids: Sequence[int]) -> dict[int, bytes]:
         answers = self.session.fetch(uids, ["BODY.PEEK[]"])
-        return {uid: bytes(d.get("BODY.PEEK[]") or b"") for uid, d in answers.items()}
+        return {uid: bytes(v) for uid, d in answers.items() if (v := d.get("BODY.PEEK[]")) is not None}
 
     def move(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
         mapping = self.session.move(uids, dest, create=create)
@@ -84,6 +86,13 @@ class ImapStore:
 
     def special_use(self) -> dict[str, str]:
         return self.session.special_use()
+
+
+def _expunged(data: dict[str, Any]) -> bool:
+    """A message another session expunged, not yet announced to ours: Dovecot still answers its
+    FETCH, with NIL for every body section (RFC 9051 §7.4.1 lets it). An empty message it is not."""
+    sections = [v for k, v in data.items() if k.startswith("BODY") and k != "BODYSTRUCTURE"]
+    return any(v is None for v in sections)
 
 
 def _view(uid: int, data: dict[str, Any], needs: FetchNeeds) -> MessageView:

@@ -210,3 +210,36 @@ def test_dry_run_changes_nothing_byte_for_byte(account: ConnectionParams, tmp_pa
     assert 'move to "GitHub/2024": dry-run' in result.stderr
     # `seen` is judged on the flags the run would have left: "plain" would be marked read, then archived
     assert 'rule "seen" account=main mailbox="INBOX" uid=6' in result.stderr
+
+
+def test_message_expunged_by_another_client_mid_run_is_skipped_with_a_log_line(
+    account: ConnectionParams, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dovecot answers a FETCH for a message another session expunged (not yet announced to us)
+    with NIL body sections: that message is gone, not an empty message to evaluate and forward."""
+    from mailrules.imap.store import ImapStore
+
+    assert not any(append(account, "INBOX", [(msg(f"m{i}"), [], None) for i in range(3)]))
+    real_fetch = ImapStore.fetch_views
+    gone: list[int] = []
+
+    def fetch_after_someone_expunged(self: ImapStore, uids, needs):  # type: ignore[no-untyped-def]
+        if not gone:  # between SEARCH and FETCH another client expunges the second message
+            with ImapSession.connect(account) as other:
+                other.select("INBOX")
+                gone.append(sorted(uids)[1])
+                other.store_flags(gone, ["\\Deleted"], True)
+                other.expunge_uids(gone)
+        return real_fetch(self, uids, needs)
+
+    monkeypatch.setattr(ImapStore, "fetch_views", fetch_after_someone_expunged)
+    rules = 'rule "all" { when not subject contains "zzz" then forward to "f@x.org", move to "Done" }'
+    with smtp_sink() as (sink, port):
+        result = cli("run", "--config", str(write_config(tmp_path, account, rules, smtp_port=port)))
+    assert result.exit_code == 0, result.output
+    assert "main/INBOX: 1 message(s) skipped (see log)" in result.stdout, result.stdout
+    assert "forward ok 2" in result.stdout and "move ok 2" in result.stdout
+    (line,) = [ln for ln in result.stderr.splitlines() if f"uid {gone[0]}" in ln]
+    assert 'rule "all"' in line and "skipped" in line
+    assert len(sink.messages) == 2 and all(b"Subject: m" in m.content for m in sink.messages)
+    assert len(placement(snapshot(account))["Done"]) == 2
