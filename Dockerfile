@@ -26,7 +26,7 @@ COPY mailrules/ mailrules/
 # runtime dependencies into /opt/venv; pip's and the build's caches stay in this stage.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-compile /wheels/mailrules-*.whl \
+ && /opt/venv/bin/pip install /wheels/mailrules-*.whl \
  && /opt/venv/bin/mailrules --version
 
 # --- final: the venv, tini, a non-root user ----------------------------------------------------------
@@ -37,7 +37,6 @@ LABEL org.opencontainers.image.title="mailrules" \
       org.opencontainers.image.description="Mail-processing rules engine and IMAP automation daemon" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.documentation="docs/container.md" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm"
 
 # tini as PID 1: forwards SIGTERM/SIGHUP to the daemon and reaps children.
