@@ -70,6 +70,17 @@ class ImapStore:
         return (self.session.last_copyuid_uidvalidity if mapping else None), mapping
 
     def store_flags(self, uids: Sequence[int], flags: Sequence[str], add: bool) -> None:
+        selected = self.session.selected
+        allowed = {f.casefold() for f in selected.permanentflags} if selected is not None else set()
+        lost = [f for f in flags if f.casefold() not in allowed]
+        if selected is not None and allowed and "\\*" not in allowed and lost:
+            # RFC 9051 §7.1: a flag outside PERMANENTFLAGS may be ignored or kept for this session
+            # only (pymap drops keywords): the STORE answers OK and changes nothing that lasts.
+            raise ImapError(
+                f"{self.session.account}: the server does not keep {', '.join(lost)} in "
+                f"{selected.mailbox!r} (not in its PERMANENTFLAGS)",
+                "permanent",
+            )
         self.session.store_flags(uids, flags, add)
 
     def delete_permanently(self, uids: Sequence[int]) -> None:

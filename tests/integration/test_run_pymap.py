@@ -83,3 +83,31 @@ def test_every_action_on_pymap(pymap: PymapServer, tmp_path: Path, move: bool) -
     assert sorted(m.rcpt_tos[0] for m in sink.messages) == ["f@x.org", "r@x.org"]
     # nothing left behind \Deleted by the fallback: exactly the moved UIDs were expunged
     assert sum(1 for _, f, _ in after[src].messages if "\\Deleted" in f) == 1
+
+
+def test_keyword_the_server_does_not_keep_is_a_failed_action(
+    pymap: PymapServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pymap answers OK to STORE +FLAGS ($Work) and keeps nothing: that is reported, not journalled ok."""
+    src = pymap.fresh_mailbox()
+    params = pymap.params()
+    append(params, src, [(make_message("t-tag"), [], None), (make_message("t-untag"), ["$Work"], None)])
+    rules = (
+        f'rule "tag" in "{src}" {{ when subject is "t-tag" then tag "$Work", flag }}\n'
+        f'rule "untag" in "{src}" {{ when subject is "t-untag" then untag "$Work" }}\n'
+    )
+    settings, parsed = load(write_config(tmp_path, params, rules))
+    result = run_rules(settings, parsed)
+    summary = result.summary()
+    assert summary["tag"] == {"matched": 1, "limited": 0, "tag failed": 1, "flag ok": 1}
+    assert summary["untag"] == {"matched": 1, "limited": 0, "untag failed": 1}
+    assert not result.ok  # `mailrules run` exits 1
+    after = snapshot(params, only=lambda name: name == src)
+    assert where_is(after, b"Subject: t-tag\r\n") == [(src, ("\\Flagged",))]
+    assert where_is(after, b"Subject: t-untag\r\n") == [(src, ("$Work",))]
+    (line,) = [
+        r.getMessage()
+        for r in caplog.records
+        if 'rule "tag"' in r.getMessage() and "tag $Work" in r.getMessage()
+    ]
+    assert "tag $Work: failed" in line and "does not keep $Work" in line and "PERMANENTFLAGS" in line
