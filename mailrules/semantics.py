@@ -23,6 +23,7 @@ from mailrules.dsl.ast import (
     Condition,
     Copy,
     DateTest,
+    Delete,
     DomainTest,
     FieldRef,
     FlagTest,
@@ -357,7 +358,8 @@ def evaluate_message(
 ) -> list[PlannedAction]:
     """What happens to one message, in order (language.md §6).
 
-    Every action of a matching rule is kept, in order, even after a removing one; after a rule
+    Every action of a matching rule is kept, in order, even after a removing one (but none after
+    `delete permanently`: the message is gone); after a rule
     that removed the message (move, archive, delete) or said `stop`, no later rule is evaluated.
     A mailbox action whose template cannot be rendered carries `error` and removes nothing.
     Later rules see the flags and keywords earlier rules set or cleared.
@@ -389,6 +391,8 @@ def evaluate_message(
             planned = PlannedAction(rule, action, dest, error)
             out.append(planned)
             done = done or planned.removes or isinstance(action, Stop)
+            if isinstance(action, Delete) and action.permanently:
+                break  # the message is gone: nothing later in the rule can act on it
         if done:
             break
         if flags != set(current.flags):

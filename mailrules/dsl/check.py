@@ -131,6 +131,14 @@ def check_actions(actions: tuple[ast.Action, ...], groups: int | None, *, in_rul
             problem = address_problem(action.address)
             if problem:
                 out.append(Diagnostic(action.span, problem))
+        if in_rule and isinstance(action, ast.Delete) and action.permanently and i + 1 < len(actions):
+            out.append(
+                Diagnostic(
+                    actions[i + 1].span,
+                    "this action comes after 'delete permanently' and never runs: the message is gone",
+                    severity="warning",
+                )
+            )
         if in_rule and isinstance(action, ast.Stop) and i + 1 < len(actions):
             out.append(
                 Diagnostic(

@@ -159,9 +159,29 @@ def _shift(day: dt.date, days: int) -> dt.date:
         return day
 
 
+#: Placeholders that always have a value ({year}... fall back to the sent date, then to now).
+_ALWAYS_FILLED = frozenset({"year", "month", "day"})
+
+
+def _certainly_removes(action: ast.Action) -> bool:
+    """A removing action that cannot fail for want of a template value ({list} may be missing)."""
+    if isinstance(action, ast.Stop | ast.Delete):
+        return True
+    if isinstance(action, ast.Move | ast.Archive):
+        dest = action.dest
+        return dest is None or all(
+            not isinstance(p, ast.Placeholder) or p.name in _ALWAYS_FILLED for p in dest.parts
+        )
+    return False
+
+
 def always_removes(rule: ast.Rule) -> bool:
-    """Whether a rule takes every message it matches away from later rules (no limit guard)."""
-    return rule.limit is None and any(isinstance(a, (*ast.REMOVING_ACTIONS, ast.Stop)) for a in rule.actions)
+    """Whether a rule takes every message it matches away from later rules (no limit guard).
+
+    A move whose mailbox name needs `{list}`, `{from.domain}` or `{match.N}` fails for a message
+    without that value, which later rules then still see: it does not count.
+    """
+    return rule.limit is None and any(_certainly_removes(a) for a in rule.actions)
 
 
 def _scope_key(mailbox: str) -> str:

@@ -100,11 +100,7 @@ def split_template(text: str) -> tuple[list[TemplatePiece], list[Problem]]:
             name = text[i + 1 : close].strip().lower()
             m = _MATCH_RE.match(name)
             if m:
-                index = int(m.group(1))
-                if index == 0:
-                    problems.append(
-                        Problem(i, close - i + 1, "capture groups are numbered from 1: use {match.1}")
-                    )
+                index = int(m.group(1))  # {match.0} is the whole match, as in re
                 pieces.append(TemplatePiece(text[i : close + 1], "match", index, i, close - i + 1))
             elif name in PLACEHOLDERS:
                 pieces.append(TemplatePiece(text[i : close + 1], name, 0, i, close - i + 1))
