@@ -41,6 +41,18 @@ def _rules_path(path: str | None, config: str | None) -> Path:
     return Path("rules.d")
 
 
+def _timezone(config: str | None) -> dt.tzinfo:
+    """The configured time zone when a configuration is named (for calendar days), else UTC."""
+    if config is None:
+        return dt.UTC
+    from mailrules.config import load_config
+
+    try:
+        return load_config(config).timezone
+    except ConfigError as exc:
+        _fail_config(exc)
+
+
 def _load(path: Path, strict: bool = False) -> tuple[object, int]:
     """Load and check a rule set; print diagnostics; return (rule_set or None, exit code)."""
     from mailrules.dsl.loader import load_rule_set
@@ -106,7 +118,7 @@ def explain(path: str | None, config: str | None, server: str, rule_name: str | 
             click.echo(f"mailrules: no rule named {rule_name!r}", err=True)
             sys.exit(EXIT_USAGE)
     now = dt.datetime.now(dt.UTC)
-    click.echo(explain_rule_set(rules, Dialect.named(server), now=now, tz=dt.UTC))
+    click.echo(explain_rule_set(rules, Dialect.named(server), now=now, tz=_timezone(config)))
 
 
 @main.command("test")
@@ -121,7 +133,7 @@ def test_cmd(path: str | None, config: str | None) -> None:
     if rule_set is None:
         sys.exit(code)
     assert isinstance(rule_set, RuleSet)
-    outcomes = run_tests(rule_set)
+    outcomes = run_tests(rule_set, tz=_timezone(config))
     click.echo(format_outcomes(outcomes))
     sys.exit(EXIT_FAILED if any(not o.passed for o in outcomes) else EXIT_OK)
 
@@ -210,8 +222,14 @@ def run(
     connect = default_session if metrics is None else metrics.instrument(default_session)
     with open_store(settings) as state:
         result = run_rules(
-            settings, rules, accounts=accounts, dry_run=dry_run, force=force, state=state,
-            connect=connect, observer=metrics,
+            settings,
+            rules,
+            accounts=accounts,
+            dry_run=dry_run,
+            force=force,
+            state=state,
+            connect=connect,
+            observer=metrics,
         )
     click.echo(format_summary(result, dry_run))
     if metrics is not None:
@@ -226,6 +244,11 @@ def run(
 @click.option("--run", "run_id", help="Only actions of this run.")
 @click.option("--account", help="Only this account.")
 @click.option("-n", "--limit", default=50, show_default=True, help="At most this many lines.")
+@click.option(
+    "--pending",
+    is_flag=True,
+    help="Forwards/redirects in doubt: announced, never confirmed (a crash mid-send).",
+)
 def log_cmd(
     config: str | None,
     rule: str | None,
@@ -233,6 +256,7 @@ def log_cmd(
     run_id: str | None,
     account: str | None,
     limit: int,
+    pending: bool,
 ) -> None:
     """Which rule did what to which message, newest first (from the journal)."""
     from mailrules.runner import format_entry, open_store
@@ -241,6 +265,14 @@ def log_cmd(
     if message_id is not None and not message_id.startswith("<"):
         message_id = f"<{message_id}>"
     with open_store(settings) as state:
+        if pending:
+            intents = state.pending_intents()
+            for i in intents:
+                click.echo(f"{i.created_at:%Y-%m-%d %H:%M:%S} {format_entry(i.entry)}  key={i.key}")
+            click.echo(
+                f"{len(intents)} send(s) in doubt: check the recipient's mailbox; they are never re-sent"
+            )
+            return
         if not any((rule, message_id, run_id, account)):
             runs = state.runs(limit=10)
             if runs:

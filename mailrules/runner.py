@@ -87,8 +87,14 @@ class RunResult:
         return sum(r.failed for r in self.reports)
 
     @property
+    def limited(self) -> list[str]:
+        """Rules that acted on nothing because they matched more than their `limit`."""
+        return sorted({rr.rule for r in self.reports for rr in r.rules if rr.limited})
+
+    @property
     def ok(self) -> bool:
-        return not self.errors and not self.failed_actions
+        """No error, no failed action, no rule stopped by its limit (exit code 0)."""
+        return not self.errors and not self.failed_actions and not self.limited
 
     def summary(self) -> dict[str, dict[str, int]]:
         return merge_reports(self.reports)
@@ -207,7 +213,10 @@ def format_summary(result: RunResult, dry_run: bool = False) -> str:
             lines.append(f"  {r.account}/{r.mailbox}: {r.skipped_messages} message(s) skipped (see log)")
     for e in result.errors:
         lines.append(f"  error: {e}")
-    lines.append(f"{result.failed_actions} failed actions, {len(result.errors)} errors")
+    tail = f"{result.failed_actions} failed actions, {len(result.errors)} errors"
+    if result.limited:
+        tail += f", {len(result.limited)} rule(s) stopped by their limit (see above; --force to act)"
+    lines.append(tail)
     return "\n".join(lines)
 
 
@@ -228,14 +237,15 @@ def undo_run(
     if state.get_run(run_id) is None:
         raise MailrulesError(f"no run {run_id!r} in the journal (see `mailrules log`)")
     plan = state.undo_plan(run_id)
+    if plan.undone_by:
+        # A second undo would replay moves and flag changes on messages already put back.
+        raise MailrulesError(f"run {run_id} was already undone by {', '.join(plan.undone_by)}")
     undo_id = state.begin_run("undo", False)
     result = UndoResult(undo_id)
     result.refused = [
         f"{r.journal.rule}: {r.journal.action} of uid {r.journal.uid} in {r.journal.mailbox}: {r.reason}"
         for r in plan.refused
     ]
-    if plan.undone_by:
-        result.refused.append(f"run {run_id} was already undone by {', '.join(plan.undone_by)}")
     by_account: dict[str, list[UndoFlag | UndoMove]] = {}
     steps: list[UndoFlag | UndoMove] = [*plan.flags, *plan.moves]  # flags first, then moves back
     for step in steps:

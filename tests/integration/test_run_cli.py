@@ -112,7 +112,7 @@ def test_log_says_which_rule_moved_a_message_and_undo_restores(
     assert after["INBOX"].uidvalidity == before["INBOX"].uidvalidity
 
     again = cli("undo", "--config", str(config), run_id)
-    assert f"run {run_id} was already undone by" in again.stdout
+    assert again.exit_code == 1 and f"run {run_id} was already undone by" in again.stderr
     assert snapshot(account)["INBOX"].messages == expected_inbox
     unknown = cli("undo", "--config", str(config), "20000101T000000-000000")
     assert unknown.exit_code == 1 and "no run" in unknown.stderr

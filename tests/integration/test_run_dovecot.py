@@ -154,8 +154,8 @@ def test_limit_exceeded_does_nothing_until_forced(account: ConnectionParams, tmp
     config = write_config(tmp_path, account, rules)
     before = snapshot(account)
     result = cli("run", "--config", str(config))
-    # A guard rail is a report, not a failure: exit 0, and the summary says nothing was done.
-    assert result.exit_code == 0, result.output
+    # The guard rail held: nothing done, and exit 1 so that a cron job or script notices.
+    assert result.exit_code == 1, result.output
     assert "LIMIT EXCEEDED: nothing done" in result.stdout and "matched     3" in result.stdout
     assert "more than its limit 2" in result.stderr and "--force" in result.stderr
     assert snapshot(account) == before
