@@ -10,9 +10,11 @@ from typing import Any
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.plan import FetchNeeds
-from mailrules.compile.serialize import needs_charset, serialize
+from mailrules.compile.serialize import chunk_uid_sets, needs_charset, serialize
 from mailrules.errors import ImapError
 from mailrules.imap.bodystructure import bodystructure_attachments
+from mailrules.imap.commands import UID_SET_BYTES
+from mailrules.imap.core import mailbox_arg
 from mailrules.imap.session import ImapSession
 from mailrules.message import MessageView
 
@@ -70,6 +72,12 @@ class ImapStore:
         return (self.session.last_copyuid_uidvalidity if mapping else None), mapping
 
     def store_flags(self, uids: Sequence[int], flags: Sequence[str], add: bool) -> None:
+        if self._dialect.gmail and any(not f.startswith("\\") for f in flags):
+            # language.md §4: on Gmail a tag is a label (X-GM-LABELS, Gmail's IMAP extensions).
+            self._store_labels(uids, [f for f in flags if not f.startswith("\\")], add)
+            flags = [f for f in flags if f.startswith("\\")]
+            if not flags:
+                return
         selected = self.session.selected
         allowed = {f.casefold() for f in selected.permanentflags} if selected is not None else set()
         lost = [f for f in flags if f.casefold() not in allowed]
@@ -82,6 +90,15 @@ class ImapStore:
                 "permanent",
             )
         self.session.store_flags(uids, flags, add)
+
+    def _store_labels(self, uids: Sequence[int], labels: Sequence[str], add: bool) -> None:
+        op = b"+X-GM-LABELS.SILENT (" if add else b"-X-GM-LABELS.SILENT ("
+        # Labels are mailbox-like names: modified UTF-7, always quoted (as imapclient does).
+        names = b" ".join(mailbox_arg(label) for label in labels)
+        for uid_set in chunk_uid_sets(set(uids), UID_SET_BYTES):
+            self.session._run(
+                "UID STORE", [b"UID STORE " + uid_set.encode("ascii") + b" " + op + names + b")"]
+            )
 
     def delete_permanently(self, uids: Sequence[int]) -> None:
         if not self.session.has("UIDPLUS"):

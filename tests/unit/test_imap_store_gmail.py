@@ -1,0 +1,43 @@
+"""On Gmail a `tag` is a label: X-GM-LABELS, quoted, modified UTF-7; elsewhere an IMAP keyword."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailrules.imap.store import ImapStore
+
+
+class FakeSession:
+    account = "g"
+    separator = "/"
+    selected = None
+
+    def __init__(self, caps: set[str]) -> None:
+        self.capabilities = frozenset(caps)
+        self.sent: list[bytes] = []
+        self.flag_calls: list[tuple[list[int], list[str], bool]] = []
+
+    def _run(self, name: str, pieces: list[Any]) -> None:
+        self.sent.append(b"".join(pieces))
+
+    def store_flags(self, uids: Any, flags: Any, add: bool = True) -> None:
+        self.flag_calls.append((list(uids), list(flags), add))
+
+
+def test_gmail_tag_is_a_label() -> None:
+    s = FakeSession({"IMAP4REV1", "X-GM-EXT-1", "MOVE", "UIDPLUS"})
+    store = ImapStore(s)  # type: ignore[arg-type]
+    store.store_flags([1, 2, 3, 9], ["$Work", "Réunions"], True)
+    store.store_flags([4], ["\\Seen"], True)
+    store.store_flags([5], ["$Work"], False)
+    assert s.sent == [
+        b'UID STORE 1:3,9 +X-GM-LABELS.SILENT ("$Work" "R&AOk-unions")',
+        b'UID STORE 5 -X-GM-LABELS.SILENT ("$Work")',
+    ]
+    assert s.flag_calls == [([4], ["\\Seen"], True)]
+
+
+def test_keyword_elsewhere() -> None:
+    s = FakeSession({"IMAP4REV1", "MOVE", "UIDPLUS"})
+    ImapStore(s).store_flags([1], ["$Work", "\\Flagged"], True)  # type: ignore[arg-type]
+    assert s.sent == [] and s.flag_calls == [([1], ["$Work", "\\Flagged"], True)]
