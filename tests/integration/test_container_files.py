@@ -417,3 +417,169 @@ def test_dashboard_names_the_provisioned_datasource() -> None:
     # A fixed uid must be the provisioned one; `${...}` is a dashboard variable, and
     # "-- Grafana --" the built-in annotations source.
     assert {u for u in uids if not u.startswith("$")} <= {"prometheus", "-- Grafana --"}, uids
+
+
+# -- the demo, end to end, without Docker --------------------------------------------------------
+
+
+def _local_dovecot_conf(directory: Path, port: int) -> str:
+    """The demo's dovecot.conf with the container's paths, user and port moved under `directory`."""
+    import pwd
+
+    text = (COMPOSE_DIR / "dovecot" / "dovecot.conf").read_text(encoding="utf-8")
+    if os.geteuid() == 0:
+        uid, gid, first_uid, login_users = "nobody", "nogroup", "500", ""
+    else:
+        me = pwd.getpwuid(os.getuid()).pw_name
+        uid, gid, first_uid = str(os.getuid()), str(os.getgid()), str(os.getuid())
+        login_users = f"default_login_user = {me}\ndefault_internal_user = {me}\n"
+    replacements = {
+        "listen = *\n": (
+            f"listen = 127.0.0.1\nbase_dir = {directory}/run\nstate_dir = {directory}/state\n"
+            f"instance_name = mailrules-compose-{directory.name}\n{login_users}"
+            f"service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n}}\n"
+        ),
+        "/etc/dovecot/users": f"{directory}/users",
+        "/srv/mail/": f"{directory}/mail/",
+        "uid=vmail gid=vmail": f"uid={uid} gid={gid}",
+        "first_valid_uid = 5000": f"first_valid_uid = {first_uid}",
+    }
+    for old, new in replacements.items():
+        assert old in text, f"dovecot.conf no longer has {old!r}: update this test"
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.integration
+def test_demo_stack_files_mail_without_docker(tmp_path: Path) -> None:
+    """Dovecot with the demo's config, the demo's mailrules config and rules, seed.py: mail is filed."""
+    import tempfile
+    import time
+    import urllib.request
+
+    from aiosmtpd.controller import Controller
+
+    from tests.integration.servers import dovecot_binary, free_port, stop, wait_for_port
+
+    try:
+        binary = dovecot_binary()
+    except Exception as exc:
+        _missing_tool(str(exc))
+        raise
+    # Short path: Dovecot's unix sockets live under base_dir (sun_path holds ~108 bytes).
+    directory = Path(tempfile.mkdtemp(prefix="mr-cd-"))
+    directory.chmod(0o755)
+    for sub in ("run", "state", "mail"):
+        (directory / sub).mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "nobody:nogroup", str(directory / "mail")], check=True)
+    shutil.copy(COMPOSE_DIR / "dovecot" / "users", directory / "users")
+    imap_port, http_port = free_port(), free_port()
+    (directory / "dovecot.conf").write_text(_local_dovecot_conf(directory, imap_port), encoding="utf-8")
+
+    received: list[bytes] = []
+
+    class Sink:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            received.append(bytes(envelope.original_content or envelope.content))
+            return "250 OK"
+
+    smtp_port = free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=smtp_port)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with (directory / "dovecot.out").open("wb") as out:
+            dovecot = subprocess.Popen([binary, "-F", "-c", str(directory / "dovecot.conf")],
+                                       stdout=out, stderr=subprocess.STDOUT)
+        procs.append(dovecot)
+        wait_for_port(imap_port, dovecot, directory / "dovecot.out")
+        controller.start()
+
+        data = _compose()
+        config = _host_path("mailrules", "/etc/mailrules/mailrules.toml")
+        base = {k: v for k, v in os.environ.items() if not k.upper().startswith(("MAILRULES_", "SEED_"))}
+        env = {**base, **_secrets_in(tmp_path, _image_and_compose_env())}
+        env.update({
+            "MAILRULES_STATE": str(tmp_path / "state.db"),
+            "MAILRULES_METRICS__LISTEN": f"127.0.0.1:{http_port}",
+            "MAILRULES_RULES": str(_host_path("mailrules", "/etc/mailrules/rules.d")),
+        })
+        for account in ("WORK", "HOME"):
+            env[f"MAILRULES_ACCOUNTS__{account}__HOST"] = "127.0.0.1"
+            env[f"MAILRULES_ACCOUNTS__{account}__PORT"] = str(imap_port)
+            env[f"MAILRULES_ACCOUNTS__{account}__SMTP__HOST"] = "127.0.0.1"
+            env[f"MAILRULES_ACCOUNTS__{account}__SMTP__PORT"] = str(smtp_port)
+        with (tmp_path / "daemon.out").open("wb") as out:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "mailrules", "daemon", "--config", str(config)],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+        procs.append(daemon)
+
+        seed_env = {**base, **_secrets_in(tmp_path, {
+            k: str(v) for k, v in data["services"]["seed"]["environment"].items()
+        })}
+        for name in data["services"]["seed"]["secrets"]:
+            seed_env["SEED_ACCOUNTS"] = seed_env["SEED_ACCOUNTS"].replace(
+                f"/run/secrets/{name}", str(tmp_path / "secrets" / name)
+            )
+            (tmp_path / "secrets").mkdir(exist_ok=True)
+            shutil.copy(COMPOSE_DIR / data["secrets"][name]["file"], tmp_path / "secrets" / name)
+        seed_env.update({
+            "SEED_HOST": "127.0.0.1",
+            "SEED_PORT": str(imap_port),
+            "SEED_SAMPLES": str(_host_path("seed", seed_env["SEED_SAMPLES"])),
+            "SEED_WAIT_URL": f"http://127.0.0.1:{http_port}/readyz",
+            "SEED_BACKLOG": "20",
+            "SEED_INTERVAL": "0",
+        })
+        # A trickle as in the demo (one sample a second here): besides showing that path works, each
+        # arrival makes the daemon look again at what came in while it was busy with a batch.
+        seed_env["SEED_INTERVAL"] = "1"
+        with (tmp_path / "seed.out").open("wb") as out:
+            seed = subprocess.Popen([sys.executable, str(COMPOSE_DIR / "seed" / "seed.py")], env=seed_env,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        procs.append(seed)
+        n_samples = len(list(_host_path("seed", "/samples").glob("*.eml")))
+        backlog = 2 * (20 + n_samples)
+
+        def metric(body: str, line_start: str) -> float:
+            return sum(float(ln.split()[-1]) for ln in body.splitlines() if ln.startswith(line_start))
+
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
+                    body = r.read().decode()
+            except OSError:  # not listening yet
+                body = ""
+            seen = metric(body, "mailrules_messages_seen_total{")
+            if seen >= backlog or time.monotonic() > deadline or seed.poll() is not None:
+                break
+            time.sleep(0.5)
+        seed.terminate()  # SIGTERM: seed.py is PID 1 in its container and handles it
+        assert seed.wait(timeout=15) == 0
+        seeded = (tmp_path / "seed.out").read_text(encoding="utf-8")
+        assert seeded.count(f"appended 20 generated messages and {n_samples} samples") == 2, seeded
+        assert "new mail" in seeded, seeded
+        log = (tmp_path / "daemon.out").read_text(encoding="utf-8", errors="replace")
+        assert seen >= backlog, log[-3000:]
+        assert metric(body, 'mailrules_actions_total{action="move",outcome="ok"}') > 0, log[-3000:]
+        assert metric(body, 'mailrules_actions_total{action="forward",outcome="ok"}') > 0, log[-3000:]
+        failed = metric(body, 'mailrules_messages_processed_total{account="work",outcome="failed"}')
+        assert failed == 0, log[-3000:]
+        assert received, "forwarded mail reached the SMTP sink"
+
+        health = subprocess.run(_healthcheck_command(), env={**base, **env}, capture_output=True,
+                                text=True, timeout=30, check=False)
+        assert health.returncode == 0, health.stderr
+
+        started = time.monotonic()
+        daemon.terminate()  # SIGTERM, as `docker stop` sends it through tini
+        assert daemon.wait(timeout=15) == 0
+        assert time.monotonic() - started < 10, "gone within docker stop's 10 s"
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        controller.stop()
+        shutil.rmtree(directory, ignore_errors=True)
