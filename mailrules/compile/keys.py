@@ -186,8 +186,20 @@ def any_of(keys: Iterable[SearchKey]) -> SearchKey:
     return acc
 
 
+_DATE_COMPLEMENT: dict[str, DateKind] = {
+    "BEFORE": "SINCE", "SINCE": "BEFORE", "SENTBEFORE": "SENTSINCE", "SENTSINCE": "SENTBEFORE",
+}
+
+
 def not_(k: SearchKey) -> SearchKey:
-    """The negation: NOT NOT x is x; NOT SEEN is UNSEEN; NOT KEYWORD k is UNKEYWORD k."""
+    """The negation, pushed down to the leaves (negation normal form).
+
+    NOT NOT x is x, NOT SEEN is UNSEEN, NOT KEYWORD k is UNKEYWORD k, and range keys are turned
+    around (NOT LARGER n is SMALLER n+1, NOT BEFORE d is SINCE d, ...). Besides being shorter, this
+    keeps NOT away from range keys: Dovecot 2.3.19 merges two negated keys of one kind in a group
+    with the wrong operator (`OR NOT LARGER 1023 NOT LARGER 101` found only the smaller ones;
+    `NOT (LARGER 1023 LARGER 101)` and NOT OLDER/YOUNGER/BEFORE/SINCE pairs likewise; seen live).
+    """
     if isinstance(k, Not):
         return k.key
     if isinstance(k, Flag):
@@ -196,7 +208,41 @@ def not_(k: SearchKey) -> SearchKey:
         return Unkeyword(k.keyword)
     if isinstance(k, Unkeyword):
         return Keyword(k.keyword)
+    if isinstance(k, Larger):
+        return Smaller(k.n + 1)
+    if isinstance(k, Smaller):
+        return Larger(k.n - 1) if k.n >= 1 else ALL
+    if isinstance(k, Older):
+        return Younger(k.seconds + 1)  # whole seconds: age <= n is age < n + 1
+    if isinstance(k, Younger) and k.seconds >= 2:
+        return Older(k.seconds - 1)
+    if isinstance(k, Date):
+        other = _DATE_COMPLEMENT.get(k.kind)
+        if other is not None:
+            return Date(other, k.date)
+        try:
+            nxt = k.date + dt.timedelta(days=1)
+        except OverflowError:
+            return Date("BEFORE" if k.kind == "ON" else "SENTBEFORE", k.date)
+        if k.kind == "SENTON":
+            return Or(Date("SENTBEFORE", k.date), Date("SENTSINCE", nxt))
+        return Or(Date("BEFORE", k.date), Date("SINCE", nxt))
+    if isinstance(k, And):
+        return any_of(not_(i) for i in k.items)
+    if isinstance(k, Or):
+        return and_(not_(k.a), not_(k.b))
     return Not(k)
+
+
+def normalize(key: SearchKey) -> SearchKey:
+    """`key` with every NOT pushed down by `not_` (what the serializer sends)."""
+    if isinstance(key, Not):
+        return not_(normalize(key.key))
+    if isinstance(key, And):
+        return and_(*(normalize(i) for i in key.items))
+    if isinstance(key, Or):
+        return or_(normalize(key.a), normalize(key.b))
+    return key
 
 
 def walk(key: SearchKey) -> Iterable[SearchKey]:

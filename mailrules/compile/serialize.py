@@ -55,7 +55,11 @@ def format_date(d: dt.date) -> str:
 
 
 def serialize(key: K.SearchKey) -> list[Piece]:
-    """The pieces that concatenate exactly into the arguments of `UID SEARCH` (no CHARSET)."""
+    """The pieces that concatenate exactly into the arguments of `UID SEARCH` (no CHARSET).
+
+    Negations are pushed down first (`keys.normalize`): no NOT reaches a range key.
+    """
+    key = K.normalize(key)
     out: list[Piece] = []
     if isinstance(key, K.And):
         for i, item in enumerate(key.items):

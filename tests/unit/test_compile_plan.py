@@ -356,8 +356,8 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
         'gmail': ('ALL', 'not (from contains "a" and subject is "b")'),
     },
     'not (from contains "a" or flagged)': {
-        'rfc3501': ('NOT OR HEADER From a FLAGGED', None),
-        'dovecot': ('NOT OR HEADER From a FLAGGED', None),
+        'rfc3501': ('NOT HEADER From a UNFLAGGED', None),
+        'dovecot': ('NOT HEADER From a UNFLAGGED', None),
         'gmail': ('UNFLAGGED', 'not from contains "a"'),
     },
     'flagged or subject is "x"': {

@@ -78,7 +78,10 @@ def test_nested_or_not_and_groups() -> None:
         K.Not(K.or_(K.Larger(10), K.Smaller(5))),
         K.Not(K.and_(K.Keyword("$X"), K.Flag("FLAGGED"))),
     )
-    assert text(key) == "OR FROM a (TO b SEEN) NOT OR LARGER 10 SMALLER 5 NOT (KEYWORD $X FLAGGED)"
+    # negations are pushed down: no NOT reaches a range key (a Dovecot 2.3 simplifier bug)
+    assert text(key) == "OR FROM a (TO b SEEN) SMALLER 11 LARGER 4 OR UNKEYWORD $X UNFLAGGED"
+    assert text(K.Not(K.and_(K.Text("FROM", "a"), K.Text("TO", "b")))) == "OR NOT FROM a NOT TO b"
+    assert text(K.Not(K.or_(K.Text("FROM", "a"), K.Not(K.Text("TO", "b"))))) == "NOT FROM a TO b"
     # three-way OR nests to the right, one space between keys, none inside parentheses
     assert text(K.any_of([K.Text("CC", "x"), K.Text("CC", "y"), K.Text("CC", "z")])) == (
         "OR CC x OR CC y CC z"
@@ -116,6 +119,26 @@ def test_invalid_keyword_and_empty_uid_set_raise() -> None:
         serialize(K.Keyword("two words"))
     with pytest.raises(SearchKeyError):
         serialize(K.Uid(frozenset()))
+
+
+def test_negation_never_reaches_a_range_key() -> None:
+    d = dt.date(2024, 1, 5)
+    cases: list[tuple[K.SearchKey, str]] = [
+        (K.Not(K.Larger(1023)), "SMALLER 1024"),
+        (K.Not(K.Smaller(102)), "LARGER 101"),
+        (K.Not(K.Smaller(0)), "ALL"),
+        (K.Not(K.Older(7200)), "YOUNGER 7201"),
+        (K.Not(K.Younger(7200)), "OLDER 7199"),
+        (K.Not(K.Younger(1)), "NOT YOUNGER 1"),
+        (K.Not(K.Date("BEFORE", d)), "SINCE 5-Jan-2024"),
+        (K.Not(K.Date("SENTSINCE", d)), "SENTBEFORE 5-Jan-2024"),
+        (K.Not(K.Date("ON", d)), "OR BEFORE 5-Jan-2024 SINCE 6-Jan-2024"),
+        (K.Not(K.Date("SENTON", dt.date(9999, 12, 31))), "SENTBEFORE 31-Dec-9999"),
+        (K.Not(K.Or(K.Larger(1023), K.Larger(101))), "SMALLER 1024 SMALLER 102"),
+        (K.Not(K.And((K.Larger(1023), K.Larger(101)))), "OR SMALLER 1024 SMALLER 102"),
+    ]
+    for key, wire in cases:
+        assert text(key) == wire
 
 
 def test_smart_constructors_simplify() -> None:
