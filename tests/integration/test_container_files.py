@@ -557,6 +557,9 @@ def test_demo_stack_files_mail_without_docker(tmp_path: Path) -> None:
             if seen >= backlog or time.monotonic() > deadline or seed.poll() is not None:
                 break
             time.sleep(0.5)
+        trickle_deadline = time.monotonic() + 15
+        while "new mail" not in (tmp_path / "seed.out").read_text() and time.monotonic() < trickle_deadline:
+            time.sleep(0.2)
         seed.terminate()  # SIGTERM: seed.py is PID 1 in its container and handles it
         assert seed.wait(timeout=15) == 0
         seeded = (tmp_path / "seed.out").read_text(encoding="utf-8")
