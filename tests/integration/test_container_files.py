@@ -437,8 +437,8 @@ def _local_dovecot_conf(directory: Path, port: int) -> str:
         "listen = *\n": (
             f"listen = 127.0.0.1\nbase_dir = {directory}/run\nstate_dir = {directory}/state\n"
             f"instance_name = mailrules-compose-{directory.name}\n{login_users}"
-            f"service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n}}\n"
         ),
+        "    port = 143\n": f"    port = {port}\n",
         "/etc/dovecot/users": f"{directory}/users",
         "/srv/mail/": f"{directory}/mail/",
         "uid=vmail gid=vmail": f"uid={uid} gid={gid}",
