@@ -16,14 +16,16 @@ reaction time of M messages appended at random (account, mailbox) with Poisson a
 (the state DB; the same wall clock). Dovecot's own 500 ms notification delay is inside it
 (see latency_bench.py).
 
-Dovecot limits for 1,000+ connections (defaults in brackets): imap-login in high-performance mode
-(`service_count = 0`, `client_limit = 2000`) [1 connection per process, process_limit 100], because
-with TLS each login process stays as the TLS proxy for its connection; `service imap
-{ client_limit = 50 }` [1] so ~30 imap processes serve everyone: every imap process takes one
-inotify instance and `fs.inotify.max_user_instances` is 128 per uid (all Dovecots on this host run
-mail as `nobody`); past it Dovecot falls back to polling every `mailbox_idle_check_interval` [30 s].
-`default_client_limit` [1000] and `default_process_limit` [100] raised for auth/anvil;
-`mail_max_userip_connections` [10] is per user and IP: 6 + the bench's appender fits.
+Dovecot limits for 1,000+ connections (defaults in brackets):
+* imap-login in high-performance mode, `service_count = 0`, `client_limit = 2000` [one connection
+  per process, process_limit 100]: with TLS each login process stays on as its connection's proxy;
+* `service imap { service_count = 0, client_limit = 50 }` [1, 1]: ~30 imap processes serve all.
+  Each imap process takes an inotify instance, and `fs.inotify.max_user_instances` is 128 per uid;
+  past it Dovecot logs "Inotify instance limit ... exceeded, disabling" and IDLE falls back to
+  polling every `mailbox_idle_check_interval` [30 s]. The mail processes also run as a uid of their
+  own (latency_bench.MAIL_UID): every other Dovecot on this host runs mail as `nobody`;
+* `default_client_limit` [1000] and `default_process_limit` [100] raised (auth, anvil);
+* `mail_max_userip_connections` [10] is per user and IP: 6 + the bench's appender fit.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ default_process_limit = 500
 default_client_limit = 6000
 mail_max_userip_connections = 20
 service imap {
+  service_count = 0
   client_limit = 50
   process_limit = 200
   vsz_limit = 1G
@@ -263,6 +266,10 @@ def run(args: argparse.Namespace) -> int:
             if args.keep:
                 print(f"daemon log: {daemon.log}")
         if server is not None:
+            if args.keep:
+                with contextlib.suppress(OSError):
+                    shutil.copy(server.directory / "dovecot.log", work / "dovecot.log")
+                    shutil.copy(server.directory / "dovecot.conf", work / "dovecot.conf")
             stop_server(server)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
