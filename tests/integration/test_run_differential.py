@@ -154,7 +154,7 @@ def differential(
 ) -> None:
     rng = random.Random(seed)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    # pymap's PERMANENTFLAGS has no \*: it silently drops keywords set by STORE (APPEND keeps them)
+    # pymap keeps no keyword set by STORE (PERMANENTFLAGS without \*): `tag` fails there, by design
     text = rule_set(rng, src, prefix, keywords=not prefix)
     messages = []
     for s in generate(rng.randint(30, 60), seed=seed, now=now):

@@ -14,7 +14,7 @@ from tests.integration.servers import PymapServer, make_message
 
 pytestmark = pytest.mark.integration
 
-# Keywords are left out: pymap's PERMANENTFLAGS lacks \* and it drops keywords set by STORE.
+# No keywords here: pymap keeps none set by STORE (PERMANENTFLAGS without \*); see the last test.
 RULES = """
 rule "move"    in "{src}" {{ when subject is "t-move"    then move to "{p}New/Box" }}
 rule "copy"    in "{src}" {{ when subject is "t-copy"    then copy to "{p}Copies", flag }}
