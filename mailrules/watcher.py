@@ -203,17 +203,25 @@ class MailboxWatcher(threading.Thread):
                 return 0
             if cp.uidvalidity != info.uidvalidity:
                 new = self._after_uidvalidity_change(session, cp)
+                if not new:
+                    last = (
+                        (info.uidnext - 1) if info.uidnext else max(self._search_from(session, 1), default=0)
+                    )
+                    state.set_checkpoint(
+                        self.account.name, self.mailbox, Checkpoint(info.uidvalidity, last, None, now)
+                    )
             else:
                 new = [u for u in self._search_from(session, cp.last_uid + 1) if u > cp.last_uid]
             done = 0
-            for i in range(0, len(new), BATCH):
-                batch = new[i : i + BATCH]
-                self._process(store, batch, info.uidvalidity)
-                done += len(batch)
-            if not new and cp.uidvalidity != info.uidvalidity:
-                state.set_checkpoint(
-                    self.account.name, self.mailbox, Checkpoint(info.uidvalidity, cp.last_uid, None, now)
-                )
+            while new:
+                for i in range(0, len(new), BATCH):
+                    batch = new[i : i + BATCH]
+                    self._process(store, batch, info.uidvalidity)
+                    done += len(batch)
+                # Mail that arrived while this batch was processed was announced (EXISTS) in the
+                # answers to our own commands, not to a later IDLE: look again until none is new.
+                last = max(new)
+                new = [u for u in self._search_from(session, last + 1) if u > last]
             if done:
                 self.hooks.arrival(self.account.name, time.monotonic() - detected)
             self.hooks.synced(self.account.name, self.mailbox)

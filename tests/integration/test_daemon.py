@@ -308,3 +308,19 @@ def test_scheduled_rule_runs_over_the_whole_mailbox(dovecot: DovecotServer, tmp_
     finally:
         daemon.schedule.shutdown(wait=False)
         daemon.state.close()
+
+
+def test_mail_arriving_during_a_batch_is_not_left_behind(dovecot: DovecotServer, tmp_path: Path) -> None:
+    """EXISTS for mail that arrives while a batch is processed comes in the answers to our own
+    commands, not in the next IDLE: the watcher must look again before idling."""
+    user, pw = dovecot.fresh_user()
+    d = Running(tmp_path, dovecot, user, pw, None)
+    d.start()
+    try:
+        with ImapSession.connect(dovecot.params(user, pw)) as s:
+            for i in range(60):  # one at a time, while the daemon is busy with the earlier ones
+                s.append("INBOX", make_message(f"trickle {i} file me"))
+        # nothing else arrives now: every one of them must still be filed
+        wait_until(lambda: counts(dovecot, user, pw).get("Filed") == 60, 30, "the trickle to be filed", d)
+    finally:
+        assert d.stop() == 0
