@@ -348,8 +348,8 @@ def _smtp(
     elif username is None and "username" not in t:
         username = account_username
     allow_insecure = cx.get(t, p, "allow_insecure", "bool") or False
-    if tls == "none" and password is not None and not allow_insecure:
-        cx.warn((*p, "tls"), "'none' would send the password unencrypted: login will be refused "
+    if tls == "none" and not allow_insecure:
+        cx.warn((*p, "tls"), "'none' sends mail unencrypted: forward and redirect will refuse to send "
                 "unless allow_insecure = true")
     sender = cx.text(t, p, "from")
     if sender is not None and "@" not in sender:

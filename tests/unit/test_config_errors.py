@@ -290,13 +290,14 @@ def test_tls_none_without_allow_insecure_is_accepted_with_a_warning(tmp_path: Pa
     assert warnings(tmp_path, text + "allow_insecure = true\n") == []
 
 
-def test_smtp_tls_none_warns_only_when_it_would_send_a_password(tmp_path: Path) -> None:
+def test_smtp_tls_none_warns_unless_allowed(tmp_path: Path) -> None:
     relay = ACCOUNT + '[accounts.a.smtp]\nhost = "relay"\ntls = "none"\n'
-    assert warnings(tmp_path, relay) == []
-    assert warnings(tmp_path, relay + 'password = "x"\n') == [
-        "F:7: accounts.a.smtp.tls: 'none' would send the password unencrypted: login will be refused "
-        "unless allow_insecure = true"
+    # SmtpParams refuses any clear-text send without allow_insecure, password or not
+    assert warnings(tmp_path, relay) == [
+        "F:7: accounts.a.smtp.tls: 'none' sends mail unencrypted: forward and redirect will refuse to "
+        "send unless allow_insecure = true"
     ]
+    assert warnings(tmp_path, relay + "allow_insecure = true\n") == []
 
 
 def test_port_and_tls_mismatch_warns(tmp_path: Path) -> None:
