@@ -284,75 +284,98 @@ def rss_mb() -> float:
     return kb(proc_status(os.getpid()), "VmRSS")
 
 
-def profile(server: Server | None, users: list[str], args: argparse.Namespace) -> None:
-    """RSS per unit of what the daemon holds per watched mailbox, measured apart, K of each."""
+def _part(kind: str, k: int, port: int, ca: str, users: dict[str, str]) -> tuple[float, list[str]]:
+    """In a fresh process: RSS growth per unit for `k` units of `kind`; notes (tracemalloc top)."""
+    import functools
     import ssl
     import tracemalloc
 
-    from mailrules.imap.session import ConnectionParams, ImapSession, ssl_context
+    import mailrules.imap.session as session_mod
+    from mailrules.imap.session import ConnectionParams, ImapSession
+
+    notes: list[str] = []
+    keep: list[object] = []
+    halt = threading.Event()
+    names = sorted(users)
+    if kind == "session-shared-ctx":
+        # What caching the context per CA file would give (the daemon builds one per connection).
+        session_mod.ssl_context = functools.lru_cache(maxsize=None)(session_mod.ssl_context)  # type: ignore
+    gc.collect()
+    if kind.startswith("session"):
+        # warm: one connection first, so imports and one-off tables are not counted
+        u = names[0]
+        ImapSession.connect(ConnectionParams("127.0.0.1", port, "starttls", u, users[u], ca_file=ca)).logout()
+        gc.collect()
+    base = rss_mb()
+    if kind == "thread":
+        threads = [threading.Thread(target=halt.wait, daemon=True) for _ in range(k)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+    elif kind == "ssl-context":
+        keep += [session_mod.ssl_context(ca) for _ in range(k)]
+    elif kind == "ssl-context-bare":
+        keep += [ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) for _ in range(k)]
+    elif kind.startswith("session"):
+        tracemalloc.start(8)
+        snap0 = tracemalloc.take_snapshot()
+        sessions: list[ImapSession] = []
+        lock = threading.Lock()
+
+        def one(i: int) -> None:
+            u = names[i % len(names)]
+            s = ImapSession.connect(ConnectionParams("127.0.0.1", port, "starttls", u, users[u], ca_file=ca))
+            s.select(MAILBOXES[i % len(MAILBOXES)])
+            with lock:
+                sessions.append(s)
+            halt.wait()  # like a watcher: the thread lives as long as its connection
+
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(k)]
+        for t in threads:
+            t.start()
+        while len(sessions) < k:
+            time.sleep(0.05)
+        gc.collect()
+        snap1 = tracemalloc.take_snapshot()
+        traced = sum(st.size_diff for st in snap1.compare_to(snap0, "filename")) / 1024 / 1024 / k
+        notes.append(f"Python objects (tracemalloc) {traced * 1024:.0f} kB per session; top lines:")
+        for st in snap1.compare_to(snap0, "lineno")[:5]:
+            frame = st.traceback[0]
+            notes.append(f"  {st.size_diff / k / 1024:6.1f} kB  {Path(frame.filename).name}:{frame.lineno}")
+    per = (rss_mb() - base) / k
+    halt.set()
+    keep.clear()
+    return per, notes
+
+
+def profile(server: Server | None, users: list[str], args: argparse.Namespace) -> None:
+    """RSS per unit of what the daemon holds per watched mailbox, each kind in a fresh process."""
+    import multiprocessing
+    import ssl
 
     k = args.profile_count
     own_server = server is None
     if server is None:
         users = [f"u{i}" for i in range(1, k // 5 + 2)]
         server = start_server(users, ("A", "B", "C", "D", "Done"), extra=EXTRA, login_extra=LOGIN_EXTRA)
-    rows: list[tuple[str, float]] = []
+    kinds = [
+        ("thread", f"idle thread (threading.stack_size() = {threading.stack_size()}: 8 MB virtual)"),
+        ("ssl-context", "mailrules ssl_context(ca_file) (create_default_context + CA)"),
+        ("ssl-context-bare", "ssl.SSLContext(PROTOCOL_TLS_CLIENT), nothing loaded"),
+        ("session", "ImapSession.connect (STARTTLS) + SELECT, one thread each"),
+        ("session-shared-ctx", "  same, ssl_context cached per CA file (lru_cache)"),
+    ]
     try:
-        gc.collect()
-        base = rss_mb()
-        ctxs = [ssl_context(str(server.ca_file)) for _ in range(k)]
-        gc.collect()
-        rows.append(("ssl_context(ca_file): create_default_context + CA", (rss_mb() - base) / k))
-        ctx_plain = [ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) for _ in range(k)]
-        rows.append(("ssl.SSLContext() bare (for comparison)",
-                     (rss_mb() - base) / k - rows[0][1]))
-        del ctxs, ctx_plain
-        gc.collect()
-
-        halt = threading.Event()
-        base = rss_mb()
-        threads = [threading.Thread(target=halt.wait, daemon=True) for _ in range(k)]
-        for t in threads:
-            t.start()
-        rows.append((f"idle thread (stack_size {threading.stack_size() or 'default 8 MB virtual'})",
-                     (rss_mb() - base) / k))
-        halt.set()
-        for t in threads:
-            t.join()
-        del threads
-        gc.collect()
-
-        tracemalloc.start(12)
-        base = rss_mb()
-        snap0 = tracemalloc.take_snapshot()
-        sessions = []
-        for i in range(k):
-            u = users[i % len(users)]
-            p = ConnectionParams("127.0.0.1", server.port, "starttls", u, server.users[u],
-                                 ca_file=str(server.ca_file), name=u)
-            s = ImapSession.connect(p)
-            s.select(MAILBOXES[i % len(MAILBOXES)])
-            sessions.append(s)
-        gc.collect()
-        per_session = (rss_mb() - base) / k
-        snap1 = tracemalloc.take_snapshot()
-        traced = sum(st.size_diff for st in snap1.compare_to(snap0, "filename")) / 1024 / 1024 / k
-        rows.append(("ImapSession.connect (STARTTLS) + SELECT, total", per_session))
-        rows.append(("   of which Python objects (tracemalloc)", traced))
-        rows.append(("   of which outside Python (OpenSSL, buffers)", per_session - traced))
-        top = snap1.compare_to(snap0, "lineno")[:8]
-        tracemalloc.stop()
-        for s in sessions:
-            s.logout()
+        mp = multiprocessing.get_context("spawn")
         print()
-        print(f"Where the memory goes: RSS growth per unit, {k} of each, in this process (Python "
-              f"{sys.version.split()[0]}, OpenSSL {ssl.OPENSSL_VERSION.split()[1]})")
-        for name, v in rows:
-            print(f"  {name:<58}{v * 1024:8.0f} kB")
-        print("  top Python allocations per session (tracemalloc, lineno):")
-        for st in top:
-            frame = st.traceback[0]
-            print(f"    {st.size_diff / k / 1024:7.1f} kB  {Path(frame.filename).name}:{frame.lineno}")
+        print(f"Where the memory goes: RSS growth per unit, {k} of each, each kind in a fresh process "
+              f"(Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION})")
+        for kind, label in kinds:
+            with mp.Pool(1) as pool:
+                per, notes = pool.apply(_part, (kind, k, server.port, str(server.ca_file), server.users))
+            print(f"  {label:<66}{per * 1024:8.0f} kB")
+            for n in notes:
+                print(f"      {n}")
     finally:
         if own_server:
             stop_server(server)
