@@ -271,20 +271,22 @@ def evaluate_condition(cond: Condition, view: MessageView, ctx: EvalContext) -> 
 # ---------------------------------------------------------------------------------------------
 
 
+#: A substituted value longer than this is cut (a 1 MB Subject must not become a mailbox name).
+MAX_VALUE_CHARS = 100
+
+
 def sanitize_value(value: str, separator: str = "/") -> str:
     """Make a substituted value one harmless name segment.
 
-    Hierarchy separators (the account's, and `/` and `\\` whatever the account's is), IMAP
+    Hierarchy separators (the account's, and `/`, `\\` and `.` whatever the account's is), IMAP
     wildcards (`*`, `%`) and control or format characters become `_`; surrounding whitespace and
-    leading `~` go; leading dots become `_` (no `.`/`..` segment, no hidden maildir++ folder);
-    empty becomes `_`. A `.` inside a value stays unless `.` is the separator, so that
-    `{from.domain}` reads `github.com`.
+    leading `~` go; empty becomes `_`; at most MAX_VALUE_CHARS characters are kept. Dots go too
+    because Dovecot's default Maildir++ layout refuses them in names even where `/` separates
+    levels: `{from.domain}` reads `github_com`, which every server accepts.
     """
-    bad = set("/\\*%") | set(separator)
-    out = "".join("_" if ch in bad or unicodedata.category(ch)[0] == "C" else ch for ch in value).strip()
-    out = out.lstrip("~").strip()
-    stripped = out.lstrip(".")
-    out = "_" * (len(out) - len(stripped)) + stripped
+    bad = set("/\\.*%") | set(separator)
+    out = "".join("_" if ch in bad or unicodedata.category(ch)[0] == "C" else ch for ch in value)
+    out = out[:MAX_VALUE_CHARS].strip().lstrip("~").strip()
     return out or "_"
 
 
