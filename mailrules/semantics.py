@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
 import copy
 import datetime as dt
 import re
@@ -11,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from mailrules.dsl.ages import subtract_age
 from mailrules.dsl.ast import (
     ADDRESS_FIELDS,
     REMOVING_ACTIONS,
@@ -237,26 +237,6 @@ class _Evaluator:
 
 def _compare(a: int, op: str, b: int) -> bool:
     return {">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]
-
-
-def subtract_age(now: dt.datetime, amount: int, unit: str) -> dt.datetime:
-    """`now` minus N units: months and years on the calendar of `now`'s zone (day of month
-    clamped); minutes to weeks as elapsed time (a day is 24 h, even across a DST change)."""
-    if unit in ("months", "years"):
-        months = amount * (12 if unit == "years" else 1)
-        total = now.year * 12 + (now.month - 1) - months
-        year, month = divmod(total, 12)
-        year = max(year, dt.MINYEAR)
-        day = min(now.day, calendar.monthrange(year, month + 1)[1])
-        return now.replace(year=year, month=month + 1, day=day)
-    seconds = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}[unit]
-    try:
-        if now.tzinfo is None:
-            return now - dt.timedelta(seconds=amount * seconds)
-        # aware arithmetic in one zone is wall-clock arithmetic: subtract in UTC instead
-        return (now.astimezone(dt.UTC) - dt.timedelta(seconds=amount * seconds)).astimezone(now.tzinfo)
-    except OverflowError:
-        return dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def evaluate_condition(cond: Condition, view: MessageView, ctx: EvalContext) -> Match:

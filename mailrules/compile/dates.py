@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 
 from mailrules.compile import keys as K
+from mailrules.dsl.ages import subtract_age
 
 _MIN_AWARE = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
-
-
-def subtract_age(now: dt.datetime, amount: int, unit: str) -> dt.datetime:
-    """`now` minus N units: months and years on the calendar of `now`'s zone (day of month
-    clamped); minutes to weeks as elapsed time (a day is 24 h, even across a DST change).
-
-    The same arithmetic as `semantics.subtract_age` (compile does not import the oracle; a test
-    holds the two together).
-    """
-    if unit in ("months", "years"):
-        months = amount * (12 if unit == "years" else 1)
-        total = now.year * 12 + (now.month - 1) - months
-        year, month = divmod(total, 12)
-        year = max(year, dt.MINYEAR)
-        day = min(now.day, calendar.monthrange(year, month + 1)[1])
-        return now.replace(year=year, month=month + 1, day=day)
-    seconds = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}[unit]
-    try:
-        if now.tzinfo is None:
-            return now - dt.timedelta(seconds=amount * seconds)
-        # aware arithmetic in one zone is wall-clock arithmetic: subtract in UTC instead
-        return (now.astimezone(dt.UTC) - dt.timedelta(seconds=amount * seconds)).astimezone(now.tzinfo)
-    except OverflowError:
-        return dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def _day_shift(d: dt.date, days: int) -> dt.date | None:
@@ -75,8 +51,6 @@ def _local_midnight(d: dt.date, tz: dt.tzinfo) -> dt.datetime | None:
         return dt.datetime.combine(d, dt.time(0), tz)
     except (OverflowError, ValueError):
         return None
-
-
 
     return _day_shift(d, 1)
 
