@@ -428,7 +428,7 @@ class DaemonProc:
     """`mailrules daemon` as a subprocess with its own config, rules, state DB and metrics port."""
 
     def __init__(self, work: Path, server: Server, accounts: list[tuple[str, str]], rules: str,
-                 account_extra: str = "", nofile: int | None = None) -> None:
+                 account_extra: str = "", nofile: int | None = None, prelude: str = "") -> None:
         self.work = work
         (work / "rules.d").mkdir(parents=True, exist_ok=True)
         (work / "rules.d" / "bench.rules").write_text(rules)
@@ -447,6 +447,7 @@ class DaemonProc:
         self.state = work / "state.db"
         self.log = work / "daemon.log"
         self.nofile = nofile
+        self.prelude = prelude  # Python run before the CLI (an experiment: patch one function)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -460,7 +461,8 @@ class DaemonProc:
 
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [str(VENV_PY), "-m", "mailrules", "daemon", "--config", str(self.config)],
+                [str(VENV_PY), "-c", f"{self.prelude}\nfrom mailrules.cli import main\nmain()",
+                 "daemon", "--config", str(self.config)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.work,
                 preexec_fn=limits,
             )

@@ -65,6 +65,11 @@ from latency_bench import (  # noqa: E402
 )
 
 MAILBOXES = ("INBOX", "A", "B", "C", "D")
+#: --shared-ssl-context: the daemon's code as it is, but one SSLContext per CA file for all connections
+#: (the fix the memory profile points to), patched in before the CLI starts; for comparison only.
+SHARED_CONTEXT_PATCH = (
+    "import functools, mailrules.imap.session as s; s.ssl_context = functools.lru_cache(None)(s.ssl_context)"
+)
 
 LOGIN_EXTRA = """\
   service_count = 0
@@ -176,8 +181,10 @@ def run(args: argparse.Namespace) -> int:
             imap = login(server, u)
             imap.select("INBOX")
             appenders[u] = imap
+        prelude = SHARED_CONTEXT_PATCH if args.shared_ssl_context else ""
         daemon = DaemonProc(work, server, [(u, u) for u in users], rules_text(),
-                            account_extra="max_connections = 6\n", nofile=max(4096, watchers * 3))
+                            account_extra="max_connections = 6\n", nofile=max(4096, watchers * 3),
+                            prelude=prelude)
         t_start = time.monotonic()
         daemon.start()
         assert daemon.proc is not None
@@ -219,6 +226,9 @@ def run(args: argparse.Namespace) -> int:
         arrival_cpu = cpu_seconds(pid) - cpu0
 
         print()
+        if args.shared_ssl_context:
+            print("\nEXPERIMENT --shared-ssl-context: mailrules.imap.session.ssl_context patched: "
+                  "one per CA file")
         print(f"Scale: one mailrules daemon, {n_accounts} accounts x {len(MAILBOXES)} watched mailboxes = "
               f"{watchers} IDLE connections (STARTTLS) on one Dovecot 2.3; {N_RULES} arrival rules")
         print(f"  all watchers up after           {up_after:8.1f} s")
@@ -392,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="also profile memory when over the goal")
     ap.add_argument("--profile-only", action="store_true", help="only the in-process memory profile")
     ap.add_argument("--profile-count", type=int, default=100)
+    ap.add_argument("--shared-ssl-context", action="store_true",
+                    help="experiment: run the daemon with ssl_context cached per CA file (patched at start)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the work directory (daemon log, state DB)")
     args = ap.parse_args(argv)
