@@ -290,7 +290,8 @@ def bare_main(host: str, port: int, user: str, password: str, ca: str, rules: tu
 
     for r in rules:
         if "{utf8}" in r.search:
-            imap.literal = r.utf8.encode("utf-8")
+            # bytes: imaplib would encode a str literal as ASCII (typeshed says str only)
+            imap.literal = r.utf8.encode("utf-8")  # type: ignore[assignment]
             typ, data = imap.uid("SEARCH", "CHARSET", "UTF-8", r.search.replace(" {utf8}", ""))
         else:
             typ, data = imap.uid("SEARCH", r.search)
