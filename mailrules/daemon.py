@@ -181,6 +181,7 @@ class Daemon:
             mailboxes,
             [r.name for r in self.rules],
             scheduled=[r.name for r in self.rules if not isinstance(r.trigger, A.OnArrival | A.Manually)],
+            watched=watched,
         )
         self.metrics.rules_loaded(len(self.rules))
         self.metrics.reload(True)

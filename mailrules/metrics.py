@@ -215,6 +215,12 @@ class Metrics:
             buckets=RUN_BUCKETS,
             registry=r,
         )
+        self.scheduled_last = Gauge(
+            "mailrules_scheduled_last_run_timestamp_seconds",
+            "When a scheduled rule last finished a run (Unix time), whatever its outcome.",
+            ["rule"],
+            registry=r,
+        )
         self.rules_gauge = Gauge("mailrules_rules_loaded", "Rules in the running rule set.", registry=r)
         self.reloads = Counter(
             "mailrules_config_reloads_total", "Configuration and rule reloads.", ["outcome"], registry=r
@@ -247,11 +253,14 @@ class Metrics:
         rules: Iterable[str],
         actions: Iterable[str] = ACTIONS,
         scheduled: Iterable[str] | None = None,
+        watched: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         """Declare the label values of the configuration and create their series (value 0).
 
         `accounts` maps each account to its configured mailboxes (watched or named by rules);
-        `scheduled` names the rules with a schedule (default: every rule). Call again after a
+        `scheduled` names the rules with a schedule (default: every rule); `watched` the mailboxes
+        that have a watcher (default: all of `accounts`'), the only ones given `watcher_up` and
+        last-sync series, so that a mailbox only scheduled rules read never shows as down. Call again after a
         reload: new names are added; series of names no longer configured stay (counters keep
         their history).
         """
@@ -261,7 +270,11 @@ class Metrics:
                 self._accounts.add(account)
                 self._mailboxes.update((account, m) for m in mailboxes)
             self._rules.update(rule_names)
-            mailbox_pairs = sorted(self._mailboxes)
+            mailbox_pairs = sorted(
+                self._mailboxes
+                if watched is None
+                else {(a, m) for a, boxes in watched.items() for m in boxes}
+            )
         for account in accounts:
             self.messages_seen.labels(account)
             self.malformed.labels(account)
@@ -410,6 +423,7 @@ class Metrics:
         label = self._rule(rule)
         self.scheduled_runs.labels(label, outcome if outcome in SCHEDULED_OUTCOMES else OTHER).inc()
         self.scheduled_duration.labels(label).observe(seconds)
+        self.scheduled_last.labels(label).set_to_current_time()
 
     def rules_loaded(self, n: int) -> None:
         """The running rule set has `n` rules."""

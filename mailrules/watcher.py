@@ -170,6 +170,10 @@ class MailboxWatcher(threading.Thread):
             pending = has_new_mail(idler.done()) or pending
             if pending:
                 self.catch_up(session, store, detected)
+            else:
+                # An IDLE renewed without news still proves the watcher is in sync: a connected
+                # but stuck watcher is then the one whose last sync grows old.
+                self.hooks.synced(self.account.name, self.mailbox)
 
     def _poll_loop(self, session: ImapSession, store: ImapStore) -> None:
         interval = self.account.poll_interval

@@ -44,6 +44,7 @@ EXPECTED = {
     "mailrules_last_sync_timestamp_seconds": "gauge",
     "mailrules_scheduled_runs_total": "counter",
     "mailrules_scheduled_run_duration_seconds": "histogram",
+    "mailrules_scheduled_last_run_timestamp_seconds": "gauge",
     "mailrules_rules_loaded": "gauge",
     "mailrules_config_reloads_total": "counter",
     "mailrules_config_last_reload_success": "gauge",
