@@ -158,6 +158,43 @@ def _strip_html(text: str) -> str:
     return html.unescape(_HTML_TAG.sub(" ", _HTML_DROP.sub(" ", text)))
 
 
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+
+
+def _scan_message_id(raw: bytes) -> str | None:
+    """The first Message-ID of a plain header block ("" when absent), or None to ask the parser.
+
+    Only a block the parser would read the same way qualifies: ASCII, every line a field or a
+    continuation, ended by an empty line or the end of the data.
+    """
+    found: list[bytes] | None = None
+    in_id = seen_field = False
+    for line in raw.split(b"\n"):
+        line = line.removesuffix(b"\r")
+        if not line:
+            break
+        if not line.isascii() or b"\x00" in line or b"\r" in line:
+            return None
+        if line[:1] in (b" ", b"\t"):
+            if not seen_field:
+                return None  # a continuation of nothing: the parser's call
+            if in_id and found is not None:
+                found.append(line)
+            continue
+        m = _FIELD.match(line)
+        if m is None:
+            return None
+        in_id, seen_field = False, True
+        if found is None and m.group(1).lower() == b"message-id":
+            found, in_id = [line[m.end() :]], True
+    if found is None:
+        return ""
+    value = b"".join(found)  # unfolding (RFC 5322 §2.2.3) keeps the continuation's whitespace
+    if b"=?" in value:
+        return None
+    return value.decode("ascii").strip()
+
+
 @dataclass(frozen=True, slots=True)
 class AttachmentInfo:
     """One attachment: decoded file name (None when it has none), MIME type, disposition."""
@@ -316,6 +353,12 @@ class MessageView:
 
     @cached_property
     def message_id(self) -> str | None:
+        if "_message" not in self.__dict__:
+            # The journal wants the Message-ID of every message a rule acts on, often of views
+            # fetched for nothing else: find it without running the email parser when it is plain.
+            found = _scan_message_id(self.raw)
+            if found is not None:
+                return found or None
         values = self.header_values("message-id")
         return (values[0] or None) if values else None
 

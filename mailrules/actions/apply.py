@@ -255,7 +255,8 @@ class ActionRunner:
     ) -> list[JournalEntry]:
         folded = flag.casefold()
         change = [t for t in targets if (folded in {f.casefold() for f in self._flags_of(t)}) != on]
-        same = [t for t in targets if t not in change]
+        changing = {t.uid for t in change}
+        same = [t for t in targets if t.uid not in changing]
         # A change that changes nothing is journalled as skipped: undo must never clear a flag
         # the message had before the run.
         entries = [self._entry(rule, word, flag, t, None, "skipped", "already so") for t in same]

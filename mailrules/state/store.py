@@ -71,9 +71,8 @@ def _dt(text: str) -> datetime:
 def _entry_row(e: JournalEntry) -> tuple[Any, ...]:
     if e.outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {e.outcome!r}")
-    row = asdict(e)
-    row["at"] = _ts(e.at)
-    return tuple(row[c] for c in _JOURNAL_COLUMNS)
+    # attribute reads, not dataclasses.asdict (a deep copy per entry: 9% of a 20,000-message run)
+    return tuple(_ts(e.at) if c == "at" else getattr(e, c) for c in _JOURNAL_COLUMNS)
 
 
 def _entry_from_row(row: Sequence[Any]) -> JournalEntry:

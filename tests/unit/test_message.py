@@ -210,3 +210,35 @@ def test_attachment_name_forms(params: str, name: str | None) -> None:
     raw = f"Content-Type: multipart/mixed; boundary=b\n\n--b\n{params}\n\nxx\n--b--\n".encode()
     (att,) = MessageView.from_bytes(raw).attachments
     assert att.filename == name
+
+
+def test_message_id_fast_path_agrees_with_the_parser() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    samples = [
+        b"Message-ID: <a@b>\r\nSubject: x\r\n\r\nbody",
+        b"Subject: x\r\nmessage-id:\r\n  <folded@b>\r\n\r\nMessage-ID: <in-body@b>\r\n",
+        b"Subject: no id\r\n\r\nMessage-ID: <in-body@b>\r\n",
+        b"Message-ID: =?utf-8?q?=3Cenc=40b=3E?=\r\n\r\n",
+        b"Message-ID: <caf\xc3\xa9@b>\r\n\r\n",
+        b"Message-ID: <first@b>\nMessage-ID: <second@b>\n\n",
+        b"",
+    ]
+
+    def parsed(raw: bytes) -> str | None:
+        v = MessageView.from_bytes(raw)
+        v.header_values("subject")  # forces the parser: the slow path
+        return v.message_id
+
+    for raw in samples:
+        assert MessageView.from_bytes(raw).message_id == parsed(raw), raw
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from([b"Message-ID:", b" <x@y>", b"\r\n", b"\n", b" ", b"\t", b"Subject: s",
+                                     b"=?", b"\x00", b"\xff", b":", b"<", b"a"]), max_size=20))
+    def agree(parts: list[bytes]) -> None:
+        raw = b"".join(parts)
+        assert MessageView.from_bytes(raw).message_id == parsed(raw)
+
+    agree()
