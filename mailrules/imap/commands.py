@@ -15,6 +15,7 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 from mailrules.compile.serialize import Lit, chunk_uid_sets
 from mailrules.errors import ImapError
 from mailrules.imap.core import CommandCore, Piece, flag_list, mailbox_arg
+from mailrules.imap.fastfetch import parse_simple_fetch
 from mailrules.imap.seqset import parse_appenduid, parse_sequence_set
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,13 @@ class MailboxCommands(CommandCore):
         for entry in data:
             group.append(entry)
             if isinstance(entry, tuple):
+                continue
+            fast = parse_simple_fetch(group)
+            if fast is not None:
+                group = []
+                _seq, msg = fast
+                if b"UID" in msg:
+                    yield int(msg[b"UID"]), {_s(k): v for k, v in msg.items()}
                 continue
             parsed = parse_fetch_response(group, normalise_times=False, uid_is_key=False)
             group = []

@@ -1,0 +1,93 @@
+"""The FETCH fast path gives exactly what imapclient's parser gives, or steps aside."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from imapclient.response_parser import parse_fetch_response
+
+from mailrules.imap.fastfetch import parse_simple_fetch
+
+
+def reference(group: list[Any]) -> tuple[int, dict[bytes, Any]]:
+    parsed = parse_fetch_response(group, normalise_times=False, uid_is_key=False)
+    ((seq, msg),) = parsed.items()
+    return seq, {k.upper(): v for k, v in msg.items() if k != b"SEQ"}
+
+
+HEADER = b"Message-ID: <a@b>\r\nSubject: x\r\n\r\n"
+CASES: list[list[Any]] = [
+    [b"1 (UID 5 FLAGS (\\Seen $Work) RFC822.SIZE 1234)"],
+    [b"12 (UID 99 FLAGS ())"],
+    [
+        (
+            b"3 (UID 7 FLAGS (\\Seen) BODY[HEADER.FIELDS (MESSAGE-ID)] {" + str(len(HEADER)).encode() + b"}",
+            HEADER,
+        ),
+        b")",
+    ],
+    [
+        (b"3 (UID 7 BODY[HEADER.FIELDS (MESSAGE-ID SUBJECT)] {" + str(len(HEADER)).encode() + b"}", HEADER),
+        b' FLAGS (\\Flagged) INTERNALDATE "05-Jan-2024 23:30:00 -0800")',
+    ],
+    [b'4 (UID 8 INTERNALDATE "17-Jul-1996 02:44:25 -0700" RFC822.SIZE 4286 MODSEQ (12))'],
+    [b"5 (UID 9 BODY[] NIL)"],
+    [b'6 (UID 10 BODY[HEADER.FIELDS (FROM)] "")'],
+]
+
+
+def test_known_shapes_agree() -> None:
+    for group in CASES:
+        fast = parse_simple_fetch(group)
+        assert fast is not None, group
+        assert fast == reference(group), group
+
+
+def test_unknown_shapes_step_aside() -> None:
+    for group in (
+        [b'1 (UID 5 BODYSTRUCTURE ("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 10 1 NIL NIL NIL NIL))'],
+        [b"1 (UID 5 ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))"],
+        [b"1 (UID 5 FLAGS (\\Seen)"],  # no closing parenthesis
+        [b"1 (UID 5 FLAGS (\\Seen)) trailing"],
+        [(b"1 (UID 5 BODY[] {3}", b"abcd"), b")"],  # literal length does not match
+    ):
+        assert parse_simple_fetch(group) is None, group
+
+
+FLAG = st.sampled_from([b"\\Seen", b"\\Flagged", b"$Work", b"\\Answered", b"NonJunk"])
+ITEM = st.one_of(
+    st.integers(1, 10**9).map(lambda n: b"RFC822.SIZE %d" % n),
+    st.lists(FLAG, max_size=4).map(lambda fs: b"FLAGS (" + b" ".join(fs) + b")"),
+    st.sampled_from(
+        [b'INTERNALDATE "05-Jan-2024 23:30:00 -0800"', b'INTERNALDATE " 1-Feb-2020 00:00:01 +0000"']
+    ),
+    st.integers(1, 10**6).map(lambda n: b"MODSEQ (%d)" % n),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 10**6),
+    st.integers(1, 10**6),
+    st.lists(ITEM, max_size=4),
+    st.one_of(st.none(), st.binary(max_size=200)),
+    st.booleans(),
+)
+def test_generated_answers_agree(
+    seq: int, uid: int, items: list[bytes], body: bytes | None, body_first: bool
+) -> None:
+    names = [i.split(b" ", 1)[0] for i in items]
+    if len(set(names)) != len(names):
+        return  # a repeated item: servers don't, and the two parsers keep different ones
+    head = b"%d (UID %d" % (seq, uid)
+    if body is None:
+        group: list[Any] = [head + b"".join(b" " + i for i in items) + b")"]
+    elif body_first:
+        group = [(head + b" BODY[HEADER] {%d}" % len(body), body), b"".join(b" " + i for i in items) + b")"]
+    else:
+        group = [(head + b"".join(b" " + i for i in items) + b" BODY[HEADER] {%d}" % len(body), body), b")"]
+    fast = parse_simple_fetch(group)
+    assert fast is not None
+    assert fast == reference(group)
