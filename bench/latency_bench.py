@@ -227,11 +227,12 @@ def login(server: Server, user: str) -> imaplib.IMAP4:
 
 @contextlib.contextmanager
 def interrupts_as_keyboard() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so every `finally` cleans up."""
+    """SIGINT, SIGTERM and SIGHUP unwind as KeyboardInterrupt, so every `finally` cleans up (SIGINT
+    too when inherited as ignored, as by a `cmd &` in a script)."""
     def raise_ki(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    old = {s: signal.signal(s, raise_ki) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, raise_ki) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
         yield
     finally:
