@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 #: Above this many bytes of compressed UID set, search the whole mailbox and intersect locally.
 _UID_SET_LIMIT = 4000
+#: A batch of at most this many given UIDs (arrivals) is fetched once and every rule evaluated
+#: locally: one FETCH instead of one SEARCH per rule (bench/latency_bench.py: 20 rules cost 14 ms
+#: of SEARCH round trips for one new message).
+LOCAL_BATCH = 32
 
 
 class MailboxStore(Protocol):
@@ -185,14 +189,18 @@ class Engine:
         mailbox: str,
         rules: Sequence[A.Rule],
         uids: Sequence[int] | None = None,
+        *,
+        uidvalidity: int | None = None,
     ) -> MailboxReport:
         """Run `rules` (those in scope for this account and mailbox) over `uids`, or the whole mailbox.
 
         Messages are taken once, at the start: a copy made into this mailbox by a rule is not
-        itself processed in the same pass.
+        itself processed in the same pass. `uidvalidity`: the mailbox is already selected on this
+        store's connection (a watcher's), so no SELECT is sent.
         """
         started = time.monotonic()
-        uidvalidity = store.select(mailbox)
+        if uidvalidity is None:
+            uidvalidity = store.select(mailbox)
         whole = uids is None
         candidates = store.search(K.All()) if uids is None else sorted(set(uids))
         remaining = set(candidates)
@@ -201,6 +209,8 @@ class Engine:
         )
         ctx = EvalContext(self.options.now, self.options.tz, store.separator or "/")
         runner = ActionRunner(store, account, mailbox, uidvalidity, self.options, self.journal, self._emit)
+        in_scope = [r for r in rules if r.applies_to(account.name, mailbox)]
+        local = self._prefetch(store, in_scope, candidates, runner) if uids is not None else None
         for rule in rules:
             if not remaining:
                 break
@@ -209,7 +219,10 @@ class Engine:
             rule_started = time.monotonic()
             rr = RuleReport(rule.name, account.name, mailbox, candidates=len(remaining))
             report.rules.append(rr)
-            matched, views, skipped = self._match(store, rule, remaining, whole, ctx, runner)
+            if local is not None:
+                matched, views, skipped = self._match_local(rule, remaining, local, ctx, runner)
+            else:
+                matched, views, skipped = self._match(store, rule, remaining, whole, ctx, runner)
             report.skipped_messages += skipped
             rr.matched = len(matched)
             if not matched:
@@ -250,6 +263,57 @@ class Engine:
             p = plan_condition(rule.condition, dialect, self.options.now, self.options.tz)
             self._plans[key] = (p.server, p.residual, p.needs)
         return self._plans[key]
+
+    def _prefetch(
+        self, store: MailboxStore, rules: Sequence[A.Rule], uids: list[int], runner: ActionRunner
+    ) -> dict[int, MessageView] | None:
+        """For a small batch: one FETCH of what every rule needs, or None to search rule by rule."""
+        if not uids or len(uids) > LOCAL_BATCH or not rules:
+            return None
+        needs = FetchNeeds(flags=True)
+        for rule in rules:
+            needs = union_needs(needs, union_needs(fetch_needs(rule.condition), runner.needs_for(rule)))
+        if needs.body:
+            return None  # whole bodies: the server's BODY/TEXT search moves fewer bytes
+        return store.fetch_views(uids, needs)
+
+    def _match_local(
+        self,
+        rule: A.Rule,
+        remaining: set[int],
+        views: dict[int, MessageView],
+        ctx: EvalContext,
+        runner: ActionRunner,
+    ) -> tuple[list[tuple[int, Match]], dict[int, MessageView], int]:
+        """The per-message reading itself, on prefetched views (flags as earlier rules left them)."""
+        matched: list[tuple[int, Match]] = []
+        current: dict[int, MessageView] = {}
+        skipped = 0
+        for uid in sorted(remaining):
+            view = views.get(uid)
+            if view is None:
+                skipped += 1  # expunged by someone else meanwhile
+                continue
+            view = runner.with_overlay(uid, view, fresh=False)
+            current[uid] = view
+            try:
+                m = evaluate_condition(rule.condition, view, ctx)
+            except Exception:
+                log.exception(
+                    '%s: rule "%s": message uid %d could not be evaluated; skipped',
+                    rule.span.short,
+                    rule.name,
+                    uid,
+                )
+                skipped += 1
+                continue
+            if m.ok:
+                matched.append((uid, m))
+        if skipped:
+            # report a vanished or broken message once per pass, not once per rule
+            skipped_uids = {u for u in remaining if u not in current}
+            remaining.difference_update(skipped_uids)
+        return matched, current, skipped
 
     def _match(
         self,

@@ -146,7 +146,7 @@ class MailboxWatcher(threading.Thread):
         name = self.account.name
         session.on_command = lambda cmd, s, ok: self.hooks.imap_command(name, cmd, s, ok)
         store = ImapStore(session)
-        self.catch_up(session, store, time.monotonic())
+        self.catch_up(session, store, time.monotonic(), fresh=True)
         self.up = self.attempted = True
         self.hooks.watcher_up(self.account.name, self.mailbox, True)
         self.backoff.reset()
@@ -183,10 +183,18 @@ class MailboxWatcher(threading.Thread):
 
     # -- catch-up and checkpoints --------------------------------------------------------------------
 
-    def catch_up(self, session: ImapSession, store: ImapStore, detected: float) -> int:
-        """Process every message that arrived since the checkpoint; return how many."""
+    def catch_up(self, session: ImapSession, store: ImapStore, detected: float, fresh: bool = False) -> int:
+        """Process every message that arrived since the checkpoint; return how many.
+
+        `fresh`: the first catch-up on a new connection (always SELECTs, for UIDNEXT)."""
         with self.ctx.lock_for(self.account.name, self.mailbox):
-            info = session.select(self.mailbox)
+            selected = session.selected
+            if fresh or selected is None or selected.mailbox != self.mailbox:
+                info = session.select(self.mailbox)
+            else:
+                # Still selected since the last catch-up on this connection: UIDVALIDITY cannot
+                # change under a selected mailbox (RFC 9051 §2.3.1.1), so no SELECT round trip.
+                info = selected
             state = self.ctx.state
             cp = state.get_checkpoint(self.account.name, self.mailbox)
             now = dt.datetime.now(dt.UTC)
@@ -260,7 +268,14 @@ class MailboxWatcher(threading.Thread):
                 options, journal=self.ctx.state, on_entry=self.ctx.on_entry, observer=self.ctx.observer
             )
             try:
-                engine.process(store, self.ctx.account_context(self.account), self.mailbox, rules, uids)
+                engine.process(
+                    store,
+                    self.ctx.account_context(self.account),
+                    self.mailbox,
+                    rules,
+                    uids,
+                    uidvalidity=uidvalidity,
+                )
             except MailrulesError as exc:
                 if isinstance(exc, ImapError) and exc.kind in ("reconnect", "auth"):
                     raise  # the checkpoint stays: these UIDs are processed again after reconnecting

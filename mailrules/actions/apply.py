@@ -127,10 +127,11 @@ class ActionRunner:
                 needs = union_needs(needs, FetchNeeds(flags=True))
         return needs
 
-    def with_overlay(self, uid: int, view: MessageView) -> MessageView:
-        """In a real run the server's flags, freshly fetched, are the truth; in a dry run, the
-        flags earlier rules would have left."""
-        if not self.options.dry_run:
+    def with_overlay(self, uid: int, view: MessageView, fresh: bool = True) -> MessageView:
+        """The view with the flags this pass left it: in a real run a `fresh` FETCH is the truth;
+        a dry run, or a view fetched before earlier rules acted (`fresh=False`), gets the flags
+        earlier rules set or would have set."""
+        if fresh and not self.options.dry_run:
             self.flag_overlay.pop(uid, None)
             return view
         flags = self.flag_overlay.get(uid)

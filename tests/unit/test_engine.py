@@ -250,8 +250,9 @@ def mailboxes(draw: st.DrawFn) -> list[tuple[bytes, list[str], dt.datetime]]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rule_sets(), mailboxes(), st.sampled_from(["dovecot", "rfc3501", "gmail"]))
-def test_engine_equals_per_message_oracle(text: str, messages: list, dialect: str) -> None:
+@given(rule_sets(), mailboxes(), st.sampled_from(["dovecot", "rfc3501", "gmail"]), st.booleans())
+def test_engine_equals_per_message_oracle(text: str, messages: list, dialect: str, arrival: bool) -> None:
+    """Both paths: the whole mailbox (SEARCH per rule) and given arrival UIDs (one FETCH, local)."""
     rules = rules_of(text)
     server = FakeServer()
     for raw, flags, when in messages:
@@ -267,7 +268,8 @@ def test_engine_equals_per_message_oracle(text: str, messages: list, dialect: st
     store = FakeStore(server, Dialect.named(dialect), NOW)
     engine = Engine(RunOptions(NOW, UTC, "run"))
     for mailbox in order:
-        engine.process(store, account, mailbox, rules)
+        uids = sorted(server.mailbox(mailbox).messages) if arrival else None
+        engine.process(store, account, mailbox, rules, uids)
     assert server.state() == expected_server.state()
     assert sorted(sender.sent) == sent_expected
 
