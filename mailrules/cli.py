@@ -85,7 +85,12 @@ def check(path: str | None, config: str | None, strict: bool) -> None:
     n_rules = len(result.rule_set.rules)
     n_tests = len(result.rule_set.tests)
     errors, warnings = len(result.errors), len(result.warnings)
-    click.echo(f"{n_rules} rules, {n_tests} tests: {errors} errors, {warnings} warnings")
+
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    found = f"{count(errors, 'error')}, {count(warnings, 'warning')}"
+    click.echo(f"{count(n_rules, 'rule')}, {count(n_tests, 'test')}: {found}")
     sys.exit(EXIT_FAILED if errors or (strict and warnings) else EXIT_OK)
 
 
