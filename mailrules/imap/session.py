@@ -150,7 +150,11 @@ class ImapSession(TransferCommands):
         self._client._cached_capabilities = tuple(w.encode("ascii") for w in words)
         if self.has("ENABLE") and self.has("CONDSTORE"):
             # RFC 5161 §3.1: only valid before SELECT. Never UTF8=ACCEPT: it forbids SEARCH CHARSET.
-            got = self._call("ENABLE", lambda: self._client.enable("CONDSTORE"))
+            # QRESYNC makes the server report removals as VANISHED ranges instead of one EXPUNGE
+            # line per message (RFC 7162 §3.2.10): a MOVE of 20,000 messages answers in a few
+            # lines, not 20,000 for imaplib to parse.
+            wanted = ["CONDSTORE", "QRESYNC"] if self.has("QRESYNC") else ["CONDSTORE"]
+            got = self._call("ENABLE", lambda: self._client.enable(*wanted))
             self.enabled = frozenset(_text(c).upper() for c in got or ())
         if self.has("ID"):
             # After authentication only: some servers (FastMail) reject ID before login.
