@@ -25,6 +25,7 @@ from mailrules.compile.plan import FetchNeeds, fetch_needs, plan_condition
 from mailrules.compile.serialize import compress_uids
 from mailrules.dsl import ast as A
 from mailrules.message import MessageView
+from mailrules.prefetch import Prefetcher, independent_rules
 from mailrules.semantics import EvalContext, Match, evaluate_condition
 from mailrules.state.models import JournalEntry
 
@@ -191,12 +192,14 @@ class Engine:
         uids: Sequence[int] | None = None,
         *,
         uidvalidity: int | None = None,
+        prefetch: MailboxStore | None = None,
     ) -> MailboxReport:
         """Run `rules` (those in scope for this account and mailbox) over `uids`, or the whole mailbox.
 
         Messages are taken once, at the start: a copy made into this mailbox by a rule is not
         itself processed in the same pass. `uidvalidity`: the mailbox is already selected on this
-        store's connection (a watcher's), so no SELECT is sent.
+        store's connection (a watcher's), so no SELECT is sent. `prefetch`: a second connection
+        to the same account, used to search and fetch ahead over a whole mailbox (prefetch.py).
         """
         started = time.monotonic()
         if uidvalidity is None:
@@ -211,6 +214,38 @@ class Engine:
         runner = ActionRunner(store, account, mailbox, uidvalidity, self.options, self.journal, self._emit)
         in_scope = [r for r in rules if r.applies_to(account.name, mailbox)]
         local = self._prefetch(store, in_scope, candidates, runner) if uids is not None else None
+        ahead = None
+        if prefetch is not None and uids is None and not self.options.dry_run and len(in_scope) > 1:
+            dialect = store.dialect
+
+            def plan(rule: A.Rule) -> tuple[K.SearchKey, FetchNeeds]:
+                server, _, needs = self._plan(rule, dialect)
+                return server, union_needs(needs, runner.needs_for(rule))
+
+            ahead = Prefetcher(prefetch, mailbox, independent_rules(in_scope), plan)
+        try:
+            self._rules(store, account, mailbox, rules, remaining, whole, ctx, runner, local, ahead, report)
+        finally:
+            if ahead is not None:
+                ahead.close()
+        if self.observer is not None:
+            self.observer.mailbox_done(report, time.monotonic() - started)
+        return report
+
+    def _rules(
+        self,
+        store: MailboxStore,
+        account: AccountContext,
+        mailbox: str,
+        rules: Sequence[A.Rule],
+        remaining: set[int],
+        whole: bool,
+        ctx: EvalContext,
+        runner: ActionRunner,
+        local: dict[int, MessageView] | None,
+        ahead: Prefetcher | None,
+        report: MailboxReport,
+    ) -> None:
         for rule in rules:
             if not remaining:
                 break
@@ -219,8 +254,15 @@ class Engine:
             rule_started = time.monotonic()
             rr = RuleReport(rule.name, account.name, mailbox, candidates=len(remaining))
             report.rules.append(rr)
+            found = ahead.result(rule) if ahead is not None else None
             if local is not None:
                 matched, views, skipped = self._match_local(rule, remaining, local, ctx, runner)
+            elif found is not None:
+                hits = [u for u in found[0] if u in remaining]
+                residual = self._plan(rule, store.dialect)[1]
+                matched, views, skipped = self._evaluate(
+                    rule, residual, hits, found[1], ctx, runner, fresh=False
+                )
             else:
                 matched, views, skipped = self._match(store, rule, remaining, whole, ctx, runner)
             report.skipped_messages += skipped
@@ -247,9 +289,6 @@ class Engine:
             remaining -= removed
             whole = False
             self._rule_done(rr, rule_started)
-        if self.observer is not None:
-            self.observer.mailbox_done(report, time.monotonic() - started)
-        return report
 
     def _rule_done(self, rr: RuleReport, started: float) -> None:
         if self.observer is not None:
@@ -333,6 +372,20 @@ class Engine:
         if not hits:
             return [], {}, 0
         views = store.fetch_views(hits, union_needs(needs, runner.needs_for(rule)))
+        return self._evaluate(rule, residual, hits, views, ctx, runner, fresh=True)
+
+    def _evaluate(
+        self,
+        rule: A.Rule,
+        residual: A.Condition | None,
+        hits: list[int],
+        views: dict[int, MessageView],
+        ctx: EvalContext,
+        runner: ActionRunner,
+        *,
+        fresh: bool,
+    ) -> tuple[list[tuple[int, Match]], dict[int, MessageView], int]:
+        """The residual on each hit's view; `fresh`: fetched now, else before earlier rules acted."""
         matched: list[tuple[int, Match]] = []
         skipped = 0
         for uid in hits:
@@ -346,7 +399,8 @@ class Engine:
                 )
                 skipped += 1
                 continue
-            view = runner.with_overlay(uid, view)
+            view = runner.with_overlay(uid, view, fresh=fresh)
+            views[uid] = view
             if residual is None:
                 matched.append((uid, Match(True)))
                 continue

@@ -178,13 +178,24 @@ def run_rules(
             result.errors.append(f"account {acct.name}: {exc}")
             log.error("account %s: %s", acct.name, exc)
             continue
+        ahead: ImapSession | None = None
+        if acct.max_connections >= 2 and len(account_rules) > 1 and not dry_run:
+            # A second connection searches and fetches later rules while the first acts
+            # (mailrules/prefetch.py); without one, rules are searched one by one.
+            try:
+                ahead = connect(acct)
+            except MailrulesError as exc:
+                log.info("account %s: no second connection (%s); searching rule by rule", acct.name, exc)
         try:
             store = ImapStore(session)
+            prefetch = ImapStore(ahead) if ahead is not None else None
             engine = Engine(options, journal=state, on_entry=log_entry, observer=observer)
             ctx = account_context(acct)
             for mailbox in mailboxes_of(account_rules, acct.name):
                 try:
-                    result.reports.append(engine.process(store, ctx, mailbox, account_rules))
+                    result.reports.append(
+                        engine.process(store, ctx, mailbox, account_rules, prefetch=prefetch)
+                    )
                 except ImapError as exc:
                     result.errors.append(f"account {acct.name} mailbox {mailbox!r}: {exc}")
                     log.error("account %s mailbox %r: %s", acct.name, mailbox, exc)
@@ -192,6 +203,8 @@ def run_rules(
                         break
         finally:
             session.logout()
+            if ahead is not None:
+                ahead.logout()
     if state is not None:
         state.end_run(run_id, {"rules": result.summary(), "errors": result.errors})
     return result

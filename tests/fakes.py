@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import functools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +46,14 @@ class FakeServer:
     def __init__(self) -> None:
         self.mailboxes: dict[str, FakeMailbox] = {}
         self._uv = 1000
+        # Two FakeStores on one server stand for two connections: each command is atomic.
+        self.lock = threading.RLock()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> FakeServer:
+        twin = FakeServer()
+        twin.mailboxes = copy.deepcopy(self.mailboxes, memo)
+        twin._uv = self._uv
+        return twin
 
     def mailbox(self, name: str, create: bool = True) -> FakeMailbox:
         if name not in self.mailboxes:
@@ -65,6 +76,15 @@ class FakeServer:
             for name, mb in sorted(self.mailboxes.items())
             if mb.messages
         }
+
+
+def _atomic(method):  # type: ignore[no-untyped-def]
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with self.server.lock:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class FakeStore:
@@ -96,11 +116,13 @@ class FakeStore:
     def _view(self, uid: int, m: FakeMessage) -> MessageView:
         return MessageView.from_bytes(m.raw, internaldate=m.internaldate, flags=m.flags, uid=uid)
 
+    @_atomic
     def select(self, mailbox: str) -> int:
         self.commands.append("SELECT")
         self.selected = mailbox
         return self.server.mailbox(mailbox).uidvalidity
 
+    @_atomic
     def search(self, key: K.SearchKey) -> list[int]:
         self.commands.append("SEARCH")
         return sorted(
@@ -109,11 +131,13 @@ class FakeStore:
             if search_matches(key, self._view(uid, m), dt.UTC, now=self.now)
         )
 
+    @_atomic
     def fetch_views(self, uids: Sequence[int], needs: FetchNeeds) -> dict[int, MessageView]:
         self.commands.append("FETCH")
         mb = self._mb()
         return {u: self._view(u, mb.messages[u]) for u in uids if u in mb.messages}
 
+    @_atomic
     def fetch_raw(self, uids: Sequence[int]) -> dict[int, bytes]:
         self.commands.append("FETCH")
         mb = self._mb()
@@ -133,14 +157,17 @@ class FakeStore:
                     del src.messages[u]
         return target.uidvalidity, mapping
 
+    @_atomic
     def move(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
         self.commands.append("MOVE")
         return self._transfer(uids, dest, create, remove=True)
 
+    @_atomic
     def copy(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
         self.commands.append("COPY")
         return self._transfer(uids, dest, create, remove=False)
 
+    @_atomic
     def store_flags(self, uids: Sequence[int], flags: Sequence[str], add: bool) -> None:
         self.commands.append("STORE")
         mb = self._mb()
@@ -152,6 +179,7 @@ class FakeStore:
                     if add:
                         f.add(flag)
 
+    @_atomic
     def delete_permanently(self, uids: Sequence[int]) -> None:
         self.commands.append("EXPUNGE")
         mb = self._mb()

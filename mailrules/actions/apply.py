@@ -132,7 +132,8 @@ class ActionRunner:
         a dry run, or a view fetched before earlier rules acted (`fresh=False`), gets the flags
         earlier rules set or would have set."""
         if fresh and not self.options.dry_run:
-            self.flag_overlay.pop(uid, None)
+            if uid in self.flag_overlay:  # keep what a view fetched ahead must be corrected to
+                self.flag_overlay[uid] = view.flags
             return view
         flags = self.flag_overlay.get(uid)
         if flags is None:

@@ -250,9 +250,15 @@ def mailboxes(draw: st.DrawFn) -> list[tuple[bytes, list[str], dt.datetime]]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rule_sets(), mailboxes(), st.sampled_from(["dovecot", "rfc3501", "gmail"]), st.booleans())
-def test_engine_equals_per_message_oracle(text: str, messages: list, dialect: str, arrival: bool) -> None:
-    """Both paths: the whole mailbox (SEARCH per rule) and given arrival UIDs (one FETCH, local)."""
+@given(
+    rule_sets(),
+    mailboxes(),
+    st.sampled_from(["dovecot", "rfc3501", "gmail"]),
+    st.sampled_from(["whole", "arrival", "ahead"]),
+)
+def test_engine_equals_per_message_oracle(text: str, messages: list, dialect: str, path: str) -> None:
+    """Every path: the whole mailbox (SEARCH per rule), given arrival UIDs (one FETCH, local),
+    and the whole mailbox with searches and fetches done ahead on a second connection."""
     rules = rules_of(text)
     server = FakeServer()
     for raw, flags, when in messages:
@@ -268,8 +274,9 @@ def test_engine_equals_per_message_oracle(text: str, messages: list, dialect: st
     store = FakeStore(server, Dialect.named(dialect), NOW)
     engine = Engine(RunOptions(NOW, UTC, "run"))
     for mailbox in order:
-        uids = sorted(server.mailbox(mailbox).messages) if arrival else None
-        engine.process(store, account, mailbox, rules, uids)
+        uids = sorted(server.mailbox(mailbox).messages) if path == "arrival" else None
+        ahead = FakeStore(server, Dialect.named(dialect), NOW) if path == "ahead" else None
+        engine.process(store, account, mailbox, rules, uids, prefetch=ahead)
     assert server.state() == expected_server.state()
     assert sorted(sender.sent) == sent_expected
 
@@ -311,8 +318,35 @@ def test_forward_is_sent_once_per_message_id_even_under_a_new_uid() -> None:
         server.append(mailbox, raw)
         run_id = state.begin_run("run", False)
         report = Engine(RunOptions(NOW, UTC, run_id), journal=state).process(
-            FakeStore(server, Dialect.named("dovecot"), NOW), AccountContext("a", sender=sender), mailbox, rules
+            FakeStore(server, Dialect.named("dovecot"), NOW),
+            AccountContext("a", sender=sender),
+            mailbox,
+            rules,
         )
     assert len(sender.sent) == 1
     assert report.rules[0].outcomes == {"forward skipped": 1}
     state.close()
+
+
+def test_later_rules_are_searched_ahead_on_the_second_connection() -> None:
+    server = FakeServer()
+    for i in range(6):
+        server.append("INBOX", msg(f"u{i}@example.org", f"s{i}"), ["\\Seen"] if i % 2 else [])
+    rules = rules_of(
+        'rule "a" { when from contains "u0@" then move to "A" }\n'
+        'rule "b" { when from contains "example.org" then mark read }\n'
+        'rule "c" { when subject contains "s" then flag }\n'  # tests no flag: searched ahead
+        'rule "d" { when seen then move to "Seen" }\n'  # tests \\Seen, which "b" changes: not ahead
+    )
+    expected = copy.deepcopy(server)
+    oracle(expected, rules, AccountContext("acct"), ["INBOX"], EvalContext(NOW, UTC))
+    ahead = FakeStore(server, Dialect.named("dovecot"), NOW)
+    Engine(RunOptions(NOW, UTC, "r")).process(
+        FakeStore(server, Dialect.named("dovecot"), NOW),
+        AccountContext("acct"),
+        "INBOX",
+        rules,
+        prefetch=ahead,
+    )
+    assert server.state() == expected.state()
+    assert ahead.commands.count("SEARCH") == 3  # a, b, c; never d
