@@ -97,6 +97,17 @@ class Journal(Protocol):
 
     def is_confirmed(self, key: str) -> bool: ...
 
+    def already_done(
+        self,
+        account: str,
+        mailbox: str,
+        uidvalidity: int,
+        uids: Sequence[int],
+        rule: str,
+        action: str,
+        destination: str | None,
+    ) -> set[int]: ...
+
 
 class EngineObserver(Protocol):
     """Watches what the engine does (metrics): one call per action, per rule, per mailbox pass."""

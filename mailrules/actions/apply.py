@@ -217,6 +217,25 @@ class ActionRunner:
         op = self.store.copy if isinstance(action, A.Copy) else self.store.move
         create = self.account.create_mailboxes
         for dest, group in groups.items():
+            if isinstance(action, A.Copy) and self.journal is not None and not self.options.dry_run:
+                # A copy is made once per message, rule and mailbox: a second `mailrules run`, or
+                # a batch processed again after a crash, does not copy again (the journal says).
+                done = self.journal.already_done(
+                    self.account.name,
+                    self.mailbox,
+                    self.uidvalidity,
+                    [t.uid for t in group],
+                    rule.name,
+                    word,
+                    dest,
+                )
+                if done:
+                    entries += [
+                        self._entry(rule, word, "", t, dest, "skipped", "already copied (journal)")
+                        for t in group
+                        if t.uid in done
+                    ]
+                    group = [t for t in group if t.uid not in done]
 
             def command(uids: list[int], dest: str = dest) -> object:
                 return op(uids, dest, create=create)

@@ -70,6 +70,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (account, mailbox)
     );
     """,
+    # 2: find what was already done to one message (copies are made once per rule and mailbox)
+    """
+    CREATE INDEX journal_message ON journal(account, mailbox, uidvalidity, uid);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -264,6 +264,32 @@ class StateStore:
             ).fetchall()
         return [_entry_from_row(r) for r in rows]
 
+    def already_done(
+        self,
+        account: str,
+        mailbox: str,
+        uidvalidity: int,
+        uids: Sequence[int],
+        rule: str,
+        action: str,
+        destination: str | None,
+    ) -> set[int]:
+        """The UIDs for which this rule's action to this destination is journalled `ok` already."""
+        found: set[int] = set()
+        ordered = sorted(set(uids))
+        for i in range(0, len(ordered), 500):  # SQLite's host-parameter limit
+            chunk = ordered[i : i + 500]
+            marks = ",".join("?" for _ in chunk)
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT DISTINCT uid FROM journal WHERE account = ? AND mailbox = ? AND uidvalidity = ? "
+                    f"AND uid IN ({marks}) AND rule = ? AND action = ? AND destination IS ? "
+                    "AND outcome = 'ok'",
+                    (account, mailbox, uidvalidity, *chunk, rule, action, destination),
+                ).fetchall()
+            found.update(int(r[0]) for r in rows)
+        return found
+
     def run_entries(self, run_id: str) -> list[JournalEntry]:
         """Every entry of one run, in the order they were recorded."""
         with self._lock:

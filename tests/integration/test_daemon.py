@@ -23,7 +23,10 @@ pytestmark = pytest.mark.integration
 
 RULES = """
 rule "filed" { when subject contains "file me" then move to "Filed" }
-rule "forwarded" { when subject contains "forward me" then forward to "sink@example.org", move to "Sent on" }
+rule "forwarded" {
+    when subject contains "forward me"
+    then forward to "sink@example.org", copy to "Copies", move to "Sent on"
+}
 rule "flag bob" { when from contains "bob@" then flag }
 """
 
@@ -275,6 +278,7 @@ def test_sigkill_mid_batch_then_restart(
         time.sleep(1)
         c = counts(dovecot, user, pw)
         assert c["INBOX"] == 0 and c["Filed"] == 150 and c["Sent on"] == 20
+        assert c["Copies"] == 20  # a batch processed again after the kill copies nothing twice
         subjects = sorted(m.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0] for m in got)
         assert len(subjects) == len(set(subjects)), "a forward went out twice"
         assert len(got) <= 20

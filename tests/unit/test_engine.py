@@ -350,3 +350,23 @@ def test_later_rules_are_searched_ahead_on_the_second_connection() -> None:
     )
     assert server.state() == expected.state()
     assert ahead.commands.count("SEARCH") == 3  # a, b, c; never d
+
+
+def test_a_copy_is_made_once_per_message_rule_and_mailbox() -> None:
+    """A second run, or a batch processed again after a crash, finds the copy in the journal."""
+    from mailrules.state.store import StateStore
+
+    state = StateStore.open(":memory:")
+    server = FakeServer()
+    server.append("INBOX", msg("bob@example.com", "invoice 1"))
+    server.append("INBOX", msg("bob@example.com", "invoice 2"))
+    rules = rules_of('rule "c" { when subject contains "invoice" then copy to "Finance", flag }')
+    store = FakeStore(server, Dialect.named("dovecot"), NOW)
+    first = Engine(RunOptions(NOW, UTC, state.begin_run("run", False)), journal=state)
+    assert first.process(store, AccountContext("a"), "INBOX", rules).rules[0].outcomes["copy ok"] == 2
+    server.append("INBOX", msg("bob@example.com", "invoice 3"))
+    again = Engine(RunOptions(NOW, UTC, state.begin_run("run", False)), journal=state)
+    outcomes = again.process(store, AccountContext("a"), "INBOX", rules).rules[0].outcomes
+    assert outcomes["copy ok"] == 1 and outcomes["copy skipped"] == 2
+    assert len(server.mailbox("Finance").messages) == 3
+    state.close()
