@@ -14,7 +14,7 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 
 from mailrules.compile.serialize import Lit, chunk_uid_sets
 from mailrules.errors import ImapError
-from mailrules.imap.core import CommandCore, Piece, flag_list, mailbox_arg
+from mailrules.imap.core import CommandCore, Piece, UnsendableValue, flag_list, mailbox_arg
 from mailrules.imap.fastfetch import parse_simple_fetch
 from mailrules.imap.seqset import parse_appenduid, parse_sequence_set
 
@@ -127,7 +127,7 @@ class MailboxCommands(CommandCore):
             head += b"RETURN (ALL) "  # RFC 4731 §3.1: return options come before CHARSET
         if charset:
             if not re.fullmatch(r"[A-Za-z0-9._:-]+", charset):
-                raise ValueError(f"not a charset name: {charset!r}")
+                raise UnsendableValue(f"not a charset name: {charset!r}")
             head += b"CHARSET " + charset.encode("ascii") + b" "
         self._take("SEARCH")
         self._take("ESEARCH")
@@ -162,7 +162,7 @@ class MailboxCommands(CommandCore):
             return {}
         for item in items:
             if not item.isascii() or any(c in item for c in "\r\n"):
-                raise ValueError(f"bad FETCH item: {item!r}")
+                raise UnsendableValue(f"bad FETCH item: {item!r}")
         spec = ("(" + " ".join(items) + ")").encode("ascii")
         out: dict[int, dict[str, Any]] = {}
         for uid_set in chunk_uid_sets(wanted, UID_SET_BYTES):

@@ -36,17 +36,28 @@ class Reply:
     text: bytes
 
 
+class UnsendableValue(ImapError, ValueError):
+    """A value that cannot go on the wire (CR/LF/NUL, a malformed flag): refused before sending.
+
+    An ImapError, so the engine records the action as failed instead of stopping the run; still a
+    ValueError for callers that test arguments.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "permanent")
+
+
 def quote(value: bytes) -> bytes:
     """A quoted string (RFC 9051 §4.3); CR, LF, NUL and 8-bit cannot be quoted and are refused."""
     if any(b in value for b in (0, 10, 13)) or any(b > 127 for b in value):
-        raise ValueError(f"cannot send {value!r} as a quoted string")
+        raise UnsendableValue(f"cannot send {value!r} as a quoted string")
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 def mailbox_arg(name: str) -> bytes:
     """A mailbox name for the wire: modified UTF-7 (RFC 3501 §5.1.3), always quoted."""
     if any(c in name for c in "\r\n\x00"):
-        raise ValueError(f"CR, LF or NUL in a mailbox name: {name!r}")
+        raise UnsendableValue(f"CR, LF or NUL in a mailbox name: {name!r}")
     return quote(imap_utf7.encode(name))
 
 
@@ -55,7 +66,7 @@ def flag_list(flags: Iterable[str]) -> bytes:
     words = list(flags)
     for flag in words:
         if not _FLAG.fullmatch(flag):
-            raise ValueError(f"not a valid IMAP flag: {flag!r}")
+            raise UnsendableValue(f"not a valid IMAP flag: {flag!r}")
     return b"(" + " ".join(words).encode("ascii") + b")"
 
 

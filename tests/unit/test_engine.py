@@ -370,3 +370,19 @@ def test_a_copy_is_made_once_per_message_rule_and_mailbox() -> None:
     assert outcomes["copy ok"] == 1 and outcomes["copy skipped"] == 2
     assert len(server.mailbox("Finance").messages) == 3
     state.close()
+
+
+def test_a_value_the_wire_refuses_fails_the_action_not_the_run() -> None:
+    from mailrules.imap.core import UnsendableValue
+
+    class Refusing(FakeStore):
+        def copy(self, uids, dest, *, create):  # type: ignore[no-untyped-def]
+            raise UnsendableValue(f"CR, LF or NUL in a mailbox name: {dest!r}")
+
+    server = FakeServer()
+    server.append("INBOX", msg(subject="x"))
+    rules = rules_of('rule "c" { when all then copy to "C", flag }')
+    report = Engine(RunOptions(NOW, UTC, "r")).process(
+        Refusing(server, Dialect.named("dovecot"), NOW), AccountContext("a"), "INBOX", rules
+    )
+    assert report.rules[0].outcomes == {"copy failed": 1, "flag ok": 1}
