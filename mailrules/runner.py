@@ -201,6 +201,15 @@ def run_rules(
                     log.error("account %s mailbox %r: %s", acct.name, mailbox, exc)
                     if exc.kind in ("reconnect", "auth"):
                         break
+                except MailrulesError as exc:
+                    result.errors.append(f"account {acct.name} mailbox {mailbox!r}: {exc}")
+                    log.error("account %s mailbox %r: %s", acct.name, mailbox, exc)
+                except Exception:
+                    # A bug of ours: say where, keep the other mailboxes and accounts going, exit 1.
+                    log.exception(
+                        "account %s mailbox %r: internal error; mailbox skipped", acct.name, mailbox
+                    )
+                    result.errors.append(f"account {acct.name} mailbox {mailbox!r}: internal error (see log)")
         finally:
             session.logout()
             if ahead is not None:
