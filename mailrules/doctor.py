@@ -31,6 +31,7 @@ from mailrules.errors import ConfigError, MailrulesError
 from mailrules.imap.commands import MailboxInfo
 from mailrules.imap.session import ImapSession
 from mailrules.imap.special_use import attributes_to_uses, names_to_uses
+from mailrules.redact import redact
 from mailrules.runner import connection_params, mailboxes_of
 from mailrules.tls import ssl_context
 
@@ -128,8 +129,7 @@ def check_account(
     _imap_checks(account, mine if rules is not None else None, timeout, out.checks)
     _smtp_checks(account, mine, timeout, out.checks)
     for c in out.checks:  # belt and braces: nothing a server echoed may show a password
-        for s in secrets:
-            c.result, c.hint = c.result.replace(s, "***"), c.hint.replace(s, "***")
+        c.result, c.hint = redact(c.result, secrets), redact(c.hint, secrets)
     return out
 
 

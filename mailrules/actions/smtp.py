@@ -19,6 +19,7 @@ from typing import Literal
 from mailrules.config.model import Secret, SmtpSettings, TlsMode
 from mailrules.errors import ActionError, ConfigError
 from mailrules.message import MessageView
+from mailrules.redact import redact
 from mailrules.tls import ssl_context
 
 log = logging.getLogger(__name__)
@@ -388,9 +389,7 @@ class SmtpSender:
             base64.b64encode(secret.encode()).decode(),
             base64.b64encode(f"\0{user}\0{secret}".encode()).decode(),  # AUTH PLAIN
         }
-        for form in sorted(forms, key=len, reverse=True):
-            text = text.replace(form, "***")
-        return text
+        return redact(text, forms)
 
 
 def _text(message: bytes | str) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from imapclient import exceptions as imapclient_exceptions
 
 from mailrules.errors import ImapError
+from mailrules.redact import redact
 
 # RFC 5530 §3 response codes -> what the caller should do about them.
 _RETRY = frozenset({"UNAVAILABLE", "INUSE", "LIMIT", "SERVERBUG", "EXPUNGEISSUED"})
@@ -49,13 +50,6 @@ def _kind_for_code(code: str | None, default: str) -> str:
     return default
 
 
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def from_response(command: str, typ: str, text: str | bytes, *, context: str = "") -> ImapError:
     """An ImapError for a tagged NO/BAD (or an untagged BYE) answer to `command`."""
     if isinstance(text, bytes):
@@ -79,7 +73,7 @@ def classify(exc: BaseException, *, context: str = "", secrets: Iterable[str] = 
     if isinstance(exc, ImapError):
         return exc
     secrets = tuple(secrets)
-    text = _redact(str(exc), secrets) or type(exc).__name__
+    text = redact(str(exc), secrets) or type(exc).__name__
     code = response_code(text)
     prefix = f"{context}: " if context else ""
 
@@ -96,7 +90,7 @@ def classify(exc: BaseException, *, context: str = "", secrets: Iterable[str] = 
         return make(_kind_for_code(code, "auth"), f"login failed: {text}")
     if isinstance(exc, ssl.SSLCertVerificationError):
         # Retrying cannot make an untrusted certificate trusted: say what to configure instead.
-        reason = _redact(getattr(exc, "verify_message", "") or text, secrets)
+        reason = redact(getattr(exc, "verify_message", "") or text, secrets)
         return ImapError(
             f"{prefix}TLS certificate verification failed ({reason}); "
             "if the server uses a private CA, set ca_file to its certificate",
