@@ -3,9 +3,9 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit integration system-deps clean
+.PHONY: demo test lint typecheck unit integration system-deps demo-deps clean
 
-$(BIN)/python:
+$(BIN)/python: | demo-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
@@ -20,6 +20,9 @@ $(VENV)/.stamp-demo: pyproject.toml | $(BIN)/python
 
 system-deps:
 	./scripts/install-system-deps.sh
+
+demo-deps:
+	./scripts/install-system-deps.sh --minimal
 
 ## demo: a private IMAP server on loopback, seeded with sample mail, filtered by examples/rules.d
 demo: $(VENV)/.stamp-demo

@@ -5,10 +5,17 @@
 set -euo pipefail
 
 need=()
-command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+minimal=false
+if [ "${1:-}" = "--minimal" ]; then  # `make demo`: only what a virtual environment needs
+    minimal=true
+    shift
+fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+if ! $minimal; then
+    command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
+    command -v openssl >/dev/null 2>&1 || need+=(openssl)
+    command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+fi
 for pkg in "$@"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
