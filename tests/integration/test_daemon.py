@@ -328,3 +328,32 @@ def test_mail_arriving_during_a_batch_is_not_left_behind(dovecot: DovecotServer,
         wait_until(lambda: counts(dovecot, user, pw).get("Filed") == 60, 30, "the trickle to be filed", d)
     finally:
         assert d.stop() == 0
+
+
+def test_uidvalidity_change_processes_only_recent_mail(dovecot: DovecotServer, tmp_path: Path) -> None:
+    """A watched mailbox deleted and re-created while the daemon is down gets a new UIDVALIDITY:
+    its mail since the checkpoint's day is processed, the stored UIDs are not trusted."""
+    user, pw = dovecot.fresh_user()
+    d = Running(tmp_path, dovecot, user, pw, None)
+    (d.rules / "10-main.rules").write_text(
+        'rule "box" in "Box" { when subject contains "file me" then move to "Filed" }\n'
+    )
+    with ImapSession.connect(dovecot.params(user, pw)) as s:
+        s.create("Box")
+    d.start()
+    try:
+        with ImapSession.connect(dovecot.params(user, pw)) as s:
+            s.append("Box", make_message("first file me"))
+        wait_until(lambda: counts(dovecot, user, pw).get("Filed") == 1, 20, "the first arrival", d)
+    finally:
+        assert d.stop() == 0
+    with ImapSession.connect(dovecot.params(user, pw)) as s:
+        s._run("DELETE", [b'DELETE "Box"'])
+        s.create("Box")  # a new mailbox: new UIDVALIDITY, UIDs from 1 again
+        s.append("Box", make_message("after the change, file me"))
+    d.start()
+    try:
+        wait_until(lambda: counts(dovecot, user, pw).get("Filed") == 2, 20, "mail of the new epoch", d)
+        assert "UIDVALIDITY changed" in d.text()
+    finally:
+        assert d.stop() == 0
