@@ -350,6 +350,16 @@ def daemon(config: str | None, log_format: str | None, verbose: bool) -> None:
     sys.exit(Daemon(settings).run())
 
 
+@main.command("config")
+@_config_option
+def config_cmd(config: str | None) -> None:
+    """Print the configuration as mailrules reads it (file, environment, presets), passwords as ***."""
+    import json
+
+    settings = _settings(config)
+    click.echo(json.dumps(settings.redacted_dict(), indent=2, ensure_ascii=False))
+
+
 @main.command()
 def version() -> None:
     """Print the version."""

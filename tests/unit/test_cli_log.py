@@ -46,3 +46,20 @@ def test_log_pending_lists_sends_in_doubt(tmp_path: Path) -> None:
         in result.output
     )
     assert "1 send(s) in doubt" in result.output
+
+
+def test_config_shows_what_is_read_without_secrets(tmp_path: Path) -> None:
+    import json
+
+    config = tmp_path / "mailrules.toml"
+    config.write_text(
+        '[accounts.w]\nprovider = "gmail"\nusername = "me@gmail.com"\npassword = "hunter2-long"\n'
+    )
+    result = CliRunner().invoke(
+        main, ["config", "--config", str(config)], env={"MAILRULES_TIMEZONE": "Europe/Paris"}
+    )
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["timezone"] == "Europe/Paris"  # the environment wins
+    assert shown["accounts"]["w"]["host"] == "imap.gmail.com"  # the preset filled it
+    assert "hunter2-long" not in result.output and shown["accounts"]["w"]["password"] == "***"
