@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -18,14 +17,7 @@ from tests.integration.servers import (
     stop_dovecot,
     stop_pymap,
 )
-
-
-def _unavailable(why: str) -> None:
-    # Locally a missing server is a skip that says how to get one; in CI it is a failure.
-    message = f"{why}; run `make test`, which installs the system packages the suite needs"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+from tests.needs import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +26,7 @@ def dovecot() -> Iterator[DovecotServer]:
     try:
         server = start_dovecot()
     except ServerUnavailable as exc:
-        _unavailable(str(exc))
-        raise  # unreachable: skip/fail raise
+        unavailable(str(exc))
     try:
         yield server
     finally:
@@ -48,7 +39,7 @@ def pymap() -> Iterator[PymapServer]:
     try:
         server = start_pymap()
     except ServerUnavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
         raise
     try:
         yield server
@@ -62,7 +53,7 @@ def wrong_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
     try:
         cert, _ = self_signed(tmp_path_factory.mktemp("wrong-ca"))
     except ServerUnavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
         raise
     return str(cert)
 

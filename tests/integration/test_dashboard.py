@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 from mailrules.metrics import Metrics
 from tests.integration.servers import DovecotServer, make_message
 from tests.integration.test_daemon import Running, append, counts, free_port, wait_until
+from tests.needs import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "examples" / "grafana" / "mailrules-dashboard.json"
@@ -122,13 +122,7 @@ def _static_exposition() -> str:
 
 
 def _require(binary: str) -> str:
-    path = shutil.which(binary) or (f"/usr/bin/{binary}" if Path(f"/usr/bin/{binary}").exists() else None)
-    if path is None:
-        message = f"{binary} not found (Debian/Ubuntu package `prometheus`); run `make test`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
+    return require_tool(binary, "prometheus")
 
 
 # -- static ------------------------------------------------------------------------------------------

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 import subprocess
 import urllib.request
-
-import pytest
 
 from mailrules.engine import MailboxReport, RuleReport
 from mailrules.http import MetricsServer
 from mailrules.metrics import Metrics
 from mailrules.state.models import JournalEntry
+from tests.needs import require_tool
 
 
 def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = (
-            "promtool not found (Debian/Ubuntu package `prometheus`); "
-            "run `make test`, which installs the system packages the suite needs"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
+    return require_tool("promtool", "prometheus")
 
 
 def _activity(m: Metrics) -> None:
@@ -38,9 +26,22 @@ def _activity(m: Metrics) -> None:
         m.imap_command("work", "UID STORE", 0.01, True)
         m.entry(
             JournalEntry(
-                "run", "gh", "t.rules:1", "work", "INBOX", 7, uid, None, action, "", None, None, None,
+                "run",
+                "gh",
+                "t.rules:1",
+                "work",
+                "INBOX",
+                7,
+                uid,
+                None,
+                action,
+                "",
+                None,
+                None,
+                None,
                 outcome,  # type: ignore[arg-type]
-                None, now,
+                None,
+                now,
             )
         )
     m.rule_done(RuleReport("gh", "work", "INBOX", candidates=5, matched=4), 0.2)

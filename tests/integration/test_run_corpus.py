@@ -8,7 +8,6 @@ not read is skipped with a log line, and every message the server took is still 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import sysconfig
 from collections import Counter
@@ -23,6 +22,7 @@ from mailrules.imap.session import ConnectionParams, ImapSession
 from mailrules.runner import format_summary, run_rules
 from tests.integration.helpers import fetch_all, load, snapshot, write_config
 from tests.integration.servers import DovecotServer, PymapServer
+from tests.needs import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -47,10 +47,9 @@ def corpus() -> list[tuple[str, bytes]]:
     """(name, bytes) of every corpus message and every broken fixture."""
     data = corpus_dir()
     if data is None:
-        message = "Python's email test corpus (test/test_email/data) is not installed with this interpreter"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(
+            "Python's email test corpus (test/test_email/data) is not installed with this interpreter"
+        )
     out = [(p.name, p.read_bytes()) for p in sorted(data.glob("msg_*.txt"))]
     out += [(p.name, p.read_bytes()) for p in sorted(BROKEN.glob("*.eml"))]
     return out

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from mailrules.metrics import ARRIVAL_BUCKETS, Metrics
+from tests.needs import require_tool
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "examples" / "prometheus"
 ALERTS = PROMETHEUS / "alerts.yml"
@@ -18,16 +15,7 @@ ALERTS_TEST = PROMETHEUS / "alerts_test.yml"
 
 
 def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = (
-            "promtool not found (Debian/Ubuntu package `prometheus`); "
-            "run `make test`, which installs the system packages the suite needs"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
+    return require_tool("promtool", "prometheus")
 
 
 def _run(*args: str) -> str:

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailrules.message import MessageView
+from tests.needs import unavailable
 
 BROKEN = Path(__file__).resolve().parent.parent / "fixtures" / "eml" / "broken"
 FIELDS = ("from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "subject", "list", "body", "text")
@@ -53,9 +54,9 @@ def exercise(v: MessageView) -> None:
 
 def test_corpus_found_or_skipped() -> None:
     if CORPUS is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Python's email test corpus (test/test_email/data) was not found")
-        pytest.skip("Python's email test corpus (test/test_email/data) not installed")
+        unavailable(
+            "Python's email test corpus (test/test_email/data) is not installed with this interpreter"
+        )
     assert len(CORPUS_FILES) >= 40
 
 
