@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
 
-from mailrules.imap.session import ImapSession
+from mailrules.imap.session import ConnectionParams, ImapSession
 from tests.integration.servers import (
     DovecotServer,
     PymapServer,
@@ -77,3 +78,19 @@ def pm(pymap: PymapServer) -> Iterator[ImapSession]:
         yield session
     finally:
         session.logout()
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging() -> Iterator[None]:
+    # `mailrules run` and the daemon point the root logger at their own stream: put pytest's back.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def account(dovecot: DovecotServer) -> ConnectionParams:
+    """A fresh Dovecot user (empty mailbox), STARTTLS with the fixture's CA."""
+    return dovecot.params(*dovecot.fresh_user())

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,23 +15,9 @@ from mailrules.imap.session import ConnectionParams
 from mailrules.runner import open_store, run_rules
 from mailrules.state.store import StateStore
 from tests.integration.helpers import append, load, smtp_sink, snapshot, where_is, write_config
-from tests.integration.servers import DovecotServer, make_message
+from tests.integration.servers import make_message
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-@pytest.fixture
-def account(dovecot: DovecotServer) -> ConnectionParams:
-    return dovecot.params(*dovecot.fresh_user())
 
 
 def cli(*args: str) -> Result:

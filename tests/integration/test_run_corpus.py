@@ -11,7 +11,6 @@ import logging
 import sys
 import sysconfig
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,15 +52,6 @@ def corpus() -> list[tuple[str, bytes]]:
     out = [(p.name, p.read_bytes()) for p in sorted(data.glob("msg_*.txt"))]
     out += [(p.name, p.read_bytes()) for p in sorted(BROKEN.glob("*.eml"))]
     return out
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def rules_for(src: str, prefix: str) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,25 +13,9 @@ from click.testing import CliRunner, Result
 from mailrules.cli import main
 from mailrules.imap.session import ConnectionParams, ImapSession
 from tests.integration.helpers import append, placement, smtp_sink, snapshot, where_is, write_config
-from tests.integration.servers import DovecotServer, make_message
+from tests.integration.servers import make_message
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging() -> Iterator[None]:
-    # `mailrules run` points the root logger at the CliRunner's stderr: put pytest's handlers back.
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-@pytest.fixture
-def account(dovecot: DovecotServer) -> ConnectionParams:
-    user, password = dovecot.fresh_user()
-    return dovecot.params(user, password, tls="starttls")
 
 
 def cli(*args: str) -> Result:
