@@ -25,7 +25,7 @@ from mailrules.compile.plan import FetchNeeds, fetch_needs, plan_condition
 from mailrules.compile.serialize import compress_uids
 from mailrules.dsl import ast as A
 from mailrules.message import MessageView
-from mailrules.prefetch import Prefetcher, independent_rules
+from mailrules.prefetch import Prefetcher, independent_rules, tested_flags
 from mailrules.semantics import EvalContext, Match, evaluate_condition
 from mailrules.state.models import JournalEntry
 
@@ -375,7 +375,7 @@ class Engine:
         runner: ActionRunner,
     ) -> tuple[list[tuple[int, Match]], dict[int, MessageView], int]:
         server, residual, needs = self._plan(rule, store.dialect)
-        if self.options.dry_run and runner.flag_overlay and _mentions_flags(rule.condition):
+        if self.options.dry_run and runner.flag_overlay and tested_flags(rule.condition):
             # A dry run changes no flags on the server, so a later rule that tests flags earlier
             # rules would have changed is evaluated locally, on the flags the run would have left.
             server, residual, needs = K.All(), rule.condition, fetch_needs(rule.condition)
@@ -443,16 +443,6 @@ class Engine:
             self.on_entry(entry)
         if self.observer is not None:
             self.observer.entry(entry)
-
-
-def _mentions_flags(cond: A.Condition) -> bool:
-    if isinstance(cond, A.FlagTest | A.KeywordTest):
-        return True
-    if isinstance(cond, A.And | A.Or):
-        return any(_mentions_flags(c) for c in cond.items)
-    if isinstance(cond, A.Not):
-        return _mentions_flags(cond.item)
-    return False
 
 
 def merge_reports(reports: Sequence[MailboxReport]) -> dict[str, dict[str, int]]:

@@ -295,11 +295,8 @@ def undo_run(
 
 
 def _undo_step(
-    session: ImapSession, step: object, undo_id: str, now: dt.datetime, result: UndoResult
+    session: ImapSession, step: UndoFlag | UndoMove, undo_id: str, now: dt.datetime, result: UndoResult
 ) -> JournalEntry:
-    from mailrules.state.models import UndoFlag, UndoMove
-
-    assert isinstance(step, UndoFlag | UndoMove)
     where = step.where if isinstance(step, UndoFlag) else step.source
     j = step.journal
     outcome, error, dest, new_uid = "ok", None, None, None
