@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from mailrules.dsl import ast
 from mailrules.dsl.check_logic import contradiction, find_shadowed
 from mailrules.dsl.cron import cron_problem
-from mailrules.dsl.lexemes import address_problem, mailbox_problem
+from mailrules.dsl.lexemes import address_problem, keyword_problem, mailbox_problem
 from mailrules.source import Diagnostic, Span
 
 
@@ -131,6 +131,17 @@ def check_actions(actions: tuple[ast.Action, ...], groups: int | None, *, in_rul
             problem = address_problem(action.address)
             if problem:
                 out.append(Diagnostic(action.span, problem))
+        if in_rule and isinstance(action, ast.Tag):
+            problem = keyword_problem(action.keyword)
+            if problem:  # the parser let it through as a Gmail label
+                out.append(
+                    Diagnostic(
+                        action.span,
+                        f"{problem}: only Gmail takes it, as a label; on any other server "
+                        "this action fails",
+                        severity="warning",
+                    )
+                )
         if in_rule and isinstance(action, ast.Delete) and action.permanently and i + 1 < len(actions):
             out.append(
                 Diagnostic(

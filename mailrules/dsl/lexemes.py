@@ -150,6 +150,22 @@ def keyword_problem(keyword: str) -> str | None:
     return None
 
 
+def label_problem(name: str) -> str | None:
+    """Why `name` cannot be what `tag` sets even on Gmail, where a tag is a label, or None.
+
+    A Gmail label is a mailbox-like name (X-GM-LABELS, sent quoted in modified UTF-7), so spaces,
+    brackets and non-ASCII are fine; empty names, system flags and control characters are not.
+    """
+    if not name.strip():
+        return "keyword is empty"
+    if name.startswith("\\"):
+        return f"{name!r} is a system flag; use seen, flagged, answered, draft or deleted"
+    for c in name:
+        if ord(c) < 32 or ord(c) == 127:
+            return f"keyword {name!r} contains a control character (U+{ord(c):04X})"
+    return None
+
+
 def mailbox_problem(name: str) -> str | None:
     """Why `name` cannot be a mailbox name we create or select (empty, wildcards, controls), or None."""
     if not name.strip():

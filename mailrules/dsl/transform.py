@@ -8,7 +8,7 @@ from typing import Any, cast
 from lark import Token
 
 from mailrules.dsl import ast
-from mailrules.dsl.lexemes import keyword_problem, mailbox_problem
+from mailrules.dsl.lexemes import keyword_problem, label_problem, mailbox_problem
 from mailrules.dsl.transform_base import (
     ACTION_WORDS,
     DAYS,
@@ -264,7 +264,9 @@ class AstBuilder(ConditionBuilder):
         if word in ("tag", "untag"):
             assert arg is not None
             kw = self.string(arg)
-            problem = keyword_problem(kw)
+            # A name that is no IMAP keyword but a valid Gmail label ("Label with spaces") parses;
+            # the checker warns that only Gmail takes it.
+            problem = keyword_problem(kw) and label_problem(kw)
             if problem:
                 self.error(self.span(arg), problem)
             return ast.Tag(kw, word == "tag", span)

@@ -66,7 +66,13 @@ def flag_list(flags: Iterable[str]) -> bytes:
     words = list(flags)
     for flag in words:
         if not _FLAG.fullmatch(flag):
-            raise UnsendableValue(f"not a valid IMAP flag: {flag!r}")
+            hint = (
+                ""
+                if flag.startswith("\\")
+                else ' (an IMAP keyword is one word of printable ASCII without ( ) { % * " \\ ]; '
+                "only Gmail takes other names, as labels)"
+            )
+            raise UnsendableValue(f"not a valid IMAP flag: {flag!r}{hint}")
     return b"(" + " ".join(words).encode("ascii") + b")"
 
 

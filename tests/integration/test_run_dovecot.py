@@ -129,6 +129,22 @@ def test_failed_action_gives_exit_1_and_leaves_the_message(account: ConnectionPa
     assert where_is(snapshot(account), b"Subject: no list") == [("INBOX", ("\\Flagged",))]
 
 
+def test_gmail_label_name_fails_the_tag_on_dovecot_and_says_why(
+    account: ConnectionParams, tmp_path: Path
+) -> None:
+    # `tag "Label with spaces"` is a Gmail label (the checker warns); Dovecot has no labels and
+    # no keyword can hold a space: nothing is sent, the action fails, later rules still run.
+    assert not any(append(account, "INBOX", [(msg("label me"), [], None)]))
+    rules = 'rule "label" { when all then tag "Label with spaces" }\nrule "rest" { when all then flag }'
+    result = cli("run", "--config", str(write_config(tmp_path, account, rules)))
+    assert result.exit_code == 1
+    assert "only Gmail takes it, as a label" in result.output  # the checker's warning at load
+    assert "not a valid IMAP flag: 'Label with spaces'" in result.output
+    assert "only Gmail takes other names, as labels" in result.output
+    assert "1 failed actions, 0 errors" in result.stdout
+    assert where_is(snapshot(account), b"Subject: label me") == [("INBOX", ("\\Flagged",))]
+
+
 def test_limit_exceeded_does_nothing_until_forced(account: ConnectionParams, tmp_path: Path) -> None:
     assert not any(append(account, "INBOX", [(msg(f"bulk {i}"), [], None) for i in range(3)]))
     append(account, "INBOX", [(msg("other"), [], None)])

@@ -187,3 +187,37 @@ def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
     assert rule_file is not None and rule_file.rules == ()
     ok = 'rule "r" { when ' + "(seen and " * 50 + "seen" + ")" * 50 + " then stop }"
     assert check(ok) == []
+
+
+def test_gmail_label_names_parse_with_a_warning() -> None:
+    # A Gmail label may hold spaces and non-ASCII; an IMAP keyword cannot: only Gmail takes it.
+    text = 'rule "r" { when all then tag "Label with spaces"; untag "Réunions"; tag "$Fine" }'
+    warned = messages(text, "warning")
+    assert warned == [
+        "keyword 'Label with spaces' contains ' ', which an IMAP keyword cannot contain: "
+        "only Gmail takes it, as a label; on any other server this action fails",
+        "keyword 'Réunions' contains 'é', which an IMAP keyword cannot contain: "
+        "only Gmail takes it, as a label; on any other server this action fails",
+    ]
+    assert messages(text, "error") == []
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("", "keyword is empty"),
+        ("  ", "keyword is empty"),
+        ("\\\\Seen", "'\\\\Seen' is a system flag; use seen, flagged, answered, draft or deleted"),
+    ],
+)
+def test_names_no_server_takes_stay_errors(name: str, error: str) -> None:
+    _, diags = parse_text(f'rule "r" {{ when all then tag "{name}" }}', "c.rules")
+    assert [d.message for d in diags] == [error]
+
+
+def test_label_problem_refuses_control_characters() -> None:
+    from mailrules.dsl.lexemes import label_problem
+
+    assert label_problem("Work/Projects 2026") is None
+    assert label_problem("a\tb") == "keyword 'a\\tb' contains a control character (U+0009)"
+    assert label_problem("a\x7fb") == "keyword 'a\\x7fb' contains a control character (U+007F)"

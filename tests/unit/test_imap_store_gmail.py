@@ -41,3 +41,24 @@ def test_keyword_elsewhere() -> None:
     s = FakeSession({"IMAP4REV1", "MOVE", "UIDPLUS"})
     ImapStore(s).store_flags([1], ["$Work", "\\Flagged"], True)  # type: ignore[arg-type]
     assert s.sent == [] and s.flag_calls == [([1], ["$Work", "\\Flagged"], True)]
+
+
+def test_label_name_elsewhere_is_refused_before_sending() -> None:
+    import pytest
+
+    from mailrules.imap.core import UnsendableValue, flag_list
+
+    with pytest.raises(UnsendableValue) as err:
+        flag_list(["Label with spaces"])
+    assert str(err.value) == (
+        "not a valid IMAP flag: 'Label with spaces' (an IMAP keyword is one word of printable ASCII "
+        'without ( ) { % * " \\ ]; only Gmail takes other names, as labels)'
+    )
+    with pytest.raises(UnsendableValue, match=r"^not a valid IMAP flag: '\\\\Se en'$"):
+        flag_list(["\\Se en"])
+
+
+def test_gmail_label_with_spaces_is_quoted() -> None:
+    s = FakeSession({"IMAP4REV1", "X-GM-EXT-1"})
+    ImapStore(s).store_flags([7], ["Label with spaces"], True)  # type: ignore[arg-type]
+    assert s.sent == [b'UID STORE 7 +X-GM-LABELS.SILENT ("Label with spaces")']
