@@ -14,7 +14,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -26,6 +27,7 @@ from mailrules.errors import MailrulesError
 from mailrules.http import MetricsServer
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
+from mailrules.limits import LimitLedger, precount
 from mailrules.metrics import Metrics
 from mailrules.runner import account_context, default_session, log_entry, mailboxes_of
 from mailrules.scheduler import Schedule
@@ -276,6 +278,15 @@ class Daemon:
         started = time.monotonic()
         failed: set[str] = set()
         run_id = self.state.begin_run("schedule", False)
+        limits = LimitLedger()  # `limit N` holds for this firing as a whole (mailrules/limits.py)
+        precount(
+            list(self.settings.accounts),
+            rules,
+            dt.datetime.now(dt.UTC),
+            self.settings.timezone,
+            limits,
+            self._counting_store,
+        )
         for name, acct in self.settings.accounts.items():
             mine = [r for r in rules if not r.accounts or name in r.accounts]
             if not mine:
@@ -299,6 +310,7 @@ class Daemon:
                         journal=self.state,
                         on_entry=log_entry,
                         observer=self.metrics,
+                        limits=limits,
                     )
                     for mailbox in mailboxes_of(mine, name):
                         with self.lock_for(name, mailbox):
@@ -315,6 +327,21 @@ class Daemon:
         self.state.end_run(run_id, {"rules": [r.name for r in rules], "failed": sorted(failed)})
         for r in rules:
             self.metrics.scheduled_run(r.name, seconds, "failed" if r.name in failed else "ok")
+
+    @contextmanager
+    def _counting_store(self, name: str) -> Iterator[ImapStore]:
+        """A connection of the account's budget, for counting a scheduled rule's matches."""
+        budget = self._budget[name]
+        if not budget.acquire(timeout=60):
+            raise MailrulesError("no free connection within 60 s")
+        try:
+            session = self._connect(self.settings.accounts[name])
+            try:
+                yield ImapStore(session)
+            finally:
+                session.logout()
+        finally:
+            budget.release()
 
     # -- health ---------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from mailrules.compile.dialect import Dialect
 from mailrules.compile.plan import FetchNeeds, fetch_needs, plan_condition
 from mailrules.compile.serialize import compress_uids
 from mailrules.dsl import ast as A
+from mailrules.limits import LimitLedger
 from mailrules.message import MessageView
 from mailrules.prefetch import Prefetcher, independent_rules, tested_flags
 from mailrules.semantics import EvalContext, Match, evaluate_condition
@@ -187,8 +188,12 @@ class Engine:
         journal: Journal | None = None,
         on_entry: Callable[[JournalEntry], None] | None = None,
         observer: EngineObserver | None = None,
+        limits: LimitLedger | None = None,
     ) -> None:
+        """`limits`: a run's `limit` accounting shared by every pass (mailrules/limits.py); without
+        it, each pass is judged on its own (the daemon's arrival batches)."""
         self.options = options
+        self.limits = limits
         self.journal = journal
         self.on_entry = on_entry
         self.observer = observer
@@ -281,13 +286,16 @@ class Engine:
             if not matched:
                 self._rule_done(rr, rule_started)
                 continue
-            if rule.limit is not None and len(matched) > rule.limit and not self.options.force:
+            over = self._over_limit(rule, account.name, mailbox, len(matched))
+            if over is not None:
                 rr.limited = True
                 log.warning(
-                    '%s: rule "%s": %d messages in %s/%s match, more than its limit %d: '
+                    '%s: rule "%s": %d messages match%s (%d in %s/%s), more than its limit %d: '
                     "nothing done (raise the limit, or run it by hand with --force)",
                     rule.span.short,
                     rule.name,
+                    over,
+                    " in this run" if self.limits is not None else "",
                     len(matched),
                     account.name,
                     mailbox,
@@ -300,6 +308,14 @@ class Engine:
             remaining -= removed
             whole = False
             self._rule_done(rr, rule_started)
+
+    def _over_limit(self, rule: A.Rule, account: str, mailbox: str, matched: int) -> int | None:
+        """The total that exceeds the rule's `limit` (this pass, or the run's), or None to act."""
+        if rule.limit is None or self.options.force:
+            return None
+        if self.limits is not None:
+            return self.limits.decide(rule, account, mailbox, matched)
+        return matched if matched > rule.limit else None
 
     def _rule_done(self, rr: RuleReport, started: float) -> None:
         if self.observer is not None:

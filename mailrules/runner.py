@@ -15,6 +15,7 @@ from mailrules.engine import AccountContext, Engine, EngineObserver, MailboxRepo
 from mailrules.errors import ImapError, MailrulesError
 from mailrules.imap.session import ConnectionParams, ImapSession
 from mailrules.imap.store import ImapStore
+from mailrules.limits import LimitLedger, precount
 from mailrules.state.models import JournalEntry, UndoFlag, UndoMove
 from mailrules.state.store import StateStore, new_run_id
 
@@ -149,6 +150,15 @@ def default_session(account: AccountSettings) -> ImapSession:
     return ImapSession.connect(connection_params(account))
 
 
+@contextmanager
+def _counting_store(connect: SessionFactory, account: AccountSettings) -> Iterator[ImapStore]:
+    session = connect(account)
+    try:
+        yield ImapStore(session)
+    finally:
+        session.logout()
+
+
 def run_rules(
     settings: Settings,
     rules: Sequence[A.Rule],
@@ -168,6 +178,17 @@ def run_rules(
     result = RunResult(run_id)
     options = RunOptions(now=now, tz=settings.timezone, run_id=run_id, dry_run=dry_run, force=force)
     selected = [a for n, a in settings.accounts.items() if not accounts or n in accounts]
+    limits = LimitLedger()
+    if not force:
+        by_name = {a.name: a for a in selected}
+        precount(
+            list(by_name),
+            rules,
+            now,
+            settings.timezone,
+            limits,
+            lambda n: _counting_store(connect, by_name[n]),
+        )
     for acct in selected:
         account_rules = [r for r in rules if not r.accounts or acct.name in r.accounts]
         if not account_rules:
@@ -189,7 +210,7 @@ def run_rules(
         try:
             store = ImapStore(session)
             prefetch = ImapStore(ahead) if ahead is not None else None
-            engine = Engine(options, journal=state, on_entry=log_entry, observer=observer)
+            engine = Engine(options, journal=state, on_entry=log_entry, observer=observer, limits=limits)
             ctx = account_context(acct)
             for mailbox in mailboxes_of(account_rules, acct.name):
                 try:

@@ -177,6 +177,31 @@ rule "fwd"    { when subject contains "fwd" then forward to "x@example.org", red
 """
 
 
+def test_limit_counts_the_whole_run_across_mailboxes(account: ConnectionParams, tmp_path: Path) -> None:
+    # language.md §2: "a run in which this rule would act on more than N messages acts on none":
+    # 2 matches in INBOX and 2 in Lists are 4 in the run, over a limit of 3, though each
+    # mailbox alone is under it. Before, each mailbox was judged alone and all 4 were flagged.
+    assert not any(append(account, "INBOX", [(msg(f"bulk {i}"), [], None) for i in range(2)]))
+    assert not any(append(account, "Lists", [(msg(f"bulk {i}"), [], None) for i in range(2, 4)]))
+    rules = 'rule "wide" in "INBOX", "Lists" limit 3 { when subject starts with "bulk" then flag }'
+    config = write_config(tmp_path, account, rules)
+    before = snapshot(account)
+    result = cli("run", "--config", str(config))
+    assert result.exit_code == 1, result.output
+    assert "LIMIT EXCEEDED: nothing done" in result.stdout
+    assert "4 messages match in this run (2 in main/INBOX), more than its limit 3" in result.stderr
+    assert snapshot(account) == before
+    dry = cli("run", "--config", str(config), "--dry-run")
+    assert dry.exit_code == 1 and "LIMIT EXCEEDED" in dry.stdout
+
+    # Under the limit for the run: every pass acts.
+    roomy = write_config(tmp_path, account, rules.replace("limit 3", "limit 4"))
+    ok = cli("run", "--config", str(roomy))
+    assert ok.exit_code == 0, ok.output
+    flagged = [m for m, msgs in placement(snapshot(account)).items() for _, f in msgs if "\\Flagged" in f]
+    assert sorted(flagged) == ["INBOX", "INBOX", "Lists", "Lists"]
+
+
 def test_dry_run_changes_nothing_byte_for_byte(account: ConnectionParams, tmp_path: Path) -> None:
     msgs = [
         (msg("PR 1", sender="notifications@github.com"), [], dt.datetime(2024, 2, 2, tzinfo=dt.UTC)),
