@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import imaplib
 import os
-import pwd
 import random
 import re
 import secrets
@@ -57,119 +56,36 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
-HOST = "127.0.0.1"
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 VENV_PY = Path(sys.executable)
 
 # ---------------------------------------------------------------------------------------------------
-# A private Dovecot (also used by scale_bench.py)
+# A private Dovecot (also used by scale_bench.py): bench/_dovecot.py's, itself the integration tests'
 # ---------------------------------------------------------------------------------------------------
 
-from _dovecot import CONF  # noqa: E402  (one Dovecot config for every benchmark)
-
-
-@dataclass
-class Server:
-    directory: Path
-    port: int
-    ca_file: Path
-    proc: subprocess.Popen[bytes]
-    users: dict[str, str]
-
-    def log_tail(self) -> str:
-        try:
-            return (self.directory / "dovecot.log").read_text(errors="replace")[-3000:]
-        except OSError:
-            return "(no log)"
-
+import _dovecot  # noqa: E402
+from _dovecot import HOST, autocreate_mailboxes, free_port, stop_process  # noqa: E402
+from _dovecot import Dovecot as Server  # noqa: E402
 
 #: The uid (and gid) of the benchmark Dovecot's mail processes when run as root: unused by anyone else.
 MAIL_UID = 50000 + os.getpid() % 10000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(
-    users: list[str], autocreate: tuple[str, ...], *, extra: str = "", login_extra: str = ""
+    users: list[str], autocreate: tuple[str, ...], *, extra: str = "", login_extra: str = "",
+    rawlog_dir: Path | None = None,
 ) -> Server:
-    """Dovecot with `users` (passwd-file written before start) and `autocreate` mailboxes for all."""
-    binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
-    if not Path(binary).exists():
-        raise SystemExit("bench: dovecot is not installed")
-    directory = Path(tempfile.mkdtemp(prefix="mr-lat-"))
-    directory.chmod(0o755)
-    for sub in ("run", "state", "mail", "home", "ssl"):
-        (directory / sub).mkdir()
-    pw = {u: secrets.token_urlsafe(12) for u in users}
-    (directory / "users").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in pw.items()))
-    cert, key = directory / "ssl" / "cert.pem", directory / "ssl" / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
+    """Dovecot with `users` (passwd-file written before start) and `autocreate` mailboxes for all.
+
+    As root, mail processes run as MAIL_UID, not `nobody`: inotify instances are limited per uid
+    (fs.inotify.max_user_instances, 128 here) and every other Dovecot on the host runs mail as
+    nobody; past the limit Dovecot stops using inotify and IDLE polls every 30 s instead.
+    """
+    return _dovecot.start(
+        users, prefix="mr-lat-", mailboxes=autocreate_mailboxes(autocreate), rawlog_dir=rawlog_dir,
+        mail_owner=(str(MAIL_UID), str(MAIL_UID)), extra=extra, login_extra=login_extra,
     )
-    key.chmod(0o600)
-    if os.geteuid() == 0:
-        # Mail processes run as a uid of their own, not `nobody`: inotify instances are limited per uid
-        # (fs.inotify.max_user_instances, 128 here) and every other Dovecot on the host runs mail as
-        # nobody; past the limit Dovecot stops using inotify and IDLE polls every 30 s instead.
-        uid = gid = str(MAIL_UID)
-        first_uid, login_users = 500, ""
-        subprocess.run(["chown", "-R", f"{uid}:{gid}", str(directory / "mail"), str(directory / "home")],
-                       check=True)
-    else:
-        me = os.getuid()
-        uid, gid, first_uid = str(me), str(os.getgid()), me
-        name = pwd.getpwuid(me).pw_name
-        login_users = f"default_login_user = {name}\ndefault_internal_user = {name}\n"
-    boxes = "".join(f"  mailbox {m} {{\n    auto = create\n  }}\n" for m in autocreate)
-    port = free_port()
-    conf = directory / "dovecot.conf"
-    conf.write_text(CONF.format(dir=directory, tag=directory.name, login_users=login_users, uid=uid, gid=gid,
-                                first_uid=first_uid, mailboxes=boxes, port=port, extra=extra,
-                                login_extra=login_extra))
-    with (directory / "foreground.out").open("wb") as out:
-        proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-    server = Server(directory, port, cert, proc, pw)
-    deadline = time.monotonic() + 15
-    while True:
-        if proc.poll() is not None:
-            text = (directory / "foreground.out").read_text(errors="replace") + server.log_tail()
-            shutil.rmtree(directory, ignore_errors=True)
-            raise SystemExit(f"bench: dovecot exited: {text}")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                stop_server(server)
-                raise SystemExit("bench: dovecot did not start listening") from None
-            time.sleep(0.05)
-    return server
-
-
-def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None, grace: float = 10) -> None:
-    """SIGTERM by PID, then SIGKILL if it does not go."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-
-
-def stop_server(server: Server) -> None:
-    stop_process(server.proc)
-    shutil.rmtree(server.directory, ignore_errors=True)
 
 
 def login(server: Server, user: str) -> imaplib.IMAP4:
@@ -550,12 +466,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         server = start_server([users[t] for t in lanes_wanted], dests,
-                              extra=f"rawlog_dir = {work}/rawlog/%u\n" if args.rawlog else "")
-        if args.rawlog:
-            for t in lanes_wanted:
-                (work / "rawlog" / users[t]).mkdir(parents=True)
-            if os.geteuid() == 0:
-                subprocess.run(["chown", "-R", f"{MAIL_UID}:{MAIL_UID}", str(work / "rawlog")], check=True)
+                              rawlog_dir=work / "rawlog" if args.rawlog else None)
         for tool in lanes_wanted:
             user = users[tool]
             obs = IdleObserver(server, user)
@@ -620,7 +531,7 @@ def run(args: argparse.Namespace) -> int:
         if daemon is not None:
             daemon.stop()
         if server is not None:
-            stop_server(server)
+            _dovecot.stop(server)
         if args.keep:
             print(f"work directory kept: {work}")
         else:

@@ -48,11 +48,12 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
+import _dovecot  # noqa: E402
+from _dovecot import Dovecot as Server  # noqa: E402
 from latency_bench import (  # noqa: E402
     MATCH_SENDER,
     N_RULES,
     DaemonProc,
-    Server,
     append,
     interrupts_as_keyboard,
     login,
@@ -61,7 +62,6 @@ from latency_bench import (  # noqa: E402
     pct,
     senders,
     start_server,
-    stop_server,
 )
 
 MAILBOXES = ("INBOX", "A", "B", "C", "D")
@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
                 with contextlib.suppress(OSError):
                     shutil.copy(server.directory / "dovecot.log", work / "dovecot.log")
                     shutil.copy(server.directory / "dovecot.conf", work / "dovecot.conf")
-            stop_server(server)
+            _dovecot.stop(server)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -388,7 +388,7 @@ def profile(server: Server | None, users: list[str], args: argparse.Namespace) -
                 print(f"      {n}")
     finally:
         if own_server:
-            stop_server(server)
+            _dovecot.stop(server)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,12 @@
-"""Private IMAP servers for the integration tests: Dovecot 2.3 and pymap's in-memory backend, on loopback."""
+"""Private IMAP servers for the integration tests: Dovecot 2.3 and pymap's in-memory backend, on loopback.
+
+`launch_dovecot` (config from `dovecot_conf`) is also the benchmarks' Dovecot (bench/_dovecot.py):
+their extras (a rawlog per user, more mailboxes, raised limits, another mail uid) are its parameters.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pwd
@@ -14,8 +19,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mailrules.imap.session import ConnectionParams, TlsMode
 
@@ -24,13 +31,14 @@ USER_BATCH = 64
 
 DOVECOT_CONF = """\
 # Throwaway Dovecot 2.3 config (docs: /work/shared/imap-notes.md (c)): loopback only, passwd-file, maildir
+# Written by dovecot_conf() in tests/integration/servers.py; who for: see instance_name.
 protocols = imap
 listen = 127.0.0.1
 base_dir = {dir}/run
 state_dir = {dir}/state
 log_path = {dir}/dovecot.log
 info_log_path = {dir}/dovecot.log
-instance_name = mailrules-test-{tag}
+instance_name = mailrules-{purpose}-{tag}
 {login_users}
 ssl = yes
 ssl_cert = <{dir}/ssl/cert.pem
@@ -56,27 +64,7 @@ mail_fsync = never
 namespace inbox {{
   inbox = yes
   separator = /
-  mailbox Drafts {{
-    special_use = \\Drafts
-    auto = subscribe
-  }}
-  mailbox Junk {{
-    special_use = \\Junk
-    auto = subscribe
-  }}
-  mailbox Trash {{
-    special_use = \\Trash
-    auto = subscribe
-  }}
-  mailbox Sent {{
-    special_use = \\Sent
-    auto = subscribe
-  }}
-  mailbox Archive {{
-    special_use = \\Archive
-    auto = subscribe
-  }}
-}}
+{mailboxes}}}
 
 # Tests log in with wrong passwords on purpose: without this, every later login from 127.0.0.1 waits
 # 2-15 s (Dovecot "Authentication Penalty" doc; the anvil socket mode 0 disables it).
@@ -93,12 +81,39 @@ service imap-login {{
     port = {imap_port}
   }}
   inet_listener imaps {{
-    address = 127.0.0.1
-    port = {imaps_port}
-    ssl = yes
-  }}
-}}
-"""
+{imaps}  }}
+{login_extra}}}
+{extra}"""
+
+
+def special_use_mailboxes(names: Iterable[str] = ("Drafts", "Junk", "Trash", "Sent", "Archive")) -> str:
+    """`namespace inbox` entries: each name a SPECIAL-USE mailbox of the same name, auto-subscribed."""
+    return "".join(f"  mailbox {n} {{\n    special_use = \\{n}\n    auto = subscribe\n  }}\n" for n in names)
+
+
+def autocreate_mailboxes(names: Iterable[str]) -> str:
+    """`namespace inbox` entries: plain mailboxes every user has from the start."""
+    return "".join(f"  mailbox {n} {{\n    auto = create\n  }}\n" for n in names)
+
+
+def dovecot_conf(
+    directory: Path, *, imap_port: int, imaps_port: int | None, uid: str, gid: str, first_uid: int,
+    login_users: str = "", purpose: str = "test", mailboxes: str | None = None, extra: str = "",
+    login_extra: str = "",
+) -> str:
+    """The one Dovecot config: everything below `directory`, STARTTLS on `imap_port`, implicit TLS on
+    `imaps_port` (None: off), mail processes as `uid`/`gid`; `mailboxes` (default: the special-use
+    ones) go into the inbox namespace, `login_extra` into `service imap-login`, `extra` at the end."""
+    if imaps_port is None:
+        imaps = "    port = 0\n"
+    else:
+        imaps = f"    address = 127.0.0.1\n    port = {imaps_port}\n    ssl = yes\n"
+    return DOVECOT_CONF.format(
+        dir=directory, tag=directory.name, purpose=purpose, imap_port=imap_port, imaps=imaps, uid=uid,
+        gid=gid, first_uid=first_uid, login_users=login_users,
+        mailboxes=special_use_mailboxes() if mailboxes is None else mailboxes,
+        login_extra=login_extra, extra=extra,
+    )
 
 
 class ServerUnavailable(RuntimeError):
@@ -133,15 +148,17 @@ def _tail(path: Path) -> str:
         return "(no log)"
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop one server by its PID: SIGTERM, then SIGKILL if it does not go."""
-    if proc.poll() is not None:
+def stop(proc: subprocess.Popen[Any] | None, grace: float = 10) -> None:
+    """Stop one process by its PID: SIGTERM, then SIGKILL if it is not gone after `grace` seconds."""
+    if proc is None or proc.poll() is not None:
         return
-    os.kill(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
 
 
@@ -197,7 +214,7 @@ class DovecotServer:
         for _ in range(count):
             name = f"user{next(self._counter)}"
             password = secrets.token_urlsafe(12)
-            lines.append(f"{name}:{{PLAIN}}{password}::::::\n")
+            lines.append(passwd_line(name, password))
             self._pool.append((name, password))
             self.users.append((name, password))
         with (self.directory / "users").open("a") as f:
@@ -224,44 +241,123 @@ def dovecot_binary() -> str:
     return found
 
 
-def start_dovecot() -> DovecotServer:
+def passwd_line(user: str, password: str) -> str:
+    """One user of the passwd-file (`scheme=PLAIN`)."""
+    return f"{user}:{{PLAIN}}{password}::::::\n"
+
+
+@dataclass
+class DovecotProcess:
+    """What `launch_dovecot` started: its directory (config, logs, mail), the process, the ports."""
+
+    directory: Path
+    proc: subprocess.Popen[bytes]
+    imap_port: int
+    imaps_port: int | None
+    ca_file: Path
+    mail_owner: tuple[str, str] | None  # user, group of the maildirs when run as root; None: the current user
+
+
+def launch_dovecot(
+    *,
+    users: Mapping[str, str] | None = None,
+    prefix: str = "mr-dc-",
+    purpose: str = "test",
+    imaps: bool = True,
+    mailboxes: str | None = None,
+    mail_owner: tuple[str, str] = ("nobody", "nogroup"),
+    rawlog_dir: str | Path | None = None,
+    extra: str = "",
+    login_extra: str = "",
+) -> DovecotProcess:
+    """Start a private Dovecot on loopback and wait until it accepts connections.
+
+    `users` (name -> password) are in the passwd-file before the start. As root, mail access runs as
+    `mail_owner` (it must not be root and needs uid >= first_valid_uid = 500), which then owns the
+    mail, home and rawlog directories. `rawlog_dir` (relative: below the server's directory) gets
+    one directory per user and a `rawlog_dir = <it>/%u` line: every byte each client sends after
+    login (and the replies), timestamped. `purpose` names the instance; `prefix` the temporary
+    directory; the rest goes to `dovecot_conf`.
+    Raises ServerUnavailable without dovecot or openssl, RuntimeError if it does not come up.
+    """
+    users = dict(users or {})
     binary = dovecot_binary()
     # Short path: Dovecot's unix sockets live under base_dir and sun_path holds ~108 bytes.
-    directory = Path(tempfile.mkdtemp(prefix="mr-dc-"))
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
     directory.chmod(0o755)  # the mail user (nobody) must traverse it
     for sub in ("run", "state", "mail", "home"):
         (directory / sub).mkdir()
-    cert, _ = self_signed(directory / "ssl")
+    owned = [directory / "mail", directory / "home"]
+    if rawlog_dir is not None:
+        rawlog = directory / rawlog_dir  # an absolute rawlog_dir stays as it is
+        rawlog.mkdir(parents=True, exist_ok=True)
+        for user in users:
+            (rawlog / user).mkdir(parents=True)
+        owned.append(rawlog)
+        # Every byte a client sends after login, one .in/.out pair per connection (Dovecot >= 2.2.26).
+        extra = f"rawlog_dir = {rawlog}/%u\n{extra}"
+    (directory / "users").write_text("".join(passwd_line(u, p) for u, p in users.items()))
+    try:
+        cert, _ = self_signed(directory / "ssl")
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    owner: tuple[str, str] | None
     if os.geteuid() == 0:
-        # Mail access must not run as root and needs uid >= first_valid_uid (500): use nobody.
-        uid, gid, first_uid, login_users = "nobody", "nogroup", 500, ""
-        subprocess.run(["chown", "-R", "nobody:nogroup", str(directory / "mail"), str(directory / "home")],
-                       check=True)
+        # Mail access must not run as root and needs uid >= first_valid_uid (500).
+        owner = mail_owner
+        uid, gid = owner
+        first_uid, login_users = 500, ""
+        subprocess.run(["chown", "-R", ":".join(owner), *map(str, owned)], check=True)
     else:
         # Unprivileged: everything (login processes, mail access) runs as the current user.
+        owner = None
         me = os.getuid()
         uid, gid, first_uid = str(me), str(os.getgid()), me
-        user = pwd.getpwuid(me).pw_name
-        login_users = f"default_login_user = {user}\ndefault_internal_user = {user}\n"
-    imap_port, imaps_port = free_port(), free_port()
-    conf = directory / "dovecot.conf"
-    conf.write_text(
-        DOVECOT_CONF.format(
-            dir=directory, tag=directory.name, imap_port=imap_port, imaps_port=imaps_port,
-            uid=uid, gid=gid, first_uid=first_uid, login_users=login_users,
+        name = pwd.getpwuid(me).pw_name
+        login_users = f"default_login_user = {name}\ndefault_internal_user = {name}\n"
+    imap_port = free_port()
+    imaps_port = free_port() if imaps else None
+    (directory / "dovecot.conf").write_text(
+        dovecot_conf(
+            directory, imap_port=imap_port, imaps_port=imaps_port, uid=uid, gid=gid, first_uid=first_uid,
+            login_users=login_users, purpose=purpose, mailboxes=mailboxes, extra=extra,
+            login_extra=login_extra,
         )
     )
-    (directory / "users").write_text("")
-    log = directory / "foreground.out"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-    server = DovecotServer(HOST, imap_port, imaps_port, str(cert), directory, proc)
+    proc = spawn_dovecot(directory, binary)
     try:
-        wait_for_port(imap_port, proc, directory / "dovecot.log")
-        wait_for_port(imaps_port, proc, directory / "dovecot.log")
+        for port in (imap_port, imaps_port):
+            if port is not None:
+                wait_for_port(port, proc, directory / "dovecot.log")
+    except RuntimeError as exc:
+        stop(proc)
+        output = _tail(directory / "foreground.out")
+        shutil.rmtree(directory, ignore_errors=True)
+        raise RuntimeError(f"dovecot: {exc}\n--- dovecot -F output:\n{output}") from None
     except BaseException:
         stop(proc)
+        shutil.rmtree(directory, ignore_errors=True)
         raise
+    return DovecotProcess(directory, proc, imap_port, imaps_port, cert, owner)
+
+
+def spawn_dovecot(directory: Path, binary: str | None = None) -> subprocess.Popen[bytes]:
+    """Run `directory`'s dovecot.conf in the foreground (its stdout/stderr appended to foreground.out)."""
+    with (directory / "foreground.out").open("ab") as out:
+        return subprocess.Popen(
+            [binary or dovecot_binary(), "-F", "-c", str(directory / "dovecot.conf")],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+def start_dovecot() -> DovecotServer:
+    """The tests' Dovecot: STARTTLS and implicit TLS ports, the special-use mailboxes, users on demand."""
+    launched = launch_dovecot()
+    server = DovecotServer(
+        HOST, launched.imap_port, launched.imaps_port or 0, str(launched.ca_file), launched.directory,
+        launched.proc,
+    )
     # Dovecot reads the passwd-file at the first login, so the first batch needs no wait.
     server._add_users(USER_BATCH)
     return server

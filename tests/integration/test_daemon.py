@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from mailrules.imap.session import ImapSession
-from tests.integration.servers import DovecotServer, make_message, start_dovecot, stop_dovecot, wait_for_port
+from tests.integration.servers import (
+    DovecotServer,
+    make_message,
+    spawn_dovecot,
+    start_dovecot,
+    stop_dovecot,
+    wait_for_port,
+)
 from tests.needs import require_tool
 
 pytestmark = pytest.mark.integration
@@ -230,11 +236,7 @@ def test_outage_then_catch_up(tmp_path: Path) -> None:
             server.proc.send_signal(signal.SIGTERM)
             server.proc.wait(10)
             wait_until(lambda: d.metric("mailrules_watcher_up") == 0, 20, "the watcher to notice", d)
-            conf = server.directory / "dovecot.conf"
-            binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
-            server.proc = subprocess.Popen(
-                [binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
+            server.proc = spawn_dovecot(server.directory)
             wait_for_port(server.imap_port, server.proc, server.directory / "dovecot.log")
             # arrives while the daemon is still backing off
             append(server, user, pw, [make_message("during the outage, file me")])
