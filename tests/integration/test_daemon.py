@@ -312,6 +312,33 @@ def test_scheduled_rule_runs_over_the_whole_mailbox(dovecot: DovecotServer, tmp_
         daemon.state.close()
 
 
+def test_scheduled_rule_limit_holds_for_the_whole_firing(dovecot: DovecotServer, tmp_path: Path) -> None:
+    """A scheduled rule over two mailboxes, 2 matches in each, limit 3: the firing counts 4 before
+    acting (mailrules/limits.py) and acts on none; each mailbox alone would have been under it."""
+    from mailrules.config import load_config
+    from mailrules.daemon import Daemon
+
+    user, pw = dovecot.fresh_user()
+    append(dovecot, user, pw, [make_message(f"old {i}") for i in range(2)])
+    with ImapSession.connect(dovecot.params(user, pw)) as s:
+        s.create("Lists")
+        s.append_many("Lists", [make_message(f"old {i}") for i in range(2, 4)])
+    d = Running(tmp_path, dovecot, user, pw, None)
+    (d.rules / "10-main.rules").write_text(
+        'rule "nightly" in "INBOX", "Lists" every day at 03:00 limit 3 '
+        '{ when subject contains "old" then move to "Old" }\n'
+    )
+    daemon = Daemon(load_config(d.config))
+    try:
+        assert daemon.load_rules()
+        daemon._run_scheduled([daemon.rules[0]])
+        c = counts(dovecot, user, pw)
+        assert c["INBOX"] == 2 and c["Lists"] == 2 and c.get("Old", 0) == 0
+    finally:
+        daemon.schedule.shutdown(wait=False)
+        daemon.state.close()
+
+
 def test_mail_arriving_during_a_batch_is_not_left_behind(dovecot: DovecotServer, tmp_path: Path) -> None:
     """EXISTS for mail that arrives while a batch is processed comes in the answers to our own
     commands, not in the next IDLE: the watcher must look again before idling."""
