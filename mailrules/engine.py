@@ -162,6 +162,7 @@ class MailboxReport:
     last_uid: int
     rules: list[RuleReport] = field(default_factory=list)
     skipped_messages: int = 0  # malformed or vanished messages passed over
+    retry: list[int] = field(default_factory=list)  # refused for now; safe to process again later
 
     @property
     def failed(self) -> int:
@@ -244,6 +245,7 @@ class Engine:
         finally:
             if ahead is not None:
                 ahead.close()
+        report.retry = sorted(runner.retry_uids)
         if self.observer is not None:
             self.observer.mailbox_done(report, time.monotonic() - started)
         return report

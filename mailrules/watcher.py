@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 #: New UIDs are processed (and checkpointed) in batches of at most this many.
 BATCH = 500
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 300.0
+#: A message whose action the server refused for now (RFC 5530 UNAVAILABLE, INUSE, LIMIT,
+#: SERVERBUG) is processed again at the next look at its mailbox, or after this many seconds of
+#: IDLE, at most RETRY_TIMES more times; then `mailrules run` is the way.
+RETRY_SECONDS = 60.0
+RETRY_TIMES = 3
 
 
 class Backoff:
@@ -95,6 +100,8 @@ class MailboxWatcher(threading.Thread):
         self.attempted = False
         self.backoff = Backoff()
         self.session: ImapSession | None = None
+        #: mailbox -> {uid: tries so far} of messages to process again (kept across reconnects)
+        self.retry: dict[str, dict[int, int]] = {}
 
     def stop(self) -> None:
         self._halt.set()
@@ -164,11 +171,13 @@ class MailboxWatcher(threading.Thread):
             while not pending and not self._halt.is_set():
                 if time.monotonic() - idler.started_at > IDLE_RENEW_SECONDS:
                     break  # re-issue IDLE (RFC 2177 §3)
+                if self.retry.get(self.mailbox) and time.monotonic() - idler.started_at > RETRY_SECONDS:
+                    break
                 # One-second slices: a stop request is noticed within a second.
                 pending = has_new_mail(idler.wait(1.0))
             detected = time.monotonic()
             pending = has_new_mail(idler.done()) or pending
-            if pending:
+            if pending or self.retry.get(self.mailbox):
                 self.catch_up(session, store, detected)
             else:
                 # An IDLE renewed without news still proves the watcher is in sync: a connected
@@ -188,6 +197,7 @@ class MailboxWatcher(threading.Thread):
 
         `fresh`: the first catch-up on a new connection (always SELECTs, for UIDNEXT)."""
         with self.ctx.lock_for(self.account.name, self.mailbox):
+            waiting = set(self.retry.get(self.mailbox, {}))
             selected = session.selected
             if fresh or selected is None or selected.mailbox != self.mailbox:
                 info = session.select(self.mailbox)
@@ -214,6 +224,7 @@ class MailboxWatcher(threading.Thread):
                 self.hooks.synced(self.account.name, self.mailbox)
                 return 0
             if cp.uidvalidity != info.uidvalidity:
+                self.retry.pop(self.mailbox, None)  # those UIDs name nothing any more
                 new = self._after_uidvalidity_change(session, cp)
                 if not new:
                     last = (
@@ -236,6 +247,11 @@ class MailboxWatcher(threading.Thread):
                 new = [u for u in self._search_from(session, last + 1) if u > last]
             if done:
                 self.hooks.arrival(self.account.name, time.monotonic() - detected)
+            # Only what was refused before this look: one refused just now waits its turn.
+            again = sorted(u for u in self.retry.get(self.mailbox, {}) if u in waiting)
+            if again:
+                log.info("%s/%s: trying %d message(s) again", self.account.name, self.mailbox, len(again))
+                self._process(store, again, info.uidvalidity, checkpoint=False)
             self.hooks.synced(self.account.name, self.mailbox)
             return done
 
@@ -260,7 +276,9 @@ class MailboxWatcher(threading.Thread):
         pieces: list[bytes | Lit] = [f"SINCE {since}".encode("ascii")]
         return session.search(pieces)
 
-    def _process(self, store: ImapStore, uids: list[int], uidvalidity: int) -> None:
+    def _process(
+        self, store: ImapStore, uids: list[int], uidvalidity: int, *, checkpoint: bool = True
+    ) -> None:
         rules = arrival_rules(self.ctx.rules(), self.account.name, self.mailbox)
         if rules:
             options = RunOptions(dt.datetime.now(dt.UTC), self.ctx.tz, self.ctx.run_id)
@@ -268,7 +286,7 @@ class MailboxWatcher(threading.Thread):
                 options, journal=self.ctx.state, on_entry=self.ctx.on_entry, observer=self.ctx.observer
             )
             try:
-                engine.process(
+                report = engine.process(
                     store,
                     self.ctx.account_context(self.account),
                     self.mailbox,
@@ -280,6 +298,10 @@ class MailboxWatcher(threading.Thread):
                 if isinstance(exc, ImapError) and exc.kind in ("reconnect", "auth"):
                     raise  # the checkpoint stays: these UIDs are processed again after reconnecting
                 log.error("%s/%s: batch of %d failed: %s", self.account.name, self.mailbox, len(uids), exc)
+            else:
+                self._note_retries(uids, report.retry)
+        if not checkpoint:
+            return
         # Committed after the actions: a crash before this line reprocesses the batch, which the
         # journal makes safe for forwards; moved messages are simply no longer there.
         self.ctx.state.set_checkpoint(
@@ -287,6 +309,25 @@ class MailboxWatcher(threading.Thread):
             self.mailbox,
             Checkpoint(uidvalidity, max(uids), None, dt.datetime.now(dt.UTC)),
         )
+
+    def _note_retries(self, processed: list[int], refused: list[int]) -> None:
+        """Remember what the server refused for now; forget what went through or was given up."""
+        tries = self.retry.setdefault(self.mailbox, {})
+        for uid in set(processed) - set(refused):
+            tries.pop(uid, None)
+        for uid in refused:
+            tries[uid] = tries.get(uid, 0) + 1
+            if tries[uid] > RETRY_TIMES:
+                del tries[uid]
+                log.error(
+                    "%s/%s: uid %d: refused %d times; given up (`mailrules run` applies the rules again)",
+                    self.account.name,
+                    self.mailbox,
+                    uid,
+                    RETRY_TIMES + 1,
+                )
+        if not tries:
+            del self.retry[self.mailbox]
 
 
 class MultiPoller(MailboxWatcher):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from mailrules.compile.plan import FetchNeeds
 from mailrules.dsl import ast as A
-from mailrules.errors import MailrulesError
+from mailrules.errors import ImapError, MailrulesError
 from mailrules.message import MessageView
 from mailrules.semantics import EvalContext, Match, TemplateError, render_template
 from mailrules.state.models import JournalEntry
@@ -112,6 +112,9 @@ class ActionRunner:
         #: dry run only: the flags each message would have now, after earlier rules
         self.flag_overlay: dict[int, frozenset[str]] = {}
         self._special: dict[str, str] | None = None
+        #: UIDs whose action the server refused for now (RFC 5530 UNAVAILABLE, INUSE, LIMIT,
+        #: SERVERBUG) and that can safely be sent again: the daemon tries them again later.
+        self.retry_uids: set[int] = set()
 
     # -- what to fetch -------------------------------------------------------------------------------
 
@@ -366,20 +369,36 @@ class ActionRunner:
         try:
             result = command(uids)
         except MailrulesError as exc:
+            again = isinstance(exc, ImapError) and exc.kind == "retry" and self._repeatable(word)
             log.error(
-                '%s: rule "%s": %s failed in %s/%s: %s',
+                '%s: rule "%s": %s failed in %s/%s: %s%s',
                 rule.span.short,
                 rule.name,
                 word,
                 self.account.name,
                 self.mailbox,
                 exc,
+                " (a passing refusal: tried again later)" if again else "",
             )
+            if again:
+                self.retry_uids.update(uids)
             return [self._entry(rule, word, detail, t, dest, "failed", str(exc)) for t in group]
         new_uv, mapping = result if isinstance(result, tuple) else (None, {})
         return [
             self._entry(rule, word, detail, t, dest, "ok", None, new_uv, mapping.get(t.uid)) for t in group
         ]
+
+    def _repeatable(self, word: str) -> bool:
+        """Whether sending the refused command again can do no harm whatever part of it took.
+
+        A flag STORE and `UID EXPUNGE` of given UIDs are idempotent, and so is `UID MOVE` (UIDs
+        already moved are no longer there). A COPY, or the COPY + STORE + EXPUNGE fallback without
+        MOVE, may have copied a chunk already: again would duplicate it. Forwards keep their own
+        at-most-once journal and are never repeated here.
+        """
+        if word in ("move", "archive", "delete"):
+            return self.store.dialect.move
+        return word in ("delete permanently", "mark read", "mark unread", "flag", "unflag", "tag", "untag")
 
     def _entry(
         self,

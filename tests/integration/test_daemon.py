@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -382,3 +384,90 @@ def test_uidvalidity_change_processes_only_recent_mail(dovecot: DovecotServer, t
         assert "UIDVALIDITY changed" in d.text()
     finally:
         assert d.stop() == 0
+
+
+class RefusingProxy:
+    """A plain-IMAP TCP proxy to Dovecot that answers the first `UID MOVE` itself, with the
+    passing refusal of RFC 5530 (`NO [UNAVAILABLE]`), and relays everything else unchanged."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.refused = 0
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._stop = True
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._commands, args=(client, upstream), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def _commands(self, client: socket.socket, upstream: socket.socket) -> None:
+        reader = client.makefile("rb")
+        try:
+            while line := reader.readline():
+                words = line.split(b" ", 3)
+                if self.refused == 0 and len(words) > 2 and words[1:3] == [b"UID", b"MOVE"]:
+                    self.refused += 1
+                    client.sendall(words[0] + b" NO [UNAVAILABLE] busy, try later (test proxy)\r\n")
+                    continue
+                upstream.sendall(line)
+                literal = re.search(rb"\{(\d+)\+?\}\r\n$", line)
+                if literal:
+                    upstream.sendall(reader.read(int(literal.group(1))))
+        except OSError:
+            pass
+        finally:
+            upstream.close()
+
+
+def test_a_passing_refusal_is_tried_again(dovecot: DovecotServer, tmp_path: Path) -> None:
+    """A MOVE refused with NO [UNAVAILABLE] is not the end: the message is processed again at the
+    next look at the mailbox (here: the next arrival) and filed then."""
+    user, pw = dovecot.fresh_user()
+    proxy = RefusingProxy(dovecot.imap_port)
+    d = Running(tmp_path, dovecot, user, pw, None)
+    d.config.write_text(
+        d.config.read_text()
+        .replace(f"port = {dovecot.imap_port}", f"port = {proxy.port}")
+        .replace('tls = "starttls"', 'tls = "none"\nallow_insecure = true')
+    )
+    d.start()
+    try:
+        append(dovecot, user, pw, [make_message("please file me")])
+        wait_until(lambda: "tried again later" in d.text(), 30, "the refused move", d)
+        assert proxy.refused == 1 and counts(dovecot, user, pw).get("Filed", 0) == 0
+        append(dovecot, user, pw, [make_message("something else")])
+        wait_until(lambda: counts(dovecot, user, pw).get("Filed") == 1, 30, "the move tried again", d)
+        assert "trying 1 message(s) again" in d.text()
+        assert counts(dovecot, user, pw)["INBOX"] == 1
+        moves = [
+            line
+            for line in d.get("/metrics")[1].splitlines()
+            if line.startswith("mailrules_actions_total{") and 'action="move"' in line
+        ]
+        assert any('outcome="failed"' in m and m.endswith(" 1.0") for m in moves), moves
+        assert any('outcome="ok"' in m and m.endswith(" 1.0") for m in moves), moves
+    finally:
+        assert d.stop() == 0
+        proxy.close()
