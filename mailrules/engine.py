@@ -180,6 +180,19 @@ class RunOptions:
     force: bool = False
 
 
+def _evaluated(
+    rule: A.Rule, condition: A.Condition, view: MessageView, ctx: EvalContext, uid: int
+) -> Match | None:
+    """The condition on one message, or None (logged with the rule) when it cannot be evaluated."""
+    try:
+        return evaluate_condition(condition, view, ctx)
+    except Exception:  # a message the decoder could not make sense of: skip it, loudly
+        log.exception(
+            '%s: rule "%s": message uid %d could not be evaluated; skipped', rule.span.short, rule.name, uid
+        )
+        return None
+
+
 class Engine:
     """Applies an ordered list of rules to the messages of one mailbox at a time."""
 
@@ -364,18 +377,10 @@ class Engine:
                 continue
             view = runner.with_overlay(uid, view, fresh=False)
             current[uid] = view
-            try:
-                m = evaluate_condition(rule.condition, view, ctx)
-            except Exception:
-                log.exception(
-                    '%s: rule "%s": message uid %d could not be evaluated; skipped',
-                    rule.span.short,
-                    rule.name,
-                    uid,
-                )
+            m = _evaluated(rule, rule.condition, view, ctx, uid)
+            if m is None:
                 skipped += 1
-                continue
-            if m.ok:
+            elif m.ok:
                 matched.append((uid, m))
         if skipped:
             # report a vanished or broken message once per pass, not once per rule
@@ -433,18 +438,10 @@ class Engine:
             if residual is None:
                 matched.append((uid, Match(True)))
                 continue
-            try:
-                m = evaluate_condition(residual, view, ctx)
-            except Exception:  # a message the decoder could not make sense of: skip it, loudly
-                log.exception(
-                    '%s: rule "%s": message uid %d could not be evaluated; skipped',
-                    rule.span.short,
-                    rule.name,
-                    uid,
-                )
+            m = _evaluated(rule, residual, view, ctx, uid)
+            if m is None:
                 skipped += 1
-                continue
-            if m.ok:
+            elif m.ok:
                 matched.append((uid, m))
         return matched, views, skipped
 
