@@ -130,6 +130,8 @@ wait_for 120 "dovecot healthy" is_healthy dovecot
 wait_for 120 "mailrules healthy (HEALTHCHECK on /healthz)" is_healthy mailrules
 user=$(docker exec "$(container mailrules)" id -u)
 [ "$user" = 10001 ] && ok "mailrules runs as uid 10001" || fail "mailrules runs as uid $user"
+seed_health=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$(container seed)")
+[ -z "$seed_health" ] && ok "seed has no healthcheck (it serves no /healthz)" || fail "seed reports health '$seed_health'"
 
 say "the daemon files mail through the compose network"
 # Messages in a folder of alice's other than INBOX: only a rule puts them there.
