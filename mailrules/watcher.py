@@ -298,8 +298,13 @@ class MailboxWatcher(threading.Thread):
                 if isinstance(exc, ImapError) and exc.kind in ("reconnect", "auth"):
                     raise  # the checkpoint stays: these UIDs are processed again after reconnecting
                 log.error("%s/%s: batch of %d failed: %s", self.account.name, self.mailbox, len(uids), exc)
+                # A message being tried again uses up a try here too: no endless round every minute.
+                waiting = self.retry.get(self.mailbox, {})
+                self._note_retries(uids, [u for u in uids if u in waiting])
             else:
                 self._note_retries(uids, report.retry)
+        else:
+            self.retry.pop(self.mailbox, None)  # no arrival rule left for this mailbox (a reload)
         if not checkpoint:
             return
         # Committed after the actions: a crash before this line reprocesses the batch, which the

@@ -100,3 +100,25 @@ def test_watcher_counts_tries_and_gives_up(caplog: pytest.LogCaptureFixture) -> 
             w._note_retries([6], [6])
     assert w.retry == {}
     assert f"a/INBOX: uid 6: refused {RETRY_TIMES + 1} times; given up" in caplog.text
+
+
+def test_no_arrival_rule_left_forgets_the_tries() -> None:
+    w = _watcher()  # its rules() is empty, as after a reload that removed them
+    w.retry = {"INBOX": {5: 1}}
+    w._process(None, [5], 1, checkpoint=False)  # type: ignore[arg-type]
+    assert w.retry == {}
+
+
+class FailingStore(FakeStore):
+    def fetch_views(self, uids: Sequence[int], needs: Any) -> Any:
+        raise ImapError("UID FETCH failed: NO [CANNOT] nope", "permanent", "CANNOT")
+
+
+def test_a_failed_batch_uses_up_a_try_of_what_waits() -> None:
+    w = _watcher()
+    rules = rules_of('rule "r" { when all then move to "X" }')
+    w.ctx.rules = lambda: rules
+    w.retry = {"INBOX": {5: RETRY_TIMES}}
+    store = FailingStore(FakeServer(), Dialect.named("dovecot"), NOW)
+    w._process(store, [5, 6], 1, checkpoint=False)  # type: ignore[arg-type]
+    assert w.retry == {}  # 5 was on its last try; 6 was never refused
