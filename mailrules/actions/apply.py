@@ -378,7 +378,7 @@ class ActionRunner:
                 self.account.name,
                 self.mailbox,
                 exc,
-                " (a passing refusal: tried again later)" if again else "",
+                " (the server refused it for now)" if again else "",
             )
             if again:
                 self.retry_uids.update(uids)

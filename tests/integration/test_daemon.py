@@ -455,7 +455,7 @@ def test_a_passing_refusal_is_tried_again(dovecot: DovecotServer, tmp_path: Path
     d.start()
     try:
         append(dovecot, user, pw, [make_message("please file me")])
-        wait_until(lambda: "tried again later" in d.text(), 30, "the refused move", d)
+        wait_until(lambda: "(the server refused it for now)" in d.text(), 30, "the refused move", d)
         assert proxy.refused == 1 and counts(dovecot, user, pw).get("Filed", 0) == 0
         append(dovecot, user, pw, [make_message("something else")])
         wait_until(lambda: counts(dovecot, user, pw).get("Filed") == 1, 30, "the move tried again", d)
