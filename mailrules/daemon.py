@@ -285,25 +285,14 @@ class Daemon:
             dt.datetime.now(dt.UTC),
             self.settings.timezone,
             limits,
-            self._counting_store,
+            self._scheduled_store,
         )
         for name, acct in self.settings.accounts.items():
             mine = [r for r in rules if not r.accounts or name in r.accounts]
             if not mine:
                 continue
-            budget = self._budget[name]
-            if not budget.acquire(timeout=60):
-                log.error(
-                    "schedule %s: no free connection for %s within 60 s; skipped this time",
-                    ", ".join(r.name for r in mine),
-                    name,
-                )
-                failed.update(r.name for r in mine)
-                continue
             try:
-                session = self._connect(acct)
-                try:
-                    store = ImapStore(session)
+                with self._scheduled_store(name) as store:
                     now = dt.datetime.now(dt.UTC)
                     engine = Engine(
                         RunOptions(now, self.settings.timezone, run_id),
@@ -316,21 +305,17 @@ class Daemon:
                         with self.lock_for(name, mailbox):
                             report = engine.process(store, account_context(acct), mailbox, mine)
                         failed.update(rr.rule for rr in report.rules if rr.failed)
-                finally:
-                    session.logout()
             except MailrulesError as exc:
                 log.error("schedule %s on %s: %s", ", ".join(r.name for r in mine), name, exc)
                 failed.update(r.name for r in mine)
-            finally:
-                budget.release()
         seconds = time.monotonic() - started
         self.state.end_run(run_id, {"rules": [r.name for r in rules], "failed": sorted(failed)})
         for r in rules:
             self.metrics.scheduled_run(r.name, seconds, "failed" if r.name in failed else "ok")
 
     @contextmanager
-    def _counting_store(self, name: str) -> Iterator[ImapStore]:
-        """A connection of the account's budget, for counting a scheduled rule's matches."""
+    def _scheduled_store(self, name: str) -> Iterator[ImapStore]:
+        """A connection within the account's budget for a schedule's work (counting, then running)."""
         budget = self._budget[name]
         if not budget.acquire(timeout=60):
             raise MailrulesError("no free connection within 60 s")
