@@ -48,8 +48,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,6 +65,8 @@ VENV_PY = Path(sys.executable)
 import _dovecot  # noqa: E402
 from _dovecot import HOST, autocreate_mailboxes, free_port, stop_process  # noqa: E402
 from _dovecot import Dovecot as Server  # noqa: E402
+
+from tests.integration.helpers import http_get, metric_total  # noqa: E402
 
 #: The uid (and gid) of the benchmark Dovecot's mail processes when run as root: unused by anyone else.
 MAIL_UID = 50000 + os.getpid() % 10000
@@ -339,20 +339,10 @@ class DaemonProc:
             )
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(self.metrics_port, path, timeout=5)
 
     def metric(self, name: str) -> float:
-        total = 0.0
-        for line in self.get("/metrics")[1].splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_total(self.get("/metrics")[1], name)
 
     def wait(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

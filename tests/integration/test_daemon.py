@@ -9,14 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mailrules.imap.session import ImapSession
+from tests.integration.helpers import http_get, metric_total
 from tests.integration.servers import (
     DovecotServer,
     make_message,
@@ -82,20 +81,10 @@ class Running:
         wait_until(lambda: self.get("/readyz")[0] == 200, 30, "the daemon to become ready", self)
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(self.metrics_port, path, timeout=2)
 
     def metric(self, name: str) -> float:
-        total = 0.0
-        for line in self.get("/metrics")[1].splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_total(self.get("/metrics")[1], name)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
