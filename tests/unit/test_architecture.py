@@ -13,6 +13,8 @@ CORNERS = {
     "lark": ("dsl/",),
     "apscheduler": ("scheduler.py",),
     "prometheus_client": ("metrics.py",),
+    "psycopg": ("state/",),
+    "psycopg_pool": ("state/",),
 }
 # pure packages: no I/O libraries
 PURE = ("dsl/", "compile/")
