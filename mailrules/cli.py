@@ -264,6 +264,7 @@ def log_cmd(
     pending: bool,
 ) -> None:
     """Which rule did what to which message, newest first (from the journal)."""
+    from mailrules.logs import printable
     from mailrules.runner import format_entry, open_store
 
     settings = _settings(config)
@@ -273,7 +274,8 @@ def log_cmd(
         if pending:
             intents = state.pending_intents()
             for i in intents:
-                click.echo(f"{i.created_at:%Y-%m-%d %H:%M:%S} {format_entry(i.entry)}  key={i.key}")
+                key = printable(i.key)
+                click.echo(f"{i.created_at:%Y-%m-%d %H:%M:%S} {format_entry(i.entry)}  key={key}")
             click.echo(
                 f"{len(intents)} send(s) in doubt: check the recipient's mailbox; they are never re-sent"
             )

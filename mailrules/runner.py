@@ -16,6 +16,7 @@ from mailrules.errors import ImapError, MailrulesError
 from mailrules.imap.session import ConnectionParams, ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.limits import LimitLedger, precount
+from mailrules.logs import printable
 from mailrules.state.models import JournalEntry, UndoFlag, UndoMove
 from mailrules.state.store import StateStore, new_run_id
 
@@ -102,16 +103,20 @@ class RunResult:
 
 
 def format_entry(e: JournalEntry) -> str:
-    """The one log line per action (house style 10): rule, account, mailbox, UID, Message-ID, what."""
+    """The one log line per action (house style 10): rule, account, mailbox, UID, Message-ID, what.
+
+    Every field is escaped again (`printable` changes nothing twice): rows written before the
+    engine escaped them may hold a line break a sender chose.
+    """
     what = e.action + (
-        f" {e.detail}" if e.detail and e.action in ("tag", "untag", "forward", "redirect") else ""
+        f" {printable(e.detail)}" if e.detail and e.action in ("tag", "untag", "forward", "redirect") else ""
     )
     if e.destination:
-        what += f' to "{e.destination}"'
-    tail = f" ({e.error})" if e.error else ""
+        what += f' to "{printable(e.destination)}"'
+    tail = f" ({printable(e.error)})" if e.error else ""
     return (
-        f'rule "{e.rule}" account={e.account} mailbox="{e.mailbox}" uid={e.uid} '
-        f"message-id={e.message_id or '-'}: {what}: {e.outcome}{tail}"
+        f'rule "{printable(e.rule)}" account={e.account} mailbox="{printable(e.mailbox)}" uid={e.uid} '
+        f"message-id={printable(e.message_id) or '-'}: {what}: {e.outcome}{tail}"
     )
 
 
@@ -255,7 +260,7 @@ def format_summary(result: RunResult, dry_run: bool = False) -> str:
         if r.skipped_messages:
             lines.append(f"  {r.account}/{r.mailbox}: {r.skipped_messages} message(s) skipped (see log)")
     for e in result.errors:
-        lines.append(f"  error: {e}")
+        lines.append(f"  error: {printable(e)}")
     tail = f"{result.failed_actions} failed actions, {len(result.errors)} errors"
     if result.limited:
         tail += f", {len(result.limited)} rule(s) stopped by their limit (see above; --force to act)"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from mailrules.compile.plan import FetchNeeds
 from mailrules.dsl import ast as A
 from mailrules.errors import ImapError, MailrulesError
+from mailrules.logs import printable
 from mailrules.message import MessageView
 from mailrules.semantics import EvalContext, Match, TemplateError, render_template
 from mailrules.state.models import JournalEntry
@@ -377,7 +378,7 @@ class ActionRunner:
                 word,
                 self.account.name,
                 self.mailbox,
-                exc,
+                printable(str(exc)),
                 " (the server refused it for now)" if again else "",
             )
             if again:
@@ -420,14 +421,16 @@ class ActionRunner:
             mailbox=self.mailbox,
             uidvalidity=self.uidvalidity,
             uid=t.uid,
-            message_id=t.view.message_id,
+            # what a message can make up (its Message-ID, a destination rendered from it, an error
+            # naming either) is escaped: a journal row or its log line never holds a line break
+            message_id=printable(t.view.message_id),
             action=word,
-            detail=detail,
-            destination=dest,
+            detail=printable(detail),
+            destination=printable(dest),
             new_uidvalidity=new_uv,
             new_uid=new_uid,
             outcome=outcome,  # type: ignore[arg-type]
-            error=error,
+            error=printable(error),
             at=dt.datetime.now(dt.UTC),
         )
         if not (word in ("forward", "redirect") and outcome == "ok"):
