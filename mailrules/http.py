@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import socket
 import socketserver
+import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,6 +21,20 @@ log = logging.getLogger(__name__)
 
 Ready = Callable[[], tuple[bool, str]]
 
+#: Seconds a connection may take, from accept to the last byte of the answer (request included).
+DEFAULT_TIMEOUT = 10.0
+#: Connections served at once, one thread each; the next one closes the oldest still sending its request.
+DEFAULT_MAX_CONNECTIONS = 32
+# An answer written on the accepting thread when every slot is busy answering: never blocks it.
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
+)
+# C0, DEL, C1 and the backslash of a client's request line, escaped before it reaches a log line.
+_ESCAPES = str.maketrans(
+    {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {ord("\\"): "\\\\"}
+)
+
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port`, `[v6]:port` or `:port` -> (host, port), as `[metrics] listen` reads."""
@@ -27,7 +45,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most `max_connections` of them (see `process_request`)."""
+
     daemon_threads = True
+    request_queue_size = 64  # a burst of scrapes and probes waits in the kernel, not refused
     owner: MetricsServer
 
     def server_bind(self) -> None:
@@ -35,15 +56,124 @@ class _Server(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(self.owner.max_connections)
+        self._lock = threading.Lock()
+        # connection -> whether its request is still arriving (only those may be closed for room)
+        self._reading: dict[socket.socket, bool] = {}
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Replaces ThreadingMixIn's thread per connection without bound: 300 half-sent requests
+        # would hold 300 threads until their clients give up.
+        if not self._admit(request):
+            self.owner.dropped("limit")
+            log.debug("http: %s refused: %d connections already", _peer(client_address),
+                      self.owner.max_connections)
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(_BUSY)
+            self.shutdown_request(request)
+            return
+        thread = threading.Thread(
+            target=self._serve, args=(request, client_address), name="mailrules-http-conn", daemon=True
+        )
+        thread.start()
+
+    def _admit(self, request: socket.socket) -> bool:
+        """Take a slot; when none is free, close the oldest connection still sending its request."""
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                oldest = next((conn for conn, reading in self._reading.items() if reading), None)
+                if oldest is not None:
+                    self._reading[oldest] = False
+            if oldest is None:
+                return False
+            with contextlib.suppress(OSError):
+                oldest.shutdown(socket.SHUT_RDWR)  # its thread sees EOF and gives the slot back
+            self.owner.dropped("evicted")
+            log.debug("http: closed the oldest incomplete request to make room")
+            if not self._slots.acquire(timeout=1.0):
+                return False
+        with self._lock:
+            self._reading[request] = True
+        return True
+
+    def _serve(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._reading.pop(request, None)
+            self._slots.release()
+
+    def answering(self, request: socket.socket) -> None:
+        """The request has arrived: its connection is no longer one to close for room."""
+        with self._lock:
+            if request in self._reading:
+                self._reading[request] = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback to stderr; a client that goes away is routine (debug).
+        exc = sys.exc_info()[1]
+        if isinstance(exc, TimeoutError):
+            self.owner.dropped("timeout")
+            log.debug("http: %s timed out", _peer(client_address))
+        elif isinstance(exc, ConnectionError):  # BrokenPipe, ConnectionReset, ConnectionAborted
+            self.owner.dropped("disconnect")
+            log.debug("http: %s went away: %s", _peer(client_address), exc)
+        else:
+            log.warning("http: error serving %s", _peer(client_address), exc_info=exc)
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's bytes, each read bounded by what is left of the connection's deadline.
+
+    A socket timeout alone bounds one read: a client sending a byte every 9 s would hold its
+    thread for ever. `timed_out` tells the handler why a read failed.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self.deadline = deadline
+        self.timed_out = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.timed_out = True
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)
+        try:
+            return self._sock.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "mailrules"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the plain makefile() reader, replaced by one that keeps the deadline
+        self._reader = _DeadlineReader(self.connection, time.monotonic() + self.server.owner.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle(self) -> None:
+        super().handle()
+        if self._reader.timed_out:
+            # BaseHTTPRequestHandler caught the TimeoutError (and logged it at debug via log_error).
+            self.server.owner.dropped("timeout")
 
     def do_GET(self) -> None:
         self._answer(body=True)
@@ -52,6 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(body=False)
 
     def _answer(self, body: bool) -> None:
+        self.server.answering(self.connection)
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._send(200, self.server.owner.metrics.exposition(), CONTENT_TYPE, body)
@@ -69,26 +200,61 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found\n", "text/plain; charset=utf-8", body)
 
     def _send(self, status: int, payload: bytes, content_type: str, body: bool) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if body:
-            self.wfile.write(payload)
+        # The answer shares the connection's deadline: a client that reads slowly cannot hold on.
+        left = self._reader.deadline - time.monotonic()
+        if left <= 0:
+            self._reader.timed_out = True
+            raise TimeoutError("no time left to answer")
+        self.connection.settimeout(left)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if body:
+                self.wfile.write(payload)
+        except TimeoutError:
+            self._reader.timed_out = True
+            raise
 
     def log_message(self, format: str, *args: Any) -> None:
         # The request line and status only (never a body), and at debug: scrapes come every 15 s.
-        log.debug("%s " + format, self.address_string(), *args)
+        # The request line is the client's: control characters are escaped (no forged log lines).
+        log.debug("%s %s", self.address_string(), (format % args).translate(_ESCAPES))
+
+
+def _peer(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
 
 
 class MetricsServer:
-    """Serves `metrics` and the health endpoints on `listen` (`host:port`; port 0 picks one)."""
+    """Serves `metrics` and the health endpoints on `listen` (`host:port`; port 0 picks one).
 
-    def __init__(self, listen: str, metrics: Metrics, ready: Ready) -> None:
+    Each connection has `timeout` seconds in all (request and answer); at most `max_connections`
+    are served at once, and one more closes the oldest that is still sending its request (or, when
+    every one is being answered, gets `503` at once). What was cut short is counted in
+    `mailrules_http_connections_dropped_total` and logged at debug, never as a traceback.
+    """
+
+    def __init__(
+        self,
+        listen: str,
+        metrics: Metrics,
+        ready: Ready,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        if timeout <= 0 or max_connections < 1:
+            raise ValueError("timeout must be positive and max_connections at least 1")
         self.host, self._port = parse_listen(listen)
         self.metrics = metrics
         self.ready = ready
+        self.timeout = timeout
+        self.max_connections = max_connections
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -99,13 +265,26 @@ class MetricsServer:
             return int(self._server.server_address[1])
         return self._port
 
+    def dropped(self, reason: str) -> None:
+        """Count a connection cut short; an observer never breaks the server (house style 13)."""
+        try:
+            self.metrics.http_dropped(reason)
+        except Exception:
+            log.exception("metrics: http_dropped failed")
+
     def start(self) -> None:
         """Bind exactly the configured address and serve from a daemon thread; raise OSError."""
         if self._server is not None:
             return
         server_class = _Server6 if ":" in self.host else _Server
-        server = server_class((self.host, self._port), _Handler)
+        server = server_class((self.host, self._port), _Handler, bind_and_activate=False)
         server.owner = self
+        try:
+            server.server_bind()
+            server.server_activate()
+        except BaseException:
+            server.server_close()
+            raise
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="mailrules-http", daemon=True

@@ -47,6 +47,8 @@ ACTION_OUTCOMES: tuple[str, ...] = ("ok", "failed", "skipped", "dry_run")
 MESSAGE_OUTCOMES: tuple[str, ...] = ("matched", "unmatched", "skipped", "failed")
 SCHEDULED_OUTCOMES: tuple[str, ...] = ("ok", "failed", "skipped")
 RELOAD_OUTCOMES: tuple[str, ...] = ("success", "failure")
+#: Why the HTTP server cut a connection short (mailrules/http.py).
+HTTP_DROP_REASONS: tuple[str, ...] = ("limit", "evicted", "timeout", "disconnect")
 IMAP_COMMANDS: tuple[str, ...] = (
     "SELECT",
     "SEARCH",
@@ -233,6 +235,13 @@ class Metrics:
             "Unix time of the last reload attempt (0: none).",
             registry=r,
         )
+        self.http_dropped_total = Counter(
+            "mailrules_http_connections_dropped_total",
+            "HTTP connections cut short: limit (refused, all busy), evicted (closed for room while its "
+            "request was still arriving), timeout, disconnect (the client went away).",
+            ["reason"],
+            registry=r,
+        )
         build = Gauge(
             "mailrules_build_info", "Always 1; the labels say what runs.", ["version", "python"], registry=r
         )
@@ -240,6 +249,8 @@ class Metrics:
         self.reload_ok.set(1)  # the configuration a process starts with has loaded, or it would not run
         for outcome in RELOAD_OUTCOMES:
             self.reloads.labels(outcome)
+        for reason in HTTP_DROP_REASONS:
+            self.http_dropped_total.labels(reason)
         for action in ACTIONS:
             self.action_duration.labels(action)
             for outcome in ACTION_OUTCOMES:
@@ -434,6 +445,10 @@ class Metrics:
         self.reloads.labels("success" if success else "failure").inc()
         self.reload_ok.set(1 if success else 0)
         self.reload_time.set(time.time())
+
+    def http_dropped(self, reason: str) -> None:
+        """The HTTP server cut a connection short, for one of HTTP_DROP_REASONS."""
+        self.http_dropped_total.labels(reason if reason in HTTP_DROP_REASONS else OTHER).inc()
 
     # -- exposition ---------------------------------------------------------------------------------
 

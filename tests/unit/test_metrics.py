@@ -50,6 +50,7 @@ EXPECTED = {
     "mailrules_config_last_reload_success": "gauge",
     "mailrules_config_last_reload_timestamp_seconds": "gauge",
     "mailrules_malformed_messages_total": "counter",
+    "mailrules_http_connections_dropped_total": "counter",
     "mailrules_build_info": "gauge",
 }
 
