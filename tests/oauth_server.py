@@ -126,6 +126,7 @@ class OAuthTestServer:
     """The server state and its test hooks; `start()`/`stop()` (or `with`) run the HTTP side."""
 
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    issuer: str = ""  # the `iss` claim; default: the server's URL (another server may share a Dovecot)
     access_lifetime: float = 3600.0
     refresh_lifetime: float | None = None  # None: refresh tokens do not expire
     rotate_refresh: bool = True
@@ -163,7 +164,7 @@ class OAuthTestServer:
 
     @property
     def url(self) -> str:
-        """The issuer (`iss` claim) and base of every endpoint."""
+        """The base of every endpoint (and the `iss` claim unless `issuer` is set)."""
         return f"http://{HOST}:{self.port}"
 
     @property
@@ -275,7 +276,8 @@ class OAuthTestServer:
         now = int(time.time())
         life = self.access_lifetime if lifetime is None else lifetime
         claims = {
-            "iss": self.url, "sub": user, "email": user, "scope": scope, "client_id": client_id,
+            "iss": self.issuer or self.url, "sub": user, "email": user, "scope": scope,
+            "client_id": client_id,
             "iat": now, "nbf": int(not_before) if not_before is not None else now, "exp": int(now + life),
             "jti": secrets.token_hex(8),
         }

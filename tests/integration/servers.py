@@ -6,6 +6,7 @@ their extras (a rawlog per user, more mailboxes, raised limits, another mail uid
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import os
@@ -46,14 +47,14 @@ ssl_key = <{dir}/ssl/key.pem
 
 # loopback counts as "secured" anyway; keep PLAIN/LOGIN usable over plaintext for the tls=none test
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {auth_mechanisms}
 first_valid_uid = {first_uid}
 
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {dir}/users
-}}
-userdb {{
+{password_mechanisms}}}
+{oauth2_passdb}userdb {{
   driver = static
   args = uid={uid} gid={gid} home={dir}/home/%u
 }}
@@ -86,6 +87,39 @@ service imap-login {{
 {extra}"""
 
 
+OAUTH2_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {args}
+}}
+"""
+
+# Local JWT validation, no network (imap-notes.md (e)): the key is looked up in the dict as
+# <azp|default>/<alg>/<kid|default>; tokens without azp/kid use keys/default/HS256/default.
+OAUTH2_CONF = """\
+introspection_mode = local
+local_validation_key_dict = fs:posix:prefix={dir}/keys/
+username_attribute = email
+issuers = {issuer}
+"""
+
+
+def write_oauth2_conf(directory: Path, key: bytes, issuer: str) -> Path:
+    """The oauth2 passdb's settings and its HS256 `key` (base64, readable by the auth process)."""
+    keys = directory / "keys" / "default" / "HS256"
+    keys.mkdir(parents=True)
+    key_file = keys / "default"
+    key_file.write_text(base64.b64encode(key).decode("ascii"))
+    # The auth process runs as the internal user (dovecot) when started as root.
+    for path in (directory / "keys", directory / "keys" / "default", keys):
+        path.chmod(0o755)
+    key_file.chmod(0o644)
+    conf = directory / "dovecot-oauth2.conf.ext"
+    conf.write_text(OAUTH2_CONF.format(dir=directory, issuer=issuer))
+    return conf
+
+
 def special_use_mailboxes(names: Iterable[str] = ("Drafts", "Junk", "Trash", "Sent", "Archive")) -> str:
     """`namespace inbox` entries: each name a SPECIAL-USE mailbox of the same name, auto-subscribed."""
     return "".join(f"  mailbox {n} {{\n    special_use = \\{n}\n    auto = subscribe\n  }}\n" for n in names)
@@ -99,11 +133,13 @@ def autocreate_mailboxes(names: Iterable[str]) -> str:
 def dovecot_conf(
     directory: Path, *, imap_port: int, imaps_port: int | None, uid: str, gid: str, first_uid: int,
     login_users: str = "", purpose: str = "test", mailboxes: str | None = None, extra: str = "",
-    login_extra: str = "",
+    login_extra: str = "", oauth2_args: str | None = None,
 ) -> str:
     """The one Dovecot config: everything below `directory`, STARTTLS on `imap_port`, implicit TLS on
     `imaps_port` (None: off), mail processes as `uid`/`gid`; `mailboxes` (default: the special-use
-    ones) go into the inbox namespace, `login_extra` into `service imap-login`, `extra` at the end."""
+    ones) go into the inbox namespace, `login_extra` into `service imap-login`, `extra` at the end.
+    `oauth2_args` (the path of a dovecot-oauth2.conf.ext) adds an oauth2 passdb for XOAUTH2 and
+    OAUTHBEARER; the passwd-file then serves PLAIN and LOGIN only (imap-notes.md (e))."""
     if imaps_port is None:
         imaps = "    port = 0\n"
     else:
@@ -113,6 +149,9 @@ def dovecot_conf(
         gid=gid, first_uid=first_uid, login_users=login_users,
         mailboxes=special_use_mailboxes() if mailboxes is None else mailboxes,
         login_extra=login_extra, extra=extra,
+        auth_mechanisms="plain login" if oauth2_args is None else "plain login xoauth2 oauthbearer",
+        password_mechanisms="" if oauth2_args is None else "  mechanisms = plain login\n",
+        oauth2_passdb="" if oauth2_args is None else OAUTH2_PASSDB.format(args=oauth2_args),
     )
 
 
@@ -269,6 +308,8 @@ def launch_dovecot(
     rawlog_dir: str | Path | None = None,
     extra: str = "",
     login_extra: str = "",
+    oauth2_key: bytes | None = None,
+    oauth2_issuer: str = "",
 ) -> DovecotProcess:
     """Start a private Dovecot on loopback and wait until it accepts connections.
 
@@ -277,7 +318,8 @@ def launch_dovecot(
     mail, home and rawlog directories. `rawlog_dir` (relative: below the server's directory) gets
     one directory per user and a `rawlog_dir = <it>/%u` line: every byte each client sends after
     login (and the replies), timestamped. `purpose` names the instance; `prefix` the temporary
-    directory; the rest goes to `dovecot_conf`.
+    directory; `oauth2_key` (HS256) adds the oauth2 passdb accepting JWTs from `oauth2_issuer`
+    (tests/oauth_server.py); the rest goes to `dovecot_conf`.
     Raises ServerUnavailable without dovecot or openssl, RuntimeError if it does not come up.
     """
     users = dict(users or {})
@@ -297,6 +339,7 @@ def launch_dovecot(
         # Every byte a client sends after login, one .in/.out pair per connection (Dovecot >= 2.2.26).
         extra = f"rawlog_dir = {rawlog}/%u\n{extra}"
     (directory / "users").write_text("".join(passwd_line(u, p) for u, p in users.items()))
+    oauth2_args = None if oauth2_key is None else str(write_oauth2_conf(directory, oauth2_key, oauth2_issuer))
     try:
         cert, _ = self_signed(directory / "ssl")
     except BaseException:
@@ -322,7 +365,7 @@ def launch_dovecot(
         dovecot_conf(
             directory, imap_port=imap_port, imaps_port=imaps_port, uid=uid, gid=gid, first_uid=first_uid,
             login_users=login_users, purpose=purpose, mailboxes=mailboxes, extra=extra,
-            login_extra=login_extra,
+            login_extra=login_extra, oauth2_args=oauth2_args,
         )
     )
     proc = spawn_dovecot(directory, binary)
