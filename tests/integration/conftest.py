@@ -1,4 +1,4 @@
-"""Fixtures: a private Dovecot 2.3 and a pymap server per test session, plus connected sessions per test."""
+"""Fixtures: a private Dovecot 2.3, pymap and PostgreSQL per test session; connected sessions per test."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from mailrules.imap.session import ConnectionParams, ImapSession
+from tests.integration.cyrus import DEFAULT_VARIANT, VARIANTS, CyrusFleet, CyrusServer, CyrusVariant
+from tests.integration.postgres import PostgresServer, start_postgres, stop_postgres
 from tests.integration.servers import (
     DovecotServer,
     PymapServer,
@@ -46,6 +48,27 @@ def pymap() -> Iterator[PymapServer]:
         yield server
     finally:
         stop_pymap(server)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster on loopback: .dsn(db), .fresh_database(), .restart(), .kill()."""
+    try:
+        server = start_postgres()
+    except ServerUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        stop_postgres(server)
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> str:
+    """The DSN (with the password) of a new, empty database owned by postgres.user."""
+    if not postgres.running:  # a test that stopped it failed before starting it again
+        postgres.start()
+    return postgres.fresh_database()
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +117,33 @@ def _keep_logging() -> Iterator[None]:
 def account(dovecot: DovecotServer) -> ConnectionParams:
     """A fresh Dovecot user (empty mailbox), STARTTLS with the fixture's CA."""
     return dovecot.params(*dovecot.fresh_user())
+
+
+@pytest.fixture(scope="session")
+def cyrus_fleet() -> Iterator[CyrusFleet]:
+    """Private Cyrus IMAP 3.6 servers, one per namespace variant, each started on first use."""
+    fleet = CyrusFleet()
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+
+
+def _cyrus(fleet: CyrusFleet, variant: CyrusVariant) -> CyrusServer:
+    try:
+        return fleet.get(variant)
+    except ServerUnavailable as exc:
+        unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def cyrus(cyrus_fleet: CyrusFleet) -> CyrusServer:
+    """Cyrus with Debian's namespace (INBOX., separator "."): .port, .params(user), .fresh_user()."""
+    return _cyrus(cyrus_fleet, DEFAULT_VARIANT)
+
+
+@pytest.fixture(params=VARIANTS, ids=lambda v: v.id)
+def cyrus_each(request: pytest.FixtureRequest, cyrus_fleet: CyrusFleet) -> CyrusServer:
+    """Cyrus in each namespace variant (altnamespace no/yes × separator "." or "/"): four runs per test."""
+    variant: CyrusVariant = request.param
+    return _cyrus(cyrus_fleet, variant)
