@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian/Ubuntu packages the test suite needs (Dovecot and Cyrus IMAP for the
-# integration tests, openssl for test certificates, python3-venv for the virtual environment,
+# Installs the Debian/Ubuntu packages the test suite needs (Dovecot, Cyrus IMAP and PostgreSQL
+# for the integration tests, openssl for test certificates, python3-venv for the virtual environment,
 # prometheus for `promtool check metrics`). Idempotent: does nothing when everything is already there.
 #
 # Cyrus: Debian's `cyrus-imapd` (imapd, idled) conflicts with `dovecot-imapd` (both provide
@@ -28,6 +28,9 @@ if ! $minimal; then
     command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
     command -v openssl >/dev/null 2>&1 || need+=(openssl)
     command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+    # Debian keeps initdb and pg_ctl off PATH, in /usr/lib/postgresql/<major>/bin.
+    command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+        || need+=(postgresql)
     for pkg in cyrus-common cyrus-admin sasl2-bin; do
         installed "$pkg" || need+=("$pkg")
     done
@@ -93,6 +96,9 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
     $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# postgresql's postinst creates the system cluster `main` and starts it where policy-rc.d allows.
+postgresql_now=false
+[[ " ${need[*]} " == *" postgresql "* ]] && postgresql_now=true
 
 if $unpack_cyrus; then
     version=$(dpkg-query -W -f='${Version}' cyrus-common)
@@ -123,6 +129,9 @@ if command -v systemctl >/dev/null 2>&1; then
             $sudo systemctl stop "$service" || true
         fi
     done
+    if $postgresql_now && systemctl is-active --quiet postgresql 2>/dev/null; then
+        $sudo systemctl stop postgresql || true  # the tests initdb their own (tests/integration/postgres.py)
+    fi
 fi
 if [ -s /run/cyrus-master.pid ] && [ -x /etc/init.d/cyrus-imapd ] \
     && kill -0 "$(cat /run/cyrus-master.pid)" 2>/dev/null; then
