@@ -130,7 +130,7 @@ class CyrusServer:
     admin: tuple[str, str]
     users: dict[str, str] = field(default_factory=dict)
     _run_as: tuple[int, int] | None = None  # uid, gid of the server's processes when we are root
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)  # users and the admin connection
     _admin_conn: imaplib.IMAP4 | None = None
 
     @property
@@ -168,6 +168,10 @@ class CyrusServer:
     def admin_do(self, what: str, call: Callable[[imaplib.IMAP4], tuple[str, Any]]) -> None:
         """Run `call` on the admin's connection (one for the server's life, reopened once if it
         dropped); anything but OK is a RuntimeError naming `what`. imaplib, not the code under test."""
+        with self._lock:
+            self._admin_do(what, call)
+
+    def _admin_do(self, what: str, call: Callable[[imaplib.IMAP4], tuple[str, Any]]) -> None:
         for attempt in (1, 2):
             try:
                 if self._admin_conn is None:
