@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mailrules.config.locate import KeyPath
+from mailrules.config.locate import KeyPath, too_deep
 from mailrules.config.schema import ACCOUNT, METRICS, OPTIONAL_KEYS, SECRET_KEYS, SMTP, TOP, Kind
 
 PREFIX = "MAILRULES_"
@@ -35,9 +35,29 @@ def suggestion(key: str, known: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+#: A secret or `*_FILE` value is a line; past this it is not one (or it is /dev/zero).
+MAX_VALUE_FILE_BYTES = 64 * 1024
+
+
+class ValueFileError(ValueError):
+    """Why a value file cannot be read: `No such file or directory`, `not valid UTF-8 text`..."""
+
+
 def read_value_file(path: Path) -> str:
-    """The text of a secret or `*_FILE` value file, without one trailing newline."""
-    text = path.read_bytes().decode("utf-8")
+    """The text of a secret or `*_FILE` value file, without one trailing newline; raise ValueFileError."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_VALUE_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueFileError(exc.strerror or str(exc)) from None
+    except ValueError:
+        raise ValueFileError("the path contains a NUL") from None
+    if len(data) > MAX_VALUE_FILE_BYTES:
+        raise ValueFileError(f"larger than {MAX_VALUE_FILE_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueFileError("not valid UTF-8 text") from None
     if text.endswith("\r\n"):
         return text[:-2]
     return text[:-1] if text.endswith("\n") else text
@@ -84,9 +104,8 @@ def apply_env(
             file = config_dir / Path(text).expanduser()
             try:
                 text = read_value_file(file)
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8 text"
-                errors.append(f"{where}: {dotted(path)}: cannot read {file}: {reason}")
+            except ValueFileError as exc:
+                errors.append(f"{where}: {dotted(path)}: cannot read {file}: {exc}")
                 continue
         if text == "" and path[-1] in OPTIONAL_KEYS:
             _unset(raw, path)
@@ -191,8 +210,11 @@ def _parse(text: str, kind: Kind, secret: bool) -> object:
     stripped = text.strip()
     if stripped.startswith("["):
         try:
-            value = tomllib.loads(f"v = {stripped}")["v"]
-        except tomllib.TOMLDecodeError:
+            # Nested arrays are never valid here; refusing them first keeps tomllib from recursing.
+            value = None if too_deep(stripped, 1) else tomllib.loads(f"v = {stripped}")["v"]
+        except ValueError:  # TOMLDecodeError, or a number past Python's digit limit
+            value = None
+        if value is None:
             return _Bad(f"expected a TOML array of strings or comma-separated values, got {shown}")
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             return _Bad(f"expected an array of strings, got {shown}")

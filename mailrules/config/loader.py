@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -14,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailrules.config import env as _env
 from mailrules.config.env import dotted, suggestion
-from mailrules.config.locate import KeyPath, format_toml_error, key_lines
+from mailrules.config.locate import KeyPath, key_lines, read_toml
 from mailrules.config.model import (
     AccountSettings,
     LogFormat,
@@ -24,6 +23,7 @@ from mailrules.config.model import (
     SmtpSettings,
     TlsMode,
 )
+from mailrules.config.names import control_problem, escape, line_break_problem, mailbox_problem
 from mailrules.config.schema import (
     ACCOUNT,
     DEFAULT_LISTEN,
@@ -72,23 +72,15 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         path = _env.config_path_from_env(environ) or DEFAULT_CONFIG_PATH
     shown = str(path)
     config_path = Path(path).expanduser().absolute()
-    try:
-        text = config_path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{shown}: cannot read the configuration: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{shown}: the configuration is not valid UTF-8 text") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(format_toml_error(shown, text, exc)) from None
+    text, raw = read_toml(config_path, shown)
 
     cx = _Context(shown, config_path.parent, environ)
     cx.origins.update({key: f"{shown}:{line}" for key, line in key_lines(text).items()})
     _env.apply_env(raw, cx.origins, environ, cx.config_dir, cx.errors)
     settings = _settings(raw, cx, config_path)
     if cx.errors:
-        raise ConfigError("\n".join(sorted(cx.errors, key=cx.order)))
+        # Values are echoed in messages: their control characters must not reach the terminal raw.
+        raise ConfigError("\n".join(escape(e) for e in sorted(cx.errors, key=cx.order)))
     logger.debug("configuration %s: %d account(s), %d warning(s)",
                  config_path, len(settings.accounts), len(settings.warnings))
     return settings
@@ -175,7 +167,26 @@ class _Context:
         if value == "":
             self.error((*path, key), "must not be empty")
             return None
+        if value is not None and "\x00" in value:
+            self.error((*path, key), "a path must not contain NUL")
+            return None
         return None if value is None else self.resolve(value)
+
+    def clean(self, path: KeyPath, value: str | None) -> str | None:
+        """`value` (a host, username or address) unless it holds a control character (an error)."""
+        problem = None if value is None else control_problem(value)
+        if problem is not None:
+            self.error(path, f"{value!r} {problem}")
+            return None
+        return value
+
+    def mailbox(self, path: KeyPath, name: str | None) -> str | None:
+        """`name` unless it is no mailbox name: empty, a control character, a LIST wildcard (an error)."""
+        problem = None if name is None else mailbox_problem(name)
+        if problem is not None:
+            self.error(path, problem)
+            return None
+        return name
 
     def resolve(self, value: str) -> Path:
         return self.config_dir / Path(value).expanduser()
@@ -189,6 +200,9 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
     cx.check_keys(raw, (), TOP)
     rules = cx.file_path(raw, (), "rules")
     state_text = cx.text(raw, (), "state")
+    if state_text is not None and "\x00" in state_text:
+        cx.error(("state",), "a path must not contain NUL")
+        state_text = None
     if state_text is not None and "://" in state_text:
         # Never echo it: a database URL may hold a password.
         cx.error(("state",), "a URL is not supported yet; give the path of an SQLite file")
@@ -243,7 +257,7 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
         metrics=metrics,
         accounts=accounts,
         log_format=cast(LogFormat, log_format),
-        warnings=tuple(sorted(cx.warnings, key=cx.order)),
+        warnings=tuple(escape(w) for w in sorted(cx.warnings, key=cx.order)),
     )
 
 
@@ -261,16 +275,22 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
             cx.error((*p, "provider"), f"unknown provider '{provider}' (known: {known})")
             provider = None
 
-    host = cx.text(t, p, "host")
+    host = cx.clean((*p, "host"), cx.text(t, p, "host"))
     if host is None and "host" not in t:
         host = preset.get("host")
         if host is None and provider is None and "provider" not in t:
             cx.error((*p, "host"), f"required (or set provider to one of {', '.join(sorted(PROVIDERS))})")
     tls, port = _tls_and_port(t, p, cx, preset, IMAP_PORTS, _IMAP_PORT_TLS)
-    username = cx.text(t, p, "username")
+    username = cx.clean((*p, "username"), cx.text(t, p, "username"))
     if "username" not in t:
         cx.error((*p, "username"), "required")
     password = _secret(t, p, cx, required=True)
+    problem = None if password is None else line_break_problem(password.reveal())
+    if password is not None and problem is not None:
+        # Never the value: say where it came from. IMAP LOGIN (quoted or literal) cannot carry it.
+        origin = "" if password.source == "password" else f" from {password.source}"
+        cx.error(next(((*p, k) for k in SECRET_KEYS if k in t), p), f"the password{origin} {problem}")
+        password = None
     allow_insecure = cx.get(t, p, "allow_insecure", "bool") or False
     if tls == "none" and not allow_insecure:
         cx.warn((*p, "tls"), "'none' would send the password unencrypted: login will be refused "
@@ -279,11 +299,11 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
     ca_file = cx.file_path(t, p, "ca_file")
     if ca_file is not None and not ca_file.exists():
         cx.warn((*p, "ca_file"), f"{ca_file} does not exist")
-    watch = cx.get(t, p, "watch", "strlist") or []
-    if "" in watch:
-        cx.error((*p, "watch"), "a mailbox name must not be empty")
-    archive = cx.text(t, p, "archive") if "archive" in t else preset.get("archive")
-    trash = cx.text(t, p, "trash") if "trash" in t else preset.get("trash")
+    watch = [name for name in cx.get(t, p, "watch", "strlist") or [] if cx.mailbox((*p, "watch"), name)]
+    archive, trash = (
+        cx.mailbox((*p, key), cx.text(t, p, key)) if key in t else preset.get(key)
+        for key in ("archive", "trash")
+    )
     max_connections = cx.integer(t, p, "max_connections", *MAX_CONNECTIONS)
     poll_interval = cx.get(t, p, "poll_interval", "number")
     if poll_interval is not None and not (math.isfinite(poll_interval) and poll_interval > 0):
@@ -331,13 +351,13 @@ def _smtp(
     p: KeyPath = (*account, "smtp")
     cx.check_keys(t, p, SMTP)
     smtp_preset: dict[str, Any] = preset.get("smtp", {})
-    host = cx.text(t, p, "host")
+    host = cx.clean((*p, "host"), cx.text(t, p, "host"))
     if host is None and "host" not in t:
         host = smtp_preset.get("host")
         if host is None:
             cx.error((*p, "host"), "required (or set provider on the account)")
     tls, port = _tls_and_port(t, p, cx, smtp_preset, SMTP_PORTS, _SMTP_PORT_TLS)
-    username = cx.text(t, p, "username")
+    username = cx.clean((*p, "username"), cx.text(t, p, "username"))
     password = _secret(t, p, cx, required=False)
     if password is None and not any(k in t for k in SECRET_KEYS):
         if "username" in t:
@@ -351,7 +371,7 @@ def _smtp(
     if tls == "none" and not allow_insecure:
         cx.warn((*p, "tls"), "'none' sends mail unencrypted: forward and redirect will refuse to send "
                 "unless allow_insecure = true")
-    sender = cx.text(t, p, "from")
+    sender = cx.clean((*p, "from"), cx.text(t, p, "from"))
     if sender is not None and "@" not in sender:
         cx.error((*p, "from"), f"expected an e-mail address, got '{sender}'")
         sender = None
@@ -412,11 +432,8 @@ def _secret(t: dict[str, Any], p: KeyPath, cx: _Context, required: bool) -> Secr
             return None
         try:
             value = _env.read_value_file(file)
-        except OSError as exc:
-            cx.error(kp, f"cannot read {file}: {exc.strerror}")
-            return None
-        except UnicodeDecodeError:
-            cx.error(kp, f"{file} is not valid UTF-8 text")
+        except _env.ValueFileError as exc:
+            cx.error(kp, f"cannot read {file}: {exc}")
             return None
         source = f"password_file {file}"
     else:

@@ -1,4 +1,4 @@
-"""Where each key sits in a TOML text (tomllib gives no positions); TOML syntax errors as path:line:col."""
+"""Reading a TOML file safely; where each key sits in it (tomllib gives none); errors as path:line:col."""
 
 from __future__ import annotations
 
@@ -6,8 +6,21 @@ import bisect
 import contextlib
 import re
 import tomllib
+from pathlib import Path
+from typing import Any
+
+from mailrules.errors import ConfigError
 
 KeyPath = tuple[str, ...]
+
+#: A configuration file is a few KB; anything past this is not one (or is /dev/zero).
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Arrays and inline tables nested deeper are refused before tomllib, which recurses once per
+#: level and would die of RecursionError (a traceback, exit 1) somewhere near 400, depending on
+#: how deep the caller's stack already is. A real configuration nests 2 or 3 levels.
+MAX_NESTING = 100
+# Python refuses to convert integers of more than 4300 digits (sys.int_info.default_max_str_digits).
+_HUGE_NUMBER = re.compile(r"(?:0[xXoObB])?[0-9A-Fa-f][0-9A-Fa-f_]{4299,}")
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
@@ -22,9 +35,119 @@ def key_lines(text: str) -> dict[KeyPath, int]:
     never raises (what it could not place falls back to the enclosing table's line).
     """
     scanner = _Scanner(text)
-    with contextlib.suppress(IndexError, ValueError, tomllib.TOMLDecodeError):
+    with contextlib.suppress(IndexError, ValueError, RecursionError, tomllib.TOMLDecodeError):
         scanner.document()
     return scanner.found
+
+
+def read_toml(path: Path, shown: str) -> tuple[str, dict[str, Any]]:
+    """The text of the configuration file at `path` and its parsed tables; raise ConfigError.
+
+    Whatever the file is (missing, a directory, not UTF-8, huge, nested 2,000 levels deep, a
+    number of 5,000 digits), the error is one line, `shown:line:col: invalid TOML: ...` where a
+    position is known, never a traceback. A UTF-8 byte order mark is skipped.
+    """
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read the configuration: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError(f"{shown}: cannot read the configuration: the path contains a NUL") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{shown}: the configuration is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{shown}:{line}: the configuration is not valid UTF-8 text") from None
+    return text, parse_toml(text, shown)
+
+
+def parse_toml(text: str, shown: str) -> dict[str, Any]:
+    """tomllib.loads, with every way it can fail (not only TOMLDecodeError) as a ConfigError."""
+    deep = too_deep(text, MAX_NESTING)
+    if deep is not None:
+        line, col = deep
+        raise ConfigError(
+            f"{shown}:{line}:{col}: invalid TOML: arrays and inline tables nested more than "
+            f"{MAX_NESTING} levels deep"
+        )
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(format_toml_error(shown, text, exc)) from None
+    except RecursionError:  # not past MAX_NESTING, yet the caller's stack was already deep
+        raise ConfigError(f"{shown}: invalid TOML: nested too deeply to read") from None
+    except ValueError as exc:  # int() past Python's digit limit
+        where = shown
+        m = _HUGE_NUMBER.search(text)
+        if m:
+            line, col = position(text, m.start())
+            where = f"{shown}:{line}:{col}"
+        what = "a number with more than 4300 digits" if "digits" in str(exc) else str(exc)
+        raise ConfigError(f"{where}: invalid TOML: {what}") from None
+
+
+def position(text: str, index: int) -> tuple[int, int]:
+    """The 1-based (line, column) of `text[index]`."""
+    line_start = text.rfind("\n", 0, index) + 1
+    return text.count("\n", 0, index) + 1, index - line_start + 1
+
+
+def too_deep(text: str, limit: int) -> tuple[int, int] | None:
+    """(line, column) of the first `[` or `{` that opens level `limit + 1`, else None.
+
+    Linear, never raises, skips strings and comments: a pre-check on text tomllib has not read
+    yet (on invalid text it may see too little nesting, never too much).
+    """
+    depth = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif c in "\"'":
+            i = _string_end(text, i)
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return position(text, i)
+            i += 1
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+            i += 1
+        else:
+            i += 1
+    return None
+
+
+def _string_end(text: str, i: int) -> int:
+    """The index just past the string that starts at `text[i]` (a quote); len(text) if unclosed."""
+    quote = text[i]
+    if text.startswith(quote * 3, i):
+        j = i + 3
+        while j < len(text):
+            if quote == '"' and text[j] == "\\":
+                j += 2
+            elif text.startswith(quote * 3, j):
+                j += 3
+                while j < len(text) and text[j] == quote:  # up to two quotes may end the content
+                    j += 1
+                return j
+            else:
+                j += 1
+        return len(text)
+    j = i + 1
+    while j < len(text) and text[j] != "\n":
+        if quote == '"' and text[j] == "\\":
+            j += 2
+        elif text[j] == quote:
+            return j + 1
+        else:
+            j += 1
+    return j
 
 
 def format_toml_error(path: str, text: str, exc: tomllib.TOMLDecodeError) -> str:

@@ -222,7 +222,7 @@ def test_config_path_from_argument_env_or_default(tmp_path: Path) -> None:
 
 def test_password_sources(tmp_path: Path) -> None:
     (tmp_path / "pw").write_bytes(b"line1\r\n")
-    (tmp_path / "pw2").write_bytes(b"keeps\n\n")
+    (tmp_path / "pw2").write_bytes(b"keeps spaces  \n")  # a second line break is an error
     text = """
 [accounts.a]
 host = "h"
@@ -243,7 +243,7 @@ password_env = "D_PASS"
 """
     s = load_config(write(tmp_path, text), env={"D_PASS": "from-env"})
     got = {n: a.password.reveal() for n, a in s.accounts.items()}
-    assert got == {"a": "direct", "b": "line1", "c": "keeps\n", "d": "from-env"}
+    assert got == {"a": "direct", "b": "line1", "c": "keeps spaces  ", "d": "from-env"}
 
 
 def test_smtp_may_be_unauthenticated(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def test_unreadable_or_binary_file(tmp_path: Path) -> None:
     path_of(tmp_path).write_bytes(b"rules = '\xff'\n")
     with pytest.raises(ConfigError) as exc:
         load_config(path_of(tmp_path), env={})
-    assert str(exc.value) == f"{path_of(tmp_path)}: the configuration is not valid UTF-8 text"
+    assert str(exc.value) == f"{path_of(tmp_path)}:1: the configuration is not valid UTF-8 text"
 
 
 # -- unknown keys ----------------------------------------------------------------------------------
