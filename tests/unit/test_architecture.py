@@ -15,6 +15,8 @@ CORNERS = {
     "prometheus_client": ("metrics.py",),
     "psycopg": ("state/",),
     "psycopg_pool": ("state/",),
+    "authlib": ("oauth/client.py",),
+    "requests": ("oauth/client.py",),
 }
 # pure packages: no I/O libraries
 PURE = ("dsl/", "compile/")
