@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from mailrules import __version__
-from mailrules.errors import ConfigError
+from mailrules.errors import ConfigError, StateError, StateLocked, StateOpenError
 
 if TYPE_CHECKING:
     from mailrules.config import Settings
@@ -19,12 +19,23 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: the state is in use by another process; try again later
 EXIT_CONFIG = 78
 
 
 def _fail_config(exc: ConfigError) -> NoReturn:
     click.echo(f"mailrules: configuration error:\n{exc}", err=True)
     sys.exit(EXIT_CONFIG)
+
+
+def _fail_state(exc: StateError, stopped: str = "") -> NoReturn:
+    """The state cannot be used: 75 when another process holds it, 78 when it cannot be opened,
+    1 when it failed during the work (`stopped` says what that means)."""
+    if isinstance(exc, StateLocked | StateOpenError):
+        click.echo(f"mailrules: {exc}", err=True)
+        sys.exit(EXIT_TEMPFAIL if isinstance(exc, StateLocked) else EXIT_CONFIG)
+    click.echo(f"mailrules: {exc}{stopped}", err=True)
+    sys.exit(EXIT_FAILED)
 
 
 def _rules_path(path: str | None, config: str | None) -> Path:
@@ -225,17 +236,21 @@ def run(
         names = [r.name for r in rule_set.rules]
         metrics.init({n: mailboxes_of(rule_set.rules, n) for n in settings.accounts}, names)
     connect = default_session if metrics is None else metrics.instrument(default_session)
-    with open_store(settings) as state:
-        result = run_rules(
-            settings,
-            rules,
-            accounts=accounts,
-            dry_run=dry_run,
-            force=force,
-            state=state,
-            connect=connect,
-            observer=metrics,
-        )
+    try:
+        # a dry run changes no mail and no checkpoint: it may run beside a daemon
+        with open_store(settings, lock=None if dry_run else "mailrules run") as state:
+            result = run_rules(
+                settings,
+                rules,
+                accounts=accounts,
+                dry_run=dry_run,
+                force=force,
+                state=state,
+                connect=connect,
+                observer=metrics,
+            )
+    except StateError as exc:
+        _fail_state(exc, "; the run stopped there (the log says what it did)")
     click.echo(format_summary(result, dry_run))
     if metrics is not None:
         click.echo(metrics.exposition().decode("utf-8"), nl=False)
@@ -264,12 +279,27 @@ def log_cmd(
     pending: bool,
 ) -> None:
     """Which rule did what to which message, newest first (from the journal)."""
-    from mailrules.logs import printable
-    from mailrules.runner import format_entry, open_store
-
     settings = _settings(config)
     if message_id is not None and not message_id.startswith("<"):
         message_id = f"<{message_id}>"
+    try:
+        _print_log(settings, rule, message_id, run_id, account, limit, pending)
+    except StateError as exc:
+        _fail_state(exc)
+
+
+def _print_log(
+    settings: Settings,
+    rule: str | None,
+    message_id: str | None,
+    run_id: str | None,
+    account: str | None,
+    limit: int,
+    pending: bool,
+) -> None:
+    from mailrules.logs import printable
+    from mailrules.runner import format_entry, open_store
+
     with open_store(settings) as state:
         if pending:
             intents = state.pending_intents()
@@ -325,12 +355,14 @@ def undo(config: str | None, run_id: str, log_format: str | None) -> None:
 
     settings = _settings(config)
     _setup_logging(log_format or settings.log_format, False)
-    with open_store(settings) as state:
-        try:
+    try:
+        with open_store(settings, lock="mailrules undo") as state:
             result = undo_run(settings, state, run_id)
-        except MailrulesError as exc:
-            click.echo(f"mailrules: {exc}", err=True)
-            sys.exit(EXIT_FAILED)
+    except StateError as exc:
+        _fail_state(exc)
+    except MailrulesError as exc:
+        click.echo(f"mailrules: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
     click.echo(f"undo {result.run_id} of run {run_id}: {result.undone} change(s) undone")
     for r in result.refused:
         click.echo(f"  not undone: {r}")
@@ -349,7 +381,10 @@ def daemon(config: str | None, log_format: str | None, verbose: bool) -> None:
 
     settings = _settings(config)
     _setup_logging(log_format or settings.log_format, verbose)
-    sys.exit(Daemon(settings).run())
+    try:
+        sys.exit(Daemon(settings).run())
+    except StateError as exc:
+        _fail_state(exc)
 
 
 @main.command("config")

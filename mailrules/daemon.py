@@ -23,7 +23,7 @@ from mailrules.config import AccountSettings, Settings
 from mailrules.dsl import ast as A
 from mailrules.dsl.loader import load_rule_set
 from mailrules.engine import Engine, RunOptions
-from mailrules.errors import MailrulesError
+from mailrules.errors import MailrulesError, StateError
 from mailrules.http import MetricsServer
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
@@ -63,6 +63,9 @@ class _MetricsHooks(WatchHooks):
 
     def imap_command(self, account: str, command: str, seconds: float, ok: bool) -> None:
         self.m.imap_command(account, command, seconds, ok)
+
+    def state_error(self, account: str) -> None:
+        self.m.state_error()
 
 
 def rules_fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
@@ -106,7 +109,8 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.state = StateStore.open(settings.state)
+        # One daemon per state: a second one (or a `mailrules run`) on it is told who holds it.
+        self.state = StateStore.open(settings.state, lock="mailrules daemon")
         self.rules: tuple[A.Rule, ...] = ()
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
@@ -274,8 +278,18 @@ class Daemon:
 
         Rules sharing a trigger run together, so the per-message reading holds among them (an
         earlier one that moves a message hides it from the later ones), as in `mailrules run`.
+        A state that cannot be written ends the firing there: the next one tries again.
         """
         started = time.monotonic()
+        try:
+            self._fire(rules, started)
+        except StateError as exc:
+            log.error("schedule %s: %s; the run stopped there", ", ".join(r.name for r in rules), exc)
+            self.metrics.state_error()
+            for r in rules:
+                self.metrics.scheduled_run(r.name, time.monotonic() - started, "failed")
+
+    def _fire(self, rules: Sequence[A.Rule], started: float) -> None:
         failed: set[str] = set()
         run_id = self.state.begin_run("schedule", False)
         limits = LimitLedger()  # `limit N` holds for this firing as a whole (mailrules/limits.py)
@@ -305,6 +319,8 @@ class Daemon:
                         with self.lock_for(name, mailbox):
                             report = engine.process(store, account_context(acct), mailbox, mine)
                         failed.update(rr.rule for rr in report.rules if rr.failed)
+            except StateError:
+                raise
             except MailrulesError as exc:
                 log.error("schedule %s on %s: %s", ", ".join(r.name for r in mine), name, exc)
                 failed.update(r.name for r in mine)
@@ -393,7 +409,10 @@ class Daemon:
             log.warning("still busy at shutdown: %s", ", ".join(alive))
         if self.http is not None:
             self.http.stop()
-        if self.ctx.run_id:
-            self.state.end_run(self.ctx.run_id, {"stopped": "signal"})
+        try:
+            if self.ctx.run_id:
+                self.state.end_run(self.ctx.run_id, {"stopped": "signal"})
+        except StateError as exc:
+            log.error("%s", exc)
         self.state.close()
         log.info("stopped")

@@ -33,6 +33,7 @@ from mailrules.imap.session import ImapSession
 from mailrules.imap.special_use import attributes_to_uses, names_to_uses
 from mailrules.redact import redact
 from mailrules.runner import connection_params, mailboxes_of
+from mailrules.state.health import check_state
 from mailrules.tls import ssl_context
 
 Status = Literal["OK", "WARN", "FAIL", "INFO", "SKIP"]
@@ -111,6 +112,7 @@ def run_doctor(settings: Settings, *, accounts: Sequence[str] = (), timeout: flo
             "rules", "FAIL", f"{len(loaded.errors)} errors in {settings.rules}", clock.ms(),
             f"run `mailrules check {settings.rules}` to see them; mailbox checks are skipped",
         ))
+    report.general += [Check(f.check, f.status, f.result, None, f.hint) for f in check_state(settings.state)]
     for name, account in settings.accounts.items():
         if accounts and name not in accounts:
             continue

@@ -38,3 +38,19 @@ class ImapError(MailrulesError):
 
 class ActionError(MailrulesError):
     """An action could not be carried out."""
+
+
+class StateError(MailrulesError):
+    """The state database cannot be read or written: what failed, on which file, and why.
+
+    Raised instead of every `sqlite3` error; the work it guarded was not done (a journal row, an
+    intent or a checkpoint that cannot be written stops the actions that depend on it).
+    """
+
+
+class StateOpenError(StateError):
+    """The state database cannot be opened or created (exit code 78)."""
+
+
+class StateLocked(StateError):
+    """Another process holds the state's lock: a daemon, a `run` or an `undo` (exit code 75)."""

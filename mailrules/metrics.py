@@ -242,6 +242,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.state_errors = Counter(
+            "mailrules_state_errors",
+            "Times the state database could not be read or written (disk full, read-only, damaged): "
+            "the work that needed it was stopped and is tried again later.",
+            registry=r,
+        )
         build = Gauge(
             "mailrules_build_info", "Always 1; the labels say what runs.", ["version", "python"], registry=r
         )
@@ -445,6 +451,10 @@ class Metrics:
         self.reloads.labels("success" if success else "failure").inc()
         self.reload_ok.set(1 if success else 0)
         self.reload_time.set(time.time())
+
+    def state_error(self) -> None:
+        """The state database failed (StateError): a watcher waits, a scheduled firing stopped."""
+        self.state_errors.inc()
 
     def http_dropped(self, reason: str) -> None:
         """The HTTP server cut a connection short, for one of HTTP_DROP_REASONS."""

@@ -12,7 +12,7 @@ from mailrules.actions.smtp import SmtpParams, SmtpSender
 from mailrules.config import AccountSettings, Settings
 from mailrules.dsl import ast as A
 from mailrules.engine import AccountContext, Engine, EngineObserver, MailboxReport, RunOptions, merge_reports
-from mailrules.errors import ImapError, MailrulesError
+from mailrules.errors import ImapError, MailrulesError, StateError
 from mailrules.imap.session import ConnectionParams, ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.limits import LimitLedger, precount
@@ -140,8 +140,10 @@ def log_entry(e: JournalEntry) -> None:
 
 
 @contextmanager
-def open_store(settings: Settings) -> Iterator[StateStore]:
-    store = StateStore.open(settings.state)
+def open_store(settings: Settings, lock: str | None = None) -> Iterator[StateStore]:
+    """The configured state; `lock`: the command that acts on it (daemon, run, undo) takes its
+    exclusive lock (StateLocked when another process holds it); readers pass None."""
+    store = StateStore.open(settings.state, lock=lock)
     try:
         yield store
     finally:
@@ -222,6 +224,8 @@ def run_rules(
                     result.reports.append(
                         engine.process(store, ctx, mailbox, account_rules, prefetch=prefetch)
                     )
+                except StateError:
+                    raise  # the journal cannot be written: act on nothing more (the caller says so)
                 except ImapError as exc:
                     result.errors.append(f"account {acct.name} mailbox {mailbox!r}: {exc}")
                     log.error("account %s mailbox %r: %s", acct.name, mailbox, exc)

@@ -21,7 +21,7 @@ from mailrules.compile.serialize import Lit
 from mailrules.config import AccountSettings
 from mailrules.dsl import ast as A
 from mailrules.engine import AccountContext, Engine, EngineObserver, RunOptions
-from mailrules.errors import ImapError, MailrulesError
+from mailrules.errors import ImapError, MailrulesError, StateError
 from mailrules.imap.idle import IDLE_RENEW_SECONDS, Idler, has_new_mail
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
@@ -79,6 +79,7 @@ class WatchHooks:
     def synced(self, account: str, mailbox: str) -> None: ...
     def arrival(self, account: str, seconds: float) -> None: ...
     def imap_command(self, account: str, command: str, seconds: float, ok: bool) -> None: ...
+    def state_error(self, account: str) -> None: ...
 
 
 def arrival_rules(rules: Sequence[A.Rule], account: str, mailbox: str) -> list[A.Rule]:
@@ -129,6 +130,21 @@ class MailboxWatcher(threading.Thread):
                     "watcher %s/%s: %s; reconnecting in %.1f s", self.account.name, self.mailbox, exc, delay
                 )
                 self.hooks.reconnect(self.account.name)
+                self._halt.wait(delay)
+            except StateError as exc:
+                # The journal, an intent or the checkpoint cannot be written: nothing more is done
+                # here until it can; the batch in hand keeps its checkpoint and comes back then.
+                self.attempted = True
+                self._down()
+                delay = self.backoff.next()
+                log.error(
+                    "watcher %s/%s: %s; acting on nothing until the state can be written, next try in %.1f s",
+                    self.account.name,
+                    self.mailbox,
+                    exc,
+                    delay,
+                )
+                self.hooks.state_error(self.account.name)
                 self._halt.wait(delay)
             except Exception:  # a bug must not end the watcher: log it loudly and retry
                 self.attempted = True
@@ -294,6 +310,8 @@ class MailboxWatcher(threading.Thread):
                     uids,
                     uidvalidity=uidvalidity,
                 )
+            except StateError:
+                raise  # the checkpoint stays: the journal cannot say what was done (run() waits)
             except MailrulesError as exc:
                 if isinstance(exc, ImapError) and exc.kind in ("reconnect", "auth"):
                     raise  # the checkpoint stays: these UIDs are processed again after reconnecting

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mailrules.errors import StateError, StateLocked, StateOpenError
 from mailrules.state.models import (
     Checkpoint,
     Intent,
@@ -14,7 +15,7 @@ from mailrules.state.models import (
     UndoPlan,
     UndoRefused,
 )
-from mailrules.state.schema import SCHEMA_VERSION, StateError, migrate
+from mailrules.state.schema import SCHEMA_VERSION, migrate
 from mailrules.state.store import StateStore, intent_key, new_run_id
 from mailrules.state.undo import plan_undo
 
@@ -27,6 +28,8 @@ __all__ = [
     "Outcome",
     "RunInfo",
     "StateError",
+    "StateLocked",
+    "StateOpenError",
     "StateStore",
     "UndoFlag",
     "UndoMove",

@@ -5,12 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from mailrules.errors import MailrulesError
-
-
-class StateError(MailrulesError):
-    """The state database is unusable (newer schema, unknown run, corrupted rows)."""
-
+from mailrules.errors import StateError
 
 # Each migration takes the schema from version i to i + 1. Append; never edit a released one.
 MIGRATIONS: tuple[str, ...] = (

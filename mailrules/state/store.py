@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from mailrules.errors import StateError, StateOpenError
+from mailrules.state.files import StateLock, create_private_file, make_private_dir
+from mailrules.state.guard import state_error
 from mailrules.state.models import OUTCOMES, Checkpoint, Intent, JournalEntry, RunInfo, UndoPlan
-from mailrules.state.schema import StateError, migrate
+from mailrules.state.schema import migrate
 from mailrules.state.undo import plan_undo
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _JOURNAL_COLUMNS = (
     "run_id", "rule", "rule_span", "account", "mailbox", "uidvalidity", "uid", "message_id", "action",
@@ -93,6 +100,30 @@ def _entry_from_json(text: str) -> JournalEntry:
     return JournalEntry(**values)
 
 
+_Method = Callable[Concatenate["StateStore", P], R]
+
+
+def _guarded(doing: str) -> Callable[[_Method[P, R]], _Method[P, R]]:
+    """Run the method under the store's lock; a `sqlite3` error becomes a StateError saying that
+    `doing` failed on this file (never a raw traceback: a full disk is an operator's problem)."""
+
+    def wrap(method: _Method[P, R]) -> _Method[P, R]:
+        @functools.wraps(method)
+        def guarded(self: StateStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            with self._lock:
+                outer, self._doing = self._doing, doing
+                try:
+                    return method(self, *args, **kwargs)
+                except sqlite3.Error as exc:
+                    raise state_error(self.path, doing, exc) from exc
+                finally:
+                    self._doing = outer
+
+        return guarded
+
+    return wrap
+
+
 class StateStore:
     """Durable state of mailrules in one SQLite file.
 
@@ -104,35 +135,69 @@ class StateStore:
     Exactly-once policy for forward/redirect is *at most once*, see `intent()`.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: str | Path = ":memory:", lock: StateLock | None = None
+    ) -> None:
         self._conn = conn
+        self.path = str(path)
+        self._flock = lock
         self._lock = threading.RLock()
         self._depth = 0  # nesting of transaction(); > 0 means writes join the open transaction
+        self._doing: str | None = None  # what the guarded method running now does (for errors)
 
     @classmethod
-    def open(cls, path: str | Path) -> StateStore:
-        """Open (creating the parent directory, the file and the schema as needed) a state store."""
+    def open(cls, path: str | Path, *, lock: str | None = None) -> StateStore:
+        """Open (creating the parent directory, the file and the schema as needed) a state store.
+
+        `lock`: the command that is to act on the state (e.g. "mailrules daemon"): the state's
+        exclusive lock is taken first, or StateLocked says who holds it. A new directory is made
+        0700 and a new file 0600 (mailrules/state/files.py). Every failure is a StateOpenError
+        naming the file and the reason.
+        """
         name = str(path)
+        flock: StateLock | None = None
         if name != ":memory:":
-            Path(name).parent.mkdir(parents=True, exist_ok=True)
-        # autocommit mode: we issue BEGIN/COMMIT ourselves (sqlite3's implicit transactions would
-        # commit a half batch on the next DDL, and hide where a transaction starts)
-        conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False, timeout=30.0)
+            try:
+                make_private_dir(Path(name).parent)
+                create_private_file(Path(name))
+            except OSError as exc:
+                raise state_error(name, "create it", exc, StateOpenError) from exc
+            if lock is not None:
+                flock = StateLock.acquire(Path(name), lock)
+        conn: sqlite3.Connection | None = None
         try:
+            # autocommit mode: we issue BEGIN/COMMIT ourselves (sqlite3's implicit transactions
+            # would commit a half batch on the next DDL, and hide where a transaction starts)
+            conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False, timeout=30.0)
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL, not NORMAL: an intent must be on disk before the mail goes out
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             migrate(conn)
+        except (sqlite3.Error, StateError) as exc:
+            if conn is not None:
+                conn.close()
+            if flock is not None:
+                flock.release()
+            if isinstance(exc, StateError):  # a schema newer than this mailrules knows
+                raise StateOpenError(f"state {name}: {exc}") from exc
+            raise state_error(name, "open it", exc, StateOpenError) from exc
         except BaseException:
-            conn.close()
+            if conn is not None:
+                conn.close()
+            if flock is not None:
+                flock.release()
             raise
-        return cls(conn)
+        return cls(conn, name, flock)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection and let the lock go, if this store held it."""
         with self._lock:
-            self._conn.close()
+            try:
+                self._conn.close()
+            finally:
+                if self._flock is not None:
+                    self._flock.release()
 
     def __enter__(self) -> StateStore:
         return self
@@ -158,23 +223,33 @@ class StateStore:
                 name = f"sp{self._depth}"
                 begin, commit = f"SAVEPOINT {name}", (f"RELEASE {name}",)
                 rollback = (f"ROLLBACK TO {name}", f"RELEASE {name}")
-            self._conn.execute(begin)
+            doing = self._doing or "write a batch"
+            try:
+                self._conn.execute(begin)
+            except sqlite3.Error as exc:
+                raise state_error(self.path, doing, exc) from exc
             self._depth += 1
             try:
                 yield
                 for statement in commit:
                     self._conn.execute(statement)
-            except BaseException:
+            except BaseException as exc:
                 # also when COMMIT itself fails (disk full, busy): never leave a transaction open
-                if self._conn.in_transaction:
-                    for statement in rollback:
-                        self._conn.execute(statement)
+                try:
+                    if self._conn.in_transaction:
+                        for statement in rollback:
+                            self._conn.execute(statement)
+                except sqlite3.Error:
+                    pass  # SQLite rolled back already (a full disk can end the transaction itself)
+                if isinstance(exc, sqlite3.Error):
+                    raise state_error(self.path, doing, exc) from exc
                 raise
             finally:
                 self._depth -= 1
 
     # -- runs ---------------------------------------------------------------------------------
 
+    @_guarded("record the start of a run")
     def begin_run(self, trigger: str, dry_run: bool, *, now: datetime | None = None) -> str:
         """Record the start of a run; return its id."""
         moment = now or datetime.now(UTC)
@@ -186,6 +261,7 @@ class StateStore:
             )
         return run_id
 
+    @_guarded("record the end of a run")
     def end_run(self, run_id: str, summary: dict[str, Any], *, now: datetime | None = None) -> None:
         """Record the end of a run with its summary (JSON-serialisable; other values as text)."""
         with self.transaction():
@@ -207,6 +283,7 @@ class StateStore:
         found = self._runs("WHERE r.run_id = ?", [run_id], 1)
         return found[0] if found else None
 
+    @_guarded("read the runs")
     def _runs(self, where: str, params: list[Any], limit: int) -> list[RunInfo]:
         with self._lock:
             rows = self._conn.execute(
@@ -234,12 +311,14 @@ class StateStore:
         """Append one entry to the journal."""
         self.record_many((entry,))
 
+    @_guarded("record the journal")
     def record_many(self, entries: Iterable[JournalEntry]) -> None:
         """Append a batch of entries, all or none."""
         rows = [_entry_row(e) for e in entries]
         with self.transaction():
             self._conn.executemany(_INSERT_JOURNAL, rows)
 
+    @_guarded("read the journal")
     def find(
         self,
         rule: str | None = None,
@@ -264,6 +343,7 @@ class StateStore:
             ).fetchall()
         return [_entry_from_row(r) for r in rows]
 
+    @_guarded("read the journal")
     def already_done(
         self,
         account: str,
@@ -290,6 +370,7 @@ class StateStore:
             found.update(int(r[0]) for r in rows)
         return found
 
+    @_guarded("read the journal")
     def run_entries(self, run_id: str) -> list[JournalEntry]:
         """Every entry of one run, in the order they were recorded."""
         with self._lock:
@@ -298,6 +379,7 @@ class StateStore:
 
     # -- intents (exactly-once side effects) --------------------------------------------------
 
+    @_guarded("record an intent")
     def intent(self, key: str, entry: JournalEntry, *, now: datetime | None = None) -> bool:
         """Announce a side effect before attempting it; True means "go ahead and send".
 
@@ -320,6 +402,7 @@ class StateStore:
             )
             return cur.rowcount == 1
 
+    @_guarded("confirm an intent")
     def confirm(self, key: str, *, now: datetime | None = None) -> None:
         """Mark the side effect announced under `key` as done."""
         with self.transaction():
@@ -330,18 +413,21 @@ class StateStore:
             if cur.rowcount != 1:
                 raise StateError(f"confirm of unknown intent {key!r}")
 
+    @_guarded("release an intent")
     def release(self, key: str) -> bool:
         """Forget an unconfirmed intent (the send certainly did not happen); False if none was."""
         with self.transaction():
             cur = self._conn.execute("DELETE FROM intents WHERE key = ? AND confirmed_at IS NULL", (key,))
             return cur.rowcount == 1
 
+    @_guarded("read an intent")
     def is_confirmed(self, key: str) -> bool:
         """Whether the side effect under `key` is known to be done."""
         with self._lock:
             row = self._conn.execute("SELECT confirmed_at FROM intents WHERE key = ?", (key,)).fetchone()
         return row is not None and row[0] is not None
 
+    @_guarded("read the intents")
     def pending_intents(self) -> list[Intent]:
         """Intents never confirmed, oldest first: sends that may or may not have happened."""
         with self._lock:
@@ -353,6 +439,7 @@ class StateStore:
 
     # -- checkpoints --------------------------------------------------------------------------
 
+    @_guarded("read a checkpoint")
     def get_checkpoint(self, account: str, mailbox: str) -> Checkpoint | None:
         """How far `mailbox` of `account` has been processed, if at all."""
         with self._lock:
@@ -365,6 +452,7 @@ class StateStore:
             return None
         return Checkpoint(int(row[0]), int(row[1]), row[2], _dt(row[3]))
 
+    @_guarded("store a checkpoint")
     def set_checkpoint(self, account: str, mailbox: str, checkpoint: Checkpoint) -> None:
         """Store the checkpoint; inside `transaction()` it commits with that batch's journal."""
         with self.transaction():
@@ -386,6 +474,7 @@ class StateStore:
 
     # -- undo ---------------------------------------------------------------------------------
 
+    @_guarded("read the run to undo")
     def undo_plan(self, run_id: str) -> UndoPlan:
         """What undoing `run_id` takes, from its journal (see `mailrules.state.undo.plan_undo`)."""
         run = self.get_run(run_id)

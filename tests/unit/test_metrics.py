@@ -52,6 +52,7 @@ EXPECTED = {
     "mailrules_malformed_messages_total": "counter",
     "mailrules_http_connections_dropped_total": "counter",
     "mailrules_build_info": "gauge",
+    "mailrules_state_errors_total": "counter",
 }
 
 

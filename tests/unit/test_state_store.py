@@ -139,8 +139,9 @@ def test_journal_rejects_naive_time_and_bad_outcome(store: StateStore) -> None:
 
 
 def test_journal_needs_a_known_run(store: StateStore) -> None:
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(StateError, match="cannot record the journal: FOREIGN KEY") as raised:
         store.record(entry("no-such-run"))
+    assert isinstance(raised.value.__cause__, sqlite3.IntegrityError)
 
 
 def test_journal_is_append_only(store: StateStore) -> None:
@@ -185,7 +186,7 @@ def test_transaction_rollback_leaves_no_half_batch(store: StateStore) -> None:
 
 def test_record_many_is_atomic_on_a_bad_row(store: StateStore) -> None:
     run = store.begin_run("idle", dry_run=False)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(StateError, match="FOREIGN KEY"):
         store.record_many([entry(run, uid=1), entry("unknown-run", uid=2)])
     assert store.find() == []
 
