@@ -454,14 +454,21 @@ class StateStore:
 
     @_guarded("store a checkpoint")
     def set_checkpoint(self, account: str, mailbox: str, checkpoint: Checkpoint) -> None:
-        """Store the checkpoint; inside `transaction()` it commits with that batch's journal."""
+        """Store the checkpoint; inside `transaction()` it commits with that batch's journal.
+
+        A checkpoint never moves backwards: a lower UID under the same UIDVALIDITY is ignored (a
+        slower writer must not make the daemon process mail again). A new UIDVALIDITY replaces
+        it whatever its UID: the old UIDs mean nothing any more (RFC 9051 §2.3.1.1).
+        """
         with self.transaction():
             self._conn.execute(
                 "INSERT INTO checkpoints "
                 "(account, mailbox, uidvalidity, last_uid, highestmodseq, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, mailbox) DO UPDATE SET "
                 "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, "
-                "highestmodseq = excluded.highestmodseq, updated_at = excluded.updated_at",
+                "highestmodseq = excluded.highestmodseq, updated_at = excluded.updated_at "
+                "WHERE excluded.uidvalidity != checkpoints.uidvalidity "
+                "OR excluded.last_uid >= checkpoints.last_uid",
                 (
                     account,
                     mailbox,

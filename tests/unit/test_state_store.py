@@ -247,6 +247,24 @@ def test_checkpoints(store: StateStore) -> None:
     assert store.get_checkpoint("home", "INBOX") is None
 
 
+def test_a_checkpoint_never_moves_backwards(tmp_path: Path) -> None:
+    """Two writers on one state (a slow batch finishing after a faster one): the higher UID stays;
+    only a new UIDVALIDITY may lower it."""
+    path = tmp_path / "state.db"
+    with StateStore.open(path) as a, StateStore.open(path) as b:
+        a.set_checkpoint("work", "INBOX", Checkpoint(7, 100, None, T0))
+        b.set_checkpoint("work", "INBOX", Checkpoint(7, 200, None, T0 + timedelta(minutes=1)))
+        a.set_checkpoint("work", "INBOX", Checkpoint(7, 150, None, T0 + timedelta(minutes=2)))
+        assert a.get_checkpoint("work", "INBOX") == Checkpoint(7, 200, None, T0 + timedelta(minutes=1))
+        # the same UID refreshes it
+        a.set_checkpoint("work", "INBOX", Checkpoint(7, 200, 9, T0 + timedelta(minutes=3)))
+        assert b.get_checkpoint("work", "INBOX") == Checkpoint(7, 200, 9, T0 + timedelta(minutes=3))
+        b.set_checkpoint("work", "INBOX", Checkpoint(8, 5, None, T0 + timedelta(minutes=4)))  # renumbered
+        assert a.get_checkpoint("work", "INBOX") == Checkpoint(8, 5, None, T0 + timedelta(minutes=4))
+        a.set_checkpoint("work", "INBOX", Checkpoint(8, 4, None, T0 + timedelta(minutes=5)))
+        assert a.get_checkpoint("work", "INBOX") == Checkpoint(8, 5, None, T0 + timedelta(minutes=4))
+
+
 # -- intents --------------------------------------------------------------------------------
 
 
