@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from mailrules.dsl import ast
 from mailrules.dsl.check_logic import contradiction, find_shadowed
+from mailrules.dsl.check_loops import loop_warnings
 from mailrules.dsl.cron import cron_problem
 from mailrules.dsl.lexemes import address_problem, keyword_problem, mailbox_problem
 from mailrules.source import Diagnostic, Span
@@ -41,6 +42,7 @@ def check_rule_set(rule_set: ast.RuleSet, sources: dict[str, str] | None = None)
                 severity="warning",
             )
         )
+    out.extend(loop_warnings(rule_set.rules))
     for rule_file in rule_set.files:
         out.extend(check_tests(rule_file))
     return sorted(out, key=_order)

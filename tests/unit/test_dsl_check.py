@@ -145,7 +145,7 @@ def test_shadowing(head: str, cond: str, action: str, head2: str, cond2: str, sh
 
 
 def test_match_groups_count_across_regexes() -> None:
-    ok = 'rule "r" { when subject matches /(a)/ or list matches /(b)(c)/ then move to "{match.2}" }'
+    ok = 'rule "r" { when subject matches /(a)/ or list matches /(b)(c)/ then move to "x/{match.2}" }'
     assert messages(ok) == []
     bad = 'rule "r" { when subject matches /(?:a)/ then move to "x/{match.1}" }'
     assert messages(bad) == [
