@@ -1,21 +1,26 @@
-"""A decoded, never-raising view of one message: headers, addresses, text parts and attachments."""
+"""A decoded, bounded, never-raising view of one message: headers, addresses, text parts, attachments."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import datetime as dt
 import email
 import email.message
+import email.parser
 import email.policy
 import email.utils
-import html
+import quopri
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from mailrules.bounds import DEFAULT_BOUNDS, Bounds, check_deadline
+from mailrules.htmltext import html_to_text
 
 __all__ = ["AttachmentInfo", "MessageView", "decode_bytes", "decode_rfc2047"]
 
@@ -54,8 +59,11 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([qQbB])\?([^?]*)\?=")
 _SURROGATES = re.compile("[\udc80-\udcff]")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _CRLF = re.compile(r"[\r\n]+")
-_HTML_DROP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
-_HTML_TAG = re.compile(r"<[^>]*>")
+#: RFC 2045 §6.1: the transfer encodings there are; any other is unknown (§6.4), "" is 7bit.
+_KNOWN_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
+_BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+#: The raw message is given to the parser in pieces of this size, the deadline looked at between.
+_PARSE_CHUNK = 256 * 1024
 
 
 def decode_bytes(data: bytes, charset: str | None, defects: list[str] | None = None) -> str:
@@ -152,10 +160,34 @@ def _unfold(value: str) -> str:
     return _CRLF.sub(" ", _FOLD.sub("", value))
 
 
-def _strip_html(text: str) -> str:
-    # Crude on purpose: drop script/style/comments, tags become spaces, entities unescaped.
-    # Good enough for `body contains`; not a renderer.
-    return html.unescape(_HTML_TAG.sub(" ", _HTML_DROP.sub(" ", text)))
+def _decode_prefix(data: bytes, charset: str | None, defects: list[str]) -> str:
+    """`decode_bytes` of data cut at a cap: a character the cut split in two is left out."""
+    label = (charset or "utf-8").strip().strip('"').lower()
+    try:
+        text = codecs.getincrementaldecoder(_CHARSET_ALIASES.get(label, label))().decode(data, final=False)
+    except Exception:  # unknown, invalid or non-text codec: the whole-text fallbacks decide
+        return decode_bytes(data, charset, defects)
+    return text if isinstance(text, str) else decode_bytes(data, charset, defects)
+
+
+def _transfer_encoding(part: email.message.Message) -> str:
+    """The part's Content-Transfer-Encoding, lower-cased, without white space or a comment."""
+    value = part.get("content-transfer-encoding")
+    return "" if value is None else str(value).partition("(")[0].strip().lower()
+
+
+def _transfer_decoded(part: email.message.Message, encoding: str) -> bytes | None:
+    """The part's content with its (known) transfer encoding undone."""
+    raw = str(part.get("content-transfer-encoding", "")).lower()
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes) or raw == encoding or encoding not in ("base64", "quoted-printable"):
+        return payload if isinstance(payload, bytes) else None
+    # Spelled with a comment or trailing blanks: compat32 compares the raw value, so do it here.
+    if encoding == "quoted-printable":
+        return quopri.decodestring(payload)
+    clean = _BASE64_JUNK.sub(b"", payload)
+    clean = clean[: len(clean) - 1] if len(clean) % 4 == 1 else clean  # a lone sextet is no byte
+    return base64.b64decode(clean + b"=" * (-len(clean) % 4))
 
 
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
@@ -205,7 +237,12 @@ class AttachmentInfo:
 
 
 class MessageView:
-    """A decoded view of one message. Every property is computed lazily, cached, and never raises."""
+    """A decoded view of one message. Every property is computed lazily, cached, and never raises.
+
+    `bounds` caps the decoded text that `body` and `text` give (text beyond a cap is not
+    searched; `text_cut` then says so). Inside `bounds.deadline_scope` a decode that outlives the
+    deadline raises `EvaluationTimeout` (a BaseException) and caches nothing.
+    """
 
     def __init__(
         self,
@@ -216,6 +253,7 @@ class MessageView:
         flags: Iterable[str] = (),
         uid: int | None = None,
         attachments: list[AttachmentInfo] | None = None,
+        bounds: Bounds = DEFAULT_BOUNDS,
     ) -> None:
         self.raw = bytes(raw)
         self.size: int = len(self.raw) if size is None else size
@@ -228,6 +266,10 @@ class MessageView:
         self._defects: list[str] = []
         self._header_cache: dict[str, list[str]] = {}
         self._address_cache: dict[str, list[str]] = {}
+        #: The caps on decoded text; set it before the first read of `body` or `text`.
+        self.bounds = bounds
+        #: A text part, the text parts together or the header section went past a cap.
+        self.text_cut = False
 
     @classmethod
     def from_bytes(
@@ -239,9 +281,18 @@ class MessageView:
         flags: Iterable[str] = (),
         uid: int | None = None,
         attachments: list[AttachmentInfo] | None = None,
+        bounds: Bounds = DEFAULT_BOUNDS,
     ) -> MessageView:
         """A view of `raw` (the whole message or only its header block)."""
-        return cls(raw, size=size, internaldate=internaldate, flags=flags, uid=uid, attachments=attachments)
+        return cls(
+            raw,
+            size=size,
+            internaldate=internaldate,
+            flags=flags,
+            uid=uid,
+            attachments=attachments,
+            bounds=bounds,
+        )
 
     @classmethod
     def from_file(cls, path: str | Path, **kw: Any) -> MessageView:
@@ -257,8 +308,15 @@ class MessageView:
     def _message(self) -> email.message.Message:
         # compat32 parses anything and records defects instead of raising; the default policy
         # raises on some malformed headers when they are read, so headers are decoded by hand.
+        # Fed in pieces, so that an evaluation's deadline can stop the parse of a huge message.
         try:
-            return email.message_from_bytes(self.raw, policy=email.policy.compat32)
+            parser = email.parser.BytesFeedParser(policy=email.policy.compat32)
+            for start in range(0, len(self.raw), _PARSE_CHUNK):
+                check_deadline()
+                parser.feed(self.raw[start : start + _PARSE_CHUNK])
+            message = parser.close()
+            assert isinstance(message, email.message.Message)
+            return message
         except Exception as exc:  # never seen, but random bytes must not crash the engine
             self._defects.append(f"unparseable message: {type(exc).__name__}")
             return email.message.Message()
@@ -271,16 +329,23 @@ class MessageView:
             self._defects.append(f"unreadable headers: {type(exc).__name__}")
             return []
 
+    @cached_property
+    def _header_index(self) -> dict[str, list[str]]:
+        """Lower-cased name -> raw values, names in order of first appearance: built once, so
+        every header read is linear in the number of header fields, not quadratic."""
+        index: dict[str, list[str]] = {}
+        for n, v in self._raw_headers:
+            index.setdefault(n, []).append(v)
+        return index
+
     def _raw_values(self, name: str) -> list[str]:
-        key = name.strip().lower()
-        return [_unfold(v) for n, v in self._raw_headers if n == key]
+        return [_unfold(v) for v in self._header_index.get(name.strip().lower(), ())]
 
     # -- headers -----------------------------------------------------------------------------
 
     def has_header(self, name: str) -> bool:
         """The header is present (even if empty)."""
-        key = name.strip().lower()
-        return any(n == key for n, _ in self._raw_headers)
+        return name.strip().lower() in self._header_index
 
     def header_values(self, name: str) -> list[str]:
         """Decoded (RFC 2047), unfolded and stripped values, one per occurrence."""
@@ -432,33 +497,68 @@ class MessageView:
         return [a.filename for a in self.attachments if a.filename]
 
     @cached_property
+    def _has_body(self) -> bool:
+        # A message whose header section never ends (no empty line, RFC 5322 §2.1) has no body;
+        # the parser would read the first line that is not a field as the start of one.
+        if any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in self._message.defects):
+            return b"\n\n" in self.raw or b"\n\r\n" in self.raw
+        return True
+
+    @cached_property
     def _body_parts(self) -> list[str]:
+        """The decoded text parts, each cut at `part_text_bytes`, all at `message_text_bytes`."""
         out: list[str] = []
+        if not self._has_body:
+            return out
+        room = self.bounds.message_text_bytes
         for part in self._parts():
+            check_deadline()
             try:
                 ctype = part.get_content_type()
                 if ctype not in ("text/plain", "text/html") or part.is_multipart():
                     continue
                 if self._disposition(part) == "attachment":
                     continue
-                payload = part.get_payload(decode=True)
-                if not isinstance(payload, bytes):
+                encoding = _transfer_encoding(part)
+                if encoding not in _KNOWN_ENCODINGS:
+                    # RFC 2045 §6.4: treated as application/octet-stream, so not text.
+                    self._defects.append(f"unknown transfer encoding {encoding[:40]!r}")
                     continue
-                text = decode_bytes(payload, part.get_content_charset(), self._defects)
-                out.append(_strip_html(text) if ctype == "text/html" else text)
+                payload = _transfer_decoded(part, encoding)
+                if payload is None:
+                    continue
+                cap = min(self.bounds.part_text_bytes, room)
+                if len(payload) > cap:
+                    self.text_cut = True
+                    text = _decode_prefix(payload[:cap], part.get_content_charset(), self._defects)
+                else:
+                    text = decode_bytes(payload, part.get_content_charset(), self._defects)
+                room -= min(len(payload), cap)
+                out.append(html_to_text(text) if ctype == "text/html" else text)
             except Exception:
                 self._defects.append("undecodable text part")
         return out
 
     @cached_property
     def _text(self) -> str:
+        """Decoded headers as `name: value` lines (cut at `message_text_bytes`), a blank line,
+        the text parts."""
         lines: list[str] = []
-        seen: set[str] = set()
-        for name, _ in self._raw_headers:
-            if name in seen:
-                continue
-            seen.add(name)
-            lines.extend(f"{name}: {v}" for v in self.header_values(name))
+        room = self.bounds.message_text_bytes
+        for name in self._header_index:
+            check_deadline()
+            for v in self.header_values(name):
+                line = f"{name}: {v}"
+                if len(line) >= room:
+                    self.text_cut = True
+                    if room > 0:
+                        lines.append(line[:room])
+                    room = 0
+                    break
+                lines.append(line)
+                room -= len(line) + 1
+            if room <= 0:
+                break
         return "\n".join(lines) + "\n\n" + "\n".join(self._body_parts)
 
     @property
