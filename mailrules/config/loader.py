@@ -239,6 +239,9 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
         if not name.strip():
             cx.error(path, "an account name must not be empty")
             continue
+        if control_problem(name):
+            cx.error(path, f"an account name {control_problem(name)}")  # it names logs and metrics
+            continue
         if name.lower() in seen:
             cx.error(path, f"differs from accounts.{seen[name.lower()]} only in case, which the "
                      "environment overrides cannot tell apart")

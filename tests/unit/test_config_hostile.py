@@ -240,3 +240,10 @@ def test_values_echoed_in_errors_have_their_control_characters_escaped(tmp_path:
     assert errors(tmp_path, 'timezone = "Europe/\\u001b[2JParis"\n' + ACCOUNT) == [
         "F:1: timezone: unknown time zone 'Europe/\\x1b[2JParis'"
     ]
+
+
+def test_account_names_have_no_control_characters(tmp_path: Path) -> None:
+    text = ACCOUNT.replace("[accounts.a]", '[accounts."a\\u001b[2Jb"]')
+    assert errors(tmp_path, text) == [
+        'F:1: accounts."a\\x1b[2Jb": an account name contains the control character U+001B'
+    ]
