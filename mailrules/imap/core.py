@@ -54,6 +54,18 @@ def quote(value: bytes) -> bytes:
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
+def login_arg(value: str) -> Piece:
+    """A LOGIN argument (RFC 9051 §6.2.3 astring): a quoted string when it is printable ASCII, else a
+    literal of its UTF-8 bytes (8-bit, a tab). CR, LF and NUL are refused; the value, a username or
+    a password, never appears in the error."""
+    data = value.encode("utf-8")
+    if any(b in (0, 10, 13) for b in data):
+        raise UnsendableValue("a LOGIN argument contains CR, LF or NUL")
+    if all(0x20 <= b < 0x7F for b in data):
+        return quote(data)
+    return Lit(data)
+
+
 def mailbox_arg(name: str) -> bytes:
     """A mailbox name for the wire: modified UTF-7 (RFC 3501 §5.1.3), always quoted."""
     if any(c in name for c in "\r\n\x00"):

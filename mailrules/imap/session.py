@@ -11,9 +11,11 @@ from types import TracebackType
 from typing import Any, Literal
 
 from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
 
 from mailrules import __version__
 from mailrules.errors import ImapError
+from mailrules.imap.core import login_arg
 from mailrules.imap.errors import classify
 from mailrules.imap.special_use import attributes_to_uses, names_to_uses
 from mailrules.imap.transfer import TransferCommands
@@ -70,6 +72,12 @@ class ImapSession(TransferCommands):
         where = f"{params.account} ({params.host}:{params.port})"
         if params.tls not in ("implicit", "starttls", "none"):
             raise ImapError(f"{where}: tls must be implicit, starttls or none: {params.tls!r}", "permanent")
+        for what, value in (("username", params.username), ("password", params.password)):
+            if any(c in value for c in "\r\n\x00"):
+                # Refused before the socket is opened: `LOGIN u\r\nX1 DELETE INBOX` is two commands.
+                # The message names the account only: `where` holds the username when there is no name.
+                raise ImapError(f"{params.name or 'account'}: the {what} contains CR, LF or NUL: not sent",
+                                "permanent")
         if params.tls == "none" and not params.allow_insecure:
             # Refused before the socket is even opened, so no password can leave in clear text.
             raise ImapError(
@@ -131,11 +139,22 @@ class ImapSession(TransferCommands):
             raise ImapError(f"{self._context}: server disabled LOGIN on this connection", "permanent")
         user, password = self._params.username, self._params.password
         if (user + password).isascii() or "AUTH=PLAIN" not in pre:
-            self._call("LOGIN", lambda: self._client.login(user, password))
+            self._login_command(user, password)
         else:
             # imaplib's LOGIN encodes arguments as ASCII; SASL PLAIN carries UTF-8 (RFC 4616).
             self._call("AUTHENTICATE", lambda: self._client.plain_login(user, password))
         log.info("%s: logged in to %s", self._account, self._host)
+
+    def _login_command(self, user: str, password: str) -> None:
+        # Not imapclient's login(): imaplib quotes the password but sends the username as it is, so
+        # a space or a quote breaks the command and CR/LF would start another one. Both go quoted,
+        # or as literals when 8-bit (core.login_arg).
+        reply = self._run("LOGIN", [b"LOGIN ", login_arg(user), b" ", login_arg(password)],
+                          accept=("OK", "NO", "BAD"))
+        if reply.typ != "OK":
+            # As imapclient reported it: kind "auth" unless an RFC 5530 code says otherwise.
+            raise self._fail(LoginError(f"{reply.typ} {reply.text.decode('utf-8', 'replace')}"), "LOGIN")
+        self._client._imap.state = "AUTH"  # what imaplib's own login() records; ENABLE, SELECT need it
 
     def _after_login(self) -> None:
         # Capabilities may grow after authentication (Exchange adds MOVE): re-read them. Dovecot sends
