@@ -183,7 +183,11 @@ class OAuthTestServer:
 
     def start(self) -> OAuthTestServer:
         assert self._httpd is not None
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="oauth-test", daemon=True)
+        httpd = self._httpd
+        # A short poll interval: stop() returns at once instead of after up to half a second.
+        self._thread = threading.Thread(
+            target=lambda: httpd.serve_forever(poll_interval=0.05), name="oauth-test", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -139,8 +139,9 @@ class _RedirectListener:
             raise OAuthError(f"cannot listen on {host}:{port} for the redirect: {exc.strerror}") from None
         self._server.daemon_threads = True
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="oauth-redirect", daemon=True
+        server = self._server
+        self._thread = threading.Thread(  # a short poll: the login ends as soon as the code is in
+            target=lambda: server.serve_forever(poll_interval=0.1), name="oauth-redirect", daemon=True
         )
 
     def __enter__(self) -> _RedirectListener:
