@@ -9,6 +9,7 @@ import pytest
 
 from mailrules.imap.session import ConnectionParams, ImapSession
 from tests.integration.cyrus import DEFAULT_VARIANT, VARIANTS, CyrusFleet, CyrusServer, CyrusVariant
+from tests.integration.oauth_dovecot import OAuthDovecot, start_oauth_dovecot, stop_oauth_dovecot
 from tests.integration.postgres import PostgresServer, start_postgres, stop_postgres
 from tests.integration.servers import (
     DovecotServer,
@@ -48,6 +49,20 @@ def pymap() -> Iterator[PymapServer]:
         yield server
     finally:
         stop_pymap(server)
+
+
+@pytest.fixture(scope="session")
+def dovecot_oauth() -> Iterator[OAuthDovecot]:
+    """Dovecot with an oauth2 passdb (XOAUTH2, OAUTHBEARER) and the test authorization server whose
+    HS256 JWTs it validates locally: .auth, .auth_server(**settings), .fresh_user(), .imap_port."""
+    try:
+        server = start_oauth_dovecot()
+    except ServerUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        stop_oauth_dovecot(server)
 
 
 @pytest.fixture(scope="session")
