@@ -17,8 +17,8 @@ from mailrules.compile.serialize import is_atom
 from mailrules.dsl import ast as A
 
 # Pushdown (server key; "exact" = no residual). Gmail: every textual test is ALL + residual.
-#   FIELD contains S        HEADER From/To/Cc/Bcc/Sender/Reply-To/List-Id S, SUBJECT S   exact*
-#   recipient contains S    OR HEADER To S OR HEADER Cc S HEADER Bcc S                   exact*
+#   FIELD contains S        HEADER From/To/Cc/Bcc/Sender/Reply-To/List-Id S, SUBJECT S   residual*
+#   recipient contains S    OR HEADER To S OR HEADER Cc S HEADER Bcc S                   residual*
 #   body|text contains S    OR BODY|TEXT S (non-text/plain messages)                     residual
 #   is / starts / ends      the substring as above                                       residual
 #   address is/.., domain   HEADER <field> <atom> for the two longest atoms of S         residual
@@ -33,8 +33,9 @@ from mailrules.dsl import ast as A
 #   has attachment          ALL (Gmail: X-GM-RAW has:attachment)                          residual
 #   attachment name         ALL                                                          residual
 #   and / or / not          AND split; OR and NOT on the server only when exact          -
-# *exact when S is ASCII (or caseless CJK-like text on a UTF-8 server) without CR/LF/NUL or
-#  white-space runs; otherwise the longest clean ASCII piece is a prefilter.
+# *S itself when it is ASCII (or caseless CJK-like text on a UTF-8 server) without CR/LF/NUL or
+#  white-space runs, else the longest clean ASCII piece; always a prefilter (exact_text_search),
+#  so `not subject contains S` is ALL + residual: the complement of a superset is no superset.
 
 # FROM/TO/CC/BCC are not used: Dovecot matches them against the re-formatted parsed addresses, so
 # a malformed display name (`[SPAM] <a@b>`) or quoting hides substrings that the decoded header
@@ -214,13 +215,14 @@ def _target_pushable(target: A.FieldRef, x: _Ctx) -> bool:
 
 @lru_cache(maxsize=4096)
 def server_value(value: str, utf8: bool, words: bool = False) -> tuple[str | None, bool]:
-    """(substring to send, exact?) for a case-insensitive `contains value`.
+    """(substring to send, whole?) for a case-insensitive `contains value`.
 
-    Servers fold ASCII case only (RFC 9051 §6.4.4), while the language folds Unicode case, so a
-    value is exact only when it is ASCII or made of caseless characters (CJK, ...) and the server
-    takes UTF-8. Dovecot compresses runs of white space in header values, and CR, LF, NUL can
-    never be sent: such a value is cut there. Whatever is not exact gets the longest ASCII piece
-    as a sound prefilter (a substring of the value). `words`: cut at every white space.
+    Servers need only fold ASCII case (RFC 9051 §6.4.4), while the language folds Unicode case, so
+    the whole value goes out only when it is ASCII or made of caseless characters (CJK, ...) and
+    the server takes UTF-8. Even then the answer is a superset (`exact_text_search`). Dovecot
+    compresses runs of white space in header values, and CR, LF, NUL can never be sent: such a
+    value is cut there. Whatever is not whole gets the longest ASCII piece as a sound prefilter
+    (a substring of the value). `words`: cut at every white space.
     """
     pieces = (_WORD_CUTS if words else _VALUE_CUTS).split(value)
     clean = len(pieces) == 1
@@ -239,6 +241,19 @@ def server_value(value: str, utf8: bool, words: bool = False) -> tuple[str | Non
                 best = "".join(run)
             run = []
     return (best if len(best.strip()) >= _MIN_PREFILTER else None), False
+
+
+def exact_text_search(dialect: Dialect) -> bool:
+    """Whether this server's substring search equals the language's `contains` (no residual needed).
+
+    No dialect guarantees it today, so every string test is checked locally on the fetched headers
+    (or body): RFC 9051 §6.4.4 only asks servers to fold ASCII case, RFC 2683 §3.2.3 lets indexed
+    servers deviate, and they fold more than the language does (imap-notes (d)): Dovecot 2.3 finds
+    `SUBJECT cafe` in "café" and matches "two spaces" in "two  spaces"; Cyrus 3.6 (search_skipdiacrit,
+    on by default) finds `HEADER From Jurgen` in "Jürgen"; Gmail matches words, not substrings. A
+    server answering a superset is what a prefilter needs, never what an exact test may assume.
+    """
+    return False
 
 
 def _caseless(ch: str) -> bool:
@@ -281,7 +296,7 @@ def _string_test(c: A.StringTest, x: _Ctx) -> _Part:
     if c.op != "contains" and c.target.header is None and c.target.field in A.ADDRESS_FIELDS:
         return _addr_spec_key(c.target, c.value, x), c
     key, exact = _substring(c.target, c.value, x)
-    if c.op == "contains" and exact and c.value:
+    if c.op == "contains" and exact and c.value and exact_text_search(x.dialect):
         return key, None
     return key, c  # is / starts with / ends with: the substring is only a prefilter
 
