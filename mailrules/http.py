@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mailrules.config.model import MetricsSettings
+from mailrules.logs import printable
 from mailrules.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,6 @@ DEFAULT_MAX_CONNECTIONS = 32
 _BUSY = (
     b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
-)
-# C0, DEL, C1 and the backslash of a client's request line, escaped before it reaches a log line.
-_ESCAPES = str.maketrans(
-    {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {ord("\\"): "\\\\"}
 )
 
 
@@ -221,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # The request line and status only (never a body), and at debug: scrapes come every 15 s.
         # The request line is the client's: control characters are escaped (no forged log lines).
-        log.debug("%s %s", self.address_string(), (format % args).translate(_ESCAPES))
+        log.debug("%s %s", self.address_string(), printable(format % args))
 
 
 def _peer(address: Any) -> str:
