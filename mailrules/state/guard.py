@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from mailrules.errors import StateError
 
@@ -60,3 +64,38 @@ def state_error(
 ) -> StateError:
     """`state PATH: cannot DOING: WHY (HINT)` as a StateError (or `kind`), for the caller to raise."""
     return kind(f"state {path}: cannot {doing}: {describe(exc)}")
+
+
+class Guardable(Protocol):
+    """What `guarded` needs of a store: its lock, the file's name, and a slot for what it does."""
+
+    _lock: threading.RLock
+    _doing: str | None
+    path: str
+
+
+S = TypeVar("S", bound=Guardable)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def guarded(doing: str) -> Callable[[Callable[Concatenate[S, P], R]], Callable[Concatenate[S, P], R]]:
+    """Run the method under the store's lock; a `sqlite3` error becomes a StateError saying that
+    `doing` failed on this file (never a raw traceback: a full disk is an operator's problem).
+    The store's `transaction()` names its own failures (BEGIN, COMMIT) by the same `doing`."""
+
+    def wrap(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+        @functools.wraps(method)
+        def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            with self._lock:
+                outer, self._doing = self._doing, doing
+                try:
+                    return method(self, *args, **kwargs)
+                except sqlite3.Error as exc:
+                    raise state_error(self.path, doing, exc) from exc
+                finally:
+                    self._doing = outer
+
+        return run
+
+    return wrap
