@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 from mailrules.errors import StateError, StateOpenError
 from mailrules.state.files import StateLock, create_private_file, make_private_dir
+from mailrules.state.guard import guarded as _guarded
 from mailrules.state.guard import state_error
-from mailrules.state.models import OUTCOMES, Checkpoint, Intent, JournalEntry, RunInfo, UndoPlan
+from mailrules.state.models import Checkpoint, Intent, JournalEntry, RunInfo, UndoPlan
+from mailrules.state.rows import INSERT_JOURNAL as _INSERT_JOURNAL
+from mailrules.state.rows import SELECT_JOURNAL as _SELECT_JOURNAL
+from mailrules.state.rows import entry_from_json as _entry_from_json
+from mailrules.state.rows import entry_from_row as _entry_from_row
+from mailrules.state.rows import entry_row as _entry_row
+from mailrules.state.rows import entry_to_json as _entry_to_json
+from mailrules.state.rows import parse_ts as _dt
+from mailrules.state.rows import ts as _ts
 from mailrules.state.schema import migrate
 from mailrules.state.undo import plan_undo
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-_JOURNAL_COLUMNS = (
-    "run_id", "rule", "rule_span", "account", "mailbox", "uidvalidity", "uid", "message_id", "action",
-    "detail", "destination", "new_uidvalidity", "new_uid", "outcome", "error", "at",
-)  # fmt: skip
-_INSERT_JOURNAL = (
-    f"INSERT INTO journal ({', '.join(_JOURNAL_COLUMNS)}) VALUES ({', '.join('?' for _ in _JOURNAL_COLUMNS)})"
-)
-_SELECT_JOURNAL = f"SELECT {', '.join(_JOURNAL_COLUMNS)} FROM journal"
 
 
 def intent_key(
@@ -62,66 +57,6 @@ def new_run_id(now: datetime | None = None) -> str:
     """A short run id that sorts by start time (UTC, to the second): `20261126T150812-ab12cd`."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     return f"{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-
-
-def _ts(moment: datetime) -> str:
-    """Fixed-width UTC ISO text, so that text order is time order in SQL."""
-    if moment.tzinfo is None:
-        raise ValueError("state timestamps must be timezone-aware")
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _dt(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def _entry_row(e: JournalEntry) -> tuple[Any, ...]:
-    if e.outcome not in OUTCOMES:
-        raise ValueError(f"unknown outcome {e.outcome!r}")
-    # attribute reads, not dataclasses.asdict (a deep copy per entry: 9% of a 20,000-message run)
-    return tuple(_ts(e.at) if c == "at" else getattr(e, c) for c in _JOURNAL_COLUMNS)
-
-
-def _entry_from_row(row: Sequence[Any]) -> JournalEntry:
-    values = dict(zip(_JOURNAL_COLUMNS, row, strict=True))
-    values["at"] = _dt(values["at"])
-    return JournalEntry(**values)
-
-
-def _entry_to_json(e: JournalEntry) -> str:
-    row = asdict(e)
-    row["at"] = _ts(e.at)
-    return json.dumps(row, sort_keys=True)
-
-
-def _entry_from_json(text: str) -> JournalEntry:
-    values = json.loads(text)
-    values["at"] = _dt(values["at"])
-    return JournalEntry(**values)
-
-
-_Method = Callable[Concatenate["StateStore", P], R]
-
-
-def _guarded(doing: str) -> Callable[[_Method[P, R]], _Method[P, R]]:
-    """Run the method under the store's lock; a `sqlite3` error becomes a StateError saying that
-    `doing` failed on this file (never a raw traceback: a full disk is an operator's problem)."""
-
-    def wrap(method: _Method[P, R]) -> _Method[P, R]:
-        @functools.wraps(method)
-        def guarded(self: StateStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-            with self._lock:
-                outer, self._doing = self._doing, doing
-                try:
-                    return method(self, *args, **kwargs)
-                except sqlite3.Error as exc:
-                    raise state_error(self.path, doing, exc) from exc
-                finally:
-                    self._doing = outer
-
-        return guarded
-
-    return wrap
 
 
 class StateStore:
@@ -436,6 +371,60 @@ class StateStore:
                 "WHERE confirmed_at IS NULL ORDER BY created_at, key"
             ).fetchall()
         return [Intent(r[0], _entry_from_json(r[1]), _dt(r[2]), None) for r in rows]
+
+    # -- claims: the intents of many IMAP actions at once ---------------------------------------
+
+    @_guarded("record intents")
+    def claim(self, items: Sequence[tuple[str, JournalEntry]], *, now: datetime | None = None) -> set[str]:
+        """`intent()` for many side effects, in one durable transaction; the keys that are new.
+
+        A key not returned was announced before (done, or in doubt): its action must not be
+        repeated. Nothing is returned, and nothing may be done, when this raises.
+        """
+        if self._depth > 0:
+            raise StateError("claim() must be called outside transaction(): it must be durable first")
+        stamp = _ts(now or datetime.now(UTC))
+        new: set[str] = set()
+        with self.transaction():
+            for key, entry in items:
+                cur = self._conn.execute(
+                    "INSERT OR IGNORE INTO intents (key, entry, created_at) VALUES (?, ?, ?)",
+                    (key, _entry_to_json(entry), stamp),
+                )
+                if cur.rowcount == 1:
+                    new.add(key)
+        return new
+
+    @_guarded("confirm intents")
+    def confirm_many(self, keys: Iterable[str], *, now: datetime | None = None) -> None:
+        """Mark the side effects announced under `keys` as done (unknown keys are ignored)."""
+        stamp = _ts(now or datetime.now(UTC))
+        with self.transaction():
+            self._conn.executemany(
+                "UPDATE intents SET confirmed_at = COALESCE(confirmed_at, ?) WHERE key = ?",
+                [(stamp, k) for k in keys],
+            )
+
+    @_guarded("release intents")
+    def release_many(self, keys: Iterable[str]) -> None:
+        """Forget the unconfirmed intents under `keys`: those actions certainly did not happen."""
+        with self.transaction():
+            self._conn.executemany(
+                "DELETE FROM intents WHERE key = ? AND confirmed_at IS NULL", [(k,) for k in keys]
+            )
+
+    @_guarded("read the intents")
+    def confirmed_keys(self, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` whose side effect is known to be done."""
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):  # SQLite's host-parameter limit
+            chunk = list(keys[i : i + 500])
+            marks = ",".join("?" for _ in chunk)
+            rows = self._conn.execute(
+                f"SELECT key FROM intents WHERE key IN ({marks}) AND confirmed_at IS NOT NULL", chunk
+            ).fetchall()
+            found.update(str(r[0]) for r in rows)
+        return found
 
     # -- checkpoints --------------------------------------------------------------------------
 
