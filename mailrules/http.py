@@ -75,7 +75,11 @@ class _Server(ThreadingHTTPServer):
         thread = threading.Thread(
             target=self._serve, args=(request, client_address), name="mailrules-http-conn", daemon=True
         )
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # no thread to give the slot back: do it here (socketserver closes it)
+            self._release(request)
+            raise
 
     def _admit(self, request: socket.socket) -> bool:
         """Take a slot; when none is free, close the oldest connection still sending its request."""
@@ -100,9 +104,12 @@ class _Server(ThreadingHTTPServer):
         try:
             self.process_request_thread(request, client_address)
         finally:
-            with self._lock:
-                self._reading.pop(request, None)
-            self._slots.release()
+            self._release(request)
+
+    def _release(self, request: socket.socket) -> None:
+        with self._lock:
+            self._reading.pop(request, None)
+        self._slots.release()
 
     def answering(self, request: socket.socket) -> None:
         """The request has arrived: its connection is no longer one to close for room."""
