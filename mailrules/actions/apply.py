@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mailrules.actions.claims import Claim, claim_group, transfer_key
 from mailrules.compile.plan import FetchNeeds
 from mailrules.dsl import ast as A
 from mailrules.errors import ImapError, MailrulesError
@@ -175,7 +176,8 @@ class ActionRunner:
         for idx in sorted(chosen):
             done = self._run_action(rule, removals[idx], chosen[idx], ctx)
             entries += done
-            removed |= {e.uid for e in done if e.outcome in ("ok", "dry-run")}
+            # skipped: the journal says an earlier run moved it (a move without MOVE, claims.py)
+            removed |= {e.uid for e in done if e.outcome in ("ok", "dry-run", "skipped")}
         for e in entries:
             rr.outcomes[f"{e.action} {e.outcome}"] += 1
         if self.journal is not None and entries:
@@ -231,7 +233,7 @@ class ActionRunner:
                     [t.uid for t in group],
                     rule.name,
                     word,
-                    dest,
+                    printable(dest),  # as `_entry` journals it
                 )
                 if done:
                     entries += [
@@ -244,8 +246,32 @@ class ActionRunner:
             def command(uids: list[int], dest: str = dest) -> object:
                 return op(uids, dest, create=create)
 
-            entries += self._group(rule, word, "", dest, group, command)
+            claim = self._claim(rule, word, dest, group)
+            if claim is None:
+                entries += self._group(rule, word, "", dest, group, command)
+                continue
+            entries += [self._entry(rule, word, "", t, dest, "skipped", why) for t, why in claim.skipped]
+            made = self._group(rule, word, "", dest, claim.go, claim.watch(command))
+            claim.settle(made)
+            entries += made
         return entries
+
+    def _claim(self, rule: A.Rule, word: str, dest: str, group: list[Target]) -> Claim[Target] | None:
+        """The intents of a copy (or a move without MOVE) into `dest`, written before it is made
+        (actions/claims.py); None when the command may be sent again without harm, or nothing is
+        journalled. Raises StateError, and nothing is done, when they cannot be written."""
+        if self.journal is None or self.options.dry_run or not group or self._repeatable(word):
+            return None
+
+        def key(t: Target) -> str:
+            return transfer_key(
+                self.account.name, self.mailbox, self.uidvalidity, t.uid, rule.name, word, dest
+            )
+
+        def planned(t: Target) -> JournalEntry:
+            return self._entry(rule, word, "", t, dest, "ok", None, quiet=True)
+
+        return claim_group(self.journal, group, key, planned, word)
 
     def _cannot(self, action: A.Action, t: Target, ctx: EvalContext) -> str | None:
         """Why a removing action cannot be carried out for this message (its template), or None."""
@@ -412,7 +438,11 @@ class ActionRunner:
         error: str | None,
         new_uv: int | None = None,
         new_uid: int | None = None,
+        *,
+        quiet: bool = False,
     ) -> JournalEntry:
+        """The journal entry of one action on one message; logged and counted (`emit`) unless
+        `quiet` (an intent's planned entry) or a send's "ok" (emitted once the send is confirmed)."""
         entry = JournalEntry(
             run_id=self.options.run_id,
             rule=rule.name,
@@ -433,6 +463,6 @@ class ActionRunner:
             error=printable(error),
             at=dt.datetime.now(dt.UTC),
         )
-        if not (word in ("forward", "redirect") and outcome == "ok"):
+        if not quiet and not (word in ("forward", "redirect") and outcome == "ok"):
             self.emit(entry)
         return entry

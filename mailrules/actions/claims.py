@@ -18,13 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Generic, Protocol, TypeVar
 
 from mailrules.errors import ImapError
 from mailrules.state.models import JournalEntry
-
-if TYPE_CHECKING:
-    from mailrules.actions.targets import Target
 
 #: the past tense of each action, for "already copied (journal)"
 _DONE = {"copy": "copied", "move": "moved", "archive": "archived", "delete": "deleted"}
@@ -42,6 +39,16 @@ class Claims(Protocol):
     def confirmed_keys(self, keys: Sequence[str]) -> set[str]: ...
 
 
+class _Message(Protocol):
+    """A matched message (apply.Target): only its UID matters here."""
+
+    @property
+    def uid(self) -> int: ...
+
+
+Target = TypeVar("Target", bound=_Message)
+
+
 def transfer_key(
     account: str, mailbox: str, uidvalidity: int, uid: int, rule: str, action: str, destination: str
 ) -> str:
@@ -55,7 +62,7 @@ def transfer_key(
 
 
 @dataclass
-class Claim:
+class Claim(Generic[Target]):
     """The intents of one group (one rule, action and destination): who goes ahead, who does not."""
 
     journal: Claims
@@ -93,7 +100,7 @@ def claim_group(
     key: Callable[[Target], str],
     planned: Callable[[Target], JournalEntry],
     word: str,
-) -> Claim:
+) -> Claim[Target]:
     """Write the intents of `group` (raises StateError when it cannot: then nothing may be done)."""
     keys = {t.uid: key(t) for t in group}
     new = journal.claim([(keys[t.uid], planned(t)) for t in group])
