@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mailrules.actions.apply import ActionRunner, Target, union_needs
+from mailrules.actions.apply import ActionRunner
+from mailrules.actions.loops import LoopGuard
+from mailrules.actions.targets import Target, union_needs
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.plan import FetchNeeds, fetch_needs, plan_condition
@@ -118,6 +120,9 @@ class Journal(Protocol):
         destination: str | None,
     ) -> set[int]: ...
 
+    def sends_since(self, account: str, address: str, since: dt.datetime) -> list[dt.datetime]:
+        """When the forwards/redirects of `account` to `address` since `since` were announced."""
+
 
 class EngineObserver(Protocol):
     """Watches what the engine does (metrics): one call per action, per rule, per mailbox pass."""
@@ -141,6 +146,8 @@ class AccountContext:
     trash: str | None = None  # configured override of SPECIAL-USE \Trash
     create_mailboxes: bool = True
     sender: Sender | None = None
+    #: the mailbox creation budget and send limiter of this run (actions/loops.py); None: defaults
+    guard: LoopGuard | None = None
 
 
 @dataclass

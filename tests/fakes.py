@@ -9,6 +9,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mailrules.actions.loops import same_mailbox, send_refusal
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.plan import FetchNeeds
@@ -215,6 +216,8 @@ def oracle(
     """The naive reading of language.md §6: one message at a time, each action in order.
 
     Mailboxes are taken in the order given, each over the messages present when its turn comes.
+    A mailbox action whose destination is the mailbox being read does nothing, nor does a
+    forward or redirect of automatic, bulk or report mail (loop safety, actions/loops.py).
     Returns what was sent (forward/redirect), sorted.
     """
     special = special or {"\\Archive": "Archive", "\\Trash": "Trash"}
@@ -241,6 +244,8 @@ def oracle(
                         m.flags.add(flag)
                 elif isinstance(a, A.Copy):
                     assert p.destination is not None
+                    if same_mailbox(p.destination, name, "/"):
+                        continue
                     server.mailbox(p.destination).add(FakeMessage(m.raw, set(m.flags), m.internaldate))
                 elif isinstance(a, A.Move | A.Archive) or (isinstance(a, A.Delete) and not a.permanently):
                     dest = p.destination
@@ -250,6 +255,8 @@ def oracle(
                             if isinstance(a, A.Archive)
                             else (account.trash or special["\\Trash"])
                         )
+                    if same_mailbox(dest, name, "/"):
+                        continue
                     target = server.mailbox(dest)
                     del where.messages[cur_uid]
                     cur_uid = target.add(m)
@@ -257,6 +264,6 @@ def oracle(
                 elif isinstance(a, A.Delete):
                     del where.messages[cur_uid]
                     where = None
-                elif isinstance(a, A.Forward | A.Redirect):
+                elif isinstance(a, A.Forward | A.Redirect) and send_refusal(m.raw) is None:
                     sent.append(("forward" if isinstance(a, A.Forward) else "redirect", a.address, m.raw))
     return sorted(sent)

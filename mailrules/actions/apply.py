@@ -7,88 +7,34 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mailrules.actions.claims import Claim, claim_group, transfer_key
+from mailrules.actions.loops import (
+    LOOP_HEADER,
+    SOURCE_MAILBOX,
+    LoopGuard,
+    header_digest,
+    same_mailbox,
+    send_refusal,
+)
+from mailrules.actions.targets import Target, action_word, needs_of_template, union_needs
 from mailrules.compile.plan import FetchNeeds
 from mailrules.dsl import ast as A
-from mailrules.errors import ImapError, MailrulesError
+from mailrules.errors import ActionError, ImapError, MailrulesError
 from mailrules.logs import printable
 from mailrules.message import MessageView
-from mailrules.semantics import EvalContext, Match, TemplateError, render_template
+from mailrules.semantics import EvalContext, TemplateError, render_template
 from mailrules.state.models import JournalEntry
 from mailrules.state.store import intent_key, message_intent_key
 
 if TYPE_CHECKING:
-    from mailrules.engine import AccountContext, Journal, MailboxStore, RuleReport, RunOptions
+    from mailrules.engine import AccountContext, Journal, MailboxStore, RuleReport, RunOptions, Sender
 
 log = logging.getLogger("mailrules.actions")
 
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A matched message: its UID, its decoded view, and the match (captures for templates)."""
-
-    uid: int
-    view: MessageView
-    match: Match
-
-
-def union_needs(a: FetchNeeds, b: FetchNeeds) -> FetchNeeds:
-    return FetchNeeds(
-        a.headers | b.headers,
-        a.body or b.body,
-        a.bodystructure or b.bodystructure,
-        a.internaldate or b.internaldate,
-        a.size or b.size,
-        a.flags or b.flags,
-    )
-
-
-def action_word(action: A.Action) -> tuple[str, str]:
-    """(action as the language spells it, detail: flag, keyword or address)."""
-    match action:
-        case A.Move():
-            return "move", ""
-        case A.Copy():
-            return "copy", ""
-        case A.Archive():
-            return "archive", ""
-        case A.Delete(permanently=True):
-            return "delete permanently", ""
-        case A.Delete():
-            return "delete", ""
-        case A.SetFlag(flag="\\Seen", on=on):
-            return ("mark read" if on else "mark unread"), "\\Seen"
-        case A.SetFlag(on=on):
-            return ("flag" if on else "unflag"), "\\Flagged"
-        case A.Tag(keyword=k, on=on):
-            return ("tag" if on else "untag"), k
-        case A.Forward(address=a):
-            return "forward", a
-        case A.Redirect(address=a):
-            return "redirect", a
-        case A.Stop():
-            return "stop", ""
-    raise AssertionError(action)
-
-
-def _needs_of_template(t: A.Template | None) -> FetchNeeds:
-    if t is None:
-        return FetchNeeds()
-    headers: set[str] = set()
-    internaldate = False
-    for p in t.parts:
-        if isinstance(p, A.Placeholder):
-            if p.name in ("year", "month", "day"):
-                internaldate = True
-                headers.add("Date")
-            elif p.name == "from.domain":
-                headers.add("From")
-            elif p.name == "list":
-                headers.add("List-Id")
-    return FetchNeeds(headers=frozenset(headers), internaldate=internaldate)
+#: `store.copy` or `store.move`
+Transfer = Callable[..., tuple[int | None, dict[int, int]]]
 
 
 class ActionRunner:
@@ -111,6 +57,7 @@ class ActionRunner:
         self.options = options
         self.journal = journal
         self.emit = emit
+        self.guard = account.guard if account.guard is not None else LoopGuard()
         #: dry run only: the flags each message would have now, after earlier rules
         self.flag_overlay: dict[int, frozenset[str]] = {}
         self._special: dict[str, str] | None = None
@@ -127,7 +74,7 @@ class ActionRunner:
             if isinstance(action, A.Move | A.Copy | A.Archive):
                 # {match.N} needs nothing more: `matches` is always in the residual, whose
                 # needs are fetched anyway.
-                needs = union_needs(needs, _needs_of_template(action.dest))
+                needs = union_needs(needs, needs_of_template(action.dest))
             elif isinstance(action, A.SetFlag | A.Tag):
                 needs = union_needs(needs, FetchNeeds(flags=True))
         return needs
@@ -165,14 +112,27 @@ class ActionRunner:
         removed: set[int] = {t.uid for t in targets} if stops else set()
         # Each message leaves by the last removing action that can be carried out for it (the
         # per-message reading runs them all; earlier ones only set where the later one starts).
+        # A removing action whose destination is this very mailbox is skipped as if it were not
+        # written (loop safety, actions/loops.py); the message has still left the later rules.
         chosen: dict[int, list[Target]] = defaultdict(list)
         for t in targets:
+            stays = False
             for idx in range(len(removals) - 1, -1, -1):
-                error = self._cannot(removals[idx], t, ctx)
-                if error is None:
-                    chosen[idx].append(t)
-                    break
-                entries.append(self._entry(rule, action_word(removals[idx])[0], "", t, None, "failed", error))
+                word = action_word(removals[idx])[0]
+                try:
+                    dest = self._removal_destination(removals[idx], t, ctx)
+                except (TemplateError, MailrulesError) as exc:
+                    entries.append(self._entry(rule, word, "", t, None, "failed", str(exc)))
+                    continue
+                if dest is not None and self._is_source(dest):
+                    entries.append(self._entry(rule, word, "", t, dest, "skipped", SOURCE_MAILBOX))
+                    stays = True
+                    continue
+                chosen[idx].append(t)
+                break
+            else:
+                if stays:
+                    removed.add(t.uid)
         for idx in sorted(chosen):
             done = self._run_action(rule, removals[idx], chosen[idx], ctx)
             entries += done
@@ -219,9 +179,11 @@ class ActionRunner:
             except (TemplateError, MailrulesError) as exc:
                 entries.append(self._entry(rule, word, "", t, None, "failed", str(exc)))
                 continue
+            if self._is_source(dest):
+                entries.append(self._entry(rule, word, "", t, dest, "skipped", SOURCE_MAILBOX))
+                continue
             groups[dest].append(t)
         op = self.store.copy if isinstance(action, A.Copy) else self.store.move
-        create = self.account.create_mailboxes
         for dest, group in groups.items():
             if isinstance(action, A.Copy) and self.journal is not None and not self.options.dry_run:
                 # A copy is made once per message, rule and mailbox: a second `mailrules run`, or
@@ -244,7 +206,7 @@ class ActionRunner:
                     group = [t for t in group if t.uid not in done]
 
             def command(uids: list[int], dest: str = dest) -> object:
-                return op(uids, dest, create=create)
+                return self._into(op, uids, dest)
 
             claim = self._claim(rule, word, dest, group)
             if claim is None:
@@ -273,16 +235,31 @@ class ActionRunner:
 
         return claim_group(self.journal, group, key, planned, word)
 
-    def _cannot(self, action: A.Action, t: Target, ctx: EvalContext) -> str | None:
-        """Why a removing action cannot be carried out for this message (its template), or None."""
+    def _into(self, op: Transfer, uids: list[int], dest: str) -> tuple[int | None, dict[int, int]]:
+        """COPY or MOVE `uids` to `dest`; a missing `dest` is created only within the run's
+        mailbox creation budget (a template can name a new mailbox per message)."""
+        if not self.account.create_mailboxes:
+            return op(uids, dest, create=False)
+        try:
+            return op(uids, dest, create=False)
+        except ImapError as exc:
+            if exc.code != "TRYCREATE":
+                raise
+        refusal = self.guard.creations.take(self.account.name, dest)
+        if refusal is not None:
+            raise ActionError(refusal)
+        return op(uids, dest, create=True)
+
+    def _is_source(self, dest: str) -> bool:
+        return same_mailbox(dest, self.mailbox, self.store.separator or "/")
+
+    def _removal_destination(self, action: A.Action, t: Target, ctx: EvalContext) -> str | None:
+        """Where a removing action takes this message (None: `delete permanently`); raises when
+        its template cannot be rendered."""
         if isinstance(action, A.Delete) and action.permanently:
             return None
         assert isinstance(action, A.Move | A.Archive | A.Delete)
-        try:
-            self._destination(action, t, ctx)
-        except (TemplateError, MailrulesError) as exc:
-            return str(exc)
-        return None
+        return self._destination(action, t, ctx)
 
     def _destination(
         self, action: A.Move | A.Copy | A.Archive | A.Delete, t: Target, ctx: EvalContext
@@ -326,10 +303,8 @@ class ActionRunner:
     def _send(
         self, rule: A.Rule, action: A.Forward | A.Redirect, word: str, address: str, targets: Sequence[Target]
     ) -> list[JournalEntry]:
-        if self.options.dry_run:
-            return [self._entry(rule, word, address, t, None, "dry-run", None) for t in targets]
         sender = self.account.sender
-        if sender is None:
+        if sender is None and not self.options.dry_run:
             msg = f"account {self.account.name!r} has no [smtp] settings: cannot {word}"
             return [self._entry(rule, word, address, t, None, "failed", msg) for t in targets]
         try:
@@ -338,44 +313,88 @@ class ActionRunner:
             return [self._entry(rule, word, address, t, None, "failed", str(exc)) for t in targets]
         entries = []
         for t in targets:
-            key = self._intent_key(t, rule, word, address)
-            planned = self._entry(rule, word, address, t, None, "ok", None)
-            if t.uid not in raw:
+            original = raw.get(t.uid)
+            if original is None:
                 entries.append(self._entry(rule, word, address, t, None, "failed", "message vanished"))
                 continue
-            if self.journal is not None and not self.journal.intent(key, planned):
-                why = (
-                    "already sent"
-                    if self.journal.is_confirmed(key)
-                    else "an earlier attempt may have sent it"
-                )
-                entries.append(self._entry(rule, word, address, t, None, "skipped", f"{why} (journal)"))
-                continue
-            try:
-                if isinstance(action, A.Forward):
-                    sender.send_forward(raw[t.uid], address, rule=rule.name, idempotency_key=key)
-                else:
-                    sender.send_redirect(raw[t.uid], address, rule=rule.name, idempotency_key=key)
-            except MailrulesError as exc:
-                # Release only what certainly did not leave; a connection lost during DATA keeps
-                # its intent (at most once: a person decides, see `mailrules log`).
-                if self.journal is not None and not getattr(exc, "maybe_sent", False):
-                    self.journal.release(key)
-                entries.append(self._entry(rule, word, address, t, None, "failed", str(exc)))
-                continue
-            if self.journal is not None:
-                self.journal.confirm(key)
-            entries.append(planned)
-            self.emit(planned)
+            # automatic mail, bounces, reports and bulk mail are never sent on (loop safety)
+            refusal = send_refusal(original)
+            if refusal is not None:
+                entries.append(self._entry(rule, word, address, t, None, "skipped", refusal))
+            elif self.options.dry_run or sender is None:
+                entries.append(self._entry(rule, word, address, t, None, "dry-run", None))
+            else:
+                entries.append(self._send_one(rule, action, word, address, t, original, sender))
         return entries
 
-    def _intent_key(self, t: Target, rule: A.Rule, word: str, address: str) -> str:
-        """By Message-ID where there is one (stable across UIDVALIDITY changes and moves), else
-        by UIDVALIDITY and UID."""
+    def _send_one(
+        self,
+        rule: A.Rule,
+        action: A.Forward | A.Redirect,
+        word: str,
+        address: str,
+        t: Target,
+        original: bytes,
+        sender: Sender,
+    ) -> JournalEntry:
+        """One send, at most once (house style 7: the intent is durable before the mail leaves)."""
+        key, legacy = self._intent_keys(t, original, rule, word, address)
+        if self.journal is not None and legacy is not None and self.journal.is_confirmed(legacy):
+            return self._entry(rule, word, address, t, None, "skipped", "already sent (journal)")
+        account = self.account.name
+        limited = self.guard.sends.take(account, address, self._history if self.journal is not None else None)
+        if limited is not None:
+            if self.journal is not None and self.journal.is_confirmed(key):
+                limited = "already sent (journal)"
+            return self._entry(rule, word, address, t, None, "skipped", limited)
+        planned = self._entry(rule, word, address, t, None, "ok", None)
+        if self.journal is not None and not self.journal.intent(key, planned):
+            self.guard.sends.give_back(account, address)
+            why = "already sent" if self.journal.is_confirmed(key) else "an earlier attempt may have sent it"
+            return self._entry(rule, word, address, t, None, "skipped", f"{why} (journal)")
+        try:
+            if isinstance(action, A.Forward):
+                sender.send_forward(original, address, rule=rule.name, idempotency_key=key)
+            else:
+                sender.send_redirect(original, address, rule=rule.name, idempotency_key=key)
+        except MailrulesError as exc:
+            # Release only what certainly did not leave; a connection lost during DATA keeps
+            # its intent (at most once: a person decides, see `mailrules log`).
+            if not getattr(exc, "maybe_sent", False):
+                if self.journal is not None:
+                    self.journal.release(key)
+                self.guard.sends.give_back(account, address)
+            if getattr(exc, "kind", None) == "loop":  # our own loop header: never sent again
+                return self._entry(rule, word, address, t, None, "skipped", LOOP_HEADER)
+            return self._entry(rule, word, address, t, None, "failed", str(exc))
+        if self.journal is not None:
+            self.journal.confirm(key)
+        self.emit(planned)
+        return planned
+
+    def _history(self, account: str, address: str, since: dt.datetime) -> list[dt.datetime]:
+        assert self.journal is not None
+        return self.journal.sends_since(account, address, since)
+
+    def _intent_keys(
+        self, t: Target, original: bytes, rule: A.Rule, word: str, address: str
+    ) -> tuple[str, str | None]:
+        """The at-most-once key of one send, and the key an older mailrules gave it (or None).
+
+        By Message-ID and a digest of the header block where there is a Message-ID (stable across
+        UIDVALIDITY changes and moves, and a stranger who sends first under a predicted
+        Message-ID does not share it), else by UIDVALIDITY and UID. Sends journalled under the
+        Message-ID alone (before the digest) still count as done.
+        """
         mid = (t.view.message_id or "").strip()
+        acct = self.account.name
         if mid:
-            return message_intent_key(self.account.name, mid, rule.name, word, address)
-        return intent_key(self.account.name, self.mailbox, self.uidvalidity, t.uid, rule.name, word, address)
+            digest = header_digest(original)
+            return (
+                message_intent_key(acct, mid, rule.name, word, address, digest=digest),
+                message_intent_key(acct, mid, rule.name, word, address),
+            )
+        return intent_key(acct, self.mailbox, self.uidvalidity, t.uid, rule.name, word, address), None
 
     # -- one command for a group ---------------------------------------------------------------------
 

@@ -43,6 +43,9 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDR_SPEC = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _EOL = re.compile(rb"\r\n|\r|\n")
+# Our loop header at the start of any line: in the header, or in the header of a message or of
+# the headers a bounce or a forward carries inside (message/rfc822, text/rfc822-headers).
+_LOOP_LINE = re.compile(rb"^" + LOOP_HEADER.encode() + rb":[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 # CRLF, folded at 78 columns, non-ASCII as RFC 2047 encoded words (we never assume SMTPUTF8)
 SMTP_POLICY = SMTP.clone(cte_type="7bit", refold_source="all")
 
@@ -147,11 +150,15 @@ def _prepare(original: bytes, from_addr: str) -> tuple[bytes, MessageView, list[
 
     Bare CR or LF are not allowed in SMTP (RFC 5321 §2.3.8) and are how "SMTP smuggling" ends
     DATA early on lenient servers, so every line end becomes CRLF; a CRLF original is unchanged.
+    Our own guard anywhere in the message (the bounce of a forward carries it inside) is a loop.
     """
     data = _EOL.sub(b"\r\n", original)
     view = MessageView.from_bytes(data)
     guards = [header_text(v).lower() for v in view.header_values(LOOP_HEADER)]
-    if from_addr.lower() in guards:
+    ours = from_addr.lower().encode()
+    if from_addr.lower() in guards or any(
+        m.group(1).strip().lower() == ours for m in _LOOP_LINE.finditer(data)
+    ):
         raise SmtpActionError(
             f"mail loop: the message already carries {LOOP_HEADER}: {from_addr}; not sending it again",
             "loop",

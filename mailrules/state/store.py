@@ -43,13 +43,21 @@ def intent_key(
     return "/".join(p.replace("%", "%25").replace("/", "%2F") for p in parts)
 
 
-def message_intent_key(account: str, message_id: str, rule: str, action: str, address: str) -> str:
+def message_intent_key(
+    account: str, message_id: str, rule: str, action: str, address: str, *, digest: str | None = None
+) -> str:
     """The idempotency key by Message-ID, used when the message has one.
 
     It survives what a UID does not: a UIDVALIDITY change (the daemon then reprocesses a window
     of mail) and the message being moved to another mailbox where a rule matches it again.
+    `digest` (of the header block, actions/loops.py `header_digest`) keeps a stranger who sends
+    first under a predicted Message-ID from taking the key of the real message; keys written
+    without one (before it was added) have the `message-id` form and still mean "sent".
     """
-    parts = (account, "message-id", message_id, rule, action, address.lower())
+    if digest is None:
+        parts: tuple[str, ...] = (account, "message-id", message_id, rule, action, address.lower())
+    else:
+        parts = (account, "message-headers", message_id, digest, rule, action, address.lower())
     return "/".join(p.replace("%", "%25").replace("/", "%2F") for p in parts)
 
 
@@ -361,6 +369,18 @@ class StateStore:
         with self._lock:
             row = self._conn.execute("SELECT confirmed_at FROM intents WHERE key = ?", (key,)).fetchone()
         return row is not None and row[0] is not None
+
+    @_guarded("read the intents")
+    def sends_since(self, account: str, address: str, since: datetime) -> list[datetime]:
+        """When the forwards/redirects of `account` to `address` (any case) announced at or after
+        `since` were announced, confirmed or in doubt (the per-address rate limit reads them)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT created_at FROM intents WHERE created_at >= ? "
+                "AND json_extract(entry, '$.account') = ? AND lower(json_extract(entry, '$.detail')) = ?",
+                (_ts(since), account, address.lower()),
+            ).fetchall()
+        return [_dt(r[0]) for r in rows]
 
     @_guarded("read the intents")
     def pending_intents(self) -> list[Intent]:

@@ -54,6 +54,7 @@ def test_move_and_mark_read_ends_in_destination_read() -> None:
     server = FakeServer()
     server.append("INBOX", msg("notifications@github.com", "PR"))
     server.append("INBOX", msg("mum@family.example", "lunch"))
+    server.mailbox("GitHub")  # exists: no TRYCREATE round (test_commands_grow... has one)
     rules = rules_of(
         'rule "gh" { when from contains "notifications@github.com" then move to "GitHub" mark read }'
     )
@@ -75,7 +76,9 @@ def test_commands_grow_with_rules_not_messages() -> None:
     rules = rules_of('rule "lists" { when list matches /^<?([a-z0-9-]+)\\./ then move to "Lists/{match.1}" }')
     _, store, _ = run(server, rules)
     assert sorted(server.mailboxes) == ["INBOX", "Lists/l0", "Lists/l1", "Lists/l2"]
-    assert store.commands.count("MOVE") == 3  # one per destination
+    # one per destination, and one before it that met [TRYCREATE]: the creation is counted
+    # against the run's budget (actions/loops.py) only once the mailbox is known to be missing
+    assert store.commands.count("MOVE") == 6
     assert store.commands.count("SEARCH") == 2  # ALL + the rule's
 
 
@@ -187,6 +190,9 @@ ACTIONS = [
     'move to "A"',
     'move to "Lists/{match.1}"',
     'copy to "C"',
+    'copy to "A"',  # into the mailbox a rule "in A" reads: skipped (loop safety)
+    'copy to "{list}"',  # "Loop <INBOX>" names the mailbox itself
+    'move to "INBOX"',
     "archive",
     'archive to "Y/{year}"',
     "delete",
@@ -213,6 +219,8 @@ EXTRAS = [
     "List-Id: Dev <dev.lists.example.org>\r\n",
     "X-Spam: yes\r\n",
     "X-Spam: no\r\nCc: b@example.com\r\n",
+    "List-Id: Loop <INBOX>\r\n",
+    "Auto-Submitted: auto-replied\r\n",  # never forwarded nor redirected
 ]
 FLAGS = [[], ["\\Seen"], ["\\Flagged"], ["\\Seen", "$Work"]]
 DAYS = [1, 20, 100, 200, 500]
