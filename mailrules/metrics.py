@@ -13,6 +13,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mailrules import __version__
+from mailrules.actions.loops import CREATION_LIMIT, SKIP_LABELS, skip_label
 from mailrules.engine import MailboxReport, RuleReport
 from mailrules.state.models import JournalEntry
 
@@ -242,6 +243,21 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.actions_skipped = Counter(
+            "mailrules_actions_skipped_total",
+            "Actions skipped for loop safety: source_mailbox (the destination is the mailbox the rule "
+            "reads), auto_submitted, null_sender, report, precedence, loop_header (forward/redirect "
+            "of automatic, bounce, report, bulk or already forwarded mail), rate_limit.",
+            ["account", "reason"],
+            registry=r,
+        )
+        self.creations_refused = Counter(
+            "mailrules_mailbox_creations_refused_total",
+            "Moves and copies failed because the run had created [limits] mailboxes_created_per_run "
+            "mailboxes already (the daemon's arrivals: in the last hour).",
+            ["account"],
+            registry=r,
+        )
         self.state_errors = Counter(
             "mailrules_state_errors",
             "Times the state database could not be read or written (disk full, read-only, damaged): "
@@ -293,6 +309,9 @@ class Metrics:
                 else {(a, m) for a, boxes in watched.items() for m in boxes}
             )
         for account in accounts:
+            self.creations_refused.labels(account)
+            for reason in SKIP_LABELS:
+                self.actions_skipped.labels(account, reason)
             self.messages_seen.labels(account)
             self.malformed.labels(account)
             self.reconnects.labels(account)
@@ -351,6 +370,12 @@ class Metrics:
         action = action_label(entry.action)
         outcome = entry.outcome.replace("-", "_")
         self.actions.labels(action, outcome if outcome in ACTION_OUTCOMES else OTHER).inc()
+        if entry.outcome == "skipped":
+            reason = skip_label(entry.error)
+            if reason is not None:
+                self.actions_skipped.labels(self._account(entry.account), reason).inc()
+        elif entry.outcome == "failed" and (entry.error or "").startswith(CREATION_LIMIT):
+            self.creations_refused.labels(self._account(entry.account)).inc()
         pending = getattr(self._local, "pending", 0.0)
         if pending and entry.outcome in ("ok", "failed"):
             # The first entry after the commands of a group: those commands were this group's.

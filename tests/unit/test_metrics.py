@@ -53,6 +53,8 @@ EXPECTED = {
     "mailrules_http_connections_dropped_total": "counter",
     "mailrules_build_info": "gauge",
     "mailrules_state_errors_total": "counter",
+    "mailrules_actions_skipped_total": "counter",
+    "mailrules_mailbox_creations_refused_total": "counter",
 }
 
 
@@ -326,3 +328,25 @@ def test_instrument_times_connect_and_hooks_commands() -> None:
     session.on_command("UID SEARCH", 0.02, True)
     assert value(m, "mailrules_connect_duration_seconds_count", account="work") == 1
     assert value(m, "mailrules_imap_command_duration_seconds_count", account="work", command="SEARCH") == 1
+
+
+def test_loop_safety_skips_and_refused_creations_are_counted_by_reason() -> None:
+    from mailrules.actions import loops
+
+    m = configured()
+    for reason in loops.SKIP_LABELS:
+        assert value(m, "mailrules_actions_skipped_total", account="home", reason=reason) == 0
+    assert value(m, "mailrules_mailbox_creations_refused_total", account="work") == 0
+    m.entry(entry(action="copy", outcome="skipped", error=loops.SOURCE_MAILBOX))
+    m.entry(entry(action="forward", outcome="skipped", error=loops.PRECEDENCE))
+    m.entry(entry(action="forward", outcome="skipped", error=f"{loops.RATE_LIMIT}: 20 sends to x@y.z"))
+    m.entry(entry(action="mark read", outcome="skipped", error="already so"))  # not loop safety
+    m.entry(entry(action="move", outcome="failed", error=f"{loops.CREATION_LIMIT}: 50 mailboxes created"))
+    m.entry(entry(action="move", outcome="failed", error="NO [TRYCREATE] no such mailbox"))
+    name = "mailrules_actions_skipped_total"
+    skipped = {r: value(m, name, account="work", reason=r) for r in loops.SKIP_LABELS}
+    assert skipped == {
+        "source_mailbox": 1, "auto_submitted": 0, "null_sender": 0, "report": 0, "precedence": 1,
+        "loop_header": 0, "rate_limit": 1,
+    }  # fmt: skip
+    assert value(m, "mailrules_mailbox_creations_refused_total", account="work") == 1
