@@ -351,6 +351,7 @@ def doctor(config: str | None, accounts: tuple[str, ...], as_json: bool, timeout
 def undo(config: str | None, run_id: str, log_format: str | None) -> None:
     """Move back what run RUN_ID moved and restore the flags it changed."""
     from mailrules.errors import MailrulesError
+    from mailrules.logs import printable
     from mailrules.runner import open_store, undo_run
 
     settings = _settings(config)
@@ -364,10 +365,10 @@ def undo(config: str | None, run_id: str, log_format: str | None) -> None:
         click.echo(f"mailrules: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(f"undo {result.run_id} of run {run_id}: {result.undone} change(s) undone")
-    for r in result.refused:
-        click.echo(f"  not undone: {r}")
+    for r in result.refused:  # journal rows of an older mailrules may hold a sender's CR/LF
+        click.echo(f"  not undone: {printable(r)}")
     for e in result.errors:
-        click.echo(f"  error: {e}")
+        click.echo(f"  error: {printable(e)}")
     sys.exit(EXIT_FAILED if result.errors else EXIT_OK)
 
 
