@@ -267,7 +267,7 @@ def run(
 @click.option(
     "--pending",
     is_flag=True,
-    help="Forwards/redirects in doubt: announced, never confirmed (a crash mid-send).",
+    help="Forwards, redirects and copies in doubt: announced, never confirmed (a crash mid-send).",
 )
 def log_cmd(
     config: str | None,
@@ -307,7 +307,8 @@ def _print_log(
                 key = printable(i.key)
                 click.echo(f"{i.created_at:%Y-%m-%d %H:%M:%S} {format_entry(i.entry)}  key={key}")
             click.echo(
-                f"{len(intents)} send(s) in doubt: check the recipient's mailbox; they are never re-sent"
+                f"{len(intents)} action(s) in doubt: check the recipient's mailbox (the destination of "
+                "a copy); they are never repeated"
             )
             return
         if not any((rule, message_id, run_id, account)):

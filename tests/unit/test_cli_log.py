@@ -45,7 +45,7 @@ def test_log_pending_lists_sends_in_doubt(tmp_path: Path) -> None:
         'rule "boss" account=w mailbox="INBOX" uid=7 message-id=<m@x>: forward boss@example.org'
         in result.output
     )
-    assert "1 send(s) in doubt" in result.output
+    assert "1 action(s) in doubt" in result.output
 
 
 def test_config_shows_what_is_read_without_secrets(tmp_path: Path) -> None:
