@@ -14,8 +14,10 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 
 from mailrules.compile.serialize import Lit, chunk_uid_sets
 from mailrules.errors import ImapError
-from mailrules.imap.core import CommandCore, Piece, UnsendableValue, flag_list, mailbox_arg
+from mailrules.imap.core import CommandCore, Piece, Reply, UnsendableValue, flag_list, mailbox_arg
+from mailrules.imap.errors import from_response, response_code
 from mailrules.imap.fastfetch import parse_simple_fetch
+from mailrules.imap.names import Namespaces, ServerName
 from mailrules.imap.seqset import parse_appenduid, parse_sequence_set
 
 log = logging.getLogger(__name__)
@@ -87,17 +89,30 @@ def _match(item: str, answers: dict[str, Any]) -> tuple[bool, Any]:
 
 
 class MailboxCommands(CommandCore):
-    """Commands on mailboxes and messages; every UID set is compressed and chunked (house style 5)."""
+    """Commands on mailboxes and messages; every UID set is compressed and chunked (house style 5).
+
+    Mailbox names are portable (imap/names.py) and mapped to the server's here, once, when
+    `names` is set (the session sets it from NAMESPACE after login); a `ServerName` from LIST is
+    used as it is.
+    """
 
     selected: SelectInfo | None = None
+    names: Namespaces | None = None
+    #: Server names a COPY/MOVE/APPEND found missing on this connection (created before the retry).
+    _missing: frozenset[str] = frozenset()
+
+    def server_name(self, mailbox: str) -> str:
+        """The server's name for the portable `mailbox`; UnportableName when it cannot exist there."""
+        return mailbox if self.names is None else self.names.to_server(mailbox)
 
     # -- SELECT -------------------------------------------------------------------------------------
 
     def select(self, mailbox: str, readonly: bool = False) -> SelectInfo:
         """SELECT (or EXAMINE when `readonly`) `mailbox` and report its UID state."""
         name = "EXAMINE" if readonly else "SELECT"
+        server = self.server_name(mailbox)
         raw: dict[bytes, Any] = self._call(
-            name, lambda: self._client.select_folder(mailbox, readonly=readonly)
+            name, lambda: self._client.select_folder(server, readonly=readonly)
         )
         perm = raw.get(b"PERMANENTFLAGS") or ()
         info = SelectInfo(
@@ -237,6 +252,7 @@ class MailboxCommands(CommandCore):
         create: bool = False,
     ) -> tuple[int, int] | None:
         """APPEND one message -> (uidvalidity, uid) from APPENDUID (RFC 4315 §3), None without UIDPLUS."""
+        mailbox = self.server_name(mailbox)
         head = b"APPEND " + mailbox_arg(mailbox) + b" " + flag_list(flags) + b" "
         if date is not None:
             head += _internaldate(date) + b" "
@@ -253,6 +269,7 @@ class MailboxCommands(CommandCore):
         words = list(flags)
         flags_arg = flag_list(words)
         uids: list[int] | None = []
+        mailbox = ServerName(self.server_name(mailbox))
         if not self.has("MULTIAPPEND"):
             singles = [self.append(mailbox, msg, words) for msg in messages]
             return None if any(got is None for got in singles) else [got[1] for got in singles if got]
@@ -276,14 +293,22 @@ class MailboxCommands(CommandCore):
 
     def create(self, mailbox: str) -> None:
         """CREATE `mailbox`; one that already exists is fine (RFC 5530 ALREADYEXISTS, or found by LIST)."""
+        self._create(self.server_name(mailbox))
+
+    def _create(self, server: str) -> None:
         try:
-            self._run("CREATE", [b"CREATE " + mailbox_arg(mailbox)])
+            self._run("CREATE", [b"CREATE " + mailbox_arg(server)])
         except ImapError as err:
-            if err.code == "ALREADYEXISTS" or (
-                err.kind == "permanent" and any(m.name == mailbox for m in self.list_mailboxes())
-            ):
+            if err.code == "ALREADYEXISTS" or (err.kind == "permanent" and self._exists(server)):
                 return
             raise
+        finally:
+            self._missing = self._missing - {server}
+
+    def _exists(self, server: str) -> bool:
+        """LIST says the mailbox `server` (the server's name) exists."""
+        # LIST's pattern treats * and % as wildcards: ask for the name and compare exactly.
+        return any(m.name == server for m in self.list_mailboxes(server))
 
     def list_mailboxes(self, pattern: str = "*") -> list[MailboxInfo]:
         """`LIST "" pattern` -> every mailbox with its delimiter and attributes."""
@@ -303,7 +328,7 @@ class MailboxCommands(CommandCore):
             raw = name if isinstance(name, bytes) else str(name).encode()
             out.append(
                 MailboxInfo(
-                    name=imap_utf7.decode(raw),
+                    name=ServerName(imap_utf7.decode(raw)),
                     delimiter=_s(delim) if delim is not None else None,
                     flags=frozenset(_s(f) for f in flags),
                 )
@@ -313,14 +338,40 @@ class MailboxCommands(CommandCore):
     # -- helpers for the transfer commands -----------------------------------------------------------
 
     def _with_trycreate(self, name: str, mailbox: str, create: bool, pieces: Sequence[Piece]) -> Any:
-        """Run a COPY/MOVE/APPEND; on [TRYCREATE] create the mailbox (if allowed) and retry once."""
-        try:
-            return self._run(name, pieces)
-        except ImapError as err:
-            if err.code != "TRYCREATE" or not create:
-                raise
-        log.info("%s: creating missing mailbox %r after TRYCREATE", self._account, mailbox)
-        self.create(mailbox)
+        """Run a COPY/MOVE/APPEND into `mailbox` (the server's name); a missing one is created
+        (when `create`) and the command retried once.
+
+        Missing means `NO [TRYCREATE]` (RFC 9051 §6.4.7), or a NO without a code, or with
+        NONEXISTENT, for a mailbox LIST does not show: Cyrus answers a plain `NO Mailbox does not
+        exist` outside its personal namespace, and other servers never send TRYCREATE. Such a NO
+        is an answer, not a command error (not counted in mailrules_imap_command_errors_total).
+        Without `create` it is raised with the code TRYCREATE, so the engine can create the
+        mailbox within its budget and call again; that second call creates first, without asking
+        the server to refuse once more.
+        """
+        if create and mailbox in self._missing:
+            log.info("%s: creating missing mailbox %r", self._account, mailbox)
+            self._create(mailbox)
+        missing = False
+
+        def absent(reply: Reply) -> bool:
+            nonlocal missing
+            code = response_code(reply.text)
+            missing = code == "TRYCREATE" or (code in (None, "NONEXISTENT") and not self._exists(mailbox))
+            return missing
+
+        reply = self._run(name, pieces, accept=("OK", "NO"), expected=absent)
+        if reply.typ == "OK":
+            return reply
+        err = from_response(name, reply.typ, reply.text, context=self._context)
+        if not missing:
+            raise err
+        self._missing = self._missing | {mailbox}
+        if not create:
+            raise ImapError(str(err), "permanent", "TRYCREATE")
+        log.info("%s: creating missing mailbox %r after %s", self._account, mailbox,
+                 "TRYCREATE" if err.code == "TRYCREATE" else "a NO and a LIST without it")
+        self._create(mailbox)
         return self._run(name, pieces)
 
 

@@ -125,10 +125,10 @@ class CommandCore:
     def _context(self) -> str:
         return f"{self._account} ({self._host})"
 
-    def _record(self, name: str, started: float, ok: bool) -> None:
+    def _record(self, name: str, started: float, ok: bool, ended: float | None = None) -> None:
         if self.on_command is not None:
             try:
-                self.on_command(name, time.perf_counter() - started, ok)
+                self.on_command(name, (ended or time.perf_counter()) - started, ok)
             except Exception:  # a metrics bug must not break mail processing
                 log.exception("on_command hook failed")
 
@@ -163,8 +163,20 @@ class CommandCore:
         finally:
             self._record(name, started, ok)
 
-    def _run(self, name: str, pieces: Sequence[Piece], *, accept: tuple[str, ...] = ("OK",)) -> Reply:
-        """Send `tag <pieces>` through our own writer; a reply outside `accept` raises ImapError."""
+    def _run(
+        self,
+        name: str,
+        pieces: Sequence[Piece],
+        *,
+        accept: tuple[str, ...] = ("OK",),
+        expected: Callable[[Reply], bool] | None = None,
+    ) -> Reply:
+        """Send `tag <pieces>` through our own writer; a reply outside `accept` raises ImapError.
+
+        `expected(reply)`, asked of a NO: True when it is an answer the caller acts on rather than a
+        failure (a missing destination it creates and retries), so the command hook is told `ok`
+        and `mailrules_imap_command_errors_total` does not count it.
+        """
         self._check_alive(name)
         self.command_count += 1
         started = time.perf_counter()
@@ -179,8 +191,15 @@ class CommandCore:
             if _is_imap_exception(exc):
                 raise self._fail(exc, name) from exc
             raise
+        ended = time.perf_counter()
         ok = reply.typ == "OK"
-        self._record(name, started, ok)
+        if not ok and reply.typ == "NO" and expected is not None:
+            try:
+                ok = expected(reply)
+            finally:
+                self._record(name, started, ok, ended)
+        else:
+            self._record(name, started, ok, ended)
         if reply.typ not in accept:
             raise from_response(name, reply.typ, reply.text, context=self._context)
         return reply

@@ -17,6 +17,7 @@ from mailrules import __version__
 from mailrules.errors import ImapError
 from mailrules.imap.core import login_arg
 from mailrules.imap.errors import classify
+from mailrules.imap.names import Namespaces
 from mailrules.imap.special_use import attributes_to_uses, names_to_uses
 from mailrules.imap.transfer import TransferCommands
 from mailrules.tls import ssl_context
@@ -186,22 +187,32 @@ class ImapSession(TransferCommands):
         self._separator = self._discover_separator()
 
     def _discover_separator(self) -> str | None:
+        # The namespaces portable names are mapped with (imap/names.py), and the separator.
         if self.has("NAMESPACE"):
             ns = self._call("NAMESPACE", self._client.namespace)
             personal = ns.personal if ns is not None else None
             if personal:
-                sep = personal[0][1]
-                return _text(sep) if sep is not None else None
+                self.names = Namespaces.from_response(
+                    _pairs(personal), (_pairs(ns.other), _pairs(ns.shared))
+                )
+                return self.names.separator
         # RFC 9051 §6.3.9: `LIST "" ""` returns the hierarchy delimiter of the root.
         root = self._list([b'LIST "" ""'])
-        return root[0].delimiter if root else None
+        self.names = Namespaces.from_list_root(root[0].delimiter if root else None)
+        return self.names.separator
 
     # -- properties ---------------------------------------------------------------------------------
 
     @property
     def separator(self) -> str | None:
-        """The personal namespace's hierarchy delimiter (NAMESPACE, else LIST); None when flat."""
+        """The personal namespace's hierarchy delimiter (NAMESPACE, else LIST); None when flat.
+        The server's: names given to this session use "/" (imap/names.py) whatever it is."""
         return self._separator
+
+    @property
+    def namespaces(self) -> Namespaces:
+        """How this session maps portable names (imap/names.py); `describe()` puts it in words."""
+        return self.names if self.names is not None else Namespaces()
 
     @property
     def account(self) -> str:
@@ -264,3 +275,8 @@ class ImapSession(TransferCommands):
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _pairs(group: Any) -> list[tuple[str, str | None]]:
+    """One NAMESPACE list as imapclient parsed it -> [(prefix, delimiter)] (RFC 2342 §5)."""
+    return [(_text(p), None if d is None else _text(d)) for p, d, *_ in group or ()]

@@ -15,6 +15,7 @@ from mailrules.errors import ImapError
 from mailrules.imap.bodystructure import bodystructure_attachments
 from mailrules.imap.commands import UID_SET_BYTES
 from mailrules.imap.core import mailbox_arg
+from mailrules.imap.names import PORTABLE_SEPARATOR, Namespaces
 from mailrules.imap.session import ImapSession
 from mailrules.message import MessageView
 
@@ -22,7 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class ImapStore:
-    """One account's session seen as a `MailboxStore` (mailrules.engine)."""
+    """One account's session seen as a `MailboxStore` (mailrules.engine).
+
+    Mailbox names on this side are portable ("/" between levels, relative to the personal
+    namespace); the session maps them to the server's (imap/names.py).
+    """
 
     def __init__(self, session: ImapSession) -> None:
         self.session = session
@@ -37,7 +42,25 @@ class ImapStore:
 
     @property
     def separator(self) -> str:
-        return self.session.separator or "/"
+        """The engine's separator: always "/", the portable one (the session maps names). Template
+        values lose every separator of every server anyway (semantics.sanitize_value)."""
+        return PORTABLE_SEPARATOR
+
+    @property
+    def namespaces(self) -> Namespaces:
+        """How names are mapped on this account (`names.describe` puts it in words)."""
+        return self.session.namespaces
+
+    def same_mailbox(self, a: str, b: str) -> bool:
+        """Whether the portable names `a` and `b` are one mailbox here (`INBOX.Lists` and `Lists`
+        on Cyrus): compares the server's names; a name that cannot exist is no other's."""
+        ns = self.namespaces
+        names = []
+        for name in (a, b):
+            why = ns.refusal(name)
+            server = name if why is not None else ns.to_server(name)
+            names.append(server.upper() if server.upper() == "INBOX" else server)
+        return names[0] == names[1]
 
     def select(self, mailbox: str) -> int:
         return self.session.select(mailbox).uidvalidity
@@ -113,7 +136,16 @@ class ImapStore:
         self.session.expunge_uids(uids)
 
     def special_use(self) -> dict[str, str]:
-        return self.session.special_use()
+        """{use: portable name} (a name with no portable form stays the server's, as LIST gave it)."""
+        ns = self.namespaces
+        out: dict[str, str] = {}
+        for use, server in self.session.special_use().items():
+            portable = ns.to_portable(server)
+            if portable is None:
+                log.debug("%s: %s mailbox %r has no portable name; used as the server names it",
+                          self.session.account, use, server)
+            out[use] = server if portable is None else portable
+        return out
 
 
 def _expunged(data: dict[str, Any]) -> bool:

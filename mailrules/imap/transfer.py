@@ -24,6 +24,7 @@ class TransferCommands(MailboxCommands):
         """UID COPY `uids` to `dest` -> {old uid: new uid} (empty without UIDPLUS)."""
         mapping: dict[int, int] = {}
         self.last_copyuid_uidvalidity = None
+        dest = self.server_name(dest)
         for uid_set in chunk_uid_sets(set(uids), UID_SET_BYTES):
             mapping.update(self._copy_chunk(uid_set, dest, create))
         return mapping
@@ -41,6 +42,7 @@ class TransferCommands(MailboxCommands):
         self.last_copyuid_uidvalidity = None
         if not wanted:
             return mapping
+        dest = self.server_name(dest)  # portable -> the server's name, once (imap/names.py)
         if self.has("MOVE"):
             for uid_set in chunk_uid_sets(wanted, UID_SET_BYTES):
                 self._take("COPYUID")

@@ -18,6 +18,7 @@ import pytest
 from mailrules.compile.serialize import string_pieces
 from mailrules.errors import ImapError
 from mailrules.imap.idle import Idler, has_new_mail
+from mailrules.imap.names import ServerName
 from mailrules.imap.session import ImapSession
 from tests.integration.cyrus import DEFAULT_VARIANT, CyrusServer, running_cyrus
 from tests.integration.servers import make_message
@@ -49,12 +50,14 @@ def test_login_namespace_and_capabilities(cyrus_each: CyrusServer) -> None:
 
 def test_create_append_search_move(cyrus_each: CyrusServer) -> None:
     sep = cyrus_each.variant.separator
-    lists = f"{cyrus_each.variant.personal_prefix}Lists{sep}python"
+    lists = "Lists/python"  # portable: the session maps it (imap/names.py)
+    on_server = f"{cyrus_each.variant.personal_prefix}Lists{sep}python"
     _, s = _connect(cyrus_each)
     with s:
         s.create(lists)
         s.create(lists)  # already there: fine
-        assert lists in {m.name for m in s.list_mailboxes()}
+        s.create(ServerName(on_server))  # the server's own name for it: the same mailbox
+        assert on_server in {m.name for m in s.list_mailboxes()}
         uids = {}
         for subject in ("python-list digest", "café menu", "other"):
             got = s.append("INBOX", make_message(subject))
@@ -75,13 +78,18 @@ def test_top_level_mailbox_needs_the_personal_prefix_unless_altnamespace(cyrus_e
     _, s = _connect(cyrus_each)
     with s:
         if cyrus_each.variant.altnamespace:
-            s.create("CI")
+            s.create(ServerName("CI"))
             assert "CI" in {m.name for m in s.list_mailboxes()}
         else:
             # Debian's default namespace: personal folders live under INBOX. (imap-notes (d)).
             with pytest.raises(ImapError) as info:
-                s.create("CI")
+                s.create(ServerName("CI"))
             assert info.value.kind == "permanent"
+        # The portable name "CI" is relative to the personal namespace: it works on every variant.
+        s.create("CI/builds")
+        assert f"{cyrus_each.variant.personal_prefix}CI{cyrus_each.separator}builds" in {
+            m.name for m in s.list_mailboxes()
+        }
 
 
 # A name the user may not create, per variant: top level without altnamespace, "/" inside a
@@ -92,7 +100,8 @@ UNCREATABLE = {"std-dot": "Trash", "std-slash": "Trash", "alt-dot": "GitHub/acme
 def test_trycreate_only_where_the_user_may_create(cyrus_each: CyrusServer) -> None:
     # Cyrus sends [TRYCREATE] exactly when the user could create the destination (measured on all
     # four variants); a name outside the personal namespace or with an invalid character gets a
-    # plain NO, which is what issue 12's users met with "Trash" and "GitHub/acme".
+    # plain NO, which is what issue 12's users met with "Trash" and "GitHub/acme". As server names
+    # (no mapping): mailrules then LISTs, tries CREATE, and reports the CREATE's refusal.
     _, s = _connect(cyrus_each)
     with s:
         got = [s.append("INBOX", make_message(f"m{i}")) for i in (1, 2)]
@@ -104,10 +113,16 @@ def test_trycreate_only_where_the_user_may_create(cyrus_each: CyrusServer) -> No
         bad = UNCREATABLE.get(cyrus_each.variant.id)
         if bad is not None:
             with pytest.raises(ImapError) as info:
-                s.move(uids[1:], bad, create=True)
+                s.move(uids[1:], ServerName(bad), create=True)
             assert info.value.kind == "permanent"
             assert info.value.code != "TRYCREATE"
+            assert "CREATE failed" in str(info.value)
             assert s.search([b"ALL"]) == uids[1:]  # nothing lost
+        # The same names written portably land in the personal namespace and are created there.
+        for portable in ("Trash", "GitHub/acme"):
+            s.move(uids[1:], portable, create=True)
+            s.select(portable)
+            uids = [0, *s.search([b"ALL"])]
 
 
 def test_idle_sees_an_append_from_another_connection(cyrus_each: CyrusServer) -> None:
