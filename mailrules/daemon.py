@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from mailrules.actions.loops import HOUR, LoopGuard, SendLimiter
 from mailrules.config import AccountSettings, Settings
 from mailrules.dsl import ast as A
 from mailrules.dsl.loader import load_rule_set
@@ -127,13 +128,18 @@ class Daemon:
             if settings.metrics.listen
             else None
         )
+        # Loop safety (actions/loops.py): one send limiter for the process; arrivals may create
+        # [limits] mailboxes_created_per_run mailboxes per account in any hour, each scheduled
+        # firing as many again.
+        self.sends = SendLimiter(settings.limits.forwards_per_address_per_hour)
+        self.arrival_guard = LoopGuard.from_limits(settings.limits, window=HOUR, sends=self.sends)
         self.ctx = WatchContext(
             state=self.state,
             tz=settings.timezone,
             rules=lambda: self.rules,
             lock_for=self.lock_for,
             connect=self._connect,
-            account_context=account_context,
+            account_context=lambda account: account_context(account, self.arrival_guard),
             observer=self.metrics,
             on_entry=log_entry,
             hooks=_MetricsHooks(self.metrics),
@@ -293,6 +299,7 @@ class Daemon:
         failed: set[str] = set()
         run_id = self.state.begin_run("schedule", False)
         limits = LimitLedger()  # `limit N` holds for this firing as a whole (mailrules/limits.py)
+        guard = LoopGuard.from_limits(self.settings.limits, sends=self.sends)  # this firing's budget
         precount(
             list(self.settings.accounts),
             rules,
@@ -317,7 +324,7 @@ class Daemon:
                     )
                     for mailbox in mailboxes_of(mine, name):
                         with self.lock_for(name, mailbox):
-                            report = engine.process(store, account_context(acct), mailbox, mine)
+                            report = engine.process(store, account_context(acct, guard), mailbox, mine)
                         failed.update(rr.rule for rr in report.rules if rr.failed)
             except StateError:
                 raise

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from mailrules.actions.loops import LoopGuard
 from mailrules.actions.smtp import SmtpParams, SmtpSender
 from mailrules.config import AccountSettings, Settings
 from mailrules.dsl import ast as A
@@ -37,8 +38,9 @@ def connection_params(account: AccountSettings) -> ConnectionParams:
     )
 
 
-def account_context(account: AccountSettings) -> AccountContext:
-    """What the engine needs of an account: overrides, mailbox creation, and an SMTP sender."""
+def account_context(account: AccountSettings, guard: LoopGuard | None = None) -> AccountContext:
+    """What the engine needs of an account: overrides, mailbox creation, an SMTP sender, and the
+    loop guard of the run (actions/loops.py; None: a guard with the default limits per pass)."""
     sender = None
     if account.smtp is not None:
         sender = SmtpSender(
@@ -50,6 +52,7 @@ def account_context(account: AccountSettings) -> AccountContext:
         trash=account.trash,
         create_mailboxes=account.create_mailboxes,
         sender=sender,
+        guard=guard,
     )
 
 
@@ -186,6 +189,7 @@ def run_rules(
     options = RunOptions(now=now, tz=settings.timezone, run_id=run_id, dry_run=dry_run, force=force)
     selected = [a for n, a in settings.accounts.items() if not accounts or n in accounts]
     limits = LimitLedger()
+    guard = LoopGuard.from_limits(settings.limits)  # mailboxes created, sends per address: this run's
     if not force:
         by_name = {a.name: a for a in selected}
         precount(
@@ -218,7 +222,7 @@ def run_rules(
             store = ImapStore(session)
             prefetch = ImapStore(ahead) if ahead is not None else None
             engine = Engine(options, journal=state, on_entry=log_entry, observer=observer, limits=limits)
-            ctx = account_context(acct)
+            ctx = account_context(acct, guard)
             for mailbox in mailboxes_of(account_rules, acct.name):
                 try:
                     result.reports.append(

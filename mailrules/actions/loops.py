@@ -31,14 +31,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mailrules.config.model import LimitsSettings
 from mailrules.message import MessageView
 
 log = logging.getLogger("mailrules.actions")
 
 #: The default of `[limits] mailboxes_created_per_run`.
-MAILBOXES_CREATED_PER_RUN = 50
+MAILBOXES_CREATED_PER_RUN = LimitsSettings().mailboxes_created_per_run
 #: The default of `[limits] forwards_per_address_per_hour` (forward and redirect together).
-FORWARDS_PER_ADDRESS_PER_HOUR = 20
+FORWARDS_PER_ADDRESS_PER_HOUR = LimitsSettings().forwards_per_address_per_hour
 HOUR = 3600.0
 
 # -- why an action was skipped (the journal's text) and its metric label -------------------------
@@ -262,3 +263,14 @@ class LoopGuard:
 
     creations: CreationBudget = field(default_factory=CreationBudget)
     sends: SendLimiter = field(default_factory=SendLimiter)
+
+    @classmethod
+    def from_limits(
+        cls, limits: LimitsSettings, *, window: float | None = None, sends: SendLimiter | None = None
+    ) -> LoopGuard:
+        """The guard of one run (`window` None: the budget lasts the run) or of the daemon's
+        arrivals (`window` HOUR), sharing `sends` with the other guards of the process."""
+        return cls(
+            CreationBudget(limits.mailboxes_created_per_run, window),
+            sends if sends is not None else SendLimiter(limits.forwards_per_address_per_hour),
+        )

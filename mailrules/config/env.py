@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from mailrules.config.locate import KeyPath, too_deep
-from mailrules.config.schema import ACCOUNT, METRICS, OPTIONAL_KEYS, SECRET_KEYS, SMTP, TOP, Kind
+from mailrules.config.schema import ACCOUNT, LIMITS, METRICS, OPTIONAL_KEYS, SECRET_KEYS, SMTP, TOP, Kind
 
 PREFIX = "MAILRULES_"
 ENV_CONFIG = "MAILRULES_CONFIG"
 # Names under the prefix that are not configuration keys.
 RESERVED = frozenset({ENV_CONFIG})
 
-_TABLES: dict[str, dict[str, Kind]] = {"metrics": METRICS, "smtp": SMTP}
+_TABLES: dict[str, dict[str, Kind]] = {"metrics": METRICS, "smtp": SMTP, "limits": LIMITS}
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})

@@ -16,6 +16,7 @@ from mailrules.config.env import dotted, suggestion
 from mailrules.config.locate import KeyPath, key_lines, read_toml
 from mailrules.config.model import (
     AccountSettings,
+    LimitsSettings,
     LogFormat,
     MetricsSettings,
     Secret,
@@ -33,6 +34,7 @@ from mailrules.config.schema import (
     DEFAULT_STATE,
     DEFAULT_TIMEZONE,
     IMAP_PORTS,
+    LIMITS,
     LOG_FORMATS,
     MAX_CONNECTIONS,
     METRICS,
@@ -228,6 +230,8 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
             else:
                 metrics = MetricsSettings(listen=listen)
 
+    limits = _limits(raw, cx)
+
     accounts: dict[str, AccountSettings] = {}
     accounts_table = cx.get(raw, (), "accounts", "accounts")
     seen: dict[str, str] = {}
@@ -259,8 +263,25 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
         timezone=timezone,
         metrics=metrics,
         accounts=accounts,
+        limits=limits,
         log_format=cast(LogFormat, log_format),
         warnings=tuple(escape(w) for w in sorted(cx.warnings, key=cx.order)),
+    )
+
+
+def _limits(raw: dict[str, Any], cx: _Context) -> LimitsSettings:
+    """`[limits]`, each key within its range; a missing key keeps its default (LimitsSettings)."""
+    defaults = LimitsSettings()
+    table = cx.subtable(raw, (), "limits")
+    if table is None:
+        return defaults
+    p: KeyPath = ("limits",)
+    cx.check_keys(table, p, LIMITS)
+    created = cx.integer(table, p, "mailboxes_created_per_run", 0, 100_000)
+    sends = cx.integer(table, p, "forwards_per_address_per_hour", 1, 100_000)
+    return LimitsSettings(
+        mailboxes_created_per_run=defaults.mailboxes_created_per_run if created is None else created,
+        forwards_per_address_per_hour=defaults.forwards_per_address_per_hour if sends is None else sends,
     )
 
 

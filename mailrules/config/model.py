@@ -63,6 +63,16 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    """`[limits]`: bounds no message can push mailrules past (docs/operations.md, "Hostile mail")."""
+
+    #: mailboxes one run (or the daemon's arrivals in one hour) may create per account
+    mailboxes_created_per_run: int = 50
+    #: forwards and redirects to one address per hour per account
+    forwards_per_address_per_hour: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpSettings:
     """The SMTP submission server an account's `forward` and `redirect` actions use."""
 
@@ -107,6 +117,7 @@ class Settings:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     accounts: dict[str, AccountSettings] = field(default_factory=dict)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     log_format: LogFormat = "text"
     warnings: tuple[str, ...] = ()
 
@@ -119,6 +130,10 @@ class Settings:
             "timezone": self.timezone.key,
             "log_format": self.log_format,
             "metrics": {"listen": self.metrics.listen},
+            "limits": {
+                "mailboxes_created_per_run": self.limits.mailboxes_created_per_run,
+                "forwards_per_address_per_hour": self.limits.forwards_per_address_per_hour,
+            },
             "accounts": {name: _account_dict(a) for name, a in self.accounts.items()},
         }
 

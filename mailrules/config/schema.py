@@ -13,9 +13,15 @@ TOP: dict[str, Kind] = {
     "timezone": "str",
     "log_format": "str",
     "metrics": "table",
+    "limits": "table",
     "accounts": "accounts",
 }
 METRICS: dict[str, Kind] = {"listen": "str"}
+#: `[limits]`: what one message, one run or one hour may cost (docs/operations.md, "Hostile mail")
+LIMITS: dict[str, Kind] = {
+    "mailboxes_created_per_run": "int",
+    "forwards_per_address_per_hour": "int",
+}
 ACCOUNT: dict[str, Kind] = {
     "provider": "str",
     "host": "str",

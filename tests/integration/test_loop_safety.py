@@ -6,8 +6,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
-from mailrules.imap.session import ImapSession
+from mailrules.actions.smtp import build_forward
+from mailrules.cli import main
+from mailrules.imap.session import ConnectionParams, ImapSession
+from tests.integration import helpers
 from tests.integration.servers import DovecotServer, make_message
 from tests.integration.test_daemon import Running, append, counts, wait_until
 
@@ -60,3 +64,153 @@ def test_list_id_naming_the_watched_mailbox_does_not_flood_it(dovecot: DovecotSe
         assert d.metric("mailrules_actions_skipped_total") == 1
     finally:
         assert d.stop() == 0
+
+
+# -- `mailrules run` on Dovecot with the SMTP sink ----------------------------------------------------
+
+BOT = "bot@example.com"  # the sender helpers.write_config gives the account
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def config(tmp_path: Path, account: ConnectionParams, rules: str, port: int | None, limits: str = "") -> str:
+    path = helpers.write_config(tmp_path, account, rules, smtp_port=port)
+    if limits:
+        path.write_text(path.read_text() + f"\n[limits]\n{limits}\n")
+    return str(path)
+
+
+def bounce_of(forwarded: bytes) -> bytes:
+    """A delivery status notification (RFC 3464) returning a message mailrules forwarded."""
+    return (
+        b"Return-Path: <>\r\nFrom: MAILER-DAEMON@example.org\r\nTo: bot@example.com\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-1@example.org>\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+        b"\r\n--B\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; example.org\r\n\r\n"
+        b"Final-Recipient: rfc822; boss@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        b"--B\r\nContent-Type: message/rfc822\r\n\r\n" + forwarded + b"\r\n--B--\r\n"
+    )
+
+
+def person_attaching(forwarded: bytes) -> bytes:
+    """A person's own message (no automatic marks) with a mailrules forward attached inside."""
+    return (
+        b"From: carol@example.org\r\nTo: bot@example.com\r\nSubject: look what I got\r\n"
+        b"Message-ID: <carol-1@example.org>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="C"\r\n'
+        b"\r\n--C\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n"
+        b"--C\r\nContent-Type: message/rfc822\r\n\r\n" + forwarded + b"\r\n--C--\r\n"
+    )
+
+
+def test_automatic_mail_bounces_and_our_own_forwards_are_never_sent_on(
+    account: ConnectionParams, tmp_path: Path
+) -> None:
+    personal = make_message("t-personal")
+    ours, _ = build_forward(
+        make_message("t-earlier"), "boss@example.org", from_addr=BOT, rule="f", idempotency_key="k"
+    )
+    incoming = {
+        "personal": personal,
+        "auto-reply": make_message("t-away", extra="Auto-Submitted: auto-replied\r\n"),
+        "null sender": make_message("t-null", extra="Return-Path: <>\r\n"),
+        "bulk": make_message("t-bulk", extra="Precedence: bulk\r\n"),
+        "bounce": bounce_of(ours),
+        "our forward inside": person_attaching(ours),
+    }
+    assert not any(helpers.append(account, "INBOX", [(m, [], None) for m in incoming.values()]))
+    rules = 'rule "f" { when all then forward to "boss@example.org", redirect to "deputy@example.org" }'
+    with helpers.smtp_sink() as (sink, port):
+        result = cli("run", "--config", config(tmp_path, account, rules, port))
+    assert result.exit_code == 0, result.output  # skipped is not failed
+    assert [m.rcpt_tos for m in sink.messages] == [["boss@example.org"], ["deputy@example.org"]]
+    assert all(b"Subject: t-personal" in m.content for m in sink.messages)
+    skipped = sorted(e[3] or "" for e in journal(tmp_path / "state.db", "skipped"))
+    reasons = [
+        "automatic mail (Auto-Submitted)",
+        "a bounce (empty Return-Path)",
+        "bulk or list mail (Precedence)",
+        "a bounce (empty Return-Path)",  # the DSN: its empty Return-Path is seen first
+        "sent by this mailrules already (X-Mailrules-Loop)",
+    ]
+    assert skipped == sorted(2 * reasons)
+    assert "forward skipped 5" in result.stdout and "redirect skipped 5" in result.stdout
+
+
+def test_sends_to_one_address_stop_at_the_hourly_limit_across_runs(
+    account: ConnectionParams, tmp_path: Path
+) -> None:
+    rules = 'rule "f" { when all then forward to "boss@example.org" }'
+    limits = "forwards_per_address_per_hour = 3"
+    assert not any(helpers.append(account, "INBOX", [(make_message(f"t-{i}"), [], None) for i in range(5)]))
+    with helpers.smtp_sink() as (sink, port):
+        first = cli("run", "--config", config(tmp_path, account, rules, port, limits))
+        assert len(sink.messages) == 3
+        assert "forward ok 3" in first.stdout and "forward skipped 2" in first.stdout
+        assert first.exit_code == 0
+        assert first.stderr.count("forwards/redirects to boss@example.org in the last hour") == 1
+        # a new process: the count comes back from the state, not from zero
+        assert not any(helpers.append(account, "INBOX", [(make_message("t-late"), [], None)]))
+        again = cli("run", "--config", config(tmp_path, account, rules, port, limits))
+        assert len(sink.messages) == 3 and "forward ok" not in again.stdout
+    reasons = [e[3] or "" for e in journal(tmp_path / "state.db", "skipped")]
+    rate = "rate limit reached: 3 sends to boss@example.org in the last hour"
+    assert sum(r.startswith(rate) for r in reasons) == 2 + 3  # the first run's two; again, with the new one
+    assert reasons.count("already sent (journal)") == 3
+
+
+def test_a_run_creates_no_more_mailboxes_than_its_limit(account: ConnectionParams, tmp_path: Path) -> None:
+    lists = [make_message(f"t-{i}", extra=f"List-Id: <l{i}.example.org>\r\n") for i in range(4)]
+    assert not any(helpers.append(account, "INBOX", [(m, [], None) for m in lists]))
+    rules = 'rule "lists" { when list matches /^(l[0-9])/ then move to "Lists/{match.1}" }'
+    result = cli("run", "--config", config(tmp_path, account, rules, None, "mailboxes_created_per_run = 2"))
+    assert result.exit_code == 1  # the refused moves are failed actions
+    assert "move ok 2" in result.stdout and "move failed 2" in result.stdout
+    snap = helpers.snapshot(account)
+    assert sorted(n for n in snap if n.startswith("Lists/")) == ["Lists/l0", "Lists/l1"]
+    assert len(snap["INBOX"].messages) == 2  # left where they were
+    assert "mailbox creation limit reached: 2 mailboxes created in this run" in result.stderr
+
+
+def test_a_stranger_who_sends_first_under_the_same_message_id_does_not_stop_the_forward(
+    account: ConnectionParams, tmp_path: Path
+) -> None:
+    rules = 'rule "f" { when all then forward to "boss@example.org" }'
+    fake = make_message("t-fake").replace(b"Message-ID: <", b"Message-ID: <predicted-", 1)
+    mid = fake.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0]
+    real = make_message("t-real", extra="X-Real: yes\r\n")
+    real = real.replace(real.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0], mid, 1)
+    with helpers.smtp_sink() as (sink, port):
+        assert not any(helpers.append(account, "INBOX", [(fake, [], None)]))
+        cli("run", "--config", config(tmp_path, account, rules, port))
+        assert not any(helpers.append(account, "INBOX", [(real, [], None)]))
+        cli("run", "--config", config(tmp_path, account, rules, port))
+    assert [b"Subject: t-real" in m.content for m in sink.messages] == [False, True]
+
+
+def test_a_forward_that_comes_back_is_not_forwarded_again(dovecot: DovecotServer, tmp_path: Path) -> None:
+    """The target forwards it back, then bounces it: the daemon sends once, not back and forth."""
+    user, pw = dovecot.fresh_user()
+    with helpers.smtp_sink() as (sink, port):
+        d = Running(tmp_path, dovecot, user, pw, port)
+        (d.rules / "10-main.rules").write_text(
+            'rule "f" { when all then forward to "boss@example.org" }\n'
+            'rule "filed" { when subject contains "file me" then move to "Filed" }\n'
+        )
+        d.start()
+        try:
+            append(dovecot, user, pw, [make_message("hello boss")])
+            wait_until(lambda: len(sink.messages) == 1, 30, "the first forward", d)
+            came_back = sink.messages[0].content
+            append(dovecot, user, pw, [came_back, bounce_of(came_back), make_message("then file me")])
+            wait_until(lambda: counts(dovecot, user, pw).get("Filed") == 1, 30, "the marker to be filed", d)
+            assert len(sink.messages) == 2  # the marker itself was forwarded once, as any mail
+            assert b"Subject: then file me" in sink.messages[1].content
+            reasons = [e[3] for e in journal(tmp_path / "state.db", "skipped")]
+            assert reasons == ["automatic mail (Auto-Submitted)", "a bounce (empty Return-Path)"]
+            assert d.metric("mailrules_actions_skipped_total") == 2
+        finally:
+            assert d.stop() == 0
