@@ -23,7 +23,25 @@ GMAIL_CAPS = _caps(
     "ENABLE MOVE CONDSTORE ESEARCH UTF8=ACCEPT LIST-EXTENDED LIST-STATUS LITERAL- SPECIAL-USE "
     "APPENDLIMIT=35651584"
 )
+# Exchange Online after login (third-party transcripts, imap-notes.md "Provider specifics"): no
+# SPECIAL-USE, ESEARCH, CONDSTORE/QRESYNC, ENABLE, WITHIN, UTF8/I18NLEVEL or COMPRESS.
+MICROSOFT_CAPS = _caps(
+    "IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS MOVE ID UNSELECT CLIENTACCESSRULES "
+    "CLIENTNETWORKPRESENCELOCATION BACKENDAUTHENTICATE CHILDREN IDLE NAMESPACE LITERAL+"
+)
 RFC3501_CAPS = ("IMAP4rev1",)
+# Capabilities only Exchange (Online and on-premises) advertises; the bare "IMAP4" (RFC 1730) is
+# in every Exchange CAPABILITY seen and in no other server's we target.
+_EXCHANGE_CAPS = frozenset(
+    {"CLIENTACCESSRULES", "CLIENTNETWORKPRESENCELOCATION", "BACKENDAUTHENTICATE", "IMAP4"}
+)
+#: RFC 7162 §4: command lines near 8 KB; the UID set gets 7,000 bytes, the rest of the line 1 KB.
+UID_SET_BYTES = 7000
+#: Exchange's MaxCommandSize bounds the whole line: 10,240 bytes by default, settable from 1,024
+#: (Set-ImapSettings); Exchange Online publishes none and answered a 40 KB UID SEARCH with
+#: `BAD Command Error. 10` (third-party report). 4,000 keeps a command with a long mailbox name
+#: near 5 KB.
+MICROSOFT_UID_SET_BYTES = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +50,10 @@ class Dialect:
 
     `utf8_search`: SEARCH CHARSET UTF-8 is known to work (IMAP4rev2 requires it; RFC 3501 only
     requires US-ASCII, and Exchange 2010 answered BADCHARSET), so non-ASCII values may go out as
-    literals. `gmail`: X-GM-EXT-1; Gmail's text search is word-based, so text keys are not exact.
+    literals. `gmail`: X-GM-EXT-1; Gmail's text search is word-based, so text keys are not exact,
+    tags are labels (X-GM-LABELS) and X-GM-RAW prefilters what SEARCH cannot say. `microsoft`:
+    Exchange (Online or on-premises), which advertises little and limits command length.
+    `uid_set_bytes`: the longest UID set one command may carry.
     """
 
     name: str = "rfc3501"
@@ -50,6 +71,8 @@ class Dialect:
     move: bool = False
     uidplus: bool = False
     special_use: bool = False
+    microsoft: bool = False
+    uid_set_bytes: int = UID_SET_BYTES
 
     @classmethod
     def from_capabilities(
@@ -58,6 +81,7 @@ class Dialect:
         """The dialect of a server advertising `caps` (after login: capabilities change then)."""
         c = {(x.decode("ascii", "replace") if isinstance(x, bytes) else x).upper() for x in caps}
         rev2 = "IMAP4REV2" in c
+        microsoft = bool(c & _EXCHANGE_CAPS) and "X-GM-EXT-1" not in c
         return cls(
             name=name,
             clock_skew=clock_skew,
@@ -74,12 +98,17 @@ class Dialect:
             move="MOVE" in c or rev2,
             uidplus="UIDPLUS" in c or rev2,
             special_use="SPECIAL-USE" in c,
+            microsoft=microsoft,
+            uid_set_bytes=MICROSOFT_UID_SET_BYTES if microsoft else UID_SET_BYTES,
         )
 
     @classmethod
     def named(cls, name: str) -> Dialect:
-        """A known server: "rfc3501" (plain IMAP4rev1), "dovecot" (2.3 defaults) or "gmail"."""
-        table = {"rfc3501": RFC3501_CAPS, "dovecot": DOVECOT_CAPS, "gmail": GMAIL_CAPS}
+        """A known server: "rfc3501" (plain IMAP4rev1), "dovecot" (2.3 defaults), "gmail" or "microsoft"."""
+        table = {
+            "rfc3501": RFC3501_CAPS, "dovecot": DOVECOT_CAPS, "gmail": GMAIL_CAPS,
+            "microsoft": MICROSOFT_CAPS,
+        }
         try:
             caps = table[name.lower()]
         except KeyError:

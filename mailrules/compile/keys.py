@@ -1,4 +1,4 @@
-"""The typed IMAP SEARCH key tree (RFC 9051 §6.4.4, RFC 5032, X-GM-RAW) and simplifying constructors."""
+"""The typed IMAP SEARCH key tree (RFC 9051 §6.4.4, RFC 5032, Gmail X-GM-*) and simplifying constructors."""
 
 from __future__ import annotations
 
@@ -115,6 +115,13 @@ class GmRaw:
 
 
 @dataclass(frozen=True, slots=True)
+class GmLabels:
+    """X-GM-LABELS label (Gmail X-GM-EXT-1): the message has the label (`\\Important`: a system one)."""
+
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
 class And:
     """Keys side by side: all must hold. Build with `and_()`."""
 
@@ -138,7 +145,7 @@ class Not:
 
 SearchKey = Union[
     All, Uid, Header, Text, Larger, Smaller, Date, Older, Younger, Flag, Keyword, Unkeyword, GmRaw,
-    And, Or, Not,
+    GmLabels, And, Or, Not,
 ]
 
 ALL = All()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from mailrules.compile import gmail
 from mailrules.compile import keys as K
 from mailrules.compile.dates import age_key, received_key, sent_key
 from mailrules.compile.dialect import Dialect
@@ -25,9 +26,11 @@ from mailrules.dsl import ast as A
 #   matches /RE/            required ASCII literal of RE as a substring, else presence   residual
 #   header X exists         HEADER X ""                                                  exact
 #   size > n, >= n, <, <=   LARGER n, LARGER n-1, SMALLER n, SMALLER n+1                 exact
-#   flags, tagged           SEEN/UNSEEN/..., KEYWORD k                                   exact
+#   flags, tagged           SEEN/UNSEEN/..., KEYWORD k (Gmail: X-GM-LABELS k, k ASCII)   exact
 #   older/newer than        OLDER n-skew/YOUNGER n+skew with WITHIN, else a BEFORE/SINCE residual
-#                           window (exact only with Dialect.clock_skew=0)
+#                           window (exact only with Dialect.clock_skew=0; Gmail: and X-GM-RAW
+#                           older_than:/newer_than: a day wider)
+#   list is ID              as `FIELD contains` (Gmail: and X-GM-RAW list:ID)            residual
 #   received D              SINCE/BEFORE window valid for any server zone (-12..+14 h)   residual
 #   sent D                  SENTBEFORE/SENTON/SENTSINCE (no Date: is 1970 on servers)    residual
 #   has attachment          ALL (Gmail: X-GM-RAW has:attachment)                          residual
@@ -178,7 +181,10 @@ def _plan(c: A.Condition, x: _Ctx) -> _Part:
     handler = _ATOMS.get(type(c))
     if handler is None:  # pragma: no cover - exhaustive over Condition
         raise TypeError(f"not a condition: {c!r}")
-    return handler(c, x)
+    server, residual = handler(c, x)
+    if x.dialect.gmail:  # labels for tags, X-GM-RAW prefilters (compile/gmail.py)
+        return gmail.refine(c, server, residual, x.now, x.tz)
+    return server, residual
 
 
 # ---------------------------------------------------------------------------

@@ -101,11 +101,30 @@ def search_matches(
         return age > limit if isinstance(key, K.Older) else age < limit
     if isinstance(key, K.Uid):
         return view.uid is not None and view.uid in key.uids
+    if isinstance(key, K.GmLabels):
+        # Labels are where a Gmail view keeps them: among the flags (imap/gmail.py merges them).
+        return ascii_fold(key.label) in {ascii_fold(f) for f in view.flags}
     if isinstance(key, K.GmRaw):
-        if key.query.strip().lower() == "has:attachment":
-            return view.has_attachment
-        return True  # unknown Gmail syntax: the reference cannot say, so it does not filter
+        return all(_gmail_term(t, view, now) for t in key.query.split())
     raise TypeError(f"not a search key: {key!r}")  # pragma: no cover
+
+
+def _gmail_term(term: str, view: SearchableMessage, now: dt.datetime | None) -> bool:
+    """The strictest reading of one Gmail operator the planner writes (compile/gmail.py): a planned
+    X-GM-RAW key must hold for every match even so. Other syntax does not filter here."""
+    op, _, arg = term.lower().partition(":")
+    if op == "has" and arg == "attachment":
+        return view.has_attachment
+    if op in ("older_than", "newer_than") and arg[:-1].isdigit() and arg.endswith("d"):
+        if view.internaldate is None:
+            return False
+        current = now if now is not None else dt.datetime.now(dt.UTC)
+        age = current.astimezone(dt.UTC) - view.internaldate.astimezone(dt.UTC)
+        limit = dt.timedelta(days=int(arg[:-1]))
+        return age > limit if op == "older_than" else age < limit
+    if op == "list" and arg:
+        return any(ascii_fold(v.strip()) == arg for v in view.field_text("list"))
+    return True
 
 
 def _date(key: K.Date, view: SearchableMessage, server_tz: dt.tzinfo) -> bool:

@@ -203,22 +203,22 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
     'newer than 7 days': {
         'rfc3501': ('SINCE 24-Apr-2024', 'newer than 7 days'),
         'dovecot': ('YOUNGER 605100', 'newer than 7 days'),
-        'gmail': ('SINCE 24-Apr-2024', 'newer than 7 days'),
+        'gmail': ('SINCE 24-Apr-2024 X-GM-RAW newer_than:8d', 'newer than 7 days'),
     },
     'older than 2 weeks': {
         'rfc3501': ('BEFORE 19-Apr-2024', 'older than 2 weeks'),
         'dovecot': ('OLDER 1209300', 'older than 2 weeks'),
-        'gmail': ('BEFORE 19-Apr-2024', 'older than 2 weeks'),
+        'gmail': ('BEFORE 19-Apr-2024 X-GM-RAW older_than:13d', 'older than 2 weeks'),
     },
     'older than 3 months': {
         'rfc3501': ('BEFORE 3-Feb-2024', 'older than 3 months'),
         'dovecot': ('OLDER 7772100', 'older than 3 months'),
-        'gmail': ('BEFORE 3-Feb-2024', 'older than 3 months'),
+        'gmail': ('BEFORE 3-Feb-2024 X-GM-RAW older_than:88d', 'older than 3 months'),
     },
     'newer than 1 years': {
         'rfc3501': ('SINCE 1-May-2023', 'newer than 1 years'),
         'dovecot': ('YOUNGER 31622700', 'newer than 1 years'),
-        'gmail': ('SINCE 1-May-2023', 'newer than 1 years'),
+        'gmail': ('SINCE 1-May-2023 X-GM-RAW newer_than:367d', 'newer than 1 years'),
     },
     'received before 2024-01-10': {
         'rfc3501': ('BEFORE 11-Jan-2024', 'received before 2024-01-10'),
@@ -293,7 +293,7 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
     'tagged "$Work"': {
         'rfc3501': ('KEYWORD $Work', None),
         'dovecot': ('KEYWORD $Work', None),
-        'gmail': ('KEYWORD $Work', None),
+        'gmail': ('X-GM-LABELS $Work', None),
     },
     'has attachment': {
         'rfc3501': ('ALL', 'has attachment'),
@@ -343,7 +343,7 @@ GOLDEN: dict[str, dict[str, tuple[str, str | None]]] = {
     'older than 365 days and seen and not flagged': {
         'rfc3501': ('BEFORE 4-May-2023 SEEN UNFLAGGED', 'older than 365 days'),
         'dovecot': ('OLDER 31535700 SEEN UNFLAGGED', 'older than 365 days'),
-        'gmail': ('BEFORE 4-May-2023 SEEN UNFLAGGED', 'older than 365 days'),
+        'gmail': ('BEFORE 4-May-2023 X-GM-RAW older_than:364d SEEN UNFLAGGED', 'older than 365 days'),
     },
     'from domain is "marketing.example.com" or header "Precedence" is "bulk"': {
         'rfc3501': ('OR (HEADER From marketing HEADER From example) HEADER Precedence bulk', 'from domain is "marketing.example.com" or header "Precedence" is "bulk"'),

@@ -32,6 +32,7 @@ DIALECTS = [
     Dialect.named("rfc3501"),
     Dialect.named("dovecot"),
     Dialect.named("gmail"),
+    Dialect.named("microsoft"),
     Dialect(name="utf8-no-within", utf8_search=True),
     dataclasses.replace(Dialect.named("dovecot"), name="dovecot-trusted-clock", clock_skew=0),
 ]
