@@ -34,6 +34,11 @@ def journal(state: Path, outcome: str) -> list[tuple[str, str, str | None, str |
     return [(str(r[0]), str(r[1]), r[2], r[3]) for r in rows]
 
 
+def acted(state: Path) -> int:
+    """Journal entries that did something or failed to."""
+    return len(journal(state, "ok")) + len(journal(state, "failed"))
+
+
 def inbox(server: DovecotServer, user: str, password: str) -> list[bytes]:
     with ImapSession.connect(server.params(user, password)) as s:
         s.select("INBOX", readonly=True)
@@ -214,3 +219,36 @@ def test_a_forward_that_comes_back_is_not_forwarded_again(dovecot: DovecotServer
             assert d.metric("mailrules_actions_skipped_total") == 2
         finally:
             assert d.stop() == 0
+
+
+def test_the_daemons_arrivals_create_no_more_mailboxes_per_hour_than_the_limit(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    """A sender who writes a new List-Id into each message cannot make the daemon create mailboxes
+    without end: past the limit the moves fail and the mail stays in INBOX."""
+    user, pw = dovecot.fresh_user()
+    d = Running(tmp_path, dovecot, user, pw, None)
+    (d.rules / "10-main.rules").write_text(
+        'rule "lists" { when list matches /^(l[0-9])/ then move to "Lists/{match.1}" }\n'
+    )
+    d.config.write_text(d.config.read_text() + "\n[limits]\nmailboxes_created_per_run = 2\n")
+    d.start()
+    try:
+        for i in range(4):  # one by one: each its own batch, the budget still holds for the hour
+            append(dovecot, user, pw, [make_message(f"post {i}", extra=f"List-Id: <l{i}.example.org>\r\n")])
+            wait_until(
+                lambda n=i + 1: acted(tmp_path / "state.db") == n, 30, f"message {i} to be acted on", d
+            )
+        with ImapSession.connect(dovecot.params(user, pw)) as s:
+            names = sorted(m.name for m in s.list_mailboxes() if m.name.startswith("Lists/"))
+        assert names == ["Lists/l0", "Lists/l1"]
+        assert len(inbox(dovecot, user, pw)) == 2
+        failed = [e[3] or "" for e in journal(tmp_path / "state.db", "failed")]
+        assert len(failed) == 2
+        assert all(
+            f.startswith("mailbox creation limit reached: 2 mailboxes created in the last hour")
+            for f in failed
+        )
+        assert d.metric("mailrules_mailbox_creations_refused_total") == 2
+    finally:
+        assert d.stop() == 0

@@ -274,3 +274,31 @@ def test_too_many_hops_is_a_loop() -> None:
     guards = b"".join(f"X-Mailrules-Loop: hop{i}@example.com\r\n".encode() for i in range(MAX_HOPS))
     with pytest.raises(SmtpActionError, match="passed 10 mailrules"):
         build_redirect(guards + b"\r\nhi\r\n", "me@example.com", from_addr=BOT, idempotency_key="k")
+
+
+@pytest.mark.parametrize("build", ["forward", "redirect"])
+def test_our_loop_header_inside_a_bounce_or_an_attachment_is_a_loop(build: str) -> None:
+    """A bounce returns our forward inside it (message/rfc822 or text/rfc822-headers): the guard
+    is then in a part's header, not the message's; it is ours all the same."""
+    ours, _ = build_forward(ORIGINAL, "boss@example.org", from_addr=BOT, rule="r", idempotency_key="k")
+    inner_headers = ours.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    for returned in (ours, inner_headers):
+        bounce = (
+            b"From: MAILER-DAEMON@example.org\r\nSubject: failure\r\n"
+            b'Content-Type: multipart/mixed; boundary="Z"\r\n\r\n--Z\r\nContent-Type: text/plain\r\n\r\n'
+            b"failed\r\n--Z\r\nContent-Type: message/rfc822\r\n\r\n" + returned + b"\r\n--Z--\r\n"
+        )
+
+        def send(sender: str, original: bytes = bounce) -> bytes:
+            if build == "forward":
+                return build_forward(
+                    original, "x@example.org", from_addr=sender, rule="r", idempotency_key="k2"
+                )[0]
+            return build_redirect(original, "x@example.org", from_addr=sender, idempotency_key="k2")[0]
+
+        with pytest.raises(SmtpActionError, match="mail loop") as info:
+            send(BOT)
+        assert info.value.kind == "loop"
+        send("other@example.com")  # another sender's guard inside is not ours: no loop for it
+        # a body line that merely mentions the header is not a guard of ours
+        send(BOT, ORIGINAL + b"X-Mailrules-Loop is the header mailrules adds\r\n")
