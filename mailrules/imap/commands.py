@@ -15,7 +15,7 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 from mailrules.compile.serialize import Lit, chunk_uid_sets
 from mailrules.errors import ImapError
 from mailrules.imap.core import CommandCore, Piece, Reply, UnsendableValue, flag_list, mailbox_arg
-from mailrules.imap.errors import from_response, response_code
+from mailrules.imap.errors import from_response, is_throttled, response_code
 from mailrules.imap.fastfetch import parse_simple_fetch
 from mailrules.imap.names import Namespaces, ServerName
 from mailrules.imap.seqset import parse_appenduid, parse_sequence_set
@@ -23,6 +23,7 @@ from mailrules.imap.seqset import parse_appenduid, parse_sequence_set
 log = logging.getLogger(__name__)
 
 # RFC 7162 §4: keep command lines near 8 KB; the rest of the line (tag, command, mailbox) fits in 1 KB.
+# The default of `pacing.uid_set_bytes`; a dialect may ask for less (imap/pacing.py).
 UID_SET_BYTES = 7000
 # MULTIAPPEND batches: literals do not count toward line limits, but keep one command bounded.
 APPEND_BATCH_BYTES = 4_000_000
@@ -180,7 +181,7 @@ class MailboxCommands(CommandCore):
                 raise UnsendableValue(f"bad FETCH item: {item!r}")
         spec = ("(" + " ".join(items) + ")").encode("ascii")
         out: dict[int, dict[str, Any]] = {}
-        for uid_set in chunk_uid_sets(wanted, UID_SET_BYTES):
+        for uid_set in chunk_uid_sets(wanted, self.pacing.uid_set_bytes):
             self._take("FETCH")
             self._run("UID FETCH", [b"UID FETCH " + uid_set.encode("ascii") + b" " + spec])
             for uid, answers in self._fetch_answers(self._take("FETCH")):
@@ -226,7 +227,7 @@ class MailboxCommands(CommandCore):
         """`UID STORE +FLAGS.SILENT` (or -FLAGS.SILENT): no FETCH echo to parse (RFC 9051 §6.4.6)."""
         flags_arg = flag_list(flags)
         op = b"+FLAGS.SILENT " if add else b"-FLAGS.SILENT "
-        for uid_set in chunk_uid_sets(set(uids), UID_SET_BYTES):
+        for uid_set in chunk_uid_sets(set(uids), self.pacing.uid_set_bytes):
             self._run("UID STORE", [b"UID STORE " + uid_set.encode("ascii") + b" " + op + flags_arg])
 
     def expunge_uids(self, uids: Iterable[int]) -> None:
@@ -237,7 +238,7 @@ class MailboxCommands(CommandCore):
                 "messages other clients marked \\Deleted",
                 "permanent",
             )
-        for uid_set in chunk_uid_sets(set(uids), UID_SET_BYTES):
+        for uid_set in chunk_uid_sets(set(uids), self.pacing.uid_set_bytes):
             self._run("UID EXPUNGE", [b"UID EXPUNGE " + uid_set.encode("ascii")])
 
     # -- APPEND -------------------------------------------------------------------------------------
@@ -357,13 +358,15 @@ class MailboxCommands(CommandCore):
         def absent(reply: Reply) -> bool:
             nonlocal missing
             code = response_code(reply.text)
+            if is_throttled(reply.text):  # Exchange's "not now" has no code either: ask nothing more
+                return False
             missing = code == "TRYCREATE" or (code in (None, "NONEXISTENT") and not self._exists(mailbox))
             return missing
 
         reply = self._run(name, pieces, accept=("OK", "NO"), expected=absent)
         if reply.typ == "OK":
             return reply
-        err = from_response(name, reply.typ, reply.text, context=self._context)
+        err = self._throttled(from_response(name, reply.typ, reply.text, context=self._context), name)
         if not missing:
             raise err
         self._missing = self._missing | {mailbox}

@@ -14,7 +14,8 @@ from imapclient import imap_utf7
 
 from mailrules.compile.serialize import Lit
 from mailrules.errors import ImapError
-from mailrules.imap.errors import classify, from_response
+from mailrules.imap.errors import Throttled, classify, from_response
+from mailrules.imap.pacing import GENERIC, Backoff, Pacing
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,11 @@ class CommandCore:
         self.command_count = 0
         #: Called after every command with (name, seconds, ok); the metrics layer attaches here.
         self.on_command: Callable[[str, float, bool], None] | None = None
+        #: Called with (name, seconds held back) when the server answers that it is throttling us.
+        self.on_throttle: Callable[[str, float], None] | None = None
+        #: Per-dialect limits (imap/pacing.py); the store sets them from the server's dialect.
+        self.pacing: Pacing = GENERIC
+        self.backoff = Backoff()
 
     # -- capabilities -------------------------------------------------------------------------------
 
@@ -136,11 +142,28 @@ class CommandCore:
         err = classify(exc, context=f"{self._context}: {name}", secrets=self._secrets)
         if err.kind == "reconnect":
             self._dead = True
+        return self._throttled(err, name)
+
+    def _throttled(self, err: ImapError, name: str) -> ImapError:
+        """After a throttling answer, hold this connection's commands back (imap/pacing.py)."""
+        if isinstance(err, Throttled) and err.kind == "retry":
+            held = self.backoff.hold(err.retry_after)
+            log.warning("%s: %s: the server is throttling; commands held back %.0f s",
+                        self._context, name, held)
+            if self.on_throttle is not None:
+                try:
+                    self.on_throttle(name, held)
+                except Exception:  # a metrics bug must not break mail processing
+                    log.exception("on_throttle hook failed")
         return err
 
     def _check_alive(self, name: str) -> None:
         if self._dead:
             raise ImapError(f"{self._context}: {name}: connection is closed", "reconnect")
+        wait = self.backoff.remaining()
+        if wait > 0 and name != "LOGOUT":
+            # Sending now would only be throttled again (and lengthen the penalty): try later.
+            raise Throttled(f"{self._context}: {name}: not sent, the server asked for {wait:.0f} s", wait)
 
     def _call(self, name: str, fn: Callable[[], T]) -> T:
         """Run one imapclient call that sends one command; count, time and classify it."""
@@ -201,7 +224,7 @@ class CommandCore:
         else:
             self._record(name, started, ok, ended)
         if reply.typ not in accept:
-            raise from_response(name, reply.typ, reply.text, context=self._context)
+            raise self._throttled(from_response(name, reply.typ, reply.text, context=self._context), name)
         return reply
 
     def _write(self, pieces: Sequence[Piece]) -> Reply:

@@ -10,12 +10,12 @@ from typing import Any
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.plan import FetchNeeds
-from mailrules.compile.serialize import chunk_uid_sets, needs_charset, serialize
+from mailrules.compile.serialize import needs_charset, serialize
 from mailrules.errors import ImapError
+from mailrules.imap import gmail
 from mailrules.imap.bodystructure import bodystructure_attachments
-from mailrules.imap.commands import UID_SET_BYTES
-from mailrules.imap.core import mailbox_arg
 from mailrules.imap.names import PORTABLE_SEPARATOR, Namespaces
+from mailrules.imap.pacing import Pacing
 from mailrules.imap.session import ImapSession
 from mailrules.message import MessageView
 
@@ -32,6 +32,8 @@ class ImapStore:
     def __init__(self, session: ImapSession) -> None:
         self.session = session
         self._dialect = Dialect.from_capabilities(session.capabilities, name=session.account)
+        # UID sets, MOVE/COPY batches and time-outs as this server takes them (imap/pacing.py).
+        session.pacing = Pacing.for_dialect(self._dialect)
 
     def __repr__(self) -> str:
         return f"ImapStore({self.session.account!r})"
@@ -72,11 +74,17 @@ class ImapStore:
         items = needs.fetch_items()
         if not items:
             return {u: MessageView.from_bytes(b"", uid=u) for u in uids}
+        labels = self._dialect.gmail and needs.flags
+        if labels:
+            items.append(gmail.LABELS_ITEM)  # on Gmail `tagged` reads labels: they join the flags
         answers = self.session.fetch(uids, items)
         views: dict[int, MessageView] = {}
         for uid, data in answers.items():
             if _expunged(data):
                 continue  # absent: the engine skips it as vanished
+            if labels:
+                data["FLAGS"] = gmail.with_labels(data.get("FLAGS") or (),
+                                                  gmail.decode_labels(data.pop(gmail.LABELS_ITEM, None)))
             views[uid] = _view(uid, data, needs)
         return views
 
@@ -95,10 +103,12 @@ class ImapStore:
         return (self.session.last_copyuid_uidvalidity if mapping else None), mapping
 
     def store_flags(self, uids: Sequence[int], flags: Sequence[str], add: bool) -> None:
-        if self._dialect.gmail and any(not f.startswith("\\") for f in flags):
-            # language.md §4: on Gmail a tag is a label (X-GM-LABELS, Gmail's IMAP extensions).
-            self._store_labels(uids, [f for f in flags if not f.startswith("\\")], add)
-            flags = [f for f in flags if f.startswith("\\")]
+        if self._dialect.gmail and any(gmail.is_label(f) for f in flags):
+            # language.md §4: on Gmail a tag is a label (X-GM-LABELS, Gmail's IMAP extensions),
+            # system labels (\Important, \Starred) included; the IMAP system flags stay flags.
+            gmail.store_labels(self.session, uids, [f for f in flags if gmail.is_label(f)], add,
+                               self.session.pacing.uid_set_bytes)
+            flags = [f for f in flags if not gmail.is_label(f)]
             if not flags:
                 return
         selected = self.session.selected
@@ -114,16 +124,23 @@ class ImapStore:
             )
         self.session.store_flags(uids, flags, add)
 
-    def _store_labels(self, uids: Sequence[int], labels: Sequence[str], add: bool) -> None:
-        op = b"+X-GM-LABELS.SILENT (" if add else b"-X-GM-LABELS.SILENT ("
-        # Labels are mailbox-like names: modified UTF-7, always quoted (as imapclient does).
-        names = b" ".join(mailbox_arg(label) for label in labels)
-        for uid_set in chunk_uid_sets(set(uids), UID_SET_BYTES):
-            self.session._run(
-                "UID STORE", [b"UID STORE " + uid_set.encode("ascii") + b" " + op + names + b")"]
-            )
+    def archive_in_place(self, uids: Sequence[int]) -> None:
+        """Gmail's `archive` from a label's mailbox: the \\Inbox label goes, the message stays where
+        it is (a MOVE to All Mail would remove this label instead; `gmail.archive_moves`)."""
+        gmail.archive_in_place(self.session, uids, self.session.pacing.uid_set_bytes)
 
     def delete_permanently(self, uids: Sequence[int]) -> None:
+        if self._dialect.gmail:
+            # Gmail: \Deleted + EXPUNGE in a label's mailbox only removes the label (imap/gmail.py).
+            uses = self.special_use()
+            trash = uses.get("\\Trash")
+            if trash is None:
+                raise ImapError(f"{self.session.account}: Gmail marks no \\Trash mailbox: refusing "
+                                "`delete permanently` (an EXPUNGE here would only remove a label)",
+                                "permanent")
+            gmail.delete_permanently(self.session, uids, trash, uses.get("\\Junk"),
+                                     self.session.pacing.uid_set_bytes)
+            return
         if not self.session.has("UIDPLUS"):
             # RFC 4315 §2.1: without UID EXPUNGE the only way out is a bare EXPUNGE, which would
             # also remove what other clients marked \Deleted.
@@ -139,7 +156,10 @@ class ImapStore:
         """{use: portable name} (a name with no portable form stays the server's, as LIST gave it)."""
         ns = self.namespaces
         out: dict[str, str] = {}
-        for use, server in self.session.special_use().items():
+        found = self.session.special_use()
+        if self._dialect.gmail:
+            found = gmail.special_uses(found)  # \All is where Gmail archives
+        for use, server in found.items():
             portable = ns.to_portable(server)
             if portable is None:
                 log.debug("%s: %s mailbox %r has no portable name; used as the server names it",

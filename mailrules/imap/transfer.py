@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from mailrules.compile.serialize import chunk_uid_sets
-from mailrules.imap.commands import UID_SET_BYTES, MailboxCommands
-from mailrules.imap.core import Reply, mailbox_arg
+from mailrules.imap.commands import MailboxCommands
+from mailrules.imap.core import Piece, Reply, mailbox_arg
+from mailrules.imap.pacing import read_timeout
 from mailrules.imap.seqset import parse_copyuid
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ class TransferCommands(MailboxCommands):
         mapping: dict[int, int] = {}
         self.last_copyuid_uidvalidity = None
         dest = self.server_name(dest)
-        for uid_set in chunk_uid_sets(set(uids), UID_SET_BYTES):
+        for uid_set in self._transfer_sets(uids):
             mapping.update(self._copy_chunk(uid_set, dest, create))
         return mapping
 
@@ -44,14 +46,14 @@ class TransferCommands(MailboxCommands):
             return mapping
         dest = self.server_name(dest)  # portable -> the server's name, once (imap/names.py)
         if self.has("MOVE"):
-            for uid_set in chunk_uid_sets(wanted, UID_SET_BYTES):
+            for uid_set in self._transfer_sets(wanted):
                 self._take("COPYUID")
                 pieces = [b"UID MOVE " + uid_set.encode("ascii") + b" " + mailbox_arg(dest)]
-                reply = self._with_trycreate("UID MOVE", dest, create, pieces)
+                reply = self._transfer("UID MOVE", dest, create, pieces, uid_set)
                 mapping.update(self._copyuid(reply))
             return mapping
         can_expunge = self.has("UIDPLUS")
-        for uid_set in chunk_uid_sets(wanted, UID_SET_BYTES):
+        for uid_set in self._transfer_sets(wanted):
             mapping.update(self._copy_chunk(uid_set, dest, create))
             set_bytes = uid_set.encode("ascii")
             self._run("UID STORE", [b"UID STORE " + set_bytes + b" +FLAGS.SILENT (\\Deleted)"])
@@ -68,8 +70,21 @@ class TransferCommands(MailboxCommands):
     def _copy_chunk(self, uid_set: str, dest: str, create: bool) -> dict[int, int]:
         self._take("COPYUID")
         pieces = [b"UID COPY " + uid_set.encode("ascii") + b" " + mailbox_arg(dest)]
-        reply = self._with_trycreate("UID COPY", dest, create, pieces)
+        reply = self._transfer("UID COPY", dest, create, pieces, uid_set)
         return self._copyuid(reply)
+
+    def _transfer_sets(self, uids: Iterable[int]) -> list[str]:
+        """UID sets for MOVE/COPY: at most `pacing.transfer_batch` messages (Exchange) and
+        `pacing.uid_set_bytes` bytes each, ascending."""
+        return [s for batch in self.pacing.batches(list(uids))
+                for s in chunk_uid_sets(batch, self.pacing.uid_set_bytes)]
+
+    def _transfer(self, name: str, dest: str, create: bool, pieces: Sequence[Piece], uid_set: str) -> Any:
+        """One MOVE/COPY with a read time-out sized for it (imap/pacing.py): a server copying into a
+        very large folder may take minutes, and a time-out would end the connection."""
+        seconds = self.pacing.transfer_seconds(_count(uid_set), None)
+        with read_timeout(getattr(self._client._imap, "sock", None), seconds):
+            return self._with_trycreate(name, dest, create, pieces)
 
     def _copyuid(self, reply: Reply) -> dict[int, int]:
         # COPY answers COPYUID in the tagged OK; MOVE in an untagged OK before the EXPUNGEs
@@ -82,3 +97,12 @@ class TransferCommands(MailboxCommands):
                 self.last_copyuid_uidvalidity = parsed[0]
                 mapping.update(parsed[1])
         return mapping
+
+
+def _count(uid_set: str) -> int:
+    """How many UIDs a sequence set without `*` names: "1:3,7" -> 4."""
+    total = 0
+    for part in uid_set.split(","):
+        lo, _, hi = part.partition(":")
+        total += abs(int(hi or lo) - int(lo)) + 1
+    return total

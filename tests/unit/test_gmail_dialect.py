@@ -20,18 +20,24 @@ commands), and the parsers must read the documented answers.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from imapclient import imap_utf7
 
-from mailrules.compile import Dialect, plan_condition
+from mailrules.compile import Dialect, FetchNeeds, plan_condition
 from mailrules.compile import keys as K
+from mailrules.compile.dialect import GMAIL_CAPS as GMAIL_CAPABILITIES
 from mailrules.compile.gmail import age_query, list_query
 from mailrules.compile.reference import search_matches
 from mailrules.compile.serialize import SearchKeyError, label_arg, mutf7_encode, render, serialize
 from mailrules.dsl import ast as A
+from mailrules.imap import gmail
+from mailrules.imap.session import ImapSession
+from mailrules.imap.store import ImapStore
 from mailrules.message import MessageView
 from mailrules.source import Span
+from tests.unit.test_imap_writer import PARAMS, FakeClient, FakeImap, Handler
 
 S = Span("gmail.rules", 1, 1)
 NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -181,3 +187,181 @@ def test_reference_gmail_terms() -> None:
     assert not search_matches(K.GmRaw("list:python.org"), v, now=NOW)
     assert not search_matches(K.GmRaw("has:attachment"), v, now=NOW)
     assert search_matches(K.GmRaw("category:promotions"), v, now=NOW)  # unknown: no filter
+
+
+# -- the session and store against Google's transcripts ----------------------------------------------
+
+GMAIL_CAPS = " ".join(GMAIL_CAPABILITIES)
+LIST_ANSWER = [  # Google's `a004 LIST "" "*"` transcript
+    b'* LIST (\\HasNoChildren) "/" "INBOX"',
+    b'* LIST (\\Noselect \\HasChildren) "/" "[Gmail]"',
+    b'* LIST (\\HasNoChildren \\All) "/" "[Gmail]/All Mail"',
+    b'* LIST (\\HasNoChildren \\Drafts) "/" "[Gmail]/Drafts"',
+    b'* LIST (\\HasNoChildren \\Important) "/" "[Gmail]/Important"',
+    b'* LIST (\\HasNoChildren \\Sent) "/" "[Gmail]/Sent Mail"',
+    b'* LIST (\\HasNoChildren \\Junk) "/" "[Gmail]/Spam"',
+    b'* LIST (\\HasNoChildren \\Flagged) "/" "[Gmail]/Starred"',
+    b'* LIST (\\HasNoChildren \\Trash) "/" "[Gmail]/Trash"',
+]
+
+
+class GmailClient(FakeClient):
+    """imapclient's select_folder as Gmail would answer it; the rest goes through FakeImap."""
+
+    def __init__(self, imap: FakeImap) -> None:
+        super().__init__(imap)
+        self.selects: list[str] = []
+
+    def select_folder(self, name: str, readonly: bool = False) -> dict[bytes, Any]:
+        self.selects.append(name)
+        return {b"UIDVALIDITY": 11 if "Trash" in name else 1, b"EXISTS": 4, b"READ-WRITE": True,
+                b"PERMANENTFLAGS": (b"\\Seen", b"\\Deleted", b"\\*")}
+
+
+def gmail_session(handler: Handler, caps: str = GMAIL_CAPS) -> tuple[ImapSession, FakeImap, GmailClient]:
+    imap = FakeImap(handler)
+    client = GmailClient(imap)
+    s = ImapSession(client, PARAMS)
+    s._caps = frozenset(caps.upper().split())
+    return s, imap, client
+
+
+def test_store_label_is_the_documented_command_and_the_echo_is_read() -> None:
+    def handler(tag: bytes, cmd: bytes) -> list[bytes]:
+        return [b'* 1 FETCH (X-GM-LABELS (\\Inbox \\Sent Important "Muy Importante" foo) UID 1)',
+                tag + b" OK STORE (Success)"]
+
+    s, imap, _ = gmail_session(handler)
+    echoed = gmail.store_labels(s, [1], ["foo"], True, 7000)
+    assert imap.commands == [b"T1 UID STORE 1 +X-GM-LABELS (foo)"]
+    assert echoed == {1: ("\\Inbox", "\\Sent", "Important", "Muy Importante", "foo")}
+    assert "FETCH" not in imap.untagged_responses  # the echo is consumed, not left to pile up
+
+
+def test_search_by_label_and_raw_query_as_documented() -> None:
+    def handler(tag: bytes, cmd: bytes) -> list[bytes]:
+        if b"X-GM-RAW" in cmd:
+            return [b"* SEARCH 123 12344 5992", tag + b" OK SEARCH (Success)"]
+        return [b"* SEARCH 1 2", tag + b" OK SEARCH (Success)"]
+
+    s, imap, _ = gmail_session(handler, "IMAP4rev1 X-GM-EXT-1")  # no ESEARCH: the plain form
+    store = ImapStore(s)
+    assert store.search(K.GmLabels("foo")) == [1, 2]
+    assert store.search(K.GmRaw("has:attachment in:unread")) == [123, 5992, 12344]
+    assert imap.commands == [b"T1 UID SEARCH X-GM-LABELS foo",
+                             b'T2 UID SEARCH X-GM-RAW "has:attachment in:unread"']
+
+
+def test_search_with_esearch_on_gmail() -> None:
+    s, imap, _ = gmail_session(lambda t, c: [b'* ESEARCH (TAG "' + t + b'") UID ALL 1:2', t + b" OK"])
+    assert ImapStore(s).search(K.not_(K.GmLabels("Muy Importante"))) == [1, 2]
+    assert imap.commands == [b'T1 UID SEARCH RETURN (ALL) NOT X-GM-LABELS "Muy Importante"']
+
+
+def test_fetched_labels_join_the_flags_when_flags_are_needed() -> None:
+    def handler(tag: bytes, cmd: bytes) -> list[bytes]:
+        return [  # Google's `a010 FETCH 1:4 (X-GM-LABELS)` answers, with the FLAGS and UID we ask too
+            b'* 1 FETCH (X-GM-LABELS (\\Inbox \\Sent Important "Muy Importante") FLAGS (\\Seen) UID 1)',
+            b"* 2 FETCH (X-GM-LABELS (foo) FLAGS () UID 2)",
+            b"* 3 FETCH (X-GM-LABELS () FLAGS (\\Flagged) UID 3)",
+            b"* 4 FETCH (X-GM-LABELS (\\Drafts) FLAGS () UID 4)",
+            b"* 5 FETCH (X-GM-LABELS (R&AOk-unions 2024) FLAGS () UID 5)",
+            tag + b" OK FETCH (Success)",
+        ]
+
+    s, imap, _ = gmail_session(handler)
+    views = ImapStore(s).fetch_views([1, 2, 3, 4, 5], FetchNeeds(flags=True))
+    assert imap.commands == [b"T1 UID FETCH 1:5 (FLAGS X-GM-LABELS)"]
+    assert views[1].flags == frozenset({"\\Seen", "\\Inbox", "\\Sent", "Important", "Muy Importante"})
+    assert views[2].flags == frozenset({"foo"})
+    assert views[3].flags == frozenset({"\\Flagged"})
+    assert views[4].flags == frozenset({"\\Drafts"})
+    assert views[5].flags == frozenset({"Réunions", "2024"})
+    # and the language reads them: `tagged "muy importante"`, `tagged "Réunions"` (compared here)
+    from mailrules.semantics import EvalContext, evaluate_condition
+
+    ctx = EvalContext(now=NOW, tz=dt.UTC)
+    assert evaluate_condition(tagged("muy importante"), views[1], ctx).ok
+    assert evaluate_condition(tagged("réunions"), views[5], ctx).ok
+
+
+def test_no_labels_fetched_when_flags_are_not_needed_or_not_gmail() -> None:
+    s, imap, _ = gmail_session(lambda t, c: [t + b" OK"])
+    ImapStore(s).fetch_views([1], FetchNeeds(size=True))
+    s2, imap2, _ = gmail_session(lambda t, c: [t + b" OK"], "IMAP4rev1 UIDPLUS")
+    ImapStore(s2).fetch_views([1], FetchNeeds(flags=True))
+    assert imap.commands == [b"T1 UID FETCH 1 (RFC822.SIZE)"]
+    assert imap2.commands == [b"T1 UID FETCH 1 (FLAGS)"]
+
+
+def test_gmail_ids_are_unsigned_64_bit() -> None:
+    assert gmail.gm_id(1278455344230334865) == 1278455344230334865  # `* 1 FETCH (X-GM-MSGID ...)`
+    assert gmail.gm_id(b"1266894439832287888") == 1266894439832287888
+    assert gmail.gm_id(2**64) is None and gmail.gm_id(b"NIL") is None and gmail.gm_id(-1) is None
+
+
+def test_special_uses_come_from_list_and_all_mail_is_the_archive() -> None:
+    s, imap, _ = gmail_session(lambda t, c: [*LIST_ANSWER, t + b" OK Success"])
+    uses = ImapStore(s).special_use()
+    assert imap.commands == [b'T1 LIST (SPECIAL-USE) "" "*"']
+    assert uses["\\Archive"] == uses["\\All"] == "[Gmail]/All Mail"
+    assert (uses["\\Trash"], uses["\\Junk"]) == ("[Gmail]/Trash", "[Gmail]/Spam")
+    assert gmail.never_watched("[Gmail]/All Mail", uses) is not None
+    assert gmail.never_watched("[Gmail]/Spam", uses) is not None
+    assert gmail.never_watched("INBOX", uses) is None
+    # a German account: the names differ, the attributes do not
+    assert gmail.special_uses({"\\All": "[Google Mail]/Alle Nachrichten"})["\\Archive"] == (
+        "[Google Mail]/Alle Nachrichten")
+    assert gmail.special_uses({"\\All": "A", "\\Archive": "B"})["\\Archive"] == "B"
+
+
+def test_archive_from_a_label_removes_only_the_inbox_label() -> None:
+    echo = b"* 3 FETCH (X-GM-LABELS (Lists) UID 9)"
+    s, imap, _ = gmail_session(lambda t, c: [echo, t + b" OK STORE (Success)"])
+    ImapStore(s).archive_in_place([9])
+    assert imap.commands == [b"T1 UID STORE 9 -X-GM-LABELS (\\Inbox)"]
+    assert gmail.archive_moves("INBOX") and gmail.archive_moves("inbox")
+    assert not gmail.archive_moves("Lists")
+
+
+def test_delete_permanently_goes_through_the_trash() -> None:
+    def handler(tag: bytes, cmd: bytes) -> list[bytes]:
+        if cmd.startswith(b"LIST"):
+            return [*LIST_ANSWER, tag + b" OK Success"]
+        if cmd.startswith(b"UID MOVE"):
+            return [b"* OK [COPYUID 11 7:8 41:42] (Success)", b"* 1 EXPUNGE", b"* 1 EXPUNGE",
+                    tag + b" OK MOVE (Success)"]
+        return [tag + b" OK Success"]
+
+    s, imap, client = gmail_session(handler)
+    store = ImapStore(s)
+    store.select("INBOX")
+    store.delete_permanently([7, 8])
+    assert imap.commands == [
+        b'T1 LIST (SPECIAL-USE) "" "*"',
+        b'T2 UID MOVE 7:8 "[Gmail]/Trash"',  # out of every label, into the trash
+        b"T3 UID STORE 41:42 +FLAGS.SILENT (\\Deleted)",  # deleting from the trash is for good
+        b"T4 UID EXPUNGE 41:42",
+    ]
+    assert client.selects == ["INBOX", "[Gmail]/Trash", "INBOX"]
+
+
+def test_delete_permanently_in_the_trash_itself_expunges_there() -> None:
+    def handler(tag: bytes, cmd: bytes) -> list[bytes]:
+        return [*LIST_ANSWER, tag + b" OK Success"] if cmd.startswith(b"LIST") else [tag + b" OK"]
+
+    s, imap, client = gmail_session(handler)
+    store = ImapStore(s)
+    store.select("[Gmail]/Trash")
+    store.delete_permanently([3])
+    assert imap.commands[1:] == [b"T2 UID STORE 3 +FLAGS.SILENT (\\Deleted)", b"T3 UID EXPUNGE 3"]
+    assert client.selects == ["[Gmail]/Trash"]
+
+
+def test_tag_with_a_system_label_is_a_label_and_system_flags_stay_flags() -> None:
+    s, imap, _ = gmail_session(lambda t, c: [t + b" OK"])
+    store = ImapStore(s)
+    store.select("INBOX")
+    store.store_flags([4], ["\\Important", "\\Seen"], True)
+    assert imap.commands == [b"T1 UID STORE 4 +X-GM-LABELS (\\Important)",
+                             b"T2 UID STORE 4 +FLAGS.SILENT (\\Seen)"]

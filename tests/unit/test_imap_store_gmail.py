@@ -1,4 +1,4 @@
-"""On Gmail a `tag` is a label: X-GM-LABELS, quoted, modified UTF-7; elsewhere an IMAP keyword."""
+"""On Gmail a `tag` is a label: X-GM-LABELS, modified UTF-7 (quoted when no atom); elsewhere a keyword."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ class FakeSession:
     def _run(self, name: str, pieces: list[Any]) -> None:
         self.sent.append(b"".join(pieces))
 
+    def _take(self, name: str) -> list[Any]:
+        return []
+
     def store_flags(self, uids: Any, flags: Any, add: bool = True) -> None:
         self.flag_calls.append((list(uids), list(flags), add))
 
@@ -30,9 +33,9 @@ def test_gmail_tag_is_a_label() -> None:
     store.store_flags([1, 2, 3, 9], ["$Work", "Réunions"], True)
     store.store_flags([4], ["\\Seen"], True)
     store.store_flags([5], ["$Work"], False)
-    assert s.sent == [
-        b'UID STORE 1:3,9 +X-GM-LABELS.SILENT ("$Work" "R&AOk-unions")',
-        b'UID STORE 5 -X-GM-LABELS.SILENT ("$Work")',
+    assert s.sent == [  # the form of Google's `a011 STORE 1 +X-GM-LABELS (foo)`
+        b"UID STORE 1:3,9 +X-GM-LABELS ($Work R&AOk-unions)",
+        b"UID STORE 5 -X-GM-LABELS ($Work)",
     ]
     assert s.flag_calls == [([4], ["\\Seen"], True)]
 
@@ -61,4 +64,4 @@ def test_label_name_elsewhere_is_refused_before_sending() -> None:
 def test_gmail_label_with_spaces_is_quoted() -> None:
     s = FakeSession({"IMAP4REV1", "X-GM-EXT-1"})
     ImapStore(s).store_flags([7], ["Label with spaces"], True)  # type: ignore[arg-type]
-    assert s.sent == [b'UID STORE 7 +X-GM-LABELS.SILENT ("Label with spaces")']
+    assert s.sent == [b'UID STORE 7 +X-GM-LABELS ("Label with spaces")']
