@@ -17,6 +17,7 @@ from mailrules.compile.reference import search_matches
 from mailrules.dsl import ast as A
 from mailrules.engine import AccountContext
 from mailrules.errors import ImapError
+from mailrules.imap.gmail import is_label
 from mailrules.message import MessageView
 from mailrules.semantics import EvalContext, evaluate_message
 
@@ -26,6 +27,8 @@ class FakeMessage:
     raw: bytes
     flags: set[str]
     internaldate: dt.datetime
+    #: Gmail labels, apart from the flags as on Gmail (X-GM-LABELS); only a Gmail FakeStore sets them.
+    labels: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -73,7 +76,7 @@ class FakeServer:
     def state(self) -> dict[str, list[tuple[bytes, frozenset[str]]]]:
         """Mailbox -> sorted (message bytes, flags): which messages are where, with which flags."""
         return {
-            name: sorted((m.raw, frozenset(m.flags)) for m in mb.messages.values())
+            name: sorted((m.raw, frozenset(m.flags | m.labels)) for m in mb.messages.values())
             for name, mb in sorted(self.mailboxes.items())
             if mb.messages
         }
@@ -89,7 +92,11 @@ def _atomic(method):  # type: ignore[no-untyped-def]
 
 
 class FakeStore:
-    """`MailboxStore` over a FakeServer; SEARCH by the reference evaluator. Counts commands."""
+    """`MailboxStore` over a FakeServer; SEARCH by the reference evaluator. Counts commands.
+
+    With a Gmail dialect it keeps Gmail's split (imap/gmail.py): a tag is a label, kept apart from
+    the flags, searched by X-GM-LABELS, and seen in a fetched view only when flags are fetched.
+    """
 
     def __init__(
         self, server: FakeServer, dialect: Dialect, now: dt.datetime, special: dict[str, str] | None = None
@@ -114,8 +121,11 @@ class FakeStore:
         assert self.selected is not None
         return self.server.mailbox(self.selected)
 
-    def _view(self, uid: int, m: FakeMessage) -> MessageView:
-        return MessageView.from_bytes(m.raw, internaldate=m.internaldate, flags=m.flags, uid=uid)
+    def _view(self, uid: int, m: FakeMessage, needs: FetchNeeds | None = None) -> MessageView:
+        flags: set[str] = m.flags | m.labels  # what the server searches
+        if self._dialect.gmail and needs is not None and not needs.flags:
+            flags = set()  # neither FLAGS nor X-GM-LABELS was fetched
+        return MessageView.from_bytes(m.raw, internaldate=m.internaldate, flags=flags, uid=uid)
 
     @_atomic
     def select(self, mailbox: str) -> int:
@@ -136,7 +146,7 @@ class FakeStore:
     def fetch_views(self, uids: Sequence[int], needs: FetchNeeds) -> dict[int, MessageView]:
         self.commands.append("FETCH")
         mb = self._mb()
-        return {u: self._view(u, mb.messages[u]) for u in uids if u in mb.messages}
+        return {u: self._view(u, mb.messages[u], needs) for u in uids if u in mb.messages}
 
     @_atomic
     def fetch_raw(self, uids: Sequence[int]) -> dict[int, bytes]:
@@ -153,7 +163,7 @@ class FakeStore:
         for u in uids:
             if u in src.messages:
                 m = src.messages[u]
-                mapping[u] = target.add(FakeMessage(m.raw, set(m.flags), m.internaldate))
+                mapping[u] = target.add(FakeMessage(m.raw, set(m.flags), m.internaldate, set(m.labels)))
                 if remove:
                     del src.messages[u]
         return target.uidvalidity, mapping
@@ -174,11 +184,14 @@ class FakeStore:
         mb = self._mb()
         for u in uids:
             if u in mb.messages:
-                f = mb.messages[u].flags
+                m = mb.messages[u]
                 for flag in flags:
-                    f.discard(flag)
+                    # A message appended with a keyword of this name counts as labelled: the
+                    # oracle knows no labels, and a view shows flags and labels together.
+                    m.flags.discard(flag)
+                    m.labels.discard(flag)
                     if add:
-                        f.add(flag)
+                        (m.labels if self._dialect.gmail and is_label(flag) else m.flags).add(flag)
 
     @_atomic
     def delete_permanently(self, uids: Sequence[int]) -> None:

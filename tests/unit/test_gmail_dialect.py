@@ -19,10 +19,13 @@ commands), and the parsers must read the documented answers.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from imapclient import imap_utf7
 
 from mailrules.compile import Dialect, FetchNeeds, plan_condition
@@ -32,11 +35,15 @@ from mailrules.compile.gmail import age_query, list_query
 from mailrules.compile.reference import search_matches
 from mailrules.compile.serialize import SearchKeyError, label_arg, mutf7_encode, render, serialize
 from mailrules.dsl import ast as A
+from mailrules.dsl.parser import parse_text
+from mailrules.engine import AccountContext, Engine, RunOptions
 from mailrules.imap import gmail
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.message import MessageView
+from mailrules.semantics import EvalContext
 from mailrules.source import Span
+from tests.fakes import FakeServer, FakeStore, RecordingSender, oracle
 from tests.unit.test_imap_writer import PARAMS, FakeClient, FakeImap, Handler
 
 S = Span("gmail.rules", 1, 1)
@@ -365,3 +372,62 @@ def test_tag_with_a_system_label_is_a_label_and_system_flags_stay_flags() -> Non
     store.store_flags([4], ["\\Important", "\\Seen"], True)
     assert imap.commands == [b"T1 UID STORE 4 +X-GM-LABELS (\\Important)",
                              b"T2 UID STORE 4 +FLAGS.SILENT (\\Seen)"]
+
+
+# -- the engine contract under the Gmail and Microsoft dialects (fake store, naive oracle) -----------
+
+G_CONDITIONS = [
+    'tagged "$Work"', 'not tagged "$Work"', 'tagged "Done"', "older than 3 days", "newer than 10 days",
+    'list is "dev.lists.example.org"', "has attachment", "seen", 'subject contains "invoice"', "all",
+]
+G_ACTIONS = [
+    'tag "$Work"', 'untag "$Work"', 'tag "Done"', 'tag "Clients/Acme Corp"', 'untag "Done"', "archive",
+    'move to "A"', 'copy to "Lists"', "delete", "mark read", "stop",
+]
+G_EXTRAS = ["", "List-Id: Dev <dev.lists.example.org>\r\n", "List-Id: <other.example.org>\r\n"]
+G_NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@st.composite
+def gmail_rule_sets(draw: st.DrawFn) -> str:
+    out = []
+    for i in range(draw(st.integers(1, 4))):
+        conds = draw(st.lists(st.sampled_from(G_CONDITIONS), min_size=1, max_size=3))
+        joiners = [draw(st.sampled_from([" and ", " or ", " and not "])) for _ in conds[1:]]
+        cond = conds[0] + "".join(j + c for j, c in zip(joiners, conds[1:]))
+        acts = draw(st.lists(st.sampled_from(G_ACTIONS), min_size=1, max_size=3))
+        scope = draw(st.sampled_from(["", ' in "INBOX", "A"']))
+        out.append(f'rule "r{i}"{scope} {{ when {cond} then {", ".join(acts)} }}')
+    return "\n".join(out)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    gmail_rule_sets(),
+    st.lists(st.tuples(st.sampled_from(G_EXTRAS), st.sampled_from([[], ["\\Seen"], ["$Work"]]),
+                       st.sampled_from([1, 2, 5, 20, 40])), min_size=1, max_size=6),
+    st.sampled_from(["gmail", "microsoft"]),
+    st.booleans(),
+)
+def test_engine_equals_the_oracle_under_gmail_and_microsoft(
+    text: str, messages: list[tuple[str, list[str], int]], dialect: str, arrival: bool
+) -> None:
+    rf, diags = parse_text(text, "g.rules")
+    assert rf is not None and not [d for d in diags if d.severity == "error"], diags
+    server = FakeServer()
+    for i, (extra, flags, days) in enumerate(messages):
+        raw = f"From: a@example.com\r\nSubject: invoice {i}\r\nMessage-ID: <{i}@t>\r\n{extra}\r\nbody\r\n"
+        server.append("INBOX", raw.encode(), flags, G_NOW - dt.timedelta(days=days, hours=i))
+    server.mailbox("A")
+    expected = copy.deepcopy(server)
+    ctx = EvalContext(G_NOW, dt.UTC)
+    oracle(expected, rf.rules, AccountContext("g", sender=RecordingSender()), ["INBOX", "A"], ctx)
+    store = FakeStore(server, Dialect.named(dialect), G_NOW)
+    engine = Engine(RunOptions(G_NOW, dt.UTC, "run"))
+    for mailbox in ("INBOX", "A"):
+        uids = sorted(server.mailbox(mailbox).messages) if arrival else None
+        engine.process(store, AccountContext("g", sender=RecordingSender()), mailbox, rf.rules, uids)
+    assert server.state() == expected.state()
+    if dialect == "gmail":  # tags went to labels, never to the flags
+        kept = [m for mb in server.mailboxes.values() for m in mb.messages.values()]
+        assert all(not ({"Done", "Clients/Acme Corp"} & m.flags) for m in kept)
