@@ -1,13 +1,25 @@
-"""Benchmark (CPU time): parse + check (+ plan) of a generated 10,000-rule set."""
+"""Benchmark (CPU time): parse, check, plan and load of a generated 10,000-rule set, and `mailrules check`.
+
+Every figure is the median of `--repeat` runs in CPU time (time.process_time in-process, the
+child's rusage for the CLI), so a busy machine slows it less than wall time would.
+"""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import importlib
+import os
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from mailrules.dsl import ast
+from mailrules.dsl import ast, loader
 from mailrules.dsl.check import check_rule_set
 from mailrules.dsl.parser import get_parser, parse_text
 
@@ -24,40 +36,132 @@ TEMPLATES = (
 )
 
 
-def generate(n: int) -> str:
-    return "".join(TEMPLATES[i % len(TEMPLATES)].format(i=i) for i in range(n))
+def generate(n: int, first: int = 0) -> str:
+    return "".join(TEMPLATES[i % len(TEMPLATES)].format(i=i) for i in range(first, first + n))
 
 
-def main(n: int = 10_000) -> None:
+def write_rules_dir(root: Path, n: int, files: int) -> list[Path]:
+    """`files` rule files of n/files rules each (names unique across the set)."""
+    per = n // files
+    paths = []
+    for k in range(files):
+        path = root / f"{k:02d}-bench.rules"
+        path.write_text(generate(per, k * per), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def cpu(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float], Any]:
+    """Median CPU seconds of `repeat` calls, every run's seconds, and the last result."""
+    runs = []
+    result = None
+    for _ in range(repeat):
+        t0 = time.process_time()
+        result = fn()
+        runs.append(time.process_time() - t0)
+    return statistics.median(runs), runs, result
+
+
+def cli_cpu(args: list[str], repeat: int) -> tuple[float, list[float]]:
+    """Median CPU seconds (user + system, from the child's rusage) of a command, from exec to exit."""
+    runs = []
+    for _ in range(repeat):
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} exited {proc.returncode}")
+        runs.append(usage.ru_utime + usage.ru_stime)
+    return statistics.median(runs), runs
+
+
+def show(label: str, median: float, runs: list[float], n: int | None = None) -> None:
+    rate = f" ({n / median:,.0f} rules/s)" if n and median > 0 else ""
+    each = " / ".join(f"{r:.3f}" for r in runs)
+    print(f"{label:<44} {median:7.3f} s{rate}   [{each}]")
+
+
+def clear_cache() -> None:
+    clear = getattr(loader, "clear_cache", None)
+    if clear is not None:
+        clear()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("rules", nargs="?", type=int, default=10_000, help="number of rules (default 10,000)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per figure; the median is shown")
+    ap.add_argument("--files", type=int, default=10, help="files the rule set is split into for load/CLI")
+    ap.add_argument("--no-cli", action="store_true", help="skip `mailrules check` in a subprocess")
+    ap.add_argument("--only-parse", action="store_true", help="only parse_text (for profilers)")
+    opts = ap.parse_args()
+    n, repeat = opts.rules, opts.repeat
+
     text = generate(n)
     t0 = time.process_time()
     get_parser()
-    t1 = time.process_time()
-    rule_file, diags = parse_text(text, "bench.rules")
-    t2 = time.process_time()
-    assert rule_file is not None and not diags, diags[:3]
+    print(f"{'grammar load (first get_parser, in-process)':<44} {time.process_time() - t0:7.3f} s")
+
+    med, runs, (rule_file, diags) = cpu(lambda: parse_text(text, "bench.rules"), repeat)
+    assert rule_file is not None and not diags and len(rule_file.rules) == n, diags[:3]
+    show(f"parse_text, {n} rules, one file", med, runs, n)
+    if opts.only_parse:
+        return
+    parse_med = med
+
     rule_set = ast.RuleSet((rule_file,), {"bench.rules": text})
-    problems = [d for d in check_rule_set(rule_set, {"bench.rules": text}) if d.severity == "error"]
-    t3 = time.process_time()
-    assert not problems, problems[:3]
-    print(f"grammar load: {t1 - t0:.3f} s")
-    print(f"parse {n} rules: {t2 - t1:.3f} s ({n / (t2 - t1):,.0f} rules/s)")
-    print(f"check: {t3 - t2:.3f} s")
+    med, runs, problems = cpu(lambda: check_rule_set(rule_set, {"bench.rules": text}), repeat)
+    errors = [d for d in problems if d.severity == "error"]
+    assert not errors, errors[:3]
+    show("check_rule_set", med, runs)
+    show("parse + check", parse_med + med, [], n)
+
     try:
         plan = importlib.import_module("mailrules.compile.plan")
-        dialect_mod = importlib.import_module("mailrules.compile.dialect")
-        dialect = dialect_mod.Dialect.named("dovecot")
+        dialect = importlib.import_module("mailrules.compile.dialect").Dialect.named("dovecot")
         now = dt.datetime.now(dt.UTC)
-        t4 = time.process_time()
-        for r in rule_file.rules:
-            plan.plan_condition(r.condition, dialect, now, dt.UTC)
-        t5 = time.process_time()
-        print(f"plan: {t5 - t4:.3f} s")
+
+        def plan_all() -> None:
+            for r in rule_file.rules:
+                plan.plan_condition(r.condition, dialect, now, dt.UTC)
+
+        med, runs, _ = cpu(plan_all, repeat)
+        show("plan (Dovecot dialect)", med, runs)
     except (ImportError, AttributeError) as err:
         print(f"plan: skipped ({err})")
-    total = t3 - t1
-    print(f"parse + check: {total:.3f} s ({n / total:,.0f} rules/s)")
+
+    with tempfile.TemporaryDirectory(prefix="mr-compile-bench-") as tmp:
+        root = Path(tmp)
+        paths = write_rules_dir(root, n, opts.files)
+
+        def cold() -> loader.LoadResult:
+            clear_cache()
+            return loader.load_rule_set(root)
+
+        med, runs, result = cpu(cold, repeat)
+        assert result.ok and len(result.rule_set.rules) == n, result.render()[:500]
+        show(f"load_rule_set, {opts.files} files, cold", med, runs, n)
+
+        def warm() -> loader.LoadResult:
+            return loader.load_rule_set(root)
+
+        warm()
+        med, runs, _ = cpu(warm, repeat)
+        show("load_rule_set again, no file changed", med, runs, n)
+
+        def one_changed() -> loader.LoadResult:
+            with paths[0].open("a", encoding="utf-8") as f:
+                f.write("# touched\n")
+            return loader.load_rule_set(root)
+
+        med, runs, _ = cpu(one_changed, repeat)
+        show(f"load_rule_set again, 1 of {opts.files} files changed", med, runs, n)
+        if not opts.no_cli:
+            med, runs = cli_cpu([sys.executable, "-m", "mailrules", "check", str(root)], repeat)
+            show("`mailrules check DIR` (process, CPU)", med, runs, n)
+            med, runs = cli_cpu([sys.executable, "-c", "import mailrules.cli"], repeat)
+            show("  of which: python + import mailrules.cli", med, runs)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)
+    main()
