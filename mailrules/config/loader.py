@@ -38,6 +38,7 @@ from mailrules.config.schema import (
     LOG_FORMATS,
     MAX_CONNECTIONS,
     METRICS,
+    PROVIDER_MAX_CONNECTIONS,
     PROVIDERS,
     SECRET_KEYS,
     SMTP,
@@ -329,6 +330,11 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         for key in ("archive", "trash")
     )
     max_connections = cx.integer(t, p, "max_connections", *MAX_CONNECTIONS)
+    cap = PROVIDER_MAX_CONNECTIONS.get(provider or "")
+    if max_connections is not None and cap is not None and max_connections > cap:
+        cx.error((*p, "max_connections"), f"{provider} allows at most {cap} simultaneous IMAP connections "
+                 f"per account, your other mail clients included; got {max_connections}")
+        max_connections = None
     poll_interval = cx.get(t, p, "poll_interval", "number")
     if poll_interval is not None and not (math.isfinite(poll_interval) and poll_interval > 0):
         cx.error((*p, "poll_interval"), f"must be a positive number of seconds, got {poll_interval}")
@@ -356,7 +362,7 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         archive=archive,
         trash=trash,
         create_mailboxes=create_mailboxes,
-        max_connections=max_connections or DEFAULT_MAX_CONNECTIONS,
+        max_connections=max_connections or preset.get("max_connections") or DEFAULT_MAX_CONNECTIONS,
         allow_insecure=allow_insecure,
         provider=provider,
         poll_interval=float(poll_interval or DEFAULT_POLL_INTERVAL),

@@ -75,6 +75,7 @@ PROVIDERS: dict[str, dict[str, Any]] = {
     "gmail": {
         "host": "imap.gmail.com", "port": 993, "tls": "implicit",
         "archive": "[Gmail]/All Mail", "trash": "[Gmail]/Trash",
+        "max_connections": 8,  # of Gmail's 15 (PROVIDER_MAX_CONNECTIONS): room for the user's clients
         "smtp": {"host": "smtp.gmail.com", "port": 587, "tls": "starttls"},
     },
     "outlook": {
@@ -90,6 +91,10 @@ PROVIDERS: dict[str, dict[str, Any]] = {
         "smtp": {"host": "smtp.fastmail.com", "port": 465, "tls": "implicit"},
     },
 }
+
+# Simultaneous IMAP connections a provider allows one account, the user's other clients included
+# (imap/gmail.py, docs/operations.md): a max_connections above it is refused at load.
+PROVIDER_MAX_CONNECTIONS: dict[str, int] = {"gmail": 15}
 
 _KIND_NAMES: dict[Kind, str] = {
     "str": "a string",

@@ -24,6 +24,7 @@ from imapclient import imap_utf7
 from imapclient.response_parser import parse_fetch_response
 
 from mailrules.compile.serialize import chunk_uid_sets, label_arg
+from mailrules.config.schema import PROVIDER_MAX_CONNECTIONS, PROVIDERS
 from mailrules.errors import ImapError
 from mailrules.imap.session import ImapSession
 
@@ -32,9 +33,9 @@ log = logging.getLogger(__name__)
 #: Simultaneous IMAP connections Gmail allows one account (the user's own clients count too; the
 #: 16th login gets `[ALERT] Too many simultaneous connections.`). Widely reported, not on a page
 #: of Google's that this project could cite (imap-notes.md).
-GMAIL_MAX_CONNECTIONS = 15
+GMAIL_MAX_CONNECTIONS = PROVIDER_MAX_CONNECTIONS["gmail"]
 #: The `provider = "gmail"` preset's max_connections: room for a phone and a desktop client.
-GMAIL_CONNECTION_BUDGET = 8
+GMAIL_CONNECTION_BUDGET: int = PROVIDERS["gmail"]["max_connections"]
 #: The FETCH item that reads a message's labels.
 LABELS_ITEM = "X-GM-LABELS"
 #: Special uses whose mailboxes no watcher or default run should read: \All holds every message

@@ -108,3 +108,15 @@ def test_unknown_provider_lists_the_known_ones(tmp_path: Path) -> None:
         f"{tmp_path / 'mailrules.toml'}:2: accounts.a.provider: unknown provider 'gmial' "
         "(known: fastmail, gmail, outlook, yahoo)"
     )
+
+
+def test_gmail_preset_budget_and_cap(tmp_path: Path) -> None:
+    # Gmail allows 15 simultaneous connections per account, the user's own clients included.
+    assert load(tmp_path, f'[accounts.a]\nprovider = "gmail"\n{ACCOUNT}').accounts["a"].max_connections == 8
+    text = f'[accounts.a]\nprovider = "gmail"\nmax_connections = 15\n{ACCOUNT}'
+    assert load(tmp_path, text).accounts["a"].max_connections == 15
+    assert load(tmp_path, f'[accounts.a]\nprovider = "outlook"\n{ACCOUNT}').accounts["a"].max_connections == 5
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, f'[accounts.a]\nprovider = "gmail"\nmax_connections = 16\n{ACCOUNT}')
+    want = "accounts.a.max_connections: gmail allows at most 15 simultaneous IMAP connections per account"
+    assert want in str(info.value)
