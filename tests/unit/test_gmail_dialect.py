@@ -38,6 +38,7 @@ from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
 from mailrules.engine import AccountContext, Engine, RunOptions
 from mailrules.imap import gmail
+from mailrules.imap.dialects import describe_dialect
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.message import MessageView
@@ -431,3 +432,16 @@ def test_engine_equals_the_oracle_under_gmail_and_microsoft(
     if dialect == "gmail":  # tags went to labels, never to the flags
         kept = [m for mb in server.mailboxes.values() for m in mb.messages.values()]
         assert all(not ({"Done", "Clients/Acme Corp"} & m.flags) for m in kept)
+
+
+# -- what doctor says -----------------------------------------------------------------------------------
+
+
+def test_doctor_describes_gmail() -> None:
+    lines = describe_dialect(GMAIL, max_connections=8)
+    assert lines[0] == "Gmail: archive removes the INBOX label; 15 connections at most, budget 8"
+    assert "[Gmail]/All Mail and [Gmail]/Spam are never watched by default" in "\n".join(lines)
+    german = {"\\All": "[Google Mail]/Alle Nachrichten", "\\Junk": "[Google Mail]/Spam",
+              "\\Trash": "[Google Mail]/Papierkorb"}
+    text = "\n".join(describe_dialect(GMAIL, max_connections=16, special_use=german))
+    assert "over Gmail's limit" in text and "delete moves to [Google Mail]/Papierkorb" in text

@@ -19,6 +19,7 @@ from imapclient import exceptions as imx
 from mailrules.compile import Dialect
 from mailrules.compile.dialect import DOVECOT_CAPS, GMAIL_CAPS, MICROSOFT_CAPS
 from mailrules.errors import ImapError
+from mailrules.imap.dialects import describe_dialect
 from mailrules.imap.errors import Throttled, TokenExpired, classify, from_response, throttle_delay
 from mailrules.imap.pacing import (
     MICROSOFT_TRANSFER_BATCH,
@@ -200,3 +201,27 @@ def test_other_servers_keep_one_move_per_7000_bytes() -> None:
     ImapStore(s)
     s.move(range(1, 5001), "Archive")
     assert imap.commands == [b'T1 UID MOVE 1:5000 "Archive"']
+
+
+# -- what doctor says -----------------------------------------------------------------------------------
+
+
+def test_doctor_describes_microsoft_and_what_it_lacks() -> None:
+    lines = describe_dialect(Dialect.named("microsoft"), max_connections=5)
+    assert lines[0] == (
+        "Microsoft 365 / Exchange: no SPECIAL-USE, ESEARCH, CONDSTORE, WITHIN, UTF-8 SEARCH; 16 connections "
+        "per user by default on-premises (Exchange Online publishes no number), budget 5"
+    )
+    text = "\n".join(lines)
+    assert "4,000 bytes" in text and "500 messages per MOVE/COPY" in text and "AccessTokenExpired" in text
+    uses = {"\\Trash": "Deleted Items", "\\Archive": "Archive"}
+    text = "\n".join(describe_dialect(Dialect.named("microsoft"), special_use=uses))
+    assert "found by name (Archive = Archive, Trash = Deleted Items)" in text
+
+
+def test_doctor_on_other_servers() -> None:
+    assert describe_dialect(Dialect.named("dovecot"), max_connections=5) == [
+        "IMAP server (dovecot), budget 5 connections: it has every extension mailrules uses"]
+    lines = describe_dialect(Dialect.named("rfc3501"))
+    assert lines[0] == "IMAP server (rfc3501): it lacks what follows"
+    assert any(line.startswith("no UIDPLUS: `delete permanently` is refused") for line in lines)
