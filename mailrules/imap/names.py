@@ -165,6 +165,17 @@ def _starts(name: str, prefix: str) -> bool:
         name[6:].startswith(prefix[6:])
 
 
+#: NAMESPACE as measured on the servers mailrules is tested against (docs/operations.md), for
+#: `mailrules explain --server NAME`, which has no connection to ask.
+KNOWN_NAMESPACES: dict[str, Namespaces] = {
+    "dovecot": Namespaces("", "/"),  # the test suite's `separator = /`; Maildir++ default is "."
+    "cyrus": Namespaces("INBOX.", ".", ("user.",)),  # Debian's defaults
+    "cyrus-altnamespace": Namespaces("", ".", ("Shared Folders.", "Other Users.")),
+    "pymap": Namespaces("", "/", (), "LIST"),
+    "gmail": Namespaces("", "/"),
+}
+
+
 def describe(ns: Namespaces, names: Iterable[str] = ()) -> list[str]:
     """Lines for `mailrules doctor` and `explain --server`: the namespace, the rules of the
     mapping, and what each of `names` becomes (or why it is refused)."""

@@ -157,3 +157,28 @@ def test_check_names_points_at_the_rule() -> None:
         ("accounts.main.trash:0:0", "mailbox 'Deleted.Items' cannot exist on this server"),
     ]
     assert check_names(DOVECOT, rf.rules, [("accounts.main.trash", "Deleted.Items")]) == []
+
+
+def test_destinations_resolve_in_order_configured_special_use_default() -> None:
+    from mailrules.imap.commands import MailboxInfo
+    from mailrules.imap.destinations import listed, resolve
+
+    listing = [MailboxInfo(ServerName("INBOX"), ".", frozenset()),
+               MailboxInfo(ServerName("INBOX.Deleted"), ".", frozenset({"\\Trash"})),
+               MailboxInfo(ServerName("INBOX.Lists"), ".", frozenset({"\\Noselect"}))]
+    special = {"\\Trash": "INBOX.Deleted"}
+    assert listed("inbox", listing, STD_DOT) and listed("Deleted", listing, STD_DOT)
+    assert not listed("Lists", listing, STD_DOT) and not listed("v1.2", listing, STD_DOT)
+    got = resolve("\\Trash", None, special, STD_DOT, listing)
+    assert (got.portable, got.server, got.origin) == ("Deleted", "INBOX.Deleted", "SPECIAL-USE")
+    assert got.exists
+    got = resolve("\\Trash", "Bin", special, STD_DOT, listing)
+    assert (got.portable, got.server, got.origin, got.exists) == ("Bin", "INBOX.Bin", "configured", False)
+    assert got.describe(True) == "Trash: 'Bin' is 'INBOX.Bin' (configured): missing, created on first use"
+    got = resolve("\\Archive", None, special, STD_DOT, listing)
+    assert got.describe(False) == (
+        "Archive: 'Archive' is 'INBOX.Archive' (no \\Archive mailbox: the default name in the personal "
+        "namespace): missing, and create_mailboxes = false: actions into it fail"
+    )
+    outside = resolve("\\Trash", None, {"\\Trash": "Top.Trash"}, STD_DOT, listing)  # no portable name
+    assert outside.server == "Top.Trash" and outside.refusal is None
