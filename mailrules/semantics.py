@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from mailrules.bounds import Deadline, check_deadline, deadline_scope
 from mailrules.dsl.ages import subtract_age
 from mailrules.dsl.ast import (
     ADDRESS_FIELDS,
@@ -48,6 +50,7 @@ from mailrules.dsl.ast import (
 )
 from mailrules.errors import MailrulesError
 from mailrules.message import MessageView
+from mailrules.userregex import compile_user_regex, language_flags
 
 __all__ = [
     "EvalContext",
@@ -57,10 +60,13 @@ __all__ = [
     "compile_regex",
     "evaluate_condition",
     "evaluate_message",
+    "prepare_regexes",
     "render_template",
     "sanitize_value",
     "subtract_age",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class TemplateError(MailrulesError):
@@ -110,15 +116,31 @@ class PlannedAction:
 
 @lru_cache(maxsize=1024)
 def compile_regex(pattern: str, flags: str) -> re.Pattern[str] | None:
-    """The language's regex: IGNORECASE unless `c`; `m`, `s`, `x` honoured; None if invalid."""
-    f = 0 if "c" in flags else re.IGNORECASE
-    f |= re.MULTILINE if "m" in flags else 0
-    f |= re.DOTALL if "s" in flags else 0
-    f |= re.VERBOSE if "x" in flags else 0
+    """The language's regex as `re` reads it (the reference; evaluation runs the same reading
+    with a time limit, mailrules/userregex.py): IGNORECASE unless `c`; `m`, `s`, `x` honoured;
+    None if invalid."""
     try:
-        return re.compile(pattern, f)
+        return re.compile(pattern, language_flags(flags))
     except re.error:
         return None  # the checker reports it; an invalid pattern matches nothing
+
+
+def _regexes(c: Condition) -> Iterable[Regex]:
+    if isinstance(c, And | Or):
+        for item in c.items:
+            yield from _regexes(item)
+    elif isinstance(c, Not):
+        yield from _regexes(c.item)
+    elif isinstance(c, RegexTest | AttachmentNameTest) and c.regex is not None:
+        yield c.regex
+
+
+def prepare_regexes(conditions: Iterable[Condition]) -> None:
+    """Compile the regular expressions of these conditions now, so that no message's evaluation
+    time pays for it (the first one that needs Unicode tables takes a few tenths of a second)."""
+    for cond in conditions:
+        for rx in _regexes(cond):
+            compile_user_regex(rx.pattern, rx.flags)
 
 
 def _string_op(op: StringOp, value: str, needle: str) -> bool:
@@ -139,7 +161,12 @@ def _values(target: FieldRef, view: MessageView) -> list[str]:
 
 
 def _domain_of(addr: str) -> str:
-    return addr.rpartition("@")[2].strip().rstrip(".").lower() if "@" in addr else ""
+    """The domain of an addr-spec; "" when it has none or is not valid: `@example.org` has no
+    local part, so no domain either (RFC 5228 §2.7.4: an invalid address matches no :domain)."""
+    local, at, domain = addr.rpartition("@")
+    if not at or not local.strip():
+        return ""
+    return domain.strip().rstrip(".").lower()
 
 
 class _Evaluator:
@@ -153,11 +180,11 @@ class _Evaluator:
         self.not_depth = 0
 
     def search(self, regex: Regex, values: Iterable[str]) -> bool:
-        rx = compile_regex(regex.pattern, regex.flags)
+        rx = compile_user_regex(regex.pattern, regex.flags)
         if rx is None:
             return False
         for v in values:
-            m = rx.search(v)
+            m = rx.search(v)  # EvaluationTimeout past the deadline
             if m is not None:
                 if self.not_depth == 0:
                     self.captures = tuple(g if g is not None else "" for g in m.groups())
@@ -166,6 +193,7 @@ class _Evaluator:
         return False
 
     def eval(self, c: Condition) -> bool:  # one dispatch over the closed AST union
+        check_deadline()
         view = self.view
         if isinstance(c, And):
             return all(self.eval(i) for i in c.items)  # all/any short-circuit left to right
@@ -199,8 +227,9 @@ class _Evaluator:
             if view.internaldate is None:
                 return False
             cutoff = subtract_age(self.ctx.now.astimezone(self.ctx.tz), c.amount, c.unit)
-            # compare instants: aware datetimes sharing a tzinfo would compare wall clocks
-            when, limit = view.internaldate.astimezone(dt.UTC), cutoff.astimezone(dt.UTC)
+            # compare instants: aware datetimes sharing a tzinfo would compare wall clocks, so the
+            # cutoff goes to UTC (the received date is not converted: 9999-12-31 -2359 overflows)
+            when, limit = view.internaldate, cutoff.astimezone(dt.UTC)
             return when < limit if c.older else when > limit
         if isinstance(c, DateTest):
             return self.date_test(c)
@@ -222,7 +251,7 @@ class _Evaluator:
         if c.which == "received":
             if self.view.internaldate is None:
                 return False
-            day = self.view.internaldate.astimezone(self.ctx.tz).date()
+            day = _in_zone(self.view.internaldate, self.ctx.tz).date()
         else:
             sent = self.view.sent_date
             if sent is None:
@@ -239,10 +268,17 @@ def _compare(a: int, op: str, b: int) -> bool:
     return {">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]
 
 
-def evaluate_condition(cond: Condition, view: MessageView, ctx: EvalContext) -> Match:
-    """Evaluate `cond` on one message (and/or short-circuit left to right)."""
+def evaluate_condition(
+    cond: Condition, view: MessageView, ctx: EvalContext, *, deadline: Deadline | None = None
+) -> Match:
+    """Evaluate `cond` on one message (and/or short-circuit left to right).
+
+    With a `deadline`, the decoding, the tests and the regular expressions stop when it passes:
+    EvaluationTimeout (a BaseException) is raised and the message has no result.
+    """
     ev = _Evaluator(view, ctx)
-    ok = ev.eval(cond)
+    with deadline_scope(deadline):
+        ok = ev.eval(cond)
     return Match(ok, ev.captures, ev.whole)
 
 
@@ -270,9 +306,18 @@ def sanitize_value(value: str, separator: str = "/") -> str:
     return out or "_"
 
 
+def _in_zone(when: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
+    """`when` in the zone `tz`, or as written when that is past the datetime range (a Date of
+    9999-12-31 23:59:59 -2359 is in the year 10000 anywhere east of it)."""
+    try:
+        return when.astimezone(tz)
+    except (OverflowError, ValueError):
+        log.info("date %s cannot be shown in time zone %s; it is used as written", when.isoformat(), tz)
+        return when
+
+
 def _date_for_template(view: MessageView, ctx: EvalContext) -> dt.datetime:
-    when = view.internaldate or view.sent_date or ctx.now
-    return when.astimezone(ctx.tz)
+    return _in_zone(view.internaldate or view.sent_date or ctx.now, ctx.tz)
 
 
 def _placeholder(

@@ -96,7 +96,7 @@ def search_matches(
         if view.internaldate is None:
             return False
         current = now if now is not None else dt.datetime.now(dt.UTC)
-        age = current.astimezone(dt.UTC) - view.internaldate.astimezone(dt.UTC)
+        age = current - view.internaldate  # aware: an instant difference, no conversion to overflow
         limit = dt.timedelta(seconds=key.seconds)
         return age > limit if isinstance(key, K.Older) else age < limit
     if isinstance(key, K.Uid):
@@ -119,7 +119,7 @@ def _gmail_term(term: str, view: SearchableMessage, now: dt.datetime | None) -> 
         if view.internaldate is None:
             return False
         current = now if now is not None else dt.datetime.now(dt.UTC)
-        age = current.astimezone(dt.UTC) - view.internaldate.astimezone(dt.UTC)
+        age = current - view.internaldate  # aware: an instant difference, no conversion to overflow
         limit = dt.timedelta(days=int(arg[:-1]))
         return age > limit if op == "older_than" else age < limit
     if op == "list" and arg:
@@ -135,7 +135,10 @@ def _date(key: K.Date, view: SearchableMessage, server_tz: dt.tzinfo) -> bool:
     else:
         if view.internaldate is None:
             return False
-        day = view.internaldate.astimezone(server_tz).date()
+        try:
+            day = view.internaldate.astimezone(server_tz).date()
+        except OverflowError:  # 9999-12-31 23:59:59 -2359 and the like: the day as written
+            day = view.internaldate.date()
         rel = key.kind
     if rel == "BEFORE":
         return day < key.date

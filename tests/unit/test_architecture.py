@@ -13,6 +13,7 @@ CORNERS = {
     "lark": ("dsl/",),
     "apscheduler": ("scheduler.py",),
     "prometheus_client": ("metrics.py",),
+    "regex": ("userregex.py",),
     "psycopg": ("state/",),
     "psycopg_pool": ("state/",),
     "authlib": ("oauth/client.py",),
