@@ -110,7 +110,7 @@ def check(path: str | None, config: str | None, strict: bool) -> None:
 @click.option("--config", "config", help="Take the rules directory from this configuration file.")
 @click.option(
     "--server",
-    type=click.Choice(["dovecot", "gmail", "rfc3501"]),
+    type=click.Choice(["dovecot", "gmail", "microsoft", "rfc3501"]),
     default="dovecot",
     show_default=True,
     help="The server dialect to plan for.",

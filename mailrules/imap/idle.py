@@ -16,7 +16,7 @@ from typing import Any
 from imapclient.imapclient import _parse_untagged_response
 
 from mailrules.errors import ImapError
-from mailrules.imap.errors import classify
+from mailrules.imap.errors import TokenExpired, classify, is_token_expired
 from mailrules.imap.session import ImapSession
 
 #: RFC 2177 §3 says re-issue before 29 minutes; NATs and providers drop sooner (imap-notes 1).
@@ -148,11 +148,15 @@ class Idler:
         parsed: tuple[Any, ...] = _parse_untagged_response(line)
         if parsed and parsed[0] == b"BYE":
             # RFC 9051 §7.1.5: the server is closing the connection.
+            if is_token_expired(line):  # Exchange: refresh the OAuth2 token, then reconnect
+                raise TokenExpired(f"{self.session.account}: the access token expired: {line[:120]!r}")
             raise ImapError(f"{self.session.account}: server said BYE: {line[:120]!r}", "reconnect")
         return parsed
 
     def _error(self, exc: BaseException) -> ImapError:
         err = classify(exc, context=f"{self.session.account}: IDLE")
+        if isinstance(err, TokenExpired):
+            return err
         return ImapError(str(err), "reconnect", err.code)
 
 

@@ -225,3 +225,18 @@ def test_doctor_on_other_servers() -> None:
     lines = describe_dialect(Dialect.named("rfc3501"))
     assert lines[0] == "IMAP server (rfc3501): it lacks what follows"
     assert any(line.startswith("no UIDPLUS: `delete permanently` is refused") for line in lines)
+
+
+def test_an_expired_token_during_idle_is_told_apart() -> None:
+    from mailrules.imap.idle import Idler
+
+    s, _ = make(lambda t, c: [t + b" OK"], " ".join(MICROSOFT_CAPS))
+    idler = Idler(s)
+    assert idler._parse(b"* 3 EXISTS") == (3, b"EXISTS")
+    with pytest.raises(TokenExpired):
+        idler._parse(b"* BYE Session invalidated - AccessTokenExpired")
+    with pytest.raises(ImapError) as info:
+        idler._parse(b"* BYE Connection closed. 14")
+    assert info.value.kind == "reconnect" and not isinstance(info.value, TokenExpired)
+    lost = imaplib.IMAP4.abort("Session invalidated - AccessTokenExpired")
+    assert isinstance(idler._error(lost), TokenExpired)
