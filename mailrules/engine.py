@@ -21,15 +21,17 @@ from typing import Protocol
 from mailrules.actions.apply import ActionRunner
 from mailrules.actions.loops import LoopGuard
 from mailrules.actions.targets import Target, union_needs
+from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.plan import FetchNeeds, fetch_needs, plan_condition
 from mailrules.compile.serialize import compress_uids
 from mailrules.dsl import ast as A
+from mailrules.evaluation import EVALUATION_TIME, BoundedEvaluator
 from mailrules.limits import LimitLedger
 from mailrules.message import MessageView
 from mailrules.prefetch import Prefetcher, independent_rules, tested_flags
-from mailrules.semantics import EvalContext, Match, evaluate_condition
+from mailrules.semantics import EvalContext, Match, prepare_regexes
 from mailrules.state.models import JournalEntry
 
 log = logging.getLogger(__name__)
@@ -179,6 +181,9 @@ class MailboxReport:
     rules: list[RuleReport] = field(default_factory=list)
     skipped_messages: int = 0  # malformed or vanished messages passed over
     retry: list[int] = field(default_factory=list)  # refused for now; safe to process again later
+    #: messages passed over at a `[limits]` bound, by reason (`evaluation_time`); in skipped_messages too
+    skipped_for: Counter[str] = field(default_factory=Counter)
+    text_cut: int = 0  # messages whose decoded text went past a [limits] cap (searched up to it)
 
     @property
     def failed(self) -> int:
@@ -194,19 +199,7 @@ class RunOptions:
     run_id: str
     dry_run: bool = False
     force: bool = False
-
-
-def _evaluated(
-    rule: A.Rule, condition: A.Condition, view: MessageView, ctx: EvalContext, uid: int
-) -> Match | None:
-    """The condition on one message, or None (logged with the rule) when it cannot be evaluated."""
-    try:
-        return evaluate_condition(condition, view, ctx)
-    except Exception:  # a message the decoder could not make sense of: skip it, loudly
-        log.exception(
-            '%s: rule "%s": message uid %d could not be evaluated; skipped', rule.span.short, rule.name, uid
-        )
-        return None
+    bounds: Bounds = DEFAULT_BOUNDS  # `[limits]` on one message's evaluation (evaluation.py)
 
 
 class Engine:
@@ -259,6 +252,8 @@ class Engine:
         ctx = EvalContext(self.options.now, self.options.tz, store.separator or "/")
         runner = ActionRunner(store, account, mailbox, uidvalidity, self.options, self.journal, self._emit)
         in_scope = [r for r in rules if r.applies_to(account.name, mailbox)]
+        prepare_regexes(r.condition for r in in_scope)  # compiled before any message's clock runs
+        ev = BoundedEvaluator(self.options.bounds, ctx, f"{account.name}/{mailbox}")
         local = self._prefetch(store, in_scope, candidates, runner) if uids is not None else None
         ahead = None
         if prefetch is not None and uids is None and not self.options.dry_run and len(in_scope) > 1:
@@ -270,10 +265,12 @@ class Engine:
 
             ahead = Prefetcher(prefetch, mailbox, independent_rules(in_scope), plan)
         try:
-            self._rules(store, account, mailbox, rules, remaining, whole, ctx, runner, local, ahead, report)
+            self._rules(store, account, mailbox, rules, remaining, whole, ev, runner, local, ahead, report)
         finally:
             if ahead is not None:
                 ahead.close()
+            report.skipped_for[EVALUATION_TIME] += len(ev.over_time)
+            report.text_cut = len(ev.text_cut)
         report.retry = sorted(runner.retry_uids)
         if self.observer is not None:
             self.observer.mailbox_done(report, time.monotonic() - started)
@@ -287,7 +284,7 @@ class Engine:
         rules: Sequence[A.Rule],
         remaining: set[int],
         whole: bool,
-        ctx: EvalContext,
+        ev: BoundedEvaluator,
         runner: ActionRunner,
         local: dict[int, MessageView] | None,
         ahead: Prefetcher | None,
@@ -303,15 +300,16 @@ class Engine:
             report.rules.append(rr)
             found = ahead.result(rule) if ahead is not None else None
             if local is not None:
-                matched, views, skipped = self._match_local(rule, remaining, local, ctx, runner)
+                matched, views, skipped = self._match_local(rule, remaining, local, ev, runner)
             elif found is not None:
                 hits = [u for u in found[0] if u in remaining]
                 residual = self._plan(rule, store.dialect)[1]
                 matched, views, skipped = self._evaluate(
-                    rule, residual, hits, found[1], ctx, runner, fresh=False
+                    rule, residual, hits, found[1], ev, runner, fresh=False
                 )
             else:
-                matched, views, skipped = self._match(store, rule, remaining, whole, ctx, runner)
+                matched, views, skipped = self._match(store, rule, remaining, whole, ev, runner)
+            remaining -= ev.over_time  # out of time: no later rule reads it in this pass
             report.skipped_messages += skipped
             rr.matched = len(matched)
             if not matched:
@@ -335,7 +333,7 @@ class Engine:
                 self._rule_done(rr, rule_started)
                 continue
             targets = [Target(uid, views[uid], m) for uid, m in matched]
-            removed = runner.run_rule(rule, targets, ctx, rr)
+            removed = runner.run_rule(rule, targets, ev.ctx, rr)
             remaining -= removed
             whole = False
             self._rule_done(rr, rule_started)
@@ -379,7 +377,7 @@ class Engine:
         rule: A.Rule,
         remaining: set[int],
         views: dict[int, MessageView],
-        ctx: EvalContext,
+        ev: BoundedEvaluator,
         runner: ActionRunner,
     ) -> tuple[list[tuple[int, Match]], dict[int, MessageView], int]:
         """The per-message reading itself, on prefetched views (flags as earlier rules left them)."""
@@ -393,7 +391,7 @@ class Engine:
                 continue
             view = runner.with_overlay(uid, view, fresh=False)
             current[uid] = view
-            m = _evaluated(rule, rule.condition, view, ctx, uid)
+            m = ev.evaluate(rule, rule.condition, view, uid)
             if m is None:
                 skipped += 1
             elif m.ok:
@@ -410,7 +408,7 @@ class Engine:
         rule: A.Rule,
         remaining: set[int],
         whole: bool,
-        ctx: EvalContext,
+        ev: BoundedEvaluator,
         runner: ActionRunner,
     ) -> tuple[list[tuple[int, Match]], dict[int, MessageView], int]:
         server, residual, needs = self._plan(rule, store.dialect)
@@ -422,7 +420,7 @@ class Engine:
         if not hits:
             return [], {}, 0
         views = store.fetch_views(hits, union_needs(needs, runner.needs_for(rule)))
-        return self._evaluate(rule, residual, hits, views, ctx, runner, fresh=True)
+        return self._evaluate(rule, residual, hits, views, ev, runner, fresh=True)
 
     def _evaluate(
         self,
@@ -430,7 +428,7 @@ class Engine:
         residual: A.Condition | None,
         hits: list[int],
         views: dict[int, MessageView],
-        ctx: EvalContext,
+        ev: BoundedEvaluator,
         runner: ActionRunner,
         *,
         fresh: bool,
@@ -454,7 +452,7 @@ class Engine:
             if residual is None:
                 matched.append((uid, Match(True)))
                 continue
-            m = _evaluated(rule, residual, view, ctx, uid)
+            m = ev.evaluate(rule, residual, view, uid)
             if m is None:
                 skipped += 1
             elif m.ok:

@@ -46,6 +46,8 @@ ACTIONS: tuple[str, ...] = (
 )
 ACTION_OUTCOMES: tuple[str, ...] = ("ok", "failed", "skipped", "dry_run")
 MESSAGE_OUTCOMES: tuple[str, ...] = ("matched", "unmatched", "skipped", "failed")
+#: Why a pass passed over a message at a `[limits]` bound (mailrules/evaluation.py).
+MESSAGE_SKIP_REASONS: tuple[str, ...] = ("evaluation_time",)
 SCHEDULED_OUTCOMES: tuple[str, ...] = ("ok", "failed", "skipped")
 RELOAD_OUTCOMES: tuple[str, ...] = ("success", "failure")
 #: Why the HTTP server cut a connection short (mailrules/http.py).
@@ -251,6 +253,20 @@ class Metrics:
             ["account", "reason"],
             registry=r,
         )
+        self.messages_skipped = Counter(
+            "mailrules_messages_skipped_total",
+            "Messages a pass passed over at a [limits] bound, left in place: evaluation_time (the "
+            "rules' evaluation of it took more than evaluation_seconds).",
+            ["account", "reason"],
+            registry=r,
+        )
+        self.text_cut = Counter(
+            "mailrules_message_text_cut_total",
+            "Messages whose decoded text went past [limits] part_text_bytes or message_text_bytes: "
+            "body and text were searched up to the cap.",
+            ["account"],
+            registry=r,
+        )
         self.creations_refused = Counter(
             "mailrules_mailbox_creations_refused_total",
             "Moves and copies failed because the run had created [limits] mailboxes_created_per_run "
@@ -310,6 +326,9 @@ class Metrics:
             )
         for account in accounts:
             self.creations_refused.labels(account)
+            self.text_cut.labels(account)
+            for why in MESSAGE_SKIP_REASONS:
+                self.messages_skipped.labels(account, why)
             for reason in SKIP_LABELS:
                 self.actions_skipped.labels(account, reason)
             self.messages_seen.labels(account)
@@ -402,6 +421,11 @@ class Metrics:
         unmatched = max(report.examined - matched - len(failed) - skipped, 0)
         self.messages_seen.labels(account).inc(report.examined)
         self.malformed.labels(account).inc(report.skipped_messages)
+        for why, n in report.skipped_for.items():
+            if n > 0:
+                self.messages_skipped.labels(account, why if why in MESSAGE_SKIP_REASONS else OTHER).inc(n)
+        if report.text_cut:
+            self.text_cut.labels(account).inc(report.text_cut)
         counts = {"matched": matched, "unmatched": unmatched, "skipped": skipped, "failed": len(failed)}
         for outcome, n in counts.items():
             if n > 0:

@@ -55,6 +55,8 @@ EXPECTED = {
     "mailrules_state_errors_total": "counter",
     "mailrules_actions_skipped_total": "counter",
     "mailrules_mailbox_creations_refused_total": "counter",
+    "mailrules_messages_skipped_total": "counter",
+    "mailrules_message_text_cut_total": "counter",
 }
 
 

@@ -1,0 +1,104 @@
+"""One pass's evaluation of conditions on messages, each message within its `[limits]` bounds.
+
+Every message of a pass gets `evaluation_seconds` for the local evaluation of all the rules that
+read it (decoding, tests, regular expressions), and its text is cut at the text caps. A message
+that runs out of time is skipped for the rest of the pass: logged once, counted under the reason
+`evaluation_time`, left where it is, never retried by this pass (nor by the watcher, whose
+checkpoint moves past it). The time other messages, IMAP commands and actions take is not charged
+to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from mailrules.bounds import Bounds, EvaluationTimeout, MessageBudgets
+from mailrules.dsl import ast as A
+from mailrules.logs import printable
+from mailrules.message import MessageView
+from mailrules.semantics import EvalContext, Match, evaluate_condition
+
+__all__ = ["EVALUATION_TIME", "BoundedEvaluator"]
+
+log = logging.getLogger(__name__)
+
+#: The reason a message is skipped when its evaluation ran out of time (a metric label value).
+EVALUATION_TIME = "evaluation_time"
+
+
+class BoundedEvaluator:
+    """Evaluates conditions on the messages of one pass over one mailbox, within `bounds`."""
+
+    def __init__(
+        self,
+        bounds: Bounds,
+        ctx: EvalContext,
+        where: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`where`: `account/mailbox`, for the log lines."""
+        self.bounds = bounds
+        self.ctx = ctx
+        self.where = where
+        self.clock = clock
+        self.budgets = MessageBudgets(bounds.evaluation_seconds, clock)
+        #: messages whose evaluation ran out of time in this pass (skipped from then on)
+        self.over_time: set[int] = set()
+        #: messages whose decoded text went past a cap (searched up to it)
+        self.text_cut: set[int] = set()
+
+    def evaluate(self, rule: A.Rule, condition: A.Condition, view: MessageView, uid: int) -> Match | None:
+        """The condition on one message, or None (logged) when it cannot be evaluated: broken,
+        or out of time (then `uid` is in `over_time`)."""
+        if uid in self.over_time:
+            return None
+        if view.bounds != self.bounds:
+            view.bounds = self.bounds  # before the first decode of its text (views start with defaults)
+        started = self.clock()
+        try:
+            return evaluate_condition(condition, view, self.ctx, deadline=self.budgets.start(uid))
+        except EvaluationTimeout:
+            self.over_time.add(uid)
+            log.warning(
+                '%s: rule "%s": %s uid %d%s: evaluating it took more than %g s ([limits] '
+                "evaluation_seconds); skipped and left in place",
+                rule.span.short,
+                rule.name,
+                self.where,
+                uid,
+                _message_id(view),
+                self.bounds.evaluation_seconds,
+            )
+            return None
+        except Exception:  # a message the decoder could not make sense of: skip it, loudly
+            log.exception(
+                '%s: rule "%s": %s uid %d could not be evaluated; skipped',
+                rule.span.short,
+                rule.name,
+                self.where,
+                uid,
+            )
+            return None
+        finally:
+            self.budgets.charge(uid, self.clock() - started)
+            if view.text_cut and uid not in self.text_cut:
+                self.text_cut.add(uid)
+                log.info(
+                    "%s uid %d%s: text past [limits] part_text_bytes = %d / message_text_bytes = %d "
+                    "is not searched",
+                    self.where,
+                    uid,
+                    _message_id(view),
+                    self.bounds.part_text_bytes,
+                    self.bounds.message_text_bytes,
+                )
+
+
+def _message_id(view: MessageView) -> str:
+    try:
+        mid = view.message_id
+    except Exception:  # logging must not fail on the message it reports
+        return ""
+    return f" (Message-ID {printable(mid[:200])})" if mid else ""
