@@ -232,9 +232,11 @@ class ImapSession(TransferCommands):
             # RFC 6154 §2: the attributes MAY also appear in a plain LIST (Gmail, SPECIAL-USE alone).
             listing = self.list_mailboxes()
             found = attributes_to_uses(listing)
-        # Gmail archives to \All and marks no \Archive (imap/gmail.py): no second LIST for it.
-        wanted = ("\\Trash",) if self.has("X-GM-EXT-1") and "\\All" in found else ("\\Archive", "\\Trash")
-        if any(use not in found for use in wanted):
+        if self.has("X-GM-EXT-1") and "\\All" in found and "\\Archive" not in found:
+            # Gmail archives to All Mail, whatever the account's language calls it, and marks no
+            # \Archive (imap/gmail.py): \All stands for it, and no second LIST looks for names.
+            found = {**found, "\\Archive": found["\\All"]}
+        if any(use not in found for use in ("\\Archive", "\\Trash")):
             found = names_to_uses(listing if listing is not None else self.list_mailboxes(), found)
         self._special_use = found
         return dict(found)

@@ -445,3 +445,11 @@ def test_doctor_describes_gmail() -> None:
               "\\Trash": "[Google Mail]/Papierkorb"}
     text = "\n".join(describe_dialect(GMAIL, max_connections=16, special_use=german))
     assert "over Gmail's limit" in text and "delete moves to [Google Mail]/Papierkorb" in text
+
+
+def test_the_session_itself_takes_all_mail_for_the_archive() -> None:
+    # doctor's destinations read the session's special uses: they must agree with the store's
+    german = [line.replace(b"[Gmail]/All Mail", b"[Google Mail]/Alle Nachrichten") for line in LIST_ANSWER]
+    s, imap, _ = gmail_session(lambda t, c: [*german, t + b" OK Success"])
+    assert s.special_use()["\\Archive"] == "[Google Mail]/Alle Nachrichten"
+    assert len(imap.commands) == 1  # no second LIST for well-known names
