@@ -7,6 +7,10 @@ terminals (grammar/mailrules.lark stays the single source of truth); the decisio
 ones the grammar's comments describe: keywords are whole, case-insensitive words, a word that
 is not a keyword here is a WORD (unless reserved), and a word that fits nowhere is reported
 as the keyword it is, so errors read "unexpected 'then'".
+
+Each match of the scan pattern is the ignored text (white space, comments) before a token and
+the token itself, found by `finditer` (one C-level step per token); the line is counted over
+the skipped text only, and the parser state is read only for a word or a number.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from lark.lexer import Lexer, LexerState, Token
 _KEYWORD_PATTERN = re.compile(r"^([a-z]+)\(\?!")
 _RESERVED_PATTERN = re.compile(r"\(\?!\(\?:([a-z|]+)\)")
 _GENERIC_WORD = r"[A-Za-z][A-Za-z0-9_-]*"
-# Scanned as one piece: a pattern per class of token, in the order they must be tried.
-_CLASSES = ("WS", "COMMENT", "STRING", "REGEX", "DATETIME", "DATE", "TIME", "NUMBER", "CMP", "WORD", "PUNCT")
+#: Skipped before each token, in this order (the grammar's %ignore terminals).
+_IGNORED = ("WS", "COMMENT")
+#: Scanned as one piece: a pattern per class of token, in the order they must be tried.
+_CLASSES = ("STRING", "REGEX", "DATETIME", "DATE", "TIME", "NUMBER", "CMP", "WORD", "PUNCT")
+
+_new_str = str.__new__
 
 
 class FastLexer(Lexer):
@@ -51,62 +59,76 @@ class FastLexer(Lexer):
             return f"(?{flags}:{term.pattern.value})" if flags else term.pattern.value
 
         puncts = sorted((p for p in self.punct), key=len, reverse=True)
-        pieces = {
-            "WS": source("WS"),
-            "COMMENT": source("COMMENT"),
-            "STRING": source("STRING"),
-            "REGEX": source("REGEX"),
-            "DATETIME": source("DATETIME"),
-            "DATE": source("DATE"),
-            "TIME": source("TIME"),
-            "NUMBER": source("NUMBER"),
-            "CMP": source("CMP"),
-            "WORD": _GENERIC_WORD,
-            "PUNCT": "|".join(re.escape(p) for p in puncts),
-        }
-        self.scanner = re.compile("|".join(f"(?P<{c}>{pieces[c]})" for c in _CLASSES))
+        pieces = {name: source(name) for name in _CLASSES if name not in ("WORD", "PUNCT")}
+        pieces["WORD"] = _GENERIC_WORD
+        pieces["PUNCT"] = "|".join(re.escape(p) for p in puncts)
+        # Possessive: white space and comments are never given back to find a token inside them.
+        skip = "(?:" + "|".join(f"(?:{source(name)})" for name in _IGNORED) + ")*+"
+        tokens = "|".join(f"(?P<{c}>{pieces[c]})" for c in _CLASSES)
+        # The token is optional, so the pattern matches everywhere: at the end of the text, or
+        # at a character no token starts with, the match is the skipped text alone.
+        self.scanner = re.compile(f"{skip}(?:{tokens})?")
         self.terminal_names = set(by_name)
 
     def lex(self, lexer_state: LexerState, parser_state: Any) -> Iterator[Token]:
         text_slice: Any = lexer_state.text
         text: str = text_slice.text
-        pos: int = text_slice.start
         end: int = text_slice.end
         states = parser_state.parse_conf.parse_table.states
+        stack: list[Any] = parser_state.state_stack  # changed in place by the parser
         keywords, reserved, punct = self.keywords, self.reserved, self.punct
-        match = self.scanner.match
-        line, line_start = 1, 0
-        while pos < end:
-            m = match(text, pos, end)
-            if m is None:
-                accepts = set(states[parser_state.position])
-                raise UnexpectedCharacters(  # type: ignore[no-untyped-call]
-                    text, pos, line, pos - line_start + 1, allowed=accepts, state=parser_state
-                )
-            kind = m.lastgroup or ""
-            value = m.group()
-            start, pos = pos, m.end()
-            if kind == "WS" or kind == "COMMENT":
-                newlines = value.count("\n")
+        count, rfind = text.count, text.rfind
+        line, line_start, pos = 1, 0, text_slice.start
+        tok: Token | None = None
+        for m in self.scanner.finditer(text, pos, end):
+            kind = m.lastgroup
+            if kind is None:  # nothing but white space or comments: the end, or a stray character
+                stop = m.end()
+                if stop >= end:
+                    break
+                newlines = count("\n", pos, stop)
                 if newlines:
                     line += newlines
-                    line_start = start + value.rindex("\n") + 1
-                continue
-            accepts = states[parser_state.position]
+                    line_start = rfind("\n", pos, stop) + 1
+                if tok is not None:
+                    lexer_state.last_token = tok
+                accepts = set(states[stack[-1]])
+                raise UnexpectedCharacters(  # type: ignore[no-untyped-call]
+                    text, stop, line, stop - line_start + 1, allowed=accepts, state=parser_state
+                )
+            value = m.group(kind)
+            start = m.start(kind)
+            newlines = count("\n", pos, start)
+            if newlines:
+                line += newlines
+                line_start = rfind("\n", pos, start) + 1
+            pos = m.end()
             if kind == "WORD":
+                accepts = states[stack[-1]]
                 low = value.lower()
                 keyword = keywords.get(low)
                 if keyword is not None and keyword in accepts:
                     kind = keyword
                 elif "WORD" in accepts and low not in reserved:
-                    kind = "WORD"
+                    pass
                 elif keyword is not None:
                     kind = keyword
-            elif kind == "NUMBER" and "." not in value and ("INT" in accepts or "NUMBER" not in accepts):
-                kind = "INT"
             elif kind == "PUNCT":
                 kind = punct[value]
-            col = start - line_start + 1
-            tok = Token(kind, value, start, line, col, line, col + len(value), pos)
-            lexer_state.last_token = tok
+            elif kind == "NUMBER" and "." not in value:
+                accepts = states[stack[-1]]
+                if "INT" in accepts or "NUMBER" not in accepts:
+                    kind = "INT"
+            # Token(kind, value, start, line, col, line, end col, pos), without Token.__new__'s
+            # two Python-level calls: this runs once per token of every rule file.
+            tok = _new_str(Token, value)
+            tok.type = kind
+            tok.start_pos = start
+            tok.value = value
+            tok.line = tok.end_line = line
+            tok.column = col = start - line_start + 1
+            tok.end_column = col + len(value)
+            tok.end_pos = pos
             yield tok
+        if tok is not None:
+            lexer_state.last_token = tok
