@@ -143,6 +143,7 @@ class Daemon:
             observer=self.metrics,
             on_entry=log_entry,
             hooks=_MetricsHooks(self.metrics),
+            bounds=settings.limits.bounds,
         )
 
     # -- shared resources ---------------------------------------------------------------------------
@@ -316,7 +317,7 @@ class Daemon:
                 with self._scheduled_store(name) as store:
                     now = dt.datetime.now(dt.UTC)
                     engine = Engine(
-                        RunOptions(now, self.settings.timezone, run_id),
+                        RunOptions(now, self.settings.timezone, run_id, bounds=self.settings.limits.bounds),
                         journal=self.state,
                         on_entry=log_entry,
                         observer=self.metrics,

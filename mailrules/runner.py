@@ -186,7 +186,14 @@ def run_rules(
     now = now or dt.datetime.now(dt.UTC)
     run_id = state.begin_run(trigger, dry_run) if state is not None else new_run_id(now)
     result = RunResult(run_id)
-    options = RunOptions(now=now, tz=settings.timezone, run_id=run_id, dry_run=dry_run, force=force)
+    options = RunOptions(
+        now=now,
+        tz=settings.timezone,
+        run_id=run_id,
+        dry_run=dry_run,
+        force=force,
+        bounds=settings.limits.bounds,
+    )
     selected = [a for n, a in settings.accounts.items() if not accounts or n in accounts]
     limits = LimitLedger()
     guard = LoopGuard.from_limits(settings.limits)  # mailboxes created, sends per address: this run's

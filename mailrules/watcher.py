@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 from mailrules.compile.serialize import Lit
 from mailrules.config import AccountSettings
 from mailrules.dsl import ast as A
@@ -68,6 +69,7 @@ class WatchContext:
     on_entry: Callable[[JournalEntry], None] | None = None
     hooks: WatchHooks | None = None
     run_id: str = ""  # the daemon's run in the journal (one per daemon start)
+    bounds: Bounds = DEFAULT_BOUNDS  # [limits] on one message's evaluation
 
 
 class WatchHooks:
@@ -297,7 +299,8 @@ class MailboxWatcher(threading.Thread):
     ) -> None:
         rules = arrival_rules(self.ctx.rules(), self.account.name, self.mailbox)
         if rules:
-            options = RunOptions(dt.datetime.now(dt.UTC), self.ctx.tz, self.ctx.run_id)
+            now = dt.datetime.now(dt.UTC)
+            options = RunOptions(now, self.ctx.tz, self.ctx.run_id, bounds=self.ctx.bounds)
             engine = Engine(
                 options, journal=self.ctx.state, on_entry=self.ctx.on_entry, observer=self.ctx.observer
             )

@@ -33,6 +33,7 @@ from mailrules.config.schema import (
     DEFAULT_RULES,
     DEFAULT_STATE,
     DEFAULT_TIMEZONE,
+    EVALUATION_SECONDS,
     IMAP_PORTS,
     LIMITS,
     LOG_FORMATS,
@@ -43,6 +44,7 @@ from mailrules.config.schema import (
     SECRET_KEYS,
     SMTP,
     SMTP_PORTS,
+    TEXT_BYTES,
     TLS_MODES,
     TOP,
     Kind,
@@ -280,9 +282,19 @@ def _limits(raw: dict[str, Any], cx: _Context) -> LimitsSettings:
     cx.check_keys(table, p, LIMITS)
     created = cx.integer(table, p, "mailboxes_created_per_run", 0, 100_000)
     sends = cx.integer(table, p, "forwards_per_address_per_hour", 1, 100_000)
+    part = cx.integer(table, p, "part_text_bytes", *TEXT_BYTES)
+    message = cx.integer(table, p, "message_text_bytes", *TEXT_BYTES)
+    seconds = cx.get(table, p, "evaluation_seconds", "number")
+    low, high = EVALUATION_SECONDS
+    if seconds is not None and not (math.isfinite(seconds) and low <= seconds <= high):
+        cx.error((*p, "evaluation_seconds"), f"must be from {low} to {high} seconds, got {seconds}")
+        seconds = None
     return LimitsSettings(
         mailboxes_created_per_run=defaults.mailboxes_created_per_run if created is None else created,
         forwards_per_address_per_hour=defaults.forwards_per_address_per_hour if sends is None else sends,
+        part_text_bytes=defaults.part_text_bytes if part is None else part,
+        message_text_bytes=defaults.message_text_bytes if message is None else message,
+        evaluation_seconds=defaults.evaluation_seconds if seconds is None else float(seconds),
     )
 
 

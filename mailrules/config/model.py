@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from mailrules.bounds import DEFAULT_BOUNDS, Bounds
+
 TlsMode = Literal["implicit", "starttls", "none"]
 LogFormat = Literal["text", "json"]
 
@@ -70,6 +72,16 @@ class LimitsSettings:
     mailboxes_created_per_run: int = 50
     #: forwards and redirects to one address per hour per account
     forwards_per_address_per_hour: int = 20
+    #: decoded bytes of one text part, and of all of a message's text, that body/text search
+    part_text_bytes: int = DEFAULT_BOUNDS.part_text_bytes
+    message_text_bytes: int = DEFAULT_BOUNDS.message_text_bytes
+    #: seconds the rules may spend evaluating one message in one pass
+    evaluation_seconds: float = DEFAULT_BOUNDS.evaluation_seconds
+
+    @property
+    def bounds(self) -> Bounds:
+        """The bounds on one message's evaluation (mailrules/bounds.py)."""
+        return Bounds(self.part_text_bytes, self.message_text_bytes, self.evaluation_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +145,9 @@ class Settings:
             "limits": {
                 "mailboxes_created_per_run": self.limits.mailboxes_created_per_run,
                 "forwards_per_address_per_hour": self.limits.forwards_per_address_per_hour,
+                "part_text_bytes": self.limits.part_text_bytes,
+                "message_text_bytes": self.limits.message_text_bytes,
+                "evaluation_seconds": self.limits.evaluation_seconds,
             },
             "accounts": {name: _account_dict(a) for name, a in self.accounts.items()},
         }

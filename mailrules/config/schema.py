@@ -21,6 +21,9 @@ METRICS: dict[str, Kind] = {"listen": "str"}
 LIMITS: dict[str, Kind] = {
     "mailboxes_created_per_run": "int",
     "forwards_per_address_per_hour": "int",
+    "part_text_bytes": "int",
+    "message_text_bytes": "int",
+    "evaluation_seconds": "number",
 }
 ACCOUNT: dict[str, Kind] = {
     "provider": "str",
@@ -62,6 +65,9 @@ LOG_FORMATS = ("text", "json")
 IMAP_PORTS = {"implicit": 993, "starttls": 143, "none": 143}
 SMTP_PORTS = {"implicit": 465, "starttls": 587, "none": 25}
 MAX_CONNECTIONS = (1, 50)
+#: `[limits]` part_text_bytes and message_text_bytes (1 KiB to 1 GiB), evaluation_seconds
+TEXT_BYTES = (1024, 1 << 30)
+EVALUATION_SECONDS = (0.01, 3600.0)
 
 DEFAULT_RULES = "rules.d"
 DEFAULT_STATE = "state.db"
