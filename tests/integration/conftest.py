@@ -162,3 +162,38 @@ def cyrus_each(request: pytest.FixtureRequest, cyrus_fleet: CyrusFleet) -> Cyrus
     """Cyrus in each namespace variant (altnamespace no/yes × separator "." or "/"): four runs per test."""
     variant: CyrusVariant = request.param
     return _cyrus(cyrus_fleet, variant)
+
+
+ALT_DOT = CyrusVariant(altnamespace=True)
+
+
+def _cyrus_session(server: CyrusServer) -> Iterator[ImapSession]:
+    session = ImapSession.connect(server.params(server.fresh_user()[0]))
+    try:
+        yield session
+    finally:
+        session.logout()
+
+
+@pytest.fixture
+def cy(cyrus: CyrusServer) -> Iterator[ImapSession]:
+    """A session as a brand-new Cyrus user (INBOX. and "."; plaintext on loopback)."""
+    yield from _cyrus_session(cyrus)
+
+
+@pytest.fixture
+def cy_alt(cyrus_fleet: CyrusFleet) -> Iterator[ImapSession]:
+    """A session as a brand-new user of Cyrus with altnamespace (no prefix, separator ".")."""
+    yield from _cyrus_session(_cyrus(cyrus_fleet, ALT_DOT))
+
+
+@pytest.fixture(params=["dovecot", "cyrus", "cyrus-alt"])
+def server_account(request: pytest.FixtureRequest) -> ConnectionParams:
+    """A fresh user (empty INBOX) on Dovecot, on Cyrus (INBOX., ".") and on Cyrus with altnamespace
+    ("", "."), STARTTLS with each server's CA: for what the same rule files must do on every server."""
+    if request.param == "dovecot":
+        dovecot: DovecotServer = request.getfixturevalue("dovecot")
+        return dovecot.params(*dovecot.fresh_user())
+    fleet: CyrusFleet = request.getfixturevalue("cyrus_fleet")
+    server = _cyrus(fleet, DEFAULT_VARIANT if request.param == "cyrus" else ALT_DOT)
+    return server.params(server.fresh_user()[0], tls="starttls")

@@ -61,6 +61,19 @@ def snapshot(
         return out
 
 
+def portable(params: ConnectionParams, snap: dict[str, MailboxSnapshot]) -> dict[str, MailboxSnapshot]:
+    """The snapshot keyed by portable names, as rules spell them (imap/names.py): `INBOX.Lists.x`
+    on Cyrus is `Lists/x`; the same keys on every server."""
+    with ImapSession.connect(params) as session:
+        ns = session.namespaces
+    out = {}
+    for name, box in snap.items():
+        mapped = ns.to_portable(name)
+        assert mapped is not None, f"{name!r} has no portable name on {ns.summary()}"
+        out[mapped] = box
+    return out
+
+
 def placement(snap: dict[str, MailboxSnapshot]) -> dict[str, list[tuple[bytes, frozenset[str]]]]:
     """Which message (by bytes) is in which non-empty mailbox, with which flags (as FakeServer.state())."""
     return {

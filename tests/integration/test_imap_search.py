@@ -1,4 +1,4 @@
-"""UID SEARCH through our own writer: quoting, 8-bit literals, ESEARCH and plain SEARCH, on both servers."""
+"""UID SEARCH through our own writer: quoting, 8-bit literals, ESEARCH and plain SEARCH, on each server."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ def _subject(value: str) -> list[Piece]:
     return [b"SUBJECT ", *string_pieces(value)]
 
 
-@pytest.fixture(params=["dovecot", "pymap"])
+@pytest.fixture(params=["dovecot", "pymap", "cyrus"])
 def seeded(request: pytest.FixtureRequest) -> tuple[ImapSession, dict[str, int]]:
-    if request.param == "dovecot":
-        s: ImapSession = request.getfixturevalue("dv")
+    if request.param in ("dovecot", "cyrus"):
+        s: ImapSession = request.getfixturevalue("dv" if request.param == "dovecot" else "cy")
         return s, _seed(s, "INBOX")
     s = request.getfixturevalue("pm")
     server: PymapServer = request.getfixturevalue("pymap")

@@ -1,4 +1,7 @@
-"""MOVE, its COPY/STORE/UID EXPUNGE fallback, COPY with COPYUID, TRYCREATE, APPEND and FETCH, live."""
+"""MOVE, its COPY/STORE/UID EXPUNGE fallback, COPY with COPYUID, TRYCREATE, APPEND and FETCH, live.
+
+On Dovecot, pymap and Cyrus (INBOX. and "."; altnamespace with "."), mailbox names portable.
+"""
 
 from __future__ import annotations
 
@@ -31,11 +34,15 @@ def _append(s: ImapSession, mailbox: str, *subjects: str) -> list[int]:
     return out
 
 
-@pytest.fixture(params=["dovecot", "pymap"])
+@pytest.fixture(params=["dovecot", "pymap", "cyrus", "cyrus-alt"])
 def box(request: pytest.FixtureRequest) -> tuple[ImapSession, str, str]:
     """(session, source mailbox, destination mailbox) on each server; both exist and are empty."""
     if request.param == "dovecot":
         return request.getfixturevalue("dv"), "INBOX", "Archive"
+    if request.param.startswith("cyrus"):
+        cyrus: ImapSession = request.getfixturevalue("cy" if request.param == "cyrus" else "cy_alt")
+        cyrus.create("Archive")  # INBOX.Archive on Cyrus without altnamespace
+        return cyrus, "INBOX", "Archive"
     s: ImapSession = request.getfixturevalue("pm")
     server: PymapServer = request.getfixturevalue("pymap")
     src, dest = server.fresh_mailbox(), server.fresh_mailbox()
@@ -156,7 +163,7 @@ def test_non_ascii_mailbox_names_round_trip(box: tuple[ImapSession, str, str]) -
     s, src, dest = box
     name = f"{dest}/Küche & Café"  # modified UTF-7 on the wire (RFC 3501 §5.1.3), "&" escaped too
     s.create(name)
-    assert name in {m.name for m in s.list_mailboxes()}
+    assert name in {s.namespaces.to_portable(m.name) for m in s.list_mailboxes()}
     (uid,) = _append(s, src, "for the kitchen")
     s.select(src)
     s.move([uid], name)

@@ -1,4 +1,4 @@
-"""The journal through the command line on Dovecot: `mailrules log`, `undo`, forward exactly once."""
+"""The journal through the command line: `mailrules log`, `undo` (on Cyrus too), forward exactly once."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ from mailrules.cli import main
 from mailrules.imap.session import ConnectionParams
 from mailrules.runner import open_store, run_rules
 from mailrules.state.store import StateStore
-from tests.integration.helpers import append, load, smtp_sink, snapshot, where_is, write_config
+from tests.integration.helpers import (
+    MailboxSnapshot,
+    append,
+    load,
+    portable,
+    smtp_sink,
+    snapshot,
+    where_is,
+    write_config,
+)
 from tests.integration.servers import make_message
 
 pytestmark = pytest.mark.integration
@@ -45,8 +54,15 @@ rule "fwd"    { when subject is "fwd-me"     then forward to "boss@example.org" 
 
 
 def test_log_says_which_rule_moved_a_message_and_undo_restores(
-    account: ConnectionParams, tmp_path: Path
+    server_account: ConnectionParams, tmp_path: Path
 ) -> None:
+    # On Dovecot and on Cyrus in two namespaces: the journal records the portable names the rules
+    # wrote ("Filed", "Archive"), and undo maps them again (INBOX.Filed on Cyrus).
+    account = server_account
+
+    def snap(params: ConnectionParams) -> dict[str, MailboxSnapshot]:
+        return portable(params, snapshot(params))
+
     messages = [
         (msg("to-move", "move-1@example.com"), [], None),
         (msg("to-archive", "arch-1@example.com"), ["\\Seen"], None),
@@ -56,14 +72,14 @@ def test_log_says_which_rule_moved_a_message_and_undo_restores(
         (msg("bystander", "by-1@example.com"), ["\\Seen"], None),
     ]
     assert not any(append(account, "INBOX", messages))
-    before = snapshot(account)
+    before = snap(account)
     with smtp_sink() as (sink, port):
         config = write_config(tmp_path, account, JOURNAL_RULES, smtp_port=port)
         ran = cli("run", "--config", str(config))
         assert ran.exit_code == 0, ran.output
         assert len(sink.messages) == 1
     run_id = run_id_of(ran)
-    assert where_is(snapshot(account), b"to-move") == [("Filed", ("$Filed", "\\Seen"))]
+    assert where_is(snap(account), b"to-move") == [("Filed", ("$Filed", "\\Seen"))]
 
     # "which rule moved this message, and where?" -- with or without the angle brackets
     for mid in ("move-1@example.com", "<move-1@example.com>"):
@@ -86,7 +102,7 @@ def test_log_says_which_rule_moved_a_message_and_undo_restores(
     assert "not undone: purge: delete permanently" in out and "cannot be brought back" in out
     assert "not undone: fwd: forward" in out and "cannot be recalled" in out
     assert "not undone: flags: copy" in out and "undo never removes mail" in out
-    after = snapshot(account)
+    after = snap(account)
     # Everything but the expunged message is back in INBOX with its flags and INTERNALDATE.
     purged = msg("purge-me", "purge-1@example.com")
     expected_inbox = tuple(m for m in before["INBOX"].messages if m[0] != purged)
@@ -97,7 +113,7 @@ def test_log_says_which_rule_moved_a_message_and_undo_restores(
 
     again = cli("undo", "--config", str(config), run_id)
     assert again.exit_code == 1 and f"run {run_id} was already undone by" in again.stderr
-    assert snapshot(account)["INBOX"].messages == expected_inbox
+    assert snap(account)["INBOX"].messages == expected_inbox
     unknown = cli("undo", "--config", str(config), "20000101T000000-000000")
     assert unknown.exit_code == 1 and "no run" in unknown.stderr
 

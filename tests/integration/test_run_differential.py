@@ -30,11 +30,11 @@ from mailrules.semantics import EvalContext
 from tests.fakes import FakeServer, RecordingSender, oracle
 from tests.integration.cyrus import CyrusServer
 from tests.integration.helpers import (
-    MailboxSnapshot,
     Received,
     append,
     load,
     placement,
+    portable,
     smtp_sink,
     snapshot,
     write_config,
@@ -269,18 +269,6 @@ def differential(
     originals = [raw for raw, _, _ in messages]
     assert recovered(sink.messages, originals) == expected_sent, f"rules:\n{text}"
     _check_failures_are_template_errors(result.reports, rules)
-
-
-def portable(params: ConnectionParams, snap: dict[str, MailboxSnapshot]) -> dict[str, MailboxSnapshot]:
-    """The snapshot keyed by portable names, as the fake and the rules spell them (imap/names.py)."""
-    with ImapSession.connect(params) as session:
-        ns = session.namespaces
-    out = {}
-    for name, box in snap.items():
-        mapped = ns.to_portable(name)
-        assert mapped is not None, f"{name!r} has no portable name on {ns.summary()}"
-        out[mapped] = box
-    return out
 
 
 def _diff(

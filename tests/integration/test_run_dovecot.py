@@ -1,4 +1,9 @@
-"""`mailrules run` end to end on a real Dovecot: every action, the summary, exit codes, limit, dry run."""
+"""`mailrules run` end to end on Dovecot and Cyrus: every action, the summary, exit codes, limit, dry run.
+
+The same rule files on each server (`server_account`: Dovecot, Cyrus with INBOX. and ".", Cyrus with
+altnamespace): mailboxes are named portably ("New/Box", "Archive/{year}") and compared by portable
+name, so what is asserted is what a user's rules do, whatever the server's namespace.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,30 @@ from click.testing import CliRunner, Result
 
 from mailrules.cli import main
 from mailrules.imap.session import ConnectionParams, ImapSession
-from tests.integration.helpers import append, placement, smtp_sink, snapshot, where_is, write_config
-from tests.integration.servers import make_message
+from tests.integration.helpers import (
+    MailboxSnapshot,
+    append,
+    placement,
+    portable,
+    smtp_sink,
+    where_is,
+    write_config,
+)
+from tests.integration.helpers import snapshot as server_snapshot
+from tests.integration.servers import DovecotServer, make_message
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def account(server_account: ConnectionParams) -> ConnectionParams:
+    """Every test here runs on Dovecot, Cyrus and Cyrus with altnamespace (conftest.server_account)."""
+    return server_account
+
+
+def snapshot(params: ConnectionParams) -> dict[str, MailboxSnapshot]:
+    """The account's mailboxes by portable name (`INBOX.New.Box` on Cyrus is `New/Box`)."""
+    return portable(params, server_snapshot(params))
 
 
 def cli(*args: str) -> Result:
@@ -236,11 +261,14 @@ def test_dry_run_changes_nothing_byte_for_byte(account: ConnectionParams, tmp_pa
 
 
 def test_message_expunged_by_another_client_mid_run_is_skipped_with_a_log_line(
-    account: ConnectionParams, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Dovecot answers a FETCH for a message another session expunged (not yet announced to us)
-    with NIL body sections: that message is gone, not an empty message to evaluate and forward."""
+    with NIL body sections: that message is gone, not an empty message to evaluate and forward.
+    (Dovecot only: Cyrus still answers the header FETCH, and the forward's FETCH finds nothing.)"""
     from mailrules.imap.store import ImapStore
+
+    account = dovecot.params(*dovecot.fresh_user())
 
     assert not any(append(account, "INBOX", [(msg(f"m{i}"), [], None) for i in range(3)]))
     real_fetch = ImapStore.fetch_views
