@@ -1,4 +1,4 @@
-"""`mailrules daemon` against a real Dovecot: arrivals filed, bursts, outages, SIGKILL, reload, metrics."""
+"""`mailrules daemon` on a real Dovecot (arrivals on Cyrus too): bursts, outages, SIGKILL, reload, metrics."""
 
 from __future__ import annotations
 
@@ -15,16 +15,18 @@ from pathlib import Path
 import pytest
 
 from mailrules.imap.session import ImapSession
+from tests.integration.cyrus import VARIANTS, CyrusServer
 from tests.integration.helpers import http_get, metric_total
 from tests.integration.servers import (
     DovecotServer,
+    ServerUnavailable,
     make_message,
     spawn_dovecot,
     start_dovecot,
     stop_dovecot,
     wait_for_port,
 )
-from tests.needs import require_tool
+from tests.needs import require_tool, unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +50,9 @@ class Running:
     """A daemon subprocess with its config, rules directory and metrics port."""
 
     def __init__(
-        self, tmp: Path, server: DovecotServer, user: str, password: str, smtp_port: int | None
+        self, tmp: Path, server: DovecotServer | CyrusServer, user: str, password: str, smtp_port: int | None
     ) -> None:
+        port = server.port if isinstance(server, CyrusServer) else server.imap_port
         self.tmp = tmp
         self.rules = tmp / "rules.d"
         self.rules.mkdir(exist_ok=True)
@@ -64,7 +67,7 @@ class Running:
         self.config = tmp / "mailrules.toml"
         self.config.write_text(
             f'rules = "rules.d"\nstate = "state.db"\n[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
-            f'[accounts.t]\nhost = "127.0.0.1"\nport = {server.imap_port}\ntls = "starttls"\n'
+            f'[accounts.t]\nhost = "127.0.0.1"\nport = {port}\ntls = "starttls"\n'
             f'ca_file = "{server.ca_file}"\nusername = "{user}"\npassword = "{password}"\n' + smtp
         )
         self.proc: subprocess.Popen[str] | None = None
@@ -106,15 +109,16 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, d: Running |
     )
 
 
-def counts(server: DovecotServer, user: str, password: str) -> dict[str, int]:
+def counts(server: DovecotServer | CyrusServer, user: str, password: str) -> dict[str, int]:
+    """{portable name: messages} (`INBOX.Filed` on Cyrus is "Filed")."""
     with ImapSession.connect(server.params(user, password)) as s:
         out = {}
         for mb in s.list_mailboxes():
-            out[mb.name] = s.select(mb.name, readonly=True).exists
+            out[s.namespaces.to_portable(mb.name) or mb.name] = s.select(mb.name, readonly=True).exists
         return out
 
 
-def append(server: DovecotServer, user: str, password: str, messages: list[bytes]) -> None:
+def append(server: DovecotServer | CyrusServer, user: str, password: str, messages: list[bytes]) -> None:
     with ImapSession.connect(server.params(user, password)) as s:
         s.append_many("INBOX", messages)
 
@@ -137,7 +141,27 @@ def sink() -> Iterator[tuple[int, list[bytes]]]:
     c.stop()
 
 
-def test_arrivals_are_filed_once_burst_included(dovecot: DovecotServer, tmp_path: Path) -> None:
+@pytest.fixture(params=["dovecot", *(f"cyrus-{v.id}" for v in VARIANTS)])
+def imap_server(request: pytest.FixtureRequest) -> DovecotServer | CyrusServer:
+    """Dovecot, then Cyrus in each namespace variant (push IDLE through idled)."""
+    if request.param == "dovecot":
+        server: DovecotServer = request.getfixturevalue("dovecot")
+        return server
+    fleet = request.getfixturevalue("cyrus_fleet")
+    variant = next(v for v in VARIANTS if f"cyrus-{v.id}" == request.param)
+    try:
+        cyrus: CyrusServer = fleet.get(variant)
+    except ServerUnavailable as exc:
+        unavailable(str(exc))
+    return cyrus
+
+
+def test_arrivals_are_filed_once_burst_included(
+    imap_server: DovecotServer | CyrusServer, tmp_path: Path
+) -> None:
+    # The same rules on every server: "Filed" is INBOX.Filed on Cyrus without altnamespace (on
+    # Cyrus, every MOVE to a bare name used to answer NO, and no arrival was filed: issue 12).
+    dovecot = imap_server
     user, pw = dovecot.fresh_user()
     append(dovecot, user, pw, [make_message("already here, file me")])  # before the daemon: left alone
     d = Running(tmp_path, dovecot, user, pw, None)
