@@ -34,9 +34,13 @@ def mailbox_problem(name: str) -> str | None:
     problem = control_problem(name)
     if problem is None:
         wildcard = next((c for c in name if c in _WILDCARDS), None)
-        if wildcard is None:
+        if wildcard is not None:
+            problem = f"contains '{wildcard}', a LIST wildcard, which cannot be part of a mailbox name"
+        elif "" in name.split("/"):
+            # Portable names (imap/names.py): "/" separates levels on every server.
+            problem = 'has an empty level ("/" separates levels: no leading, trailing or doubled "/")'
+        else:
             return None
-        problem = f"contains '{wildcard}', a LIST wildcard, which cannot be part of a mailbox name"
     return f"mailbox name {name!r} {problem}"
 
 

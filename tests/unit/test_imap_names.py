@@ -182,3 +182,14 @@ def test_destinations_resolve_in_order_configured_special_use_default() -> None:
     )
     outside = resolve("\\Trash", None, {"\\Trash": "Top.Trash"}, STD_DOT, listing)  # no portable name
     assert outside.server == "Top.Trash" and outside.refusal is None
+
+
+def test_configuration_refuses_an_empty_level_at_load() -> None:
+    from mailrules.config.names import mailbox_problem
+
+    assert mailbox_problem("Lists/python") is None and mailbox_problem("INBOX.Lists") is None
+    for bad in ("Lists//python", "/Lists", "Lists/"):
+        assert mailbox_problem(bad) == (
+            f"mailbox name {bad!r} has an empty level (\"/\" separates levels: no leading, trailing or "
+            "doubled \"/\")"
+        )
