@@ -17,21 +17,23 @@ from mailrules.dsl.transform_base import (
     MAX_CONDITION_DEPTH,
     Clause,
     Keep,
-    Position,
     condition_depth,
+    spanless,
     suggest,
 )
 from mailrules.dsl.transform_cond import ConditionBuilder
+from mailrules.source import Span
 
 
 class AstBuilder(ConditionBuilder):
     """Builds the items of one file (or chunk of it); see BuilderBase for error collection."""
 
     # ------------------------------------------------------------ file and rule
-    def start(self, meta: Position, children: list[Any]) -> list[Any]:
+    @spanless
+    def start(self, _span: Span | None, children: list[Any]) -> list[Any]:
         return [c for c in children if c is not None]
 
-    def rule(self, meta: Position, ch: list[Any]) -> ast.Rule | None:
+    def rule(self, span: Span, ch: list[Any]) -> ast.Rule | None:
         name_tok = ch[1]
         name = self.string(name_tok)
         if not name.strip():
@@ -71,17 +73,17 @@ class AstBuilder(ConditionBuilder):
             limit=limit,
             condition=body[0],
             actions=body[1],
-            span=self.mspan(meta),
+            span=span,
             name_span=self.span(name_tok),
         )
         return cast("ast.Rule | None", self.finish_item(rule))
 
-    def in_clause(self, meta: Position, ch: list[Any]) -> Clause:
+    def in_clause(self, span: Span, ch: list[Any]) -> Clause:
         names = []
         for tok in self.tokens(ch):
             if tok.type == "STRING":
                 names.append(self._mailbox(tok))
-        return Clause("in", tuple(names), self.mspan(meta))
+        return Clause("in", tuple(names), span)
 
     def _mailbox(self, tok: Token) -> str:
         name = self.string(tok)
@@ -90,7 +92,7 @@ class AstBuilder(ConditionBuilder):
             self.error(self.span(tok), problem)
         return name
 
-    def account_clause(self, meta: Position, ch: list[Any]) -> Clause:
+    def account_clause(self, span: Span, ch: list[Any]) -> Clause:
         names = []
         for tok in self.tokens(ch):
             if tok.type == "STRING":
@@ -98,22 +100,22 @@ class AstBuilder(ConditionBuilder):
                 if not value.strip():
                     self.error(self.span(tok), "account name is empty")
                 names.append(value)
-        return Clause("accounts", tuple(names), self.mspan(meta))
+        return Clause("accounts", tuple(names), span)
 
-    def limit_clause(self, meta: Position, ch: list[Any]) -> Clause:
-        return Clause("limit", (int(ch[1]),), self.mspan(meta))
+    def limit_clause(self, span: Span, ch: list[Any]) -> Clause:
+        return Clause("limit", (int(ch[1]),), span)
 
     # ------------------------------------------------------------ triggers
-    def on_arrival(self, meta: Position, ch: list[Any]) -> ast.OnArrival:
-        return ast.OnArrival(self.mspan(meta))
+    def on_arrival(self, span: Span, ch: list[Any]) -> ast.OnArrival:
+        return ast.OnArrival(span)
 
-    def manually(self, meta: Position, ch: list[Any]) -> ast.Manually:
-        return ast.Manually(self.mspan(meta))
+    def manually(self, span: Span, ch: list[Any]) -> ast.Manually:
+        return ast.Manually(span)
 
-    def cron(self, meta: Position, ch: list[Any]) -> ast.Cron:
-        return ast.Cron(self.string(ch[1]), self.mspan(meta))
+    def cron(self, span: Span, ch: list[Any]) -> ast.Cron:
+        return ast.Cron(self.string(ch[1]), span)
 
-    def every_interval(self, meta: Position, ch: list[Any]) -> ast.Every:
+    def every_interval(self, span: Span, ch: list[Any]) -> ast.Every:
         unit_tok = ch[2]
         unit = INTERVAL_UNITS.get(str(unit_tok).lower())
         if unit is None:
@@ -122,9 +124,9 @@ class AstBuilder(ConditionBuilder):
                 self.span(unit_tok), f"unknown interval unit '{unit_tok}'; expected minutes or hours{hint}"
             )
             unit = "minutes"
-        return ast.Every(int(ch[1]), cast(Any, unit), self.mspan(meta))
+        return ast.Every(int(ch[1]), cast(Any, unit), span)
 
-    def every_unit(self, meta: Position, ch: list[Any]) -> ast.Every:
+    def every_unit(self, span: Span, ch: list[Any]) -> ast.Every:
         word = str(ch[1]).lower()
         unit = INTERVAL_UNITS.get(word)
         if unit is None:
@@ -136,9 +138,9 @@ class AstBuilder(ConditionBuilder):
                     f"expected a number, 'day' or a day of the week after 'every', got '{ch[1]}'",
                 )
             unit = "minutes"
-        return ast.Every(1, cast(Any, unit), self.mspan(meta))
+        return ast.Every(1, cast(Any, unit), span)
 
-    def every_at(self, meta: Position, ch: list[Any]) -> ast.At:
+    def every_at(self, span: Span, ch: list[Any]) -> ast.At:
         words = [t for t in self.tokens(ch) if t.type == "WORD"]
         days: set[int] = set()
         for w in words:
@@ -156,10 +158,10 @@ class AstBuilder(ConditionBuilder):
             days.update(DAYS[key])
         time_tok = ch[-1]
         hour, minute = (int(x) for x in str(time_tok).split(":"))
-        return ast.At(tuple(sorted(days)), hour, minute, self.mspan(meta))
+        return ast.At(tuple(sorted(days)), hour, minute, span)
 
     # ------------------------------------------------------------ body and actions
-    def body(self, meta: Position, ch: list[Any]) -> Clause:
+    def body(self, span: Span, ch: list[Any]) -> Clause:
         cond: ast.Condition | None = None
         actions: list[Any] = []
         then_tok: Token | None = None
@@ -181,23 +183,25 @@ class AstBuilder(ConditionBuilder):
                 )
             elif a is not None:
                 out.append(a)
-        return Clause("body", (cond, tuple(out)), self.mspan(meta))
+        return Clause("body", (cond, tuple(out)), span)
 
-    def when_clause(self, meta: Position, ch: list[Any]) -> Clause:
+    def when_clause(self, span: Span, ch: list[Any]) -> Clause:
         if condition_depth(ch[1]) > MAX_CONDITION_DEPTH:
             self.error(
                 self.span(ch[0]),
                 f"this condition is nested more than {MAX_CONDITION_DEPTH} levels deep; simplify it",
             )
-        return Clause("when", (ch[1],), self.mspan(meta))
+        return Clause("when", (ch[1],), span)
 
-    def actions(self, meta: Position, ch: list[Any]) -> list[Any]:
+    @spanless
+    def actions(self, _span: Span | None, ch: list[Any]) -> list[Any]:
         return [c for c in ch if not isinstance(c, Token)]
 
-    def action_mod(self, meta: Position, ch: list[Any]) -> Token:
+    @spanless
+    def action_mod(self, _span: Span | None, ch: list[Any]) -> Token:
         return cast(Token, ch[0])
 
-    def action(self, meta: Position, ch: list[Any]) -> Any:
+    def action(self, span: Span, ch: list[Any]) -> Any:
         word_tok: Token = ch[0]
         mod: Token | None = None
         to: Token | None = None
@@ -210,7 +214,6 @@ class AstBuilder(ConditionBuilder):
             else:
                 mod = t
         word = str(word_tok).lower()
-        span = self.mspan(meta)
         if word == "keep" and mod is None and to is None and arg is None:
             return Keep(span)
         if word not in ACTION_WORDS:
@@ -276,17 +279,17 @@ class AstBuilder(ConditionBuilder):
         return ast.Stop(span)
 
     # ------------------------------------------------------------ tests (spec section 7)
-    def test(self, meta: Position, ch: list[Any]) -> ast.TestBlock | None:
+    def test(self, span: Span, ch: list[Any]) -> ast.TestBlock | None:
         name = self.string(ch[1])
         given, expect = ch[3], ch[4]
         if not name.strip():
             self.error(self.span(ch[1]), "test name is empty")
         if given is None or expect is None:
             return cast("ast.TestBlock | None", self.finish_item(None))
-        block = ast.TestBlock(name, given, expect, self.mspan(meta))
+        block = ast.TestBlock(name, given, expect, span)
         return cast("ast.TestBlock | None", self.finish_item(block))
 
-    def given(self, meta: Position, ch: list[Any]) -> ast.Given | None:
+    def given(self, span: Span, ch: list[Any]) -> ast.Given | None:
         path = self.string(ch[1])
         if not path.strip():
             self.error(self.span(ch[1]), "message file name is empty")
@@ -308,10 +311,10 @@ class AstBuilder(ConditionBuilder):
             mailbox=values.get("in", "INBOX"),
             account=values.get("account"),
             now=values.get("now"),
-            span=self.mspan(meta),
+            span=span,
         )
 
-    def flag_item(self, meta: Position, ch: list[Any]) -> str | None:
+    def flag_item(self, span: Span, ch: list[Any]) -> str | None:
         tok: Token = ch[0]
         if tok.type == "STRING":
             value = self.string(tok)
@@ -332,16 +335,16 @@ class AstBuilder(ConditionBuilder):
             )
         return flag
 
-    def given_flags(self, meta: Position, ch: list[Any]) -> Clause:
+    def given_flags(self, span: Span, ch: list[Any]) -> Clause:
         items = [c for c in ch if isinstance(c, str) and not isinstance(c, Token)]
-        return Clause("flags", tuple(items), self.mspan(meta))
+        return Clause("flags", tuple(items), span)
 
-    def given_tagged(self, meta: Position, ch: list[Any]) -> Clause:
+    def given_tagged(self, span: Span, ch: list[Any]) -> Clause:
         value = self.string(ch[1])
         problem = keyword_problem(value)
         if problem:
             self.error(self.span(ch[1]), problem)
-        return Clause("flags", (value,), self.mspan(meta))
+        return Clause("flags", (value,), span)
 
     def _datetime(self, date_tok: Token, time_tok: Token | None) -> dt.datetime | None:
         if date_tok.type == "DATETIME":  # 2024-05-01T12:00
@@ -363,19 +366,19 @@ class AstBuilder(ConditionBuilder):
                 return None
         return dt.datetime(day.year, day.month, day.day, hour, minute)
 
-    def given_received(self, meta: Position, ch: list[Any]) -> Clause:
-        return Clause("received", (self._datetime(ch[1], ch[2] if len(ch) > 2 else None),), self.mspan(meta))
+    def given_received(self, span: Span, ch: list[Any]) -> Clause:
+        return Clause("received", (self._datetime(ch[1], ch[2] if len(ch) > 2 else None),), span)
 
-    def given_now(self, meta: Position, ch: list[Any]) -> Clause:
-        return Clause("now", (self._datetime(ch[1], ch[2] if len(ch) > 2 else None),), self.mspan(meta))
+    def given_now(self, span: Span, ch: list[Any]) -> Clause:
+        return Clause("now", (self._datetime(ch[1], ch[2] if len(ch) > 2 else None),), span)
 
-    def given_in(self, meta: Position, ch: list[Any]) -> Clause:
-        return Clause("in", (self._mailbox(ch[1]),), self.mspan(meta))
+    def given_in(self, span: Span, ch: list[Any]) -> Clause:
+        return Clause("in", (self._mailbox(ch[1]),), span)
 
-    def given_account(self, meta: Position, ch: list[Any]) -> Clause:
-        return Clause("account", (self.string(ch[1]),), self.mspan(meta))
+    def given_account(self, span: Span, ch: list[Any]) -> Clause:
+        return Clause("account", (self.string(ch[1]),), span)
 
-    def expect(self, meta: Position, ch: list[Any]) -> tuple[ast.Action, ...] | None:
+    def expect(self, span: Span, ch: list[Any]) -> tuple[ast.Action, ...] | None:
         items: list[Any] = ch[1]
         keeps = [a for a in items if isinstance(a, Keep)]
         if keeps and len(items) > 1:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from lark import Token, Tree
 
@@ -122,7 +123,7 @@ class Keep:
 
 
 class Position(Protocol):
-    """Where a grammar rule's text is: Lark's tree Meta, or a SpanOf computed from children."""
+    """Where a grammar rule's text is, as Lark's tree Meta (propagate_positions) gives it."""
 
     empty: bool
     line: int
@@ -131,40 +132,40 @@ class Position(Protocol):
     end_column: int
 
 
-@dataclass(slots=True)
-class SpanOf:
-    """The position of a rule's children (first start to last end), in the chunk's own lines."""
-
-    empty: bool = True
-    line: int = 1
-    column: int = 1
-    end_line: int = 1
-    end_column: int = 1
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
-def _start(child: Any, off: int) -> tuple[int, int] | None:
+def spanless(method: _Method) -> _Method:
+    """Mark a builder method that never reads its span: building while parsing passes None."""
+    setattr(method, "spanless", True)  # noqa: B010 - an attribute of the function object
+    return method
+
+
+def _first(child: Any, off: int) -> tuple[int, int] | None:
+    """Where a child starts (absolute line, column), or None for a child without a position."""
     if isinstance(child, Token):
-        return (child.line or 1, child.column or 1)
+        return ((child.line or 1) + off, child.column or 1)
     span = getattr(child, "span", None)
     if isinstance(span, Span):
-        return (span.line - off, span.column)
+        return (span.line, span.column)
     if isinstance(child, list):
         for c in child:
-            pos = _start(c, off)
+            pos = _first(c, off)
             if pos is not None:
                 return pos
     return None
 
 
-def _end(child: Any, off: int) -> tuple[int, int] | None:
+def _last(child: Any, off: int) -> tuple[int, int] | None:
+    """Where a child ends (absolute line, column), or None for a child without a position."""
     if isinstance(child, Token):
-        return (child.end_line or 1, child.end_column or 1)
+        return ((child.end_line or 1) + off, child.end_column or 1)
     span = getattr(child, "span", None)
     if isinstance(span, Span):
-        return (span.end_line - off, span.end_column)
+        return (span.end_line, span.end_column)
     if isinstance(child, list):
         for c in reversed(child):
-            pos = _end(c, off)
+            pos = _last(c, off)
             if pos is not None:
                 return pos
     return None
@@ -174,35 +175,45 @@ class BuilderBase:
     """Token helpers; problems go to `diagnostics` and drop the rule or test they are in."""
 
     def __init__(self, path: str, line_offset: int = 0) -> None:
+        self.reset(path, line_offset)
+
+    def reset(self, path: str, line_offset: int = 0) -> None:
+        """Start on another file or chunk (the parser keeps one builder for its callbacks)."""
         self.path = path
         self.off = line_offset
         self.diagnostics: list[Diagnostic] = []
         self._pending = 0  # errors since the last finished rule or test
 
     def transform(self, tree: Tree[Token]) -> Any:
-        """Build bottom-up: each rule of the grammar is a method `name(meta, children)`.
-
-        A plain recursive walk (rather than lark.Transformer with v_args) because it is the
-        hot path of loading a large rule set and the wrappers cost a third of its time.
-        """
+        """Build bottom-up from a parse tree made with propagate_positions (tests compare it with
+        building while parsing): each rule of the grammar is a method `name(span, children)`."""
         children = [self.transform(c) if isinstance(c, Tree) else c for c in tree.children]
         method = getattr(self, str(tree.data))
-        return method(tree.meta, children)
+        return method(self.mspan(tree.meta), children)
 
-    def span_of(self, children: list[Any]) -> SpanOf:
-        """What Lark's propagate_positions would give, computed from already-built children."""
+    def span_at(self, children: list[Any]) -> Span:
+        """What Lark's propagate_positions gives a rule (its first child's start to its last
+        child's end), computed from the children already built; `mspan` of an empty Meta when
+        no child has a position."""
+        off = self.off
         start = end = None
         for c in children:
-            start = _start(c, self.off)
+            if type(c) is Token:  # the common case first: the lexer makes exactly Tokens
+                start = ((c.line or 1) + off, c.column or 1)
+                break
+            start = _first(c, off)
             if start is not None:
                 break
         for c in reversed(children):
-            end = _end(c, self.off)
+            if type(c) is Token:
+                end = ((c.end_line or 1) + off, c.end_column or 1)
+                break
+            end = _last(c, off)
             if end is not None:
                 break
         if start is None or end is None:
-            return SpanOf()
-        return SpanOf(False, start[0], start[1], end[0], end[1])
+            return Span(self.path, 1 + off, 1)
+        return Span(self.path, start[0], start[1], end[0], end[1])
 
     # ------------------------------------------------------------ helpers
     def span(self, tok: Token) -> Span:
