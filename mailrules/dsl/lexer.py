@@ -28,7 +28,7 @@ _GENERIC_WORD = r"[A-Za-z][A-Za-z0-9_-]*"
 #: Skipped before each token, in this order (the grammar's %ignore terminals).
 _IGNORED = ("WS", "COMMENT")
 #: Scanned as one piece: a pattern per class of token, in the order they must be tried.
-_CLASSES = ("STRING", "REGEX", "DATETIME", "DATE", "TIME", "NUMBER", "CMP", "WORD", "PUNCT")
+_CLASSES = ("WORD", "STRING", "PUNCT", "DATETIME", "DATE", "TIME", "NUMBER", "CMP", "REGEX")
 
 _new_str = str.__new__
 
