@@ -1,13 +1,20 @@
-"""load_rule_set(): read a rules directory or file, parse and check it, collect every diagnostic."""
+"""load_rule_set(): read a rules directory or file, parse and check it, collect every diagnostic.
+
+Loading again parses only the files whose bytes changed: the process keeps what the last load
+parsed (path and sha256 of the bytes -> parsed file and its diagnostics), so the daemon's
+reload of an unchanged rule set parses nothing, and one edited file of many costs one parse.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailrules.dsl import ast
 from mailrules.dsl.check import check_rule_set
-from mailrules.dsl.parser import parse_text
+from mailrules.dsl.parser import gc_paused, parse_text
 from mailrules.source import Diagnostic, Span, render_all
 
 
@@ -18,6 +25,8 @@ class LoadResult:
     rule_set: ast.RuleSet
     diagnostics: list[Diagnostic]
     sources: dict[str, str] = field(default_factory=dict)
+    #: The files this load parsed; the others were unchanged since the last load and reused.
+    parsed: tuple[str, ...] = ()
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -62,35 +71,112 @@ def _files(root: Path) -> list[Path]:
     return [root]
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """One file as the last load read it: its bytes' digest, text, parse and its diagnostics."""
+
+    digest: bytes
+    text: str
+    rule_file: ast.RuleFile
+    diagnostics: tuple[Diagnostic, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """What the last load found: each file parsed, and the whole result of that rule set."""
+
+    files: dict[str, _Parsed]
+    root: str
+    signature: tuple[tuple[str, bytes], ...]
+    result: LoadResult
+
+
+_memo_lock = threading.Lock()
+_memo: _Memo | None = None
+
+
+def clear_cache() -> None:
+    """Forget what earlier loads parsed (the next load parses every file)."""
+    global _memo
+    with _memo_lock:
+        _memo = None
+
+
+def _parse_file(name: str, data: bytes, digest: bytes) -> _Parsed:
+    text, decode_diags = decode(data, name)
+    rule_file, parse_diags = parse_text(text, name)
+    taken = {(d.span.line, d.span.column) for d in decode_diags}
+    # the replacement character of a bad byte gives a second error at the same place: drop it
+    diags = (*decode_diags, *(d for d in parse_diags if (d.span.line, d.span.column) not in taken))
+    if rule_file is None:  # pragma: no cover - parse_text always returns a RuleFile
+        rule_file = ast.RuleFile(name, (), ())
+    return _Parsed(digest, text, rule_file, diags)
+
+
+def _copy(result: LoadResult, parsed: tuple[str, ...]) -> LoadResult:
+    """A result the caller may change without changing the remembered one."""
+    sources = dict(result.sources)
+    rule_set = ast.RuleSet(result.rule_set.files, dict(sources))
+    return LoadResult(rule_set, list(result.diagnostics), sources, parsed)
+
+
 def load_rule_set(path: str | Path) -> LoadResult:
-    """Parse and check every `*.rules` file of a directory (lexical order), or one rule file."""
-    root = Path(path)
+    """Parse and check every `*.rules` file of a directory (lexical order), or one rule file.
+
+    A file whose bytes are those the last load read is not parsed again; when no file changed
+    (same files, same bytes) the checks are not run again either, unless the rule set has test
+    blocks (their message files are outside the rule files). Cross-file checks (duplicate rule
+    names...) run whenever any file changed.
+    """
+    with gc_paused():
+        return _load(Path(path))
+
+
+def _load(root: Path) -> LoadResult:
+    global _memo
     diagnostics: list[Diagnostic] = []
-    sources: dict[str, str] = {}
-    files: list[ast.RuleFile] = []
     if not root.exists():
         diagnostics.append(Diagnostic(Span(str(root), 1, 1), "no such rule file or directory"))
-        return LoadResult(ast.RuleSet((), {}), diagnostics, sources)
+        return LoadResult(ast.RuleSet((), {}), diagnostics, {})
     paths = _files(root)
     if not paths:
         diagnostics.append(Diagnostic(Span(str(root), 1, 1), "no *.rules files in this directory", "warning"))
+    with _memo_lock:
+        memo = _memo
+    known = memo.files if memo is not None else {}
+    files: dict[str, _Parsed] = {}
+    parsed: list[str] = []
+    unreadable = False
     for file in paths:
         name = str(file)
         try:
             data = file.read_bytes()
         except OSError as err:
             diagnostics.append(Diagnostic(Span(name, 1, 1), f"cannot read: {err.strerror or err}"))
+            unreadable = True
             continue
-        text, decode_diags = decode(data, name)
-        sources[name] = text
-        rule_file, parse_diags = parse_text(text, name)
-        taken = {(d.span.line, d.span.column) for d in decode_diags}
-        diagnostics.extend(decode_diags)
-        # the replacement character of a bad byte gives a second error at the same place: drop it
-        diagnostics.extend(d for d in parse_diags if (d.span.line, d.span.column) not in taken)
-        if rule_file is not None:
-            files.append(rule_file)
-    rule_set = ast.RuleSet(tuple(files), dict(sources))
+        digest = hashlib.sha256(data).digest()
+        entry = known.get(name)
+        if entry is None or entry.digest != digest:
+            entry = _parse_file(name, data, digest)
+            parsed.append(name)
+        files[name] = entry
+    signature = tuple((name, entry.digest) for name, entry in files.items())
+    if (
+        memo is not None
+        and not unreadable
+        and memo.root == str(root)
+        and memo.signature == signature
+        and not memo.result.rule_set.tests
+    ):
+        return _copy(memo.result, ())
+    sources = {name: entry.text for name, entry in files.items()}
+    for entry in files.values():
+        diagnostics.extend(entry.diagnostics)
+    rule_set = ast.RuleSet(tuple(entry.rule_file for entry in files.values()), dict(sources))
     diagnostics.extend(check_rule_set(rule_set, sources))
     diagnostics.sort(key=lambda d: (d.span.file, d.span.line, d.span.column))
-    return LoadResult(rule_set, diagnostics, sources)
+    result = LoadResult(rule_set, diagnostics, sources, tuple(parsed))
+    with _memo_lock:
+        _memo = _Memo(files, str(root), signature, _copy(result, ()))
+    return result
