@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: Regex flags of the language: i (default), c (case-sensitive), and Python's m, s, x.
@@ -23,9 +24,11 @@ class Problem:
     message: str
 
 
-def unescape_string(token: str) -> tuple[str, list[int], list[Problem]]:
+def unescape_string(token: str) -> tuple[str, Sequence[int], list[Problem]]:
     """The value of a `"..."` token, the token offset of each value character, and bad escapes."""
     inner = token[1:-1]
+    if "\\" not in inner:  # most strings: the value is the text between the quotes
+        return inner, range(1, len(inner) + 1), []
     out: list[str] = []
     where: list[int] = []
     problems: list[Problem] = []
@@ -82,6 +85,8 @@ class TemplatePiece:
 
 def split_template(text: str) -> tuple[list[TemplatePiece], list[Problem]]:
     """Split a mailbox template into literal text and `{placeholder}` pieces (offsets in `text`)."""
+    if "{" not in text and "}" not in text:  # most mailbox names: one literal piece
+        return ([TemplatePiece(text, None, 0, 0, len(text))] if text else []), []
     pieces: list[TemplatePiece] = []
     problems: list[Problem] = []
     buf: list[str] = []
