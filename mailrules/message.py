@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import codecs
 import datetime as dt
 import email
 import email.message
 import email.parser
 import email.policy
 import email.utils
-import quopri
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from mailrules.bounds import DEFAULT_BOUNDS, Bounds, check_deadline
+from mailrules.decoding import (
+    KNOWN_ENCODINGS,
+    decode_bytes,
+    decode_prefix,
+    decode_rfc2047,
+    fix_8bit,
+    transfer_decoded,
+    transfer_encoding,
+)
 from mailrules.htmltext import html_to_text
 
 __all__ = ["AttachmentInfo", "MessageView", "decode_bytes", "decode_rfc2047"]
@@ -35,159 +40,15 @@ _ADDRESS_HEADERS: dict[str, tuple[str, ...]] = {
     "recipient": ("to", "cc", "bcc"),
 }
 
-#: Labels seen in the wild that Python's codecs do not know, or know under a narrower charset
-#: (WHATWG practice: latin-1 labels are decoded as windows-1252, gb2312 as its superset gb18030).
-_CHARSET_ALIASES = {
-    "iso-8859-1": "cp1252",
-    "latin1": "cp1252",
-    "latin-1": "cp1252",
-    "us-ascii": "utf-8",  # 8-bit text labelled ascii is almost always UTF-8 (falls back below)
-    "ascii": "utf-8",
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "ks_c_5601-1987": "cp949",
-    "iso-8859-8-i": "iso-8859-8",
-    "x-mac-roman": "mac_roman",
-    "windows-874": "cp874",
-    "unknown-8bit": "utf-8",
-    "x-unknown": "utf-8",
-    "utf8": "utf-8",
-}
-
-# RFC 2047 encoded word; the charset may carry an RFC 2231 language suffix (`utf-8*en`).
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([qQbB])\?([^?]*)\?=")
-_SURROGATES = re.compile("[\udc80-\udcff]")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _CRLF = re.compile(r"[\r\n]+")
-#: RFC 2045 §6.1: the transfer encodings there are; any other is unknown (§6.4), "" is 7bit.
-_KNOWN_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
-_BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
 #: The raw message is given to the parser in pieces of this size, the deadline looked at between.
 _PARSE_CHUNK = 256 * 1024
-
-
-def decode_bytes(data: bytes, charset: str | None, defects: list[str] | None = None) -> str:
-    """Decode `data` in `charset`, falling back to UTF-8 then latin-1; never raises."""
-    label = (charset or "utf-8").strip().strip('"').lower()
-    codec = _CHARSET_ALIASES.get(label, label)
-    try:
-        return data.decode(codec)
-    except LookupError:
-        if defects is not None:
-            defects.append(f"unknown charset {label!r}")
-    except UnicodeDecodeError:
-        if codec not in ("utf-8", "cp1252") and defects is not None:
-            defects.append(f"text not valid in charset {label!r}")
-    except Exception:  # a codec that is not a text encoding, e.g. "base64" or "rot13"
-        if defects is not None:
-            defects.append(f"unusable charset {label!r}")
-    for fallback in ("utf-8", "cp1252"):
-        try:
-            return data.decode(fallback)
-        except UnicodeDecodeError:
-            pass
-    return data.decode("latin-1")
-
-
-def _fix_8bit(value: str, defects: list[str] | None = None) -> str:
-    """Undo the parser's surrogateescape of raw 8-bit header bytes (usually UTF-8, RFC 6532)."""
-    if not _SURROGATES.search(value):
-        return value
-    if defects is not None:
-        defects.append("8-bit characters in a header")
-    return decode_bytes(value.encode("utf-8", "surrogateescape"), "utf-8")
-
-
-def _decode_word(encoding: str, text: str) -> bytes:
-    if encoding in "bB":
-        text = text.strip()
-        # Postel on padding only: text outside the alphabet means this is not an encoded word.
-        if not re.fullmatch(r"[A-Za-z0-9+/]*=*", text) or len(text.rstrip("=")) % 4 == 1:
-            raise binascii.Error("not base64")
-        return base64.b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
-    raw = text.replace("_", " ").encode("latin-1", "replace")
-    return binascii.a2b_qp(raw)
-
-
-def decode_rfc2047(value: str, defects: list[str] | None = None) -> str:
-    """Decode RFC 2047 encoded words; adjacent words in one charset are joined before decoding.
-
-    Own decoder rather than `email.header.decode_header`: that one raises on bad base64, mangles
-    non-latin-1 text next to encoded words, and `make_header` raises on unknown charsets.
-    """
-    value = _fix_8bit(value, defects)
-    if "=?" not in value:
-        return value
-    out: list[str] = []
-    pending: bytes = b""
-    pending_charset: str | None = None
-    pos = 0
-
-    def flush() -> None:
-        nonlocal pending, pending_charset
-        if pending_charset is not None:
-            out.append(decode_bytes(pending, pending_charset, defects))
-        pending, pending_charset = b"", None
-
-    for m in _ENCODED_WORD.finditer(value):
-        between = value[pos : m.start()]
-        # RFC 2047 §6.2: whitespace between two encoded words is not displayed
-        if between and not (between.isspace() and pending_charset is not None):
-            flush()
-            out.append(between)
-        charset = m.group(1).split("*", 1)[0]
-        try:
-            data = _decode_word(m.group(2), m.group(3))
-        except (binascii.Error, ValueError):
-            if defects is not None:
-                defects.append("undecodable RFC 2047 encoded word")
-            flush()
-            out.append(m.group(0))
-            pos = m.end()
-            continue
-        if pending_charset is not None and charset.lower() != pending_charset.lower():
-            flush()
-        pending += data
-        pending_charset = charset
-        pos = m.end()
-    flush()
-    out.append(value[pos:])
-    return "".join(out)
 
 
 def _unfold(value: str) -> str:
     """RFC 5322 §2.2.3 unfolding; stray line breaks (from broken input) become spaces."""
     return _CRLF.sub(" ", _FOLD.sub("", value))
-
-
-def _decode_prefix(data: bytes, charset: str | None, defects: list[str]) -> str:
-    """`decode_bytes` of data cut at a cap: a character the cut split in two is left out."""
-    label = (charset or "utf-8").strip().strip('"').lower()
-    try:
-        text = codecs.getincrementaldecoder(_CHARSET_ALIASES.get(label, label))().decode(data, final=False)
-    except Exception:  # unknown, invalid or non-text codec: the whole-text fallbacks decide
-        return decode_bytes(data, charset, defects)
-    return text if isinstance(text, str) else decode_bytes(data, charset, defects)
-
-
-def _transfer_encoding(part: email.message.Message) -> str:
-    """The part's Content-Transfer-Encoding, lower-cased, without white space or a comment."""
-    value = part.get("content-transfer-encoding")
-    return "" if value is None else str(value).partition("(")[0].strip().lower()
-
-
-def _transfer_decoded(part: email.message.Message, encoding: str) -> bytes | None:
-    """The part's content with its (known) transfer encoding undone."""
-    raw = str(part.get("content-transfer-encoding", "")).lower()
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes) or raw == encoding or encoding not in ("base64", "quoted-printable"):
-        return payload if isinstance(payload, bytes) else None
-    # Spelled with a comment or trailing blanks: compat32 compares the raw value, so do it here.
-    if encoding == "quoted-printable":
-        return quopri.decodestring(payload)
-    clean = _BASE64_JUNK.sub(b"", payload)
-    clean = clean[: len(clean) - 1] if len(clean) % 4 == 1 else clean  # a lone sextet is no byte
-    return base64.b64decode(clean + b"=" * (-len(clean) % 4))
 
 
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
@@ -324,7 +185,7 @@ class MessageView:
     @cached_property
     def _raw_headers(self) -> list[tuple[str, str]]:
         try:
-            return [(_fix_8bit(str(n)).strip().lower(), str(v)) for n, v in self._message.raw_items()]
+            return [(fix_8bit(str(n)).strip().lower(), str(v)) for n, v in self._message.raw_items()]
         except Exception as exc:
             self._defects.append(f"unreadable headers: {type(exc).__name__}")
             return []
@@ -374,7 +235,7 @@ class MessageView:
         out: list[str] = []
         for header in _ADDRESS_HEADERS.get(key, (key,)):
             # Parse the raw value, decode after: an encoded display name may hide a comma.
-            raws = [_fix_8bit(v) for v in self._raw_values(header)]
+            raws = [fix_8bit(v) for v in self._raw_values(header)]
             try:
                 pairs = email.utils.getaddresses(raws)
             except Exception:
@@ -432,7 +293,7 @@ class MessageView:
         """The Date header, tz-aware in its own offset (-0000 means UTC); None when invalid."""
         for v in self._raw_values("date"):
             try:
-                d = email.utils.parsedate_to_datetime(_fix_8bit(v).strip())
+                d = email.utils.parsedate_to_datetime(fix_8bit(v).strip())
             except Exception:
                 d = None
             if d is None:
@@ -519,18 +380,21 @@ class MessageView:
                     continue
                 if self._disposition(part) == "attachment":
                     continue
-                encoding = _transfer_encoding(part)
-                if encoding not in _KNOWN_ENCODINGS:
+                encoding = transfer_encoding(part)
+                if encoding not in KNOWN_ENCODINGS:
                     # RFC 2045 §6.4: treated as application/octet-stream, so not text.
                     self._defects.append(f"unknown transfer encoding {encoding[:40]!r}")
                     continue
-                payload = _transfer_decoded(part, encoding)
+                cap = min(self.bounds.part_text_bytes, room)
+                if cap <= 0:
+                    self.text_cut = True  # the message's text is full: this part is not read
+                    continue
+                payload = transfer_decoded(part, encoding)
                 if payload is None:
                     continue
-                cap = min(self.bounds.part_text_bytes, room)
                 if len(payload) > cap:
                     self.text_cut = True
-                    text = _decode_prefix(payload[:cap], part.get_content_charset(), self._defects)
+                    text = decode_prefix(payload[:cap], part.get_content_charset(), self._defects)
                 else:
                     text = decode_bytes(payload, part.get_content_charset(), self._defects)
                 room -= min(len(payload), cap)
