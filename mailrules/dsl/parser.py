@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import hashlib
 import itertools
+import os
 import re
 import threading
 import typing
@@ -97,10 +99,45 @@ class _Callbacks:
         return call
 
 
+def tables_cache_file(grammar: str) -> str | None:
+    """Where Lark may keep the grammar's parser tables: a file in `$XDG_CACHE_HOME/mailrules`
+    (default `~/.cache/mailrules`), or None to build them in memory.
+
+    Building the LALR tables takes ~40 ms of every process start, loading them ~6 ms. Lark
+    writes the tables with pickle, and loading a pickle runs code, so the directory must be
+    this user's own and writable by nobody else; when it cannot be created or is not (a
+    read-only home in a container, another owner), nothing is cached. Lark checks the grammar,
+    its options and its own version inside the file and builds afresh on any mismatch or
+    unreadable file; a failed write is ignored (Lark's logger, silent by default).
+    """
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, empty or relative: the XDG default
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+        if not os.path.isabs(base):  # no home directory
+            return None
+    directory = os.path.join(base, "mailrules")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.stat(directory)
+    except OSError:
+        return None
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return None
+    digest = hashlib.sha256(grammar.encode("utf-8")).hexdigest()[:16]
+    return os.path.join(directory, f"grammar-{digest}.lark-tables")
+
+
+def build_parser(grammar: str, cache_file: str | None) -> tuple[Lark, _Callbacks]:
+    """A new LALR parser and its callbacks, with the tables from/to `cache_file` when given."""
+    callbacks = _Callbacks()
+    options: dict[str, Any] = {"cache": cache_file} if cache_file else {}
+    return Lark(grammar, parser="lalr", lexer=FastLexer, transformer=callbacks, **options), callbacks
+
+
 @functools.cache
 def _parser_and_callbacks() -> tuple[Lark, _Callbacks]:
-    callbacks = _Callbacks()
-    return Lark(grammar_text(), parser="lalr", lexer=FastLexer, transformer=callbacks), callbacks
+    grammar = grammar_text()
+    return build_parser(grammar, tables_cache_file(grammar))
 
 
 def get_parser() -> Lark:
