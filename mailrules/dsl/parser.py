@@ -127,11 +127,34 @@ def tables_cache_file(grammar: str) -> str | None:
     return os.path.join(directory, f"grammar-{digest}.lark-tables")
 
 
+def _plain_rule_names(parser: Lark) -> None:
+    """Make each grammar rule's name the very string object that keys the parse table.
+
+    Lark names rules with Tokens (a str subclass with its own `__eq__`); after every reduction
+    it looks the rule's name up in a table keyed by plain strings, so each of those lookups
+    calls `Token.__eq__` in Python. Equal strings hash the same, so nothing else changes. A
+    Lark whose objects are laid out differently is left as it is.
+    """
+    table = getattr(getattr(getattr(parser.parser, "parser", None), "parser", None), "parse_table", None)
+    states = getattr(table, "states", None)
+    if not isinstance(states, dict):
+        return
+    keys: dict[str, str] = {key: key for actions in states.values() for key in actions}
+    for actions in states.values():
+        for _, arg in actions.values():
+            origin: Any = getattr(arg, "origin", None)
+            name = getattr(origin, "name", None)
+            if isinstance(name, str) and name in keys:
+                origin.name = keys[name]
+
+
 def build_parser(grammar: str, cache_file: str | None) -> tuple[Lark, _Callbacks]:
     """A new LALR parser and its callbacks, with the tables from/to `cache_file` when given."""
     callbacks = _Callbacks()
     options: dict[str, Any] = {"cache": cache_file} if cache_file else {}
-    return Lark(grammar, parser="lalr", lexer=FastLexer, transformer=callbacks, **options), callbacks
+    parser = Lark(grammar, parser="lalr", lexer=FastLexer, transformer=callbacks, **options)
+    _plain_rule_names(parser)
+    return parser, callbacks
 
 
 @functools.cache

@@ -417,6 +417,16 @@ def test_every_grammar_rule_has_a_builder_method() -> None:
     assert missing == []
 
 
+def test_rule_names_in_the_parse_table_are_plain_strings() -> None:
+    """build_parser swaps Lark's Token rule names for the table's own str keys (a lookup per
+    reduction); with the tables loaded from the cache too."""
+    from mailrules.dsl.parser import get_parser
+
+    states = get_parser().parser.parser.parser.parse_table.states
+    names = [a.origin.name for acts in states.values() for _, a in acts.values() if hasattr(a, "origin")]
+    assert names and all(type(n) is str for n in names)
+
+
 def test_header_clauses_in_any_order() -> None:
     a = rule('rule "x" limit 5 every 5 minutes for account "w" in "X" { then stop }')
     b = rule('rule "x" in "X" for account "w" every 5 minutes limit 5 { then stop }')
