@@ -238,21 +238,37 @@ def _chunks(text: str) -> list[tuple[str, int]]:
     return out
 
 
+def _parse_whole(text: str, path: str) -> tuple[list[Any], list[Diagnostic]] | None:
+    """Items and diagnostics of the whole text in one parse, or None on any error at all."""
+    parser, callbacks = _parser_and_callbacks()
+    builder = callbacks.builder
+    with callbacks.lock:
+        builder.reset(path, 0)
+        try:
+            items: list[Any] = cast(list[Any], parser.parse(text))
+        except Exception:  # a syntax error (or a bug): parse_text reads it item by item
+            return None
+        return items, builder.diagnostics
+
+
 def parse_text(text: str, path: str) -> tuple[ast.RuleFile | None, list[Diagnostic]]:
     """Parse one rule file. Returns the items that parsed cleanly and every diagnostic found.
 
-    The file is read item by item (a line starting with `rule` or `test` starts an item), so
-    one syntax error per rule or test is reported and the other items still parse.
+    A file with a syntax error is read item by item (a line starting with `rule` or `test`
+    starts an item), so one syntax error per rule or test is reported and the other items still
+    parse. A file without one is parsed in one go, which gives the same items and diagnostics
+    (in valid text such a line can only start an item) and spares a parse per item.
     """
-    # Parsing item by item is also faster than one big parse: Lark's cost per token grows with
-    # the size of the tree it holds (measured: 8,000 rules 3.8 s whole vs 2.2 s one by one).
-    items: list[Any] = []
-    diags: list[Diagnostic] = []
     with gc_paused():
-        for chunk, offset in _chunks(text):
-            got, chunk_diags, _ = _parse_chunk(chunk, path, offset)
-            items.extend(got)
-            diags.extend(chunk_diags)
+        whole = _parse_whole(text, path)
+        if whole is not None:
+            items, diags = whole
+        else:
+            items, diags = [], []
+            for chunk, offset in _chunks(text):
+                got, chunk_diags, _ = _parse_chunk(chunk, path, offset)
+                items.extend(got)
+                diags.extend(chunk_diags)
     rules = tuple(i for i in items if isinstance(i, ast.Rule))
     tests = tuple(i for i in items if isinstance(i, ast.TestBlock))
     diags.sort(key=lambda d: (d.span.line, d.span.column))
