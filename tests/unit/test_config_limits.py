@@ -38,6 +38,10 @@ def test_the_keys_are_read_and_shown(tmp_path: Path) -> None:
     assert settings.redacted_dict()["limits"] == {
         "mailboxes_created_per_run": 0,
         "forwards_per_address_per_hour": 5,
+        # the evaluation bounds (tests/unit/test_config_bounds.py), at their defaults
+        "part_text_bytes": 1024 * 1024,
+        "message_text_bytes": 4 * 1024 * 1024,
+        "evaluation_seconds": 2.0,
     }
 
 
