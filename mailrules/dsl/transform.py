@@ -186,7 +186,10 @@ class AstBuilder(ConditionBuilder):
         return Clause("body", (cond, tuple(out)), span)
 
     def when_clause(self, span: Span, ch: list[Any]) -> Clause:
-        if condition_depth(ch[1]) > MAX_CONDITION_DEPTH:
+        # A condition is at most one deeper than its count of And, Or and Not nodes: walk it
+        # only when that count allows a depth over the limit.
+        nodes, self.bool_nodes = self.bool_nodes, 0
+        if nodes >= MAX_CONDITION_DEPTH and condition_depth(ch[1]) > MAX_CONDITION_DEPTH:
             self.error(
                 self.span(ch[0]),
                 f"this condition is nested more than {MAX_CONDITION_DEPTH} levels deep; simplify it",

@@ -183,6 +183,7 @@ class BuilderBase:
         self.off = line_offset
         self.diagnostics: list[Diagnostic] = []
         self._pending = 0  # errors since the last finished rule or test
+        self.bool_nodes = 0  # And, Or and Not nodes built since the last `when` (bounds its depth)
 
     def transform(self, tree: Tree[Token]) -> Any:
         """Build bottom-up from a parse tree made with propagate_positions (tests compare it with

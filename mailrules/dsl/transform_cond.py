@@ -40,12 +40,15 @@ class ConditionBuilder(BuilderBase):
 
     # ------------------------------------------------------------ boolean structure
     def or_expr(self, span: Span, ch: list[Any]) -> ast.Condition:
+        self.bool_nodes += 1
         return ast.Or(tuple(c for c in ch if not isinstance(c, Token)), span)
 
     def and_expr(self, span: Span, ch: list[Any]) -> ast.Condition:
+        self.bool_nodes += 1
         return ast.And(tuple(c for c in ch if not isinstance(c, Token)), span)
 
     def not_(self, span: Span, ch: list[Any]) -> ast.Condition:
+        self.bool_nodes += 1
         return ast.Not(ch[1], span)
 
     def paren(self, span: Span, ch: list[Any]) -> ast.Condition:
@@ -77,7 +80,10 @@ class ConditionBuilder(BuilderBase):
         return str(ch[0]).lower()
 
     def _any(self, span: Span, items: list[ast.Condition]) -> ast.Condition:
-        return items[0] if len(items) == 1 else ast.Or(tuple(items), span)
+        if len(items) == 1:
+            return items[0]
+        self.bool_nodes += 1
+        return ast.Or(tuple(items), span)
 
     @spanless
     def string_list(self, _span: Span | None, ch: list[Any]) -> list[Token]:
