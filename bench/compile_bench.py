@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import json
 import os
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ TEMPLATES = (
     'rule "r{i}" in "INBOX", "Lists" every 10 minutes {{\n    when subject matches /^\\[list-{i}\\] (.*)/\n'
     '    then move to "Lists/{{match.1}}"; mark read\n}}\n',
     'rule "r{i}" {{\n    when (size > {i} KB or has attachment) and older than {i} days\n'
-    '    then archive\n}}\n',
+    "    then archive\n}}\n",
     'rule "r{i}" for account "work" {{\n'
     '    when header "X-Tag" is any ["a{i}", "b{i}"] or from domain is "d{i}.org"\n'
     '    then tag "$L{i}", flag\n}}\n',
@@ -87,34 +88,25 @@ def clear_cache() -> None:
         clear()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("rules", nargs="?", type=int, default=10_000, help="number of rules (default 10,000)")
-    ap.add_argument("--repeat", type=int, default=5, help="runs per figure; the median is shown")
-    ap.add_argument("--files", type=int, default=10, help="files the rule set is split into for load/CLI")
-    ap.add_argument("--no-cli", action="store_true", help="skip `mailrules check` in a subprocess")
-    ap.add_argument("--only-parse", action="store_true", help="only parse_text (for profilers)")
-    opts = ap.parse_args()
-    n, repeat = opts.rules, opts.repeat
-
+def measure(n: int, files: int, repeat: int, cli: bool, only_parse: bool = False) -> dict[str, list[float]]:
+    """Every stage's CPU seconds, `repeat` runs each, by label (in the order measured)."""
+    out: dict[str, list[float]] = {}
     text = generate(n)
     t0 = time.process_time()
     get_parser()
-    print(f"{'grammar load (first get_parser, in-process)':<44} {time.process_time() - t0:7.3f} s")
+    out["grammar load (first get_parser, in-process)"] = [time.process_time() - t0]
 
-    med, runs, (rule_file, diags) = cpu(lambda: parse_text(text, "bench.rules"), repeat)
+    _, out[f"parse_text, {n} rules, one file"], (rule_file, diags) = cpu(
+        lambda: parse_text(text, "bench.rules"), repeat
+    )
     assert rule_file is not None and not diags and len(rule_file.rules) == n, diags[:3]
-    show(f"parse_text, {n} rules, one file", med, runs, n)
-    if opts.only_parse:
-        return
-    parse_med = med
+    if only_parse:
+        return out
 
     rule_set = ast.RuleSet((rule_file,), {"bench.rules": text})
-    med, runs, problems = cpu(lambda: check_rule_set(rule_set, {"bench.rules": text}), repeat)
+    _, out["check_rule_set"], problems = cpu(lambda: check_rule_set(rule_set, {"bench.rules": text}), repeat)
     errors = [d for d in problems if d.severity == "error"]
     assert not errors, errors[:3]
-    show("check_rule_set", med, runs)
-    show("parse + check", parse_med + med, [], n)
 
     try:
         plan = importlib.import_module("mailrules.compile.plan")
@@ -125,42 +117,94 @@ def main() -> None:
             for r in rule_file.rules:
                 plan.plan_condition(r.condition, dialect, now, dt.UTC)
 
-        med, runs, _ = cpu(plan_all, repeat)
-        show("plan (Dovecot dialect)", med, runs)
+        _, out["plan (Dovecot dialect)"], _ = cpu(plan_all, repeat)
     except (ImportError, AttributeError) as err:
         print(f"plan: skipped ({err})")
 
     with tempfile.TemporaryDirectory(prefix="mr-compile-bench-") as tmp:
         root = Path(tmp)
-        paths = write_rules_dir(root, n, opts.files)
+        paths = write_rules_dir(root, n, files)
 
         def cold() -> loader.LoadResult:
             clear_cache()
             return loader.load_rule_set(root)
 
-        med, runs, result = cpu(cold, repeat)
+        _, out[f"load_rule_set, {files} files, cold"], result = cpu(cold, repeat)
         assert result.ok and len(result.rule_set.rules) == n, result.render()[:500]
-        show(f"load_rule_set, {opts.files} files, cold", med, runs, n)
 
         def warm() -> loader.LoadResult:
             return loader.load_rule_set(root)
 
-        warm()
-        med, runs, _ = cpu(warm, repeat)
-        show("load_rule_set again, no file changed", med, runs, n)
+        _, out["load_rule_set again, no file changed"], _ = cpu(warm, repeat)
 
         def one_changed() -> loader.LoadResult:
             with paths[0].open("a", encoding="utf-8") as f:
                 f.write("# touched\n")
             return loader.load_rule_set(root)
 
-        med, runs, _ = cpu(one_changed, repeat)
-        show(f"load_rule_set again, 1 of {opts.files} files changed", med, runs, n)
-        if not opts.no_cli:
-            med, runs = cli_cpu([sys.executable, "-m", "mailrules", "check", str(root)], repeat)
-            show("`mailrules check DIR` (process, CPU)", med, runs, n)
-            med, runs = cli_cpu([sys.executable, "-c", "import mailrules.cli"], repeat)
-            show("  of which: python + import mailrules.cli", med, runs)
+        _, out[f"load_rule_set again, 1 of {files} files changed"], _ = cpu(one_changed, repeat)
+        if cli:
+            _, out["`mailrules check DIR` (process, CPU)"] = cli_cpu(
+                [sys.executable, "-m", "mailrules", "check", str(root)], repeat
+            )
+            _, out["  of which: python + import mailrules.cli"] = cli_cpu(
+                [sys.executable, "-c", "import mailrules.cli"], repeat
+            )
+    return out
+
+
+def compare(other: str, args: list[str], repeat: int) -> None:
+    """Each tree measured once per round, `repeat` rounds, alternating: medians and new/old ratio."""
+    here = str(Path(__file__).resolve().parents[1])
+    trees = {"old": str(Path(other).resolve()), "new": here}
+    runs: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
+    for _ in range(repeat):
+        for name, tree in trees.items():
+            env = dict(os.environ, PYTHONPATH=tree)
+            cmd = [sys.executable, __file__, *args, "--repeat", "1", "--json"]
+            done = subprocess.run(cmd, env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} ({tree}) failed:\n{done.stderr}")
+            for label, values in json.loads(done.stdout.splitlines()[-1]).items():
+                runs[name].setdefault(label, []).extend(values)
+    print(f"old: {trees['old']}\nnew: {trees['new']}\n{repeat} rounds, CPU seconds, median [runs]")
+    print(f"{'':<44} {'old':>8} {'new':>8} {'new/old':>8}")
+    for label, new in runs["new"].items():
+        old = runs["old"].get(label)
+        if old is None:
+            continue
+        a, b = statistics.median(old), statistics.median(new)
+        ratio = f"{b / a:8.2f}" if a > 0 else f"{'':>8}"
+        print(f"{label:<44} {a:8.3f} {b:8.3f} {ratio}")
+        print(f"{'':<44} [{' / '.join(f'{x:.3f}' for x in old)}] [{' / '.join(f'{x:.3f}' for x in new)}]")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("rules", nargs="?", type=int, default=10_000, help="number of rules (default 10,000)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per figure; the median is shown")
+    ap.add_argument("--files", type=int, default=10, help="files the rule set is split into for load/CLI")
+    ap.add_argument("--no-cli", action="store_true", help="skip `mailrules check` in a subprocess")
+    ap.add_argument("--only-parse", action="store_true", help="only parse_text (for profilers)")
+    ap.add_argument("--json", action="store_true", help="print every run of every stage as JSON")
+    ap.add_argument(
+        "--against",
+        metavar="TREE",
+        help="also measure the mailrules package of another checkout (e.g. `git archive` of an older "
+        "commit), alternating rounds; prints both and the ratio",
+    )
+    opts = ap.parse_args()
+    if opts.against:
+        args = [str(opts.rules), "--files", str(opts.files)] + (["--no-cli"] if opts.no_cli else [])
+        compare(opts.against, args, opts.repeat)
+        return
+    out = measure(opts.rules, opts.files, opts.repeat, not opts.no_cli, opts.only_parse)
+    if opts.json:
+        print(json.dumps(out))
+        return
+    for label, runs in out.items():
+        n = opts.rules if label.startswith(("parse", "load", "`mailrules")) else None
+        show(label, statistics.median(runs), runs, n)
 
 
 if __name__ == "__main__":
