@@ -10,12 +10,15 @@ case-insensitive matching knows neither `ı ~ i` nor `İ ~ I`.
 
 So a pattern is parsed by `re` itself and its tree written out again for `regex` with nothing
 left to interpretation: each single-character item (a literal under IGNORECASE, a class, `\\d`,
-`\\w`, `\\s`, `.`) becomes an explicit class of exactly the code points `re` matches with it
-(found by running `re` over every code point once per distinct item), `\\b` and `\\B` are
-lookarounds on `re`'s word class, `^` and `$` explicit per MULTILINE, and `regex` runs with no
-flags. Groups keep their numbers. Backreferences under IGNORECASE use `regex`'s case folding
-(they differ from `re` only on `ı`/`İ`). A tree this module cannot write out (none is known) runs
-on `re` as before, within the text caps but without a time limit, and is logged once.
+`\\w`, `\\s`, `.`) becomes a class of exactly the code points `re` matches with it (found by
+running `re` over every code point once per distinct item; a large class is written as general
+categories plus exceptions, see `_single`), `\\b` and `\\B` are lookarounds on `re`'s word class,
+`^` and `$` explicit per MULTILINE, and `regex` runs with no flags. The one freedom taken: code
+points this Python's Unicode database does not know (assigned in a later Unicode version) may
+read as `regex`'s newer database says. Groups keep their numbers. Backreferences under
+IGNORECASE use `regex`'s case folding (they differ from `re` only on `ı`/`İ`). A tree this module
+cannot write out (none is known) runs on `re` as before, within the text caps but without a time
+limit, and is logged once.
 """
 
 from __future__ import annotations
