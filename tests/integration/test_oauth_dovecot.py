@@ -150,6 +150,8 @@ def test_no_secret_reaches_a_log_line(
     dovecot_oauth: OAuthDovecot, connect: Connect, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # imapclient logs every line of the conversation at DEBUG
+    # setup_logging (run in-process by CLI tests) leaves imapclient at INFO: ask for DEBUG by name
+    caplog.set_level(logging.DEBUG, logger="imapclient")
     user = dovecot_oauth.fresh_user()
     sent: list[str] = []  # every SASL message, base64 as on the wire
 
