@@ -57,8 +57,9 @@ def write_rules_dir(root: Path, n: int, files: int) -> list[Path]:
 def cpu(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float], Any]:
     """Median CPU seconds of `repeat` calls, every run's seconds, and the last result.
 
-    Each run starts after a full collection and ends with one, inside the timing: a stage that
-    pauses the cyclic GC pays here for the collection it put off, as it would in a process.
+    Each run starts after a full collection and ends, inside the timing, with a collection of
+    the two young generations (what the stage made and has not collected yet, not the older
+    heap): a stage that pauses the cyclic GC pays here for the collections it put off.
     """
     runs = []
     result = None
@@ -66,7 +67,7 @@ def cpu(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float], Any]:
         gc.collect()
         t0 = time.process_time()
         result = fn()
-        gc.collect()
+        gc.collect(1)
         runs.append(time.process_time() - t0)
     return statistics.median(runs), runs, result
 
