@@ -54,6 +54,8 @@ RUN groupadd --system --gid 10001 mailrules \
  && chmod 0750 /var/lib/mailrules
 
 COPY --from=builder /opt/venv /opt/venv
+# The starter rule set is the default; mount your own over /etc/mailrules/rules.d.
+COPY rules.d/ /etc/mailrules/rules.d/
 
 # The daemon's own default is 127.0.0.1:9464 (unreachable from outside a container): listen on
 # every interface so Prometheus can scrape it. Environment overrides win over the file's keys;

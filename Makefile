@@ -24,7 +24,7 @@ system-deps:
 demo-deps:
 	./scripts/install-system-deps.sh --minimal
 
-## demo: a private IMAP server on loopback, seeded with sample mail, filtered by examples/rules.d
+## demo: a private IMAP server on loopback, seeded with sample mail, filtered by rules.d
 demo: $(VENV)/.stamp-demo
 	$(BIN)/python -m mailrules.demo
 

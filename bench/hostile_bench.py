@@ -1,7 +1,7 @@
 """Benchmark (wall time): hostile messages before and after bounded evaluation (issue 9).
 
 Prints, for each hostile input at n and 4n: the old regex-based HTML stripping, the standard
-library's `html.parser.HTMLParser` fed in 8 KB pieces, and `mailrules.htmltext.html_to_text`;
+library's `html.parser.HTMLParser` fed in 8 KB pieces, and `mailrules.message.htmltext.html_to_text`;
 the `text` field over many header fields (the old per-name scan against the index); whole
 `MessageView` decodes of hostile messages; and a backtracking user regex under `re` against the
 `regex` module stopped by a deadline. The growth column is t(4n) / t(n) over the two largest
@@ -28,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailrules.bounds import Deadline, EvaluationTimeout, deadline_scope
-from mailrules.htmltext import html_to_text
-from mailrules.message import MessageView
-from mailrules.userregex import compile_user_regex
+from mailrules.dsl.userregex import compile_user_regex
+from mailrules.message.htmltext import html_to_text
+from mailrules.message.view import MessageView
 
 KB = 1024
 FRAGMENTS = ("<", "<!--", "<a ", "<a b='", "</", "<?", "a<b", "<a>", "<p>x", "&amp;", "<script>x</script>")

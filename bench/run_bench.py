@@ -6,7 +6,7 @@
     .venv/bin/python bench/run_bench.py --profile        # + mailrules in-process under cProfile
 
 A private Dovecot 2.3 on loopback (bench/_dovecot.py) gets one "template" user seeded by MULTIAPPEND
-with `mailrules.sample_mail.generate(N, seed, years=3)` (flags and INTERNALDATE kept); every run
+with `mailrules.demo.sample_mail.generate(N, seed, years=3)` (flags and INTERNALDATE kept); every run
 then gets a fresh user holding a `cp -a` of the template's maildir (same messages, UIDs, flags and
 Dovecot indexes). Each tool runs as its own process over STARTTLS with certificate checks:
 
@@ -497,9 +497,9 @@ def profile_mailrules(server: Any, user: str, work: Path, rules: Rules, top: int
     import logging
     import pstats
 
+    from mailrules.commands.run import open_store, run_rules
     from mailrules.config import load_config
     from mailrules.dsl.loader import load_rule_set
-    from mailrules.runner import open_store, run_rules
 
     config = write_mailrules_config(work, server, user, rules)
     settings = load_config(config)
@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import _dovecot
 
-    from mailrules.sample_mail import generate
+    from mailrules.demo.sample_mail import generate
 
     tools = [t for t in args.tools.split(",") if t]
     sizes = [args.messages] + ([args.scale] if args.scale and args.scale != args.messages else [])

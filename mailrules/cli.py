@@ -118,8 +118,8 @@ def check(path: str | None, config: str | None, strict: bool) -> None:
 @click.option("--rule", "rule_name", help="Only this rule.")
 def explain(path: str | None, config: str | None, server: str, rule_name: str | None) -> None:
     """Show, for every rule, the SEARCH sent to the server and what is checked locally."""
+    from mailrules.commands.explain import explain_rule_set
     from mailrules.compile.dialect import Dialect
-    from mailrules.explain import explain_rule_set
 
     rule_set, code = _load(_rules_path(path, config))
     if rule_set is None:
@@ -142,8 +142,8 @@ def explain(path: str | None, config: str | None, server: str, rule_name: str | 
 @click.option("--config", "config", help="Take the rules directory from this configuration file.")
 def test_cmd(path: str | None, config: str | None) -> None:
     """Run every `test` block of the rule files offline; exit 1 on any failure."""
+    from mailrules.commands.rule_tests import format_outcomes, run_tests
     from mailrules.dsl.ast import RuleSet
-    from mailrules.testing import format_outcomes, run_tests
 
     rule_set, code = _load(_rules_path(path, config))
     if rule_set is None:
@@ -208,9 +208,9 @@ def run(
     verbose: bool,
 ) -> None:
     """Apply the rules to the messages already in their mailboxes (back-fill), then exit."""
+    from mailrules.commands.run import default_session, format_summary, open_store, run_rules, select_rules
     from mailrules.dsl.ast import RuleSet
     from mailrules.errors import MailrulesError
-    from mailrules.runner import default_session, format_summary, open_store, run_rules, select_rules
 
     settings = _settings(config)
     _setup_logging(log_format or settings.log_format, verbose)
@@ -229,8 +229,8 @@ def run(
         sys.exit(EXIT_USAGE)
     metrics = None
     if print_metrics:
-        from mailrules.metrics import Metrics
-        from mailrules.runner import mailboxes_of
+        from mailrules.commands.run import mailboxes_of
+        from mailrules.daemon.metrics import Metrics
 
         metrics = Metrics()
         names = [r.name for r in rule_set.rules]
@@ -297,8 +297,8 @@ def _print_log(
     limit: int,
     pending: bool,
 ) -> None:
+    from mailrules.commands.run import format_entry, open_store
     from mailrules.logs import printable
-    from mailrules.runner import format_entry, open_store
 
     with open_store(settings) as state:
         if pending:
@@ -333,7 +333,7 @@ def _print_log(
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each network step.")
 def doctor(config: str | None, accounts: tuple[str, ...], as_json: bool, timeout: float) -> None:
     """Check each account: DNS, TCP, TLS, login, capabilities, mailboxes, SMTP; exit 1 on a failure."""
-    from mailrules.doctor import format_json, format_report, run_doctor
+    from mailrules.commands.doctor.report import format_json, format_report, run_doctor
 
     settings = _settings(config)
     unknown = [a for a in accounts if a not in settings.accounts]
@@ -351,9 +351,9 @@ def doctor(config: str | None, accounts: tuple[str, ...], as_json: bool, timeout
 @_log_option
 def undo(config: str | None, run_id: str, log_format: str | None) -> None:
     """Move back what run RUN_ID moved and restore the flags it changed."""
+    from mailrules.commands.run import open_store, undo_run
     from mailrules.errors import MailrulesError
     from mailrules.logs import printable
-    from mailrules.runner import open_store, undo_run
 
     settings = _settings(config)
     _setup_logging(log_format or settings.log_format, False)
@@ -379,7 +379,7 @@ def undo(config: str | None, run_id: str, log_format: str | None) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def daemon(config: str | None, log_format: str | None, verbose: bool) -> None:
     """Watch mailboxes (IDLE), run scheduled rules, serve /metrics; SIGHUP reloads the rules."""
-    from mailrules.daemon import Daemon
+    from mailrules.daemon.service import Daemon
 
     settings = _settings(config)
     _setup_logging(log_format or settings.log_format, verbose)

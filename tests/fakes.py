@@ -9,17 +9,17 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mailrules.actions.loops import same_mailbox, send_refusal
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.plan import FetchNeeds
 from mailrules.compile.reference import search_matches
 from mailrules.dsl import ast as A
-from mailrules.engine import AccountContext
+from mailrules.dsl.semantics import EvalContext, evaluate_message
+from mailrules.engine.core import AccountContext
+from mailrules.engine.loops import same_mailbox, send_refusal
 from mailrules.errors import ImapError
 from mailrules.imap.gmail import is_label
-from mailrules.message import MessageView
-from mailrules.semantics import EvalContext, evaluate_message
+from mailrules.message.view import MessageView
 
 
 @dataclass

@@ -7,7 +7,7 @@ import email.utils
 from collections.abc import Sequence
 from typing import Any
 
-from mailrules.message import AttachmentInfo, decode_rfc2047
+from mailrules.message.view import AttachmentInfo, decode_rfc2047
 
 
 def bodystructure_attachments(bs: Any) -> list[AttachmentInfo]:

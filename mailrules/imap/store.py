@@ -17,13 +17,13 @@ from mailrules.imap.bodystructure import bodystructure_attachments
 from mailrules.imap.names import PORTABLE_SEPARATOR, Namespaces
 from mailrules.imap.pacing import Pacing
 from mailrules.imap.session import ImapSession
-from mailrules.message import MessageView
+from mailrules.message.view import MessageView
 
 log = logging.getLogger(__name__)
 
 
 class ImapStore:
-    """One account's session seen as a `MailboxStore` (mailrules.engine).
+    """One account's session seen as a `MailboxStore` (mailrules.engine.core).
 
     Mailbox names on this side are portable ("/" between levels, relative to the personal
     namespace); the session maps them to the server's (imap/names.py).

@@ -20,7 +20,7 @@ from mailrules.state.schema import SCHEMA_VERSION
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One row of the report: `status` is OK, INFO, WARN or FAIL (as `mailrules.doctor.Check`)."""
+    """One row of the report: `status` is OK, INFO, WARN or FAIL (as the doctor report's Check)."""
 
     check: str
     status: Literal["OK", "INFO", "WARN", "FAIL"]

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from mailrules.config import load_config
+from mailrules.daemon.http import MetricsServer
+from mailrules.daemon.metrics import Metrics
 from mailrules.dsl.loader import load_rule_set
-from mailrules.http import MetricsServer
-from mailrules.metrics import Metrics
 from tests.needs import unavailable
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is in the `test` extra: pip install -e '.[test]'")

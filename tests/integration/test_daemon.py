@@ -304,7 +304,7 @@ def test_sigkill_mid_batch_then_restart(
 def test_scheduled_rule_runs_over_the_whole_mailbox(dovecot: DovecotServer, tmp_path: Path) -> None:
     """A scheduled rule's job, run in-process: whole mailbox, its own connection, metrics, journal."""
     from mailrules.config import load_config
-    from mailrules.daemon import Daemon
+    from mailrules.daemon.service import Daemon
 
     user, pw = dovecot.fresh_user()
     append(dovecot, user, pw, [make_message(f"old {i}") for i in range(5)])
@@ -329,9 +329,9 @@ def test_scheduled_rule_runs_over_the_whole_mailbox(dovecot: DovecotServer, tmp_
 
 def test_scheduled_rule_limit_holds_for_the_whole_firing(dovecot: DovecotServer, tmp_path: Path) -> None:
     """A scheduled rule over two mailboxes, 2 matches in each, limit 3: the firing counts 4 before
-    acting (mailrules/limits.py) and acts on none; each mailbox alone would have been under it."""
+    acting (mailrules/engine/limits.py) and acts on none; each mailbox alone would have been under it."""
     from mailrules.config import load_config
-    from mailrules.daemon import Daemon
+    from mailrules.daemon.service import Daemon
 
     user, pw = dovecot.fresh_user()
     append(dovecot, user, pw, [make_message(f"old {i}") for i in range(2)])

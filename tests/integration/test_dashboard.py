@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mailrules.metrics import Metrics
+from mailrules.daemon.metrics import Metrics
 from tests.integration.servers import DovecotServer, make_message
 from tests.integration.test_daemon import Running, append, counts, free_port, wait_until
 from tests.needs import require_tool

@@ -6,9 +6,9 @@ import datetime as dt
 import subprocess
 import urllib.request
 
-from mailrules.engine import MailboxReport, RuleReport
-from mailrules.http import MetricsServer
-from mailrules.metrics import Metrics
+from mailrules.daemon.http import MetricsServer
+from mailrules.daemon.metrics import Metrics
+from mailrules.engine.core import MailboxReport, RuleReport
 from mailrules.state.models import JournalEntry
 from tests.needs import require_tool
 

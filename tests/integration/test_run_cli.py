@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mailrules.cli import main
+from mailrules.commands.run import open_store, run_rules
 from mailrules.imap.session import ConnectionParams
-from mailrules.runner import open_store, run_rules
 from mailrules.state.store import StateStore
 from tests.integration.helpers import (
     MailboxSnapshot,

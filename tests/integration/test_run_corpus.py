@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from mailrules.cli import main
+from mailrules.commands.run import format_summary, run_rules
 from mailrules.imap.session import ConnectionParams, ImapSession
-from mailrules.runner import format_summary, run_rules
 from tests.integration.helpers import fetch_all, load, portable, snapshot, write_config
 from tests.integration.servers import PymapServer
 from tests.needs import unavailable

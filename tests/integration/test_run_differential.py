@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from mailrules.commands.run import mailboxes_of, run_rules
 from mailrules.config import AccountSettings
+from mailrules.demo.sample_mail import generate
 from mailrules.dsl import ast as A
-from mailrules.engine import AccountContext
+from mailrules.dsl.semantics import EvalContext
+from mailrules.engine.core import AccountContext
 from mailrules.imap.session import ConnectionParams, ImapSession
-from mailrules.runner import mailboxes_of, run_rules
-from mailrules.sample_mail import generate
-from mailrules.semantics import EvalContext
 from tests.fakes import FakeServer, RecordingSender, oracle
 from tests.integration.cyrus import CyrusServer
 from tests.integration.helpers import (

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mailrules.commands.run import format_summary, run_rules
 from mailrules.config import AccountSettings
 from mailrules.imap.session import ImapSession
-from mailrules.runner import format_summary, run_rules
 from tests.integration.helpers import append, load, smtp_sink, snapshot, where_is, write_config
 from tests.integration.servers import PymapServer, make_message
 

@@ -17,7 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from mailrules.actions.smtp import SmtpActionError, SmtpParams, SmtpSender
+from mailrules.smtp.sender import SmtpActionError, SmtpParams, SmtpSender
 
 BOT = "bot@example.com"
 USER, PASSWORD = "bot", "s3cret-Pa55word"

@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from mailrules.cli import main
+from mailrules.commands.run import account_context, default_session
+from mailrules.daemon.watcher import MailboxWatcher, WatchContext, WatchHooks
 from mailrules.imap.session import ConnectionParams
 from mailrules.logs import UNSAFE
-from mailrules.runner import account_context, default_session
 from mailrules.state.models import JournalEntry
 from mailrules.state.store import StateStore
-from mailrules.watcher import MailboxWatcher, WatchContext, WatchHooks
 from tests.integration.helpers import append, load, snapshot, write_config
 from tests.integration.servers import DovecotServer, make_message
 from tests.integration.test_daemon import Running

@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from mailrules.metrics import ARRIVAL_BUCKETS, Metrics
+from mailrules.daemon.metrics import ARRIVAL_BUCKETS, Metrics
 from tests.needs import require_tool
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "examples" / "prometheus"

@@ -1,8 +1,10 @@
-"""The house style's import rules, held by a test: each third-party library stays in its corner."""
+"""The layout's rules, held by a test: import directions, third-party corners, no cycles, module size."""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mailrules"
@@ -11,9 +13,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mailrules"
 CORNERS = {
     "imapclient": ("imap/",),
     "lark": ("dsl/",),
-    "apscheduler": ("scheduler.py",),
-    "prometheus_client": ("metrics.py",),
-    "regex": ("userregex.py",),
+    "regex": ("dsl/userregex.py",),
+    "apscheduler": ("daemon/scheduler.py",),
+    "prometheus_client": ("daemon/metrics.py",),
     "psycopg": ("state/",),
     "psycopg_pool": ("state/",),
     "authlib": ("oauth/client.py",),
@@ -22,60 +24,191 @@ CORNERS = {
 # pure packages: no I/O libraries
 PURE = ("dsl/", "compile/")
 IO_MODULES = {"socket", "ssl", "sqlite3", "smtplib", "imaplib", "imapclient", "http", "urllib", "subprocess"}
+MAX_LINES = 500
 
 
-def _imports(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names: list[str] = []
-    for node in ast.walk(tree):
+@cache
+def _names() -> frozenset[str]:
+    """Every module of the package, dotted (packages by their own name)."""
+    out = set()
+    for p in PACKAGE.rglob("*.py"):
+        parts = p.relative_to(PACKAGE.parent).with_suffix("").parts
+        out.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return frozenset(out)
+
+
+def _dotted(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> Iterator[str]:
+    """Every module an import statement anywhere in the file names (TYPE_CHECKING and function bodies too)."""
+    here = _dotted(path)
+    package = here if path.name == "__init__.py" else here.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            names.extend(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
-    return names
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            # `from mailrules.x import y` where y is a module names y; other names name x itself
+            submodules = [f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in _names()]
+            yield from submodules
+            if len(submodules) < len(node.names):
+                yield module
 
 
-def _modules() -> list[tuple[str, list[str]]]:
+def _modules() -> list[tuple[str, str, list[str]]]:
+    """(path relative to mailrules/, dotted name, imported names) for every module."""
     return [
-        (p.relative_to(PACKAGE).as_posix(), _imports(p))
+        (p.relative_to(PACKAGE).as_posix(), _dotted(p), list(_imports(p)))
         for p in sorted(PACKAGE.rglob("*.py"))
     ]
 
 
+def _internal(name: str) -> str | None:
+    """The package module an imported name refers to (the longest known prefix), or None."""
+    parts = name.split(".")
+    while parts:
+        candidate = ".".join(parts)
+        if candidate in _names():
+            return candidate
+        parts.pop()
+    return None
+
+
 def test_third_party_libraries_stay_in_their_corner() -> None:
     offenders = []
-    for rel, names in _modules():
+    for rel, _, names in _modules():
         for name in names:
-            top = name.split(".")[0]
-            allowed = CORNERS.get(top)
+            allowed = CORNERS.get(name.split(".")[0])
             if allowed is not None and not rel.startswith(allowed):
                 offenders.append(f"{rel} imports {name}")
-    assert offenders == []
+    assert offenders == [], "\n".join(offenders)
 
 
-def test_nothing_imports_cli_or_daemon() -> None:
+# (importer prefix, imported prefix, why it is forbidden)
+FORBIDDEN = [
+    ("mailrules.engine", "mailrules.daemon", "the engine runs under the daemon, never the other way"),
+    ("mailrules.engine", "mailrules.commands", "the engine runs under the commands, never the other way"),
+    ("mailrules.engine", "mailrules.cli", "the engine knows nothing of the command line"),
+    ("mailrules.engine", "mailrules.imap", "the engine codes against ports; imap/ implements them"),
+    ("mailrules.engine", "mailrules.smtp", "the engine codes against ports; smtp/ implements them"),
+    ("mailrules.engine", "mailrules.state.store", "the engine codes against the Journal port, not SQLite"),
+    ("mailrules.engine", "mailrules.state.sqlite", "the engine codes against the Journal port, not SQLite"),
+    ("mailrules.engine", "mailrules.state.postgres", "the engine codes against the Journal port"),
+    ("mailrules.daemon", "mailrules.commands", "commands and daemon are siblings on top of the engine"),
+    ("mailrules.commands", "mailrules.daemon", "commands and daemon are siblings on top of the engine"),
+    ("mailrules.dsl", "mailrules.compile", "the language is read before it is compiled"),
+    ("mailrules.dsl", "mailrules.engine", "dsl/ is below the engine"),
+    ("mailrules.compile", "mailrules.engine", "compile/ is below the engine"),
+    ("mailrules.imap", "mailrules.engine.core", "imap/ implements ports; it does not drive the engine"),
+    ("mailrules.state", "mailrules.engine.core", "state/ implements ports; it does not drive the engine"),
+]
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def test_imports_run_one_way() -> None:
     offenders = []
-    for rel, names in _modules():
+    for rel, here, names in _modules():
         for name in names:
-            if name in ("mailrules.cli",) and rel != "__main__.py":
-                offenders.append(f"{rel} imports {name}")
-            if name == "mailrules.daemon" and rel not in ("cli.py",):
-                offenders.append(f"{rel} imports {name}")
-    assert offenders == []
+            target = _internal(name)
+            if target is None:
+                continue
+            for src, dst, why in FORBIDDEN:
+                if _within(here, src) and _within(target, dst):
+                    offenders.append(f"{rel} imports {target}: {why}")
+            if target in ("mailrules.cli",) and here != "mailrules.__main__":
+                offenders.append(f"{rel} imports {target}: only __main__ starts the command line")
+            if target.startswith("mailrules.daemon") and not (
+                here.startswith("mailrules.daemon") or here == "mailrules.cli"
+            ):
+                offenders.append(f"{rel} imports {target}: only the command line starts the daemon")
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_engine_ports_import_nothing_else_of_the_engine() -> None:
+    offenders = []
+    for rel, here, names in _modules():
+        if here != "mailrules.engine.ports":
+            continue
+        for name in names:
+            target = _internal(name)
+            if target and target.startswith("mailrules.engine") and target not in ("mailrules.engine", here):
+                offenders.append(f"{rel} imports {target}")
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_no_import_cycles() -> None:
+    graph: dict[str, set[str]] = {}
+    for _, here, names in _modules():
+        edges = {t for n in names if (t := _internal(n)) and t != here and t != "mailrules"}
+        # importing a.b.c also runs a.b's __init__: only a cycle through real code counts
+        graph[here] = edges
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = [0]
+
+    def strong(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)
 
 
 def test_language_and_planner_do_no_io() -> None:
     offenders = []
-    for rel, names in _modules():
+    for rel, _, names in _modules():
         if rel.startswith(PURE):
             offenders += [f"{rel} imports {n}" for n in names if n.split(".")[0] in IO_MODULES]
-    assert offenders == []
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_no_module_over_the_size_limit() -> None:
+    big = [
+        f"{rel}: {n} lines"
+        for rel, _, _ in _modules()
+        if (n := len((PACKAGE / rel).read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    ]
+    assert big == []
 
 
 def test_every_module_has_a_docstring() -> None:
     missing = [
         rel
-        for rel, _ in _modules()
+        for rel, _, _ in _modules()
         if not ast.get_docstring(ast.parse((PACKAGE / rel).read_text(encoding="utf-8")))
         and (PACKAGE / rel).read_text(encoding="utf-8").strip()
     ]

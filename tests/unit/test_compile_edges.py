@@ -16,7 +16,7 @@ from mailrules.compile.reference import search_matches
 from mailrules.compile.regex_literal import required_literal
 from mailrules.compile.serialize import serialize
 from mailrules.dsl import ast as A
-from mailrules.message import MessageView
+from mailrules.message.view import MessageView
 from mailrules.source import Span
 
 S = Span("edge.rules", 1, 1)
@@ -215,7 +215,7 @@ def test_explain() -> None:
 def test_age_arithmetic_is_one_function_and_handles_edges() -> None:
     from mailrules.compile.dates import subtract_age as planner
     from mailrules.dsl.ages import subtract_age
-    from mailrules.semantics import subtract_age as semantics
+    from mailrules.dsl.semantics import subtract_age as semantics
 
     assert planner is subtract_age is semantics  # one definition of "N units ago"
     paris = ZoneInfo("Europe/Paris")

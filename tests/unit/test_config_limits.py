@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mailrules.actions import loops
 from mailrules.config import load_config
+from mailrules.engine import loops
 from mailrules.errors import ConfigError
 
 ACCOUNT = """

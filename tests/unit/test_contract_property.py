@@ -22,8 +22,8 @@ from mailrules.compile import Dialect, plan_condition
 from mailrules.compile.reference import search_matches
 from mailrules.compile.serialize import Lit, serialize
 from mailrules.dsl import ast as A
-from mailrules.message import MessageView
-from mailrules.semantics import EvalContext, evaluate_condition
+from mailrules.dsl.semantics import EvalContext, evaluate_condition
+from mailrules.message.view import MessageView
 from mailrules.source import Span
 
 S = Span("prop.rules", 1, 1)

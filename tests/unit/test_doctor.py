@@ -14,9 +14,7 @@ from click.testing import CliRunner
 from imapclient.exceptions import LoginError
 
 from mailrules.cli import main
-from mailrules.config import AccountSettings, Secret, SmtpSettings
-from mailrules.doctor import AccountReport, Check, Report, _smtp_checks, format_json, format_report
-from mailrules.doctor_net import (
+from mailrules.commands.doctor.net import (
     Endpoint,
     NoGreeting,
     PlaintextRefused,
@@ -24,6 +22,15 @@ from mailrules.doctor_net import (
     diagnose,
     hostname_matches,
 )
+from mailrules.commands.doctor.report import (
+    AccountReport,
+    Check,
+    Report,
+    _smtp_checks,
+    format_json,
+    format_report,
+)
+from mailrules.config import AccountSettings, Secret, SmtpSettings
 from mailrules.dsl import ast as A
 from mailrules.dsl.loader import load_rule_set
 from mailrules.imap.errors import classify

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from mailrules.compile.dialect import Dialect
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.engine import AccountContext, Engine, RunOptions
-from mailrules.semantics import EvalContext
+from mailrules.dsl.semantics import EvalContext
+from mailrules.engine.core import AccountContext, Engine, RunOptions
 from tests.fakes import FakeServer, FakeStore, RecordingSender, oracle
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -295,11 +295,11 @@ def test_examples_rule_set_equals_oracle(dialect: str) -> None:
 
     from mailrules.dsl.loader import load_rule_set
 
-    result = load_rule_set(Path(__file__).resolve().parents[2] / "examples" / "rules.d")
+    result = load_rule_set(Path(__file__).resolve().parents[2] / "rules.d")
     assert result.ok
     rules = result.rule_set.rules
     server = FakeServer()
-    samples = Path(__file__).resolve().parents[2] / "examples" / "rules.d" / "samples"
+    samples = Path(__file__).resolve().parents[2] / "rules.d" / "samples"
     for i, p in enumerate(sorted(samples.glob("*.eml"))):
         server.append("INBOX", p.read_bytes(), ["\\Seen"] if i % 2 else [], NOW - dt.timedelta(days=200 * i))
     expected = copy.deepcopy(server)

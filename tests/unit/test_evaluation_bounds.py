@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 
 from mailrules.bounds import Bounds, MessageBudgets
 from mailrules.compile.dialect import Dialect
+from mailrules.daemon.metrics import Metrics
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.engine import AccountContext, Engine, RunOptions
-from mailrules.evaluation import EVALUATION_TIME, BoundedEvaluator
-from mailrules.message import MessageView
-from mailrules.metrics import Metrics
-from mailrules.semantics import EvalContext, Match
+from mailrules.dsl.semantics import EvalContext, Match
+from mailrules.engine.core import AccountContext, Engine, RunOptions
+from mailrules.engine.evaluation import EVALUATION_TIME, BoundedEvaluator
+from mailrules.message.view import MessageView
 from tests.fakes import FakeServer, FakeStore
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)

@@ -36,13 +36,13 @@ from mailrules.compile.reference import search_matches
 from mailrules.compile.serialize import SearchKeyError, label_arg, mutf7_encode, render, serialize
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.engine import AccountContext, Engine, RunOptions
+from mailrules.dsl.semantics import EvalContext
+from mailrules.engine.core import AccountContext, Engine, RunOptions
 from mailrules.imap import gmail
 from mailrules.imap.dialects import describe_dialect
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
-from mailrules.message import MessageView
-from mailrules.semantics import EvalContext
+from mailrules.message.view import MessageView
 from mailrules.source import Span
 from tests.fakes import FakeServer, FakeStore, RecordingSender, oracle
 from tests.unit.test_imap_writer import PARAMS, FakeClient, FakeImap, Handler
@@ -286,7 +286,7 @@ def test_fetched_labels_join_the_flags_when_flags_are_needed() -> None:
     assert views[4].flags == frozenset({"\\Drafts"})
     assert views[5].flags == frozenset({"Réunions", "2024"})
     # and the language reads them: `tagged "muy importante"`, `tagged "Réunions"` (compared here)
-    from mailrules.semantics import EvalContext, evaluate_condition
+    from mailrules.dsl.semantics import EvalContext, evaluate_condition
 
     ctx = EvalContext(now=NOW, tz=dt.UTC)
     assert evaluate_condition(tagged("muy importante"), views[1], ctx).ok

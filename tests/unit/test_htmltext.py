@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailrules.htmltext import html_to_text
+from mailrules.message.htmltext import html_to_text
 
 
 def words(s: str) -> str:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from mailrules.http import DEFAULT_MAX_CONNECTIONS, MetricsServer
+from mailrules.daemon.http import DEFAULT_MAX_CONNECTIONS, MetricsServer
+from mailrules.daemon.metrics import Metrics
 from mailrules.logs import JsonFormatter
-from mailrules.metrics import Metrics
 
 DROPPED = "mailrules_http_connections_dropped_total"
 
@@ -136,7 +136,7 @@ def test_a_client_gone_mid_response_is_a_debug_line_not_a_traceback(
         gone.wait(10)  # answer only once the client has reset the connection
         return True, ""
 
-    caplog.set_level(logging.DEBUG, logger="mailrules.http")
+    caplog.set_level(logging.DEBUG, logger="mailrules.daemon.http")
     server = make_server(ready=ready)
     s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     s.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
@@ -148,7 +148,7 @@ def test_a_client_gone_mid_response_is_a_debug_line_not_a_traceback(
     assert capfd.readouterr().err == ""
     record = next(r for r in caplog.records if "went away" in r.getMessage())
     line = json.loads(JsonFormatter().format(record))  # what the daemon's JSON log shows at debug
-    assert (line["level"], line["logger"]) == ("debug", "mailrules.http")
+    assert (line["level"], line["logger"]) == ("debug", "mailrules.daemon.http")
     assert "exception" not in line
     assert not any(r.exc_info for r in caplog.records)
     assert healthz(server)[0] == 200
@@ -189,7 +189,7 @@ def test_when_every_slot_is_answering_a_new_connection_gets_503(
 def test_request_line_control_characters_are_escaped_in_the_log(
     make_server: Callable[..., MetricsServer], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="mailrules.http")
+    caplog.set_level(logging.DEBUG, logger="mailrules.daemon.http")
     server = make_server()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(b"GET /\x1b[31mred\x7f HTTP/1.0\r\n\r\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from imapclient.response_types import BodyData
 
 from mailrules.imap.bodystructure import bodystructure_attachments
-from mailrules.message import AttachmentInfo
+from mailrules.message.view import AttachmentInfo
 
 TEXT = (b"text", b"plain", (b"charset", b"utf-8"), None, None, b"7bit", 10, 1, None, None, None, None)
 

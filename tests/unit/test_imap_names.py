@@ -7,8 +7,8 @@ import random
 import pytest
 
 from mailrules.dsl.parser import parse_text
+from mailrules.dsl.semantics import sanitize_value
 from mailrules.imap.names import Namespaces, ServerName, UnportableName, check_names, describe
-from mailrules.semantics import sanitize_value
 
 # The NAMESPACE answers measured on the test servers (docs/dev/cyrus.md, imap-notes (d)).
 DOVECOT = Namespaces.from_response([("", "/")])

@@ -1,4 +1,4 @@
-"""`limit N` over a whole run (mailrules/limits.py): the ledger's decisions and the pre-count."""
+"""`limit N` over a whole run (mailrules/engine/limits.py): the ledger's decisions and the pre-count."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from mailrules.compile.dialect import Dialect
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.engine import AccountContext, Engine, RunOptions
+from mailrules.engine.core import AccountContext, Engine, RunOptions
+from mailrules.engine.limits import LimitLedger, count_matches, precount
 from mailrules.errors import ImapError
-from mailrules.limits import LimitLedger, count_matches, precount
 from tests.fakes import FakeServer, FakeStore
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)

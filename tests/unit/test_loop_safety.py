@@ -9,8 +9,12 @@ import time
 
 import pytest
 
-from mailrules.actions import loops
-from mailrules.actions.loops import (
+from mailrules.compile.dialect import Dialect
+from mailrules.dsl import ast as A
+from mailrules.dsl.parser import parse_text
+from mailrules.engine import loops
+from mailrules.engine.core import AccountContext, Engine, MailboxReport, RunOptions
+from mailrules.engine.loops import (
     CreationBudget,
     LoopGuard,
     SendLimiter,
@@ -19,11 +23,7 @@ from mailrules.actions.loops import (
     send_refusal,
     skip_label,
 )
-from mailrules.actions.smtp import SmtpActionError
-from mailrules.compile.dialect import Dialect
-from mailrules.dsl import ast as A
-from mailrules.dsl.parser import parse_text
-from mailrules.engine import AccountContext, Engine, MailboxReport, RunOptions
+from mailrules.smtp.sender import SmtpActionError
 from mailrules.state.models import JournalEntry
 from mailrules.state.store import StateStore, message_intent_key
 from tests.fakes import FakeServer, FakeStore, RecordingSender

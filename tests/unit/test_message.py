@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mailrules.message import AttachmentInfo, MessageView, decode_bytes, decode_rfc2047
+from mailrules.message.view import AttachmentInfo, MessageView, decode_bytes, decode_rfc2047
 
 EML = Path(__file__).resolve().parent.parent / "fixtures" / "eml"
 

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from mailrules.bounds import Bounds, Deadline, EvaluationTimeout, deadline_scope
-from mailrules.message import MessageView
+from mailrules.message.view import MessageView
 
 SMALL = Bounds(part_text_bytes=1024, message_text_bytes=2048, evaluation_seconds=1.0)
 

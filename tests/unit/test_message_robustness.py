@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailrules.message import MessageView
+from mailrules.message.view import MessageView
 from tests.needs import unavailable
 
 BROKEN = Path(__file__).resolve().parent.parent / "fixtures" / "eml" / "broken"

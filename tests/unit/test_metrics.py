@@ -11,10 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mailrules import __version__
 from mailrules.compile.dialect import Dialect
-from mailrules.dsl import ast as A
-from mailrules.dsl.parser import parse_text
-from mailrules.engine import AccountContext, Engine, MailboxReport, RuleReport, RunOptions
-from mailrules.metrics import (
+from mailrules.daemon.metrics import (
     ACTIONS,
     IMAP_COMMANDS,
     MESSAGE_OUTCOMES,
@@ -23,6 +20,9 @@ from mailrules.metrics import (
     action_label,
     command_label,
 )
+from mailrules.dsl import ast as A
+from mailrules.dsl.parser import parse_text
+from mailrules.engine.core import AccountContext, Engine, MailboxReport, RuleReport, RunOptions
 from mailrules.state.models import JournalEntry
 from tests.fakes import FakeServer, FakeStore, RecordingSender
 
@@ -163,7 +163,7 @@ def test_dry_run_outcome_is_spelled_with_an_underscore() -> None:
 
 def test_values_outside_the_configuration_become_other(caplog: pytest.LogCaptureFixture) -> None:
     m = configured()
-    with caplog.at_level(logging.WARNING, logger="mailrules.metrics"):
+    with caplog.at_level(logging.WARNING, logger="mailrules.daemon.metrics"):
         m.rule_done(RuleReport("not configured", "work", "INBOX", matched=3), 0.01)
         m.rule_done(RuleReport("not configured", "work", "INBOX", matched=1), 0.01)
         m.watcher_up("work", "Server-Made Folder", True)
@@ -333,7 +333,7 @@ def test_instrument_times_connect_and_hooks_commands() -> None:
 
 
 def test_loop_safety_skips_and_refused_creations_are_counted_by_reason() -> None:
-    from mailrules.actions import loops
+    from mailrules.engine import loops
 
     m = configured()
     for reason in loops.SKIP_LABELS:

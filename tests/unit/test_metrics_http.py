@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailrules.http import MetricsServer, parse_listen
-from mailrules.metrics import Metrics
+from mailrules.daemon.http import MetricsServer, parse_listen
+from mailrules.daemon.metrics import Metrics
 
 State = dict[str, object]
 

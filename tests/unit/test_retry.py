@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from mailrules.compile.dialect import Dialect
+from mailrules.daemon.watcher import RETRY_TIMES, MailboxWatcher, WatchContext
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.engine import AccountContext, Engine, RunOptions
+from mailrules.engine.core import AccountContext, Engine, RunOptions
 from mailrules.errors import ImapError
-from mailrules.watcher import RETRY_TIMES, MailboxWatcher, WatchContext
 from tests.fakes import FakeServer, FakeStore
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)

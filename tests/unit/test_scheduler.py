@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from mailrules.daemon.scheduler import Schedule, next_fire
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.scheduler import Schedule, next_fire
 
 PARIS = ZoneInfo("Europe/Paris")
 THU = dt.datetime(2026, 11, 26, 15, 0, tzinfo=PARIS)  # a Thursday

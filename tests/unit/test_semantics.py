@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailrules.dsl import ast as A
-from mailrules.message import AttachmentInfo, MessageView
-from mailrules.semantics import EvalContext, compile_regex, evaluate_condition, subtract_age
+from mailrules.dsl.semantics import EvalContext, compile_regex, evaluate_condition, subtract_age
+from mailrules.message.view import AttachmentInfo, MessageView
 
 EML = Path(__file__).resolve().parent.parent / "fixtures" / "eml"
 SP = A.Span("t.rules", 1, 1)

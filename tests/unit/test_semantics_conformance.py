@@ -12,9 +12,9 @@ import pytest
 from mailrules.compile.dialect import Dialect
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.engine import AccountContext, Engine, RunOptions
-from mailrules.message import MessageView
-from mailrules.semantics import EvalContext, TemplateError, evaluate_condition, render_template
+from mailrules.dsl.semantics import EvalContext, TemplateError, evaluate_condition, render_template
+from mailrules.engine.core import AccountContext, Engine, RunOptions
+from mailrules.message.view import MessageView
 from tests.fakes import FakeServer, FakeStore
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -108,7 +108,7 @@ def test_year_placeholder_of_the_last_representable_date_does_not_overflow(
         ),
         SP,
     )
-    with caplog.at_level(logging.INFO, logger="mailrules.semantics"):
+    with caplog.at_level(logging.INFO, logger="mailrules.dsl.semantics"):
         for tz in (dt.UTC, ZoneInfo("Europe/Paris"), ZoneInfo("Pacific/Kiritimati")):
             assert render_template(tpl, v, None, EvalContext(NOW, tz)) == "9999/12/31"  # as written
     assert "used as written" in caplog.text

@@ -10,14 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailrules.dsl import ast as A
-from mailrules.message import MessageView
-from mailrules.semantics import (
+from mailrules.dsl.semantics import (
     EvalContext,
     evaluate_condition,
     evaluate_message,
     render_template,
     sanitize_value,
 )
+from mailrules.message.view import MessageView
 
 EML = Path(__file__).resolve().parent.parent / "fixtures" / "eml"
 SP = A.Span("p.rules", 1, 1)

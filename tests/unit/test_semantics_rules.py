@@ -10,8 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailrules.dsl import ast as A
-from mailrules.message import MessageView
-from mailrules.semantics import (
+from mailrules.dsl.semantics import (
     EvalContext,
     PlannedAction,
     TemplateError,
@@ -19,6 +18,7 @@ from mailrules.semantics import (
     render_template,
     sanitize_value,
 )
+from mailrules.message.view import MessageView
 
 EML = Path(__file__).resolve().parent.parent / "fixtures" / "eml"
 SP = A.Span("t.rules", 3, 5)

@@ -10,7 +10,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from mailrules.actions.smtp import (
+from mailrules.config.model import Secret, SmtpSettings
+from mailrules.errors import ActionError, ConfigError
+from mailrules.smtp.sender import (
     LOOP_HEADER,
     MAX_HOPS,
     SmtpActionError,
@@ -22,8 +24,6 @@ from mailrules.actions.smtp import (
     header_text,
     validate_address,
 )
-from mailrules.config.model import Secret, SmtpSettings
-from mailrules.errors import ActionError, ConfigError
 
 NOW = datetime(2026, 11, 26, 15, 8, 12, tzinfo=UTC)
 BOT = "bot@example.com"

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from mailrules.actions.smtp import SmtpParams, SmtpSender
+from mailrules.smtp.sender import SmtpParams, SmtpSender
 
 ORIGINAL = (
     b"From: a@example.org\r\nTo: me@example.com\r\nSubject: hi\r\nMessage-ID: <m1@example.org>\r\n"

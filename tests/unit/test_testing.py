@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from mailrules.commands.rule_tests import format_action, format_outcomes, run_tests
 from mailrules.dsl import ast as A
-from mailrules.testing import format_action, format_outcomes, run_tests
 
 EML = Path(__file__).resolve().parent.parent / "fixtures" / "eml"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "rules.d"
+EXAMPLES = Path(__file__).resolve().parents[2] / "rules.d"
 
 
 def sp(file: str, line: int = 1, col: int = 1) -> A.Span:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailrules.bounds import Deadline, EvaluationTimeout, deadline_scope
-from mailrules.userregex import compile_user_regex, language_flags
+from mailrules.dsl.userregex import compile_user_regex, language_flags
 
 FLAGS = ("", "c", "m", "s", "x", "cm", "cs", "ms")
 

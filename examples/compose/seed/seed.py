@@ -1,6 +1,6 @@
 """Seed the compose demo's mailboxes, then keep mail arriving so the daemon has work to show.
 
-Runs in the mailrules image (`entrypoint: python`), so `mailrules.sample_mail` is importable:
+Runs in the mailrules image (`entrypoint: python`), so `mailrules.demo.sample_mail` is importable:
 
 1. waits for the IMAP server and, with SEED_WAIT_URL, for the daemon's /readyz: the daemon files
    what arrives after it started watching (existing mail is left to `mailrules run`), so the
@@ -31,7 +31,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from mailrules.sample_mail import generate
+from mailrules.demo.sample_mail import generate
 
 
 def log(message: str) -> None:

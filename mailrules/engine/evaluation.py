@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from mailrules.bounds import Bounds, EvaluationTimeout, MessageBudgets
 from mailrules.dsl import ast as A
+from mailrules.dsl.semantics import EvalContext, Match, evaluate_condition
 from mailrules.logs import printable
-from mailrules.message import MessageView
-from mailrules.semantics import EvalContext, Match, evaluate_condition
+from mailrules.message.view import MessageView
 
 __all__ = ["EVALUATION_TIME", "BoundedEvaluator"]
 

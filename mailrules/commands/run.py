@@ -8,16 +8,23 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from mailrules.actions.loops import LoopGuard
-from mailrules.actions.smtp import SmtpParams, SmtpSender
 from mailrules.config import AccountSettings, Settings
 from mailrules.dsl import ast as A
-from mailrules.engine import AccountContext, Engine, EngineObserver, MailboxReport, RunOptions, merge_reports
+from mailrules.engine.core import (
+    AccountContext,
+    Engine,
+    EngineObserver,
+    MailboxReport,
+    RunOptions,
+    merge_reports,
+)
+from mailrules.engine.limits import LimitLedger, precount
+from mailrules.engine.loops import LoopGuard
 from mailrules.errors import ImapError, MailrulesError, StateError
 from mailrules.imap.session import ConnectionParams, ImapSession
 from mailrules.imap.store import ImapStore
-from mailrules.limits import LimitLedger, precount
 from mailrules.logs import printable
+from mailrules.smtp.sender import SmtpParams, SmtpSender
 from mailrules.state.models import JournalEntry, UndoFlag, UndoMove
 from mailrules.state.store import StateStore, new_run_id
 
@@ -220,7 +227,7 @@ def run_rules(
         ahead: ImapSession | None = None
         if acct.max_connections >= 2 and len(account_rules) > 1 and not dry_run:
             # A second connection searches and fetches later rules while the first acts
-            # (mailrules/prefetch.py); without one, rules are searched one by one.
+            # (mailrules/engine/prefetch.py); without one, rules are searched one by one.
             try:
                 ahead = connect(acct)
             except MailrulesError as exc:

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mailrules.demo.sample_mail import generate
 from mailrules.imap.session import ConnectionParams, ImapSession
-from mailrules.sample_mail import generate
 
 HOST = "127.0.0.1"
 USER, PASSWORD = "demo", "demo-password"
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "rules.d"
+EXAMPLES = ROOT / "rules.d"
 
 
 def _free_port() -> int:

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 from mailrules.compile import keys as K
 from mailrules.compile.plan import FetchNeeds
 from mailrules.dsl import ast as A
-from mailrules.message import MessageView
+from mailrules.message.view import MessageView
 
 if TYPE_CHECKING:
-    from mailrules.engine import MailboxStore
+    from mailrules.engine.core import MailboxStore
 
 log = logging.getLogger(__name__)
 

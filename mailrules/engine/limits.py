@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 
 from mailrules.compile.plan import plan_condition
 from mailrules.dsl import ast as A
+from mailrules.dsl.semantics import EvalContext, evaluate_condition
 from mailrules.errors import ImapError, MailrulesError
-from mailrules.semantics import EvalContext, evaluate_condition
 
 if TYPE_CHECKING:
-    from mailrules.engine import MailboxStore
+    from mailrules.engine.core import MailboxStore
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from mailrules.config.model import Secret, SmtpSettings, TlsMode
 from mailrules.errors import ActionError, ConfigError
-from mailrules.message import MessageView
+from mailrules.message.view import MessageView
 from mailrules.redact import redact
 from mailrules.tls import ssl_context
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailrules.config.model import LimitsSettings
-from mailrules.message import MessageView
+from mailrules.message.view import MessageView
 
 log = logging.getLogger("mailrules.actions")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mailrules.bounds import DEFAULT_BOUNDS, Bounds, check_deadline
-from mailrules.decoding import (
+from mailrules.message.decoding import (
     KNOWN_ENCODINGS,
     decode_bytes,
     decode_prefix,
@@ -25,7 +25,7 @@ from mailrules.decoding import (
     transfer_decoded,
     transfer_encoding,
 )
-from mailrules.htmltext import html_to_text
+from mailrules.message.htmltext import html_to_text
 
 __all__ = ["AttachmentInfo", "MessageView", "decode_bytes", "decode_rfc2047"]
 

@@ -48,9 +48,9 @@ from mailrules.dsl.ast import (
     Template,
     TemplateText,
 )
+from mailrules.dsl.userregex import compile_user_regex, language_flags
 from mailrules.errors import MailrulesError
-from mailrules.message import MessageView
-from mailrules.userregex import compile_user_regex, language_flags
+from mailrules.message.view import MessageView
 
 __all__ = [
     "EvalContext",
@@ -117,7 +117,7 @@ class PlannedAction:
 @lru_cache(maxsize=1024)
 def compile_regex(pattern: str, flags: str) -> re.Pattern[str] | None:
     """The language's regex as `re` reads it (the reference; evaluation runs the same reading
-    with a time limit, mailrules/userregex.py): IGNORECASE unless `c`; `m`, `s`, `x` honoured;
+    with a time limit, mailrules/dsl/userregex.py): IGNORECASE unless `c`; `m`, `s`, `x` honoured;
     None if invalid."""
     try:
         return re.compile(pattern, language_flags(flags))

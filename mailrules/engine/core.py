@@ -18,20 +18,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mailrules.actions.apply import ActionRunner
-from mailrules.actions.loops import LoopGuard
-from mailrules.actions.targets import Target, union_needs
 from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.plan import FetchNeeds, fetch_needs, plan_condition
 from mailrules.compile.serialize import compress_uids
 from mailrules.dsl import ast as A
-from mailrules.evaluation import EVALUATION_TIME, BoundedEvaluator
-from mailrules.limits import LimitLedger
-from mailrules.message import MessageView
-from mailrules.prefetch import Prefetcher, independent_rules, tested_flags
-from mailrules.semantics import EvalContext, Match, prepare_regexes
+from mailrules.dsl.semantics import EvalContext, Match, prepare_regexes
+from mailrules.engine.actions import ActionRunner
+from mailrules.engine.evaluation import EVALUATION_TIME, BoundedEvaluator
+from mailrules.engine.limits import LimitLedger
+from mailrules.engine.loops import LoopGuard
+from mailrules.engine.prefetch import Prefetcher, independent_rules, tested_flags
+from mailrules.engine.targets import Target, union_needs
+from mailrules.message.view import MessageView
 from mailrules.state.models import JournalEntry
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ class Engine:
         observer: EngineObserver | None = None,
         limits: LimitLedger | None = None,
     ) -> None:
-        """`limits`: a run's `limit` accounting shared by every pass (mailrules/limits.py); without
+        """`limits`: a run's `limit` accounting shared by every pass (mailrules/engine/limits.py); without
         it, each pass is judged on its own (the daemon's arrival batches)."""
         self.options = options
         self.limits = limits

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from mailrules.compile.plan import FetchNeeds
 from mailrules.dsl import ast as A
-from mailrules.message import MessageView
-from mailrules.semantics import Match
+from mailrules.dsl.semantics import Match
+from mailrules.message.view import MessageView
 
 
 @dataclass(frozen=True, slots=True)

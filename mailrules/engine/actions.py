@@ -9,8 +9,11 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from mailrules.actions.claims import Claim, claim_group, transfer_key
-from mailrules.actions.loops import (
+from mailrules.compile.plan import FetchNeeds
+from mailrules.dsl import ast as A
+from mailrules.dsl.semantics import EvalContext, TemplateError, render_template
+from mailrules.engine.claims import Claim, claim_group, transfer_key
+from mailrules.engine.loops import (
     LOOP_HEADER,
     SOURCE_MAILBOX,
     LoopGuard,
@@ -18,18 +21,15 @@ from mailrules.actions.loops import (
     same_mailbox,
     send_refusal,
 )
-from mailrules.actions.targets import Target, action_word, needs_of_template, union_needs
-from mailrules.compile.plan import FetchNeeds
-from mailrules.dsl import ast as A
+from mailrules.engine.targets import Target, action_word, needs_of_template, union_needs
 from mailrules.errors import ActionError, ImapError, MailrulesError
 from mailrules.logs import printable
-from mailrules.message import MessageView
-from mailrules.semantics import EvalContext, TemplateError, render_template
+from mailrules.message.view import MessageView
 from mailrules.state.models import JournalEntry
 from mailrules.state.store import intent_key, message_intent_key
 
 if TYPE_CHECKING:
-    from mailrules.engine import AccountContext, Journal, MailboxStore, RuleReport, RunOptions, Sender
+    from mailrules.engine.core import AccountContext, Journal, MailboxStore, RuleReport, RunOptions, Sender
 
 log = logging.getLogger("mailrules.actions")
 

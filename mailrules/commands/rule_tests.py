@@ -20,8 +20,8 @@ from mailrules.dsl.ast import (
     Tag,
     TestBlock,
 )
-from mailrules.message import MessageView
-from mailrules.semantics import EvalContext, PlannedAction, evaluate_message
+from mailrules.dsl.semantics import EvalContext, PlannedAction, evaluate_message
+from mailrules.message.view import MessageView
 
 __all__ = ["TestOutcome", "format_action", "format_outcomes", "run_tests"]
 

@@ -21,7 +21,7 @@ from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 from mailrules.compile.serialize import Lit
 from mailrules.config import AccountSettings
 from mailrules.dsl import ast as A
-from mailrules.engine import AccountContext, Engine, EngineObserver, RunOptions
+from mailrules.engine.core import AccountContext, Engine, EngineObserver, RunOptions
 from mailrules.errors import ImapError, MailrulesError, StateError
 from mailrules.imap.idle import IDLE_RENEW_SECONDS, Idler, has_new_mail
 from mailrules.imap.session import ImapSession

@@ -13,8 +13,8 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mailrules import __version__
-from mailrules.actions.loops import CREATION_LIMIT, SKIP_LABELS, skip_label
-from mailrules.engine import MailboxReport, RuleReport
+from mailrules.engine.core import MailboxReport, RuleReport
+from mailrules.engine.loops import CREATION_LIMIT, SKIP_LABELS, skip_label
 from mailrules.state.models import JournalEntry
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,11 @@ ACTIONS: tuple[str, ...] = (
 )
 ACTION_OUTCOMES: tuple[str, ...] = ("ok", "failed", "skipped", "dry_run")
 MESSAGE_OUTCOMES: tuple[str, ...] = ("matched", "unmatched", "skipped", "failed")
-#: Why a pass passed over a message at a `[limits]` bound (mailrules/evaluation.py).
+#: Why a pass passed over a message at a `[limits]` bound (mailrules/engine/evaluation.py).
 MESSAGE_SKIP_REASONS: tuple[str, ...] = ("evaluation_time",)
 SCHEDULED_OUTCOMES: tuple[str, ...] = ("ok", "failed", "skipped")
 RELOAD_OUTCOMES: tuple[str, ...] = ("success", "failure")
-#: Why the HTTP server cut a connection short (mailrules/http.py).
+#: Why the HTTP server cut a connection short (mailrules/daemon/http.py).
 HTTP_DROP_REASONS: tuple[str, ...] = ("limit", "evicted", "timeout", "disconnect")
 IMAP_COMMANDS: tuple[str, ...] = (
     "SELECT",

@@ -10,9 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mailrules.actions.smtp import SmtpParams, SmtpSender
-from mailrules.config import AccountSettings, Settings, SmtpSettings
-from mailrules.doctor_net import (
+from mailrules.commands.doctor.net import (
     Clock,
     Endpoint,
     NoGreeting,
@@ -26,13 +24,15 @@ from mailrules.doctor_net import (
     resolve,
     show_address,
 )
+from mailrules.commands.run import connection_params, mailboxes_of
+from mailrules.config import AccountSettings, Settings, SmtpSettings
 from mailrules.dsl import ast as A
 from mailrules.errors import ConfigError, MailrulesError
 from mailrules.imap.commands import MailboxInfo
 from mailrules.imap.session import ImapSession
 from mailrules.imap.special_use import attributes_to_uses, names_to_uses
 from mailrules.redact import redact
-from mailrules.runner import connection_params, mailboxes_of
+from mailrules.smtp.sender import SmtpParams, SmtpSender
 from mailrules.state.health import check_state
 from mailrules.tls import ssl_context
 

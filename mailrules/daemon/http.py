@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mailrules.config.model import MetricsSettings
+from mailrules.daemon.metrics import CONTENT_TYPE, Metrics
 from mailrules.logs import printable
-from mailrules.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger(__name__)
 

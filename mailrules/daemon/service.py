@@ -19,21 +19,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from mailrules.actions.loops import HOUR, LoopGuard, SendLimiter
+from mailrules.commands.run import account_context, default_session, log_entry, mailboxes_of
 from mailrules.config import AccountSettings, Settings
+from mailrules.daemon.http import MetricsServer
+from mailrules.daemon.metrics import Metrics
+from mailrules.daemon.scheduler import Schedule
+from mailrules.daemon.watcher import MailboxWatcher, MultiPoller, WatchContext, WatchHooks
 from mailrules.dsl import ast as A
 from mailrules.dsl.loader import load_rule_set
-from mailrules.engine import Engine, RunOptions
+from mailrules.engine.core import Engine, RunOptions
+from mailrules.engine.limits import LimitLedger, precount
+from mailrules.engine.loops import HOUR, LoopGuard, SendLimiter
 from mailrules.errors import MailrulesError, StateError
-from mailrules.http import MetricsServer
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
-from mailrules.limits import LimitLedger, precount
-from mailrules.metrics import Metrics
-from mailrules.runner import account_context, default_session, log_entry, mailboxes_of
-from mailrules.scheduler import Schedule
 from mailrules.state.store import StateStore
-from mailrules.watcher import MailboxWatcher, MultiPoller, WatchContext, WatchHooks
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class Daemon:
     def _fire(self, rules: Sequence[A.Rule], started: float) -> None:
         failed: set[str] = set()
         run_id = self.state.begin_run("schedule", False)
-        limits = LimitLedger()  # `limit N` holds for this firing as a whole (mailrules/limits.py)
+        limits = LimitLedger()  # `limit N` holds for this firing as a whole (mailrules/engine/limits.py)
         guard = LoopGuard.from_limits(self.settings.limits, sends=self.sends)  # this firing's budget
         precount(
             list(self.settings.accounts),

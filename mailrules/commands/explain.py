@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from mailrules.commands.rule_tests import format_action
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.explain import explain_condition, format_needs, format_search
 from mailrules.compile.plan import plan_condition
 from mailrules.dsl import ast as A
-from mailrules.testing import format_action
 
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 

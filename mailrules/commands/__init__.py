@@ -1,0 +1,1 @@
+"""The command families behind the CLI: run, undo, explain, rule tests, doctor."""

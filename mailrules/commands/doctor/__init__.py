@@ -1,0 +1,1 @@
+"""`mailrules doctor`: network, IMAP and SMTP probes, and the report."""

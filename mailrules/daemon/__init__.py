@@ -1,0 +1,1 @@
+"""The daemon: composition root for watchers, the scheduler, the HTTP endpoints and metrics."""

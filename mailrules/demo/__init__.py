@@ -1,0 +1,1 @@
+"""`make demo`: an embedded IMAP server (pymap), sample mail and the starter rules."""
