@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from mailrules.source import Diagnostic
+from typing import Literal
+
+#: What the caller should do about an IMAP failure: try the command again later ("retry"), open a
+#: new connection ("reconnect": this one is gone), log in again with fresh credentials ("auth"),
+#: or give up on this command ("permanent").
+ImapErrorKind = Literal["retry", "reconnect", "auth", "permanent"]
 
 
 class MailrulesError(Exception):
     """Root of every error mailrules raises on purpose."""
-
-
-class RuleError(MailrulesError):
-    """A rule set that does not parse or check; carries every diagnostic found."""
-
-    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None) -> None:
-        self.diagnostics = diagnostics
-        self.sources = sources or {}
-        super().__init__(f"{len(diagnostics)} error(s) in rules")
-
-    def render(self) -> str:
-        from mailrules.source import render_all
-
-        return render_all(self.diagnostics, self.sources)
 
 
 class ConfigError(MailrulesError):
@@ -30,10 +21,16 @@ class ConfigError(MailrulesError):
 class ImapError(MailrulesError):
     """An IMAP operation failed; `kind` says what to do about it."""
 
-    def __init__(self, message: str, kind: str = "permanent", code: str | None = None) -> None:
+    def __init__(self, message: str, kind: ImapErrorKind = "permanent", code: str | None = None) -> None:
         super().__init__(message)
-        self.kind = kind  # "retry" | "reconnect" | "auth" | "permanent"
+        self.kind: ImapErrorKind = kind
         self.code = code  # RFC 5530 response code, e.g. "TRYCREATE"
+
+    @property
+    def ends_session(self) -> bool:
+        """The session cannot go on ("reconnect", "auth"): stop using this connection; what it was
+        doing is done again after a new login (with fresh credentials for "auth")."""
+        return self.kind in ("reconnect", "auth")
 
 
 class ActionError(MailrulesError):

@@ -247,7 +247,7 @@ def run_rules(
                 except ImapError as exc:
                     result.errors.append(f"account {acct.name} mailbox {mailbox!r}: {exc}")
                     log.error("account %s mailbox %r: %s", acct.name, mailbox, exc)
-                    if exc.kind in ("reconnect", "auth"):
+                    if exc.ends_session:
                         break
                 except MailrulesError as exc:
                     result.errors.append(f"account {acct.name} mailbox {mailbox!r}: {exc}")

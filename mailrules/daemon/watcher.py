@@ -316,7 +316,7 @@ class MailboxWatcher(threading.Thread):
             except StateError:
                 raise  # the checkpoint stays: the journal cannot say what was done (run() waits)
             except MailrulesError as exc:
-                if isinstance(exc, ImapError) and exc.kind in ("reconnect", "auth"):
+                if isinstance(exc, ImapError) and exc.ends_session:
                     raise  # the checkpoint stays: these UIDs are processed again after reconnecting
                 log.error("%s/%s: batch of %d failed: %s", self.account.name, self.mailbox, len(uids), exc)
                 # A message being tried again uses up a try here too: no endless round every minute.

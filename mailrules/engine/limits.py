@@ -113,7 +113,7 @@ def precount(
                     try:
                         counts = count_matches(store, mailbox, here, now, tz)
                     except ImapError as exc:
-                        if exc.kind in ("reconnect", "auth"):
+                        if exc.ends_session:
                             raise
                         log.warning("%s/%s: matches not counted for `limit`: %s", name, mailbox, exc)
                         continue

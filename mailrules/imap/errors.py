@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from imapclient import exceptions as imapclient_exceptions
 
-from mailrules.errors import ImapError
+from mailrules.errors import ImapError, ImapErrorKind
 from mailrules.redact import redact
 
 # RFC 5530 §3 response codes -> what the caller should do about them.
@@ -49,7 +49,8 @@ class Throttled(ImapError):
     """
 
     def __init__(
-        self, message: str, retry_after: float | None = None, code: str | None = None, kind: str = "retry"
+        self, message: str, retry_after: float | None = None, code: str | None = None,
+        kind: ImapErrorKind = "retry"
     ) -> None:
         super().__init__(message, kind, code)
         self.retry_after = retry_after
@@ -98,7 +99,7 @@ def response_code(text: str | bytes) -> str | None:
     return None
 
 
-def _kind_for_code(code: str | None, default: str) -> str:
+def _kind_for_code(code: str | None, default: ImapErrorKind) -> ImapErrorKind:
     if code in _RETRY:
         return "retry"
     if code in _AUTH:
@@ -118,6 +119,7 @@ def from_response(command: str, typ: str, text: str | bytes, *, context: str = "
         return TokenExpired(f"{prefix}{command} failed: the access token expired: {typ} {text}", code)
     if code is None and is_throttled(text):
         return Throttled(f"{prefix}{command} failed: throttled: {typ} {text}".rstrip(), throttle_delay(text))
+    kind: ImapErrorKind
     if typ == "BYE":
         kind = "reconnect"
     elif typ == "BAD":
@@ -139,7 +141,7 @@ def classify(exc: BaseException, *, context: str = "", secrets: Iterable[str] = 
     code = response_code(text)
     prefix = f"{context}: " if context else ""
 
-    def make(kind: str, what: str) -> ImapError:
+    def make(kind: ImapErrorKind, what: str) -> ImapError:
         return ImapError(f"{prefix}{what}", kind, code)
 
     if isinstance(exc, imaplib.IMAP4.error) and is_token_expired(text):

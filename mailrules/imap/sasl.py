@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from mailrules.errors import ImapError
+from mailrules.errors import ImapError, ImapErrorKind
 from mailrules.imap.errors import classify, from_response
 
 #: What `mechanism = "auto"` prefers, best first (RFC 7628 is the standard; XOAUTH2 is what
@@ -39,8 +39,8 @@ class OAuthLoginError(ImapError):
     once) unless an RFC 5530 code says otherwise (`[UNAVAILABLE]`: "retry")."""
 
     def __init__(
-        self, message: str, *, kind: str = "auth", status: str | None = None, scope: str | None = None,
-        schemes: str | None = None, code: str | None = None,
+        self, message: str, *, kind: ImapErrorKind = "auth", status: str | None = None,
+        scope: str | None = None, schemes: str | None = None, code: str | None = None,
     ) -> None:
         super().__init__(message, kind, code)
         self.status = status
@@ -217,7 +217,7 @@ def authenticate_oauth(
     fields = parse_error_challenge(challenge)
     detail = ", ".join(f"{k}={fields[k]}" for k in ("status", "scope") if k in fields)
     # A NO without an RFC 5530 code is a refused credential, like [AUTHENTICATIONFAILED].
-    kind = "auth" if verdict.code is None else verdict.kind
+    kind: ImapErrorKind = "auth" if verdict.code is None else verdict.kind
     raise OAuthLoginError(
         f"{verdict}" + (f" ({detail})" if detail else ""), kind=kind,
         status=fields.get("status"), scope=fields.get("scope"), schemes=fields.get("schemes"),

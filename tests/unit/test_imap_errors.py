@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import imaplib
 import ssl
+import typing
 
 import pytest
 from imapclient import exceptions as imx
 
-from mailrules.errors import ImapError
+from mailrules.errors import ImapError, ImapErrorKind
 from mailrules.imap.errors import classify, from_response, response_code
 
 
@@ -111,3 +112,12 @@ def test_from_response() -> None:
     assert str(err).startswith("a (h:1): UID COPY failed: NO [TRYCREATE]")
     assert from_response("LOGIN", "NO", "[UNAVAILABLE] later").kind == "retry"
     assert from_response("UID FETCH", "BAD", "Too long argument").kind == "permanent"
+
+
+@pytest.mark.parametrize(
+    ("kind", "ends"), [("reconnect", True), ("auth", True), ("retry", False), ("permanent", False)]
+)
+def test_ends_session_is_reconnect_or_auth(kind: ImapErrorKind, ends: bool) -> None:
+    # The one place that says which failures leave the connection unusable (watcher, run, limits).
+    assert ImapError("x", kind).ends_session is ends
+    assert typing.get_args(ImapErrorKind) == ("retry", "reconnect", "auth", "permanent")
