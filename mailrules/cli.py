@@ -333,7 +333,8 @@ def _print_log(
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each network step.")
 def doctor(config: str | None, accounts: tuple[str, ...], as_json: bool, timeout: float) -> None:
     """Check each account: DNS, TCP, TLS, login, capabilities, mailboxes, SMTP; exit 1 on a failure."""
-    from mailrules.commands.doctor.report import format_json, format_report, run_doctor
+    from mailrules.commands.doctor.checks import run_doctor
+    from mailrules.commands.doctor.report import format_json, format_report
 
     settings = _settings(config)
     unknown = [a for a in accounts if a not in settings.accounts]

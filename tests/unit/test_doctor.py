@@ -22,14 +22,8 @@ from mailrules.commands.doctor.net import (
     diagnose,
     hostname_matches,
 )
-from mailrules.commands.doctor.report import (
-    AccountReport,
-    Check,
-    Report,
-    _smtp_checks,
-    format_json,
-    format_report,
-)
+from mailrules.commands.doctor.report import AccountReport, Check, Report, format_json, format_report
+from mailrules.commands.doctor.smtp import smtp_checks
 from mailrules.config import AccountSettings, Secret, SmtpSettings
 from mailrules.dsl import ast as A
 from mailrules.dsl.loader import load_rule_set
@@ -229,7 +223,7 @@ def _rules(tmp_path: Path, text: str) -> list[A.Rule]:
 def test_forwarding_rule_without_smtp_fails(tmp_path: Path) -> None:
     rules = _rules(tmp_path, 'rule "fwd" { when subject contains "x" then forward to "a@example.org" }\n')
     rows: list[Check] = []
-    _smtp_checks(_account(), rules, 1.0, rows)
+    smtp_checks(_account(), rules, 1.0, rows)
     assert [(r.check, r.status) for r in rows] == [("SMTP", "FAIL")]
     assert "'fwd'" in rows[0].result and "[accounts.work.smtp]" in rows[0].hint
 
@@ -237,7 +231,7 @@ def test_forwarding_rule_without_smtp_fails(tmp_path: Path) -> None:
 def test_no_smtp_and_no_forwarding_is_fine(tmp_path: Path) -> None:
     rules = _rules(tmp_path, 'rule "r" { when subject contains "x" then mark read }\n')
     rows: list[Check] = []
-    _smtp_checks(_account(), rules, 1.0, rows)
+    smtp_checks(_account(), rules, 1.0, rows)
     assert [(r.check, r.status) for r in rows] == [("SMTP", "INFO")]
 
 
@@ -245,7 +239,7 @@ def test_smtp_plaintext_without_allow_insecure_is_refused(tmp_path: Path) -> Non
     smtp = SmtpSettings("s", 25, "none", "bot", Secret("pw", "$S"), "bot@example.com")
     rules = _rules(tmp_path, 'rule "fwd" { when subject contains "x" then redirect to "a@example.org" }\n')
     rows: list[Check] = []
-    _smtp_checks(_account(smtp), rules, 1.0, rows)
+    smtp_checks(_account(smtp), rules, 1.0, rows)
     assert [(r.check, r.status) for r in rows] == [("SMTP TLS", "FAIL")]
     assert "allow_insecure" in rows[0].hint
 

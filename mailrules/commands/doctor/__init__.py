@@ -1,1 +1,1 @@
-"""`mailrules doctor`: network, IMAP and SMTP probes, and the report."""
+"""`mailrules doctor`: checks.py runs the probes (net.py, imap.py, smtp.py) into report.py's rows."""

@@ -1,4 +1,5 @@
-"""Network probes for `mailrules doctor`: DNS, TCP, TLS details, and a plain-language hint per failure."""
+"""Network probes for `mailrules doctor`: DNS, TCP, TLS details, a plain-language hint per failure, and
+their rows (shared by the IMAP and SMTP probes)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mailrules.commands.doctor.report import Check, Status
 from mailrules.errors import ImapError, MailrulesError
 from mailrules.imap.errors import classify
 
@@ -29,6 +31,8 @@ _EXPIRED = {10}
 _NOT_YET_VALID = {9}
 _UNTRUSTED = {18, 19, 20, 21, 2}
 _MISMATCH = {62, 64}
+#: A certificate that expires sooner than this many days is a WARN.
+EXPIRY_WARN_DAYS = 1
 
 
 class NoGreeting(MailrulesError):
@@ -354,3 +358,70 @@ def describe_tls(sock: ssl.SSLSocket, host: str, verified: bool) -> tuple[str, d
         parts.append(f"expires {info['expires']} ({when})")
     parts.append(f"hostname {'matches' if info['hostname_matches'] else 'DOES NOT match'} {host}")
     return "; ".join(parts), info
+
+
+# -- rows -----------------------------------------------------------------------------------------
+
+
+def fail(name: str, exc: BaseException, ep: Endpoint, clock: Clock, status: Status = "FAIL") -> Check:
+    """The row of a failed check: what went wrong and what to do about it (`diagnose`)."""
+    result, hint = diagnose(exc, ep)
+    return Check(name, status, result, clock.ms(), hint, {"error": type(exc).__name__})
+
+
+def dns_tcp(
+    ep: Endpoint, prefix: str, timeout: float, rows: list[Check], bad: Status
+) -> tuple[Any, SockAddr] | None:
+    """The DNS and TCP rows; the connected socket (the caller closes it) or None when either failed."""
+    clock = Clock()
+    try:
+        addresses = resolve(ep.host, ep.port)
+    except OSError as exc:
+        rows.append(fail(f"{prefix}DNS", exc, ep, clock, bad))
+        return None
+    shown = ", ".join(str(a[1][0]) for a in addresses)
+    rows.append(Check(f"{prefix}DNS", "OK", f"{ep.host} -> {shown}", clock.ms(), details={"found": shown}))
+    clock = Clock()
+    try:
+        sock, sockaddr = connect_first(addresses, timeout)
+    except OSError as exc:
+        rows.append(fail(f"{prefix}TCP connect", exc, ep, clock, bad))
+        return None
+    rows.append(Check(f"{prefix}TCP connect", "OK", show_address(sockaddr), clock.ms()))
+    return sock, sockaddr
+
+
+#: Opens a TLS connection with the given context -> (the TLS socket, a function that closes it all).
+TlsOpener = Callable[[ssl.SSLContext], tuple[ssl.SSLSocket, Callable[[], None]]]
+
+
+def tls_row(name: str, host: str, open_tls: TlsOpener, ctx: ssl.SSLContext, ep: Endpoint, bad: Status
+            ) -> Check:
+    """Run `open_tls(ctx)` -> (SSLSocket, close); on a certificate failure look again without verifying."""
+    clock = Clock()
+    try:
+        sock, close = open_tls(ctx)
+    except ssl.SSLCertVerificationError as exc:
+        row = fail(name, exc, ep, clock, bad)
+        try:
+            sock, close = open_tls(insecure_context())
+            try:
+                line, info = describe_tls(sock, host, verified=False)
+            finally:
+                close()
+            row.result += f" | the server presented (NOT verified, for diagnosis only): {line}"
+            row.details.update(info)
+        except (OSError, MailrulesError, smtplib.SMTPException) as again:
+            row.result += f" | a second, non-verifying look failed too: {again}"
+        return row
+    except (OSError, MailrulesError, smtplib.SMTPException) as exc:
+        return fail(name, exc, ep, clock, bad)
+    try:
+        line, info = describe_tls(sock, host, verified=True)
+    finally:
+        close()
+    ms = clock.ms()
+    days = info.get("days_left")
+    if days is not None and days < EXPIRY_WARN_DAYS:
+        return Check(name, "WARN", line, ms, "the certificate expires within a day: renew it", info)
+    return Check(name, "OK", line, ms, details=info)

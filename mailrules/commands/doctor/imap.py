@@ -1,0 +1,192 @@
+"""`mailrules doctor`'s IMAP probes: DNS, TCP, TLS, login, capabilities, and the mailboxes the rules need."""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from collections.abc import Callable
+
+from mailrules.commands.doctor.net import (
+    Clock,
+    Endpoint,
+    PlaintextRefused,
+    connect_first,
+    dns_tcp,
+    fail,
+    imap_starttls,
+    tls_row,
+)
+from mailrules.commands.doctor.report import Check, Status
+from mailrules.commands.run import connection_params, mailboxes_of
+from mailrules.config import AccountSettings
+from mailrules.dsl import ast as A
+from mailrules.errors import MailrulesError
+from mailrules.imap.commands import MailboxInfo
+from mailrules.imap.session import ImapSession
+from mailrules.imap.special_use import attributes_to_uses, names_to_uses
+from mailrules.tls import ssl_context
+
+#: The capabilities mailrules uses, and what it does when one is absent (`{poll}`: poll_interval).
+CAPABILITIES: dict[str, str] = {
+    "IDLE": "no push: new mail is found by polling every {poll} s",
+    "MOVE": "moves are COPY + \\Deleted + UID EXPUNGE",
+    "UIDPLUS": "no UID EXPUNGE: `delete permanently` is refused; without MOVE, moved originals stay "
+    "flagged \\Deleted",
+    "CONDSTORE": "flag changes are found by re-reading FLAGS",
+    "ESEARCH": "plain SEARCH: one long `* SEARCH` line on big mailboxes",
+    "WITHIN": "ages are searched by day (SINCE/BEFORE) and refined locally",
+    "SPECIAL-USE": "archive and trash are found by name (Archive, Trash, ...) unless configured",
+    "NOTIFY": "each watched mailbox keeps its own IDLE connection (within max_connections)",
+}
+
+
+def imap_checks(
+    account: AccountSettings, rules: list[A.Rule] | None, timeout: float, rows: list[Check]
+) -> None:
+    """DNS, TCP, TLS, login; once logged in, the capabilities and the mailboxes (`rules` None: the
+    rules did not load, so only archive and trash are looked at)."""
+    source = account.password.source if account.password is not None else ""
+    ep = Endpoint("IMAP", account.host, account.port, account.tls, account.username, source)
+    if account.tls == "none" and not account.allow_insecure:
+        rows.append(fail("TLS", PlaintextRefused("tls = none"), ep, Clock()))
+        rows.append(Check("login", "SKIP", "not attempted: the password would travel unencrypted"))
+        return
+    connected = dns_tcp(ep, "", timeout, rows, "FAIL")
+    if connected is None:
+        rows.append(Check("login", "SKIP", "not attempted: no connection"))
+        return
+    sock, sockaddr = connected
+    spare = [sock]  # the first handshake uses the socket the TCP row opened
+    if account.tls == "none":
+        sock.close()
+        rows.append(Check("TLS", "WARN", "none: plaintext (allowed by allow_insecure)", 0.0,
+                          'use tls = "starttls" or "implicit" unless this is loopback or a trusted network'))
+    else:
+        clock = Clock()
+        try:
+            ctx = ssl_context(str(account.ca_file) if account.ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            rows.append(Check("TLS", "FAIL", f"cannot read ca_file {account.ca_file}: {exc}", clock.ms(),
+                              "ca_file must name a readable PEM file with the CA certificate"))
+            rows.append(Check("login", "SKIP", "not attempted: no TLS"))
+            return
+
+        def open_tls(context: ssl.SSLContext) -> tuple[ssl.SSLSocket, Callable[[], None]]:
+            raw = spare.pop() if spare else connect_first([(sock.family, sockaddr)], timeout)[0]
+            try:
+                if account.tls == "starttls":
+                    imap_starttls(raw, min(timeout, 5.0))
+                tls = context.wrap_socket(raw, server_hostname=account.host)
+            except BaseException:
+                raw.close()
+                raise
+            return tls, tls.close
+
+        handshake = tls_row("TLS handshake", account.host, open_tls, ctx, ep, "FAIL")
+        rows.append(handshake)
+        if handshake.status == "FAIL":
+            rows.append(Check("login", "SKIP", "not attempted: TLS failed"))
+            return
+    clock = Clock()
+    try:
+        session = ImapSession.connect(dataclasses.replace(connection_params(account), timeout=timeout))
+    except MailrulesError as exc:
+        rows.append(fail("login", exc, ep, clock))
+        return
+    try:
+        rows.append(Check("login", "OK", f"logged in as {account.username}", clock.ms()))
+        _capabilities(session, account, rows)
+        _mailboxes(session, account, rules, rows)
+    except MailrulesError as exc:
+        rows.append(fail("after login", exc, ep, clock))
+    finally:
+        session.logout()
+
+
+def _capabilities(session: ImapSession, account: AccountSettings, rows: list[Check]) -> None:
+    caps = sorted(session.capabilities)
+    rows.append(Check("capabilities", "OK", f"{len(caps)} advertised after login", details={"all": caps}))
+    for cap, without in CAPABILITIES.items():
+        if session.has(cap):
+            rows.append(Check(f"capability {cap}", "OK", "present"))
+            continue
+        text = without.format(poll=f"{account.poll_interval:g}")
+        if cap == "MOVE" and not session.has("UIDPLUS"):
+            text = "moves are COPY + \\Deleted; without UIDPLUS the originals stay, flagged \\Deleted"
+        degraded = cap == "UIDPLUS" or (cap == "MOVE" and not session.has("UIDPLUS"))
+        status: Status = "WARN" if degraded else "INFO"
+        rows.append(Check(f"capability {cap}", status, f"absent: {text}"))
+
+
+def _exists(name: str, listing: list[MailboxInfo]) -> bool:
+    def norm(n: str) -> str:
+        return "INBOX" if n.upper() == "INBOX" else n
+
+    selectable = {norm(b.name) for b in listing if not any(f.lower() == "\\noselect" for f in b.flags)}
+    return norm(name) in selectable
+
+
+def _mailboxes(
+    session: ImapSession, account: AccountSettings, rules: list[A.Rule] | None, rows: list[Check]
+) -> None:
+    clock = Clock()
+    listing = session.list_mailboxes()
+    special = session.special_use()
+    by_attr, by_name = attributes_to_uses(listing), names_to_uses(listing, {})
+    rows.append(Check("LIST", "OK", f"{len(listing)} mailboxes", clock.ms()))
+    actions = [a for r in rules or () for a in r.actions]
+    uses = (
+        ("archive", "\\Archive", account.archive, "Archive", any(isinstance(a, A.Archive) and a.dest is None
+                                                                 for a in actions)),
+        ("trash", "\\Trash", account.trash, "Trash", any(isinstance(a, A.Delete) and not a.permanently
+                                                         for a in actions)),
+    )
+    for word, use, override, default, needed in uses:
+        if override:
+            name, how = override, "config override"
+        elif use in special:
+            name = special[use]
+            from_attr = by_attr.get(use) == name or by_name.get(use) != name
+            how = "SPECIAL-USE" if from_attr else "name fallback (no SPECIAL-USE mark)"
+        else:
+            name, how = default, "default name (neither SPECIAL-USE nor a known name found)"
+        rows.append(_box_row(word, name, how, listing, account, needed, destination=True))
+    if rules is None:
+        return
+    sources = {b: "rules read it" for b in mailboxes_of(rules, account.name)}
+    for box in account.watch:
+        sources.setdefault(box, "watched")
+    for box, how in sources.items():
+        rows.append(_box_row(f"mailbox {box!r}", box, how, listing, account, True, False))
+    templates: dict[str, A.Template] = {}
+    for a in actions:
+        if isinstance(a, A.Move | A.Copy | A.Archive) and a.dest is not None:
+            templates.setdefault(a.dest.raw, a.dest)
+    for raw, tpl in templates.items():
+        if tpl.is_literal:
+            rows.append(_box_row(f"mailbox {raw!r}", raw, "rules file into it", listing, account, True, True))
+        elif account.create_mailboxes:
+            rows.append(Check(f"mailbox {raw!r}", "INFO", "named per message: created when first needed"))
+        else:
+            rows.append(Check(f"mailbox {raw!r}", "WARN", "named per message: must already exist",
+                              hint="create_mailboxes = false: a missing one makes the action fail"))
+
+
+def _box_row(
+    label: str, name: str, how: str, listing: list[MailboxInfo], account: AccountSettings, needed: bool,
+    destination: bool,
+) -> Check:
+    details = {"mailbox": name, "source": how}
+    if _exists(name, listing):
+        return Check(label, "OK", f"{name!r} exists ({how})", details=details)
+    if destination and account.create_mailboxes:
+        return Check(label, "OK" if needed else "INFO", f"{name!r} will be created when first used ({how})",
+                     details=details)
+    if not needed:
+        return Check(label, "INFO", f"{name!r} does not exist ({how}); no rule uses it", details=details)
+    if destination:
+        hint = f"create {name!r} on the server, or set create_mailboxes = true"
+    else:
+        hint = f"create {name!r} on the server, or fix the rule's `in` clause (or `watch`)"
+    return Check(label, "FAIL", f"{name!r} does not exist ({how})", hint=hint, details=details)
