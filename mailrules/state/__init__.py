@@ -1,8 +1,11 @@
-"""State of mailrules: checkpoints, the action journal, side-effect intents and undo plans (SQLite)."""
+"""State of mailrules: checkpoints, the action journal, side-effect intents and undo plans: SQLite
+by default, PostgreSQL when several daemons share it (`State` is the one interface of both)."""
 
 from __future__ import annotations
 
 from mailrules.errors import StateError, StateLocked, StateOpenError
+from mailrules.state.interface import Lease, LeaseLost, State
+from mailrules.state.keys import intent_key, new_run_id
 from mailrules.state.models import (
     Checkpoint,
     Intent,
@@ -16,7 +19,7 @@ from mailrules.state.models import (
     UndoRefused,
 )
 from mailrules.state.schema import SCHEMA_VERSION, migrate
-from mailrules.state.store import StateStore, intent_key, new_run_id
+from mailrules.state.store import StateStore
 from mailrules.state.undo import plan_undo
 
 __all__ = [
@@ -24,9 +27,12 @@ __all__ = [
     "Checkpoint",
     "Intent",
     "JournalEntry",
+    "Lease",
+    "LeaseLost",
     "Location",
     "Outcome",
     "RunInfo",
+    "State",
     "StateError",
     "StateLocked",
     "StateOpenError",

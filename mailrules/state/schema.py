@@ -1,9 +1,17 @@
-"""The SQLite schema of the state store and its migrations, versioned by `PRAGMA user_version`."""
+"""The SQLite schema of the state store and its migrations: `PRAGMA user_version` and `schema_migrations`.
+
+The PostgreSQL schema has its own list (state/pg_schema.py); both record each step applied in a
+`schema_migrations` table (version, applied_at). Here `user_version` stays the number that decides
+(a mailrules older than the table reads it to refuse a newer database); the table is kept in the
+same transaction, and a database written before it existed gets rows for its earlier steps with
+`applied_at` NULL.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from mailrules.errors import StateError
 
@@ -69,6 +77,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX journal_message ON journal(account, mailbox, uidvalidity, uid);
     """,
+    # 3: how many times the server refused a message that is to be tried again (kept across
+    # restarts, and across replicas with PostgreSQL)
+    """
+    CREATE TABLE retries (
+        account     TEXT NOT NULL,
+        mailbox     TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid         INTEGER NOT NULL,
+        tries       INTEGER NOT NULL CHECK (tries > 0),
+        PRIMARY KEY (account, mailbox, uid)
+    );
+    """,
+)
+
+#: The bookkeeping table, made with the first step this code applies (not a step itself: a
+#: database of an older mailrules has its steps but not the table).
+_BOOKKEEPING = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER PRIMARY KEY, applied_at TEXT)"
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -103,12 +130,26 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) ->
                 continue
             for statement in _statements(migrations[version]):
                 conn.execute(statement)
+            _note(conn, version + 1)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
     return schema_version(conn)
+
+
+def _note(conn: sqlite3.Connection, version: int) -> None:
+    """Record step `version` in schema_migrations, and the earlier steps applied before the table."""
+    conn.execute(_BOOKKEEPING)
+    conn.executemany(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, NULL) ON CONFLICT DO NOTHING",
+        [(v,) for v in range(1, version)],
+    )
+    conn.execute(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+        (version, datetime.now(UTC).isoformat(timespec="microseconds")),
+    )
 
 
 def _statements(script: str) -> list[str]:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mailrules.errors import StateError, StateOpenError
+from mailrules.state import sql
 from mailrules.state.files import StateLock, create_private_file, make_private_dir
 from mailrules.state.guard import guarded as _guarded
 from mailrules.state.guard import state_error
+from mailrules.state.interface import Lease
+from mailrules.state.keys import intent_key as intent_key  # re-exported: callers import it from here
+from mailrules.state.keys import message_intent_key as message_intent_key
+from mailrules.state.keys import new_run_id as new_run_id
 from mailrules.state.models import Checkpoint, Intent, JournalEntry, RunInfo, UndoPlan
 from mailrules.state.rows import INSERT_JOURNAL as _INSERT_JOURNAL
 from mailrules.state.rows import SELECT_JOURNAL as _SELECT_JOURNAL
@@ -27,44 +31,6 @@ from mailrules.state.rows import parse_ts as _dt
 from mailrules.state.rows import ts as _ts
 from mailrules.state.schema import migrate
 from mailrules.state.undo import plan_undo
-
-
-def intent_key(
-    account: str, mailbox: str, uidvalidity: int, uid: int, rule: str, action: str, address: str
-) -> str:
-    """The stable idempotency key of one forward/redirect of one message to one address.
-
-    The same message (UIDVALIDITY + UID), rule, action ("forward" or "redirect") and address
-    always give the same key, so a later run that matches the message again finds the intent.
-    `/` and `%` inside a part are escaped, so that a mailbox or rule name with a slash cannot
-    make two different sends share a key.
-    """
-    parts = (account, mailbox, str(uidvalidity), str(uid), rule, action, address.lower())
-    return "/".join(p.replace("%", "%25").replace("/", "%2F") for p in parts)
-
-
-def message_intent_key(
-    account: str, message_id: str, rule: str, action: str, address: str, *, digest: str | None = None
-) -> str:
-    """The idempotency key by Message-ID, used when the message has one.
-
-    It survives what a UID does not: a UIDVALIDITY change (the daemon then reprocesses a window
-    of mail) and the message being moved to another mailbox where a rule matches it again.
-    `digest` (of the header block, actions/loops.py `header_digest`) keeps a stranger who sends
-    first under a predicted Message-ID from taking the key of the real message; keys written
-    without one (before it was added) have the `message-id` form and still mean "sent".
-    """
-    if digest is None:
-        parts: tuple[str, ...] = (account, "message-id", message_id, rule, action, address.lower())
-    else:
-        parts = (account, "message-headers", message_id, digest, rule, action, address.lower())
-    return "/".join(p.replace("%", "%25").replace("/", "%2F") for p in parts)
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """A short run id that sorts by start time (UTC, to the second): `20261126T150812-ab12cd`."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 class StateStore:
@@ -133,6 +99,15 @@ class StateStore:
             raise
         return cls(conn, name, flock)
 
+    @property
+    def where(self) -> str:
+        """The database file's path (the State interface's name for messages)."""
+        return self.path
+
+    def fenced(self, leases: Iterable[Lease]) -> StateStore:
+        """Itself: a SQLite state has one daemon, made alone by its file lock (no leases)."""
+        return self
+
     def close(self) -> None:
         """Close the connection and let the lock go, if this store held it."""
         with self._lock:
@@ -198,10 +173,7 @@ class StateStore:
         moment = now or datetime.now(UTC)
         run_id = new_run_id(moment)
         with self.transaction():
-            self._conn.execute(
-                "INSERT INTO runs (run_id, trigger, dry_run, started_at) VALUES (?, ?, ?, ?)",
-                (run_id, trigger, int(dry_run), _ts(moment)),
-            )
+            self._conn.execute(sql.INSERT_RUN, (run_id, trigger, int(dry_run), _ts(moment)))
         return run_id
 
     @_guarded("record the end of a run")
@@ -209,7 +181,7 @@ class StateStore:
         """Record the end of a run with its summary (JSON-serialisable; other values as text)."""
         with self.transaction():
             cur = self._conn.execute(
-                "UPDATE runs SET ended_at = ?, summary = ? WHERE run_id = ?",
+                sql.END_RUN,
                 (_ts(now or datetime.now(UTC)), json.dumps(summary, sort_keys=True, default=str), run_id),
             )
             if cur.rowcount != 1:
@@ -340,8 +312,7 @@ class StateStore:
             raise StateError("intent() must be called outside transaction(): it must be durable first")
         with self.transaction():
             cur = self._conn.execute(
-                "INSERT OR IGNORE INTO intents (key, entry, created_at) VALUES (?, ?, ?)",
-                (key, _entry_to_json(entry), _ts(now or datetime.now(UTC))),
+                sql.INSERT_INTENT, (key, _entry_to_json(entry), _ts(now or datetime.now(UTC)))
             )
             return cur.rowcount == 1
 
@@ -349,10 +320,7 @@ class StateStore:
     def confirm(self, key: str, *, now: datetime | None = None) -> None:
         """Mark the side effect announced under `key` as done."""
         with self.transaction():
-            cur = self._conn.execute(
-                "UPDATE intents SET confirmed_at = COALESCE(confirmed_at, ?) WHERE key = ?",
-                (_ts(now or datetime.now(UTC)), key),
-            )
+            cur = self._conn.execute(sql.CONFIRM_INTENT, (_ts(now or datetime.now(UTC)), key))
             if cur.rowcount != 1:
                 raise StateError(f"confirm of unknown intent {key!r}")
 
@@ -360,14 +328,14 @@ class StateStore:
     def release(self, key: str) -> bool:
         """Forget an unconfirmed intent (the send certainly did not happen); False if none was."""
         with self.transaction():
-            cur = self._conn.execute("DELETE FROM intents WHERE key = ? AND confirmed_at IS NULL", (key,))
+            cur = self._conn.execute(sql.RELEASE_INTENT, (key,))
             return cur.rowcount == 1
 
     @_guarded("read an intent")
     def is_confirmed(self, key: str) -> bool:
         """Whether the side effect under `key` is known to be done."""
         with self._lock:
-            row = self._conn.execute("SELECT confirmed_at FROM intents WHERE key = ?", (key,)).fetchone()
+            row = self._conn.execute(sql.INTENT_CONFIRMED_AT, (key,)).fetchone()
         return row is not None and row[0] is not None
 
     @_guarded("read the intents")
@@ -386,10 +354,7 @@ class StateStore:
     def pending_intents(self) -> list[Intent]:
         """Intents never confirmed, oldest first: sends that may or may not have happened."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT key, entry, created_at, confirmed_at FROM intents "
-                "WHERE confirmed_at IS NULL ORDER BY created_at, key"
-            ).fetchall()
+            rows = self._conn.execute(sql.PENDING_INTENTS).fetchall()
         return [Intent(r[0], _entry_from_json(r[1]), _dt(r[2]), None) for r in rows]
 
     # -- claims: the intents of many IMAP actions at once ---------------------------------------
@@ -407,10 +372,7 @@ class StateStore:
         new: set[str] = set()
         with self.transaction():
             for key, entry in items:
-                cur = self._conn.execute(
-                    "INSERT OR IGNORE INTO intents (key, entry, created_at) VALUES (?, ?, ?)",
-                    (key, _entry_to_json(entry), stamp),
-                )
+                cur = self._conn.execute(sql.INSERT_INTENT, (key, _entry_to_json(entry), stamp))
                 if cur.rowcount == 1:
                     new.add(key)
         return new
@@ -420,18 +382,13 @@ class StateStore:
         """Mark the side effects announced under `keys` as done (unknown keys are ignored)."""
         stamp = _ts(now or datetime.now(UTC))
         with self.transaction():
-            self._conn.executemany(
-                "UPDATE intents SET confirmed_at = COALESCE(confirmed_at, ?) WHERE key = ?",
-                [(stamp, k) for k in keys],
-            )
+            self._conn.executemany(sql.CONFIRM_INTENT, [(stamp, k) for k in keys])
 
     @_guarded("release intents")
     def release_many(self, keys: Iterable[str]) -> None:
         """Forget the unconfirmed intents under `keys`: those actions certainly did not happen."""
         with self.transaction():
-            self._conn.executemany(
-                "DELETE FROM intents WHERE key = ? AND confirmed_at IS NULL", [(k,) for k in keys]
-            )
+            self._conn.executemany(sql.RELEASE_INTENT, [(k,) for k in keys])
 
     @_guarded("read the intents")
     def confirmed_keys(self, keys: Sequence[str]) -> set[str]:
@@ -452,11 +409,7 @@ class StateStore:
     def get_checkpoint(self, account: str, mailbox: str) -> Checkpoint | None:
         """How far `mailbox` of `account` has been processed, if at all."""
         with self._lock:
-            row = self._conn.execute(
-                "SELECT uidvalidity, last_uid, highestmodseq, updated_at FROM checkpoints "
-                "WHERE account = ? AND mailbox = ?",
-                (account, mailbox),
-            ).fetchone()
+            row = self._conn.execute(sql.SELECT_CHECKPOINT, (account, mailbox)).fetchone()
         if row is None:
             return None
         return Checkpoint(int(row[0]), int(row[1]), row[2], _dt(row[3]))
@@ -471,13 +424,7 @@ class StateStore:
         """
         with self.transaction():
             self._conn.execute(
-                "INSERT INTO checkpoints "
-                "(account, mailbox, uidvalidity, last_uid, highestmodseq, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, mailbox) DO UPDATE SET "
-                "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, "
-                "highestmodseq = excluded.highestmodseq, updated_at = excluded.updated_at "
-                "WHERE excluded.uidvalidity != checkpoints.uidvalidity "
-                "OR excluded.last_uid >= checkpoints.last_uid",
+                sql.UPSERT_CHECKPOINT,
                 (
                     account,
                     mailbox,
@@ -486,6 +433,25 @@ class StateStore:
                     checkpoint.highestmodseq,
                     _ts(checkpoint.updated_at),
                 ),
+            )
+
+    # -- retries ----------------------------------------------------------------------------------
+
+    @_guarded("read the retry counts")
+    def get_retries(self, account: str, mailbox: str, uidvalidity: int) -> dict[int, int]:
+        """UID -> how many times the server refused it (under this UIDVALIDITY only)."""
+        with self._lock:
+            rows = self._conn.execute(sql.SELECT_RETRIES, (account, mailbox, uidvalidity)).fetchall()
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    @_guarded("store the retry counts")
+    def set_retries(self, account: str, mailbox: str, uidvalidity: int, tries: Mapping[int, int]) -> None:
+        """Replace the mailbox's retry counts by `tries` (empty: forget them all)."""
+        with self.transaction():
+            self._conn.execute(sql.DELETE_RETRIES, (account, mailbox))
+            self._conn.executemany(
+                sql.INSERT_RETRY,
+                [(account, mailbox, uidvalidity, uid, n) for uid, n in sorted(tries.items())],
             )
 
     # -- undo ---------------------------------------------------------------------------------

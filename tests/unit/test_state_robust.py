@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailrules.cli import main
-from mailrules.state import StateError, StateLocked, StateOpenError, StateStore
+from mailrules.state import SCHEMA_VERSION, StateError, StateLocked, StateOpenError, StateStore
 from mailrules.state.files import probe_lock
 from mailrules.state.health import check_state
 from tests.unit.test_state_store import entry
@@ -223,7 +223,8 @@ def test_doctor_rows_for_a_healthy_state(tmp_path: Path) -> None:
     ]
     with StateStore.open(path, lock="mailrules daemon"):
         rows = {f.check: f for f in check_state(path)}
-        assert rows["state file"].status == "OK" and "schema 2, quick_check ok" in rows["state file"].result
+        assert rows["state file"].status == "OK"
+        assert f"schema {SCHEMA_VERSION}, quick_check ok" in rows["state file"].result
         assert rows["state lock"].status == "INFO"
         assert rows["state lock"].result.startswith(f"held by pid {os.getpid()} (mailrules daemon, since ")
     assert not (tmp_path / "missing").exists()

@@ -1,0 +1,48 @@
+"""SQL the two state backends share, written once with `?` parameters (SQLite's) and translated
+for psycopg by `pg()`: where SQLite and PostgreSQL agree, the statement is the same text.
+
+Both dialects have `INSERT ... ON CONFLICT ... DO NOTHING / DO UPDATE ... WHERE` (SQLite 3.24+),
+`excluded.`, and `RETURNING` (SQLite 3.35+). They differ in `IS ?` against NULL (PostgreSQL:
+`IS NOT DISTINCT FROM`), in JSON access and in timestamp types (SQLite: ISO text, rows.py;
+PostgreSQL: timestamptz): those statements live with their backend.
+"""
+
+from __future__ import annotations
+
+INSERT_RUN = "INSERT INTO runs (run_id, trigger, dry_run, started_at) VALUES (?, ?, ?, ?)"
+END_RUN = "UPDATE runs SET ended_at = ?, summary = ? WHERE run_id = ?"
+
+INSERT_INTENT = "INSERT INTO intents (key, entry, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING"
+CONFIRM_INTENT = "UPDATE intents SET confirmed_at = COALESCE(confirmed_at, ?) WHERE key = ?"
+RELEASE_INTENT = "DELETE FROM intents WHERE key = ? AND confirmed_at IS NULL"
+INTENT_CONFIRMED_AT = "SELECT confirmed_at FROM intents WHERE key = ?"
+PENDING_INTENTS = (
+    "SELECT key, entry, created_at, confirmed_at FROM intents "
+    "WHERE confirmed_at IS NULL ORDER BY created_at, key"
+)
+
+SELECT_CHECKPOINT = (
+    "SELECT uidvalidity, last_uid, highestmodseq, updated_at FROM checkpoints "
+    "WHERE account = ? AND mailbox = ?"
+)
+# Never backwards: a lower UID under the same UIDVALIDITY is ignored (a slower writer must not
+# make the daemon process mail again); a new UIDVALIDITY replaces it whatever its UID, since the
+# old UIDs mean nothing any more (RFC 9051 §2.3.1.1).
+UPSERT_CHECKPOINT = (
+    "INSERT INTO checkpoints (account, mailbox, uidvalidity, last_uid, highestmodseq, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, mailbox) DO UPDATE SET "
+    "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, "
+    "highestmodseq = excluded.highestmodseq, updated_at = excluded.updated_at "
+    "WHERE excluded.uidvalidity != checkpoints.uidvalidity "
+    "OR excluded.last_uid >= checkpoints.last_uid"
+)
+
+SELECT_RETRIES = "SELECT uid, tries FROM retries WHERE account = ? AND mailbox = ? AND uidvalidity = ?"
+DELETE_RETRIES = "DELETE FROM retries WHERE account = ? AND mailbox = ?"
+INSERT_RETRY = "INSERT INTO retries (account, mailbox, uidvalidity, uid, tries) VALUES (?, ?, ?, ?, ?)"
+
+
+def pg(statement: str) -> str:
+    """`statement` with psycopg's `%s` for each `?` (a literal `%` doubled). The shared statements
+    hold no `?` or `%` inside a string literal, which this would break."""
+    return statement.replace("%", "%%").replace("?", "%s")
