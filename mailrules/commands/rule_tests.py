@@ -6,24 +6,12 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailrules.dsl.ast import (
-    Action,
-    Archive,
-    Copy,
-    Delete,
-    Forward,
-    Move,
-    Redirect,
-    RuleSet,
-    SetFlag,
-    Stop,
-    Tag,
-    TestBlock,
-)
+from mailrules.dsl import unparse
+from mailrules.dsl.ast import RuleSet, TestBlock
 from mailrules.dsl.semantics import EvalContext, PlannedAction, evaluate_message
 from mailrules.message.view import MessageView
 
-__all__ = ["TestOutcome", "format_action", "format_outcomes", "run_tests"]
+__all__ = ["TestOutcome", "format_outcomes", "run_tests"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,41 +28,10 @@ class TestOutcome:
     error: str | None = None
 
 
-def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def format_action(action: Action, destination: str | None = None) -> str:
-    """The canonical text of an action, e.g. `move to "GitHub"`, `mark read`, `delete permanently`.
-
-    Mailbox actions show `destination` when given, else their template as written.
-    """
-    if isinstance(action, (Move, Copy, Archive)):
-        verb = type(action).__name__.lower()
-        if action.dest is None:
-            return verb
-        return f"{verb} to {_quote(destination if destination is not None else action.dest.raw)}"
-    if isinstance(action, Delete):
-        return "delete permanently" if action.permanently else "delete"
-    if isinstance(action, SetFlag):
-        if action.flag == "\\Seen":
-            return "mark read" if action.on else "mark unread"
-        return "flag" if action.on else "unflag"
-    if isinstance(action, Tag):
-        return f"{'tag' if action.on else 'untag'} {_quote(action.keyword)}"
-    if isinstance(action, Forward):
-        return f"forward to {_quote(action.address)}"
-    if isinstance(action, Redirect):
-        return f"redirect to {_quote(action.address)}"
-    if isinstance(action, Stop):
-        return "stop"
-    raise TypeError(f"unknown action {type(action).__name__}")
-
-
 def _format_planned(p: PlannedAction) -> str:
     if p.error is not None:
-        return f"{format_action(p.action)} (error: {p.error})"
-    return format_action(p.action, p.destination)
+        return f"{unparse.action(p.action)} (error: {p.error})"
+    return unparse.action(p.action, p.destination)
 
 
 def _aware(d: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
@@ -83,7 +40,7 @@ def _aware(d: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
 
 def _run_one(rule_set: RuleSet, test: TestBlock, tz: dt.tzinfo) -> TestOutcome:
     file = test.span.file
-    expected = [format_action(a) for a in test.expect]
+    expected = [unparse.action(a) for a in test.expect]
     given = test.given
     path = Path(given.path)
     if not path.is_absolute():
@@ -127,7 +84,7 @@ def format_outcomes(outcomes: list[TestOutcome]) -> str:
     for o in outcomes:
         if o.passed:
             continue
-        lines.append(f'{o.test.span}: test "{o.test.name}" failed')
+        lines.append(f"{o.test.span}: test {unparse.quote(o.test.name)} failed")
         if o.error is not None:
             lines.append(f"    error:    {o.error}")
         lines.append(f"    expected: {', '.join(o.expected) or 'keep'}")

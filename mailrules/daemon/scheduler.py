@@ -13,6 +13,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from mailrules.dsl import ast as A
+from mailrules.dsl import unparse
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +23,11 @@ _DOW = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def trigger_key(trigger: A.Trigger) -> str:
-    """The same text for the same schedule, wherever it is written (spans ignored)."""
-    if isinstance(trigger, A.Every):
-        return f"every {trigger.amount} {trigger.unit}"
-    if isinstance(trigger, A.At):
-        days = ",".join(_DOW[d] for d in trigger.days) or "day"
-        return f"every {days} at {trigger.hour:02d}:{trigger.minute:02d}"
+    """The same text for the same schedule, wherever it is written: the trigger as the language
+    writes it (spans ignored), a cron expression's white space made single."""
     if isinstance(trigger, A.Cron):
-        return "cron " + " ".join(trigger.expression.split())
-    return type(trigger).__name__
+        trigger = A.Cron(" ".join(trigger.expression.split()), trigger.span)
+    return unparse.trigger(trigger)
 
 
 def apscheduler_trigger(trigger: A.Trigger, tz: dt.tzinfo) -> Any | None:
@@ -125,6 +122,12 @@ class Schedule:
                 job.remove()
         for key, group in groups.items():
             label = ", ".join(r.name for r in group)
+            log.info(
+                "schedule %s: rule%s %s",
+                key,
+                "s" * (len(group) > 1),
+                ", ".join(unparse.quote(r.name) for r in group),
+            )
             if self._scheduler.get_job(key) is not None:
                 self._scheduler.modify_job(key, args=[group], name=label)
             else:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailrules.daemon.scheduler import Schedule, next_fire
+from mailrules.daemon.scheduler import Schedule, next_fire, trigger_key
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
 
@@ -69,7 +69,7 @@ def test_schedule_loads_and_runs_jobs() -> None:
     assert list(schedule.next_runs()) == ["tick"]
     schedule.start()
     try:
-        schedule._scheduler.modify_job("every 1 minutes", next_run_time=dt.datetime.now(dt.UTC))
+        schedule._scheduler.modify_job("every 1 minute", next_run_time=dt.datetime.now(dt.UTC))
         assert done.wait(10)
         assert ran == [["tick"]]
     finally:
@@ -100,3 +100,35 @@ def test_same_trigger_one_job_in_order_and_reload_keeps_next_run() -> None:
         assert sorted(schedule.next_runs()) == ["b"]
     finally:
         schedule.shutdown()
+
+
+def test_jobs_are_named_and_logged_as_the_language_writes_triggers(caplog: pytest.LogCaptureFixture) -> None:
+    text = (
+        'rule "a" every mon at 9:00 { then flag }\n'
+        'rule "b" every monday at 09:00 { then flag }\n'
+        'rule "c" cron "0  9 * *   1-5" { then flag }\n'
+        'rule "d" cron "0 9 * * 1-5" { then flag }\n'
+        'rule "e" every 1 hours { then flag }\n'
+    )
+    rf, _ = parse_text(text, "t.rules")
+    assert rf is not None
+    assert [trigger_key(r.trigger) for r in rf.rules] == [
+        "every monday at 09:00",
+        "every monday at 09:00",
+        'cron "0 9 * * 1-5"',
+        'cron "0 9 * * 1-5"',
+        "every 1 hour",
+    ]
+    schedule = Schedule(dt.UTC, lambda rules: None)
+    with caplog.at_level("INFO", logger="mailrules.daemon.scheduler"):
+        assert schedule.load(rf.rules) == 3
+    assert sorted(j.id for j in schedule._scheduler.get_jobs()) == [
+        'cron "0 9 * * 1-5"',
+        "every 1 hour",
+        "every monday at 09:00",
+    ]
+    assert caplog.messages == [
+        'schedule every monday at 09:00: rules "a", "b"',
+        'schedule cron "0 9 * * 1-5": rules "c", "d"',
+        'schedule every 1 hour: rule "e"',
+    ]

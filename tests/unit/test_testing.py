@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from mailrules.commands.rule_tests import format_action, format_outcomes, run_tests
+from mailrules.commands.rule_tests import format_outcomes, run_tests
 from mailrules.dsl import ast as A
+from mailrules.dsl import unparse
 
 EML = Path(__file__).resolve().parent.parent / "fixtures" / "eml"
 EXAMPLES = Path(__file__).resolve().parents[2] / "rules.d"
@@ -102,7 +103,7 @@ def build(rules_dir: Path, tests: list[tuple[str, dict[str, Any], list[A.Action]
 S = sp("x.rules")
 
 
-def test_format_action_canonical_strings() -> None:
+def test_actions_are_written_canonically() -> None:
     cases: list[tuple[A.Action, str]] = [
         (A.Move(T("GitHub", S), S), 'move to "GitHub"'),
         (A.Copy(T('a"b\\c', S), S), 'copy to "a\\"b\\\\c"'),
@@ -121,8 +122,8 @@ def test_format_action_canonical_strings() -> None:
         (A.Stop(S), "stop"),
     ]
     for action, text in cases:
-        assert format_action(action) == text
-    assert format_action(A.Move(T("L/{year}", S), S), "L/2023") == 'move to "L/2023"'
+        assert unparse.action(action) == text
+    assert unparse.action(A.Move(T("L/{year}", S), S), "L/2023") == 'move to "L/2023"'
 
 
 def test_passing_blocks(rules_dir: Path) -> None:

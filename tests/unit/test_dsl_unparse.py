@@ -1,0 +1,251 @@
+"""AST back to text (dsl/unparse.py): golden spellings, and parse(unparse(x)) == x up to spans."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from mailrules.dsl import ast as A
+from mailrules.dsl import unparse
+from mailrules.dsl.check_logic import shape
+from mailrules.dsl.parser import parse_text
+from mailrules.source import Span
+
+S = Span("u.rules", 1, 1)
+
+
+def parse_condition(text: str) -> A.Condition:
+    rf, diags = parse_text(f'rule "x" {{ when {text} then flag }}', "u.rules")
+    assert rf is not None and not diags, diags
+    return rf.rules[0].condition
+
+
+def parse_rule(text: str) -> A.Rule:
+    rf, diags = parse_text(text, "u.rules")
+    assert rf is not None and not diags, diags
+    (rule,) = rf.rules
+    return rule
+
+
+# -- conditions ---------------------------------------------------------------------------------
+
+CONDITIONS = [
+    # (as a user may write it, the canonical spelling)
+    ('FROM Contains "a"', 'from contains "a"'),
+    ('subject starts with "Re:"', 'subject starts with "Re:"'),
+    ('reply-to ends with "@x.org"', 'reply-to ends with "@x.org"'),
+    ('header "X-Spam" is "yes"', 'header "X-Spam" is "yes"'),
+    ('header "X-Spam" exists', 'header "X-Spam" exists'),
+    ("list matches /^<?([a-z0-9-]+)\\./", "list matches /^<?([a-z0-9-]+)\\./"),
+    ("subject matches /a\\/b/cm", "subject matches /a\\/b/cm"),
+    ('from domain is "@Example.ORG"', 'from domain is "example.org"'),
+    ("size > 1 mb", "size > 1 MB"),
+    ("size >= 1.5 MB", "size >= 1536 KB"),
+    ("size < 20 KB", "size < 20 KB"),
+    ("size <= 100", "size <= 100 B"),
+    ("size > 3 GB", "size > 3 GB"),
+    ("older than 1 years", "older than 1 year"),
+    ("newer than 2 day", "newer than 2 days"),
+    ("received on 2024-01-02", "received on 2024-01-02"),
+    ("sent before 0999-12-31", "sent before 0999-12-31"),
+    ("read", "seen"),
+    ("unread", "unseen"),
+    ("unflagged", "unflagged"),
+    ("not flagged", "not flagged"),
+    ("undeleted", "undeleted"),
+    ("unanswered and undraft", "unanswered and undraft"),
+    ('tagged "$Work"', 'tagged "$Work"'),
+    ("has attachment", "has attachment"),
+    ('attachment name ends with ".pdf"', 'attachment name ends with ".pdf"'),
+    ("attachment name matches /\\.pdf$/", "attachment name matches /\\.pdf$/"),
+    ("all", "all"),
+    ('subject contains any ["a", "b"]', 'subject contains "a" or subject contains "b"'),
+    ('from domain is any ["a.org", "b.org"]', 'from domain is "a.org" or from domain is "b.org"'),
+    # structure: not > and > or; a compound inside a compound is parenthesised
+    ("seen or not flagged and draft", "seen or (not flagged and draft)"),
+    ("(seen or flagged) and draft", "(seen or flagged) and draft"),
+    ("seen and (flagged and draft)", "seen and (flagged and draft)"),
+    ("seen and flagged and draft", "seen and flagged and draft"),
+    ("seen or (flagged or draft)", "seen or (flagged or draft)"),
+    ("not (seen and flagged)", "not (seen and flagged)"),
+    ("not not seen", "not not seen"),
+    ("not all", "not all"),
+    ("((seen))", "seen"),
+]
+
+
+@pytest.mark.parametrize(("written", "canonical"), CONDITIONS)
+def test_condition_spelling(written: str, canonical: str) -> None:
+    cond = parse_condition(written)
+    assert unparse.condition(cond) == canonical
+    assert unparse.unparse(cond) == canonical
+    assert shape(parse_condition(canonical)) == shape(cond)
+
+
+def test_strings_and_regexes_are_escaped_as_the_lexer_reads_them() -> None:
+    value = 'say "hi" \\o/ é \t'
+    test = A.StringTest(A.FieldRef("subject", None, S), "is", value, S)
+    assert unparse.condition(test) == 'subject is "say \\"hi\\" \\\\o/ é \t"'
+    assert shape(parse_condition(unparse.condition(test))) == shape(test)
+    header = A.HeaderExists('X-"q"', S)
+    assert unparse.condition(header) == 'header "X-\\"q\\"" exists'
+    # `/` is escaped in a pattern; an escape already there (`\\`, `\.`) is kept as it is
+    rx = A.Regex("a/b\\\\/c\\.d", "m", S)
+    assert unparse.regex(rx) == "/a\\/b\\\\\\/c\\.d/m"
+    back = parse_condition(f"subject matches {unparse.regex(rx)}")
+    assert isinstance(back, A.RegexTest) and back.regex.pattern == rx.pattern and back.regex.flags == "m"
+
+
+def test_explain_hook_writes_each_atom() -> None:
+    cond = parse_condition('not (seen or from is "a") and all')
+    text = unparse.condition(cond, lambda a: f"<{unparse.atom(a)}>")
+    assert text == 'not (<seen> or <from is "a">) and <all>'
+
+
+def test_conditions_the_parser_never_makes() -> None:
+    seen = A.FlagTest("\\Seen", True, S)
+    assert unparse.condition(A.And((), S)) == "all"
+    assert unparse.condition(A.Or((), S)) == "not all"
+    assert unparse.condition(A.Not(A.Or((), S), S)) == "not not all"
+    assert unparse.condition(A.And((seen,), S)) == "seen"
+    assert unparse.condition(A.Or((A.And((seen,), S), seen), S)) == "seen or seen"
+
+
+# -- actions, triggers, templates --------------------------------------------------------------
+
+
+def T(raw: str) -> A.Template:
+    return A.Template(raw, (A.TemplateText(raw),), S)
+
+
+ACTIONS: list[tuple[A.Action, str]] = [
+    (A.Move(T("GitHub"), S), 'move to "GitHub"'),
+    (A.Copy(T('a"b\\c'), S), 'copy to "a\\"b\\\\c"'),
+    (A.Archive(None, S), "archive"),
+    (A.Archive(T("Archive/{year}"), S), 'archive to "Archive/{year}"'),
+    (A.Delete(False, S), "delete"),
+    (A.Delete(True, S), "delete permanently"),
+    (A.SetFlag("\\Seen", True, S), "mark read"),
+    (A.SetFlag("\\Seen", False, S), "mark unread"),
+    (A.SetFlag("\\Flagged", True, S), "flag"),
+    (A.SetFlag("\\Flagged", False, S), "unflag"),
+    (A.Tag("$X", True, S), 'tag "$X"'),
+    (A.Tag("Label with spaces", False, S), 'untag "Label with spaces"'),
+    (A.Forward("a@b.org", S), 'forward to "a@b.org"'),
+    (A.Redirect("a@b.org", S), 'redirect to "a@b.org"'),
+    (A.Stop(S), "stop"),
+]
+
+
+@pytest.mark.parametrize(("action", "text"), ACTIONS)
+def test_action_spelling(action: A.Action, text: str) -> None:
+    assert unparse.action(action) == text
+    assert unparse.unparse(action) == text
+
+
+def test_a_destination_replaces_the_template() -> None:
+    assert unparse.action(A.Move(T("L/{year}"), S), "L/2023") == 'move to "L/2023"'
+    assert unparse.action(A.Archive(None, S), "Archive") == "archive"
+
+
+TRIGGERS = [
+    ("", "on arrival"),
+    ("on arrival", "on arrival"),
+    ("every 15 minutes", "every 15 minutes"),
+    ("every 1 hours", "every 1 hour"),
+    ("every hour", "every 1 hour"),
+    ("every minute", "every 1 minute"),
+    ("every day at 3:00", "every day at 03:00"),
+    ("every mon at 09:00", "every monday at 09:00"),
+    ("every friday, MON at 18:05", "every monday, friday at 18:05"),
+    ("every weekday at 08:30", "every weekday at 08:30"),
+    ("every mon, tue, wed, thu, fri at 12:00", "every weekday at 12:00"),
+    ("every sat, sun at 10:00", "every weekend at 10:00"),
+    ("every weekday, weekend at 10:00", "every monday, tuesday, wednesday, thursday, friday, saturday, "
+     "sunday at 10:00"),
+    ('cron "0 9 * * 1-5"', 'cron "0 9 * * 1-5"'),
+    ("manually", "manually"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("written", "canonical"), TRIGGERS)
+def test_trigger_spelling(written: str, canonical: str) -> None:
+    rule = parse_rule(f'rule "r" {written} {{ then flag }}')
+    assert unparse.trigger(rule.trigger) == canonical
+    assert shape(parse_rule(f'rule "r" {canonical} {{ then flag }}').trigger) == shape(rule.trigger)
+
+
+def test_template_pieces() -> None:
+    rule = parse_rule('rule "r" { when list matches /(x)/ then move to "L/{list}/{match.1}" }')
+    move = rule.actions[0]
+    assert isinstance(move, A.Move)
+    assert unparse.unparse(move.dest) == '"L/{list}/{match.1}"'
+    assert [unparse.unparse(p) for p in move.dest.parts] == ["L/", "{list}", "/", "{match.1}"]
+    assert unparse.unparse(A.FieldRef(None, "X-A", S)) == 'header "X-A"'
+
+
+# -- rules, test blocks, files -----------------------------------------------------------------
+
+CANONICAL_FILE = """\
+rule "GitHub \\"notifications\\"" {
+    when from contains "notifications@github.com"
+    then move to "GitHub"
+         mark read
+}
+
+rule "weekly" in "INBOX", "Later" for account "work", "home" every sunday at 04:00 limit 500 {
+    when older than 90 days and seen and not flagged
+    then delete
+}
+
+rule "everything" manually {
+    when all
+    then stop
+}
+
+test "filed" {
+    given "samples/github-pr.eml"
+    expect move to "GitHub", mark read
+}
+
+test "with state" {
+    given "m.eml" flags seen, "$Work" received 2020-01-01 10:05 in "Later" account "w" now 2024-05-01
+    expect keep
+}
+"""
+
+
+def test_a_canonical_file_is_a_fixed_point() -> None:
+    rf, diags = parse_text(CANONICAL_FILE, "c.rules")
+    assert rf is not None and not diags, diags
+    assert unparse.rule_file(rf) == CANONICAL_FILE
+    assert unparse.unparse(rf) == CANONICAL_FILE
+
+
+def test_a_rule_written_otherwise_comes_back_canonical() -> None:
+    rule = parse_rule(
+        'RULE "x" limit 3 every MON at 9:00 in "INBOX" {\n  when from contains "a" and not seen '
+        'then move to "A"; flag, stop }'
+    )
+    assert unparse.rule(rule) == (
+        'rule "x" every monday at 09:00 limit 3 {\n'
+        '    when from contains "a" and not seen\n'
+        '    then move to "A"\n'
+        "         flag\n"
+        "         stop\n"
+        "}"
+    )
+    given = A.Given("m.eml", ("\\Seen",), dt.datetime(2020, 1, 1), "INBOX", None, None, S)
+    block = A.TestBlock("t", given, (), S)
+    text = 'test "t" {\n    given "m.eml" flags seen received 2020-01-01\n    expect keep\n}'
+    assert unparse.block(block) == text
+
+
+def test_not_a_node() -> None:
+    with pytest.raises(TypeError):
+        unparse.unparse("seen")
+    with pytest.raises(TypeError):
+        unparse.action(A.All(S))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        unparse.trigger(A.All(S))  # type: ignore[arg-type]
