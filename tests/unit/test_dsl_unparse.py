@@ -5,11 +5,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailrules.dsl import ast as A
 from mailrules.dsl import unparse
 from mailrules.dsl.check_logic import shape
+from mailrules.dsl.lexemes import header_name_problem, keyword_problem, label_problem, mailbox_problem
 from mailrules.dsl.parser import parse_text
+from mailrules.dsl.transform_base import FIELDS
 from mailrules.source import Span
 
 S = Span("u.rules", 1, 1)
@@ -249,3 +253,168 @@ def test_not_a_node() -> None:
         unparse.action(A.All(S))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         unparse.trigger(A.All(S))  # type: ignore[arg-type]
+
+
+# -- parse(unparse(x)) == x up to spans, for generated rule files ------------------------------
+# The strategies make what the parser makes: the values its builder accepts (dsl/lexemes.py) and
+# its shapes (an `and`/`or` has two items or more; a template's text pieces are merged).
+
+LINE = st.characters(exclude_categories=["Cs"], exclude_characters="\n")
+TEXT = st.text(LINE, max_size=12)
+NAME = TEXT.filter(lambda s: bool(s.strip()))
+ASCII_NAME = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=10)
+HEADER = ASCII_NAME.filter(lambda s: header_name_problem(s) is None)
+KEYWORD = ASCII_NAME.filter(lambda s: keyword_problem(s) is None)
+LABEL = NAME.filter(lambda s: keyword_problem(s) is None or label_problem(s) is None)
+MAILBOX = NAME.filter(lambda s: mailbox_problem(s) is None)
+ADDRESS_CHARS = st.sampled_from("abcXYZ019.-_+é")
+ADDRESS_PART = st.text(ADDRESS_CHARS, min_size=1, max_size=6)
+ADDRESS = st.builds(lambda a, b: f"{a}@{b}", ADDRESS_PART, ADDRESS_PART)
+
+
+def _domain(value: str) -> str:
+    """What the builder makes of `domain is "value"`."""
+    return value.strip().lower().lstrip("@.")
+
+
+DOMAIN = TEXT.map(_domain).filter(
+    lambda d: bool(d) and d == _domain(d) and not any(c.isspace() or c in "@,<>" for c in d)
+)
+# A pattern as split_regex leaves it: plain characters (`/` included) and escape pairs but `\/`.
+PATTERN = st.lists(
+    st.one_of(LINE.filter(lambda c: c != "\\"), LINE.filter(lambda c: c != "/").map(lambda c: "\\" + c)),
+    min_size=1,
+    max_size=8,
+).map("".join)
+FLAGS = st.lists(st.sampled_from("imsx"), max_size=3, unique=True).map("".join) | st.sampled_from(["c", "cm"])
+REGEX = st.builds(A.Regex, PATTERN, FLAGS, st.just(S))
+STRING_OP = st.sampled_from(["contains", "is", "starts_with", "ends_with"])
+FIELD = st.one_of(
+    st.sampled_from(FIELDS).map(lambda f: A.FieldRef(f, None, S)),  # type: ignore[arg-type]
+    HEADER.map(lambda h: A.FieldRef(None, h, S)),
+)
+ADDRESS_FIELD = st.sampled_from(sorted(A.ADDRESS_FIELDS)).map(lambda f: A.FieldRef(f, None, S))  # type: ignore[arg-type]
+DATE = st.dates(dt.date(1, 1, 1), dt.date(9999, 12, 31))
+ATOMS: st.SearchStrategy[A.Condition] = st.one_of(
+    st.builds(A.StringTest, FIELD, STRING_OP, TEXT, st.just(S)),
+    st.builds(A.RegexTest, FIELD, REGEX, st.just(S)),
+    st.builds(A.DomainTest, ADDRESS_FIELD, DOMAIN, st.just(S)),
+    st.builds(A.HeaderExists, HEADER, st.just(S)),
+    st.builds(A.SizeTest, st.sampled_from([">", "<", ">=", "<="]), st.integers(0, 2**40), st.just(S)),
+    st.builds(A.AgeTest, st.booleans(), st.integers(0, 10**6),
+              st.sampled_from(["minutes", "hours", "days", "weeks", "months", "years"]), st.just(S)),
+    st.builds(A.DateTest, st.sampled_from(["received", "sent"]), st.sampled_from(["before", "after", "on"]),
+              DATE, st.just(S)),
+    st.builds(A.FlagTest, st.sampled_from(["\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted"]),
+              st.booleans(), st.just(S)),
+    st.builds(A.KeywordTest, KEYWORD, st.just(S)),
+    st.builds(A.HasAttachment, st.just(S)),
+    st.builds(A.AttachmentNameTest, STRING_OP, TEXT, st.none(), st.just(S)),
+    st.builds(A.AttachmentNameTest, st.just("matches"), st.none(), REGEX, st.just(S)),
+    st.builds(A.All, st.just(S)),
+)  # fmt: skip
+
+
+def _compound(children: st.SearchStrategy[A.Condition]) -> st.SearchStrategy[A.Condition]:
+    items = st.lists(children, min_size=2, max_size=3).map(tuple)
+    return st.one_of(
+        st.builds(A.And, items, st.just(S)),
+        st.builds(A.Or, items, st.just(S)),
+        st.builds(A.Not, children, st.just(S)),
+    )
+
+
+CONDITIONS_ = st.recursive(ATOMS, _compound, max_leaves=8)
+
+
+def _template(pieces: list[str | tuple[str, int]]) -> A.Template:
+    """Text pieces and (placeholder, N) pieces, as split_template makes them from the text."""
+    parts: list[A.TemplateText | A.Placeholder] = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            if parts and isinstance(parts[-1], A.TemplateText):
+                parts[-1] = A.TemplateText(parts[-1].text + piece)
+            elif piece:
+                parts.append(A.TemplateText(piece))
+        else:
+            parts.append(A.Placeholder(piece[0], piece[1], S))  # type: ignore[arg-type]
+    raw = "".join(unparse.unparse(p) for p in parts)
+    return A.Template(raw, tuple(parts), S)
+
+
+TEMPLATE = st.lists(
+    st.one_of(
+        st.text(LINE.filter(lambda c: c not in "{}"), min_size=1, max_size=8),
+        st.tuples(st.sampled_from(["year", "month", "day", "from.domain", "list"]), st.just(0)),
+        st.tuples(st.just("match"), st.integers(0, 12)),
+    ),
+    max_size=4,
+).map(_template)
+ACTIONS_ = st.one_of(
+    st.builds(A.Move, TEMPLATE, st.just(S)),
+    st.builds(A.Copy, TEMPLATE, st.just(S)),
+    st.builds(A.Archive, st.none() | TEMPLATE, st.just(S)),
+    st.builds(A.Delete, st.booleans(), st.just(S)),
+    st.builds(A.SetFlag, st.sampled_from(["\\Seen", "\\Flagged"]), st.booleans(), st.just(S)),
+    st.builds(A.Tag, LABEL, st.booleans(), st.just(S)),
+    st.builds(A.Forward, ADDRESS, st.just(S)),
+    st.builds(A.Redirect, ADDRESS, st.just(S)),
+    st.builds(A.Stop, st.just(S)),
+)
+TRIGGERS_ = st.one_of(
+    st.builds(A.OnArrival, st.just(S)),
+    st.builds(A.Every, st.integers(0, 10**4), st.sampled_from(["minutes", "hours"]), st.just(S)),
+    st.builds(A.At, st.lists(st.integers(0, 6), unique=True).map(lambda d: tuple(sorted(d))),
+              st.integers(0, 23), st.integers(0, 59), st.just(S)),
+    st.builds(A.Cron, TEXT, st.just(S)),
+    st.builds(A.Manually, st.just(S)),
+)  # fmt: skip
+RULES = st.builds(
+    A.Rule,
+    name=NAME,
+    mailboxes=st.lists(MAILBOX, min_size=1, max_size=3).map(tuple) | st.just(("INBOX",)),
+    accounts=st.lists(NAME, max_size=2).map(tuple),
+    trigger=TRIGGERS_,
+    limit=st.none() | st.integers(0, 10**6),
+    condition=CONDITIONS_,
+    actions=st.lists(ACTIONS_, min_size=1, max_size=3).map(tuple),
+    span=st.just(S),
+)
+MINUTE = st.datetimes(dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59)).map(
+    lambda d: d.replace(second=0, microsecond=0)
+)
+GIVEN = st.builds(
+    A.Given,
+    path=NAME,
+    flags=st.lists(st.sampled_from(["\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted"]) | KEYWORD,
+                   unique=True, max_size=3).map(tuple),
+    received=st.none() | MINUTE,
+    mailbox=MAILBOX,
+    account=st.none() | TEXT,
+    now=st.none() | MINUTE,
+    span=st.just(S),
+)  # fmt: skip
+TESTS = st.builds(A.TestBlock, NAME, GIVEN, st.lists(ACTIONS_, max_size=3).map(tuple), st.just(S))
+FILES = st.builds(
+    A.RuleFile,
+    st.just("g.rules"),
+    st.lists(RULES, max_size=3).map(tuple),
+    st.lists(TESTS, max_size=2).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(FILES)
+def test_parse_of_unparse_is_the_same_ast(rule_file: A.RuleFile) -> None:
+    text = unparse.rule_file(rule_file)
+    back, diags = parse_text(text, "g.rules")
+    assert back is not None and not diags, (text, diags)
+    assert shape(back) == shape(rule_file), text
+    assert unparse.rule_file(back) == text  # and the text is canonical: a fixed point
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(CONDITIONS_)
+def test_a_condition_comes_back(cond: A.Condition) -> None:
+    text = unparse.condition(cond)
+    assert shape(parse_condition(text)) == shape(cond), text
