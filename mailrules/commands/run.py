@@ -38,7 +38,7 @@ def connection_params(account: AccountSettings) -> ConnectionParams:
         port=account.port,
         tls=account.tls,
         username=account.username,
-        password=account.password.reveal(),
+        password=account.password.reveal() if account.password is not None else "",
         ca_file=str(account.ca_file) if account.ca_file else None,
         allow_insecure=account.allow_insecure,
         name=account.name,

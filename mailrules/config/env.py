@@ -10,14 +10,29 @@ from pathlib import Path
 from typing import Any
 
 from mailrules.config.locate import KeyPath, too_deep
-from mailrules.config.schema import ACCOUNT, LIMITS, METRICS, OPTIONAL_KEYS, SECRET_KEYS, SMTP, TOP, Kind
+from mailrules.config.schema import (
+    ACCOUNT,
+    CLIENT_SECRET_KEYS,
+    HIDDEN_KEYS,
+    LIMITS,
+    METRICS,
+    OAUTH2,
+    OPTIONAL_KEYS,
+    REFRESH_TOKEN_KEYS,
+    SECRET_KEYS,
+    SMTP,
+    TOP,
+    Kind,
+)
 
 PREFIX = "MAILRULES_"
 ENV_CONFIG = "MAILRULES_CONFIG"
 # Names under the prefix that are not configuration keys.
 RESERVED = frozenset({ENV_CONFIG})
 
-_TABLES: dict[str, dict[str, Kind]] = {"metrics": METRICS, "smtp": SMTP, "limits": LIMITS}
+_TABLES: dict[str, dict[str, Kind]] = {"metrics": METRICS, "smtp": SMTP, "limits": LIMITS, "oauth2": OAUTH2}
+# One value given several ways: the environment's way replaces the file's.
+_SECRET_GROUPS = (SECRET_KEYS, CLIENT_SECRET_KEYS, REFRESH_TOKEN_KEYS)
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -110,16 +125,18 @@ def apply_env(
         if text == "" and path[-1] in OPTIONAL_KEYS:
             _unset(raw, path)
             continue
-        value = _parse(text, kind, path[-1] in SECRET_KEYS)
+        value = _parse(text, kind, path[-1] in HIDDEN_KEYS)
         if isinstance(value, _Bad):
             errors.append(f"{where}: {dotted(path)}: {value.message}")
             continue
         if _set(raw, origins, path, value, where):
             from_env.add(path)
     for path in from_env:
-        if path[-1] in SECRET_KEYS:
+        for group in _SECRET_GROUPS:
+            if path[-1] not in group:
+                continue
             table = _table(raw, path[:-1])
-            for key in SECRET_KEYS:
+            for key in group:
                 if table is not None and (*path[:-1], key) not in from_env:
                     table.pop(key, None)
 

@@ -25,6 +25,7 @@ from mailrules.config.model import (
     TlsMode,
 )
 from mailrules.config.names import control_problem, escape, line_break_problem, mailbox_problem
+from mailrules.config.oauth2 import account_auth
 from mailrules.config.schema import (
     ACCOUNT,
     DEFAULT_LISTEN,
@@ -101,6 +102,7 @@ class _Context:
         self.origins: dict[KeyPath, str] = {}
         self.errors: list[str] = []
         self.warnings: list[str] = []
+        self.tokens_dir = config_dir / "tokens"  # OAuth2 token stores' default: beside the state
 
     def where(self, path: KeyPath) -> str:
         """`file:line` or `$VARIABLE` of a key, else of the nearest enclosing table, else the file."""
@@ -212,6 +214,7 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
         # Never echo it: a database URL may hold a password.
         cx.error(("state",), "a URL is not supported yet; give the path of an SQLite file")
         state_text = None
+    cx.tokens_dir = cx.resolve(state_text or DEFAULT_STATE).parent / "tokens"
     timezone = ZoneInfo(DEFAULT_TIMEZONE)
     tz_name = cx.get(raw, (), "timezone", "str")
     if tz_name is not None:
@@ -321,7 +324,8 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
     username = cx.clean((*p, "username"), cx.text(t, p, "username"))
     if "username" not in t:
         cx.error((*p, "username"), "required")
-    password = _secret(t, p, cx, required=True)
+    auth, oauth2 = account_auth(name, t, p, cx, provider)
+    password = _secret(t, p, cx, required=True) if auth == "password" else None
     problem = None if password is None else line_break_problem(password.reveal())
     if password is not None and problem is not None:
         # Never the value: say where it came from. IMAP LOGIN (quoted or literal) cannot carry it.
@@ -330,8 +334,8 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         password = None
     allow_insecure = cx.get(t, p, "allow_insecure", "bool") or False
     if tls == "none" and not allow_insecure:
-        cx.warn((*p, "tls"), "'none' would send the password unencrypted: login will be refused "
-                "unless allow_insecure = true")
+        cx.warn((*p, "tls"), f"'none' would send the {'token' if oauth2 else 'password'} unencrypted: "
+                "login will be refused unless allow_insecure = true")
 
     ca_file = cx.file_path(t, p, "ca_file")
     if ca_file is not None and not ca_file.exists():
@@ -358,9 +362,11 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
     smtp: SmtpSettings | None = None
     smtp_table = cx.subtable(t, p, "smtp")
     if smtp_table is not None or ("smtp" not in t and preset):
-        smtp = _smtp(smtp_table or {}, p, cx, preset, username, password)
+        smtp = _smtp(smtp_table or {}, p, cx, preset, username, password, auth == "oauth2")
 
-    if host is None or username is None or password is None or tls is None or port is None:
+    if host is None or username is None or tls is None or port is None:
+        return None
+    if (password is None) == (oauth2 is None):
         return None
     return AccountSettings(
         name=name,
@@ -379,6 +385,8 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         provider=provider,
         poll_interval=float(poll_interval or DEFAULT_POLL_INTERVAL),
         smtp=smtp,
+        auth=auth or "password",
+        oauth2=oauth2,
     )
 
 
@@ -389,6 +397,7 @@ def _smtp(
     preset: dict[str, Any],
     account_username: str | None,
     account_password: Secret | None,
+    oauth2: bool = False,
 ) -> SmtpSettings | None:
     p: KeyPath = (*account, "smtp")
     cx.check_keys(t, p, SMTP)
@@ -401,7 +410,9 @@ def _smtp(
     tls, port = _tls_and_port(t, p, cx, smtp_preset, SMTP_PORTS, _SMTP_PORT_TLS)
     username = cx.clean((*p, "username"), cx.text(t, p, "username"))
     password = _secret(t, p, cx, required=False)
-    if password is None and not any(k in t for k in SECRET_KEYS):
+    if use_token := oauth2 and not any(k in t for k in SECRET_KEYS):  # AUTH XOAUTH2 with the token
+        username = username if "username" in t else account_username
+    elif password is None and not any(k in t for k in SECRET_KEYS):
         if "username" in t:
             cx.error(p, "username is set but no password, password_file or password_env", at=(*p, "username"))
         elif preset:
@@ -424,7 +435,7 @@ def _smtp(
     if host is None or tls is None or port is None or sender is None:
         return None
     return SmtpSettings(host=host, port=port, tls=tls, username=username, password=password,
-                        from_=sender, allow_insecure=allow_insecure)
+                        from_=sender, allow_insecure=allow_insecure, oauth2=use_token)
 
 
 def _tls_and_port(

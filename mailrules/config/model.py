@@ -12,6 +12,9 @@ from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 
 TlsMode = Literal["implicit", "starttls", "none"]
 LogFormat = Literal["text", "json"]
+AuthMode = Literal["password", "oauth2"]
+OAuth2Flow = Literal["authorization_code", "device_code", "client_credentials"]
+OAuth2Mechanism = Literal["auto", "xoauth2", "oauthbearer"]
 
 REDACTED = "***"
 
@@ -95,6 +98,29 @@ class SmtpSettings:
     password: Secret | None
     from_: str
     allow_insecure: bool = False
+    #: log in with AUTH XOAUTH2 as `username`, with the account's OAuth2 access token
+    oauth2: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OAuth2Settings:
+    """`[accounts.NAME.oauth2]`, presets applied: who the client is, where its authorization
+    server is, how `mailrules auth login` gets the first tokens, where they are kept."""
+
+    client_id: str
+    token_url: str
+    token_store: Path
+    flow: OAuth2Flow = "authorization_code"
+    scopes: tuple[str, ...] = ()
+    client_secret: Secret | None = None
+    #: a refresh token obtained elsewhere (`refresh_token_file`/`_env`): used while the store has none
+    refresh_token: Secret | None = None
+    authorization_url: str | None = None
+    device_authorization_url: str | None = None
+    #: extra parameters of the authorization URL (Google: access_type=offline, prompt=consent)
+    authorize_params: tuple[tuple[str, str], ...] = ()
+    tenant: str | None = None
+    mechanism: OAuth2Mechanism = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +132,7 @@ class AccountSettings:
     port: int
     tls: TlsMode
     username: str
-    password: Secret
+    password: Secret | None  # None with auth = "oauth2"
     ca_file: Path | None = None
     watch: tuple[str, ...] = ()
     archive: str | None = None
@@ -117,6 +143,8 @@ class AccountSettings:
     provider: str | None = None
     poll_interval: float = 60.0
     smtp: SmtpSettings | None = None
+    auth: AuthMode = "password"
+    oauth2: OAuth2Settings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +187,7 @@ def _account_dict(a: AccountSettings) -> dict[str, Any]:
         "port": a.port,
         "tls": a.tls,
         "username": a.username,
-        "password": REDACTED,
+        "password": None if a.password is None else REDACTED,
         "ca_file": None if a.ca_file is None else str(a.ca_file),
         "watch": list(a.watch),
         "archive": a.archive,
@@ -182,4 +210,26 @@ def _account_dict(a: AccountSettings) -> dict[str, Any]:
             "from": s.from_,
             "allow_insecure": s.allow_insecure,
         }
+        if s.oauth2:
+            out["smtp"]["auth"] = "oauth2"
+    out["auth"] = a.auth
+    if a.oauth2 is not None:
+        out["oauth2"] = _oauth2_dict(a.oauth2)
     return out
+
+
+def _oauth2_dict(o: OAuth2Settings) -> dict[str, Any]:
+    """The OAuth2 settings for `mailrules config`: secrets as `***` (present) or null, no token."""
+    return {
+        "client_id": o.client_id,
+        "tenant": o.tenant,
+        "flow": o.flow,
+        "client_secret": None if o.client_secret is None else REDACTED,
+        "token_url": o.token_url,
+        "authorization_url": o.authorization_url,
+        "device_authorization_url": o.device_authorization_url,
+        "scopes": list(o.scopes),
+        "refresh_token": None if o.refresh_token is None else REDACTED,
+        "token_store": str(o.token_store),
+        "mechanism": o.mechanism,
+    }

@@ -43,6 +43,8 @@ ACCOUNT: dict[str, Kind] = {
     "allow_insecure": "bool",
     "poll_interval": "number",
     "smtp": "table",
+    "auth": "str",
+    "oauth2": "table",
 }
 SMTP: dict[str, Kind] = {
     "host": "str",
@@ -56,11 +58,36 @@ SMTP: dict[str, Kind] = {
     "allow_insecure": "bool",
 }
 
+#: `[accounts.NAME.oauth2]` (docs/configuration.md, "OAuth2"; mailrules/config/oauth2.py)
+OAUTH2: dict[str, Kind] = {
+    "client_id": "str",
+    "tenant": "str",
+    "flow": "str",
+    "client_secret": "str",
+    "client_secret_file": "path",
+    "client_secret_env": "str",
+    "token_url": "str",
+    "authorization_url": "str",
+    "device_authorization_url": "str",
+    "scopes": "strlist",
+    "refresh_token_file": "path",
+    "refresh_token_env": "str",
+    "token_store": "path",
+    "mechanism": "str",
+}
+
 SECRET_KEYS = ("password", "password_file", "password_env")
+CLIENT_SECRET_KEYS = ("client_secret", "client_secret_file", "client_secret_env")
+REFRESH_TOKEN_KEYS = ("refresh_token_file", "refresh_token_env")
+#: Keys whose values are never echoed in an error (environment overrides included).
+HIDDEN_KEYS = frozenset({*SECRET_KEYS, *CLIENT_SECRET_KEYS, *REFRESH_TOKEN_KEYS})
 # Keys whose default is "not set": an empty environment value unsets them.
-OPTIONAL_KEYS = frozenset({"ca_file", "archive", "trash", "provider"})
+OPTIONAL_KEYS = frozenset({"ca_file", "archive", "trash", "provider", "tenant", "token_store"})
 
 TLS_MODES = ("implicit", "starttls", "none")
+AUTH_MODES = ("password", "oauth2")
+OAUTH2_FLOWS = ("authorization_code", "device_code", "client_credentials")
+OAUTH2_MECHANISMS = ("auto", "xoauth2", "oauthbearer")
 LOG_FORMATS = ("text", "json")
 IMAP_PORTS = {"implicit": 993, "starttls": 143, "none": 143}
 SMTP_PORTS = {"implicit": 465, "starttls": 587, "none": 25}
@@ -88,6 +115,17 @@ PROVIDERS: dict[str, dict[str, Any]] = {
         "host": "outlook.office365.com", "port": 993, "tls": "implicit",
         "smtp": {"host": "smtp.office365.com", "port": 587, "tls": "starttls"},
     },
+    # The same servers as gmail and outlook, named after the identity platforms whose OAuth2
+    # endpoints they bring (OAUTH2_PRESETS); all four take `auth = "oauth2"`.
+    "google": {
+        "host": "imap.gmail.com", "port": 993, "tls": "implicit",
+        "archive": "[Gmail]/All Mail", "trash": "[Gmail]/Trash", "max_connections": 8,
+        "smtp": {"host": "smtp.gmail.com", "port": 587, "tls": "starttls"},
+    },
+    "microsoft": {
+        "host": "outlook.office365.com", "port": 993, "tls": "implicit",
+        "smtp": {"host": "smtp.office365.com", "port": 587, "tls": "starttls"},
+    },
     "yahoo": {
         "host": "imap.mail.yahoo.com", "port": 993, "tls": "implicit",
         "smtp": {"host": "smtp.mail.yahoo.com", "port": 465, "tls": "implicit"},
@@ -100,7 +138,41 @@ PROVIDERS: dict[str, dict[str, Any]] = {
 
 # Simultaneous IMAP connections a provider allows one account, the user's other clients included
 # (imap/gmail.py, docs/operations.md): a max_connections above it is refused at load.
-PROVIDER_MAX_CONNECTIONS: dict[str, int] = {"gmail": 15}
+PROVIDER_MAX_CONNECTIONS: dict[str, int] = {"gmail": 15, "google": 15}
+
+_MS = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0"
+#: The authorization server of each provider that offers OAuth2 for IMAP and SMTP (imap-notes.md
+#: (e)). `{tenant}` is the account's `tenant` (Microsoft: default "common").
+OAUTH2_PRESETS: dict[str, dict[str, Any]] = {
+    "google": {
+        "authorization_url": "https://accounts.google.com/o/oauth2/v2/auth",
+        "token_url": "https://oauth2.googleapis.com/token",
+        "device_authorization_url": "https://oauth2.googleapis.com/device/code",
+        # The one scope for IMAP and SMTP; offline access is asked with access_type, and
+        # prompt=consent makes Google issue a refresh token again at a second login.
+        "scopes": ("https://mail.google.com/",),
+        "authorize_params": (("access_type", "offline"), ("prompt", "consent")),
+        "flow": "authorization_code",
+    },
+    "microsoft": {
+        "authorization_url": _MS + "/authorize",
+        "token_url": _MS + "/token",
+        "device_authorization_url": _MS + "/devicecode",
+        "scopes": (
+            "https://outlook.office.com/IMAP.AccessAsUser.All",
+            "https://outlook.office.com/SMTP.Send",
+            "offline_access",
+        ),
+        # client credentials (app-only): IMAP.AccessAsApp and SMTP.SendAsApp through .default
+        "app_scopes": ("https://outlook.office365.com/.default",),
+        "flow": "device_code",
+        "tenant": "common",
+    },
+}
+OAUTH2_PRESETS["gmail"] = OAUTH2_PRESETS["google"]
+OAUTH2_PRESETS["outlook"] = OAUTH2_PRESETS["microsoft"]
+#: Microsoft's tenants that are no tenant: the client credentials grant needs the real one.
+MICROSOFT_SHARED_TENANTS = ("common", "organizations", "consumers")
 
 _KIND_NAMES: dict[Kind, str] = {
     "str": "a string",

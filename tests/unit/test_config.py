@@ -351,4 +351,4 @@ def test_unreadable_secret_names_account_and_path_only(tmp_path: Path) -> None:
 
 
 def test_public_names() -> None:
-    assert sorted(PROVIDERS) == ["fastmail", "gmail", "outlook", "yahoo"]
+    assert sorted(PROVIDERS) == ["fastmail", "gmail", "google", "microsoft", "outlook", "yahoo"]

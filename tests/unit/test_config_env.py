@@ -194,7 +194,7 @@ def test_two_secret_overrides_for_one_account_conflict(tmp_path: Path) -> None:
 def test_new_account_missing_keys_points_at_the_variable(tmp_path: Path) -> None:
     assert fails(tmp_path, {**PW, "MAILRULES_ACCOUNTS__NEW__USERNAME": "x"}) == [
         "$MAILRULES_ACCOUNTS__NEW__USERNAME: accounts.new.host: required "
-        "(or set provider to one of fastmail, gmail, outlook, yahoo)",
+        "(or set provider to one of fastmail, gmail, google, microsoft, outlook, yahoo)",
         "$MAILRULES_ACCOUNTS__NEW__USERNAME: accounts.new: no password: set password, password_file "
         "or password_env",
     ]

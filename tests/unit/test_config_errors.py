@@ -86,7 +86,7 @@ options.debug = true
         "F:11: accounts.a.options: unknown key",
         "F:13: accounts.a.imap: unknown key",
         'F:14: accounts.b."odd key": unknown key',
-        "F:14: accounts.b.host: required (or set provider to one of fastmail, gmail, outlook, yahoo)",
+        "F:14: accounts.b.host: required (or set provider to one of fastmail, gmail, google, microsoft, outlook, yahoo)",
         "F:14: accounts.b.username: required",
         "F:14: accounts.b: no password: set password, password_file or password_env",
     ]
@@ -269,7 +269,7 @@ def test_all_problems_are_collected_in_one_error(tmp_path: Path) -> None:
     text = 'timezone = "Nowhere/City"\n[accounts.a]\nport = "x"\n'
     assert errors(tmp_path, text, {"MAILRULES_METRICS__LISTEN": "bad"}) == [
         "F:1: timezone: unknown time zone 'Nowhere/City'",
-        "F:2: accounts.a.host: required (or set provider to one of fastmail, gmail, outlook, yahoo)",
+        "F:2: accounts.a.host: required (or set provider to one of fastmail, gmail, google, microsoft, outlook, yahoo)",
         "F:2: accounts.a.username: required",
         "F:2: accounts.a: no password: set password, password_file or password_env",
         "F:3: accounts.a.port: expected an integer, got a string",

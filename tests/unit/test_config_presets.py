@@ -106,7 +106,7 @@ def test_unknown_provider_lists_the_known_ones(tmp_path: Path) -> None:
         load(tmp_path, f'[accounts.a]\nprovider = "gmial"\n{ACCOUNT}')
     assert str(exc.value) == (
         f"{tmp_path / 'mailrules.toml'}:2: accounts.a.provider: unknown provider 'gmial' "
-        "(known: fastmail, gmail, outlook, yahoo)"
+        "(known: fastmail, gmail, google, microsoft, outlook, yahoo)"
     )
 
 
