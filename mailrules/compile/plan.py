@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -16,6 +16,7 @@ from mailrules.compile.dialect import Dialect
 from mailrules.compile.regex_literal import required_literal
 from mailrules.compile.serialize import is_atom
 from mailrules.dsl import ast as A
+from mailrules.dsl.walk import atoms
 
 # Pushdown (server key; "exact" = no residual). Gmail: every textual test is ALL + residual.
 #   FIELD contains S        HEADER From/To/Cc/Bcc/Sender/Reply-To/List-Id S, SUBJECT S   residual*
@@ -410,7 +411,7 @@ def fetch_needs(residual: A.Condition | None) -> FetchNeeds:
         return FetchNeeds()
     headers: set[str] = set()
     flags = {"body": False, "bodystructure": False, "internaldate": False, "size": False, "flags": False}
-    for c in _atoms(residual):
+    for c in atoms(residual):
         if isinstance(c, A.StringTest | A.RegexTest | A.DomainTest):
             t = c.target
             if t.header is not None:
@@ -435,13 +436,3 @@ def fetch_needs(residual: A.Condition | None) -> FetchNeeds:
         elif isinstance(c, A.FlagTest | A.KeywordTest):
             flags["flags"] = True
     return FetchNeeds(frozenset(headers), **flags)
-
-
-def _atoms(c: A.Condition) -> Iterable[A.Condition]:
-    if isinstance(c, A.And | A.Or):
-        for item in c.items:
-            yield from _atoms(item)
-    elif isinstance(c, A.Not):
-        yield from _atoms(c.item)
-    else:
-        yield c

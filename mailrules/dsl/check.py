@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 
 from mailrules.dsl import ast
 from mailrules.dsl.check_logic import contradiction, find_shadowed
 from mailrules.dsl.check_loops import loop_warnings
 from mailrules.dsl.cron import cron_problem
 from mailrules.dsl.lexemes import address_problem, keyword_problem, mailbox_problem
+from mailrules.dsl.walk import regexes
 from mailrules.source import Diagnostic, Span
 
 
@@ -52,17 +52,6 @@ def _order(d: Diagnostic) -> tuple[str, int, int]:
     return (d.span.file, d.span.line, d.span.column)
 
 
-def _regexes(cond: ast.Condition) -> Iterator[ast.Regex]:
-    regex = cond.regex if isinstance(cond, (ast.RegexTest, ast.AttachmentNameTest)) else None
-    if regex is not None:
-        yield regex
-    elif isinstance(cond, (ast.And, ast.Or)):
-        for item in cond.items:
-            yield from _regexes(item)
-    elif isinstance(cond, ast.Not):
-        yield from _regexes(cond.item)
-
-
 def regex_flags(regex: ast.Regex) -> int:
     """The `re` flags of a language regex: case-insensitive unless `c`; m, s, x as in Python."""
     flags = 0 if "c" in regex.flags else re.IGNORECASE
@@ -76,7 +65,7 @@ def check_rule(rule: ast.Rule) -> list[Diagnostic]:
     """The diagnostics of one rule on its own (names across rules are checked by check_rule_set)."""
     out: list[Diagnostic] = []
     groups: int | None = None
-    for regex in _regexes(rule.condition):
+    for regex in regexes(rule.condition):
         try:
             compiled = re.compile(regex.pattern, regex_flags(regex))
         except re.error as err:

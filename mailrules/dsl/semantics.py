@@ -49,6 +49,7 @@ from mailrules.dsl.ast import (
     TemplateText,
 )
 from mailrules.dsl.userregex import compile_user_regex, language_flags
+from mailrules.dsl.walk import regexes
 from mailrules.errors import MailrulesError
 from mailrules.message.view import MessageView
 
@@ -125,21 +126,11 @@ def compile_regex(pattern: str, flags: str) -> re.Pattern[str] | None:
         return None  # the checker reports it; an invalid pattern matches nothing
 
 
-def _regexes(c: Condition) -> Iterable[Regex]:
-    if isinstance(c, And | Or):
-        for item in c.items:
-            yield from _regexes(item)
-    elif isinstance(c, Not):
-        yield from _regexes(c.item)
-    elif isinstance(c, RegexTest | AttachmentNameTest) and c.regex is not None:
-        yield c.regex
-
-
 def prepare_regexes(conditions: Iterable[Condition]) -> None:
     """Compile the regular expressions of these conditions now, so that no message's evaluation
     time pays for it (the first one that needs Unicode tables takes a few tenths of a second)."""
     for cond in conditions:
-        for rx in _regexes(cond):
+        for rx in regexes(cond):
             compile_user_regex(rx.pattern, rx.flags)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mailrules.compile import keys as K
 from mailrules.compile.plan import FetchNeeds
 from mailrules.dsl import ast as A
+from mailrules.dsl.walk import atoms
 from mailrules.message.view import MessageView
 
 if TYPE_CHECKING:
@@ -30,15 +31,13 @@ Found = tuple[list[int], dict[int, MessageView]]
 
 def tested_flags(cond: A.Condition) -> set[str]:
     """The flags and keywords a condition looks at (case-folded)."""
-    if isinstance(cond, A.FlagTest):
-        return {cond.flag.casefold()}
-    if isinstance(cond, A.KeywordTest):
-        return {cond.keyword.casefold()}
-    if isinstance(cond, A.And | A.Or):
-        return set().union(*(tested_flags(c) for c in cond.items))
-    if isinstance(cond, A.Not):
-        return tested_flags(cond.item)
-    return set()
+    out: set[str] = set()
+    for atom in atoms(cond):
+        if isinstance(atom, A.FlagTest):
+            out.add(atom.flag.casefold())
+        elif isinstance(atom, A.KeywordTest):
+            out.add(atom.keyword.casefold())
+    return out
 
 
 def changed_flags(rule: A.Rule) -> set[str]:
