@@ -147,6 +147,9 @@ Edge = tuple[str, ast.Rule, MailboxAction]
 def _components(edges: dict[str, list[Edge]]) -> list[frozenset[str]]:
     """The strongly connected components of the mailbox graph (Tarjan, iterative: linear)."""
     nodes = sorted(set(edges) | {d for out in edges.values() for d, _, _ in out})
+    # each node's distinct successors, listed once (rebuilding them at every step was quadratic
+    # in the rules that file out of one mailbox: 7,500 out of INBOX took most of `check`)
+    succs = {n: list(dict.fromkeys(d for d, _, _ in out)) for n, out in edges.items()}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -162,7 +165,7 @@ def _components(edges: dict[str, list[Edge]]) -> list[frozenset[str]]:
                 index[node] = low[node] = len(index)
                 stack.append(node)
                 on_stack.add(node)
-            succ = [d for d, _, _ in edges.get(node, [])]
+            succ = succs.get(node, [])
             if i < len(succ):
                 work.append((node, i + 1))
                 nxt = succ[i]
