@@ -10,6 +10,7 @@ from mailrules.dsl.check_logic import contradiction, find_shadowed
 from mailrules.dsl.check_loops import loop_warnings
 from mailrules.dsl.cron import cron_problem
 from mailrules.dsl.lexemes import address_problem, keyword_problem, mailbox_problem
+from mailrules.dsl.unparse import quote
 from mailrules.dsl.walk import regexes
 from mailrules.source import Diagnostic, Span
 
@@ -26,7 +27,7 @@ def check_rule_set(rule_set: ast.RuleSet, sources: dict[str, str] | None = None)
             out.append(
                 Diagnostic(
                     rule.name_span or rule.span,
-                    f'duplicate rule name "{rule.name}"; rule names are unique across the rule set '
+                    f"duplicate rule name {quote(rule.name)}; rule names are unique across the rule set "
                     f"(first defined at {first.name_span or first.span})",
                 )
             )
@@ -37,7 +38,7 @@ def check_rule_set(rule_set: ast.RuleSet, sources: dict[str, str] | None = None)
         out.append(
             Diagnostic(
                 later.name_span or later.span,
-                f'rule "{later.name}" never sees a message: rule "{earlier.name}" ({earlier.span}) '
+                f"rule {quote(later.name)} never sees a message: rule {quote(earlier.name)} ({earlier.span}) "
                 "matches everything it matches first and takes it away",
                 severity="warning",
             )
@@ -82,12 +83,12 @@ def check_rule(rule: ast.Rule) -> list[Diagnostic]:
             )
         )
     if not rule.actions:
-        out.append(Diagnostic(rule.name_span or rule.span, f'rule "{rule.name}" has no actions'))
+        out.append(Diagnostic(rule.name_span or rule.span, f"rule {quote(rule.name)} has no actions"))
     out.extend(check_actions(rule.actions, groups, in_rule=True))
     reason = contradiction(rule.condition)
     if reason:
         span = getattr(rule.condition, "span", rule.span)
-        out.append(Diagnostic(span, f'rule "{rule.name}" can never match: {reason}', severity="warning"))
+        out.append(Diagnostic(span, f"rule {quote(rule.name)} can never match: {reason}", severity="warning"))
     return out
 
 
@@ -196,7 +197,7 @@ def check_tests(rule_file: ast.RuleFile) -> list[Diagnostic]:
             out.append(
                 Diagnostic(
                     _name_span(test),
-                    f'duplicate test name "{test.name}" in this file (first at {seen[key].span})',
+                    f"duplicate test name {quote(test.name)} in this file (first at {seen[key].span})",
                 )
             )
         else:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from itertools import combinations
 from typing import Any
 
-from mailrules.dsl import ast
+from mailrules.dsl import ast, unparse
 
 # Bounds of each age unit in minutes (months and years vary; use the safe side of each bound).
 _UNIT_MIN = {
@@ -133,7 +133,7 @@ def _age_clash(items: list[ast.Condition]) -> str | None:
     for o in older:  # age > o and age < n is empty when o >= n for sure
         for n in newer:
             if o.amount * _UNIT_MIN[o.unit] >= n.amount * _UNIT_MAX[n.unit]:
-                return f"no message is both older than {o.amount} {o.unit} and newer than {n.amount} {n.unit}"
+                return f"no message is both {unparse.atom(o)} and {unparse.atom(n)}"
     return None
 
 

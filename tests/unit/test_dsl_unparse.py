@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from mailrules.dsl import ast as A
 from mailrules.dsl import unparse
+from mailrules.dsl.check import check_rule_set
 from mailrules.dsl.check_logic import shape
 from mailrules.dsl.lexemes import header_name_problem, keyword_problem, label_problem, mailbox_problem
 from mailrules.dsl.parser import parse_text
@@ -418,3 +419,18 @@ def test_parse_of_unparse_is_the_same_ast(rule_file: A.RuleFile) -> None:
 def test_a_condition_comes_back(cond: A.Condition) -> None:
     text = unparse.condition(cond)
     assert shape(parse_condition(text)) == shape(cond), text
+
+
+def test_the_checker_writes_names_and_tests_as_the_language_does() -> None:
+    text = (
+        'rule "say \\"hi\\"" { when older than 1 month and newer than 1 day then flag }\n'
+        'rule "say \\"hi\\"" { then flag }\n'
+    )
+    rf, diags = parse_text(text, "c.rules")
+    assert rf is not None and not diags
+    messages = [d.message for d in check_rule_set(A.RuleSet((rf,)))]
+    assert messages == [
+        'rule "say \\"hi\\"" can never match: no message is both older than 1 month and newer than 1 day',
+        'duplicate rule name "say \\"hi\\""; rule names are unique across the rule set '
+        "(first defined at c.rules:1:6)",
+    ]
