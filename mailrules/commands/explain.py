@@ -10,6 +10,7 @@ from mailrules.compile.explain import explain_condition, format_needs, format_se
 from mailrules.compile.plan import plan_condition
 from mailrules.dsl import ast as A
 from mailrules.dsl import unparse
+from mailrules.imap import names
 
 
 def _trigger(t: A.Trigger) -> str:
@@ -37,7 +38,19 @@ def explain_rule(rule: A.Rule, dialect: Dialect, *, now: dt.datetime, tz: dt.tzi
     return "\n".join(lines)
 
 
+def names_block(rules: Sequence[A.Rule], server: str) -> list[str]:
+    """How the rules' mailbox names map on `server` (NAMESPACE as measured, names.KNOWN_NAMESPACES),
+    as comment lines; a server not measured says so (doctor shows the mapping once connected)."""
+    ns = names.KNOWN_NAMESPACES.get(server)
+    if ns is None:
+        return [f"# mailbox names: not known for a {server} server without a connection; "
+                "`mailrules doctor` shows how they map"]
+    return ["# " + line for line in names.describe(ns, [n for n, _ in names.rule_mailboxes(rules)])]
+
+
 def explain_rule_set(rules: Sequence[A.Rule], dialect: Dialect, *, now: dt.datetime, tz: dt.tzinfo) -> str:
-    """Every rule's block, separated by blank lines, headed by the dialect used."""
-    head = f"# planned for a {dialect.name} server; relative dates as of {now:%Y-%m-%d %H:%M %Z}"
-    return "\n\n".join([head, *(explain_rule(r, dialect, now=now, tz=tz) for r in rules)])
+    """Every rule's block, separated by blank lines, headed by the dialect used and how mailbox names
+    map on that server."""
+    head = [f"# planned for a {dialect.name} server; relative dates as of {now:%Y-%m-%d %H:%M %Z}",
+            *names_block(rules, dialect.name)]
+    return "\n\n".join(["\n".join(head), *(explain_rule(r, dialect, now=now, tz=tz) for r in rules)])
