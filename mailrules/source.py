@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mailrules.logs import printable
+
 Severity = Literal["error", "warning"]
+
+#: The longest source line a diagnostic shows whole (a minified or hostile line is cut around
+#: the caret).
+SHOWN_WIDTH = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,17 +43,39 @@ class Diagnostic:
     hint: str = ""
 
     def render(self, source_line: str | None = None) -> str:
-        """`path:line:col: error: message`, then the source line, then a caret."""
+        """`path:line:col: error: message`, then the source line, then a caret.
+
+        The source line is shown with its control characters escaped (`\\x1b`: a file must not
+        drive the terminal), the caret under the same characters; a line longer than
+        `SHOWN_WIDTH` is cut to that many characters around the caret, `...` marking the cuts.
+        """
         out = f"{self.span}: {self.severity}: {self.message}"
         if source_line is not None:
-            line = source_line.rstrip("\r\n").expandtabs(1)
-            width = max(1, min(self.span.end_column, len(line) + 1) - self.span.column) if (
-                self.span.end_line == self.span.line and self.span.end_column > self.span.column
-            ) else 1
-            out += f"\n    {line}\n    {' ' * (self.span.column - 1)}{'^' * width}"
+            line = source_line.rstrip("\r\n")
+            span = self.span
+            end = span.end_column if span.end_line == span.line and span.end_column > span.column else 0
+            end = min(end, len(line) + 1)
+            shown = _shown(line)
+            at = len(_shown(line[: span.column - 1])) + max(0, span.column - 1 - len(line))
+            end = end if end > span.column else span.column + 1  # a point: its one character
+            width = max(1, len(_shown(line[span.column - 1 : end - 1])))
+            if len(shown) > SHOWN_WIDTH:
+                left = max(0, min(at - SHOWN_WIDTH // 4, len(shown) - SHOWN_WIDTH))
+                cut = ("..." if left else "") + shown[left : left + SHOWN_WIDTH]
+                cut += "..." if left + SHOWN_WIDTH < len(shown) else ""
+                at += len(cut) - len(cut.removeprefix("...")) - left
+                width = max(1, min(width, len(cut) - at))
+                shown = cut
+            out += f"\n    {shown}\n    {' ' * at}{'^' * width}"
         if self.hint:
             out += f"\n    {self.hint}"
         return out
+
+
+def _shown(text: str) -> str:
+    """`text` as a source line is shown: a tab as one space (columns count it as one character),
+    every other character that could end or rewrite a terminal line escaped (logs.printable)."""
+    return printable(text.replace("\t", " "))
 
 
 def source_line(text: str, line: int) -> str | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mailrules.config.locate import KeyPath, too_deep
+from mailrules.config.problems import Problem
 from mailrules.config.schema import (
     ACCOUNT,
     CLIENT_SECRET_KEYS,
@@ -93,7 +94,7 @@ def apply_env(
     origins: dict[KeyPath, str],
     env: Mapping[str, str],
     config_dir: Path,
-    errors: list[str],
+    errors: list[Problem],
 ) -> None:
     """Merge every `MAILRULES_*` variable of `env` into `raw`, recording `$NAME` as each key's origin.
 
@@ -108,7 +109,8 @@ def apply_env(
         where = f"${name}"
         parts = [p.lower() for p in name[len(PREFIX):].split("__")]
         if "" in parts or "___" in name:
-            errors.append(f"{where}: malformed name: levels are separated by exactly two underscores")
+            message = "malformed name: levels are separated by exactly two underscores"
+            errors.append(Problem(message, where=where))
             continue
         target = _resolve(parts, raw, where, errors)
         if target is None:
@@ -120,14 +122,14 @@ def apply_env(
             try:
                 text = read_value_file(file)
             except ValueFileError as exc:
-                errors.append(f"{where}: {dotted(path)}: cannot read {file}: {exc}")
+                errors.append(Problem(f"{dotted(path)}: cannot read {file}: {exc}", where=where))
                 continue
         if text == "" and path[-1] in OPTIONAL_KEYS:
             _unset(raw, path)
             continue
         value = _parse(text, kind, path[-1] in HIDDEN_KEYS)
         if isinstance(value, _Bad):
-            errors.append(f"{where}: {dotted(path)}: {value.message}")
+            errors.append(Problem(f"{dotted(path)}: {value.message}", where=where))
             continue
         if _set(raw, origins, path, value, where):
             from_env.add(path)
@@ -142,7 +144,7 @@ def apply_env(
 
 
 def _resolve(
-    parts: list[str], raw: dict[str, Any], where: str, errors: list[str]
+    parts: list[str], raw: dict[str, Any], where: str, errors: list[Problem]
 ) -> tuple[KeyPath, Kind, bool] | None:
     """The key path and kind a variable's name designates, or None after recording why not."""
     schema: dict[str, Kind] = TOP
@@ -153,15 +155,15 @@ def _resolve(
         last = i == len(parts) - 1
         if schema is TOP and key == "accounts":
             if last:
-                errors.append(f"{where}: accounts is a table; set one account's key, "
-                              f"e.g. ${PREFIX}ACCOUNTS__WORK__HOST")
+                errors.append(Problem("accounts is a table; set one account's key, "
+                                      f"e.g. ${PREFIX}ACCOUNTS__WORK__HOST", where=where))
                 return None
             path += ["accounts", _account_name(parts[i + 1], raw)]
             schema = ACCOUNT
             i += 2
             if i == len(parts):
-                errors.append(f"{where}: {dotted(tuple(path))} is a table; set one of its keys, "
-                              f"e.g. {where}__HOST")
+                errors.append(Problem(f"{dotted(tuple(path))} is a table; set one of its keys, "
+                                      f"e.g. {where}__HOST", where=where))
                 return None
             continue
         kind = schema.get(key)
@@ -169,19 +171,20 @@ def _resolve(
         if kind is None and key.endswith("_file") and schema.get(key[:-5]) not in (None, "table", "accounts"):
             key, kind, via_file = key[:-5], schema[key[:-5]], True
         if kind is None:
-            errors.append(f"{where}: {dotted((*path, key))}: unknown key{suggestion(key, schema)}")
+            message = f"{dotted((*path, key))}: unknown key{suggestion(key, schema)}"
+            errors.append(Problem(message, where=where))
             return None
         path.append(key)
         if kind == "table":
             if last:
-                errors.append(f"{where}: {dotted(tuple(path))} is a table; set one of its keys, "
-                              f"e.g. {where}__{next(iter(_TABLES[key])).upper()}")
+                errors.append(Problem(f"{dotted(tuple(path))} is a table; set one of its keys, "
+                                      f"e.g. {where}__{next(iter(_TABLES[key])).upper()}", where=where))
                 return None
             schema = _TABLES[key]
             i += 1
             continue
         if not last:
-            errors.append(f"{where}: {dotted(tuple(path))} is not a table")
+            errors.append(Problem(f"{dotted(tuple(path))} is not a table", where=where))
             return None
         return tuple(path), kind, via_file
     return None

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailrules.config import env as _env
 from mailrules.config.env import dotted, suggestion
-from mailrules.config.locate import KeyPath, key_lines, read_toml
+from mailrules.config.locate import KeyPath, Place, key_places
 from mailrules.config.model import (
     AccountSettings,
     LimitsSettings,
@@ -26,6 +26,8 @@ from mailrules.config.model import (
 )
 from mailrules.config.names import control_problem, escape, line_break_problem, mailbox_problem
 from mailrules.config.oauth2 import account_auth
+from mailrules.config.problems import Problem, problem_at, render
+from mailrules.config.reading import read_toml
 from mailrules.config.schema import (
     ACCOUNT,
     DEFAULT_LISTEN,
@@ -69,8 +71,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     """Load the configuration: `path`, else `$MAILRULES_CONFIG`, else /etc/mailrules/mailrules.toml.
 
     `env` (default `os.environ`) supplies `MAILRULES_*` overrides and `password_env` variables.
-    Every problem found is collected; any problem raises one `ConfigError` listing them all, one
-    per line, as `path:line: key: message`. Problems that do not prevent a start are returned in
+    Every problem found is collected; any problem raises one `ConfigError` listing them all in the
+    rule errors' format (config/problems.py). Problems that do not prevent a start are returned in
     `Settings.warnings` for the caller to show.
     """
     environ: Mapping[str, str] = os.environ if env is None else env
@@ -81,12 +83,12 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     text, raw = read_toml(config_path, shown)
 
     cx = _Context(shown, config_path.parent, environ)
-    cx.origins.update({key: f"{shown}:{line}" for key, line in key_lines(text).items()})
+    cx.places = key_places(text, shown)
+    cx.origins.update({key: f"{shown}:{place.key.line}" for key, place in cx.places.items()})
     _env.apply_env(raw, cx.origins, environ, cx.config_dir, cx.errors)
     settings = _settings(raw, cx, config_path)
     if cx.errors:
-        # Values are echoed in messages: their control characters must not reach the terminal raw.
-        raise ConfigError("\n".join(escape(e) for e in sorted(cx.errors, key=cx.order)))
+        raise ConfigError(render(cx.errors, text))
     logger.debug("configuration %s: %d account(s), %d warning(s)",
                  config_path, len(settings.accounts), len(settings.warnings))
     return settings
@@ -100,7 +102,8 @@ class _Context:
         self.config_dir = config_dir
         self.env = env
         self.origins: dict[KeyPath, str] = {}
-        self.errors: list[str] = []
+        self.places: dict[KeyPath, Place] = {}
+        self.errors: list[Problem] = []
         self.warnings: list[str] = []
         self.tokens_dir = config_dir / "tokens"  # OAuth2 token stores' default: beside the state
 
@@ -118,10 +121,12 @@ class _Context:
             return (0, int(line) if line.isdigit() else 0)
         return (1, 0)
 
-    def error(self, path: KeyPath, message: str, at: KeyPath | None = None) -> None:
-        line = f"{self.where(at or path)}: {dotted(path)}: {message}"
-        if line not in self.errors:
-            self.errors.append(line)
+    def error(self, path: KeyPath, message: str, at: KeyPath | None = None, *, key: bool = False) -> None:
+        """A problem with `path`, shown at `at` (default `path`): its value, or its key when `key`."""
+        text = f"{dotted(path)}: {message}"
+        problem = problem_at(at or path, text, self.origins, self.places, self.shown, key=key)
+        if problem not in self.errors:
+            self.errors.append(problem)
 
     def warn(self, path: KeyPath, message: str) -> None:
         self.warnings.append(f"{self.where(path)}: {dotted(path)}: {message}")
@@ -129,7 +134,7 @@ class _Context:
     def check_keys(self, table: dict[str, Any], path: KeyPath, schema: dict[str, Kind]) -> None:
         for key in table:
             if key not in schema:
-                self.error((*path, key), f"unknown key{suggestion(key, schema)}")
+                self.error((*path, key), f"unknown key{suggestion(key, schema)}", key=True)
 
     def get(self, table: dict[str, Any], path: KeyPath, key: str, kind: Kind) -> Any:
         """The value of `key` when present and of the right type; None (after an error) otherwise."""
@@ -247,14 +252,14 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
             cx.error(path, f"expected a table, got {type_name(table)}")
             continue
         if not name.strip():
-            cx.error(path, "an account name must not be empty")
+            cx.error(path, "an account name must not be empty", key=True)
             continue
         if control_problem(name):
-            cx.error(path, f"an account name {control_problem(name)}")  # it names logs and metrics
+            cx.error(path, f"an account name {control_problem(name)}", key=True)  # it names logs, metrics
             continue
         if name.lower() in seen:
             cx.error(path, f"differs from accounts.{seen[name.lower()]} only in case, which the "
-                     "environment overrides cannot tell apart")
+                     "environment overrides cannot tell apart", key=True)
         seen[name.lower()] = name
         account = _account(name, table, cx)
         if account is not None:
@@ -414,7 +419,8 @@ def _smtp(
         username = username if "username" in t else account_username
     elif password is None and not any(k in t for k in SECRET_KEYS):
         if "username" in t:
-            cx.error(p, "username is set but no password, password_file or password_env", at=(*p, "username"))
+            cx.error(p, "username is set but no password, password_file or password_env",
+                     at=(*p, "username"), key=True)
         elif preset:
             # A provider's SMTP server takes the same credentials as its IMAP server.
             username, password = account_username, account_password
@@ -466,7 +472,7 @@ def _secret(t: dict[str, Any], p: KeyPath, cx: _Context, required: bool) -> Secr
     given = [k for k in SECRET_KEYS if k in t]
     if len(given) > 1:
         cx.error(p, f"set only one of password, password_file, password_env (found {', '.join(given)})",
-                 at=max(((*p, k) for k in given), key=lambda kp: cx.order(cx.where(kp) + ":")))
+                 at=max(((*p, k) for k in given), key=lambda kp: cx.order(cx.where(kp) + ":")), key=True)
         return None
     if not given:
         if required:

@@ -1,4 +1,4 @@
-"""Reading a TOML file safely; where each key sits in it (tomllib gives none); errors as path:line:col."""
+"""Where each key and value sits in a TOML file (tomllib gives no positions); the file's statements."""
 
 from __future__ import annotations
 
@@ -6,87 +6,40 @@ import bisect
 import contextlib
 import re
 import tomllib
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-from mailrules.errors import ConfigError
+from mailrules.source import Span
 
 KeyPath = tuple[str, ...]
 
-#: A configuration file is a few KB; anything past this is not one (or is /dev/zero).
-MAX_CONFIG_BYTES = 1024 * 1024
-#: Arrays and inline tables nested deeper are refused before tomllib, which recurses once per
-#: level and would die of RecursionError (a traceback, exit 1) somewhere near 400, depending on
-#: how deep the caller's stack already is. A real configuration nests 2 or 3 levels.
-MAX_NESTING = 100
-# Python refuses to convert integers of more than 4300 digits (sys.int_info.default_max_str_digits).
-_HUGE_NUMBER = re.compile(r"(?:0[xXoObB])?[0-9A-Fa-f][0-9A-Fa-f_]{4299,}")
-
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
-_TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
-_TOML_END = re.compile(r"\s*\(at end of document\)\s*$")
 
 
-def key_lines(text: str) -> dict[KeyPath, int]:
-    """The 1-based line of every key and table header in `text`, by key path.
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a key sits in the file, and its value when the key is written `key = value`."""
+
+    key: Span
+    value: Span | None = None
+
+
+def key_places(text: str, file: str) -> dict[KeyPath, Place]:
+    """The place of every key and table header in `text`, by key path (spans name `file`).
 
     Best effort, for error messages only: it runs after tomllib accepted the text, handles
     `[table]` headers, dotted and quoted keys and inline tables, skips arrays and strings, and
-    never raises (what it could not place falls back to the enclosing table's line).
+    never raises (what it could not place falls back to the enclosing table's place). A dotted
+    key's prefixes span the parts up to theirs: `options` in `options.debug = true`.
     """
-    scanner = _Scanner(text)
+    scanner = _Scanner(text, file)
     with contextlib.suppress(IndexError, ValueError, RecursionError, tomllib.TOMLDecodeError):
         scanner.document()
     return scanner.found
 
 
-def read_toml(path: Path, shown: str) -> tuple[str, dict[str, Any]]:
-    """The text of the configuration file at `path` and its parsed tables; raise ConfigError.
-
-    Whatever the file is (missing, a directory, not UTF-8, huge, nested 2,000 levels deep, a
-    number of 5,000 digits), the error is one line, `shown:line:col: invalid TOML: ...` where a
-    position is known, never a traceback. A UTF-8 byte order mark is skipped.
-    """
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{shown}: cannot read the configuration: {exc.strerror or exc}") from None
-    except ValueError:  # a NUL in the path
-        raise ConfigError(f"{shown}: cannot read the configuration: the path contains a NUL") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{shown}: the configuration is larger than {MAX_CONFIG_BYTES // 1024} KiB")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{shown}:{line}: the configuration is not valid UTF-8 text") from None
-    return text, parse_toml(text, shown)
-
-
-def parse_toml(text: str, shown: str) -> dict[str, Any]:
-    """tomllib.loads, with every way it can fail (not only TOMLDecodeError) as a ConfigError."""
-    deep = too_deep(text, MAX_NESTING)
-    if deep is not None:
-        line, col = deep
-        raise ConfigError(
-            f"{shown}:{line}:{col}: invalid TOML: arrays and inline tables nested more than "
-            f"{MAX_NESTING} levels deep"
-        )
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(format_toml_error(shown, text, exc)) from None
-    except RecursionError:  # not past MAX_NESTING, yet the caller's stack was already deep
-        raise ConfigError(f"{shown}: invalid TOML: nested too deeply to read") from None
-    except ValueError as exc:  # int() past Python's digit limit
-        where = shown
-        m = _HUGE_NUMBER.search(text)
-        if m:
-            line, col = position(text, m.start())
-            where = f"{shown}:{line}:{col}"
-        what = "a number with more than 4300 digits" if "digits" in str(exc) else str(exc)
-        raise ConfigError(f"{where}: invalid TOML: {what}") from None
+def key_lines(text: str) -> dict[KeyPath, int]:
+    """The 1-based line of every key and table header in `text`, by key path (see key_places)."""
+    return {path: place.key.line for path, place in key_places(text, "").items()}
 
 
 def position(text: str, index: int) -> tuple[int, int]:
@@ -150,38 +103,60 @@ def _string_end(text: str, i: int) -> int:
     return j
 
 
-def format_toml_error(path: str, text: str, exc: tomllib.TOMLDecodeError) -> str:
-    """tomllib's "Invalid value (at line 3, column 7)" as `path:3:7: invalid TOML: invalid value`."""
-    message = str(exc)
-    m = _TOML_POS.search(message)
-    if m:
-        line, col = int(m.group(1)), int(m.group(2))
-        message = message[: m.start()]
-    else:
-        line = text.count("\n") + 1
-        col = len(text) - (text.rfind("\n") + 1) + 1
-        message = _TOML_END.sub("", message)
-    message = message[:1].lower() + message[1:]
-    return f"{path}:{line}:{col}: invalid TOML: {message}"
+def statement_starts(text: str) -> list[int]:
+    """The index where each statement of `text` starts: a line that begins outside any string,
+    array or inline table. Linear, never raises; on invalid text a best effort (an unclosed
+    string runs to the end of its line, or of the file when it is a multi-line one)."""
+    starts = [0]
+    depth = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif c in "\"'":
+            i = _string_end(text, i)
+        else:
+            if c in "[{":
+                depth += 1
+            elif c in "]}":
+                depth = max(depth - 1, 0)
+            elif c == "\n" and depth == 0:
+                starts.append(i + 1)
+            i += 1
+    return starts
 
 
 class _Scanner:
-    """A recursive-descent walk over valid TOML that records where keys start."""
+    """A recursive-descent walk over valid TOML that records where keys and values are."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, file: str) -> None:
         self.s = text
+        self.file = file
         self.i = 0
-        self.found: dict[KeyPath, int] = {}
+        self.found: dict[KeyPath, Place] = {}
         self._starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self._key_start = 0  # where the last key read starts, and where each of its parts ends
+        self._key_ends: list[int] = []
 
     # -- positions -----------------------------------------------------------------------------
-    def _line(self, pos: int) -> int:
-        return bisect.bisect_right(self._starts, pos)
+    def _span(self, start: int, end: int) -> Span:
+        line = bisect.bisect_right(self._starts, start)
+        end_line = bisect.bisect_right(self._starts, end)
+        return Span(self.file, line, start - self._starts[line - 1] + 1,
+                    end_line, end - self._starts[end_line - 1] + 1)
 
-    def _record(self, path: KeyPath, pos: int) -> None:
-        line = self._line(pos)
-        for n in range(1, len(path) + 1):
-            self.found.setdefault(path[:n], line)
+    def _record(self, base: KeyPath, key: KeyPath) -> None:
+        """The key just read (`key`, inside table `base`) and each of its dotted prefixes."""
+        for n, end in enumerate(self._key_ends[: len(key)], start=1):
+            if base + key[:n] not in self.found:
+                self.found[base + key[:n]] = Place(self._span(self._key_start, end))
+
+    def _record_value(self, path: KeyPath, start: int) -> None:
+        place = self.found.get(path)
+        if place is not None and place.value is None:
+            self.found[path] = Place(place.key, self._span(start, self.i))
 
     def _peek(self, n: int = 1) -> str:
         return self.s[self.i : self.i + n]
@@ -208,26 +183,30 @@ class _Scanner:
             self._skip_space(newlines=True)
             if self.i >= len(self.s):
                 return
-            start = self.i
             if self._peek() == "[":
                 double = self._peek(2) == "[["
                 self.i += 2 if double else 1
                 self._skip_space(newlines=False)
                 table = self._key()
-                self._record(table, start)
+                self._record((), table)
                 self._skip_line()
                 continue
             key = self._key()
-            self._record(table + key, start)
+            self._record(table, key)
             self._skip_space(newlines=False)
             if self._peek() == "=":
                 self.i += 1
                 self._skip_space(newlines=False)
+                start = self.i
                 self._value(table + key)
+                self._record_value(table + key, start)
             self._skip_line()
 
     def _key(self) -> KeyPath:
         parts: list[str] = []
+        self._skip_space(newlines=False)
+        self._key_start = self.i
+        self._key_ends = []
         while True:
             self._skip_space(newlines=False)
             c = self._peek()
@@ -248,6 +227,7 @@ class _Scanner:
                     break
                 parts.append(m.group())
                 self.i = m.end()
+            self._key_ends.append(self.i)
             self._skip_space(newlines=False)
             if self._peek() != ".":
                 break
@@ -287,12 +267,15 @@ class _Scanner:
                 start = self.i
                 key = self._key()
                 if path is not None and key:
-                    self._record(path + key, start)
+                    self._record(path, key)
                 self._skip_space(newlines=False)
                 if self._peek() == "=":
                     self.i += 1
                     self._skip_space(newlines=False)
+                    value_start = self.i
                     self._value(None if path is None else path + key)
+                    if path is not None:
+                        self._record_value(path + key, value_start)
                 elif self.i == start:
                     self.i += 1
         else:

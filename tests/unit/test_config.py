@@ -214,7 +214,7 @@ def test_config_path_from_argument_env_or_default(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as exc:
             load_config(env={})
         assert str(exc.value) == (
-            "/etc/mailrules/mailrules.toml: cannot read the configuration: No such file or directory"
+            "/etc/mailrules/mailrules.toml: error: cannot read the configuration: No such file or directory"
         )
 
 
@@ -330,10 +330,12 @@ def test_secrets_never_in_errors(tmp_path: Path, caplog: pytest.LogCaptureFixtur
         load_config(path, env=env)
     message = str(exc.value)
     assert message.splitlines() == [
-        f"{path}:17: accounts.c.prot: unknown key (did you mean 'port'?)",
-        f"{path}:18: accounts.c: set only one of password, password_file, password_env "
-        "(found password, password_env)",
-        "$MAILRULES_ACCOUNTS__A__PORT: accounts.a.port: expected an integer, got 'not-a-port'",
+        f"{path}:17:1: error: accounts.c.prot: unknown key (did you mean 'port'?)",
+        "    prot = 1",
+        "    ^^^^",
+        f"{path}:18:1: error: accounts.c: set only one of password, password_file, password_env "
+        "(found password, password_env)",  # the line is not shown: it sets a password
+        "$MAILRULES_ACCOUNTS__A__PORT: error: accounts.a.port: expected an integer, got 'not-a-port'",
     ]
     _assert_no_secret(message)
     _assert_no_secret(repr(exc.value))
@@ -346,7 +348,9 @@ def test_unreadable_secret_names_account_and_path_only(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={})
     assert str(exc.value) == (
-        f"{path}:4: accounts.a.password_file: cannot read {tmp_path / 'dir'}: Is a directory"
+        f"{path}:4:17: error: accounts.a.password_file: cannot read {tmp_path / 'dir'}: Is a directory\n"
+        '    password_file = "dir"\n'
+        "                    ^^^^^"
     )
 
 

@@ -104,8 +104,8 @@ def test_preset_from_the_environment(tmp_path: Path) -> None:
 def test_unknown_provider_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load(tmp_path, f'[accounts.a]\nprovider = "gmial"\n{ACCOUNT}')
-    assert str(exc.value) == (
-        f"{tmp_path / 'mailrules.toml'}:2: accounts.a.provider: unknown provider 'gmial' "
+    assert str(exc.value).splitlines()[0] == (
+        f"{tmp_path / 'mailrules.toml'}:2:12: error: accounts.a.provider: unknown provider 'gmial' "
         "(known: fastmail, gmail, google, microsoft, outlook, yahoo)"
     )
 
