@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -32,12 +32,20 @@ def parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def entry_row(e: JournalEntry) -> tuple[Any, ...]:
-    """The journal row of `e`, in JOURNAL_COLUMNS order."""
+def aware(moment: datetime) -> datetime:
+    """`moment` in UTC, as a timestamptz parameter (PostgreSQL); refused without a time zone, as `ts`."""
+    if moment.tzinfo is None:
+        raise ValueError("state timestamps must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+def entry_row(e: JournalEntry, stamp: Callable[[datetime], Any] = ts) -> tuple[Any, ...]:
+    """The journal row of `e`, in JOURNAL_COLUMNS order; `at` through `stamp` (text for SQLite,
+    `aware` for PostgreSQL's timestamptz)."""
     if e.outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {e.outcome!r}")
     # attribute reads, not dataclasses.asdict (a deep copy per entry: 9% of a 20,000-message run)
-    return tuple(ts(e.at) if c == "at" else getattr(e, c) for c in JOURNAL_COLUMNS)
+    return tuple(stamp(e.at) if c == "at" else getattr(e, c) for c in JOURNAL_COLUMNS)
 
 
 def entry_from_row(row: Sequence[Any]) -> JournalEntry:
@@ -47,15 +55,23 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
     return JournalEntry(**values)
 
 
-def entry_to_json(e: JournalEntry) -> str:
-    """`e` as the JSON kept with an intent."""
+def entry_data(e: JournalEntry) -> dict[str, Any]:
+    """`e` as the JSON object kept with an intent (`at` as `ts` text)."""
     row = asdict(e)
     row["at"] = ts(e.at)
-    return json.dumps(row, sort_keys=True)
+    return row
+
+
+def entry_to_json(e: JournalEntry) -> str:
+    """`e` as the JSON kept with an intent."""
+    return json.dumps(entry_data(e), sort_keys=True)
+
+
+def entry_from_data(values: dict[str, Any]) -> JournalEntry:
+    """The entry of an intent's JSON object (PostgreSQL's jsonb arrives decoded)."""
+    return JournalEntry(**{**values, "at": parse_ts(values["at"])})
 
 
 def entry_from_json(text: str) -> JournalEntry:
     """The entry of an intent's JSON."""
-    values = json.loads(text)
-    values["at"] = parse_ts(values["at"])
-    return JournalEntry(**values)
+    return entry_from_data(json.loads(text))
