@@ -179,6 +179,30 @@ def test_dashboard_and_alerts_name_only_exposed_metrics() -> None:
         assert f'le="{le}"' in _static_exposition(), f"le={le} is not a bucket boundary as exposed"
 
 
+#: What issue 9's bounds count: the "Hostile mail" row shows each of them.
+HOSTILE_MAIL = {
+    "mailrules_messages_skipped_total",
+    "mailrules_message_text_cut_total",
+    "mailrules_actions_skipped_total",
+    "mailrules_mailbox_creations_refused_total",
+    "mailrules_state_errors_total",
+    "mailrules_http_connections_dropped_total",
+}
+
+
+def test_the_hostile_mail_row_shows_every_bound() -> None:
+    panels = _dashboard()["panels"]
+    start = next(i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Hostile mail")
+    end = next((i for i, p in enumerate(panels) if i > start and p["type"] == "row"), len(panels))
+    row = panels[start + 1 : end]
+    shown = {name for p in row for t in p["targets"] for name in metric_names(t["expr"])}
+    assert shown == HOSTILE_MAIL
+    # the panels sit under their row: below it, above the next one
+    top = panels[start]["gridPos"]["y"]
+    bottom = panels[end]["gridPos"]["y"] if end < len(panels) else math.inf
+    assert all(top < p["gridPos"]["y"] < bottom for p in row)
+
+
 def test_every_query_parses(tmp_path: Path) -> None:
     """promtool parses each query (variables substituted) as the expression of a recording rule."""
     promtool = _require("promtool")
