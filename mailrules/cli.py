@@ -208,7 +208,8 @@ def run(
     verbose: bool,
 ) -> None:
     """Apply the rules to the messages already in their mailboxes (back-fill), then exit."""
-    from mailrules.commands.run import default_session, format_summary, open_store, run_rules, select_rules
+    from mailrules.accounts import default_session, mailboxes_of
+    from mailrules.commands.run import format_summary, open_store, run_rules, select_rules
     from mailrules.dsl.ast import RuleSet
     from mailrules.errors import MailrulesError
 
@@ -229,7 +230,6 @@ def run(
         sys.exit(EXIT_USAGE)
     metrics = None
     if print_metrics:
-        from mailrules.commands.run import mailboxes_of
         from mailrules.daemon.metrics import Metrics
 
         metrics = Metrics()
@@ -297,7 +297,8 @@ def _print_log(
     limit: int,
     pending: bool,
 ) -> None:
-    from mailrules.commands.run import format_entry, open_store
+    from mailrules.accounts import format_entry
+    from mailrules.commands.run import open_store
     from mailrules.logs import printable
 
     with open_store(settings) as state:

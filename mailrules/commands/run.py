@@ -3,64 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from mailrules.config import AccountSettings, Settings
+from mailrules.accounts import SessionFactory, build_accounts, count_limits, default_session, log_entry, walk
+from mailrules.config import Settings
 from mailrules.dsl import ast as A
-from mailrules.engine.core import (
-    AccountContext,
-    Engine,
-    EngineObserver,
-    MailboxReport,
-    RunOptions,
-    merge_reports,
-)
-from mailrules.engine.limits import LimitLedger, precount
+from mailrules.engine.core import Engine, merge_reports
+from mailrules.engine.limits import LimitLedger
 from mailrules.engine.loops import LoopGuard
-from mailrules.errors import ImapError, MailrulesError, StateError
-from mailrules.imap.session import ConnectionParams, ImapSession
-from mailrules.imap.store import ImapStore
+from mailrules.engine.ports import EngineObserver, MailboxReport, RunOptions
+from mailrules.errors import MailrulesError
+from mailrules.imap.session import ImapSession
 from mailrules.logs import printable
-from mailrules.smtp.sender import SmtpParams, SmtpSender
 from mailrules.state.models import JournalEntry, UndoFlag, UndoMove
 from mailrules.state.store import StateStore, new_run_id
-
-log = logging.getLogger("mailrules.run")
-
-
-def connection_params(account: AccountSettings) -> ConnectionParams:
-    """The IMAP session's parameters from an account's settings (the secret revealed only here)."""
-    return ConnectionParams(
-        host=account.host,
-        port=account.port,
-        tls=account.tls,
-        username=account.username,
-        password=account.password.reveal() if account.password is not None else "",
-        ca_file=str(account.ca_file) if account.ca_file else None,
-        allow_insecure=account.allow_insecure,
-        name=account.name,
-    )
-
-
-def account_context(account: AccountSettings, guard: LoopGuard | None = None) -> AccountContext:
-    """What the engine needs of an account: overrides, mailbox creation, an SMTP sender, and the
-    loop guard of the run (actions/loops.py; None: a guard with the default limits per pass)."""
-    sender = None
-    if account.smtp is not None:
-        sender = SmtpSender(
-            SmtpParams.from_settings(account.smtp, ca_file=str(account.ca_file) if account.ca_file else None)
-        )
-    return AccountContext(
-        account.name,
-        archive=account.archive,
-        trash=account.trash,
-        create_mailboxes=account.create_mailboxes,
-        sender=sender,
-        guard=guard,
-    )
 
 
 def select_rules(rules: Sequence[A.Rule], names: Sequence[str]) -> list[A.Rule]:
@@ -72,18 +30,6 @@ def select_rules(rules: Sequence[A.Rule], names: Sequence[str]) -> list[A.Rule]:
     if unknown:
         raise MailrulesError(f"no rule named {', '.join(sorted(repr(u) for u in unknown))}")
     return [r for r in rules if r.name.casefold() in wanted]
-
-
-def mailboxes_of(rules: Sequence[A.Rule], account: str) -> list[str]:
-    """The mailboxes the rules look at for this account, in order of first appearance."""
-    out: list[str] = []
-    for r in rules:
-        if r.accounts and account not in r.accounts:
-            continue
-        for m in r.mailboxes:
-            if m not in out:
-                out.append(m)
-    return out
 
 
 @dataclass
@@ -112,43 +58,6 @@ class RunResult:
         return merge_reports(self.reports)
 
 
-def format_entry(e: JournalEntry) -> str:
-    """The one log line per action (house style 10): rule, account, mailbox, UID, Message-ID, what.
-
-    Every field is escaped again (`printable` changes nothing twice): rows written before the
-    engine escaped them may hold a line break a sender chose.
-    """
-    what = e.action + (
-        f" {printable(e.detail)}" if e.detail and e.action in ("tag", "untag", "forward", "redirect") else ""
-    )
-    if e.destination:
-        what += f' to "{printable(e.destination)}"'
-    tail = f" ({printable(e.error)})" if e.error else ""
-    return (
-        f'rule "{printable(e.rule)}" account={e.account} mailbox="{printable(e.mailbox)}" uid={e.uid} '
-        f"message-id={printable(e.message_id) or '-'}: {what}: {e.outcome}{tail}"
-    )
-
-
-def log_entry(e: JournalEntry) -> None:
-    level = logging.WARNING if e.outcome == "failed" else logging.INFO
-    log.log(
-        level,
-        "%s",
-        format_entry(e),
-        extra={
-            "rule": e.rule,
-            "account": e.account,
-            "mailbox": e.mailbox,
-            "uid": e.uid,
-            "message_id": e.message_id,
-            "action": e.action,
-            "outcome": e.outcome,
-            "run_id": e.run_id,
-        },
-    )
-
-
 @contextmanager
 def open_store(settings: Settings, lock: str | None = None) -> Iterator[StateStore]:
     """The configured state; `lock`: the command that acts on it (daemon, run, undo) takes its
@@ -158,22 +67,6 @@ def open_store(settings: Settings, lock: str | None = None) -> Iterator[StateSto
         yield store
     finally:
         store.close()
-
-
-SessionFactory = Callable[[AccountSettings], ImapSession]
-
-
-def default_session(account: AccountSettings) -> ImapSession:
-    return ImapSession.connect(connection_params(account))
-
-
-@contextmanager
-def _counting_store(connect: SessionFactory, account: AccountSettings) -> Iterator[ImapStore]:
-    session = connect(account)
-    try:
-        yield ImapStore(session)
-    finally:
-        session.logout()
 
 
 def run_rules(
@@ -188,11 +81,16 @@ def run_rules(
     trigger: str = "run",
     now: dt.datetime | None = None,
     observer: EngineObserver | None = None,
+    sources: dict[str, str] | None = None,
 ) -> RunResult:
-    """Apply `rules` to the messages already in their mailboxes, for each selected account."""
+    """Apply `rules` to the messages already in their mailboxes, for each selected account.
+
+    The walk (mailrules/accounts.py) skips an account whose rules or configuration name a mailbox
+    its server cannot have, and reports each such name as an error (exit 1); `sources` (the rule
+    files' text) puts the rule's line under each in the log.
+    """
     now = now or dt.datetime.now(dt.UTC)
     run_id = state.begin_run(trigger, dry_run) if state is not None else new_run_id(now)
-    result = RunResult(run_id)
     options = RunOptions(
         now=now,
         tz=settings.timezone,
@@ -201,67 +99,24 @@ def run_rules(
         force=force,
         bounds=settings.limits.bounds,
     )
-    selected = [a for n, a in settings.accounts.items() if not accounts or n in accounts]
+    selected = build_accounts(
+        [a for n, a in settings.accounts.items() if not accounts or n in accounts], connect
+    )
     limits = LimitLedger()
     guard = LoopGuard.from_limits(settings.limits)  # mailboxes created, sends per address: this run's
     if not force:
-        by_name = {a.name: a for a in selected}
-        precount(
-            list(by_name),
-            rules,
-            now,
-            settings.timezone,
-            limits,
-            lambda n: _counting_store(connect, by_name[n]),
-        )
-    for acct in selected:
-        account_rules = [r for r in rules if not r.accounts or acct.name in r.accounts]
-        if not account_rules:
-            continue
-        try:
-            session = connect(acct)
-        except MailrulesError as exc:
-            result.errors.append(f"account {acct.name}: {exc}")
-            log.error("account %s: %s", acct.name, exc)
-            continue
-        ahead: ImapSession | None = None
-        if acct.max_connections >= 2 and len(account_rules) > 1 and not dry_run:
-            # A second connection searches and fetches later rules while the first acts
-            # (mailrules/engine/prefetch.py); without one, rules are searched one by one.
-            try:
-                ahead = connect(acct)
-            except MailrulesError as exc:
-                log.info("account %s: no second connection (%s); searching rule by rule", acct.name, exc)
-        try:
-            store = ImapStore(session)
-            prefetch = ImapStore(ahead) if ahead is not None else None
-            engine = Engine(options, journal=state, on_entry=log_entry, observer=observer, limits=limits)
-            ctx = account_context(acct, guard)
-            for mailbox in mailboxes_of(account_rules, acct.name):
-                try:
-                    result.reports.append(
-                        engine.process(store, ctx, mailbox, account_rules, prefetch=prefetch)
-                    )
-                except StateError:
-                    raise  # the journal cannot be written: act on nothing more (the caller says so)
-                except ImapError as exc:
-                    result.errors.append(f"account {acct.name} mailbox {mailbox!r}: {exc}")
-                    log.error("account %s mailbox %r: %s", acct.name, mailbox, exc)
-                    if exc.ends_session:
-                        break
-                except MailrulesError as exc:
-                    result.errors.append(f"account {acct.name} mailbox {mailbox!r}: {exc}")
-                    log.error("account %s mailbox %r: %s", acct.name, mailbox, exc)
-                except Exception:
-                    # A bug of ours: say where, keep the other mailboxes and accounts going, exit 1.
-                    log.exception(
-                        "account %s mailbox %r: internal error; mailbox skipped", acct.name, mailbox
-                    )
-                    result.errors.append(f"account {acct.name} mailbox {mailbox!r}: internal error (see log)")
-        finally:
-            session.logout()
-            if ahead is not None:
-                ahead.logout()
+        count_limits(selected, rules, now, settings.timezone, limits)
+    done = walk(
+        selected,
+        rules,
+        lambda: Engine(options, journal=state, on_entry=log_entry, observer=observer, limits=limits),
+        guard=guard,
+        # A second connection searches and fetches later rules while the first acts
+        # (engine/prefetch.py); a dry run acts on nothing, so there is nothing to overlap.
+        prefetch=not dry_run,
+        sources=sources,
+    )
+    result = RunResult(run_id, done.reports, done.errors)
     if state is not None:
         state.end_run(run_id, {"rules": result.summary(), "errors": result.errors})
     return result

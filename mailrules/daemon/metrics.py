@@ -13,8 +13,8 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mailrules import __version__
-from mailrules.engine.core import MailboxReport, RuleReport
 from mailrules.engine.loops import CREATION_LIMIT, SKIP_LABELS, skip_label
+from mailrules.engine.ports import MailboxReport, RuleReport
 from mailrules.state.models import JournalEntry
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,10 @@ class _Named(Protocol):
 
 
 class _Hooked(Protocol):
-    """A session with CommandCore's per-command hook."""
+    """A session with CommandCore's per-command and throttling hooks."""
 
     on_command: Callable[[str, float, bool], None] | None
+    on_throttle: Callable[[str, float], None] | None
 
 
 A = TypeVar("A", bound=_Named)
@@ -179,6 +180,13 @@ class Metrics:
             "mailrules_imap_command_errors_total",
             "IMAP commands answered NO or BAD, or lost with the connection.",
             ["account", "command"],
+            registry=r,
+        )
+        self.imap_throttled = Counter(
+            "mailrules_imap_throttled_total",
+            "Throttling answers (Exchange's Request is throttled, Gmail's Too many simultaneous "
+            "connections): the connection sent nothing until the suggested time had passed.",
+            acct,
             registry=r,
         )
         self.connect_duration = Histogram(
@@ -334,6 +342,7 @@ class Metrics:
             self.messages_seen.labels(account)
             self.malformed.labels(account)
             self.reconnects.labels(account)
+            self.imap_throttled.labels(account)
             self.connect_duration.labels(account)
             self.arrival_latency.labels(account)
             for outcome in MESSAGE_OUTCOMES:
@@ -451,14 +460,27 @@ class Metrics:
 
         return hook
 
+    def throttled(self, account: str, command: str, seconds: float) -> None:
+        """The server answered `command` with a throttling answer; commands are held back `seconds`."""
+        self.imap_throttled.labels(self._account(account)).inc()
+
+    def throttle_hook(self, account: str) -> Callable[[str, float], None]:
+        """A CommandCore.on_throttle for one account's session."""
+
+        def hook(command: str, seconds: float) -> None:
+            self.throttled(account, command, seconds)
+
+        return hook
+
     def instrument(self, connect: Callable[[A], S]) -> Callable[[A], S]:
-        """Wrap a session factory: time each connect and attach the command hook to the session."""
+        """Wrap a session factory: time each connect and attach the command and throttle hooks."""
 
         def connected(account: A) -> S:
             started = time.perf_counter()
             session = connect(account)
             self.connected(account.name, time.perf_counter() - started)
             session.on_command = self.command_hook(account.name)
+            session.on_throttle = self.throttle_hook(account.name)
             return session
 
         return connected

@@ -14,25 +14,39 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from mailrules.commands.run import account_context, default_session, log_entry, mailboxes_of
+from mailrules.accounts import (
+    Account,
+    Connection,
+    SessionFactory,
+    count_limits,
+    default_session,
+    log_entry,
+    mailboxes_of,
+    render_problem,
+    rules_for,
+    walk,
+)
 from mailrules.config import AccountSettings, Settings
+from mailrules.daemon import plan
 from mailrules.daemon.http import MetricsServer
 from mailrules.daemon.metrics import Metrics
 from mailrules.daemon.scheduler import Schedule
 from mailrules.daemon.watcher import MailboxWatcher, MultiPoller, WatchContext, WatchHooks
 from mailrules.dsl import ast as A
-from mailrules.dsl.loader import load_rule_set
-from mailrules.engine.core import Engine, RunOptions
-from mailrules.engine.limits import LimitLedger, precount
+from mailrules.dsl.loader import LoadResult, load_rule_set
+from mailrules.engine.core import Engine
+from mailrules.engine.limits import LimitLedger
 from mailrules.engine.loops import HOUR, LoopGuard, SendLimiter
+from mailrules.engine.ports import RunOptions
 from mailrules.errors import MailrulesError, StateError
+from mailrules.imap.names import Namespaces
 from mailrules.imap.session import ImapSession
-from mailrules.imap.store import ImapStore
+from mailrules.logs import printable
 from mailrules.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -41,6 +55,9 @@ log = logging.getLogger(__name__)
 RULES_POLL_SECONDS = 2.0
 #: SIGTERM to exit: the batch in hand finishes, IDLE ends, sessions log out within this.
 SHUTDOWN_SECONDS = 8.0
+#: `run()`'s exit code when the rules or the configuration name a mailbox the server cannot have
+#: (imap/names.py): sysexits' EX_CONFIG, as for a configuration error; fixing it is the user's.
+EXIT_NAMES = 78
 
 
 class _MetricsHooks(WatchHooks):
@@ -65,6 +82,9 @@ class _MetricsHooks(WatchHooks):
     def imap_command(self, account: str, command: str, seconds: float, ok: bool) -> None:
         self.m.imap_command(account, command, seconds, ok)
 
+    def throttled(self, account: str, command: str, seconds: float) -> None:
+        self.m.throttled(account, command, seconds)
+
     def state_error(self, account: str) -> None:
         self.m.state_error()
 
@@ -82,22 +102,6 @@ def rules_fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
-def plan_connections(watched: int, budget: int, scheduled: bool) -> tuple[int, int]:
-    """(mailboxes that get their own IDLE connection, connections used in all).
-
-    One connection is kept for scheduled runs when there are any; if the rest cannot give every
-    watched mailbox its own, one of them polls the overflow in turn.
-    """
-    reserve = 1 if scheduled else 0
-    available = budget - reserve
-    if watched == 0:
-        return 0, reserve
-    if watched <= available:
-        return watched, watched + reserve
-    idle = max(0, available - 1)
-    return idle, idle + 1 + reserve
-
-
 class Daemon:
     """Everything `mailrules daemon` runs; `run()` blocks until SIGTERM/SIGINT (or `stop()`)."""
 
@@ -106,10 +110,12 @@ class Daemon:
         settings: Settings,
         *,
         metrics: Metrics | None = None,
-        connect: Callable[[AccountSettings], ImapSession] = default_session,
+        connect: SessionFactory = default_session,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        # The accounts' series exist before the first connection (the check at start counts).
+        self.metrics.init({name: [] for name in settings.accounts}, [])
         # One daemon per state: a second one (or a `mailrules run`) on it is told who holds it.
         self.state = StateStore.open(settings.state, lock="mailrules daemon")
         self.rules: tuple[A.Rule, ...] = ()
@@ -122,6 +128,13 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._connect_raw = connect
+        self.accounts = {name: Account(a, self._connect) for name, a in settings.accounts.items()}
+        #: what the check at start learnt of each account's server it reached (run()):
+        #: its namespaces (a reload's names are checked against them), and on Gmail its special uses
+        self._namespaces: dict[str, Namespaces] = {}
+        self._special_use: dict[str, dict[str, str]] = {}
+        self._sources: dict[str, str] = {}
+        self._names_refused = False
         self.schedule = Schedule(settings.timezone, self._run_scheduled)
         self.http = (
             MetricsServer(settings.metrics.listen, self.metrics, self.ready)
@@ -138,8 +151,7 @@ class Daemon:
             tz=settings.timezone,
             rules=lambda: self.rules,
             lock_for=self.lock_for,
-            connect=self._connect,
-            account_context=lambda account: account_context(account, self.arrival_guard),
+            guard=self.arrival_guard,
             observer=self.metrics,
             on_entry=log_entry,
             hooks=_MetricsHooks(self.metrics),
@@ -155,12 +167,18 @@ class Daemon:
     def _connect(self, account: AccountSettings) -> ImapSession:
         session = self._connect_raw(account)
         session.on_command = self.metrics.command_hook(account.name)
+        session.on_throttle = self.metrics.throttle_hook(account.name)
         return session
 
     # -- rules and watchers -------------------------------------------------------------------------
 
     def load_rules(self) -> bool:
         """Load and check the rule set; on any error keep what runs now and say why."""
+        result = self._read_rules()
+        return result is not None and self._apply_rules(result)
+
+    def _read_rules(self) -> LoadResult | None:
+        """The rule set as loaded and checked, or None (its errors logged)."""
         self._fingerprint = rules_fingerprint(self.settings.rules)
         result = load_rule_set(self.settings.rules)
         if not result.ok:
@@ -171,20 +189,35 @@ class Daemon:
                 result.render(),
             )
             self.metrics.reload(False)
-            return False
+            return None
         for w in result.warnings:
             log.warning("%s", w.render())
+        return result
+
+    def _apply_rules(self, result: LoadResult) -> bool:
+        """Run `result`'s rules if the connection budgets hold them and every mailbox name they
+        and the configuration use can exist on the servers checked at start; else keep what runs."""
         previous, self.rules = self.rules, result.rule_set.rules
         problems = self.budget_problems()
-        if problems:
+        names = self.name_problems(result.sources)
+        if problems or names:
             self.rules = previous
-            log.error(
-                "%s; %s",
-                "; ".join(problems),
-                "keeping the rules that were running" if previous else "not starting",
-            )
+            self._names_refused = bool(names)
+            what = "keeping the rules that were running" if previous else "not starting"
+            if problems:
+                log.error("%s; %s", "; ".join(problems), what)
+            if names:
+                log.error("mailbox names the server cannot have; %s:\n%s", what, "\n".join(names))
             self.metrics.reload(False)
             return False
+        self._sources = dict(result.sources)
+        for account, mailbox, why in plan.unwatched(self.rules, self.settings.accounts, self._special_use):
+            log.warning(
+                "%s: %s is not watched: %s (name it in `watch = [...]` to watch it anyway)",
+                account,
+                mailbox,
+                why,
+            )
         watched = self.watched()
         mailboxes = {
             a: sorted(set(watched.get(a, [])) | set(mailboxes_of(self.rules, a)))
@@ -204,35 +237,42 @@ class Daemon:
             self._sync_watchers()
         return True
 
-    def _has_scheduled(self, account: str) -> bool:
-        return any(
-            not isinstance(r.trigger, A.OnArrival | A.Manually) and (not r.accounts or account in r.accounts)
-            for r in self.rules
-        )
+    def watched(self) -> dict[str, list[str]]:
+        """Per account: the mailboxes with `on arrival` rules, then `watch = [...]` extras; on
+        Gmail, All Mail and Spam only when `watch` names them (daemon/plan.py)."""
+        return plan.watched(self.rules, self.settings.accounts, self._special_use)
 
     def budget_problems(self) -> list[str]:
         """Accounts whose max_connections cannot hold what the rules need (refused at load)."""
+        return plan.budget_problems(self.rules, self.settings.accounts, self.watched())
+
+    def name_problems(self, sources: dict[str, str] | None = None) -> list[str]:
+        """Each name the rules or the configuration use that a server checked at start cannot have
+        (imap/names.py), in the rule errors' format."""
         out = []
-        for name, boxes in self.watched().items():
-            acct = self.settings.accounts[name]
-            sched = self._has_scheduled(name)
-            if plan_connections(len(boxes), acct.max_connections, sched)[1] > acct.max_connections:
-                out.append(
-                    f"account {name}: max_connections = {acct.max_connections} is too small: watching "
-                    f"needs 1 connection{' and scheduled rules 1 more' if sched else ''}"
-                )
+        for name, ns in self._namespaces.items():
+            account = self.accounts[name]
+            out += [render_problem(d, name, sources) for d in account.name_problems(ns, self.rules)]
         return out
 
-    def watched(self) -> dict[str, list[str]]:
-        """Per account: the mailboxes with `on arrival` rules, then `watch = [...]` extras."""
-        out: dict[str, list[str]] = {}
-        for name, acct in self.settings.accounts.items():
-            arrival = [r for r in self.rules if isinstance(r.trigger, A.OnArrival)]
-            boxes = mailboxes_of(arrival, name)
-            boxes += [m for m in acct.watch if m not in boxes]
-            if boxes:
-                out[name] = boxes
-        return out
+    def check_servers(self, rules: Sequence[A.Rule]) -> None:
+        """Before the first rules run: connect each account that has work, once, and learn its
+        namespaces (for the names check) and, on Gmail, its special uses (for `unwatched`). An
+        account that cannot be reached now is checked when a watcher or a firing connects."""
+        for name, account in self.accounts.items():
+            if not rules_for(rules, name) and not account.settings.watch:
+                continue
+            try:
+                with account.open() as conn:
+                    self._namespaces[name] = conn.namespaces
+                    if conn.store.dialect.gmail:
+                        self._special_use[name] = conn.store.special_use()
+            except MailrulesError as exc:
+                log.warning(
+                    "account %s: mailbox names not checked at start (%s); they are when it connects",
+                    name,
+                    exc,
+                )
 
     def _sync_watchers(self) -> None:
         """Start watchers for newly watched mailboxes, stop those no longer watched.
@@ -245,7 +285,8 @@ class Daemon:
         polled: dict[str, list[str]] = {}
         for name, boxes in self.watched().items():
             acct = self.settings.accounts[name]
-            idle_slots, _ = plan_connections(len(boxes), acct.max_connections, self._has_scheduled(name))
+            has_scheduled = plan.has_scheduled(self.rules, name)
+            idle_slots, _ = plan.plan_connections(len(boxes), acct.max_connections, has_scheduled)
             for i, mailbox in enumerate(boxes):
                 if i < idle_slots:
                     wanted[(name, mailbox)] = acct
@@ -257,7 +298,7 @@ class Daemon:
             self._watchers.pop(key).stop()
         for key, acct in wanted.items():
             if key not in self._watchers:
-                w = MailboxWatcher(acct, key[1], self.ctx)
+                w = MailboxWatcher(self.accounts[acct.name], key[1], self.ctx)
                 self._watchers[key] = w
                 w.start()
         for name, boxes in polled.items():
@@ -274,7 +315,7 @@ class Daemon:
                 ", ".join(boxes),
                 self.settings.accounts[name].poll_interval,
             )
-            p = MultiPoller(self.settings.accounts[name], boxes, self.ctx)
+            p = MultiPoller(self.accounts[name], boxes, self.ctx)
             self._watchers[key] = p
             p.start()
 
@@ -297,71 +338,65 @@ class Daemon:
                 self.metrics.scheduled_run(r.name, time.monotonic() - started, "failed")
 
     def _fire(self, rules: Sequence[A.Rule], started: float) -> None:
-        failed: set[str] = set()
         run_id = self.state.begin_run("schedule", False)
         limits = LimitLedger()  # `limit N` holds for this firing as a whole (mailrules/engine/limits.py)
         guard = LoopGuard.from_limits(self.settings.limits, sends=self.sends)  # this firing's budget
-        precount(
-            list(self.settings.accounts),
+        accounts = list(self.accounts.values())
+        tz = self.settings.timezone
+        count_limits(accounts, rules, dt.datetime.now(dt.UTC), tz, limits, self._open_scheduled)
+
+        def engine() -> Engine:  # the clock of each account's turn
+            options = RunOptions(dt.datetime.now(dt.UTC), tz, run_id, bounds=self.settings.limits.bounds)
+            return Engine(
+                options, journal=self.state, on_entry=log_entry, observer=self.metrics, limits=limits
+            )
+
+        done = walk(
+            accounts,
             rules,
-            dt.datetime.now(dt.UTC),
-            self.settings.timezone,
-            limits,
-            self._scheduled_store,
+            engine,
+            guard=guard,
+            open_account=self._open_scheduled,
+            lock_for=self.lock_for,
+            sources=self._sources,
+            label=f"schedule {', '.join(r.name for r in rules)}",
         )
-        for name, acct in self.settings.accounts.items():
-            mine = [r for r in rules if not r.accounts or name in r.accounts]
-            if not mine:
-                continue
-            try:
-                with self._scheduled_store(name) as store:
-                    now = dt.datetime.now(dt.UTC)
-                    engine = Engine(
-                        RunOptions(now, self.settings.timezone, run_id, bounds=self.settings.limits.bounds),
-                        journal=self.state,
-                        on_entry=log_entry,
-                        observer=self.metrics,
-                        limits=limits,
-                    )
-                    for mailbox in mailboxes_of(mine, name):
-                        with self.lock_for(name, mailbox):
-                            report = engine.process(store, account_context(acct, guard), mailbox, mine)
-                        failed.update(rr.rule for rr in report.rules if rr.failed)
-            except StateError:
-                raise
-            except MailrulesError as exc:
-                log.error("schedule %s on %s: %s", ", ".join(r.name for r in mine), name, exc)
-                failed.update(r.name for r in mine)
+        failed = done.failed_rules | {rr.rule for r in done.reports for rr in r.rules if rr.failed}
         seconds = time.monotonic() - started
         self.state.end_run(run_id, {"rules": [r.name for r in rules], "failed": sorted(failed)})
         for r in rules:
             self.metrics.scheduled_run(r.name, seconds, "failed" if r.name in failed else "ok")
 
     @contextmanager
-    def _scheduled_store(self, name: str) -> Iterator[ImapStore]:
-        """A connection within the account's budget for a schedule's work (counting, then running)."""
-        budget = self._budget[name]
+    def _open_scheduled(self, account: Account, prefetch: bool) -> Iterator[Connection]:
+        """A connection within the account's budget for a schedule's work (counting, then running);
+        no second one for prefetching: the budget keeps one for scheduled runs."""
+        budget = self._budget[account.name]
         if not budget.acquire(timeout=60):
             raise MailrulesError("no free connection within 60 s")
         try:
-            session = self._connect(self.settings.accounts[name])
-            try:
-                yield ImapStore(session)
-            finally:
-                session.logout()
+            with account.open() as conn:
+                yield conn
         finally:
             budget.release()
 
     # -- health ---------------------------------------------------------------------------------------
 
     def ready(self) -> tuple[bool, str]:
-        """Rules loaded, and every watcher connected or retrying within its budget."""
+        """Rules loaded, and every watcher connected or retrying within its budget; else why not."""
         if not self.rules:
             return False, "no rules loaded"
-        bad = [f"{a}/{m}" for (a, m), w in self._watchers.items() if not w.healthy]
-        if bad:
-            return False, "not connected: " + ", ".join(sorted(bad))
-        return True, "ok"
+        bad = {f"{a}/{m}": w.problem for (a, m), w in sorted(self._watchers.items()) if not w.healthy}
+        if not bad:
+            return True, "ok"
+        # A watcher that cannot write the state, or whose rules name a mailbox the server cannot
+        # have, does nothing though its server may answer: say why (the fix is in the answer:
+        # room on the disk, a writable file, a name), not "not connected".
+        down = [where for where, why in bad.items() if why is None]
+        parts = (["not connected: " + ", ".join(down)] if down else []) + [
+            f"{where}: {why}" for where, why in bad.items() if why is not None
+        ]
+        return False, printable("; ".join(parts))
 
     # -- running ----------------------------------------------------------------------------------------
 
@@ -375,9 +410,12 @@ class Daemon:
         """Start everything and block until stopped; 0 on a clean stop, 1 when the rules don't load."""
         if install_signals:
             self._install_signals()
-        if not self.load_rules():
+        result = self._read_rules()
+        if result is not None:
+            self.check_servers(result.rule_set.rules)
+        if result is None or not self._apply_rules(result):
             self.state.close()
-            return 1
+            return EXIT_NAMES if self._names_refused else 1
         self.ctx.run_id = self.state.begin_run("daemon", False)
         if self.http is not None:
             self.http.start()

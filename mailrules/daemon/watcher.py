@@ -17,11 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mailrules.accounts import Account, render_problem
 from mailrules.bounds import DEFAULT_BOUNDS, Bounds
-from mailrules.compile.serialize import Lit
-from mailrules.config import AccountSettings
+from mailrules.compile import keys as K
+from mailrules.compile.serialize import serialize
 from mailrules.dsl import ast as A
-from mailrules.engine.core import AccountContext, Engine, EngineObserver, RunOptions
+from mailrules.engine.core import Engine
+from mailrules.engine.loops import LoopGuard
+from mailrules.engine.ports import EngineObserver, RunOptions
 from mailrules.errors import ImapError, MailrulesError, StateError
 from mailrules.imap.idle import IDLE_RENEW_SECONDS, Idler, has_new_mail
 from mailrules.imap.session import ImapSession
@@ -63,8 +66,7 @@ class WatchContext:
     tz: dt.tzinfo
     rules: Callable[[], Sequence[A.Rule]]  # the current rule set (reload swaps it)
     lock_for: Callable[[str, str], threading.Lock]  # (account, mailbox) -> the mailbox's lock
-    connect: Callable[[AccountSettings], ImapSession]
-    account_context: Callable[[AccountSettings], AccountContext]
+    guard: LoopGuard | None = None  # the arrivals' loop guard (engine/loops.py; None: defaults)
     observer: EngineObserver | None = None
     on_entry: Callable[[JournalEntry], None] | None = None
     hooks: WatchHooks | None = None
@@ -81,7 +83,17 @@ class WatchHooks:
     def synced(self, account: str, mailbox: str) -> None: ...
     def arrival(self, account: str, seconds: float) -> None: ...
     def imap_command(self, account: str, command: str, seconds: float, ok: bool) -> None: ...
+    def throttled(self, account: str, command: str, seconds: float) -> None: ...
     def state_error(self, account: str) -> None: ...
+
+
+class NamesRefused(ImapError):
+    """The rules or the configuration name a mailbox this account's server cannot have
+    (imap/names.py): the watcher acts on nothing and tries again after its backoff (a reload may
+    have fixed the rules)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "permanent")
 
 
 def arrival_rules(rules: Sequence[A.Rule], account: str, mailbox: str) -> list[A.Rule]:
@@ -92,7 +104,7 @@ def arrival_rules(rules: Sequence[A.Rule], account: str, mailbox: str) -> list[A
 class MailboxWatcher(threading.Thread):
     """Watches one mailbox of one account until `stop()`; survives every connection failure."""
 
-    def __init__(self, account: AccountSettings, mailbox: str, ctx: WatchContext) -> None:
+    def __init__(self, account: Account, mailbox: str, ctx: WatchContext) -> None:
         super().__init__(name=f"watch:{account.name}:{mailbox}", daemon=True)
         self.account = account
         self.mailbox = mailbox
@@ -103,6 +115,9 @@ class MailboxWatcher(threading.Thread):
         self.attempted = False
         self.backoff = Backoff()
         self.session: ImapSession | None = None
+        #: why the watcher does nothing though its server may be reachable (the state cannot be
+        #: written, a name the server cannot have), for /readyz; None: connected, or connecting
+        self.problem: str | None = None
         #: mailbox -> {uid: tries so far} of messages to process again (kept across reconnects)
         self.retry: dict[str, dict[int, int]] = {}
 
@@ -127,6 +142,8 @@ class MailboxWatcher(threading.Thread):
             except ImapError as exc:
                 self.attempted = True
                 self._down()
+                self.account.session_ended(exc)  # an expired token is renewed before the next login
+                self.problem = str(exc) if isinstance(exc, NamesRefused) else None
                 delay = self.backoff.next()
                 log.warning(
                     "watcher %s/%s: %s; reconnecting in %.1f s", self.account.name, self.mailbox, exc, delay
@@ -138,6 +155,7 @@ class MailboxWatcher(threading.Thread):
                 # here until it can; the batch in hand keeps its checkpoint and comes back then.
                 self.attempted = True
                 self._down()
+                self.problem = str(exc)
                 delay = self.backoff.next()
                 log.error(
                     "watcher %s/%s: %s; acting on nothing until the state can be written, next try in %.1f s",
@@ -163,16 +181,32 @@ class MailboxWatcher(threading.Thread):
             self.session.close()
             self.session = None
 
-    def _session_loop(self) -> None:
+    def _connect(self) -> ImapSession:
+        """A session for this watcher, its hooks set, the names its rules use checked."""
         started = time.monotonic()
-        session = self.ctx.connect(self.account)
+        session = self.account.connect()
         self.session = session
         self.hooks.connected(self.account.name, time.monotonic() - started)
         name = self.account.name
         session.on_command = lambda cmd, s, ok: self.hooks.imap_command(name, cmd, s, ok)
+        session.on_throttle = lambda cmd, held: self.hooks.throttled(name, cmd, held)
+        rules = [r for m in self.watching for r in arrival_rules(self.ctx.rules(), name, m)]
+        problems = self.account.name_problems(session.namespaces, rules)
+        if problems:
+            raise NamesRefused("; ".join(render_problem(d, name) for d in problems))
+        return session
+
+    @property
+    def watching(self) -> list[str]:
+        """The mailboxes this watcher looks at."""
+        return [self.mailbox]
+
+    def _session_loop(self) -> None:
+        session = self._connect()
         store = ImapStore(session)
         self.catch_up(session, store, time.monotonic(), fresh=True)
         self.up = self.attempted = True
+        self.problem = None
         self.hooks.watcher_up(self.account.name, self.mailbox, True)
         self.backoff.reset()
         if session.has("IDLE"):
@@ -203,9 +237,9 @@ class MailboxWatcher(threading.Thread):
                 self.hooks.synced(self.account.name, self.mailbox)
 
     def _poll_loop(self, session: ImapSession, store: ImapStore) -> None:
-        interval = self.account.poll_interval
+        interval = self.account.settings.poll_interval
         while not self._halt.wait(interval):
-            session._run("NOOP", [b"NOOP"])  # untagged EXISTS arrive with it (RFC 9051 §6.1.2)
+            session.noop()  # untagged EXISTS arrive with it (RFC 9051 §6.1.2)
             self.catch_up(session, store, time.monotonic())
 
     # -- catch-up and checkpoints --------------------------------------------------------------------
@@ -274,7 +308,7 @@ class MailboxWatcher(threading.Thread):
             return done
 
     def _search_from(self, session: ImapSession, first: int) -> list[int]:
-        return session.search([f"UID {max(first, 1)}:*".encode("ascii")])
+        return session.search(serialize(K.UidFrom(first)))
 
     def _after_uidvalidity_change(self, session: ImapSession, cp: Checkpoint) -> list[int]:
         """UIDVALIDITY changed: the stored UIDs mean nothing (RFC 9051 §2.3.1.1).
@@ -283,7 +317,7 @@ class MailboxWatcher(threading.Thread):
         of the last checkpoint (SINCE is by day: a few already-seen messages of that day may run
         again; moves and flags are harmless to repeat, forwards stay exactly-once by the journal).
         """
-        since = (cp.updated_at.astimezone(dt.UTC) - dt.timedelta(days=1)).strftime("%d-%b-%Y")
+        since = (cp.updated_at.astimezone(dt.UTC) - dt.timedelta(days=1)).date()
         log.warning(
             "%s/%s: UIDVALIDITY changed from %d; processing mail received since %s only",
             self.account.name,
@@ -291,8 +325,7 @@ class MailboxWatcher(threading.Thread):
             cp.uidvalidity,
             since,
         )
-        pieces: list[bytes | Lit] = [f"SINCE {since}".encode("ascii")]
-        return session.search(pieces)
+        return session.search(serialize(K.Date("SINCE", since)))
 
     def _process(
         self, store: ImapStore, uids: list[int], uidvalidity: int, *, checkpoint: bool = True
@@ -307,7 +340,7 @@ class MailboxWatcher(threading.Thread):
             try:
                 report = engine.process(
                     store,
-                    self.ctx.account_context(self.account),
+                    self.account.context(self.ctx.guard),
                     self.mailbox,
                     rules,
                     uids,
@@ -361,19 +394,20 @@ class MultiPoller(MailboxWatcher):
     `poll_interval` seconds (SELECT + `UID SEARCH UID last+1:*`; no IDLE, which watches only the
     selected mailbox)."""
 
-    def __init__(self, account: AccountSettings, mailboxes: list[str], ctx: WatchContext) -> None:
+    def __init__(self, account: Account, mailboxes: list[str], ctx: WatchContext) -> None:
         super().__init__(account, mailboxes[0], ctx)
         self.name = f"poll:{account.name}"
         self.mailboxes = list(mailboxes)
 
+    @property
+    def watching(self) -> list[str]:
+        return list(self.mailboxes)
+
     def _session_loop(self) -> None:
-        started = time.monotonic()
-        session = self.ctx.connect(self.account)
-        self.session = session
-        self.hooks.connected(self.account.name, time.monotonic() - started)
+        session = self._connect()
         store = ImapStore(session)
         first = True
-        while first or not self._halt.wait(self.account.poll_interval):
+        while first or not self._halt.wait(self.account.settings.poll_interval):
             for mailbox in self.mailboxes:
                 self.mailbox = mailbox
                 self.catch_up(session, store, time.monotonic())
@@ -381,6 +415,7 @@ class MultiPoller(MailboxWatcher):
                     self.hooks.watcher_up(self.account.name, mailbox, True)
             if first:
                 self.up = self.attempted = True
+                self.problem = None
                 self.backoff.reset()
             first = False
         session.logout()

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from mailrules.commands.run import mailboxes_of, run_rules
+from mailrules.accounts import mailboxes_of
+from mailrules.commands.run import run_rules
 from mailrules.config import AccountSettings
 from mailrules.demo.sample_mail import generate
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext
-from mailrules.engine.core import AccountContext
+from mailrules.engine.ports import AccountContext
 from mailrules.imap.session import ConnectionParams, ImapSession
 from tests.fakes import FakeServer, RecordingSender, oracle
 from tests.integration.cyrus import CyrusServer

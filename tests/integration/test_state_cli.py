@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailrules.cli import main
-from mailrules.commands.run import account_context, default_session
+from mailrules.accounts import Account
 from mailrules.daemon.watcher import MailboxWatcher, WatchContext, WatchHooks
 from mailrules.imap.session import ConnectionParams
 from mailrules.logs import UNSAFE
@@ -142,12 +142,10 @@ def test_a_full_state_stops_the_watcher_and_its_restarts_never_copy_again(
         tz=dt.UTC,
         rules=lambda: rules,
         lock_for=lambda a, m: threading.Lock(),
-        connect=default_session,
-        account_context=account_context,
         hooks=hooks,
         run_id=state.begin_run("daemon", False),
     )
-    watcher = MailboxWatcher(settings.accounts["main"], "INBOX", ctx)
+    watcher = MailboxWatcher(Account(settings.accounts["main"]), "INBOX", ctx)
     watcher.start()
     try:
         wait_for(lambda: state.get_checkpoint("main", "INBOX") is not None, "the first sync")
@@ -155,12 +153,15 @@ def test_a_full_state_stops_the_watcher_and_its_restarts_never_copy_again(
         assert start is not None
         assert not any(append(account, "INBOX", twenty()))
         wait_for(lambda: hooks.state_errors >= 4, "four failed attempts (the first and three restarts)")
+        # /readyz says why the watcher does nothing (Daemon.ready): the state's error, not "not connected"
+        assert watcher.problem is not None and "database or disk is full" in watcher.problem
         copies = len(snapshot(account)["Copies"].messages)
         assert copies == 20  # made once, before the journal failed; never again by a restart
         assert state.get_checkpoint("main", "INBOX") == start  # the batch was not passed over
         assert state.pending_intents() == []  # each copy is known done (confirmed)
         FullAtJournal.full = False  # room again: the next attempt journals and moves on
         wait_for(lambda: state.get_checkpoint("main", "INBOX") != start, "the checkpoint to move on")
+        wait_for(lambda: watcher.problem is None, "the problem to clear")
         after = snapshot(account)
         assert len(after["Copies"].messages) == 20 and len(after["INBOX"].messages) == 20
         rows = [e for e in state.find(limit=100) if e.action == "copy"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailrules.daemon.service import plan_connections
+from mailrules.daemon.plan import plan_connections
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailrules.commands.run import format_entry, log_entry
+from mailrules.accounts import format_entry, log_entry
 from mailrules.compile.dialect import Dialect
 from mailrules.dsl.parser import parse_text
-from mailrules.engine.core import AccountContext, Engine, RunOptions
+from mailrules.engine.core import Engine
+from mailrules.engine.ports import AccountContext, RunOptions
 from mailrules.logs import UNSAFE, JsonFormatter, TextFormatter, one_record, printable
 from mailrules.state.store import StateStore
 from tests.fakes import FakeServer, FakeStore

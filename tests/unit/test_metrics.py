@@ -22,7 +22,8 @@ from mailrules.daemon.metrics import (
 )
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.engine.core import AccountContext, Engine, MailboxReport, RuleReport, RunOptions
+from mailrules.engine.core import Engine
+from mailrules.engine.ports import AccountContext, MailboxReport, RuleReport, RunOptions
 from mailrules.state.models import JournalEntry
 from tests.fakes import FakeServer, FakeStore, RecordingSender
 
@@ -37,6 +38,7 @@ EXPECTED = {
     "mailrules_rule_duration_seconds": "histogram",
     "mailrules_imap_command_duration_seconds": "histogram",
     "mailrules_imap_command_errors_total": "counter",
+    "mailrules_imap_throttled_total": "counter",
     "mailrules_connect_duration_seconds": "histogram",
     "mailrules_arrival_latency_seconds": "histogram",
     "mailrules_watcher_up": "gauge",
@@ -313,9 +315,11 @@ def test_arrival_buckets_span_50ms_to_5min() -> None:
 
 class FakeSession:
     on_command = None
+    on_throttle = None
 
     def __init__(self) -> None:
         self.on_command = None
+        self.on_throttle = None
 
 
 class Acct:
@@ -330,6 +334,12 @@ def test_instrument_times_connect_and_hooks_commands() -> None:
     session.on_command("UID SEARCH", 0.02, True)
     assert value(m, "mailrules_connect_duration_seconds_count", account="work") == 1
     assert value(m, "mailrules_imap_command_duration_seconds_count", account="work", command="SEARCH") == 1
+    assert value(m, "mailrules_imap_throttled_total", account="work") == 0  # a child from init()
+    assert session.on_throttle is not None
+    session.on_throttle("UID MOVE", 60.0)
+    assert value(m, "mailrules_imap_throttled_total", account="work") == 1
+    m.throttled("elsewhere", "FETCH", 1.0)  # not configured: counted as other
+    assert value(m, "mailrules_imap_throttled_total", account=OTHER) == 1
 
 
 def test_loop_safety_skips_and_refused_creations_are_counted_by_reason() -> None:

@@ -10,15 +10,19 @@ from typing import Any
 
 import pytest
 
+from mailrules.accounts import Account
 from mailrules.compile.dialect import Dialect
+from mailrules.config import AccountSettings, Secret
 from mailrules.daemon.watcher import RETRY_TIMES, MailboxWatcher, WatchContext
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.engine.core import AccountContext, Engine, RunOptions
+from mailrules.engine.core import Engine
+from mailrules.engine.ports import AccountContext, RunOptions
 from mailrules.errors import ImapError
 from tests.fakes import FakeServer, FakeStore
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+ACCOUNT = AccountSettings("a", "127.0.0.1", 143, "none", "u", Secret("p"))
 
 
 def rules_of(text: str) -> tuple[A.Rule, ...]:
@@ -79,14 +83,8 @@ def _watcher() -> MailboxWatcher:
         tz=dt.UTC,
         rules=lambda: (),
         lock_for=lambda a, m: None,  # type: ignore[arg-type,return-value]
-        connect=lambda a: None,  # type: ignore[arg-type,return-value]
-        account_context=lambda a: AccountContext("a"),
     )
-
-    class Account:
-        name = "a"
-
-    return MailboxWatcher(Account(), "INBOX", ctx)  # type: ignore[arg-type]
+    return MailboxWatcher(Account(ACCOUNT, lambda a: None), "INBOX", ctx)  # type: ignore[arg-type,return-value]
 
 
 def test_watcher_counts_tries_and_gives_up(caplog: pytest.LogCaptureFixture) -> None:
