@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from mailrules import __version__
 from mailrules.engine.loops import CREATION_LIMIT, SKIP_LABELS, skip_label
 from mailrules.engine.ports import MailboxReport, RuleReport
+from mailrules.imap.errors import Throttled
 from mailrules.state.models import JournalEntry
 
 log = logging.getLogger(__name__)
@@ -477,7 +478,11 @@ class Metrics:
 
         def connected(account: A) -> S:
             started = time.perf_counter()
-            session = connect(account)
+            try:
+                session = connect(account)
+            except Throttled as exc:  # a login refused for now (Gmail's connection cap)
+                self.throttled(account.name, "LOGIN", exc.retry_after or 0.0)
+                raise
             self.connected(account.name, time.perf_counter() - started)
             session.on_command = self.command_hook(account.name)
             session.on_throttle = self.throttle_hook(account.name)

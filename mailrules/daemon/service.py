@@ -44,6 +44,7 @@ from mailrules.engine.limits import LimitLedger
 from mailrules.engine.loops import HOUR, LoopGuard, SendLimiter
 from mailrules.engine.ports import RunOptions
 from mailrules.errors import MailrulesError, StateError
+from mailrules.imap.errors import Throttled
 from mailrules.imap.names import Namespaces
 from mailrules.imap.session import ImapSession
 from mailrules.logs import printable
@@ -165,7 +166,11 @@ class Daemon:
             return self._locks.setdefault((account, mailbox), threading.Lock())
 
     def _connect(self, account: AccountSettings) -> ImapSession:
-        session = self._connect_raw(account)
+        try:
+            session = self._connect_raw(account)
+        except Throttled as exc:  # a login refused for now (Gmail's connection cap): counted too
+            self.metrics.throttled(account.name, "LOGIN", exc.retry_after or 0.0)
+            raise
         session.on_command = self.metrics.command_hook(account.name)
         session.on_throttle = self.metrics.throttle_hook(account.name)
         return session

@@ -342,6 +342,21 @@ def test_instrument_times_connect_and_hooks_commands() -> None:
     assert value(m, "mailrules_imap_throttled_total", account=OTHER) == 1
 
 
+def test_a_login_refused_for_now_is_counted_as_throttling() -> None:
+    from mailrules.imap.errors import Throttled
+
+    m = configured()
+
+    def refused(account: Acct) -> FakeSession:
+        raise Throttled(
+            "login refused for now: [ALERT] Too many simultaneous connections.", None, kind="reconnect"
+        )
+
+    with pytest.raises(Throttled):
+        m.instrument(refused)(Acct())
+    assert value(m, "mailrules_imap_throttled_total", account="work") == 1
+
+
 def test_loop_safety_skips_and_refused_creations_are_counted_by_reason() -> None:
     from mailrules.engine import loops
 
