@@ -15,8 +15,9 @@ import binascii
 import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
+from mailrules.config.model import Secret
 from mailrules.errors import ImapError, ImapErrorKind
 from mailrules.imap.errors import classify, from_response
 
@@ -46,6 +47,34 @@ class OAuthLoginError(ImapError):
         self.status = status
         self.scope = scope
         self.schemes = schemes
+
+
+class TokenUnavailable(ImapError):
+    """No access token to log in with: the token endpoint refused or did not answer, or there are
+    no tokens yet. `login_required`: only `mailrules auth login ACCOUNT` helps (kind "auth");
+    otherwise a later attempt may succeed (kind "reconnect")."""
+
+    def __init__(self, message: str, *, login_required: bool) -> None:
+        super().__init__(message, "auth" if login_required else "reconnect")
+        self.login_required = login_required
+
+
+class TokenSource(Protocol):
+    """An OAuth2 account's tokens, shared by all its connections (mailrules/oauth/accounts.py
+    `AccountTokens`). Each call may raise an OAuthError (a MailrulesError with `kind`)."""
+
+    @property
+    def mechanism(self) -> str:
+        """The configured SASL mechanism: "auto", "xoauth2" or "oauthbearer"."""
+
+    def access_token(self) -> Secret:
+        """The current access token (refreshed first when it is due)."""
+
+    def force_refresh(self, refused: Secret | None = None) -> Secret:
+        """A new access token because a server refused `refused`."""
+
+    def expired(self, token: Secret | None = None) -> None:
+        """A server ended a session because `token` expired: the next login refreshes first."""
 
 
 def choose_mechanism(capabilities: Iterable[str], configured: str = "auto") -> str:

@@ -6,6 +6,8 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -14,10 +16,18 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from mailrules import __version__
-from mailrules.errors import ImapError
+from mailrules.config.model import Secret
+from mailrules.errors import ImapError, MailrulesError
 from mailrules.imap.core import login_arg
 from mailrules.imap.errors import classify
 from mailrules.imap.names import Namespaces
+from mailrules.imap.sasl import (
+    OAuthLoginError,
+    TokenSource,
+    TokenUnavailable,
+    authenticate_oauth,
+    choose_mechanism,
+)
 from mailrules.imap.special_use import attributes_to_uses, names_to_uses
 from mailrules.imap.transfer import TransferCommands
 from mailrules.tls import ssl_context
@@ -29,7 +39,9 @@ TlsMode = Literal["implicit", "starttls", "none"]
 
 @dataclass(frozen=True)
 class ConnectionParams:
-    """Where and how to connect; the password never appears in repr."""
+    """Where and how to connect; the password never appears in repr. With `tokens` (an OAuth2
+    account) the session logs in with an access token (SASL XOAUTH2 or OAUTHBEARER) and
+    `password` is unused."""
 
     host: str
     port: int
@@ -40,6 +52,7 @@ class ConnectionParams:
     allow_insecure: bool = False
     timeout: float = 30.0
     name: str = ""
+    tokens: TokenSource | None = field(default=None, repr=False, compare=False)
 
     @property
     def account(self) -> str:
@@ -64,6 +77,8 @@ class ImapSession(TransferCommands):
         self._special_use: dict[str, str] | None = None
         self.enabled: frozenset[str] = frozenset()
         self._closed = False
+        #: the access token this session logged in with (OAuth2), for `TokenSource.expired`
+        self.token: Secret | None = None
 
     # -- connecting ---------------------------------------------------------------------------------
 
@@ -135,6 +150,9 @@ class ImapSession(TransferCommands):
         self.command_count += 1  # imaplib sends CAPABILITY right after the TLS handshake
 
     def _login(self) -> None:
+        if self._params.tokens is not None:
+            self._oauth_login(self._params.tokens)
+            return
         pre = self._pre_auth_caps()
         if "LOGINDISABLED" in pre:
             raise ImapError(f"{self._context}: server disabled LOGIN on this connection", "permanent")
@@ -145,6 +163,41 @@ class ImapSession(TransferCommands):
             # imaplib's LOGIN encodes arguments as ASCII; SASL PLAIN carries UTF-8 (RFC 4616).
             self._call("AUTHENTICATE", lambda: self._client.plain_login(user, password))
         log.info("%s: logged in to %s", self._account, self._host)
+
+    def _oauth_login(self, tokens: TokenSource) -> None:
+        """SASL with the account's access token; a token the server refuses is refreshed once and
+        tried again on this connection (the server may know it expired before we do)."""
+        mechanism = choose_mechanism(self._pre_auth_caps(), tokens.mechanism)
+        token = self._token(tokens.access_token)
+        try:
+            self._authenticate(mechanism, token)
+        except OAuthLoginError as exc:
+            if exc.kind != "auth":
+                raise
+            log.info("%s: the server refused the access token (%s); refreshing it once", self._account, exc)
+            token = self._token(lambda: tokens.force_refresh(token))
+            self._authenticate(mechanism, token)
+        self.token = token
+        log.info("%s: logged in to %s (%s)", self._account, self._host, mechanism)
+
+    def _token(self, get: Callable[[], Secret]) -> Secret:
+        try:
+            token = get()
+        except MailrulesError as exc:  # an OAuthError: its message names the account and the fix
+            raise TokenUnavailable(str(exc), login_required=getattr(exc, "kind", "") == "login") from None
+        self._secrets = (*self._secrets, token.reveal())  # cut out of every later error message
+        return token
+
+    def _authenticate(self, mechanism: str, token: Secret) -> None:
+        self.command_count += 1
+        started = time.perf_counter()
+        ok = False
+        try:
+            authenticate_oauth(self._client, mechanism, self._params.username, token.reveal(),
+                               self._params.host, self._params.port, context=self._context)
+            ok = True
+        finally:
+            self._record("AUTHENTICATE", started, ok)
 
     def _login_command(self, user: str, password: str) -> None:
         # Not imapclient's login(): imaplib quotes the password but sends the username as it is, so

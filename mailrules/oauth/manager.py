@@ -37,7 +37,14 @@ class TokenManager:
 
     Without a refresh token (client credentials) the flow's grant is asked again. `initial_refresh`
     (a refresh token obtained elsewhere: `refresh_token_file`) is used when the store holds none.
-    `on_refresh(account, outcome)` is told every refresh's outcome (one of OUTCOMES).
+    `on_refresh(account, outcome)` is told every refresh's outcome (one of OUTCOMES); `on_tokens(
+    account, tokens)` the tokens each time they are read from the store, obtained or forgotten (the
+    expiry metric).
+
+    A refresh token the server refused (`invalid_grant`) is not sent again: until a login saves new
+    tokens (`mailrules auth login ACCOUNT`, in this process or another sharing the store), every
+    call raises InvalidGrant at once, and `login_required` says why. That refusal is logged once,
+    as an ERROR naming the account and the command that fixes it.
     """
 
     def __init__(
@@ -46,6 +53,7 @@ class TokenManager:
         sleep: Callable[[float], None] = time.sleep, margin: float = 60.0, fraction: float = 0.1,
         attempts: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
         on_refresh: Callable[[str, str], None] | None = None,
+        on_tokens: Callable[[str, Tokens | None], None] | None = None,
     ) -> None:
         self.account = account
         self.client = client
@@ -60,7 +68,11 @@ class TokenManager:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.on_refresh = on_refresh
+        self.on_tokens = on_tokens
         self._lock = threading.Lock()
+        self._refused: Secret | None = None  # the refresh token the server refused (invalid_grant)
+        #: why the account cannot log in until `mailrules auth login` (None: it can)
+        self.login_required: str | None = None
         self._tokens: Tokens | None = None
         self._unsaved = False  # tokens in memory the store does not have yet (a save failed)
         self.refreshes = 0
@@ -98,12 +110,16 @@ class TokenManager:
         with self._lock, self.store.locked():
             self.store.save(tokens)
             self._tokens, self._unsaved = tokens, False
+            self._refused, self.login_required = None, None
+        self._observe_tokens(tokens)
 
     def logout(self) -> bool:
         """Forget the tokens (memory and store); False when there were none stored."""
         with self._lock, self.store.locked():
             self._tokens, self._unsaved = None, False
-            return self.store.delete()
+            removed = self.store.delete()
+        self._observe_tokens(None)
+        return removed
 
     def due(self, tokens: Tokens, now: float) -> bool:
         """True when `tokens` should be refreshed before use."""
@@ -118,6 +134,8 @@ class TokenManager:
     def _current(self) -> Tokens | None:
         if self._tokens is None:
             self._tokens = self.store.load()
+            if self._tokens is not None:
+                self._observe_tokens(self._tokens)
         elif self._unsaved:
             self._save(self._tokens)
         return self._tokens
@@ -126,6 +144,7 @@ class TokenManager:
         self._tokens, self._unsaved = tokens, True
         self.store.save(tokens)  # raises TokenStoreError: the access token is not handed out
         self._unsaved = False
+        self._observe_tokens(tokens)
 
     def _refresh_locked(self, tokens: Tokens | None, refused: object) -> Secret:
         with self.store.locked():
@@ -136,6 +155,9 @@ class TokenManager:
                 or on_disk.obtained_at > tokens.obtained_at
             ):
                 tokens = self._tokens = on_disk
+                self._observe_tokens(on_disk)
+                if self._refused is not None and on_disk.refresh_token != self._refused:
+                    self._refused, self.login_required = None, None  # a login since the refusal
                 fresh = not self.due(on_disk, self._clock())
                 if fresh and (refused is None or (refused is not _ANY and on_disk.access_token != refused)):
                     return on_disk.access_token
@@ -154,10 +176,15 @@ class TokenManager:
         if refresh is None and self.flow != "client_credentials":
             refresh = self._initial_refresh
         if refresh is None and self.flow != "client_credentials":
-            raise LoginRequired(
-                f"no OAuth2 tokens yet (store {self.store.path}); run `mailrules auth login {self.account}`",
-                account=self.account,
-            )
+            message = (f"no OAuth2 tokens yet (store {self.store.path}); "
+                       f"run `mailrules auth login {self.account}`")
+            if self.login_required != message:
+                log.error("account %s: %s", self.account, message)
+            self.login_required = message
+            raise LoginRequired(message, account=self.account)
+        if refresh is not None and refresh == self._refused:
+            # Refused already: asking again would only be refused again (and counted as an attempt).
+            raise InvalidGrant(f"{self.login_required}", account=self.account, error="invalid_grant")
         grant = refresh
         for attempt in range(1, self.attempts + 1):
             try:
@@ -175,15 +202,26 @@ class TokenManager:
                 continue
             except InvalidGrant as exc:
                 self._observe("invalid_grant")
-                raise InvalidGrant(
-                    f"{exc}; run `mailrules auth login {self.account}`", account=self.account, error=exc.error
-                ) from None
+                self._refused = refresh
+                self.login_required = f"{exc}; run `mailrules auth login {self.account}`"
+                log.error("account %s: %s; the account is stopped until then", self.account,
+                          self.login_required)
+                raise InvalidGrant(self.login_required, account=self.account, error=exc.error) from None
             except OAuthError as exc:
                 self._observe("error")
                 raise OAuthError(str(exc), account=self.account, error=exc.error) from None
             self._observe("ok")
+            self._refused, self.login_required = None, None
             return new
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _observe_tokens(self, tokens: Tokens | None) -> None:
+        if self.on_tokens is None:
+            return
+        try:
+            self.on_tokens(self.account, tokens)
+        except Exception:  # an observer never breaks the work (house style 13)
+            log.exception("on_tokens hook failed")
 
     def _observe(self, outcome: str) -> None:
         if self.on_refresh is None:

@@ -9,15 +9,16 @@ import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import MIMEPart
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from mailrules.config.model import Secret, SmtpSettings, TlsMode
-from mailrules.errors import ActionError, ConfigError
+from mailrules.errors import ActionError, ConfigError, MailrulesError
 from mailrules.message.view import MessageView
 from mailrules.redact import redact
 from mailrules.tls import ssl_context
@@ -87,9 +88,24 @@ def derive_message_id(from_addr: str, idempotency_key: str) -> str:
     return f"<{digest}@mailrules>"
 
 
+class SmtpTokens(Protocol):
+    """An OAuth2 account's tokens (mailrules/oauth/accounts.py `AccountTokens`), for AUTH XOAUTH2."""
+
+    def access_token(self) -> Secret:
+        """The current access token (refreshed first when due); raises an OAuthError."""
+
+    def force_refresh(self, refused: Secret | None = None) -> Secret:
+        """A new access token because the server refused `refused`."""
+
+
+# RFC 6750 §2.1 b64token: what a bearer token may contain (nothing that ends the SASL message)
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SmtpParams:
-    """Where and how to submit mail; the password never appears in repr or errors."""
+    """Where and how to submit mail; the password never appears in repr or errors. With `tokens`
+    (an OAuth2 account) the sender logs in with AUTH XOAUTH2 as `username` instead."""
 
     host: str
     port: int
@@ -100,6 +116,7 @@ class SmtpParams:
     ca_file: str | None = None
     allow_insecure: bool = False
     timeout: float = 30.0
+    tokens: SmtpTokens | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.tls not in ("implicit", "starttls", "none"):
@@ -108,7 +125,7 @@ class SmtpParams:
             raise ConfigError('smtp tls = "none" sends mail in clear text; set allow_insecure = true')
         if not 0 < self.port < 65536:
             raise ConfigError(f"smtp port {self.port} is out of range")
-        if self.username is not None and self.password is None:
+        if self.username is not None and self.password is None and self.tokens is None:
             raise ConfigError("smtp username given without a password")
         try:
             validate_address(self.from_addr)
@@ -117,9 +134,13 @@ class SmtpParams:
 
     @classmethod
     def from_settings(
-        cls, settings: SmtpSettings, *, ca_file: str | None = None, timeout: float = 30.0
+        cls, settings: SmtpSettings, *, ca_file: str | None = None, timeout: float = 30.0,
+        tokens: SmtpTokens | None = None,
     ) -> SmtpParams:
-        """Parameters from an account's `[accounts.X.smtp]` settings."""
+        """Parameters from an account's `[accounts.X.smtp]` settings; `tokens`: the account's, for
+        settings that log in with OAuth2 (`settings.oauth2`)."""
+        if settings.oauth2 and tokens is None:
+            raise ConfigError("smtp: this account logs in with OAuth2, but no tokens were given")
         return cls(
             host=settings.host,
             port=settings.port,
@@ -130,6 +151,7 @@ class SmtpParams:
             ca_file=ca_file,
             allow_insecure=settings.allow_insecure,
             timeout=timeout,
+            tokens=tokens if settings.oauth2 else None,
         )
 
     def _password(self) -> str:
@@ -306,6 +328,7 @@ class SmtpSender:
         p = self.params
         stage = "connect"
         conn: smtplib.SMTP | None = None
+        used: list[str] = []  # the tokens this send used: cut out of any error message
         try:
             if p.tls == "implicit":
                 stage = "tls"
@@ -321,7 +344,10 @@ class SmtpSender:
                 stage = "auth"
                 if p.tls == "none" and not p.allow_insecure:  # also refused by SmtpParams
                     raise SmtpActionError(f"{self._where()}: refusing to log in without TLS", "tls")
-                conn.login(p.username, p._password())
+                if p.tokens is not None:
+                    self._xoauth2(conn, p.tokens, p.username, used)
+                else:
+                    conn.login(p.username, p._password())
             options: list[str] = []
             if not message.isascii():
                 # 8-bit content must travel as 8bit (never re-encoded: the original stays intact)
@@ -336,13 +362,52 @@ class SmtpSender:
         except SmtpActionError:
             raise
         except (smtplib.SMTPException, OSError) as exc:
-            raise self._classify(exc, stage, to) from None
+            raise self._classify(exc, stage, to, used) from None
         finally:
             if conn is not None:
                 try:
                     conn.quit()
                 except (smtplib.SMTPException, OSError):
                     conn.close()
+
+    def _xoauth2(self, conn: smtplib.SMTP, tokens: SmtpTokens, user: str, used: list[str]) -> None:
+        """AUTH XOAUTH2 (Google's and Microsoft's SMTP): the token the server refuses (535) is
+        refreshed once and tried again. On its error challenge (334 + base64 JSON) the client
+        answers an empty line and gets the 535 (the same leg as IMAP, imap/sasl.py)."""
+        features = conn.esmtp_features.get("auth", "").upper().split()
+        if "XOAUTH2" not in features:
+            raise SmtpActionError(f"{self._where()}: the server does not offer AUTH XOAUTH2", "auth")
+        if any(c in user for c in "\x00\x01\r\n"):
+            raise SmtpActionError(f"{self._where()}: the username contains a control character", "auth")
+
+        def token(get: Callable[[], Secret]) -> str:
+            try:
+                value = get().reveal()
+            except MailrulesError as exc:  # an OAuthError naming the account and the fix
+                raise SmtpActionError(f"{self._where()}: no access token: {exc}", "auth") from None
+            if not _B64TOKEN.fullmatch(value):
+                raise SmtpActionError(f"{self._where()}: the access token is not a bearer token", "auth")
+            used.append(value)
+            message = f"user={user}\x01auth=Bearer {value}\x01\x01"
+            used.append(base64.b64encode(message.encode()).decode())
+            return value
+
+        def auth(value: str) -> None:
+            answers = iter((f"user={user}\x01auth=Bearer {value}\x01\x01",))
+            # The response goes after the server's first 334, not on the AUTH line: a JWT makes it
+            # longer than the 512 octets of an SMTP command line (RFC 5321 §4.5.3.1.4) that some
+            # servers hold AUTH to. Every later 334 is an error challenge: an empty answer.
+            conn.auth("XOAUTH2", lambda challenge=None: next(answers, ""), initial_response_ok=False)
+
+        first = token(tokens.access_token)
+        try:
+            auth(first)
+        except smtplib.SMTPAuthenticationError as exc:
+            if exc.smtp_code != 535:
+                raise
+            log.info("%s: the server refused the access token (%s); refreshing it once",
+                     self._where(), _reply(exc))
+            auth(token(lambda: tokens.force_refresh(Secret(first))))
 
     def _tls_context(self) -> ssl.SSLContext:
         # verified like IMAP: system CAs plus ca_file when given (a private CA, a self-signed server)
@@ -351,7 +416,7 @@ class SmtpSender:
     def _where(self) -> str:
         return f"SMTP {self.params.host}:{self.params.port}"
 
-    def _classify(self, exc: BaseException, stage: str, to: str) -> SmtpActionError:
+    def _classify(self, exc: BaseException, stage: str, to: str, used: Sequence[str] = ()) -> SmtpActionError:
         """One clear message per failure; no password (nor its base64 forms) in it."""
         where = self._where()
         kind: ErrorKind
@@ -384,7 +449,7 @@ class SmtpSender:
             kind, text = "protocol", f"unexpected reply during {stage}: {_reply(exc)}"
         else:
             kind, text = "protocol", f"{type(exc).__name__} during {stage}"
-        return SmtpActionError(self._scrub(f"{where}: {text}"), kind, maybe_sent=maybe_sent)
+        return SmtpActionError(redact(self._scrub(f"{where}: {text}"), used), kind, maybe_sent=maybe_sent)
 
     def _scrub(self, text: str) -> str:
         secret = self.params._password()
