@@ -125,9 +125,10 @@ def transient(exc: BaseException) -> bool:
     if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
         return True
     if isinstance(exc, psycopg.OperationalError):
-        # a refused login, a missing database, a full disk do not mend by waiting
+        # a refused login, a missing database, a full disk do not mend by waiting; a lock wait
+        # that timed out (lock_timeout) is the caller's to decide
         state = getattr(exc, "sqlstate", None) or ""
-        return not state.startswith(("28", "3D", "53100", "42"))
+        return not state.startswith(("28", "3D", "53100", "42", "55P03"))
     return False
 
 
@@ -165,6 +166,20 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.where!r})"
+
+    def sibling(self, *, max_size: int, retry_seconds: float, idle_seconds: float) -> Database:
+        """Another pool on the same database with the same login (the leases keep their own, so
+        that a heartbeat never waits behind the work for a connection)."""
+        other = Database(
+            self.where,
+            self._kwargs.get("password"),
+            application_name=self._kwargs["application_name"],
+            retry_seconds=retry_seconds,
+            idle_seconds=idle_seconds,
+            max_size=max_size,
+        )
+        other._conninfo = self._conninfo
+        return other
 
     def connect(self) -> Conn:
         """One new autocommit connection, set up as the pool's are (StateOpenError if it fails)."""

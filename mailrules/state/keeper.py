@@ -1,0 +1,164 @@
+"""One replica's side of sharing the accounts: a round of renew, hand over, take (no threads here).
+
+The daemon calls `round()` every `interval` (a third of `lease_seconds`) and `expire()` before
+trusting a lease between rounds; it starts an account's watchers and schedules in `start(lease)`
+(with `state.fenced([lease])`) and stops them in `stop(account)`. The order inside a round keeps
+an account from ever being worked on twice: a lease that was lost is stopped before anything
+else; an account handed over is stopped before its lease is released; an account is started
+only after its lease was acquired. `shutdown()` (SIGTERM) stops everything and releases every
+lease at once, so the other replicas take the accounts over in their next round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mailrules.errors import StateError
+from mailrules.state.interface import Lease
+from mailrules.state.leases import LeaseStore
+from mailrules.state.share import wanted
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What one round changed: accounts acquired, released (handed over) and lost."""
+
+    taken: tuple[str, ...] = ()
+    given: tuple[str, ...] = ()
+    lost: tuple[str, ...] = ()
+
+
+class KeeperObserver:
+    """Hooks for metrics and logs (every call guarded: an observer never breaks the round)."""
+
+    def acquired(self, lease: Lease) -> None:
+        """`lease` was taken."""
+
+    def released(self, account: str) -> None:
+        """`account` was handed over (or let go at shutdown)."""
+
+    def lost(self, account: str) -> None:
+        """`account`'s lease ran out or was taken over before it could be renewed."""
+
+    def view(self, owned: int, replicas: int) -> None:
+        """After each round: how many accounts this replica owns, how many replicas are live."""
+
+
+class LeaseKeeper:
+    """Keeps this replica's fair share of `accounts` leased."""
+
+    def __init__(
+        self,
+        leases: LeaseStore,
+        accounts: Sequence[str],
+        *,
+        start: Callable[[Lease], None],
+        stop: Callable[[str], None],
+        observer: KeeperObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.leases = leases
+        self.accounts = tuple(dict.fromkeys(accounts))
+        self._start = start
+        self._stop = stop
+        self._observer = observer or KeeperObserver()
+        self._clock = clock
+        self.held: dict[str, Lease] = {}
+
+    @property
+    def interval(self) -> float:
+        """Seconds between rounds: three renewals per lease."""
+        return self.leases.lease_seconds / 3
+
+    def begin(self) -> Changes:
+        """Register this replica, then the first round."""
+        self.leases.register()
+        return self.round()
+
+    def round(self) -> Changes:
+        """Renew what is held, stop what was lost, hand over what exceeds the fair share, take
+        free accounts up to it. A StateError (the database unreachable) ends the round early;
+        leases whose local deadline passed meanwhile are stopped (`expire`)."""
+        lost: list[str] = []
+        given: list[str] = []
+        taken: list[str] = []
+        live: list[str] = []
+        try:
+            self.leases.heartbeat()
+            renewed = {x.account: x for x in self.leases.renew(self.held.values())}
+            for account in sorted(set(self.held) - set(renewed)):
+                self._drop(account)
+                self._notify(self._observer.lost, account)
+                lost.append(account)
+            self.held.update(renewed)
+            holders = self.leases.owners()
+            owners = {a: (h.owner if h.held else None) for a, h in holders.items()}
+            for account in self.held:  # what we hold is ours, whatever a late read says
+                owners[account] = self.leases.replica
+            live = self.leases.replicas()
+            share = wanted(self.leases.replica, self.accounts, owners, live)
+            for account in share.give:
+                lease = self._drop(account)
+                if lease is not None:
+                    self.leases.release([lease])
+                    self._notify(self._observer.released, account)
+                    given.append(account)
+            for account in share.take:
+                lease = self.leases.acquire(account)
+                if lease is None:
+                    continue  # another replica was quicker: next round
+                try:
+                    self._start(lease)
+                except Exception:  # not worked on: let another replica (or the next round) have it
+                    log.exception("leases: starting %s failed; releasing it", account)
+                    self.leases.release([lease])
+                    continue
+                self.held[account] = lease
+                self._notify(self._observer.acquired, lease)
+                taken.append(account)
+        except StateError as exc:
+            log.warning("leases: %s; keeping what is held until its deadline", exc)
+            lost += self.expire()
+        self._notify(self._observer.view, len(self.held), len(live))
+        return Changes(tuple(taken), tuple(given), tuple(lost))
+
+    def expire(self) -> list[str]:
+        """Stop the accounts whose lease is past its local deadline (not renewed in time)."""
+        now = self._clock()
+        late = sorted(a for a, x in self.held.items() if x.deadline <= now)
+        for account in late:
+            self._drop(account)
+            self._notify(self._observer.lost, account)
+        return late
+
+    def shutdown(self) -> None:
+        """Stop every account, release every lease and retire this replica (SIGTERM)."""
+        leases = list(self.held.values())
+        for account in sorted(self.held):
+            self._drop(account)
+        try:
+            self.leases.release(leases)
+            self.leases.retire()
+        except StateError as exc:
+            log.warning("leases: cannot release at shutdown (they expire by themselves): %s", exc)
+        for lease in leases:
+            self._notify(self._observer.released, lease.account)
+
+    def _drop(self, account: str) -> Lease | None:
+        lease = self.held.pop(account, None)
+        try:
+            self._stop(account)
+        except Exception:  # the lease is gone either way; a failing stop must not keep it
+            log.exception("leases: stopping %s failed", account)
+        return lease
+
+    def _notify(self, hook: Callable[..., None], *args: object) -> None:
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("leases: observer failed")

@@ -1,0 +1,301 @@
+"""Account leases in PostgreSQL: which replica owns which account, until when, under which token.
+
+One row per account in `leases` (owner, expiry, fencing token) and one per replica in `replicas`
+(its last heartbeat). Every time is the database's (`clock_timestamp()`), never a replica's own
+clock: replicas whose clocks disagree still agree on who holds what. Why lease rows and not
+session advisory locks, and how fencing keeps a paused replica from writing: docs/dev/leases.md.
+
+- `acquire(account)`: takes a free or expired lease; the token grows by one at each acquisition.
+- `renew(leases)`: pushes the expiry of those still held (the same token); the others are lost.
+- `release(leases)`: lets them go at once (SIGTERM, or handing accounts over), token kept.
+- `owners()`, `replicas()`: the view that `share.wanted` turns into what to take and give.
+
+`SoloLeases` is the same interface for a SQLite state: one daemon owns every account.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from psycopg import errors as pg_errors
+
+from mailrules.errors import StateError
+from mailrules.state.interface import Lease, LeaseLost
+from mailrules.state.pg_conn import Conn, Database
+
+#: A lease counts as held locally for this fraction of `lease_seconds` after its renewal was
+#: sent: what is left covers a slow clock and the time the answer took to come back.
+SAFE_FRACTION = 0.9
+
+_ACQUIRE = """
+INSERT INTO leases AS l (account, owner, token, expires_at, acquired_at)
+VALUES (%(account)s, %(me)s, 1, clock_timestamp() + make_interval(secs => %(secs)s), clock_timestamp())
+ON CONFLICT (account) DO UPDATE SET owner = excluded.owner, token = l.token + 1,
+    expires_at = excluded.expires_at, acquired_at = excluded.acquired_at
+WHERE l.owner IS NULL OR l.expires_at <= clock_timestamp()
+RETURNING l.token, l.expires_at
+"""
+_RENEW = """
+UPDATE leases AS l SET expires_at = clock_timestamp() + make_interval(secs => %(secs)s)
+FROM unnest(%(accounts)s::text[], %(tokens)s::bigint[]) AS h(account, token)
+WHERE l.account = h.account AND l.token = h.token AND l.owner = %(me)s
+    AND l.expires_at > clock_timestamp()
+RETURNING l.account, l.token, l.expires_at
+"""
+_RELEASE = """
+UPDATE leases AS l SET owner = NULL, expires_at = clock_timestamp()
+FROM unnest(%(accounts)s::text[], %(tokens)s::bigint[]) AS h(account, token)
+WHERE l.account = h.account AND l.token = h.token AND l.owner = %(me)s
+"""
+_REGISTER = """
+INSERT INTO replicas AS r (replica, incarnation, started_at, seen_at)
+VALUES (%(me)s, %(incarnation)s, clock_timestamp(), clock_timestamp())
+ON CONFLICT (replica) DO UPDATE SET incarnation = excluded.incarnation,
+    started_at = excluded.started_at, seen_at = excluded.seen_at
+WHERE r.incarnation = excluded.incarnation
+    OR r.seen_at <= clock_timestamp() - make_interval(secs => %(secs)s)
+RETURNING 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds one account as the database sees it: `held` while `owner` is set and the lease
+    has not expired."""
+
+    account: str
+    owner: str | None
+    token: int
+    expires_at: dt.datetime
+    held: bool
+
+
+class LeaseStore(Protocol):
+    """What the lease keeper (state/keeper.py) asks of the leases: `Leases` or `SoloLeases`."""
+
+    @property
+    def replica(self) -> str:
+        """This daemon's name in the cluster."""
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a lease lasts without a renewal."""
+
+    def register(self) -> None:
+        """Announce this replica (at start)."""
+
+    def heartbeat(self) -> None:
+        """Say this replica is alive."""
+
+    def acquire(self, account: str) -> Lease | None:
+        """Take `account` if it is free or its lease expired."""
+
+    def renew(self, leases: Iterable[Lease]) -> list[Lease]:
+        """The leases still held, with their new expiry."""
+
+    def release(self, leases: Iterable[Lease]) -> None:
+        """Let the leases go at once."""
+
+    def owners(self) -> dict[str, Holder]:
+        """Every account leased, and by whom."""
+
+    def replicas(self) -> list[str]:
+        """The replicas seen within `lease_seconds`."""
+
+    def retire(self) -> None:
+        """Forget this replica (at a clean stop, after releasing its leases)."""
+
+
+class Leases:
+    """The leases of one replica (`replica`, unique per daemon) in the PostgreSQL state."""
+
+    def __init__(self, db: Database, replica: str, lease_seconds: float) -> None:
+        if not replica:
+            raise ValueError("a replica needs a name")
+        if not (math.isfinite(lease_seconds) and lease_seconds > 0):
+            raise ValueError("lease_seconds must be a positive number")
+        self._db = db
+        self._replica = replica
+        self._seconds = float(lease_seconds)
+        self.incarnation = secrets.token_hex(8)  # this process, among restarts under one name
+
+    @classmethod
+    def open(cls, state_db: Database, replica: str, lease_seconds: float) -> Leases:
+        """Leases on the state's database, over a pool of their own (two connections)."""
+        db = state_db.sibling(max_size=2, retry_seconds=lease_seconds / 3, idle_seconds=lease_seconds)
+        db.open_pool()
+        return cls(db, replica, lease_seconds)
+
+    @property
+    def replica(self) -> str:
+        return self._replica
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._seconds
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _lease(self, account: str, token: int, expires_at: dt.datetime, sent: float) -> Lease:
+        return Lease(account, self._replica, token, expires_at, sent + self._seconds * SAFE_FRACTION)
+
+    # -- replicas -------------------------------------------------------------------------------
+
+    def register(self, *, wait: float | None = None) -> None:
+        """Announce this replica. A live daemon under the same name (seen within `lease_seconds`)
+        is waited for up to `wait` seconds (default: twice `lease_seconds`: a crashed predecessor
+        stops being seen by then), then refused: two daemons must not share a name."""
+        params = {"me": self._replica, "incarnation": self.incarnation, "secs": self._seconds}
+        deadline = time.monotonic() + (2 * self._seconds if wait is None else wait)
+        while True:
+            row = self._db.run(
+                "register this replica", lambda c: c.execute(_REGISTER, params).fetchone(), write=True
+            )
+            if row is not None:
+                return
+            if time.monotonic() >= deadline:
+                raise StateError(
+                    f"state {self._db.where}: replica name {self._replica!r} is in use by another "
+                    "running daemon: give each daemon its own [cluster] replica"
+                )
+            time.sleep(min(1.0, self._seconds / 4))
+
+    def heartbeat(self) -> None:
+        """Say this replica is alive; LeaseLost if another daemon registered under its name."""
+        query = "UPDATE replicas SET seen_at = clock_timestamp() WHERE replica = %s AND incarnation = %s"
+        params = (self._replica, self.incarnation)
+        if self._db.run("record a heartbeat", lambda c: c.execute(query, params).rowcount, write=True) != 1:
+            raise LeaseLost(
+                f"state {self._db.where}: replica name {self._replica!r} was taken by another daemon"
+            )
+
+    def replicas(self) -> list[str]:
+        """The replicas whose last heartbeat is at most `lease_seconds` old, by name."""
+        query = (
+            "SELECT replica FROM replicas WHERE seen_at > clock_timestamp() - make_interval(secs => %s) "
+            "ORDER BY replica"
+        )
+        rows = self._db.run("read the replicas", lambda c: c.execute(query, (self._seconds,)).fetchall())
+        return [str(r[0]) for r in rows]
+
+    def retire(self) -> None:
+        """Forget this replica (a clean stop): the others need not wait for it to look dead."""
+        query = "DELETE FROM replicas WHERE replica = %s AND incarnation = %s"
+        params = (self._replica, self.incarnation)
+        self._db.run("retire this replica", lambda c: c.execute(query, params), write=True)
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def acquire(self, account: str) -> Lease | None:
+        """Take `account` when nobody holds it or its lease expired; None when it is held (or
+        the row is busy: a write of the holder in flight finishes first, then the next round)."""
+        params = {"account": account, "me": self._replica, "secs": self._seconds}
+        wait_ms = str(max(1, int(self._seconds * 1000 / 3)))
+
+        def take(conn: Conn) -> tuple[int, dt.datetime] | None:
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (wait_ms,))
+            row = conn.execute(_ACQUIRE, params).fetchone()
+            return None if row is None else (int(row[0]), row[1])
+
+        sent = time.monotonic()
+        try:
+            got = self._db.run("acquire a lease", take, write=True, idempotent=False)
+        except StateError as exc:
+            if isinstance(exc.__cause__, pg_errors.LockNotAvailable):
+                return None
+            raise
+        return None if got is None else self._lease(account, got[0], got[1], sent)
+
+    def renew(self, leases: Iterable[Lease]) -> list[Lease]:
+        """The leases of `leases` still held (same owner, token, unexpired), with a new expiry.
+        A lease missing from the answer is lost: stop working on its account."""
+        held = [lease for lease in leases if lease.owner == self._replica]
+        if not held:
+            return []
+        params = {
+            "accounts": [lease.account for lease in held],
+            "tokens": [lease.token for lease in held],
+            "me": self._replica,
+            "secs": self._seconds,
+        }
+        sent = time.monotonic()
+        rows = self._db.run("renew the leases", lambda c: c.execute(_RENEW, params).fetchall(), write=True)
+        return sorted((self._lease(str(a), int(t), e, sent) for a, t, e in rows), key=lambda x: x.account)
+
+    def release(self, leases: Iterable[Lease]) -> None:
+        """Let `leases` go at once: their accounts are free for any replica's next round."""
+        mine = [lease for lease in leases if lease.owner == self._replica]
+        if not mine:
+            return
+        params = {
+            "accounts": [lease.account for lease in mine],
+            "tokens": [lease.token for lease in mine],
+            "me": self._replica,
+        }
+        self._db.run("release the leases", lambda c: c.execute(_RELEASE, params), write=True)
+
+    def owners(self, accounts: Sequence[str] | None = None) -> dict[str, Holder]:
+        """account -> Holder for every account leased (or only `accounts`), as of now."""
+        query = (
+            "SELECT account, owner, token, expires_at, "
+            "owner IS NOT NULL AND expires_at > clock_timestamp() FROM leases"
+        )
+        params: tuple[object, ...] = ()
+        if accounts is not None:
+            query += " WHERE account = ANY(%s)"
+            params = (list(accounts),)
+        rows = self._db.run("read the leases", lambda c: c.execute(query, params).fetchall())
+        return {str(r[0]): Holder(str(r[0]), r[1], int(r[2]), r[3], bool(r[4])) for r in rows}
+
+
+class SoloLeases:
+    """The lease interface for a state only one daemon uses (SQLite, made exclusive by its file
+    lock): every account is this daemon's, for good; token 0 (SQLite's writes are not fenced)."""
+
+    def __init__(self, replica: str = "solo") -> None:
+        self._replica = replica
+        self._held: dict[str, Lease] = {}
+
+    @property
+    def replica(self) -> str:
+        return self._replica
+
+    @property
+    def lease_seconds(self) -> float:
+        return math.inf
+
+    def register(self) -> None:
+        return None
+
+    def heartbeat(self) -> None:
+        return None
+
+    def acquire(self, account: str) -> Lease | None:
+        if account in self._held:
+            return None
+        forever = dt.datetime.max.replace(tzinfo=dt.UTC)
+        self._held[account] = Lease(account, self._replica, 0, forever, math.inf)
+        return self._held[account]
+
+    def renew(self, leases: Iterable[Lease]) -> list[Lease]:
+        return sorted((x for x in leases if self._held.get(x.account) == x), key=lambda x: x.account)
+
+    def release(self, leases: Iterable[Lease]) -> None:
+        for lease in leases:
+            self._held.pop(lease.account, None)
+
+    def owners(self) -> dict[str, Holder]:
+        return {a: Holder(a, x.owner, x.token, x.expires_at, True) for a, x in self._held.items()}
+
+    def replicas(self) -> list[str]:
+        return [self._replica]
+
+    def retire(self) -> None:
+        return None
