@@ -35,6 +35,14 @@ class Uid:
 
 
 @dataclass(frozen=True, slots=True)
+class UidFrom:
+    """UID <first>:*: the messages from this UID on. `n:*` also names the highest UID when it is
+    below n (RFC 9051 §6.4.9: `*` is the largest number in use): a caller drops what is < first."""
+
+    first: int
+
+
+@dataclass(frozen=True, slots=True)
 class Header:
     """HEADER name value: substring of the named header's decoded text; "" means presence."""
 
@@ -144,8 +152,8 @@ class Not:
 
 
 SearchKey = Union[
-    All, Uid, Header, Text, Larger, Smaller, Date, Older, Younger, Flag, Keyword, Unkeyword, GmRaw,
-    GmLabels, And, Or, Not,
+    All, Uid, UidFrom, Header, Text, Larger, Smaller, Date, Older, Younger, Flag, Keyword, Unkeyword,
+    GmRaw, GmLabels, And, Or, Not,
 ]
 
 ALL = All()

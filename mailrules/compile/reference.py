@@ -101,6 +101,8 @@ def search_matches(
         return age > limit if isinstance(key, K.Older) else age < limit
     if isinstance(key, K.Uid):
         return view.uid is not None and view.uid in key.uids
+    if isinstance(key, K.UidFrom):
+        return view.uid is not None and view.uid >= key.first
     if isinstance(key, K.GmLabels):
         # Labels are where a Gmail view keeps them: among the flags (imap/gmail.py merges them).
         return ascii_fold(key.label) in {ascii_fold(f) for f in view.flags}

@@ -173,6 +173,8 @@ def _emit(key: K.SearchKey, out: list[Piece]) -> None:
         if not key.uids:
             raise SearchKeyError("an empty UID set cannot be sent")
         out.append(b"UID " + ",".join(compress_uids(key.uids)).encode("ascii"))
+    elif isinstance(key, K.UidFrom):
+        out.append(b"UID %d:*" % max(key.first, 1))
     elif isinstance(key, K.GmRaw):
         out.append(b"X-GM-RAW ")
         out.extend(string_pieces(key.query))

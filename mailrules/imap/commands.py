@@ -128,6 +128,11 @@ class MailboxCommands(CommandCore):
         self.selected = info
         return info
 
+    def noop(self) -> None:
+        """NOOP: nothing asked, but the server sends what changed in the selected mailbox
+        (EXISTS, EXPUNGE, FETCH) with its answer (RFC 9051 §6.1.2): a poller's way to hear news."""
+        self._run("NOOP", [b"NOOP"])
+
     # -- SEARCH -------------------------------------------------------------------------------------
 
     def search(self, pieces: Sequence[Piece], charset: str | None = None) -> list[int]:

@@ -332,13 +332,13 @@ class SmtpSender:
         try:
             if p.tls == "implicit":
                 stage = "tls"
-                conn = smtplib.SMTP_SSL(p.host, p.port, timeout=p.timeout, context=self._tls_context())
+                conn = smtplib.SMTP_SSL(p.host, p.port, timeout=p.timeout, context=self.tls_context())
             else:
                 conn = smtplib.SMTP(p.host, p.port, timeout=p.timeout)
                 conn.ehlo()
                 if p.tls == "starttls":
                     stage = "tls"
-                    conn.starttls(context=self._tls_context())
+                    conn.starttls(context=self.tls_context())
                     conn.ehlo()
             if p.username is not None:
                 stage = "auth"
@@ -409,8 +409,9 @@ class SmtpSender:
                      self._where(), _reply(exc))
             auth(token(lambda: tokens.force_refresh(Secret(first))))
 
-    def _tls_context(self) -> ssl.SSLContext:
-        # verified like IMAP: system CAs plus ca_file when given (a private CA, a self-signed server)
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS context forward and redirect connect with (doctor tests the same one): verified
+        like IMAP, system CAs plus ca_file when given (a private CA, a self-signed server)."""
         return ssl_context(self.params.ca_file)
 
     def _where(self) -> str:

@@ -213,3 +213,136 @@ def test_every_module_has_a_docstring() -> None:
         and (PACKAGE / rel).read_text(encoding="utf-8").strip()
     ]
     assert missing == []
+
+
+# -- no reach into private parts across packages ---------------------------------------------------
+
+_IMAPLIB_INTERNALS = (
+    "imaplib has no public call to send a command and read its continuations or untagged lines as "
+    "they come (IDLE, AUTHENTICATE with an error challenge): imap/ drives imaplib's own tagging, "
+    "reading and BYE handling, nothing else does"
+)
+#: Private names of third-party objects -> (the one place allowed to use them, why).
+FOREIGN_PRIVATE = {
+    name: ("imap/", _IMAPLIB_INTERNALS)
+    for name in ("_new_tag", "_command", "_get_response", "_get_tagged_response", "_check_bye", "_get_line")
+}
+
+
+def _package(module: str) -> str:
+    """`mailrules.imap` for mailrules.imap.session; a top-level module is its own package."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or module + ".__init__" in _init_modules() else module
+
+
+@cache
+def _init_modules() -> frozenset[str]:
+    return frozenset(_dotted(p) + ".__init__" for p in PACKAGE.rglob("__init__.py"))
+
+
+@cache
+def _private_definitions() -> dict[str, frozenset[str]]:
+    """Each private name (`_x`) defined in mailrules -> the modules that define it (a function,
+    class or method, an assignment to a name or an attribute)."""
+    found: dict[str, set[str]] = {}
+    for p in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                name = node.name
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                name = node.attr
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                name = node.id
+            else:
+                continue
+            if name.startswith("_") and not name.startswith("__"):
+                found.setdefault(name, set()).add(_dotted(p))
+    return {k: frozenset(v) for k, v in found.items()}
+
+
+def _bindings(tree: ast.Module, here: str) -> dict[str, str]:
+    """Module-level names -> the mailrules module they come from (imports) or `here` (defined here)."""
+    package = here if here + ".__init__" in _init_modules() else here.rsplit(".", 1)[0]
+    out: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, node.module] if node.module else parts)
+            for a in node.names:
+                target = f"{base}.{a.name}" if f"{base}.{a.name}" in _names() else base
+                if target.startswith("mailrules"):
+                    out[a.asname or a.name] = target
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("mailrules") and a.asname:
+                    out[a.asname] = a.name
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out[node.name] = here
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(t, ast.Name):
+                    out[t.id] = here
+    return out
+
+
+def _annotation_owner(annotation: ast.expr | None, bindings: dict[str, str]) -> str | None:
+    """The mailrules module a parameter's annotation names (`ImapSession`, `X | None`), if one."""
+    if annotation is None:
+        return None
+    owners = {
+        bindings[n.id]
+        for n in ast.walk(annotation)
+        if isinstance(n, ast.Name) and n.id in bindings
+    }
+    return owners.pop() if len(owners) == 1 else None
+
+
+def _private_reaches(rel: str, here: str) -> Iterator[str]:
+    """Every `obj._name` in the module that reaches into another package's private part."""
+    tree = ast.parse((PACKAGE / rel).read_text(encoding="utf-8"))
+    bindings = _bindings(tree, here)
+    typed: dict[ast.AST, dict[str, str]] = {}  # attribute node -> the typed parameters in scope
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            args = [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs]
+            params = {
+                a.arg: owner for a in args if (owner := _annotation_owner(a.annotation, bindings)) is not None
+            }
+            for node in ast.walk(fn):
+                typed.setdefault(node, {}).update(params)
+    definitions = _private_definitions()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") or node.attr.startswith("__"):
+            continue
+        receiver = node.value
+        if isinstance(receiver, ast.Name) and receiver.id in ("self", "cls"):
+            continue
+        owner = None
+        if isinstance(receiver, ast.Call) and isinstance(receiver.func, ast.Name):
+            owner = bindings.get(receiver.func.id)  # a constructor: `SmtpSender(p)._x`
+        elif isinstance(receiver, ast.Name):
+            owner = typed.get(node, {}).get(receiver.id) or bindings.get(receiver.id)
+        where = f"{rel}:{node.lineno}: {ast.unparse(receiver)}.{node.attr}"
+        if owner is not None:
+            if _package(owner) != _package(here):
+                yield f"{where} (private to {owner})"
+            continue
+        defined = definitions.get(node.attr, frozenset())
+        if not defined:
+            place, _ = FOREIGN_PRIVATE.get(node.attr, ("", ""))
+            if not (place and rel.startswith(place)):
+                yield f"{where} (a third-party private: list it in FOREIGN_PRIVATE with the reason)"
+        elif not any(_package(m) == _package(here) for m in defined):
+            yield f"{where} (private to {', '.join(sorted(defined))})"
+
+
+def test_no_reach_into_private_parts_across_packages() -> None:
+    """`obj._name` only where `_name` belongs to the same package (or to `self`/`cls`): a package's
+    private parts can change without another package noticing. A receiver typed by its parameter's
+    annotation, a constructor call or an imported name is held to its class's package; otherwise
+    the name must be defined in this package. Third-party privates only where FOREIGN_PRIVATE says."""
+    offenders = [line for rel, here, _ in _modules() for line in _private_reaches(rel, here)]
+    assert offenders == [], "\n".join(offenders)

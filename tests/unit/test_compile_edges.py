@@ -187,6 +187,7 @@ def test_reference_evaluator() -> None:
     assert m(K.Date("SENTON", dt.date(1970, 1, 1)))  # no Date: header
     assert m(K.Older(60)) and not m(K.Younger(60))
     assert m(K.Uid(frozenset({7}))) and not m(K.Uid(frozenset({8})))
+    assert m(K.UidFrom(7)) and m(K.UidFrom(1)) and not m(K.UidFrom(8))
     assert not m(K.GmRaw("has:attachment")) and m(K.GmRaw("label:x"))
     assert m(K.Or(K.Not(K.ALL), K.And((K.Flag("SEEN"), K.ALL))))
 

@@ -104,6 +104,9 @@ def test_every_key_spelling() -> None:
         (K.Flag("UNDELETED"), "UNDELETED"),
         (K.Unkeyword("$Junk"), "UNKEYWORD $Junk"),
         (K.Uid(frozenset({1, 2, 3, 7})), "UID 1:3,7"),
+        (K.UidFrom(42), "UID 42:*"),
+        (K.UidFrom(0), "UID 1:*"),  # UIDs start at 1 (the watcher's "after checkpoint 0")
+        (K.Date("SINCE", dt.date(2026, 3, 5)), "SINCE 5-Mar-2026"),
         (K.GmRaw("has:attachment"), "X-GM-RAW has:attachment"),
         (K.GmRaw("from:bob subject:x"), 'X-GM-RAW "from:bob subject:x"'),
         (K.Text("BODY", "x"), "BODY x"),

@@ -56,7 +56,7 @@ def smtp_checks(
         return
     connected[0].close()
     # the very context forward/redirect use (system CAs, or only ca_file when set)
-    _smtp_session(s, SmtpSender(params)._tls_context(), ep, timeout, bad, rows)
+    _smtp_session(s, SmtpSender(params).tls_context(), ep, timeout, bad, rows)
 
 
 def _smtp_open(s: SmtpSettings, ctx: ssl.SSLContext | None, timeout: float) -> smtplib.SMTP:
