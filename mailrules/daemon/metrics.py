@@ -13,6 +13,25 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mailrules import __version__
+from mailrules.daemon.labels import (
+    ACTION_COMMANDS,
+    ACTION_OUTCOMES,
+    ACTIONS,
+    ARRIVAL_BUCKETS,
+    CONNECT_BUCKETS,
+    HTTP_DROP_REASONS,
+    IMAP_BUCKETS,
+    IMAP_COMMANDS,
+    MESSAGE_OUTCOMES,
+    MESSAGE_SKIP_REASONS,
+    OTHER,
+    RELOAD_OUTCOMES,
+    RULE_BUCKETS,
+    RUN_BUCKETS,
+    SCHEDULED_OUTCOMES,
+    action_label,
+    command_label,
+)
 from mailrules.engine.loops import CREATION_LIMIT, SKIP_LABELS, skip_label
 from mailrules.engine.ports import MailboxReport, RuleReport
 from mailrules.imap.errors import Throttled
@@ -26,73 +45,6 @@ prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: The exposition below is the classic text format: every name we use is a legacy-valid name.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-#: The label value for anything outside the configured set (bounded cardinality, house style 8).
-OTHER = "other"
-
-#: JournalEntry.action, spaces as underscores.
-ACTIONS: tuple[str, ...] = (
-    "move",
-    "copy",
-    "archive",
-    "delete",
-    "delete_permanently",
-    "mark_read",
-    "mark_unread",
-    "flag",
-    "unflag",
-    "tag",
-    "untag",
-    "forward",
-    "redirect",
-)
-ACTION_OUTCOMES: tuple[str, ...] = ("ok", "failed", "skipped", "dry_run")
-MESSAGE_OUTCOMES: tuple[str, ...] = ("matched", "unmatched", "skipped", "failed")
-#: Why a pass passed over a message at a `[limits]` bound (mailrules/engine/evaluation.py).
-MESSAGE_SKIP_REASONS: tuple[str, ...] = ("evaluation_time",)
-SCHEDULED_OUTCOMES: tuple[str, ...] = ("ok", "failed", "skipped")
-RELOAD_OUTCOMES: tuple[str, ...] = ("success", "failure")
-#: Why the HTTP server cut a connection short (mailrules/daemon/http.py).
-HTTP_DROP_REASONS: tuple[str, ...] = ("limit", "evicted", "timeout", "disconnect")
-IMAP_COMMANDS: tuple[str, ...] = (
-    "SELECT",
-    "SEARCH",
-    "FETCH",
-    "STORE",
-    "MOVE",
-    "COPY",
-    "EXPUNGE",
-    "APPEND",
-    "LIST",
-    "IDLE",
-    "NOOP",
-    "LOGIN",
-    "OTHER",
-)
-# Names CommandCore uses that are one of the fixed set under another spelling.
-_COMMAND_ALIASES = {"EXAMINE": "SELECT", "AUTHENTICATE": "LOGIN"}
-# IMAP commands that carry out actions: their time, between two journal entries of one thread,
-# is the time of the action group the next entry belongs to (see `_pending`).
-_ACTION_COMMANDS = frozenset({"STORE", "MOVE", "COPY", "EXPUNGE", "CREATE"})
-
-_FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-IMAP_BUCKETS = (*_FAST, 300.0, 900.0)  # IDLE lasts up to the 10-minute re-issue (house style 6)
-CONNECT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-ARRIVAL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-RULE_BUCKETS = (0.001, *_FAST, 300.0)
-RUN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
-
-
-def command_label(name: str) -> str:
-    """CommandCore's command name (`UID FETCH`, `EXAMINE`) as one of IMAP_COMMANDS."""
-    word = name.upper().removeprefix("UID ").strip()
-    word = _COMMAND_ALIASES.get(word, word)
-    return word if word in IMAP_COMMANDS else "OTHER"
-
-
-def action_label(action: str) -> str:
-    """JournalEntry.action as a label value: `delete permanently` -> `delete_permanently`."""
-    word = action.replace(" ", "_")
-    return word if word in ACTIONS else OTHER
 
 
 class _Named(Protocol):
@@ -450,7 +402,7 @@ class Metrics:
         if not ok:
             self.imap_errors.labels(self._account(account), label).inc()
         word = command.upper().removeprefix("UID ").strip()
-        if word in _ACTION_COMMANDS:
+        if word in ACTION_COMMANDS:
             self._local.pending = getattr(self._local, "pending", 0.0) + seconds
 
     def command_hook(self, account: str) -> Callable[[str, float, bool], None]:

@@ -6,7 +6,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from mailrules.daemon.metrics import ARRIVAL_BUCKETS, Metrics
+from mailrules.daemon.labels import ARRIVAL_BUCKETS
+from mailrules.daemon.metrics import Metrics
 from tests.needs import require_tool
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "examples" / "prometheus"

@@ -11,15 +11,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mailrules import __version__
 from mailrules.compile.dialect import Dialect
-from mailrules.daemon.metrics import (
+from mailrules.daemon.labels import (
     ACTIONS,
     IMAP_COMMANDS,
     MESSAGE_OUTCOMES,
     OTHER,
-    Metrics,
     action_label,
     command_label,
 )
+from mailrules.daemon.metrics import Metrics
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
 from mailrules.engine.core import Engine
