@@ -7,6 +7,9 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from mailrules.dsl.regex_lint import silence_set_warnings
+
+silence_set_warnings()  # the checker reports them at their place; here they would only leak
 _P: Any
 _C: Any
 try:  # Python 3.11+: the parser behind `re`; only used to read the pattern's structure.

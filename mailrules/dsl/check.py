@@ -10,9 +10,13 @@ from mailrules.dsl.check_logic import contradiction, find_shadowed
 from mailrules.dsl.check_loops import loop_warnings
 from mailrules.dsl.cron import cron_problem
 from mailrules.dsl.lexemes import address_problem, keyword_problem, mailbox_problem
+from mailrules.dsl.regex_lint import lint_pattern, silence_set_warnings
 from mailrules.dsl.unparse import quote
+from mailrules.dsl.unparse import regex as regex_text
 from mailrules.dsl.walk import regexes
 from mailrules.source import Diagnostic, Span
+
+silence_set_warnings()  # each is reported below at its place (regex_lint)
 
 
 def check_rule_set(rule_set: ast.RuleSet, sources: dict[str, str] | None = None) -> list[Diagnostic]:
@@ -73,6 +77,7 @@ def check_rule(rule: ast.Rule) -> list[Diagnostic]:
             out.append(Diagnostic(regex.span, f"invalid regular expression: {err}"))
             continue
         groups = max(groups or 0, compiled.groups)
+        out.extend(regex_findings(regex, bool(compiled.flags & re.VERBOSE)))
     out.extend(_check_trigger(rule.trigger))
     if rule.limit is not None and rule.limit < 1:
         out.append(
@@ -89,6 +94,23 @@ def check_rule(rule: ast.Rule) -> list[Diagnostic]:
     if reason:
         span = getattr(rule.condition, "span", rule.span)
         out.append(Diagnostic(span, f"rule {quote(rule.name)} can never match: {reason}", severity="warning"))
+    return out
+
+
+def regex_findings(regex: ast.Regex, verbose: bool) -> list[Diagnostic]:
+    """POSIX classes, possessive quantifiers and set operators (regex_lint) at their columns.
+
+    Offsets are in the pattern as written: the canonical writing (`/` as `\\/`) is the text
+    between the slashes of the rule file, which is on one line.
+    """
+    written = regex_text(regex)
+    body = written[1 : written.rfind("/")]
+    out: list[Diagnostic] = []
+    span = regex.span
+    for f in lint_pattern(body, verbose):
+        col = span.column + 1 + f.offset
+        where = Span(span.file, span.line, col, span.line, col + f.length)
+        out.append(Diagnostic(where, f.message, f.severity))
     return out
 
 

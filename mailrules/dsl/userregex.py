@@ -34,10 +34,12 @@ from typing import Any
 import regex
 
 from mailrules.bounds import EvaluationTimeout, current_deadline
+from mailrules.dsl.regex_lint import silence_set_warnings
 
 __all__ = ["UserRegex", "compile_user_regex", "language_flags"]
 
 log = logging.getLogger(__name__)
+silence_set_warnings()  # `mailrules check` reports each at its place; at run time they only leak
 
 _P: Any = importlib.import_module("re._parser")  # the parser behind `re` (3.11+)
 _C: Any = importlib.import_module("re._constants")
