@@ -179,6 +179,15 @@ def test_dashboard_and_alerts_name_only_exposed_metrics() -> None:
         assert f'le="{le}"' in _static_exposition(), f"le={le} is not a bucket boundary as exposed"
 
 
+def test_every_metric_the_daemon_exposes_has_a_panel() -> None:
+    def family(name: str) -> str:
+        return re.sub(r"_(bucket|sum|count|created)$", "", name)
+
+    exposed = {family(n) for n in exposed_labels(_static_exposition())}
+    shown = {family(n) for n in metric_names(DASHBOARD.read_text())}
+    assert exposed <= shown, sorted(exposed - shown)
+
+
 #: What issue 9's bounds count: the "Hostile mail" row shows each of them.
 HOSTILE_MAIL = {
     "mailrules_messages_skipped_total",
