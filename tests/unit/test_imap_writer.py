@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from collections.abc import Callable
@@ -9,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from mailrules.compile.serialize import Lit
+from mailrules.compile import keys as K
+from mailrules.compile.serialize import Lit, serialize
 from mailrules.errors import ImapError
 from mailrules.imap import session as session_mod
 from mailrules.imap.session import ConnectionParams, ImapSession
@@ -134,6 +136,19 @@ def test_search_literal_plus_goes_out_in_one_send_and_esearch_parses() -> None:
     assert got == [1, 2, 3, 7]
     wire = 'T1 UID SEARCH RETURN (ALL) CHARSET UTF-8 SUBJECT {5+}\r\ncafé FROM "a b"\r\n'
     assert imap.sends == [wire.encode()]
+
+
+def test_noop_and_the_watchers_searches_go_out_as_keys_serialize_them() -> None:
+    def handler(tag: bytes, cmd: bytes) -> list[bytes]:
+        if cmd == b"NOOP":
+            return [b"* 4 EXISTS", tag + b" OK NOOP completed"]
+        return [b"* SEARCH 3 4", tag + b" OK Search completed"]
+
+    s, imap = make(handler, "IMAP4rev1")
+    s.noop()
+    assert s.search(serialize(K.UidFrom(3))) == [3, 4]
+    assert s.search(serialize(K.Date("SINCE", dt.date(2026, 3, 5)))) == [3, 4]
+    assert imap.commands == [b"T1 NOOP", b"T2 UID SEARCH UID 3:*", b"T3 UID SEARCH SINCE 5-Mar-2026"]
 
 
 def test_search_sync_literal_waits_for_continuation_and_plain_search_parses() -> None:
