@@ -1,4 +1,5 @@
-"""`mailrules doctor` against the private Dovecot, pymap and an aiosmtpd sink: one config per case."""
+"""`mailrules doctor` against the private Dovecot, Cyrus (each namespace), pymap and an aiosmtpd sink:
+one config per case."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 
 from mailrules.cli import main
 from mailrules.imap.session import ImapSession
+from tests.integration.cyrus import CyrusServer
 from tests.integration.servers import DovecotServer, PymapServer, free_port
 
 RULES = """\
@@ -48,6 +50,11 @@ def rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["check"]: c for c in data["accounts"]["a"]["checks"]}
 
 
+def results(data: dict[str, Any], name: str) -> list[str]:
+    """The results of every row named `name` (the dialect and the names take several), in order."""
+    return [c["result"] for c in data["accounts"]["a"]["checks"] if c["check"] == name]
+
+
 def dovecot_account(dovecot: DovecotServer, tls: str = "starttls", *, port: int | None = None,
                     ca: str | None = None, password: str | None = None) -> tuple[str, str]:
     """The [accounts.a] body for a fresh Dovecot user, and that user's real password."""
@@ -64,15 +71,28 @@ def test_healthy_starttls_account(dovecot: DovecotServer, tmp_path: Path) -> Non
     checks = rows(data)
     assert code == 0, text
     assert data["ok"] is True
-    assert all(c["status"] == "OK" for n, c in checks.items() if n != "SMTP"), text
-    assert checks["SMTP"]["status"] == "INFO"
+    informative = {"SMTP", "dialect", "mailbox names", "destinations"}
+    every = data["accounts"]["a"]["checks"]
+    assert all(c["status"] == ("INFO" if c["check"] in informative else "OK") for c in every), text
     for cap in ("IDLE", "MOVE", "UIDPLUS", "CONDSTORE", "ESEARCH", "WITHIN", "SPECIAL-USE", "NOTIFY"):
         assert checks[f"capability {cap}"]["result"] == "present"
     tls = checks["TLS handshake"]
     assert tls["details"]["protocol"].startswith("TLSv1")
     assert tls["details"]["subject"] == "CN=localhost" and tls["details"]["hostname_matches"] is True
-    assert "'Archive' exists (SPECIAL-USE)" in checks["archive"]["result"]
-    assert "'Trash' exists (SPECIAL-USE)" in checks["trash"]["result"]
+    assert checks["archive"]["result"] == "'Archive' (the server's \\Archive mailbox): exists"
+    assert checks["trash"]["result"] == "'Trash' (the server's \\Trash mailbox): exists"
+    assert checks["trash"]["details"] == {"mailbox": "Trash", "server": "Trash", "source": "SPECIAL-USE",
+                                          "exists": True}
+    uses = ["trash", "archive", "junk", "sent"]
+    assert [n for n in checks if n in uses] == uses and all(checks[n]["details"]["exists"] for n in uses)
+    # names map as written here: the mapping is said, no name is listed
+    assert results(data, "mailbox names") == [
+        "personal prefix '', separator '/', from NAMESPACE",
+        'names in rules and configuration are used as written ("/" between levels)',
+    ]
+    assert results(data, "destinations") == ["separator '/', personal prefix ''"]
+    assert results(data, "dialect") == [
+        "IMAP server (a), budget 5 connections: it has every extension mailrules uses"]
     assert "will be created" in checks["mailbox 'Done'"]["result"]
     assert all(isinstance(checks[n]["ms"], float) for n in ("DNS", "TCP connect", "TLS handshake", "login"))
     assert "everything needed works" in text and " ms " in text
@@ -183,9 +203,89 @@ def test_pymap_without_special_use_falls_back_to_names(pymap: PymapServer, tmp_p
     special_use = checks["capability SPECIAL-USE"]["result"]
     assert special_use.startswith("absent: archive and trash are found by name")
     fallback = "name fallback (no SPECIAL-USE mark)"
-    assert checks["archive"]["details"] == {"mailbox": "Archives", "source": fallback}
+    assert checks["archive"]["details"] == {"mailbox": "Archives", "server": "Archives", "source": fallback,
+                                            "exists": True}
     assert checks["trash"]["details"]["mailbox"] == "Deleted Messages"
-    assert "'Archives' exists (name fallback" in text
+    assert "'Archives' (the server's \\Archive mailbox): exists" in text
+    no_namespace = "personal prefix '', separator '/', from no NAMESPACE; LIST \"\" \"\""
+    assert results(data, "mailbox names")[0] == no_namespace
+    by_name = "no SPECIAL-USE: Trash and Archive found by name (Archive = Archives, Trash = Deleted Messages)"
+    assert by_name in results(data, "dialect")
+
+
+CYRUS_RULES = """\
+rule "py" in "Lists/python" { when subject contains "x" then mark read }
+rule "done" { when subject contains "done" then move to "Filed/done" }
+rule "bin" { when subject contains "spam" then delete }
+rule "keep" { when subject contains "keep" then archive }
+"""
+
+
+def cyrus_account(server: CyrusServer, *, mailboxes: tuple[str, ...] = ()) -> str:
+    """The [accounts.a] body for a fresh Cyrus user (STARTTLS), with `mailboxes` created (portable names)."""
+    user, password = server.fresh_user()
+    with ImapSession.connect(server.params(user, tls="starttls")) as session:
+        for box in mailboxes:
+            session.create(box)
+    return (f'port = {server.port}\ntls = "starttls"\nusername = "{user}"\npassword = "{password}"\n'
+            f'ca_file = "{server.ca_file}"\n')
+
+
+def test_cyrus_names_and_destinations_in_each_namespace(cyrus_each: CyrusServer, tmp_path: Path) -> None:
+    variant = cyrus_each.variant
+    prefix, sep = variant.personal_prefix, variant.separator
+    code, data, text = doctor(tmp_path, cyrus_account(cyrus_each, mailboxes=("Lists/python",)),
+                              rules=CYRUS_RULES)
+    checks = rows(data)
+    assert code == 0, text
+    # the portable name is found under its server name (it was reported missing before)
+    server_name, filed = f"{prefix}Lists{sep}python", f"{prefix}Filed{sep}done"
+    names = results(data, "mailbox names")
+    assert names[0] == f"personal prefix {prefix!r}, separator {sep!r}, from NAMESPACE"
+    python = checks["mailbox 'Lists/python'"]
+    assert python["status"] == "OK", text
+    if server_name == "Lists/python":  # altnamespace with "/": names are used as written
+        assert python["result"] == "'Lists/python' exists (rules read it)"
+        assert len(names) == 2
+    else:
+        assert python["details"] == {
+            "mailbox": "Lists/python", "source": "rules read it", "server": server_name}
+        assert python["result"] == f"'Lists/python' (on the server {server_name!r}) exists (rules read it)"
+        assert checks["mailbox 'Filed/done'"]["result"] == (
+            f"'Filed/done' (on the server {filed!r}) will be created when first used (rules file into it)")
+        assert f"'Lists/python' -> {server_name!r}" in names and f"'Filed/done' -> {filed!r}" in names
+    # a fresh Cyrus user has no Trash: the default in the personal namespace, created on first use
+    trash = f"{prefix}Trash"
+    assert results(data, "destinations") == [
+        f"separator {sep!r}, personal prefix {prefix!r}; Trash will be {trash!r} (created on first use)"]
+    shown = "'Trash'" if trash == "Trash" else f"'Trash' is {trash!r}"
+    assert checks["trash"]["result"] == (
+        f"{shown} (no \\Trash mailbox: the default name in the personal namespace): missing, created on "
+        "first use")
+    assert checks["trash"]["status"] == checks["archive"]["status"] == "OK"
+    assert checks["trash"]["details"] == {
+        "mailbox": "Trash", "server": trash, "source": "default", "exists": False}
+    assert results(data, "dialect")[0].startswith("IMAP server (a)")
+
+
+def test_cyrus_refuses_a_name_that_cannot_exist_there(cyrus: CyrusServer, tmp_path: Path) -> None:
+    rules = 'rule "v" in "v1.2" { when subject contains "x" then mark read }\n'
+    account = cyrus_account(cyrus) + 'trash = "Deleted.Items"\ncreate_mailboxes = false\n'
+    code, data, text = doctor(tmp_path, account, rules=rules + RULES)
+    assert code == 1, text
+    failed = [c for c in data["accounts"]["a"]["checks"] if c["status"] == "FAIL"]
+    refused = {c["result"].split(" cannot exist")[0]: c for c in failed if c["check"] == "mailbox names"}
+    assert set(refused) == {"mailbox 'v1.2'", "mailbox 'Deleted.Items'"}
+    assert "'.' separates levels here" in refused["mailbox 'v1.2'"]["result"]
+    assert refused["mailbox 'v1.2'"]["hint"] == f"written at {tmp_path / 'rules.d' / 'a.rules'}:1"
+    assert refused["mailbox 'Deleted.Items'"]["hint"] == "set by accounts.a.trash in the configuration"
+    assert "mailbox 'v1.2'" not in rows(data)  # no second row claiming it is merely missing
+    trash = rows(data)["trash"]
+    assert trash["status"] == "FAIL" and "cannot exist" in trash["result"]
+    # with create_mailboxes = false, a destination that is missing fails
+    done = rows(data)["mailbox 'Done'"]
+    assert done["status"] == "FAIL" and done["hint"].startswith("create 'INBOX.Done' on the server")
+    assert "cannot exist on this server" in text
 
 
 # -- SMTP -------------------------------------------------------------------------------------

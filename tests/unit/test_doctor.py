@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from imapclient.exceptions import LoginError
 
 from mailrules.cli import main
+from mailrules.commands.doctor.mailboxes import mailbox_checks
 from mailrules.commands.doctor.net import (
     Endpoint,
     NoGreeting,
@@ -27,7 +28,9 @@ from mailrules.commands.doctor.smtp import smtp_checks
 from mailrules.config import AccountSettings, Secret, SmtpSettings
 from mailrules.dsl import ast as A
 from mailrules.dsl.loader import load_rule_set
+from mailrules.imap.commands import MailboxInfo
 from mailrules.imap.errors import classify
+from mailrules.imap.names import KNOWN_NAMESPACES, Namespaces
 
 IMAP_PLAIN = Endpoint("IMAP", "mail.example.com", 143, "implicit", "me", "password_file /run/secrets/imap")
 IMAP_TLS = Endpoint("IMAP", "mail.example.com", 993, "starttls", "me", "$IMAP_PASSWORD")
@@ -242,6 +245,125 @@ def test_smtp_plaintext_without_allow_insecure_is_refused(tmp_path: Path) -> Non
     smtp_checks(_account(smtp), rules, 1.0, rows)
     assert [(r.check, r.status) for r in rows] == [("SMTP TLS", "FAIL")]
     assert "allow_insecure" in rows[0].hint
+
+
+# -- mailbox rows (issue 12: names as the server spells them) -------------------------------------------
+
+
+class FakeLister:
+    """What the mailbox rows ask of a session: its namespaces, LIST and the special uses LIST shows."""
+
+    def __init__(self, ns: Namespaces, names: list[str], special: dict[str, str] | None = None) -> None:
+        self.namespaces = ns
+        self.special = special or {}
+        marks = {v: k for k, v in self.special.items()}
+        self.listing = [
+            MailboxInfo(n, ns.separator, frozenset({marks[n]} if n in marks else set())) for n in names
+        ]
+
+    def list_mailboxes(self, pattern: str = "*") -> list[MailboxInfo]:
+        return list(self.listing)
+
+    def special_use(self) -> dict[str, str]:
+        return dict(self.special)
+
+
+CYRUS = KNOWN_NAMESPACES["cyrus"]
+CYRUS_RULES = """\
+rule "py" in "Lists/python" { when subject contains "x" then move to "Lists/old" }
+rule "bin" { when subject contains "spam" then delete }
+rule "keep" { when subject contains "keep" then archive }
+"""
+
+
+def _mailbox_rows(
+    tmp_path: Path, lister: FakeLister, rules: str, account: AccountSettings | None = None
+) -> list[Check]:
+    rows: list[Check] = []
+    mailbox_checks(lister, account or _account(), _rules(tmp_path, rules), rows)
+    return rows
+
+
+def _by_name(rows: list[Check], name: str) -> list[Check]:
+    return [r for r in rows if r.check == name]
+
+
+def test_a_portable_name_is_found_under_the_servers_name(tmp_path: Path) -> None:
+    # Cyrus lists INBOX.Lists.python: the rules' "Lists/python" exists (it was reported missing)
+    lister = FakeLister(CYRUS, ["INBOX", "INBOX.Lists", "INBOX.Lists.python"])
+    rows = _mailbox_rows(tmp_path, lister, CYRUS_RULES)
+    [python] = _by_name(rows, "mailbox 'Lists/python'")
+    assert (python.status, python.result) == (
+        "OK", "'Lists/python' (on the server 'INBOX.Lists.python') exists (rules read it)")
+    [old] = _by_name(rows, "mailbox 'Lists/old'")
+    assert old.status == "OK" and "will be created when first used" in old.result
+    assert [r.result for r in _by_name(rows, "mailbox names")] == [
+        "personal prefix 'INBOX.', separator '.', from NAMESPACE",
+        "names in rules and configuration use \"/\" between levels: 'Lists/python' is 'INBOX.Lists.python'",
+        "a name starting with 'INBOX.' is the server's own and is used as written",
+        "a level cannot contain '.' (it separates levels on this server)",
+        "'Lists/python' -> 'INBOX.Lists.python'",
+        "'Lists/old' -> 'INBOX.Lists.old'",
+    ]
+
+
+def test_a_name_the_server_lists_is_not_mapped_again(tmp_path: Path) -> None:
+    # the server marks INBOX.Deleted Messages \Trash; a rule reads "INBOX.Lists" (the prefix as written)
+    lister = FakeLister(CYRUS, ["INBOX", "INBOX.Lists", "INBOX.Deleted Messages"],
+                        {"\\Trash": "INBOX.Deleted Messages"})
+    rule = 'rule "l" in "INBOX.Lists" { when subject contains "x" then delete }\n'
+    rows = _mailbox_rows(tmp_path, lister, rule)
+    [trash] = _by_name(rows, "trash")
+    assert trash.status == "OK"
+    assert trash.result == (
+        "'Deleted Messages' is 'INBOX.Deleted Messages' (the server's \\Trash mailbox): exists")
+    assert trash.details["source"] == "SPECIAL-USE"
+    assert _by_name(rows, "mailbox 'INBOX.Lists'")[0].status == "OK"
+
+
+def test_destinations_say_where_trash_and_archive_go(tmp_path: Path) -> None:
+    lister = FakeLister(CYRUS, ["INBOX"])
+    account = AccountSettings("work", "h", 993, "implicit", "me", Secret("pw", "$PW"), create_mailboxes=False)
+    rows = _mailbox_rows(tmp_path, lister, CYRUS_RULES, account)
+    assert [r.result for r in _by_name(rows, "destinations")] == ["separator '.', personal prefix 'INBOX.'"]
+    statuses = {r.check: r.status for r in rows if r.check in ("trash", "archive", "junk", "sent")}
+    # rules delete and archive: those must exist; nothing uses Junk or Sent
+    assert statuses == {"trash": "FAIL", "archive": "FAIL", "junk": "INFO", "sent": "INFO"}
+    [trash] = _by_name(rows, "trash")
+    assert trash.hint == "create 'INBOX.Trash' on the server, or set create_mailboxes = true"
+    # with create_mailboxes, the summary says where Trash will be
+    rows = _mailbox_rows(tmp_path, lister, CYRUS_RULES)
+    assert [r.result for r in _by_name(rows, "destinations")] == [
+        "separator '.', personal prefix 'INBOX.'; Trash will be 'INBOX.Trash' (created on first use)"]
+    assert {r.status for r in rows if r.check in ("trash", "archive")} == {"OK"}
+
+
+def test_names_that_cannot_exist_fail_with_where_they_are_written(tmp_path: Path) -> None:
+    lister = FakeLister(CYRUS, ["INBOX"])
+    account = AccountSettings("work", "h", 993, "implicit", "me", Secret("pw", "$PW"), archive="Old.Mail")
+    rows = _mailbox_rows(tmp_path, lister, 'rule "v" in "v1.2" { when subject contains "x" then archive }\n',
+                         account)
+    failed = [r for r in _by_name(rows, "mailbox names") if r.status == "FAIL"]
+    assert [r.result.split(":")[0] for r in failed] == [
+        "mailbox 'v1.2' cannot exist on this server", "mailbox 'Old.Mail' cannot exist on this server"]
+    assert failed[0].hint == f"written at {tmp_path / 'a.rules'}:1"
+    assert failed[1].hint == "set by accounts.work.archive in the configuration"
+    assert not _by_name(rows, "mailbox 'v1.2'")  # not also reported as merely missing
+    [archive] = _by_name(rows, "archive")
+    assert archive.status == "FAIL"
+    assert archive.result.startswith("'Old.Mail' (configured): mailbox 'Old.Mail' cannot exist")
+
+
+def test_names_used_as_written_are_not_listed(tmp_path: Path) -> None:
+    lister = FakeLister(KNOWN_NAMESPACES["dovecot"], ["INBOX", "Lists", "Lists/python", "Trash", "Archive"],
+                        {"\\Trash": "Trash", "\\Archive": "Archive"})
+    rows = _mailbox_rows(tmp_path, lister, CYRUS_RULES)
+    assert [r.result for r in _by_name(rows, "mailbox names")] == [
+        "personal prefix '', separator '/', from NAMESPACE",
+        'names in rules and configuration are used as written ("/" between levels)',
+    ]
+    assert _by_name(rows, "mailbox 'Lists/python'")[0].result == "'Lists/python' exists (rules read it)"
+    assert {r.status for r in rows if r.check in ("trash", "archive")} == {"OK"}
 
 
 # -- the command ------------------------------------------------------------------------------

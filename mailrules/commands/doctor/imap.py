@@ -1,4 +1,4 @@
-"""`mailrules doctor`'s IMAP probes: DNS, TCP, TLS, login, capabilities, and the mailboxes the rules need."""
+"""`mailrules doctor`'s IMAP probes: DNS, TCP, TLS, login, capabilities and the dialect; mailboxes.py then."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import dataclasses
 import ssl
 from collections.abc import Callable
 
+from mailrules.accounts import connection_params
+from mailrules.commands.doctor.mailboxes import mailbox_checks
 from mailrules.commands.doctor.net import (
     Clock,
     Endpoint,
@@ -17,13 +19,12 @@ from mailrules.commands.doctor.net import (
     tls_row,
 )
 from mailrules.commands.doctor.report import Check, Status
-from mailrules.commands.run import connection_params, mailboxes_of
 from mailrules.config import AccountSettings
 from mailrules.dsl import ast as A
 from mailrules.errors import MailrulesError
-from mailrules.imap.commands import MailboxInfo
+from mailrules.imap.dialects import describe_dialect
 from mailrules.imap.session import ImapSession
-from mailrules.imap.special_use import attributes_to_uses, names_to_uses
+from mailrules.imap.store import ImapStore
 from mailrules.tls import ssl_context
 
 #: The capabilities mailrules uses, and what it does when one is absent (`{poll}`: poll_interval).
@@ -97,7 +98,10 @@ def imap_checks(
     try:
         rows.append(Check("login", "OK", f"logged in as {account.username}", clock.ms()))
         _capabilities(session, account, rows)
-        _mailboxes(session, account, rules, rows)
+        store = ImapStore(session)
+        rows += [Check("dialect", "INFO", line) for line in describe_dialect(
+            store.dialect, max_connections=account.max_connections, special_use=store.special_use())]
+        mailbox_checks(session, account, rules, rows)
     except MailrulesError as exc:
         rows.append(fail("after login", exc, ep, clock))
     finally:
@@ -117,76 +121,3 @@ def _capabilities(session: ImapSession, account: AccountSettings, rows: list[Che
         degraded = cap == "UIDPLUS" or (cap == "MOVE" and not session.has("UIDPLUS"))
         status: Status = "WARN" if degraded else "INFO"
         rows.append(Check(f"capability {cap}", status, f"absent: {text}"))
-
-
-def _exists(name: str, listing: list[MailboxInfo]) -> bool:
-    def norm(n: str) -> str:
-        return "INBOX" if n.upper() == "INBOX" else n
-
-    selectable = {norm(b.name) for b in listing if not any(f.lower() == "\\noselect" for f in b.flags)}
-    return norm(name) in selectable
-
-
-def _mailboxes(
-    session: ImapSession, account: AccountSettings, rules: list[A.Rule] | None, rows: list[Check]
-) -> None:
-    clock = Clock()
-    listing = session.list_mailboxes()
-    special = session.special_use()
-    by_attr, by_name = attributes_to_uses(listing), names_to_uses(listing, {})
-    rows.append(Check("LIST", "OK", f"{len(listing)} mailboxes", clock.ms()))
-    actions = [a for r in rules or () for a in r.actions]
-    uses = (
-        ("archive", "\\Archive", account.archive, "Archive", any(isinstance(a, A.Archive) and a.dest is None
-                                                                 for a in actions)),
-        ("trash", "\\Trash", account.trash, "Trash", any(isinstance(a, A.Delete) and not a.permanently
-                                                         for a in actions)),
-    )
-    for word, use, override, default, needed in uses:
-        if override:
-            name, how = override, "config override"
-        elif use in special:
-            name = special[use]
-            from_attr = by_attr.get(use) == name or by_name.get(use) != name
-            how = "SPECIAL-USE" if from_attr else "name fallback (no SPECIAL-USE mark)"
-        else:
-            name, how = default, "default name (neither SPECIAL-USE nor a known name found)"
-        rows.append(_box_row(word, name, how, listing, account, needed, destination=True))
-    if rules is None:
-        return
-    sources = {b: "rules read it" for b in mailboxes_of(rules, account.name)}
-    for box in account.watch:
-        sources.setdefault(box, "watched")
-    for box, how in sources.items():
-        rows.append(_box_row(f"mailbox {box!r}", box, how, listing, account, True, False))
-    templates: dict[str, A.Template] = {}
-    for a in actions:
-        if isinstance(a, A.Move | A.Copy | A.Archive) and a.dest is not None:
-            templates.setdefault(a.dest.raw, a.dest)
-    for raw, tpl in templates.items():
-        if tpl.is_literal:
-            rows.append(_box_row(f"mailbox {raw!r}", raw, "rules file into it", listing, account, True, True))
-        elif account.create_mailboxes:
-            rows.append(Check(f"mailbox {raw!r}", "INFO", "named per message: created when first needed"))
-        else:
-            rows.append(Check(f"mailbox {raw!r}", "WARN", "named per message: must already exist",
-                              hint="create_mailboxes = false: a missing one makes the action fail"))
-
-
-def _box_row(
-    label: str, name: str, how: str, listing: list[MailboxInfo], account: AccountSettings, needed: bool,
-    destination: bool,
-) -> Check:
-    details = {"mailbox": name, "source": how}
-    if _exists(name, listing):
-        return Check(label, "OK", f"{name!r} exists ({how})", details=details)
-    if destination and account.create_mailboxes:
-        return Check(label, "OK" if needed else "INFO", f"{name!r} will be created when first used ({how})",
-                     details=details)
-    if not needed:
-        return Check(label, "INFO", f"{name!r} does not exist ({how}); no rule uses it", details=details)
-    if destination:
-        hint = f"create {name!r} on the server, or set create_mailboxes = true"
-    else:
-        hint = f"create {name!r} on the server, or fix the rule's `in` clause (or `watch`)"
-    return Check(label, "FAIL", f"{name!r} does not exist ({how})", hint=hint, details=details)
