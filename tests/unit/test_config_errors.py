@@ -124,7 +124,7 @@ def test_a_toml_syntax_error_shows_its_line_and_a_caret(tmp_path: Path) -> None:
 
 def test_a_line_that_may_hold_a_secret_is_never_shown(tmp_path: Path) -> None:
     text = """\
-state = "postgresql://user:hunter2@db/mailrules"
+database = "postgresql://user:hunter2@db/mailrules"
 [accounts.a]
 host = "h"
 username = "u@example.org"
@@ -132,7 +132,7 @@ password = 1234
 smtp = { host = "s", password = "hunter3", form = "x" }
 """
     assert rendered(tmp_path, text) == (
-        "F:1:9: error: state: a URL is not supported yet; give the path of an SQLite file\n"
+        "F:1:1: error: database: unknown key\n"
         "F:5:12: error: accounts.a.password: expected a string, got an integer\n"
         "F:6:44: error: accounts.a.smtp.form: unknown key (did you mean 'from'?)"
     )
