@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Concatenate, ParamSpec, TypeVar
 
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
@@ -15,8 +15,8 @@ from mailrules.compile.plan import FetchNeeds
 from mailrules.compile.reference import search_matches
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext, evaluate_message
-from mailrules.engine.core import AccountContext
 from mailrules.engine.loops import same_mailbox, send_refusal
+from mailrules.engine.ports import ARCHIVED_LABEL, AccountContext, MailboxStore, Sender
 from mailrules.errors import ImapError
 from mailrules.imap.gmail import is_label
 from mailrules.message.view import MessageView
@@ -82,9 +82,12 @@ class FakeServer:
         }
 
 
-def _atomic(method):  # type: ignore[no-untyped-def]
-    @functools.wraps(method)
-    def locked(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _atomic(method: Callable[Concatenate[FakeStore, P], R]) -> Callable[Concatenate[FakeStore, P], R]:
+    def locked(self: FakeStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         with self.server.lock:
             return method(self, *args, **kwargs)
 
@@ -95,13 +98,23 @@ class FakeStore:
     """`MailboxStore` over a FakeServer; SEARCH by the reference evaluator. Counts commands.
 
     With a Gmail dialect it keeps Gmail's split (imap/gmail.py): a tag is a label, kept apart from
-    the flags, searched by X-GM-LABELS, and seen in a fetched view only when flags are fetched.
+    the flags, searched by X-GM-LABELS, and seen in a fetched view only when flags are fetched;
+    `archive` from a mailbox other than INBOX removes the \\Inbox label in place.
+    `inbox_prefix`: the personal namespace is under INBOX, as on Cyrus: `INBOX/Lists` and `Lists`
+    name one mailbox (`same_mailbox`; the server keeps the name as the engine gives it).
     """
 
     def __init__(
-        self, server: FakeServer, dialect: Dialect, now: dt.datetime, special: dict[str, str] | None = None
-    ):
+        self,
+        server: FakeServer,
+        dialect: Dialect,
+        now: dt.datetime,
+        special: dict[str, str] | None = None,
+        *,
+        inbox_prefix: bool = False,
+    ) -> None:
         self.server = server
+        self.inbox_prefix = inbox_prefix
         self._dialect = dialect
         self.now = now
         self.selected: str | None = None
@@ -203,6 +216,24 @@ class FakeStore:
     def special_use(self) -> dict[str, str]:
         return dict(self._special)
 
+    def same_mailbox(self, a: str, b: str) -> bool:
+        if self.inbox_prefix:
+            a, b = (n[len("INBOX/") :] if n.upper().startswith("INBOX/") else n for n in (a, b))
+        return same_mailbox(a, b, "/")
+
+    def archives_in_place(self, source: str) -> bool:
+        return self._dialect.gmail and source.upper() != "INBOX"
+
+    @_atomic
+    def archive_in_place(self, uids: Sequence[int]) -> None:
+        assert self.selected is not None and self.archives_in_place(self.selected)
+        self.commands.append("STORE")
+        mb = self._mb()
+        for u in uids:
+            if u in mb.messages:
+                mb.messages[u].labels.discard(ARCHIVED_LABEL)
+                mb.messages[u].flags.discard(ARCHIVED_LABEL)
+
 
 class RecordingSender:
     """A Sender that keeps what it sent."""
@@ -225,12 +256,16 @@ def oracle(
     mailboxes: Sequence[str],
     ctx: EvalContext,
     special: dict[str, str] | None = None,
+    *,
+    gmail: bool = False,
 ) -> list[tuple[str, str, bytes]]:
     """The naive reading of language.md §6: one message at a time, each action in order.
 
     Mailboxes are taken in the order given, each over the messages present when its turn comes.
     A mailbox action whose destination is the mailbox being read does nothing, nor does a
-    forward or redirect of automatic, bulk or report mail (loop safety, actions/loops.py).
+    forward or redirect of automatic, bulk or report mail (loop safety, engine/loops.py).
+    `gmail`: `archive` into the \\Archive mailbox of a message still in the label's mailbox it
+    was read in (not INBOX) removes the \\Inbox label there (imap/gmail.py `archive_moves`).
     Returns what was sent (forward/redirect), sorted.
     """
     special = special or {"\\Archive": "Archive", "\\Trash": "Trash"}
@@ -270,6 +305,17 @@ def oracle(
                         )
                     if same_mailbox(dest, name, "/"):
                         continue
+                    if (
+                        gmail
+                        and isinstance(a, A.Archive)
+                        and p.destination is None
+                        and where is mb
+                        and name.upper() != "INBOX"
+                        and same_mailbox(dest, special["\\Archive"], "/")
+                    ):
+                        m.flags.discard(ARCHIVED_LABEL)  # archived where it is: it stays here
+                        m.labels.discard(ARCHIVED_LABEL)
+                        continue
                     target = server.mailbox(dest)
                     del where.messages[cur_uid]
                     cur_uid = target.add(m)
@@ -280,3 +326,8 @@ def oracle(
                 elif isinstance(a, A.Forward | A.Redirect) and send_refusal(m.raw) is None:
                     sent.append(("forward" if isinstance(a, A.Forward) else "redirect", a.address, m.raw))
     return sorted(sent)
+
+
+def _ports(store: FakeStore, sender: RecordingSender) -> tuple[MailboxStore, Sender]:
+    """Never called: mypy checks here that the fakes implement the engine's ports."""
+    return store, sender

@@ -7,29 +7,28 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from mailrules.compile.plan import FetchNeeds
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext, TemplateError, render_template
 from mailrules.engine.claims import Claim, claim_group, transfer_key
-from mailrules.engine.loops import (
-    LOOP_HEADER,
-    SOURCE_MAILBOX,
-    LoopGuard,
-    header_digest,
-    same_mailbox,
-    send_refusal,
+from mailrules.engine.loops import SOURCE_MAILBOX, LoopGuard
+from mailrules.engine.ports import (
+    ARCHIVED_LABEL,
+    AccountContext,
+    EntryHook,
+    Journal,
+    LoopBudgets,
+    MailboxStore,
+    RuleReport,
+    RunOptions,
 )
+from mailrules.engine.sending import SendActions
 from mailrules.engine.targets import Target, action_word, needs_of_template, union_needs
 from mailrules.errors import ActionError, ImapError, MailrulesError
 from mailrules.logs import printable
 from mailrules.message.view import MessageView
-from mailrules.state.models import JournalEntry
-from mailrules.state.store import intent_key, message_intent_key
-
-if TYPE_CHECKING:
-    from mailrules.engine.core import AccountContext, Journal, MailboxStore, RuleReport, RunOptions, Sender
+from mailrules.state.models import JournalEntry, Outcome
 
 log = logging.getLogger("mailrules.actions")
 
@@ -37,7 +36,7 @@ log = logging.getLogger("mailrules.actions")
 Transfer = Callable[..., tuple[int | None, dict[int, int]]]
 
 
-class ActionRunner:
+class ActionRunner(SendActions):
     """Executes rules' actions in one selected mailbox, journals each message's outcome."""
 
     def __init__(
@@ -48,7 +47,7 @@ class ActionRunner:
         uidvalidity: int,
         options: RunOptions,
         journal: Journal | None,
-        emit: Callable[[JournalEntry], None],
+        emit: EntryHook,
     ) -> None:
         self.store = store
         self.account = account
@@ -57,7 +56,7 @@ class ActionRunner:
         self.options = options
         self.journal = journal
         self.emit = emit
-        self.guard = account.guard if account.guard is not None else LoopGuard()
+        self.guard: LoopBudgets = account.guard if account.guard is not None else LoopGuard()
         #: dry run only: the flags each message would have now, after earlier rules
         self.flag_overlay: dict[int, frozenset[str]] = {}
         self._special: dict[str, str] | None = None
@@ -97,7 +96,44 @@ class ActionRunner:
     # -- running a rule ------------------------------------------------------------------------------
 
     def run_rule(self, rule: A.Rule, targets: Sequence[Target], ctx: EvalContext, rr: RuleReport) -> set[int]:
-        """Carry out `rule`'s actions on `targets`; return the UIDs no later rule may see."""
+        """Carry out `rule`'s actions on `targets`; return the UIDs no later rule may see.
+
+        The journal rows are written once the rule is done, and also when it stops half way (a
+        StateError from a claim, a bug): what the server already carried out is journalled, so
+        `undo` finds it.
+        """
+        entries: list[JournalEntry] = []
+        try:
+            removed = self._carry_out(rule, targets, ctx, entries)
+        except Exception:
+            self._record_after_failure(rule, entries)
+            raise
+        for e in entries:
+            rr.outcomes[f"{e.action} {e.outcome}"] += 1
+        if self.journal is not None and entries:
+            self.journal.record_many(entries)
+        return removed
+
+    def _record_after_failure(self, rule: A.Rule, entries: list[JournalEntry]) -> None:
+        if self.journal is None or not entries:
+            return
+        try:
+            self.journal.record_many(entries)
+        except Exception:  # the journal is what failed: the original error goes up, this one logged
+            log.exception(
+                '%s: rule "%s": %d journal rows of %s/%s could not be written after a failure',
+                rule.span.short,
+                rule.name,
+                len(entries),
+                self.account.name,
+                self.mailbox,
+            )
+
+    def _carry_out(
+        self, rule: A.Rule, targets: Sequence[Target], ctx: EvalContext, entries: list[JournalEntry]
+    ) -> set[int]:
+        """The actions of `rule` on `targets`, their journal entries appended to `entries` as
+        they are made."""
         actions = list(rule.actions)
         for i, action in enumerate(actions):
             if isinstance(action, A.Delete) and action.permanently:
@@ -105,7 +141,6 @@ class ActionRunner:
                 break
         removals = [a for a in actions if isinstance(a, A.REMOVING_ACTIONS)]
         stops = any(isinstance(a, A.Stop) for a in actions)
-        entries: list[JournalEntry] = []
         for action in actions:
             if not isinstance(action, A.Stop | A.Move | A.Archive | A.Delete):
                 entries += self._run_action(rule, action, targets, ctx)
@@ -113,8 +148,9 @@ class ActionRunner:
         # Each message leaves by the last removing action that can be carried out for it (the
         # per-message reading runs them all; earlier ones only set where the later one starts).
         # A removing action whose destination is this very mailbox is skipped as if it were not
-        # written (loop safety, actions/loops.py); the message has still left the later rules.
+        # written (loop safety, engine/loops.py); the message has still left the later rules.
         chosen: dict[int, list[Target]] = defaultdict(list)
+        in_place: list[Target] = []
         for t in targets:
             stays = False
             for idx in range(len(removals) - 1, -1, -1):
@@ -128,7 +164,12 @@ class ActionRunner:
                     entries.append(self._entry(rule, word, "", t, dest, "skipped", SOURCE_MAILBOX))
                     stays = True
                     continue
-                chosen[idx].append(t)
+                if self._archives_in_place(removals[idx], dest) and not any(
+                    self._leaves(r, t, ctx) for r in removals[:idx]
+                ):
+                    in_place.append(t)
+                else:
+                    chosen[idx].append(t)
                 break
             else:
                 if stays:
@@ -138,11 +179,32 @@ class ActionRunner:
             entries += done
             # skipped: the journal says an earlier run moved it (a move without MOVE, claims.py)
             removed |= {e.uid for e in done if e.outcome in ("ok", "dry-run", "skipped")}
-        for e in entries:
-            rr.outcomes[f"{e.action} {e.outcome}"] += 1
-        if self.journal is not None and entries:
-            self.journal.record_many(entries)
+        if in_place:
+            # Gmail's archive from a label's mailbox: the \Inbox label goes, the message stays
+            # (a MOVE to All Mail would remove this mailbox's label instead). It has left the pass.
+            done = self._group(rule, "archive", ARCHIVED_LABEL, None, in_place, self.store.archive_in_place)
+            entries += done
+            removed |= {e.uid for e in done if e.outcome in ("ok", "dry-run")}
         return removed
+
+    def _archives_in_place(self, action: A.Action, dest: str | None) -> bool:
+        """Whether this removal is the archive into the \\Archive mailbox that this store does in
+        place from this mailbox (`MailboxStore.archives_in_place`: Gmail, from a label's mailbox)."""
+        if not isinstance(action, A.Archive) or action.dest is not None or dest is None:
+            return False
+        if not self.store.archives_in_place(self.mailbox):
+            return False
+        archive = self._special_uses().get("\\Archive")
+        return archive is not None and self.store.same_mailbox(dest, archive)
+
+    def _leaves(self, action: A.Action, t: Target, ctx: EvalContext) -> bool:
+        """Whether an earlier removing action would take the message elsewhere (so a later
+        archive starts from there, not from this mailbox); an archive in place does not."""
+        try:
+            dest = self._removal_destination(action, t, ctx)
+        except (TemplateError, MailrulesError):
+            return False
+        return dest is None or not (self._is_source(dest) or self._archives_in_place(action, dest))
 
     def _run_action(
         self, rule: A.Rule, action: A.Action, targets: Sequence[Target], ctx: EvalContext
@@ -220,7 +282,7 @@ class ActionRunner:
 
     def _claim(self, rule: A.Rule, word: str, dest: str, group: list[Target]) -> Claim[Target] | None:
         """The intents of a copy (or a move without MOVE) into `dest`, written before it is made
-        (actions/claims.py); None when the command may be sent again without harm, or nothing is
+        (engine/claims.py); None when the command may be sent again without harm, or nothing is
         journalled. Raises StateError, and nothing is done, when they cannot be written."""
         if self.journal is None or self.options.dry_run or not group or self._repeatable(word):
             return None
@@ -251,7 +313,8 @@ class ActionRunner:
         return op(uids, dest, create=True)
 
     def _is_source(self, dest: str) -> bool:
-        return same_mailbox(dest, self.mailbox, self.store.separator or "/")
+        """Whether `dest` is the mailbox the rule reads, as the server tells names apart (loop safety)."""
+        return self.store.same_mailbox(dest, self.mailbox)
 
     def _removal_destination(self, action: A.Action, t: Target, ctx: EvalContext) -> str | None:
         """Where a removing action takes this message (None: `delete permanently`); raises when
@@ -274,9 +337,12 @@ class ActionRunner:
         )
         if override:
             return override
+        return self._special_uses().get(use, fallback)
+
+    def _special_uses(self) -> dict[str, str]:
         if self._special is None:
             self._special = self.store.special_use()
-        return self._special.get(use, fallback)
+        return self._special
 
     def _flags(
         self, rule: A.Rule, word: str, flag: str, on: bool, targets: Sequence[Target]
@@ -299,102 +365,6 @@ class ActionRunner:
 
     def _flags_of(self, t: Target) -> frozenset[str]:
         return self.flag_overlay.get(t.uid, t.view.flags)
-
-    def _send(
-        self, rule: A.Rule, action: A.Forward | A.Redirect, word: str, address: str, targets: Sequence[Target]
-    ) -> list[JournalEntry]:
-        sender = self.account.sender
-        if sender is None and not self.options.dry_run:
-            msg = f"account {self.account.name!r} has no [smtp] settings: cannot {word}"
-            return [self._entry(rule, word, address, t, None, "failed", msg) for t in targets]
-        try:
-            raw = self.store.fetch_raw([t.uid for t in targets])
-        except MailrulesError as exc:
-            return [self._entry(rule, word, address, t, None, "failed", str(exc)) for t in targets]
-        entries = []
-        for t in targets:
-            original = raw.get(t.uid)
-            if original is None:
-                entries.append(self._entry(rule, word, address, t, None, "failed", "message vanished"))
-                continue
-            # automatic mail, bounces, reports and bulk mail are never sent on (loop safety)
-            refusal = send_refusal(original)
-            if refusal is not None:
-                entries.append(self._entry(rule, word, address, t, None, "skipped", refusal))
-            elif self.options.dry_run or sender is None:
-                entries.append(self._entry(rule, word, address, t, None, "dry-run", None))
-            else:
-                entries.append(self._send_one(rule, action, word, address, t, original, sender))
-        return entries
-
-    def _send_one(
-        self,
-        rule: A.Rule,
-        action: A.Forward | A.Redirect,
-        word: str,
-        address: str,
-        t: Target,
-        original: bytes,
-        sender: Sender,
-    ) -> JournalEntry:
-        """One send, at most once (house style 7: the intent is durable before the mail leaves)."""
-        key, legacy = self._intent_keys(t, original, rule, word, address)
-        if self.journal is not None and legacy is not None and self.journal.is_confirmed(legacy):
-            return self._entry(rule, word, address, t, None, "skipped", "already sent (journal)")
-        account = self.account.name
-        limited = self.guard.sends.take(account, address, self._history if self.journal is not None else None)
-        if limited is not None:
-            if self.journal is not None and self.journal.is_confirmed(key):
-                limited = "already sent (journal)"
-            return self._entry(rule, word, address, t, None, "skipped", limited)
-        planned = self._entry(rule, word, address, t, None, "ok", None)
-        if self.journal is not None and not self.journal.intent(key, planned):
-            self.guard.sends.give_back(account, address)
-            why = "already sent" if self.journal.is_confirmed(key) else "an earlier attempt may have sent it"
-            return self._entry(rule, word, address, t, None, "skipped", f"{why} (journal)")
-        try:
-            if isinstance(action, A.Forward):
-                sender.send_forward(original, address, rule=rule.name, idempotency_key=key)
-            else:
-                sender.send_redirect(original, address, rule=rule.name, idempotency_key=key)
-        except MailrulesError as exc:
-            # Release only what certainly did not leave; a connection lost during DATA keeps
-            # its intent (at most once: a person decides, see `mailrules log`).
-            if not getattr(exc, "maybe_sent", False):
-                if self.journal is not None:
-                    self.journal.release(key)
-                self.guard.sends.give_back(account, address)
-            if getattr(exc, "kind", None) == "loop":  # our own loop header: never sent again
-                return self._entry(rule, word, address, t, None, "skipped", LOOP_HEADER)
-            return self._entry(rule, word, address, t, None, "failed", str(exc))
-        if self.journal is not None:
-            self.journal.confirm(key)
-        self.emit(planned)
-        return planned
-
-    def _history(self, account: str, address: str, since: dt.datetime) -> list[dt.datetime]:
-        assert self.journal is not None
-        return self.journal.sends_since(account, address, since)
-
-    def _intent_keys(
-        self, t: Target, original: bytes, rule: A.Rule, word: str, address: str
-    ) -> tuple[str, str | None]:
-        """The at-most-once key of one send, and the key an older mailrules gave it (or None).
-
-        By Message-ID and a digest of the header block where there is a Message-ID (stable across
-        UIDVALIDITY changes and moves, and a stranger who sends first under a predicted
-        Message-ID does not share it), else by UIDVALIDITY and UID. Sends journalled under the
-        Message-ID alone (before the digest) still count as done.
-        """
-        mid = (t.view.message_id or "").strip()
-        acct = self.account.name
-        if mid:
-            digest = header_digest(original)
-            return (
-                message_intent_key(acct, mid, rule.name, word, address, digest=digest),
-                message_intent_key(acct, mid, rule.name, word, address),
-            )
-        return intent_key(acct, self.mailbox, self.uidvalidity, t.uid, rule.name, word, address), None
 
     # -- one command for a group ---------------------------------------------------------------------
 
@@ -453,7 +423,7 @@ class ActionRunner:
         detail: str,
         t: Target,
         dest: str | None,
-        outcome: str,
+        outcome: Outcome,
         error: str | None,
         new_uv: int | None = None,
         new_uid: int | None = None,
@@ -478,7 +448,7 @@ class ActionRunner:
             destination=printable(dest),
             new_uidvalidity=new_uv,
             new_uid=new_uid,
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
             error=printable(error),
             at=dt.datetime.now(dt.UTC),
         )

@@ -1,14 +1,14 @@
 """At most once for the IMAP actions that must not repeat: a copy, and a move without MOVE.
 
 Sending `UID COPY` twice makes two copies, and a move on a server without MOVE copies first. So,
-as for forwards (house style 7), the intent comes first: before the command, one durable intent
-per message (`Journal.claim`, one transaction for the whole group); a message whose intent exists
-already is not acted on again, whether the earlier attempt was confirmed (done) or not (in doubt:
-`mailrules log --pending`). If the intents cannot be written (a full disk), the command is not
-sent: the StateError goes up and the batch keeps its checkpoint. After the command the intents of
-what was done are confirmed, and those of what the server certainly refused (a tagged NO or BAD,
-a refusal of ours before sending) are released, so that a later run tries again; a connection lost
-during the command leaves them in doubt.
+as for forwards (journal before, confirm after), the intent comes first: before the command, one
+durable intent per message (`Journal.claim`, one transaction for the whole group); a message whose
+intent exists already is not acted on again, whether the earlier attempt was confirmed (done) or
+not (in doubt: `mailrules log --pending`). If the intents cannot be written (a full disk), the
+command is not sent: the StateError goes up and the batch keeps its checkpoint. After the command
+the intents of what was done are confirmed, and those of what the server certainly refused (a
+tagged NO or BAD, a refusal of ours before sending) are released, so that a later run tries again;
+a connection lost during the command leaves them in doubt.
 
 A restart therefore never repeats a copy it made, even when the journal row of that copy could
 not be written (the intent was).
@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from mailrules.engine.ports import Claims
 from mailrules.errors import ImapError
 from mailrules.state.models import JournalEntry
 
@@ -27,20 +28,8 @@ from mailrules.state.models import JournalEntry
 _DONE = {"copy": "copied", "move": "moved", "archive": "archived", "delete": "deleted"}
 
 
-class Claims(Protocol):
-    """The part of the journal (state.StateStore) that claims, confirms and releases intents."""
-
-    def claim(self, items: Sequence[tuple[str, JournalEntry]]) -> set[str]: ...
-
-    def confirm_many(self, keys: Sequence[str]) -> None: ...
-
-    def release_many(self, keys: Sequence[str]) -> None: ...
-
-    def confirmed_keys(self, keys: Sequence[str]) -> set[str]: ...
-
-
 class _Message(Protocol):
-    """A matched message (apply.Target): only its UID matters here."""
+    """A matched message (engine/targets.py: Target): only its UID matters here."""
 
     @property
     def uid(self) -> int: ...

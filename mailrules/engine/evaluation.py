@@ -37,12 +37,16 @@ class BoundedEvaluator:
         ctx: EvalContext,
         where: str,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        quiet: bool = False,
     ) -> None:
-        """`where`: `account/mailbox`, for the log lines."""
+        """`where`: `account/mailbox`, for the log lines. `quiet`: what this evaluator passes over
+        is logged at DEBUG only (the pre-count of `limit`: the pass that follows reports it)."""
         self.bounds = bounds
         self.ctx = ctx
         self.where = where
         self.clock = clock
+        self.quiet = quiet
         self.budgets = MessageBudgets(bounds.evaluation_seconds, clock)
         #: messages whose evaluation ran out of time in this pass (skipped from then on)
         self.over_time: set[int] = set()
@@ -61,7 +65,8 @@ class BoundedEvaluator:
             return evaluate_condition(condition, view, self.ctx, deadline=self.budgets.start(uid))
         except EvaluationTimeout:
             self.over_time.add(uid)
-            log.warning(
+            log.log(
+                logging.DEBUG if self.quiet else logging.WARNING,
                 '%s: rule "%s": %s uid %d%s: evaluating it took more than %g s ([limits] '
                 "evaluation_seconds); skipped and left in place",
                 rule.span.short,
@@ -73,19 +78,22 @@ class BoundedEvaluator:
             )
             return None
         except Exception:  # a message the decoder could not make sense of: skip it, loudly
-            log.exception(
+            log.log(
+                logging.DEBUG if self.quiet else logging.ERROR,
                 '%s: rule "%s": %s uid %d could not be evaluated; skipped',
                 rule.span.short,
                 rule.name,
                 self.where,
                 uid,
+                exc_info=True,
             )
             return None
         finally:
             self.budgets.charge(uid, self.clock() - started)
             if view.text_cut and uid not in self.text_cut:
                 self.text_cut.add(uid)
-                log.info(
+                log.log(
+                    logging.DEBUG if self.quiet else logging.INFO,
                     "%s uid %d%s: text past [limits] part_text_bytes = %d / message_text_bytes = %d "
                     "is not searched",
                     self.where,
@@ -94,6 +102,16 @@ class BoundedEvaluator:
                     self.bounds.part_text_bytes,
                     self.bounds.message_text_bytes,
                 )
+
+    def vanished(self, rule: A.Rule, uid: int) -> None:
+        """Log a message that was found by SEARCH but is gone by FETCH (expunged by another client)."""
+        log.log(
+            logging.DEBUG if self.quiet else logging.INFO,
+            '%s: rule "%s": message uid %d vanished (expunged by another client); skipped',
+            rule.span.short,
+            rule.name,
+            uid,
+        )
 
 
 def _message_id(view: MessageView) -> str:

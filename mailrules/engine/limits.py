@@ -17,15 +17,14 @@ import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from mailrules.compile.plan import plan_condition
+from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 from mailrules.dsl import ast as A
-from mailrules.dsl.semantics import EvalContext, evaluate_condition
+from mailrules.dsl.semantics import EvalContext, prepare_regexes
+from mailrules.engine.evaluation import BoundedEvaluator
+from mailrules.engine.matching import Matcher
+from mailrules.engine.ports import MailboxStore
 from mailrules.errors import ImapError, MailrulesError
-
-if TYPE_CHECKING:
-    from mailrules.engine.core import MailboxStore
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +60,26 @@ def multi_pass_rules(rules: Sequence[A.Rule], passes: dict[str, list[Pass]]) -> 
 
 
 def count_matches(
-    store: MailboxStore, mailbox: str, rules: Sequence[A.Rule], now: dt.datetime, tz: dt.tzinfo
+    store: MailboxStore,
+    mailbox: str,
+    rules: Sequence[A.Rule],
+    now: dt.datetime,
+    tz: dt.tzinfo,
+    *,
+    bounds: Bounds = DEFAULT_BOUNDS,
 ) -> dict[str, int]:
-    """How many messages of `mailbox` each rule matches now, each rule on its own (no action)."""
+    """How many messages of `mailbox` each rule matches now, each rule on its own (no action).
+
+    The engine's own path (engine/matching.py: plan, SEARCH, FETCH, residual within `bounds`), so
+    the count is what the pass will find; quietly: a broken, vanished or over-time message is not
+    counted and is logged at DEBUG only, since the pass that follows reports it.
+    """
     store.select(mailbox)
     ctx = EvalContext(now, tz, store.separator or "/")
-    counts: dict[str, int] = {}
-    for rule in rules:
-        plan = plan_condition(rule.condition, store.dialect, now, tz)
-        hits = store.search(plan.server)
-        if plan.residual is None or not hits:
-            counts[rule.name] = len(hits)
-            continue
-        n = 0
-        for view in store.fetch_views(hits, plan.needs).values():
-            try:
-                n += bool(evaluate_condition(plan.residual, view, ctx).ok)
-            except Exception:  # the run itself logs and skips such a message; it cannot count
-                log.debug("rule %r: a message could not be evaluated while counting", rule.name)
-        counts[rule.name] = n
-    return counts
+    matcher = Matcher(now, tz)
+    ev = BoundedEvaluator(bounds, ctx, mailbox, quiet=True)
+    prepare_regexes(r.condition for r in rules)
+    return {rule.name: len(matcher.match(store, rule, None, ev).matched) for rule in rules}
 
 
 def precount(
@@ -90,11 +89,14 @@ def precount(
     tz: dt.tzinfo,
     ledger: LimitLedger,
     open_account: Callable[[str], AbstractContextManager[MailboxStore]],
+    *,
+    bounds: Bounds = DEFAULT_BOUNDS,
 ) -> None:
     """Fill `ledger.pending` for each limited rule the run looks at in more than one pass.
 
-    `open_account(name)` gives a store on a connection of its own for the time of the count. An
-    account or mailbox that cannot be counted is logged; its passes are then judged as they come.
+    `open_account(name)` gives a store on a connection of its own for the time of the count;
+    `bounds`: the run's `[limits]` on one message's evaluation. An account or mailbox that cannot
+    be counted is logged; its passes are then judged as they come.
     """
     passes: dict[str, list[Pass]] = {}
     for name in accounts:
@@ -111,7 +113,7 @@ def precount(
                 for mailbox in dict.fromkeys(m for r in mine for m in r.mailboxes):
                     here = [r for r in mine if mailbox in r.mailboxes]
                     try:
-                        counts = count_matches(store, mailbox, here, now, tz)
+                        counts = count_matches(store, mailbox, here, now, tz, bounds=bounds)
                     except ImapError as exc:
                         if exc.ends_session:
                             raise

@@ -1,8 +1,8 @@
-"""Loop safety (house style 14): what no message, however built, can make an action do.
+"""Loop safety: what no message, however built, can make an action do.
 
 A sender writes the List-Id, the From domain and whatever a regular expression captures, so a
 template can render any mailbox name; and what mailrules forwards can come back as a bounce.
-The action runner (actions/apply.py) applies these checks and budgets before it acts:
+The action runner (engine/actions.py) applies these checks and budgets before it acts:
 
 - `same_mailbox`: a copy, move, archive or delete whose destination is the mailbox the rule is
   looking at is skipped. A copy into a watched mailbox arrives there as new mail, which the rule
@@ -11,7 +11,7 @@ The action runner (actions/apply.py) applies these checks and budgets before it 
   than `no`, `Precedence: bulk|junk|list`), bounces (RFC 5321 §4.5.5: an empty `Return-Path`)
   and delivery or disposition reports (RFC 6522, 3464, 8098), so that mailrules and an
   auto-responder, or a target that bounces, cannot ping-pong. Our own loop header is checked by
-  the SMTP sender, which knows its address (actions/smtp.py).
+  the SMTP sender, which knows its address (smtp/sender.py).
 - `CreationBudget`: the mailboxes one run may create per account (the daemon's arrivals: per
   hour); `SendLimiter`: forwards and redirects to one address per hour per account.
 

@@ -13,16 +13,13 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
 
 from mailrules.compile import keys as K
 from mailrules.compile.plan import FetchNeeds
 from mailrules.dsl import ast as A
 from mailrules.dsl.walk import atoms
+from mailrules.engine.ports import MailboxStore
 from mailrules.message.view import MessageView
-
-if TYPE_CHECKING:
-    from mailrules.engine.core import MailboxStore
 
 log = logging.getLogger(__name__)
 

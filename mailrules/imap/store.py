@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class ImapStore:
-    """One account's session seen as a `MailboxStore` (mailrules.engine.core).
+    """One account's session seen as a `MailboxStore` (mailrules.engine.ports).
 
     Mailbox names on this side are portable ("/" between levels, relative to the personal
     namespace); the session maps them to the server's (imap/names.py).
@@ -123,6 +123,11 @@ class ImapStore:
                 "permanent",
             )
         self.session.store_flags(uids, flags, add)
+
+    def archives_in_place(self, source: str) -> bool:
+        """Whether `archive` from `source` into All Mail is `archive_in_place` rather than a MOVE:
+        on Gmail, from a label's mailbox (`gmail.archive_moves`)."""
+        return self._dialect.gmail and not gmail.archive_moves(source)
 
     def archive_in_place(self, uids: Sequence[int]) -> None:
         """Gmail's `archive` from a label's mailbox: the \\Inbox label goes, the message stays where

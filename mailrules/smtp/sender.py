@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from email.message import MIMEPart
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import Literal, Protocol
+from typing import Protocol, TypeAlias
 
 from mailrules.config.model import Secret, SmtpSettings, TlsMode
-from mailrules.errors import ActionError, ConfigError, MailrulesError
+from mailrules.engine.ports import SendError, SendErrorKind
+from mailrules.errors import ConfigError, MailrulesError
 from mailrules.message.view import MessageView
 from mailrules.redact import redact
 from mailrules.tls import ssl_context
@@ -32,9 +33,8 @@ LOOP_HEADER = "X-Mailrules-Loop"
 #: a message that went through this many mailrules forwards/redirects is refused as a loop
 MAX_HOPS = 10
 
-ErrorKind = Literal[
-    "invalid", "loop", "connection", "timeout", "tls", "auth", "sender", "recipient", "rejected", "protocol"
-]
+#: Why a send failed (the Sender port's kinds, engine/ports.py).
+ErrorKind: TypeAlias = SendErrorKind
 
 # A plain addr-spec: dot-atom local part (RFC 5322 §3.2.3) @ a DNS name. No quoted local parts,
 # no domain literals, no display names, no comments: nothing that needs quoting in a header and
@@ -51,18 +51,16 @@ _LOOP_LINE = re.compile(rb"^" + LOOP_HEADER.encode() + rb":[ \t]*([^\r\n]*)", re
 SMTP_POLICY = SMTP.clone(cte_type="7bit", refold_source="all")
 
 
-class SmtpActionError(ActionError):
+class SmtpActionError(SendError):
     """A forward or redirect failed; `kind` classifies why.
 
     `maybe_sent` is True only when the connection broke while the message was being submitted,
     so the mail may have left: the caller must then keep its intent unconfirmed (in doubt), not
-    release it for a retry.
+    release it for a retry (the Sender port's SendError, engine/ports.py).
     """
 
     def __init__(self, message: str, kind: ErrorKind, *, maybe_sent: bool = False) -> None:
-        super().__init__(message)
-        self.kind: ErrorKind = kind
-        self.maybe_sent = maybe_sent
+        super().__init__(message, kind, maybe_sent=maybe_sent)
 
 
 def validate_address(address: str) -> str:
@@ -329,6 +327,7 @@ class SmtpSender:
         stage = "connect"
         conn: smtplib.SMTP | None = None
         used: list[str] = []  # the tokens this send used: cut out of any error message
+        self._check_ascii_login()
         try:
             if p.tls == "implicit":
                 stage = "tls"
@@ -361,7 +360,7 @@ class SmtpSender:
             conn.sendmail(p.from_addr, [to], message, mail_options=options)
         except SmtpActionError:
             raise
-        except (smtplib.SMTPException, OSError) as exc:
+        except (smtplib.SMTPException, OSError, UnicodeError) as exc:
             raise self._classify(exc, stage, to, used) from None
         finally:
             if conn is not None:
@@ -409,6 +408,23 @@ class SmtpSender:
                      self._where(), _reply(exc))
             auth(token(lambda: tokens.force_refresh(Secret(first))))
 
+    def _check_ascii_login(self) -> None:
+        """smtplib sends AUTH (PLAIN, LOGIN, CRAM-MD5) in ASCII only: a username or password
+        beyond it would fail in the middle of the dialogue with a UnicodeEncodeError. Said before
+        connecting, without the secret; the settings must change, so trying again cannot help."""
+        p = self.params
+        if p.username is None or p.tokens is not None:
+            return
+        bad = [what for what, value in (("username", p.username), ("password", p._password()))
+               if not value.isascii()]
+        if bad:
+            raise SmtpActionError(
+                f"{self._where()}: the SMTP {' and '.join(bad)} of this account "
+                f"{'has' if len(bad) == 1 else 'have'} characters outside ASCII, which SMTP AUTH "
+                "cannot send here (Python's smtplib): cannot log in; change them in the settings",
+                "config",
+            )
+
     def tls_context(self) -> ssl.SSLContext:
         """The TLS context forward and redirect connect with (doctor tests the same one): verified
         like IMAP, system CAs plus ca_file when given (a private CA, a self-signed server)."""
@@ -448,6 +464,8 @@ class SmtpSender:
             kind, text, maybe_sent = "connection", f"connection lost during {stage}", stage == "send"
         elif isinstance(exc, smtplib.SMTPResponseException):
             kind, text = "protocol", f"unexpected reply during {stage}: {_reply(exc)}"
+        elif isinstance(exc, UnicodeError):  # never its text: it quotes what it could not encode
+            kind, text = "config", f"characters outside ASCII during {stage}, which smtplib cannot send"
         else:
             kind, text = "protocol", f"{type(exc).__name__} during {stage}"
         return SmtpActionError(redact(self._scrub(f"{where}: {text}"), used), kind, maybe_sent=maybe_sent)

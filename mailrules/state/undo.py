@@ -23,7 +23,8 @@ FLAG_ACTIONS: dict[str, tuple[str, bool]] = {
     "tag": ("", True),
     "untag": ("", False),
 }
-#: actions that take the message out of its mailbox into `destination` (delete = to the trash)
+#: actions that take the message out of its mailbox into `destination` (delete = to the trash);
+#: an archive without destination but with a `detail` removed that label in place instead
 MOVE_ACTIONS: frozenset[str] = frozenset({"move", "archive", "delete"})
 #: actions never undone, and why
 REFUSED_ACTIONS: dict[str, str] = {
@@ -82,6 +83,11 @@ def plan_undo(run_id: str, entries: Iterable[JournalEntry], undone_by: Iterable[
                 refused.append((seq, UndoRefused(e, "no keyword recorded")))
             else:
                 track.flags.append((seq, e, flag, add))
+            continue
+        if e.destination is None and e.detail:
+            # archived in place: a label removed, the message stayed (Gmail's archive from a
+            # label's mailbox, engine/ports.py ARCHIVED_LABEL): undo adds the label back
+            track.flags.append((seq, e, e.detail, False))
             continue
         # a move: follow the message to its new location, if COPYUID told us its new UID
         del tracks[loc]

@@ -8,7 +8,7 @@ import urllib.request
 
 from mailrules.daemon.http import MetricsServer
 from mailrules.daemon.metrics import Metrics
-from mailrules.engine.core import MailboxReport, RuleReport
+from mailrules.engine.ports import MailboxReport, RuleReport
 from mailrules.state.models import JournalEntry
 from tests.needs import require_tool
 

@@ -13,7 +13,8 @@ from mailrules.compile.dialect import Dialect
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
 from mailrules.dsl.semantics import EvalContext
-from mailrules.engine.core import AccountContext, Engine, RunOptions
+from mailrules.engine.core import Engine
+from mailrules.engine.ports import AccountContext, RunOptions
 from tests.fakes import FakeServer, FakeStore, RecordingSender, oracle
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)

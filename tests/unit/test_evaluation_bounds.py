@@ -17,8 +17,9 @@ from mailrules.daemon.metrics import Metrics
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
 from mailrules.dsl.semantics import EvalContext, Match
-from mailrules.engine.core import AccountContext, Engine, RunOptions
+from mailrules.engine.core import Engine
 from mailrules.engine.evaluation import EVALUATION_TIME, BoundedEvaluator
+from mailrules.engine.ports import AccountContext, RunOptions
 from mailrules.message.view import MessageView
 from tests.fakes import FakeServer, FakeStore
 

@@ -37,7 +37,8 @@ from mailrules.compile.serialize import SearchKeyError, label_arg, mutf7_encode,
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
 from mailrules.dsl.semantics import EvalContext
-from mailrules.engine.core import AccountContext, Engine, RunOptions
+from mailrules.engine.core import Engine
+from mailrules.engine.ports import AccountContext, RunOptions
 from mailrules.imap import gmail
 from mailrules.imap.dialects import describe_dialect
 from mailrules.imap.session import ImapSession
@@ -422,7 +423,8 @@ def test_engine_equals_the_oracle_under_gmail_and_microsoft(
     server.mailbox("A")
     expected = copy.deepcopy(server)
     ctx = EvalContext(G_NOW, dt.UTC)
-    oracle(expected, rf.rules, AccountContext("g", sender=RecordingSender()), ["INBOX", "A"], ctx)
+    account = AccountContext("g", sender=RecordingSender())
+    oracle(expected, rf.rules, account, ["INBOX", "A"], ctx, gmail=dialect == "gmail")
     store = FakeStore(server, Dialect.named(dialect), G_NOW)
     engine = Engine(RunOptions(G_NOW, dt.UTC, "run"))
     for mailbox in ("INBOX", "A"):

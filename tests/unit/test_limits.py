@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from mailrules.compile.dialect import Dialect
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.engine.core import AccountContext, Engine, RunOptions
+from mailrules.engine.core import Engine
 from mailrules.engine.limits import LimitLedger, count_matches, precount
+from mailrules.engine.ports import AccountContext, RunOptions
 from mailrules.errors import ImapError
 from tests.fakes import FakeServer, FakeStore
 

@@ -13,7 +13,7 @@ from mailrules.compile.dialect import Dialect
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
 from mailrules.engine import loops
-from mailrules.engine.core import AccountContext, Engine, MailboxReport, RunOptions
+from mailrules.engine.core import Engine
 from mailrules.engine.loops import (
     CreationBudget,
     LoopGuard,
@@ -23,6 +23,7 @@ from mailrules.engine.loops import (
     send_refusal,
     skip_label,
 )
+from mailrules.engine.ports import AccountContext, MailboxReport, RunOptions
 from mailrules.smtp.sender import SmtpActionError
 from mailrules.state.models import JournalEntry
 from mailrules.state.store import StateStore, message_intent_key

@@ -13,7 +13,8 @@ from mailrules.compile.dialect import Dialect
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
 from mailrules.dsl.semantics import EvalContext, TemplateError, evaluate_condition, render_template
-from mailrules.engine.core import AccountContext, Engine, RunOptions
+from mailrules.engine.core import Engine
+from mailrules.engine.ports import AccountContext, RunOptions
 from mailrules.message.view import MessageView
 from tests.fakes import FakeServer, FakeStore
 

@@ -12,7 +12,8 @@ import pytest
 from mailrules.compile.dialect import Dialect
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.engine.core import AccountContext, Engine, MailboxReport, RunOptions
+from mailrules.engine.core import Engine
+from mailrules.engine.ports import AccountContext, MailboxReport, RunOptions
 from mailrules.errors import ImapError
 from mailrules.state import StateError, StateStore
 from mailrules.state.models import JournalEntry

@@ -1,0 +1,157 @@
+"""Forward and redirect, each at most once: the intent is durable before the mail leaves.
+
+The action runner's part that talks to the account's Sender (engine/ports.py): loop safety
+(engine/loops.py: automatic mail is never sent on, a rate per address), the at-most-once keys
+(state/keys.py) and what a failed send leaves (released for a later try, or in doubt).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from mailrules.dsl import ast as A
+from mailrules.engine.loops import LOOP_HEADER, header_digest, send_refusal
+from mailrules.engine.ports import (
+    AccountContext,
+    EntryHook,
+    Journal,
+    LoopBudgets,
+    MailboxStore,
+    RunOptions,
+    Sender,
+    SendError,
+)
+from mailrules.engine.targets import Target
+from mailrules.errors import MailrulesError
+from mailrules.state.keys import intent_key, message_intent_key
+from mailrules.state.models import JournalEntry, Outcome
+
+__all__ = ["SendActions"]
+
+
+class SendActions:
+    """Forward and redirect for ActionRunner (engine/actions.py), which provides the attributes
+    below and `_entry`, the journal entry of one action on one message."""
+
+    account: AccountContext
+    options: RunOptions
+    store: MailboxStore
+    journal: Journal | None
+    guard: LoopBudgets
+    mailbox: str
+    uidvalidity: int
+    emit: EntryHook
+
+    def _entry(
+        self,
+        rule: A.Rule,
+        word: str,
+        detail: str,
+        t: Target,
+        dest: str | None,
+        outcome: Outcome,
+        error: str | None,
+        new_uv: int | None = None,
+        new_uid: int | None = None,
+        *,
+        quiet: bool = False,
+    ) -> JournalEntry:
+        raise NotImplementedError
+
+    def _send(
+        self, rule: A.Rule, action: A.Forward | A.Redirect, word: str, address: str, targets: Sequence[Target]
+    ) -> list[JournalEntry]:
+        sender = self.account.sender
+        if sender is None and not self.options.dry_run:
+            msg = f"account {self.account.name!r} has no [smtp] settings: cannot {word}"
+            return [self._entry(rule, word, address, t, None, "failed", msg) for t in targets]
+        try:
+            raw = self.store.fetch_raw([t.uid for t in targets])
+        except MailrulesError as exc:
+            return [self._entry(rule, word, address, t, None, "failed", str(exc)) for t in targets]
+        entries = []
+        for t in targets:
+            original = raw.get(t.uid)
+            if original is None:
+                entries.append(self._entry(rule, word, address, t, None, "failed", "message vanished"))
+                continue
+            # automatic mail, bounces, reports and bulk mail are never sent on (loop safety)
+            refusal = send_refusal(original)
+            if refusal is not None:
+                entries.append(self._entry(rule, word, address, t, None, "skipped", refusal))
+            elif self.options.dry_run or sender is None:
+                entries.append(self._entry(rule, word, address, t, None, "dry-run", None))
+            else:
+                entries.append(self._send_one(rule, action, word, address, t, original, sender))
+        return entries
+
+    def _send_one(
+        self,
+        rule: A.Rule,
+        action: A.Forward | A.Redirect,
+        word: str,
+        address: str,
+        t: Target,
+        original: bytes,
+        sender: Sender,
+    ) -> JournalEntry:
+        """One send, at most once (the intent is durable before the mail leaves, confirmed after)."""
+        key, legacy = self._intent_keys(t, original, rule, word, address)
+        if self.journal is not None and legacy is not None and self.journal.is_confirmed(legacy):
+            return self._entry(rule, word, address, t, None, "skipped", "already sent (journal)")
+        account = self.account.name
+        limited = self.guard.sends.take(account, address, self._history if self.journal is not None else None)
+        if limited is not None:
+            if self.journal is not None and self.journal.is_confirmed(key):
+                limited = "already sent (journal)"
+            return self._entry(rule, word, address, t, None, "skipped", limited)
+        planned = self._entry(rule, word, address, t, None, "ok", None)
+        if self.journal is not None and not self.journal.intent(key, planned):
+            self.guard.sends.give_back(account, address)
+            why = "already sent" if self.journal.is_confirmed(key) else "an earlier attempt may have sent it"
+            return self._entry(rule, word, address, t, None, "skipped", f"{why} (journal)")
+        try:
+            if isinstance(action, A.Forward):
+                sender.send_forward(original, address, rule=rule.name, idempotency_key=key)
+            else:
+                sender.send_redirect(original, address, rule=rule.name, idempotency_key=key)
+        except MailrulesError as exc:
+            # Release only what certainly did not leave; a connection lost during DATA keeps
+            # its intent (at most once: a person decides, see `mailrules log`).
+            maybe_sent = isinstance(exc, SendError) and exc.maybe_sent
+            if not maybe_sent:
+                if self.journal is not None:
+                    self.journal.release(key)
+                self.guard.sends.give_back(account, address)
+            if isinstance(exc, SendError) and exc.kind == "loop":  # our own loop header: never again
+                return self._entry(rule, word, address, t, None, "skipped", LOOP_HEADER)
+            return self._entry(rule, word, address, t, None, "failed", str(exc))
+        if self.journal is not None:
+            self.journal.confirm(key)
+        self.emit(planned)
+        return planned
+
+    def _history(self, account: str, address: str, since: dt.datetime) -> list[dt.datetime]:
+        assert self.journal is not None
+        return self.journal.sends_since(account, address, since)
+
+    def _intent_keys(
+        self, t: Target, original: bytes, rule: A.Rule, word: str, address: str
+    ) -> tuple[str, str | None]:
+        """The at-most-once key of one send, and the key an older mailrules gave it (or None).
+
+        By Message-ID and a digest of the header block where there is a Message-ID (stable across
+        UIDVALIDITY changes and moves, and a stranger who sends first under a predicted
+        Message-ID does not share it), else by UIDVALIDITY and UID. Sends journalled under the
+        Message-ID alone (before the digest) still count as done.
+        """
+        mid = (t.view.message_id or "").strip()
+        acct = self.account.name
+        if mid:
+            digest = header_digest(original)
+            return (
+                message_intent_key(acct, mid, rule.name, word, address, digest=digest),
+                message_intent_key(acct, mid, rule.name, word, address),
+            )
+        return intent_key(acct, self.mailbox, self.uidvalidity, t.uid, rule.name, word, address), None
