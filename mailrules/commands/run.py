@@ -16,6 +16,7 @@ from mailrules.engine.loops import LoopGuard
 from mailrules.engine.ports import EngineObserver, MailboxReport, RunOptions
 from mailrules.errors import MailrulesError
 from mailrules.imap.session import ImapSession
+from mailrules.imap.store import ImapStore
 from mailrules.logs import printable
 from mailrules.state.models import JournalEntry, UndoFlag, UndoMove
 from mailrules.state.store import StateStore, new_run_id
@@ -210,7 +211,9 @@ def _undo_step(
                 f"UIDVALIDITY of {where.mailbox!r} changed since the run: the recorded UID means nothing now"
             )
         if isinstance(step, UndoFlag):
-            session.store_flags([where.uid], [step.flag], step.add)
+            # through the store: on Gmail a label (a tag, the \Inbox an archive removed) is
+            # set with X-GM-LABELS, not as a flag
+            ImapStore(session).store_flags([where.uid], [step.flag], step.add)
             action = f"undo {j.action}"
         else:
             dest = step.target
