@@ -18,8 +18,10 @@ from mailrules.errors import MailrulesError
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.logs import printable
+from mailrules.state.factory import open_state
+from mailrules.state.interface import State
+from mailrules.state.keys import new_run_id
 from mailrules.state.models import JournalEntry, UndoFlag, UndoMove
-from mailrules.state.store import StateStore, new_run_id
 
 
 def select_rules(rules: Sequence[A.Rule], names: Sequence[str]) -> list[A.Rule]:
@@ -60,10 +62,10 @@ class RunResult:
 
 
 @contextmanager
-def open_store(settings: Settings, lock: str | None = None) -> Iterator[StateStore]:
+def open_store(settings: Settings, lock: str | None = None) -> Iterator[State]:
     """The configured state; `lock`: the command that acts on it (daemon, run, undo) takes its
     exclusive lock (StateLocked when another process holds it); readers pass None."""
-    store = StateStore.open(settings.state, lock=lock)
+    store = open_state(settings, lock=lock)
     try:
         yield store
     finally:
@@ -77,7 +79,7 @@ def run_rules(
     accounts: Sequence[str] = (),
     dry_run: bool = False,
     force: bool = False,
-    state: StateStore | None = None,
+    state: State | None = None,
     connect: SessionFactory = default_session,
     trigger: str = "run",
     now: dt.datetime | None = None,
@@ -157,7 +159,7 @@ class UndoResult:
 
 
 def undo_run(
-    settings: Settings, state: StateStore, run_id: str, *, connect: SessionFactory = default_session
+    settings: Settings, state: State, run_id: str, *, connect: SessionFactory = default_session
 ) -> UndoResult:
     """Move back what run `run_id` moved and restore the flags it changed, from the journal."""
     if state.get_run(run_id) is None:

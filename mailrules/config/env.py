@@ -14,6 +14,7 @@ from mailrules.config.problems import Problem
 from mailrules.config.schema import (
     ACCOUNT,
     CLIENT_SECRET_KEYS,
+    CLUSTER,
     HIDDEN_KEYS,
     LIMITS,
     METRICS,
@@ -31,7 +32,9 @@ ENV_CONFIG = "MAILRULES_CONFIG"
 # Names under the prefix that are not configuration keys.
 RESERVED = frozenset({ENV_CONFIG})
 
-_TABLES: dict[str, dict[str, Kind]] = {"metrics": METRICS, "smtp": SMTP, "limits": LIMITS, "oauth2": OAUTH2}
+_TABLES: dict[str, dict[str, Kind]] = {
+    "metrics": METRICS, "smtp": SMTP, "limits": LIMITS, "oauth2": OAUTH2, "cluster": CLUSTER,
+}  # fmt: skip
 # One value given several ways: the environment's way replaces the file's.
 _SECRET_GROUPS = (SECRET_KEYS, CLIENT_SECRET_KEYS, REFRESH_TOKEN_KEYS)
 _BARE = re.compile(r"[A-Za-z0-9_-]+")

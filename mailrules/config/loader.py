@@ -12,6 +12,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailrules.config import env as _env
+from mailrules.config.cluster import state_settings
 from mailrules.config.env import dotted, suggestion
 from mailrules.config.locate import KeyPath, Place, key_places
 from mailrules.config.model import (
@@ -34,7 +35,6 @@ from mailrules.config.schema import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RULES,
-    DEFAULT_STATE,
     DEFAULT_TIMEZONE,
     EVALUATION_SECONDS,
     IMAP_PORTS,
@@ -211,15 +211,8 @@ class _Context:
 def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
     cx.check_keys(raw, (), TOP)
     rules = cx.file_path(raw, (), "rules")
-    state_text = cx.text(raw, (), "state")
-    if state_text is not None and "\x00" in state_text:
-        cx.error(("state",), "a path must not contain NUL")
-        state_text = None
-    if state_text is not None and "://" in state_text:
-        # Never echo it: a database URL may hold a password.
-        cx.error(("state",), "a URL is not supported yet; give the path of an SQLite file")
-        state_text = None
-    cx.tokens_dir = cx.resolve(state_text or DEFAULT_STATE).parent / "tokens"
+    state, cluster = state_settings(raw, cx)
+    cx.tokens_dir = (state.parent if isinstance(state, Path) else cx.config_dir) / "tokens"
     timezone = ZoneInfo(DEFAULT_TIMEZONE)
     tz_name = cx.get(raw, (), "timezone", "str")
     if tz_name is not None:
@@ -269,7 +262,8 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
 
     return Settings(
         rules=rules or cx.resolve(DEFAULT_RULES),
-        state=cx.resolve(state_text or DEFAULT_STATE),
+        state=state,
+        cluster=cluster,
         config_path=config_path,
         timezone=timezone,
         metrics=metrics,

@@ -148,17 +148,42 @@ class AccountSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PostgresUrl:
+    """`state = "postgresql://..."`: the URL without its password (what messages show), and the
+    password from the URL or `state_password_file` (None: libpq's PGPASSWORD or ~/.pgpass)."""
+
+    url: str
+    password: Secret | None = None
+
+    def __str__(self) -> str:
+        return self.url
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """`[cluster]`: this daemon's name among those sharing a PostgreSQL state, and how long an
+    account stays with a daemon that stopped renewing its lease."""
+
+    replica: str = "mailrules"
+    lease_seconds: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    """The whole configuration, validated; `warnings` are problems that do not stop a start."""
+    """The whole configuration, validated; `warnings` are problems that do not stop a start.
+
+    `state` is a SQLite file (Path) or a PostgreSQL database (PostgresUrl): open it with
+    `mailrules.state.factory.open_state(settings)`."""
 
     rules: Path
-    state: Path
+    state: Path | PostgresUrl
     config_path: Path
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     accounts: dict[str, AccountSettings] = field(default_factory=dict)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     log_format: LogFormat = "text"
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     warnings: tuple[str, ...] = ()
 
     def redacted_dict(self) -> dict[str, Any]:
@@ -177,6 +202,7 @@ class Settings:
                 "message_text_bytes": self.limits.message_text_bytes,
                 "evaluation_seconds": self.limits.evaluation_seconds,
             },
+            "cluster": {"replica": self.cluster.replica, "lease_seconds": self.cluster.lease_seconds},
             "accounts": {name: _account_dict(a) for name, a in self.accounts.items()},
         }
 

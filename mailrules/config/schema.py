@@ -10,12 +10,16 @@ Kind = Literal["str", "path", "int", "number", "bool", "strlist", "table", "acco
 TOP: dict[str, Kind] = {
     "rules": "path",
     "state": "path",
+    "state_password_file": "path",
     "timezone": "str",
     "log_format": "str",
     "metrics": "table",
     "limits": "table",
+    "cluster": "table",
     "accounts": "accounts",
 }
+#: `[cluster]`: several daemons sharing a PostgreSQL state (config/cluster.py)
+CLUSTER: dict[str, Kind] = {"replica": "str", "lease_seconds": "number"}
 METRICS: dict[str, Kind] = {"listen": "str"}
 #: `[limits]`: what one message, one run or one hour may cost (docs/operations.md, "Hostile mail")
 LIMITS: dict[str, Kind] = {
@@ -98,6 +102,9 @@ EVALUATION_SECONDS = (0.01, 3600.0)
 
 DEFAULT_RULES = "rules.d"
 DEFAULT_STATE = "state.db"
+DEFAULT_LEASE_SECONDS = 15.0
+#: `[cluster] lease_seconds`: from a takeover within a second to one within an hour
+LEASE_SECONDS = (1.0, 3600.0)
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_POLL_INTERVAL = 60.0

@@ -48,7 +48,7 @@ from mailrules.imap.errors import Throttled
 from mailrules.imap.names import Namespaces
 from mailrules.imap.session import ImapSession
 from mailrules.logs import printable
-from mailrules.state.store import StateStore
+from mailrules.state.factory import open_state
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Daemon:
         # The accounts' series exist before the first connection (the check at start counts).
         self.metrics.init({name: [] for name in settings.accounts}, [])
         # One daemon per state: a second one (or a `mailrules run`) on it is told who holds it.
-        self.state = StateStore.open(settings.state, lock="mailrules daemon")
+        self.state = open_state(settings, lock="mailrules daemon")
         self.rules: tuple[A.Rule, ...] = ()
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._locks: dict[tuple[str, str], threading.Lock] = {}

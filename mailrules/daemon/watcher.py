@@ -29,8 +29,8 @@ from mailrules.errors import ImapError, MailrulesError, StateError
 from mailrules.imap.idle import IDLE_RENEW_SECONDS, Idler, has_new_mail
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
+from mailrules.state.interface import State
 from mailrules.state.models import Checkpoint, JournalEntry
-from mailrules.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Backoff:
 class WatchContext:
     """What every watcher of the daemon shares."""
 
-    state: StateStore
+    state: State
     tz: dt.tzinfo
     rules: Callable[[], Sequence[A.Rule]]  # the current rule set (reload swaps it)
     lock_for: Callable[[str, str], threading.Lock]  # (account, mailbox) -> the mailbox's lock

@@ -8,29 +8,29 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from mailrules.state.files import probe_lock
+from mailrules.state.findings import Finding as Finding
 from mailrules.state.guard import describe
 from mailrules.state.schema import SCHEMA_VERSION
 
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One row of the report: `status` is OK, INFO, WARN or FAIL (as the doctor report's Check)."""
-
-    check: str
-    status: Literal["OK", "INFO", "WARN", "FAIL"]
-    result: str
-    hint: str = ""
+if TYPE_CHECKING:
+    from mailrules.config.model import PostgresUrl
 
 
-def check_state(path: Path) -> list[Finding]:
+def check_state(path: Path | PostgresUrl) -> list[Finding]:
     """The directory (exists, writable), the file (a database, its schema, quick_check, who may
-    read it) and the lock (free, or who holds it) of the state at `path`."""
+    read it) and the lock (free, or who holds it) of the state at `path`; for a PostgreSQL state,
+    the login, the schema and the leases (state/pg_health.py)."""
+    if not isinstance(path, Path):
+        try:
+            from mailrules.state.pg_health import check_postgres
+        except ImportError as exc:
+            return [Finding("state", "FAIL", f"{path}: {exc}", "pip install 'mailrules[postgres]'")]
+        return check_postgres(path.url, None if path.password is None else path.password.reveal())
     if str(path) == ":memory:":
         return [Finding("state", "INFO", "in memory: nothing is kept between runs")]
     out = [_directory(path.parent)]

@@ -61,6 +61,12 @@ class State(Protocol):
     def close(self) -> None:
         """Let every connection (and the SQLite file lock) go."""
 
+    def __enter__(self) -> State:
+        """The state itself: `with open_state(settings) as state:` closes it at the end."""
+
+    def __exit__(self, *exc: object) -> None:
+        """`close()`."""
+
     def transaction(self) -> AbstractContextManager[None]:
         """Everything this thread writes inside the block commits together, or not at all;
         nested blocks are savepoints. `intent` and `claim` refuse to run inside one."""

@@ -181,10 +181,13 @@ class Database:
         other._conninfo = self._conninfo
         return other
 
-    def connect(self) -> Conn:
+    def connect(self, application_name: str | None = None) -> Conn:
         """One new autocommit connection, set up as the pool's are (StateOpenError if it fails)."""
+        kwargs = dict(self._kwargs)
+        if application_name:
+            kwargs["application_name"] = application_name[:63]
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True, **self._kwargs)
+            conn = psycopg.connect(self._conninfo, autocommit=True, **kwargs)
             self._configure(conn)
         except psycopg.Error as exc:
             raise StateOpenError(f"state {self.where}: cannot connect: {describe(exc)}") from None

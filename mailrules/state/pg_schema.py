@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from mailrules.errors import StateError
+from mailrules.errors import StateError, StateLocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +124,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 #: application of the same database uses; this one spells "mailrule" in ASCII.
 MIGRATION_LOCK = 0x6D61696C72756C65
 
+#: pg_advisory_lock key of `PostgresState.open(lock=...)`: one process acting on the state.
+STATE_LOCK = MIGRATION_LOCK + 1
+
 _BOOKKEEPING = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    integer PRIMARY KEY,
@@ -166,3 +169,25 @@ def migrate(conn: psycopg.Connection[Any], migrations: tuple[Migration, ...] = M
         if not conn.broken:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
     return max(applied(conn), default=0)
+
+
+def take_lock(conn: psycopg.Connection[Any], where: str) -> None:
+    """Take the state's exclusive lock on `conn` for as long as it stays open, or StateLocked
+    naming the session that holds it (its application_name says which command, on which host)."""
+    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (STATE_LOCK,)).fetchone()
+    if got is not None and got[0]:
+        return
+    row = conn.execute(
+        "SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+        "AND (l.classid::bigint << 32 | l.objid::bigint) = %s AND l.objsubid = 1",
+        (STATE_LOCK,),
+    ).fetchone()
+    holder = "another process"
+    if row is not None:
+        since = row[2].isoformat(timespec="seconds") if row[2] is not None else "?"
+        holder = f"{row[0] or 'another process'} (from {row[1] or 'a local socket'}, since {since})"
+    raise StateLocked(
+        f"state {where} is in use by {holder}: one process at a time may act on a state "
+        "(stop it first, or give this one another `state`)"
+    )

@@ -26,7 +26,7 @@ from mailrules.state.interface import Lease, LeaseLost
 from mailrules.state.keys import new_run_id
 from mailrules.state.models import Checkpoint, Intent, JournalEntry, RunInfo, UndoPlan
 from mailrules.state.pg_conn import POOL_MAX, RETRY_SECONDS, Conn, Database, describe
-from mailrules.state.pg_schema import migrate
+from mailrules.state.pg_schema import migrate, take_lock
 from mailrules.state.rows import INSERT_JOURNAL, SELECT_JOURNAL, aware, entry_data, entry_from_data, entry_row
 from mailrules.state.undo import plan_undo
 
@@ -55,6 +55,7 @@ class PostgresState:
     def __init__(self, db: Database, fence: Mapping[str, Lease] | None = None) -> None:
         self._db = db
         self._fence = fence
+        self._holder: Conn | None = None  # the connection holding `open(lock=...)`'s lock
 
     @classmethod
     def open(
@@ -66,10 +67,15 @@ class PostgresState:
         lease_seconds: float = 15.0,
         retry_seconds: float = RETRY_SECONDS,
         max_size: int | None = None,
+        lock: str | None = None,
     ) -> PostgresState:
         """Connect (the password from `password`, else the URL, else libpq's PGPASSWORD or
         .pgpass), migrate the schema under the migration lock, start the pool. StateOpenError
-        when the server cannot be reached or refuses, or the schema is newer than this mailrules."""
+        when the server cannot be reached or refuses, or the schema is newer than this mailrules.
+
+        `lock` (e.g. "mailrules run"): as with SQLite, this process alone may act on the state
+        while it is open, or StateLocked names who does (a session advisory lock, held by one
+        connection kept for it). Daemons sharing the state by leases pass no lock."""
         db = Database(
             url,
             password,
@@ -78,17 +84,28 @@ class PostgresState:
             idle_seconds=lease_seconds,
             max_size=POOL_MAX if max_size is None else max_size,
         )
-        conn = db.connect()
+        holder = db.connect(f"{lock} ({replica})" if replica else lock) if lock else None
         try:
-            migrate(conn)
-        except StateError as exc:
-            raise StateOpenError(f"state {db.where}: {exc}") from None
-        except Exception as exc:
-            raise StateOpenError(f"state {db.where}: cannot migrate the schema: {describe(exc)}") from None
-        finally:
-            conn.close()
+            if holder is not None:
+                take_lock(holder, db.where)
+            conn = db.connect()
+            try:
+                migrate(conn)
+            except StateError as exc:
+                raise StateOpenError(f"state {db.where}: {exc}") from None
+            except Exception as exc:
+                why = describe(exc)
+                raise StateOpenError(f"state {db.where}: cannot migrate the schema: {why}") from None
+            finally:
+                conn.close()
+        except BaseException:
+            if holder is not None:
+                holder.close()
+            raise
         db.open_pool()
-        return cls(db)
+        state = cls(db)
+        state._holder = holder
+        return state
 
     @property
     def where(self) -> str:
@@ -110,7 +127,12 @@ class PostgresState:
         return view
 
     def close(self) -> None:
-        self._db.close()
+        """Close the pool, and let the lock go (its connection closes) if this store held it."""
+        try:
+            self._db.close()
+        finally:
+            if self._holder is not None:
+                self._holder.close()
 
     def __enter__(self) -> PostgresState:
         return self

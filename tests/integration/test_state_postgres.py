@@ -12,7 +12,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mailrules.state import State, StateError, StateOpenError
+from mailrules.config import Secret
+from mailrules.config.model import ClusterSettings, PostgresUrl, Settings
+from mailrules.state import State, StateError, StateLocked, StateOpenError
+from mailrules.state.factory import open_state
+from mailrules.state.health import check_state
 from mailrules.state.pg_conn import split_password
 from mailrules.state.pg_schema import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
 from mailrules.state.postgres import PostgresState
@@ -235,3 +239,43 @@ def test_a_server_that_stays_down_is_a_state_error_after_the_retry_time(
     finally:
         postgres.start()
         state.close()
+
+
+# -- open_state and the exclusive lock -----------------------------------------------------------------
+
+
+def test_open_state_opens_the_configured_postgresql_and_its_lock_is_exclusive(
+    postgres: PostgresServer, pg_dsn: str, tmp_path: Path
+) -> None:
+    bare, password = split_password(pg_dsn)
+    settings = Settings(
+        rules=tmp_path / "rules.d",
+        state=PostgresUrl(bare, Secret(password or "")),
+        config_path=tmp_path / "mailrules.toml",
+        cluster=ClusterSettings("host-a", 15.0),
+    )
+    with open_state(settings, lock="mailrules daemon") as state:
+        assert isinstance(state, PostgresState) and state.where == bare
+        holder = r"is in use by mailrules daemon \(host-a\) \(from 127\.0\.0\.1"
+        with pytest.raises(StateLocked, match=holder):
+            open_state(settings, lock="mailrules run")
+        with open_state(settings) as reader:  # readers take no lock
+            assert reader.runs() == []
+    with open_state(settings, lock="mailrules run"):  # closed: the lock went with it
+        pass
+
+
+def test_doctor_reads_the_schema_and_the_leases_and_never_shows_the_password(
+    postgres: PostgresServer, pg_dsn: str
+) -> None:
+    bare, password = split_password(pg_dsn)
+    assert password is not None
+    (fresh,) = check_state(PostgresUrl(bare, Secret(password)))
+    assert fresh.status == "INFO" and "schema 0 (migrated to" in fresh.result  # nothing created
+    PostgresState.open(pg_dsn).close()
+    (found,) = check_state(PostgresUrl(bare, Secret(password)))
+    assert found.status == "OK" and found.result.startswith(f"{bare}: schema {SCHEMA_VERSION}, ")
+    assert "0 of 0 accounts leased" in found.result
+    (refused,) = check_state(PostgresUrl(bare, Secret("wrong")))
+    assert refused.status == "FAIL" and "password authentication failed" in refused.result
+    assert password not in refused.result

@@ -243,7 +243,7 @@ def test_wrong_table_types(tmp_path: Path) -> None:
 
 def test_bad_values(tmp_path: Path) -> None:
     text = f"""\
-state = "postgresql://user:hunter2@db/mailrules"
+state = "mysql://user:hunter2@db/mailrules"
 timezone = "Europe/Pariss"
 log_format = "xml"
 [metrics]
@@ -264,7 +264,7 @@ ca_file = ""
 """
     message = errors(tmp_path, text)
     assert message == [
-        "F:1:9: error: state: a URL is not supported yet; give the path of an SQLite file",
+        "F:1:9: error: state: a URL must start with postgresql://, got 'mysql'://",
         "F:2:12: error: timezone: unknown time zone 'Europe/Pariss'",
         "F:3:14: error: log_format: expected one of 'text', 'json', got 'xml'",
         "F:5:10: error: metrics.listen: expected 'host:port' or '' to disable, got '9464'",
