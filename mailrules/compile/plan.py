@@ -290,6 +290,11 @@ def _addr_spec_key(target: A.FieldRef, value: str, x: _Ctx) -> K.SearchKey:
     Parsing drops comments and white space between the atoms of an address
     (`bob(c)@example.org` is bob@example.org; checked live against Dovecot), so only the atoms
     between "@" and "." are sure to be in the header text: the two longest must both be there.
+    The whole literal is no superset anywhere (tests/integration/test_language_dovecot.py):
+    `HEADER From github.com` misses `bob@github (hub) . com` (obsolete RFC 5322 syntax, which
+    parsers must read); Dovecot's `FROM github.com` reads its own parse and misses
+    `[SPAM] <bob@github.com>`; and Dovecot 2.3.19 reads `OR HEADER From x FROM x` both ways as
+    the first key says.
     """
     if not _target_pushable(target, x):
         return K.ALL
