@@ -56,6 +56,7 @@ class PostgresState:
         self._db = db
         self._fence = fence
         self._holder: Conn | None = None  # the connection holding `open(lock=...)`'s lock
+        self._view = False
 
     @classmethod
     def open(
@@ -124,10 +125,15 @@ class PostgresState:
         """A view writing for the accounts of `leases` only, each write checking its token."""
         view = copy.copy(self)
         view._fence = {lease.account: lease for lease in leases}
+        view._holder = None
+        view._view = True  # shares the pool: closing the view leaves it to the state
         return view
 
     def close(self) -> None:
-        """Close the pool, and let the lock go (its connection closes) if this store held it."""
+        """Close the pool, and let the lock go (its connection closes) if this store held it.
+        A `fenced()` view closes nothing: the state it came from does."""
+        if self._view:
+            return
         try:
             self._db.close()
         finally:

@@ -103,6 +103,9 @@ def test_an_expired_lease_is_taken_over_and_its_holder_can_neither_renew_nor_wri
     # confirming what was sent is never refused: it happened, whoever holds the account now
     as_a.confirm("fwd-2")
     assert state.is_confirmed("fwd-2")
+    with as_b:  # a view shares the state's pool: closing it leaves the state open
+        pass
+    assert state.get_checkpoint("work", "INBOX") == Checkpoint(7, 2, None, T0)
 
 
 def test_a_batch_with_a_stale_token_commits_nothing_of_the_batch(
