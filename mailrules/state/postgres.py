@@ -355,8 +355,11 @@ class PostgresState:
             "INSERT INTO intents (key, entry, created_at) SELECT k, e, %s "
             "FROM unnest(%s::text[], %s::jsonb[]) AS t(k, e) ON CONFLICT (key) DO NOTHING RETURNING key"
         )
-        keys = [k for k, _ in items]
-        entries = [Jsonb(entry_data(e)) for _, e in items]
+        # in key order: two replicas claiming overlapping groups wait for each other in the same
+        # order (unique index entries), never in a deadlock
+        ordered = sorted(items, key=lambda item: item[0])
+        keys = [k for k, _ in ordered]
+        entries = [Jsonb(entry_data(e)) for _, e in ordered]
 
         def write(conn: Conn) -> set[str]:
             self._check_fence(conn, (e.account for _, e in items))

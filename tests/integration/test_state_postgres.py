@@ -22,7 +22,7 @@ from mailrules.state.pg_schema import MIGRATIONS, SCHEMA_VERSION, Migration, mig
 from mailrules.state.postgres import PostgresState
 from tests.integration.postgres import PostgresServer
 from tests.unit.test_state_contract import *  # noqa: F403 - the same behaviour, on PostgreSQL
-from tests.unit.test_state_contract import T0, Checkpoint, Opener, entry
+from tests.unit.test_state_contract import T0, Checkpoint, JournalEntry, Opener, entry
 
 
 @pytest.fixture
@@ -279,3 +279,27 @@ def test_doctor_reads_the_schema_and_the_leases_and_never_shows_the_password(
     (refused,) = check_state(PostgresUrl(bare, Secret("wrong")))
     assert refused.status == "FAIL" and "password authentication failed" in refused.result
     assert password not in refused.result
+
+
+def test_replicas_claiming_overlapping_groups_get_each_key_once(pg_dsn: str) -> None:
+    """Copies of the same messages claimed by two replicas at once, in opposite orders: every key
+    is granted to exactly one of them, and neither fails."""
+    with PostgresState.open(pg_dsn) as a, PostgresState.open(pg_dsn) as b:
+        run = a.begin_run("daemon", dry_run=False)
+        items = [(f"imap/work/INBOX/7/{u}/c/copy/F", entry(run, uid=u, action="copy")) for u in range(200)]
+        start = threading.Barrier(2)
+        won: dict[str, set[str]] = {}
+
+        def claim(name: str, store: PostgresState, group: list[tuple[str, JournalEntry]]) -> None:
+            start.wait()
+            won[name] = store.claim(group)
+
+        threads = [
+            threading.Thread(target=claim, args=("a", a, items)),
+            threading.Thread(target=claim, args=("b", b, items[::-1])),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert won["a"] | won["b"] == {k for k, _ in items} and not won["a"] & won["b"]
