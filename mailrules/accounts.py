@@ -32,6 +32,7 @@ from mailrules.imap.names import Namespaces, check_names
 from mailrules.imap.session import ConnectionParams, ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.logs import printable
+from mailrules.oauth.accounts import AccountTokens, TokenManagers, process_tokens
 from mailrules.smtp.sender import SmtpParams, SmtpSender
 from mailrules.source import Diagnostic, source_line
 from mailrules.state.models import JournalEntry
@@ -43,25 +44,39 @@ actions_log = logging.getLogger("mailrules.run")
 SessionFactory = Callable[[AccountSettings], ImapSession]
 
 
-def connection_params(account: AccountSettings) -> ConnectionParams:
-    """The IMAP session's parameters from an account's settings (the secret revealed only here)."""
-    if account.password is None:
+def connection_params(account: AccountSettings, tokens: AccountTokens | None = None) -> ConnectionParams:
+    """The IMAP session's parameters from an account's settings (the secret revealed only here).
+    An OAuth2 account logs in with `tokens` (default: the process's, `process_tokens()`)."""
+    if account.oauth2 is not None:
+        tokens = tokens or process_tokens().for_account(account)
+    elif account.password is None:
         raise ImapError(f"{account.name}: no password to log in with", "permanent")
     return ConnectionParams(
         host=account.host,
         port=account.port,
         tls=account.tls,
         username=account.username,
-        password=account.password.reveal(),
+        password=account.password.reveal() if account.password is not None else "",
         ca_file=str(account.ca_file) if account.ca_file else None,
         allow_insecure=account.allow_insecure,
         name=account.name,
+        tokens=tokens,
     )
 
 
 def default_session(account: AccountSettings) -> ImapSession:
     """A logged-in session on the account's server."""
     return ImapSession.connect(connection_params(account))
+
+
+def session_factory(oauth: TokenManagers) -> SessionFactory:
+    """Logged-in sessions whose OAuth2 accounts take their tokens from `oauth` (the daemon's, the
+    run's: one token manager per account, shared with its SMTP sender and observed)."""
+
+    def connect(account: AccountSettings) -> ImapSession:
+        return ImapSession.connect(connection_params(account, oauth.for_account(account)))
+
+    return connect
 
 
 # -- rules and mailboxes per account --------------------------------------------------------------------
@@ -123,14 +138,21 @@ class Account:
     for its credentials means (`session_ended`). Shared by threads: nothing here changes after
     construction."""
 
-    def __init__(self, settings: AccountSettings, connect: SessionFactory = default_session) -> None:
+    def __init__(
+        self, settings: AccountSettings, connect: SessionFactory = default_session,
+        oauth: TokenManagers | None = None,
+    ) -> None:
         self.settings = settings
         self._connect = connect
+        #: an OAuth2 account's tokens (None: a password), from `oauth` (give `connect` the same:
+        #: `session_factory(oauth)`), else the process's
+        self.tokens = (oauth or process_tokens()).for_account(settings)
         # Sends open a connection of their own each (smtp/sender.py): one sender serves every thread.
         self.sender = (
             SmtpSender(
                 SmtpParams.from_settings(
-                    settings.smtp, ca_file=str(settings.ca_file) if settings.ca_file else None
+                    settings.smtp, ca_file=str(settings.ca_file) if settings.ca_file else None,
+                    tokens=self.tokens,
                 )
             )
             if settings.smtp is not None
@@ -177,7 +199,13 @@ class Account:
     def on_auth_expired(self, error: ImapError) -> None:
         """The server ended a session because its access token expired (TokenExpired), or refused
         the login (kind "auth"). A password has nothing to renew: the next login uses it again.
-        (An OAuth2 account forces its token manager's refresh here.)"""
+        An OAuth2 account's next login refreshes the token first after a TokenExpired (a refused
+        login was refreshed and tried again already, imap/session.py)."""
+        if self.tokens is not None and isinstance(error, TokenExpired):
+            log.info("account %s: the server ended a session, its access token expired; the next "
+                     "login refreshes it", self.name)
+            self.tokens.expired()
+            return
         log.debug(
             "account %s: login ended or refused (%s); a password is used as configured", self.name, error
         )
@@ -204,10 +232,11 @@ class Account:
 
 
 def build_accounts(
-    accounts: Iterable[AccountSettings], connect: SessionFactory = default_session
+    accounts: Iterable[AccountSettings], connect: SessionFactory = default_session,
+    oauth: TokenManagers | None = None,
 ) -> list[Account]:
-    """An Account for each of `accounts`, all connecting through `connect`."""
-    return [Account(a, connect) for a in accounts]
+    """An Account for each of `accounts`, all connecting through `connect` (OAuth2: with `oauth`)."""
+    return [Account(a, connect, oauth) for a in accounts]
 
 
 # -- the walk --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Thin command line: check, explain, test, run, log, undo, doctor, version."""
+"""Thin command line: check, explain, test, run, log, undo, doctor, auth, version."""
 
 from __future__ import annotations
 
@@ -208,10 +208,11 @@ def run(
     verbose: bool,
 ) -> None:
     """Apply the rules to the messages already in their mailboxes (back-fill), then exit."""
-    from mailrules.accounts import default_session, mailboxes_of
+    from mailrules.accounts import mailboxes_of, session_factory
     from mailrules.commands.run import format_summary, open_store, run_rules, select_rules
     from mailrules.dsl.ast import RuleSet
     from mailrules.errors import MailrulesError
+    from mailrules.oauth.accounts import TokenManagers
 
     settings = _settings(config)
     _setup_logging(log_format or settings.log_format, verbose)
@@ -235,7 +236,10 @@ def run(
         metrics = Metrics()
         names = [r.name for r in rule_set.rules]
         metrics.init({n: mailboxes_of(rule_set.rules, n) for n in settings.accounts}, names)
-    connect = default_session if metrics is None else metrics.instrument(default_session)
+    oauth = TokenManagers(metrics.oauth if metrics is not None else None)
+    if metrics is not None:
+        metrics.oauth.init(n for n, a in settings.accounts.items() if a.oauth2 is not None)
+    connect = session_factory(oauth) if metrics is None else metrics.instrument(session_factory(oauth))
     try:
         # a dry run changes no mail and no checkpoint: it may run beside a daemon
         with open_store(settings, lock=None if dry_run else "mailrules run") as state:
@@ -248,13 +252,16 @@ def run(
                 state=state,
                 connect=connect,
                 observer=metrics,
+                oauth=oauth,
             )
     except StateError as exc:
         _fail_state(exc, "; the run stopped there (the log says what it did)")
     click.echo(format_summary(result, dry_run))
     if metrics is not None:
         click.echo(metrics.exposition().decode("utf-8"), nl=False)
-    sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+    for name in result.login_required:  # refused or missing OAuth2 tokens: the configuration's to fix
+        click.echo(f"mailrules: account {name}: login required: run `mailrules auth login {name}`", err=True)
+    sys.exit(EXIT_CONFIG if result.login_required else EXIT_OK if result.ok else EXIT_FAILED)
 
 
 @main.command("log")
@@ -389,6 +396,76 @@ def daemon(config: str | None, log_format: str | None, verbose: bool) -> None:
         sys.exit(Daemon(settings).run())
     except StateError as exc:
         _fail_state(exc)
+
+
+@main.group()
+def auth() -> None:
+    """OAuth2 accounts: log in (first tokens), show their state, log out."""
+
+
+def _oauth_account(settings: Settings, name: str) -> None:
+    if name not in settings.accounts:
+        click.echo(f"mailrules: no account named {name} in {settings.config_path}", err=True)
+        sys.exit(EXIT_USAGE)
+    if settings.accounts[name].oauth2 is None:
+        click.echo(f'mailrules: account {name} logs in with a password (set auth = "oauth2" to use OAuth2)',
+                   err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@auth.command("login")
+@_config_option
+@click.argument("account")
+@click.option("--no-browser", is_flag=True, help="Print the sign-in address instead of opening a browser.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the loopback redirect listener (authorization_code; 0: any free port).")
+def auth_login(config: str | None, account: str, no_browser: bool, port: int) -> None:
+    """Get ACCOUNT's first tokens with its flow (browser, device code or client credentials)."""
+    import webbrowser
+
+    from mailrules.commands.auth import LoginOptions, login
+    from mailrules.errors import MailrulesError
+    from mailrules.logs import printable
+
+    settings = _settings(config)
+    _oauth_account(settings, account)
+    options = LoginOptions(open_url=None if no_browser else webbrowser.open, port=port)
+    try:
+        login(settings.accounts[account], click.echo, options)
+    except MailrulesError as exc:
+        click.echo(f"mailrules: login failed: {printable(str(exc))}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@auth.command("status")
+@_config_option
+@click.argument("account", required=False)
+def auth_status(config: str | None, account: str | None) -> None:
+    """How each account (or ACCOUNT) logs in; of OAuth2 tokens: expiry, scopes, last refresh."""
+    from mailrules.commands.auth import status
+
+    settings = _settings(config)
+    if account is not None and account not in settings.accounts:
+        click.echo(f"mailrules: no account named {account} in {settings.config_path}", err=True)
+        sys.exit(EXIT_USAGE)
+    status(settings, [account] if account else [], click.echo)
+
+
+@auth.command("logout")
+@_config_option
+@click.argument("account")
+def auth_logout(config: str | None, account: str) -> None:
+    """Remove ACCOUNT's stored tokens (the next login needs `mailrules auth login`)."""
+    from mailrules.commands.auth import logout
+    from mailrules.errors import MailrulesError
+
+    settings = _settings(config)
+    _oauth_account(settings, account)
+    try:
+        logout(settings.accounts[account], click.echo)
+    except MailrulesError as exc:
+        click.echo(f"mailrules: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 @main.command("config")

@@ -7,7 +7,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from mailrules.accounts import SessionFactory, build_accounts, count_limits, default_session, log_entry, walk
+from mailrules.accounts import (
+    SessionFactory,
+    build_accounts,
+    count_limits,
+    default_session,
+    log_entry,
+    session_factory,
+    walk,
+)
 from mailrules.config import Settings
 from mailrules.dsl import ast as A
 from mailrules.engine.core import Engine, merge_reports
@@ -18,6 +26,7 @@ from mailrules.errors import MailrulesError
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.logs import printable
+from mailrules.oauth.accounts import TokenManagers
 from mailrules.state.factory import open_state
 from mailrules.state.interface import State
 from mailrules.state.keys import new_run_id
@@ -42,6 +51,8 @@ class RunResult:
     run_id: str
     reports: list[MailboxReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # accounts or mailboxes that could not be processed
+    #: OAuth2 accounts stopped until `mailrules auth login ACCOUNT`, and why (exit code 78)
+    login_required: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed_actions(self) -> int:
@@ -80,18 +91,22 @@ def run_rules(
     dry_run: bool = False,
     force: bool = False,
     state: State | None = None,
-    connect: SessionFactory = default_session,
+    connect: SessionFactory | None = None,
     trigger: str = "run",
     now: dt.datetime | None = None,
     observer: EngineObserver | None = None,
     sources: dict[str, str] | None = None,
+    oauth: TokenManagers | None = None,
 ) -> RunResult:
     """Apply `rules` to the messages already in their mailboxes, for each selected account.
 
     The walk (mailrules/accounts.py) skips an account whose rules or configuration name a mailbox
     its server cannot have, and reports each such name as an error (exit 1); `sources` (the rule
-    files' text) puts the rule's line under each in the log.
+    files' text) puts the rule's line under each in the log. OAuth2 accounts take their tokens
+    from `oauth` (default: the run's own), through `connect` (default: `session_factory(oauth)`).
     """
+    oauth = oauth or TokenManagers()
+    connect = connect or session_factory(oauth)
     now = now or dt.datetime.now(dt.UTC)
     run_id = state.begin_run(trigger, dry_run) if state is not None else new_run_id(now)
     options = RunOptions(
@@ -103,7 +118,7 @@ def run_rules(
         bounds=settings.limits.bounds,
     )
     selected = build_accounts(
-        [a for n, a in settings.accounts.items() if not accounts or n in accounts], connect
+        [a for n, a in settings.accounts.items() if not accounts or n in accounts], connect, oauth
     )
     limits = LimitLedger()
     guard = LoopGuard.from_limits(settings.limits)  # mailboxes created, sends per address: this run's
@@ -119,7 +134,7 @@ def run_rules(
         prefetch=not dry_run,
         sources=sources,
     )
-    result = RunResult(run_id, done.reports, done.errors)
+    result = RunResult(run_id, done.reports, done.errors, oauth.login_required())
     if state is not None:
         state.end_run(run_id, {"rules": result.summary(), "errors": result.errors})
     return result

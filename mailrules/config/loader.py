@@ -363,9 +363,7 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
     if smtp_table is not None or ("smtp" not in t and preset):
         smtp = _smtp(smtp_table or {}, p, cx, preset, username, password, auth == "oauth2")
 
-    if host is None or username is None or tls is None or port is None:
-        return None
-    if (password is None) == (oauth2 is None):
+    if host is None or username is None or tls is None or port is None or not (password or oauth2):
         return None
     return AccountSettings(
         name=name,
@@ -384,8 +382,7 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         provider=provider,
         poll_interval=float(poll_interval or DEFAULT_POLL_INTERVAL),
         smtp=smtp,
-        auth=auth or "password",
-        oauth2=oauth2,
+        auth=auth or "password", oauth2=oauth2,
     )
 
 
@@ -409,9 +406,8 @@ def _smtp(
     tls, port = _tls_and_port(t, p, cx, smtp_preset, SMTP_PORTS, _SMTP_PORT_TLS)
     username = cx.clean((*p, "username"), cx.text(t, p, "username"))
     password = _secret(t, p, cx, required=False)
-    if use_token := oauth2 and not any(k in t for k in SECRET_KEYS):  # AUTH XOAUTH2 with the token
-        username = username if "username" in t else account_username
-    elif password is None and not any(k in t for k in SECRET_KEYS):
+    use_token = oauth2 and not any(k in t for k in SECRET_KEYS)  # AUTH XOAUTH2 with the account's token
+    if password is None and not use_token and not any(k in t for k in SECRET_KEYS):
         if "username" in t:
             cx.error(p, "username is set but no password, password_file or password_env",
                      at=(*p, "username"), key=True)

@@ -32,6 +32,7 @@ from mailrules.daemon.labels import (
     action_label,
     command_label,
 )
+from mailrules.daemon.oauth_metrics import OAuthMetrics
 from mailrules.engine.loops import CREATION_LIMIT, SKIP_LABELS, skip_label
 from mailrules.engine.ports import MailboxReport, RuleReport
 from mailrules.imap.errors import Throttled
@@ -241,6 +242,7 @@ class Metrics:
             "the work that needed it was stopped and is tried again later.",
             registry=r,
         )
+        self.oauth = OAuthMetrics(r)  # the OAuth2 accounts' tokens: their own module, their own init
         build = Gauge(
             "mailrules_build_info", "Always 1; the labels say what runs.", ["version", "python"], registry=r
         )

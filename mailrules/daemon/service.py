@@ -24,11 +24,11 @@ from mailrules.accounts import (
     Connection,
     SessionFactory,
     count_limits,
-    default_session,
     log_entry,
     mailboxes_of,
     render_problem,
     rules_for,
+    session_factory,
     walk,
 )
 from mailrules.config import AccountSettings, Settings
@@ -48,6 +48,7 @@ from mailrules.imap.errors import Throttled
 from mailrules.imap.names import Namespaces
 from mailrules.imap.session import ImapSession
 from mailrules.logs import printable
+from mailrules.oauth.accounts import TokenManagers
 from mailrules.state.factory import open_state
 
 log = logging.getLogger(__name__)
@@ -111,12 +112,15 @@ class Daemon:
         settings: Settings,
         *,
         metrics: Metrics | None = None,
-        connect: SessionFactory = default_session,
+        connect: SessionFactory | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         # The accounts' series exist before the first connection (the check at start counts).
         self.metrics.init({name: [] for name in settings.accounts}, [])
+        self.metrics.oauth.init(name for name, a in settings.accounts.items() if a.oauth2 is not None)
+        # One token manager per OAuth2 account for every connection of it, IMAP and SMTP.
+        self.oauth = TokenManagers(self.metrics.oauth)
         # One daemon per state: a second one (or a `mailrules run`) on it is told who holds it.
         self.state = open_state(settings, lock="mailrules daemon")
         self.rules: tuple[A.Rule, ...] = ()
@@ -128,8 +132,8 @@ class Daemon:
         self._watchers: dict[tuple[str, str], MailboxWatcher | MultiPoller] = {}
         self._stop = threading.Event()
         self._reload = threading.Event()
-        self._connect_raw = connect
-        self.accounts = {name: Account(a, self._connect) for name, a in settings.accounts.items()}
+        self._connect_raw = connect or session_factory(self.oauth)
+        self.accounts = {name: Account(a, self._connect, self.oauth) for name, a in settings.accounts.items()}
         #: what the check at start learnt of each account's server it reached (run()):
         #: its namespaces (a reload's names are checked against them), and on Gmail its special uses
         self._namespaces: dict[str, Namespaces] = {}
@@ -391,14 +395,18 @@ class Daemon:
         """Rules loaded, and every watcher connected or retrying within its budget; else why not."""
         if not self.rules:
             return False, "no rules loaded"
-        bad = {f"{a}/{m}": w.problem for (a, m), w in sorted(self._watchers.items()) if not w.healthy}
-        if not bad:
+        # An OAuth2 account whose refresh token was refused does nothing until a new login.
+        stopped = [f"account {a}: login required, run `mailrules auth login {a}`"
+                   for a in sorted(self.oauth.login_required())]
+        bad = {f"{a}/{m}": w.problem for (a, m), w in sorted(self._watchers.items())
+               if not w.healthy and a not in self.oauth.login_required()}
+        if not bad and not stopped:
             return True, "ok"
         # A watcher that cannot write the state, or whose rules name a mailbox the server cannot
         # have, does nothing though its server may answer: say why (the fix is in the answer:
         # room on the disk, a writable file, a name), not "not connected".
         down = [where for where, why in bad.items() if why is None]
-        parts = (["not connected: " + ", ".join(down)] if down else []) + [
+        parts = stopped + (["not connected: " + ", ".join(down)] if down else []) + [
             f"{where}: {why}" for where, why in bad.items() if why is not None
         ]
         return False, printable("; ".join(parts))

@@ -176,3 +176,12 @@ def make_manager(name: str, settings: OAuth2Settings, observer: OAuthObserver | 
         initial_refresh=settings.refresh_token,
         on_refresh=observer.oauth_refresh if observer is not None else None, on_tokens=on_tokens, **options,
     )
+
+
+_PROCESS = TokenManagers()
+
+
+def process_tokens() -> TokenManagers:
+    """The token managers of this process for whatever builds a connection without its own
+    (`mailrules undo`, doctor): the daemon and `mailrules run` keep theirs, with an observer."""
+    return _PROCESS

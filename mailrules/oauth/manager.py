@@ -9,12 +9,14 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mailrules.config.model import Secret
-from mailrules.oauth.client import TokenClient
 from mailrules.oauth.errors import InvalidGrant, LoginRequired, OAuthError, TokenEndpointUnavailable
 from mailrules.oauth.store import Tokens, TokenStore
+
+if TYPE_CHECKING:
+    from mailrules.oauth.client import TokenClient  # authlib: loaded only where a client is made
 
 log = logging.getLogger(__name__)
 

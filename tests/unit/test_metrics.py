@@ -59,6 +59,9 @@ EXPECTED = {
     "mailrules_mailbox_creations_refused_total": "counter",
     "mailrules_messages_skipped_total": "counter",
     "mailrules_message_text_cut_total": "counter",
+    "mailrules_oauth_token_expiry_timestamp_seconds": "gauge",
+    "mailrules_oauth_refreshes_total": "counter",
+    "mailrules_auth_failures_total": "counter",
 }
 
 
