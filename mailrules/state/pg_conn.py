@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolClosed
 
 from mailrules.errors import StateError, StateOpenError
 
@@ -122,6 +122,8 @@ def describe(exc: BaseException) -> str:
 def transient(exc: BaseException) -> bool:
     """Whether trying again later may succeed: a lost or refused connection, a server restarting,
     a serialization failure or a deadlock (the transaction was rolled back)."""
+    if isinstance(exc, PoolClosed):
+        return False  # this process closed the state: nothing comes back
     if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
         return True
     if isinstance(exc, psycopg.OperationalError):

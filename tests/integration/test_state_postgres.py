@@ -303,3 +303,10 @@ def test_replicas_claiming_overlapping_groups_get_each_key_once(pg_dsn: str) -> 
         for t in threads:
             t.join()
         assert won["a"] | won["b"] == {k for k, _ in items} and not won["a"] & won["b"]
+
+
+def test_a_closed_state_fails_at_once(pg_dsn: str) -> None:
+    state = PostgresState.open(pg_dsn, retry_seconds=600)
+    state.close()
+    with pytest.raises(StateError, match="cannot read a checkpoint"):
+        state.get_checkpoint("work", "INBOX")  # not tried again for ten minutes
