@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from mailrules.engine.targets import Target, action_word, needs_of_template, uni
 from mailrules.errors import ActionError, ImapError, MailrulesError
 from mailrules.logs import printable
 from mailrules.message.view import MessageView
-from mailrules.state.models import JournalEntry, Outcome
+from mailrules.state.models import JournalEntry
 
 log = logging.getLogger("mailrules.actions")
 
@@ -415,43 +414,3 @@ class ActionRunner(SendActions):
         if word in ("move", "archive", "delete"):
             return self.store.dialect.move
         return word in ("delete permanently", "mark read", "mark unread", "flag", "unflag", "tag", "untag")
-
-    def _entry(
-        self,
-        rule: A.Rule,
-        word: str,
-        detail: str,
-        t: Target,
-        dest: str | None,
-        outcome: Outcome,
-        error: str | None,
-        new_uv: int | None = None,
-        new_uid: int | None = None,
-        *,
-        quiet: bool = False,
-    ) -> JournalEntry:
-        """The journal entry of one action on one message; logged and counted (`emit`) unless
-        `quiet` (an intent's planned entry) or a send's "ok" (emitted once the send is confirmed)."""
-        entry = JournalEntry(
-            run_id=self.options.run_id,
-            rule=rule.name,
-            rule_span=rule.span.short,
-            account=self.account.name,
-            mailbox=self.mailbox,
-            uidvalidity=self.uidvalidity,
-            uid=t.uid,
-            # what a message can make up (its Message-ID, a destination rendered from it, an error
-            # naming either) is escaped: a journal row or its log line never holds a line break
-            message_id=printable(t.view.message_id),
-            action=word,
-            detail=printable(detail),
-            destination=printable(dest),
-            new_uidvalidity=new_uv,
-            new_uid=new_uid,
-            outcome=outcome,
-            error=printable(error),
-            at=dt.datetime.now(dt.UTC),
-        )
-        if not quiet and not (word in ("forward", "redirect") and outcome == "ok"):
-            self.emit(entry)
-        return entry

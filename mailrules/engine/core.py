@@ -14,6 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mailrules.compile import keys as K
 from mailrules.compile.plan import FetchNeeds, fetch_needs
@@ -46,6 +47,20 @@ log = logging.getLogger(__name__)
 #: locally: one FETCH instead of one SEARCH per rule (bench/latency_bench.py: 20 rules cost 14 ms
 #: of SEARCH round trips for one new message).
 LOCAL_BATCH = 32
+
+
+@dataclass(slots=True)
+class _Pass:
+    """One pass over one mailbox: what every rule of it works with."""
+
+    store: MailboxStore
+    account: AccountContext
+    mailbox: str
+    ev: BoundedEvaluator
+    runner: ActionRunner
+    report: MailboxReport
+    local: dict[int, MessageView] | None = None  # a batch of arrivals, fetched once
+    ahead: Prefetcher | None = None  # later rules searched and fetched on a second connection
 
 
 class Engine:
@@ -104,56 +119,42 @@ class Engine:
         in_scope = [r for r in rules if r.applies_to(account.name, mailbox)]
         prepare_regexes(r.condition for r in in_scope)  # compiled before any message's clock runs
         ev = BoundedEvaluator(self.options.bounds, ctx, f"{account.name}/{mailbox}")
-        local = self._prefetch(store, in_scope, candidates, runner) if uids is not None else None
-        ahead = None
-        if prefetch is not None and uids is None and not self.options.dry_run and len(in_scope) > 1:
+        p = _Pass(store, account, mailbox, ev, runner, report)
+        if uids is not None:
+            p.local = self._prefetch(store, in_scope, candidates, runner)
+        elif prefetch is not None and not self.options.dry_run and len(in_scope) > 1:
             dialect = store.dialect
 
             def plan(rule: A.Rule) -> tuple[K.SearchKey, FetchNeeds]:
-                p = self.matcher.plan(rule, dialect)
-                return p.server, union_needs(p.needs, runner.needs_for(rule))
+                found = self.matcher.plan(rule, dialect)
+                return found.server, union_needs(found.needs, runner.needs_for(rule))
 
-            ahead = Prefetcher(prefetch, mailbox, independent_rules(in_scope), plan)
+            p.ahead = Prefetcher(prefetch, mailbox, independent_rules(in_scope), plan)
         try:
-            self._rules(store, account, mailbox, in_scope, remaining, whole, ev, runner, local, ahead, report)
+            self._rules(p, in_scope, remaining, whole)
         finally:
-            if ahead is not None:
-                ahead.close()
+            if p.ahead is not None:
+                p.ahead.close()
             report.skipped_for[EVALUATION_TIME] += len(ev.over_time)
             report.text_cut = len(ev.text_cut)
         report.retry = sorted(runner.retry_uids)
         self.observers.mailbox_done(report, time.monotonic() - started)
         return report
 
-    def _rules(
-        self,
-        store: MailboxStore,
-        account: AccountContext,
-        mailbox: str,
-        rules: Sequence[A.Rule],
-        remaining: set[int],
-        whole: bool,
-        ev: BoundedEvaluator,
-        runner: ActionRunner,
-        local: dict[int, MessageView] | None,
-        ahead: Prefetcher | None,
-        report: MailboxReport,
-    ) -> None:
+    def _rules(self, p: _Pass, rules: Sequence[A.Rule], remaining: set[int], whole: bool) -> None:
         """Each rule in scope, in order, over the messages still in play."""
+        account, mailbox = p.account.name, p.mailbox
         for rule in rules:
             if not remaining:
                 break
             rule_started = time.monotonic()
-            rr = RuleReport(rule.name, account.name, mailbox, candidates=len(remaining))
-            report.rules.append(rr)
-            found = self._match(store, rule, remaining, whole, ev, runner, local, ahead)
-            remaining -= ev.over_time  # out of time: no later rule reads it in this pass
-            report.skipped_messages += found.skipped
+            rr = RuleReport(rule.name, account, mailbox, candidates=len(remaining))
+            p.report.rules.append(rr)
+            found = self._match(p, rule, remaining, whole)
+            remaining -= p.ev.over_time  # out of time: no later rule reads it in this pass
+            p.report.skipped_messages += found.skipped
             rr.matched = len(found.matched)
-            if not found.matched:
-                self.observers.rule_done(rr, time.monotonic() - rule_started)
-                continue
-            over = self._over_limit(rule, account.name, mailbox, len(found.matched))
+            over = self._over_limit(rule, account, mailbox, rr.matched) if found.matched else None
             if over is not None:
                 rr.limited = True
                 log.warning(
@@ -163,16 +164,15 @@ class Engine:
                     rule.name,
                     over,
                     " in this run" if self.limits is not None else "",
-                    len(found.matched),
-                    account.name,
+                    rr.matched,
+                    account,
                     mailbox,
                     rule.limit,
                 )
-                self.observers.rule_done(rr, time.monotonic() - rule_started)
-                continue
-            targets = [Target(uid, found.views[uid], m) for uid, m in found.matched]
-            remaining -= runner.run_rule(rule, targets, ev.ctx, rr)
-            whole = False
+            elif found.matched:
+                targets = [Target(uid, found.views[uid], m) for uid, m in found.matched]
+                remaining -= p.runner.run_rule(rule, targets, p.ev.ctx, rr)
+                whole = False
             self.observers.rule_done(rr, time.monotonic() - rule_started)
 
     def _over_limit(self, rule: A.Rule, account: str, mailbox: str, matched: int) -> int | None:
@@ -185,39 +185,24 @@ class Engine:
 
     # -- matching ----------------------------------------------------------------------------------
 
-    def _match(
-        self,
-        store: MailboxStore,
-        rule: A.Rule,
-        remaining: set[int],
-        whole: bool,
-        ev: BoundedEvaluator,
-        runner: ActionRunner,
-        local: dict[int, MessageView] | None,
-        ahead: Prefetcher | None,
-    ) -> Matches:
+    def _match(self, p: _Pass, rule: A.Rule, remaining: set[int], whole: bool) -> Matches:
         """The rule's matches by one of the three paths (engine/matching.py does the work)."""
-        if local is not None:  # a batch of arrivals, fetched once
-            return self.matcher.match_views(rule, remaining, local, ev, runner.with_overlay)
-        found = ahead.result(rule) if ahead is not None else None
+        view_of = p.runner.with_overlay
+        if p.local is not None:  # a batch of arrivals, fetched once
+            return self.matcher.match_views(rule, remaining, p.local, p.ev, view_of)
+        found = p.ahead.result(rule) if p.ahead is not None else None
         if found is not None:  # searched and fetched ahead, on the mailbox as it was
             hits = [u for u in found[0] if u in remaining]
-            residual = self.matcher.plan(rule, store.dialect).residual
-            return self.matcher.evaluate(
-                rule, residual, hits, found[1], ev, view_of=runner.with_overlay, fresh=False
-            )
+            residual = self.matcher.plan(rule, p.store.dialect).residual
+            return self.matcher.evaluate(rule, residual, hits, found[1], p.ev, view_of=view_of, fresh=False)
         # A dry run changes no flags on the server, so a later rule that tests flags earlier
         # rules would have changed is evaluated locally, on the flags the run would have left.
-        on_overlay = self.options.dry_run and bool(runner.flag_overlay) and bool(tested_flags(rule.condition))
+        on_overlay = (
+            self.options.dry_run and bool(p.runner.flag_overlay) and bool(tested_flags(rule.condition))
+        )
+        needs = p.runner.needs_for(rule)
         return self.matcher.match(
-            store,
-            rule,
-            remaining,
-            ev,
-            whole=whole,
-            needs=runner.needs_for(rule),
-            local=on_overlay,
-            view_of=runner.with_overlay,
+            p.store, rule, remaining, p.ev, whole=whole, needs=needs, local=on_overlay, view_of=view_of
         )
 
     def _prefetch(

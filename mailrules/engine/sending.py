@@ -24,6 +24,7 @@ from mailrules.engine.ports import (
 )
 from mailrules.engine.targets import Target
 from mailrules.errors import MailrulesError
+from mailrules.logs import printable
 from mailrules.state.keys import intent_key, message_intent_key
 from mailrules.state.models import JournalEntry, Outcome
 
@@ -31,8 +32,8 @@ __all__ = ["SendActions"]
 
 
 class SendActions:
-    """Forward and redirect for ActionRunner (engine/actions.py), which provides the attributes
-    below and `_entry`, the journal entry of one action on one message."""
+    """Forward and redirect for ActionRunner (engine/actions.py), which sets the attributes below;
+    and `_entry`, the journal entry of one action on one message, which both make."""
 
     account: AccountContext
     options: RunOptions
@@ -57,7 +58,31 @@ class SendActions:
         *,
         quiet: bool = False,
     ) -> JournalEntry:
-        raise NotImplementedError
+        """The journal entry of one action on one message; logged and counted (`emit`) unless
+        `quiet` (an intent's planned entry) or a send's "ok" (emitted once the send is confirmed)."""
+        entry = JournalEntry(
+            run_id=self.options.run_id,
+            rule=rule.name,
+            rule_span=rule.span.short,
+            account=self.account.name,
+            mailbox=self.mailbox,
+            uidvalidity=self.uidvalidity,
+            uid=t.uid,
+            # what a message can make up (its Message-ID, a destination rendered from it, an error
+            # naming either) is escaped: a journal row or its log line never holds a line break
+            message_id=printable(t.view.message_id),
+            action=word,
+            detail=printable(detail),
+            destination=printable(dest),
+            new_uidvalidity=new_uv,
+            new_uid=new_uid,
+            outcome=outcome,
+            error=printable(error),
+            at=dt.datetime.now(dt.UTC),
+        )
+        if not quiet and not (word in ("forward", "redirect") and outcome == "ok"):
+            self.emit(entry)
+        return entry
 
     def _send(
         self, rule: A.Rule, action: A.Forward | A.Redirect, word: str, address: str, targets: Sequence[Target]
