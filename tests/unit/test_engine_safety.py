@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from pathlib import Path
 
 import pytest
 
+from mailrules.commands.run import undo_run
 from mailrules.compile.dialect import Dialect
+from mailrules.config.model import AccountSettings, Secret, Settings
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
-from mailrules.engine import evaluation
+from mailrules.dsl.semantics import evaluate_condition
 from mailrules.engine.core import Engine
 from mailrules.engine.limits import count_matches
 from mailrules.engine.ports import ARCHIVED_LABEL, AccountContext, MailboxReport, RuleReport, RunOptions
@@ -20,6 +23,7 @@ from mailrules.errors import StateError
 from mailrules.state.models import JournalEntry, Location, UndoFlag
 from mailrules.state.store import StateStore
 from tests.fakes import FakeServer, FakeStore
+from tests.unit.test_gmail_dialect import gmail_session
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 GMAIL_SPECIAL = {"\\Archive": "[Gmail]/All Mail", "\\Trash": "[Gmail]/Trash"}
@@ -241,14 +245,12 @@ def test_dry_run_does_not_archive_in_place() -> None:
 def test_the_pre_count_skips_a_broken_message_quietly_and_the_pass_reports_it_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real = evaluation.evaluate_condition
-
     def breaks_on_boom(cond, view, ctx, *, deadline=None):  # type: ignore[no-untyped-def]
         if "BOOM" in " ".join(view.header_values("Subject")):
             raise ValueError("a decoder gave up")
-        return real(cond, view, ctx, deadline=deadline)
+        return evaluate_condition(cond, view, ctx, deadline=deadline)
 
-    monkeypatch.setattr(evaluation, "evaluate_condition", breaks_on_boom)
+    monkeypatch.setattr("mailrules.engine.evaluation.evaluate_condition", breaks_on_boom)
     server = FakeServer()
     for subject in ("bulk 1", "bulk BOOM", "bulk 2", "other"):
         server.append("INBOX", msg(subject))
@@ -271,3 +273,18 @@ def test_the_pre_count_needs_no_fetch_when_the_server_answers_exactly() -> None:
     rules = rules_of('rule "s" limit 1 { when seen then delete }')
     assert count_matches(store, "INBOX", rules, NOW, dt.UTC) == {"s": 2}
     assert store.commands == ["SELECT", "SEARCH"]
+
+
+def test_undo_of_an_archive_in_place_adds_the_inbox_label_back_on_gmail() -> None:
+    """`undo` sets the label with X-GM-LABELS (through ImapStore), not as a flag."""
+    _, state, run_id, entries = gmail_run("Lists", 'rule "a" in "Lists" { when all then archive }')
+    (entry,) = entries
+    echo = f"* 1 FETCH (X-GM-LABELS (Lists \\Inbox) UID {entry.uid})".encode()
+    session, imap, client = gmail_session(lambda tag, cmd: [echo, tag + b" OK STORE (Success)"])
+    selected = {b"UIDVALIDITY": entry.uidvalidity, b"EXISTS": 1, b"READ-WRITE": True, b"PERMANENTFLAGS": ()}
+    client.select_folder = lambda name, readonly=False: selected  # type: ignore[method-assign]
+    account = AccountSettings("g", "imap.gmail.com", 993, "implicit", "u", Secret("p"))
+    settings = Settings(Path("rules.d"), Path("state.db"), Path("m.toml"), accounts={"g": account})
+    result = undo_run(settings, state, run_id, connect=lambda acct: session)
+    assert (result.undone, result.errors, result.refused) == (1, [], [])
+    assert imap.commands == [f"T1 UID STORE {entry.uid} +X-GM-LABELS (\\Inbox)".encode()]
