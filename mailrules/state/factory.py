@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailrules.errors import StateOpenError
-from mailrules.state.interface import State
+from mailrules.state.interface import LeaseStore, State
+from mailrules.state.solo import SoloLeases
 from mailrules.state.store import StateStore
 
 if TYPE_CHECKING:
@@ -38,3 +39,17 @@ def open_state(settings: Settings, *, lock: str | None = None) -> State:
         lease_seconds=settings.cluster.lease_seconds,
         lock=lock,
     )
+
+
+def open_leases(state: State, settings: Settings) -> LeaseStore:
+    """The leases that decide which accounts this daemon works on: PostgreSQL's (`Leases`, on a
+    pool of their own, named by `[cluster] replica`) for a PostgreSQL state, else `SoloLeases`
+    (the one daemon owns every account; close() is then a no-op)."""
+    if isinstance(state, StateStore):
+        return SoloLeases(settings.cluster.replica)
+    from mailrules.state.leases import Leases
+    from mailrules.state.postgres import PostgresState
+
+    if not isinstance(state, PostgresState):
+        raise TypeError(f"no leases for {type(state).__name__}")
+    return Leases.open(state.database, settings.cluster.replica, settings.cluster.lease_seconds)

@@ -45,6 +45,58 @@ class Lease:
     deadline: float
 
 
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds one account as the database sees it: `held` while `owner` is set and the lease
+    has not expired."""
+
+    account: str
+    owner: str | None
+    token: int
+    expires_at: dt.datetime
+    held: bool
+
+
+class LeaseStore(Protocol):
+    """What the lease keeper (state/keeper.py) asks of the leases: `state/leases.py: Leases`
+    (PostgreSQL) or `state/solo.py: SoloLeases` (SQLite); `factory.open_leases` picks."""
+
+    @property
+    def replica(self) -> str:
+        """This daemon's name in the cluster."""
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a lease lasts without a renewal."""
+
+    def register(self) -> None:
+        """Announce this replica (at start)."""
+
+    def heartbeat(self) -> None:
+        """Say this replica is alive."""
+
+    def acquire(self, account: str) -> Lease | None:
+        """Take `account` if it is free or its lease expired."""
+
+    def renew(self, leases: Iterable[Lease]) -> list[Lease]:
+        """The leases still held, with their new expiry."""
+
+    def release(self, leases: Iterable[Lease]) -> None:
+        """Let the leases go at once."""
+
+    def owners(self) -> dict[str, Holder]:
+        """Every account leased, and by whom."""
+
+    def replicas(self) -> list[str]:
+        """The replicas seen within `lease_seconds`."""
+
+    def retire(self) -> None:
+        """Forget this replica (at a clean stop, after releasing its leases)."""
+
+    def close(self) -> None:
+        """Let the leases' connections go (after `retire`)."""
+
+
 class State(Protocol):
     """The durable state of mailrules: runs, the append-only journal, intents for at-most-once
     side effects, checkpoints per mailbox, retry counts, and undo plans read from the journal.
@@ -144,9 +196,7 @@ class State(Protocol):
     def pending_intents(self) -> list[Intent]:
         """Intents never confirmed, oldest first: side effects that may or may not have happened."""
 
-    def claim(
-        self, items: Sequence[tuple[str, JournalEntry]], *, now: dt.datetime | None = None
-    ) -> set[str]:
+    def claim(self, items: Sequence[tuple[str, JournalEntry]], *, now: dt.datetime | None = None) -> set[str]:
         """`intent()` for many side effects in one durable transaction; the keys that are new."""
 
     def confirm_many(self, keys: Iterable[str], *, now: dt.datetime | None = None) -> None:

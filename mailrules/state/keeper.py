@@ -17,8 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mailrules.errors import StateError
-from mailrules.state.interface import Lease
-from mailrules.state.leases import LeaseStore
+from mailrules.state.interface import Lease, LeaseStore
 from mailrules.state.share import wanted
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ session advisory locks, and how fencing keeps a paused replica from writing: doc
 - `release(leases)`: lets them go at once (SIGTERM, or handing accounts over), token kept.
 - `owners()`, `replicas()`: the view that `share.wanted` turns into what to take and give.
 
-`SoloLeases` is the same interface for a SQLite state: one daemon owns every account.
+`SoloLeases` (state/solo.py) is the same interface for a SQLite state: one daemon owns every
+account. Both satisfy `LeaseStore` (state/interface.py).
 """
 
 from __future__ import annotations
@@ -20,13 +21,11 @@ import math
 import secrets
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
 from psycopg import errors as pg_errors
 
 from mailrules.errors import StateError
-from mailrules.state.interface import Lease, LeaseLost
+from mailrules.state.interface import Holder, Lease, LeaseLost
 from mailrules.state.pg_conn import Conn, Database
 
 #: A lease counts as held locally for this fraction of `lease_seconds` after its renewal was
@@ -62,54 +61,6 @@ WHERE r.incarnation = excluded.incarnation
     OR r.seen_at <= clock_timestamp() - make_interval(secs => %(secs)s)
 RETURNING 1
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Holder:
-    """Who holds one account as the database sees it: `held` while `owner` is set and the lease
-    has not expired."""
-
-    account: str
-    owner: str | None
-    token: int
-    expires_at: dt.datetime
-    held: bool
-
-
-class LeaseStore(Protocol):
-    """What the lease keeper (state/keeper.py) asks of the leases: `Leases` or `SoloLeases`."""
-
-    @property
-    def replica(self) -> str:
-        """This daemon's name in the cluster."""
-
-    @property
-    def lease_seconds(self) -> float:
-        """How long a lease lasts without a renewal."""
-
-    def register(self) -> None:
-        """Announce this replica (at start)."""
-
-    def heartbeat(self) -> None:
-        """Say this replica is alive."""
-
-    def acquire(self, account: str) -> Lease | None:
-        """Take `account` if it is free or its lease expired."""
-
-    def renew(self, leases: Iterable[Lease]) -> list[Lease]:
-        """The leases still held, with their new expiry."""
-
-    def release(self, leases: Iterable[Lease]) -> None:
-        """Let the leases go at once."""
-
-    def owners(self) -> dict[str, Holder]:
-        """Every account leased, and by whom."""
-
-    def replicas(self) -> list[str]:
-        """The replicas seen within `lease_seconds`."""
-
-    def retire(self) -> None:
-        """Forget this replica (at a clean stop, after releasing its leases)."""
 
 
 class Leases:
@@ -253,49 +204,3 @@ class Leases:
             params = (list(accounts),)
         rows = self._db.run("read the leases", lambda c: c.execute(query, params).fetchall())
         return {str(r[0]): Holder(str(r[0]), r[1], int(r[2]), r[3], bool(r[4])) for r in rows}
-
-
-class SoloLeases:
-    """The lease interface for a state only one daemon uses (SQLite, made exclusive by its file
-    lock): every account is this daemon's, for good; token 0 (SQLite's writes are not fenced)."""
-
-    def __init__(self, replica: str = "solo") -> None:
-        self._replica = replica
-        self._held: dict[str, Lease] = {}
-
-    @property
-    def replica(self) -> str:
-        return self._replica
-
-    @property
-    def lease_seconds(self) -> float:
-        return math.inf
-
-    def register(self) -> None:
-        return None
-
-    def heartbeat(self) -> None:
-        return None
-
-    def acquire(self, account: str) -> Lease | None:
-        if account in self._held:
-            return None
-        forever = dt.datetime.max.replace(tzinfo=dt.UTC)
-        self._held[account] = Lease(account, self._replica, 0, forever, math.inf)
-        return self._held[account]
-
-    def renew(self, leases: Iterable[Lease]) -> list[Lease]:
-        return sorted((x for x in leases if self._held.get(x.account) == x), key=lambda x: x.account)
-
-    def release(self, leases: Iterable[Lease]) -> None:
-        for lease in leases:
-            self._held.pop(lease.account, None)
-
-    def owners(self) -> dict[str, Holder]:
-        return {a: Holder(a, x.owner, x.token, x.expires_at, True) for a, x in self._held.items()}
-
-    def replicas(self) -> list[str]:
-        return [self._replica]
-
-    def retire(self) -> None:
-        return None

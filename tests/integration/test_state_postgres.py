@@ -15,8 +15,9 @@ import pytest
 from mailrules.config import Secret
 from mailrules.config.model import ClusterSettings, PostgresUrl, Settings
 from mailrules.state import State, StateError, StateLocked, StateOpenError
-from mailrules.state.factory import open_state
+from mailrules.state.factory import open_leases, open_state
 from mailrules.state.health import check_state
+from mailrules.state.leases import Leases
 from mailrules.state.pg_conn import split_password
 from mailrules.state.pg_schema import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
 from mailrules.state.postgres import PostgresState
@@ -256,6 +257,12 @@ def test_open_state_opens_the_configured_postgresql_and_its_lock_is_exclusive(
     )
     with open_state(settings, lock="mailrules daemon") as state:
         assert isinstance(state, PostgresState) and state.where == bare
+        leases = open_leases(state, settings)
+        try:
+            assert isinstance(leases, Leases) and leases.replica == "host-a"
+            assert leases.lease_seconds == 15.0 and leases.acquire("work") is not None
+        finally:
+            leases.close()
         holder = r"is in use by mailrules daemon \(host-a\) \(from 127\.0\.0\.1"
         with pytest.raises(StateLocked, match=holder):
             open_state(settings, lock="mailrules run")

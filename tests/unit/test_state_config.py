@@ -13,7 +13,8 @@ from mailrules.config import Secret, load_config
 from mailrules.config.model import PostgresUrl, Settings
 from mailrules.errors import ConfigError, StateOpenError
 from mailrules.state import StateStore
-from mailrules.state.factory import open_state
+from mailrules.state.factory import open_leases, open_state
+from mailrules.state.solo import SoloLeases
 
 ACCOUNT = """
 [accounts.a]
@@ -43,6 +44,8 @@ def test_a_sqlite_path_stays_the_default(tmp_path: Path) -> None:
     assert settings.cluster.replica == socket.gethostname()[:48]
     with open_state(settings) as state:
         assert isinstance(state, StateStore)
+        leases = open_leases(state, settings)
+        assert isinstance(leases, SoloLeases) and leases.replica == settings.cluster.replica
 
 
 def test_a_url_keeps_its_password_apart(tmp_path: Path) -> None:
