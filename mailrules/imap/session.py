@@ -79,6 +79,9 @@ class ImapSession(TransferCommands):
         self._closed = False
         #: the access token this session logged in with (OAuth2), for `TokenSource.expired`
         self.token: Secret | None = None
+        #: OAuth2: the SASL mechanism it logged in with, and those the server offered before login
+        self.mechanism: str | None = None
+        self.offered: tuple[str, ...] = ()
 
     # -- connecting ---------------------------------------------------------------------------------
 
@@ -167,7 +170,9 @@ class ImapSession(TransferCommands):
     def _oauth_login(self, tokens: TokenSource) -> None:
         """SASL with the account's access token; a token the server refuses is refreshed once and
         tried again on this connection (the server may know it expired before we do)."""
-        mechanism = choose_mechanism(self._pre_auth_caps(), tokens.mechanism)
+        pre = self._pre_auth_caps()
+        self.offered = tuple(sorted(c[5:] for c in pre if c.startswith("AUTH=")))
+        mechanism = choose_mechanism(pre, tokens.mechanism)
         token = self._token(tokens.access_token)
         try:
             self._authenticate(mechanism, token)
@@ -177,7 +182,7 @@ class ImapSession(TransferCommands):
             log.info("%s: the server refused the access token (%s); refreshing it once", self._account, exc)
             token = self._token(lambda: tokens.force_refresh(token))
             self._authenticate(mechanism, token)
-        self.token = token
+        self.token, self.mechanism = token, mechanism
         log.info("%s: logged in to %s (%s)", self._account, self._host, mechanism)
 
     def _token(self, get: Callable[[], Secret]) -> Secret:

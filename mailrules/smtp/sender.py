@@ -343,10 +343,7 @@ class SmtpSender:
                 stage = "auth"
                 if p.tls == "none" and not p.allow_insecure:  # also refused by SmtpParams
                     raise SmtpActionError(f"{self._where()}: refusing to log in without TLS", "tls")
-                if p.tokens is not None:
-                    self._xoauth2(conn, p.tokens, p.username, used)
-                else:
-                    conn.login(p.username, p._password())
+                self.authenticate(conn, used)
             options: list[str] = []
             if not message.isascii():
                 # 8-bit content must travel as 8bit (never re-encoded: the original stays intact)
@@ -368,6 +365,15 @@ class SmtpSender:
                     conn.quit()
                 except (smtplib.SMTPException, OSError):
                     conn.close()
+
+    def authenticate(self, conn: smtplib.SMTP, used: list[str] | None = None) -> None:
+        """Log in on an open connection (EHLO sent, TLS on) as forward and redirect do: AUTH XOAUTH2
+        with the account's token, else the password; `used` collects the tokens sent (doctor too)."""
+        p = self.params
+        if p.username is not None and p.tokens is not None:
+            self._xoauth2(conn, p.tokens, p.username, [] if used is None else used)
+        elif p.username is not None:
+            conn.login(p.username, p._password())
 
     def _xoauth2(self, conn: smtplib.SMTP, tokens: SmtpTokens, user: str, used: list[str]) -> None:
         """AUTH XOAUTH2 (Google's and Microsoft's SMTP): the token the server refuses (535) is

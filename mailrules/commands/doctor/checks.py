@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from mailrules.commands.doctor.imap import imap_checks
 from mailrules.commands.doctor.net import Clock
+from mailrules.commands.doctor.oauth import oauth_checks
 from mailrules.commands.doctor.report import AccountReport, Check, Report
 from mailrules.commands.doctor.smtp import smtp_checks
 from mailrules.config import AccountSettings, Settings
@@ -21,7 +22,7 @@ from mailrules.state.health import check_state
 Probe = Callable[[AccountSettings, list[A.Rule] | None, float, list[Check]], None]
 
 #: What is checked for each account, in this order.
-PROBES: tuple[Probe, ...] = (imap_checks, smtp_checks)
+PROBES: tuple[Probe, ...] = (oauth_checks, imap_checks, smtp_checks)
 
 
 def run_doctor(settings: Settings, *, accounts: Sequence[str] = (), timeout: float = 10.0) -> Report:

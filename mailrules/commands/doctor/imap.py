@@ -18,6 +18,7 @@ from mailrules.commands.doctor.net import (
     imap_starttls,
     tls_row,
 )
+from mailrules.commands.doctor.oauth import sasl_rows
 from mailrules.commands.doctor.report import Check, Status
 from mailrules.config import AccountSettings
 from mailrules.dsl import ast as A
@@ -97,6 +98,7 @@ def imap_checks(
         return
     try:
         rows.append(Check("login", "OK", f"logged in as {account.username}", clock.ms()))
+        rows += sasl_rows(session)  # OAuth2: the mechanism the server offered and the one used
         _capabilities(session, account, rows)
         store = ImapStore(session)
         rows += [Check("dialect", "INFO", line) for line in describe_dialect(

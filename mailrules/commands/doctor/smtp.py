@@ -19,6 +19,7 @@ from mailrules.commands.doctor.report import Check, Status
 from mailrules.config import AccountSettings, SmtpSettings
 from mailrules.dsl import ast as A
 from mailrules.errors import ConfigError, MailrulesError
+from mailrules.oauth.accounts import process_tokens
 from mailrules.smtp.sender import SmtpParams, SmtpSender
 
 
@@ -44,7 +45,8 @@ def smtp_checks(
     ep = Endpoint("SMTP", s.host, s.port, s.tls, s.username, source)
     ca = str(account.ca_file) if account.ca_file else None
     try:
-        params = SmtpParams.from_settings(s, ca_file=ca, timeout=timeout)
+        params = SmtpParams.from_settings(s, ca_file=ca, timeout=timeout,
+                                          tokens=process_tokens().for_account(account))
     except ConfigError as exc:
         if s.tls == "none" and not s.allow_insecure:
             rows.append(fail("SMTP TLS", PlaintextRefused(str(exc)), ep, Clock(), bad))
@@ -56,7 +58,8 @@ def smtp_checks(
         return
     connected[0].close()
     # the very context forward/redirect use (system CAs, or only ca_file when set)
-    _smtp_session(s, SmtpSender(params).tls_context(), ep, timeout, bad, rows)
+    sender = SmtpSender(params)
+    _smtp_session(s, sender.tls_context(), ep, timeout, bad, rows, sender)
 
 
 def _smtp_open(s: SmtpSettings, ctx: ssl.SSLContext | None, timeout: float) -> smtplib.SMTP:
@@ -82,7 +85,8 @@ def _smtp_open(s: SmtpSettings, ctx: ssl.SSLContext | None, timeout: float) -> s
 
 
 def _smtp_session(
-    s: SmtpSettings, ctx: ssl.SSLContext, ep: Endpoint, timeout: float, bad: Status, rows: list[Check]
+    s: SmtpSettings, ctx: ssl.SSLContext, ep: Endpoint, timeout: float, bad: Status, rows: list[Check],
+    sender: SmtpSender,
 ) -> None:
     errors = (OSError, MailrulesError, smtplib.SMTPException)
 
@@ -118,12 +122,13 @@ def _smtp_session(
     try:
         if s.tls == "implicit":
             rows.append(_ehlo_row(conn, clock))
-        if s.username is None or s.password is None:
+        if s.username is None or (s.password is None and not s.oauth2):
             rows.append(Check("SMTP AUTH", "INFO", "no username set: not tried"))
             return
         clock = Clock()
-        conn.login(s.username, s.password.reveal())
-        rows.append(Check("SMTP AUTH", "OK", f"authenticated as {s.username}", clock.ms()))
+        sender.authenticate(conn)  # as forward and redirect log in: the password, or XOAUTH2
+        how = " (XOAUTH2, the account's token)" if s.oauth2 else ""
+        rows.append(Check("SMTP AUTH", "OK", f"authenticated as {s.username}{how}", clock.ms()))
     except errors as exc:
         rows.append(fail("SMTP AUTH", exc, ep, clock, bad))
     finally:
