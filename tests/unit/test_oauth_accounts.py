@@ -140,3 +140,21 @@ def test_failure_reasons() -> None:
     assert failure_reason(LoginRequired("x")) == "no_token"
     assert failure_reason(TokenEndpointUnavailable("x")) == "unavailable"
     assert failure_reason(ValueError("x")) == "error"
+
+
+def test_an_account_whose_session_ended_for_its_token_refreshes_first(
+    tmp_path: Path, server: OAuthTestServer
+) -> None:
+    from mailrules.accounts import Account
+    from mailrules.imap.errors import TokenExpired
+
+    acct = settings(tmp_path, server)
+    oauth = TokenManagers()
+    account = Account(acct, oauth=oauth)
+    tokens = account.tokens
+    assert tokens is not None and tokens is oauth.for_account(acct)
+    assert account.sender is None  # no SMTP configured: nothing else to share the token with
+    first = tokens.access_token()
+    account.session_ended(TokenExpired("BYE Session invalidated - AccessTokenExpired"))
+    assert tokens.access_token() != first
+    assert server.requests["refresh_token"] == 2
