@@ -14,7 +14,7 @@ from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
 from mailrules.dsl.semantics import EvalContext
 from mailrules.engine.core import Engine
-from mailrules.engine.ports import AccountContext, RunOptions
+from mailrules.engine.ports import AccountContext, MailboxReport, RunOptions
 from tests.fakes import FakeServer, FakeStore, RecordingSender, oracle
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -42,7 +42,7 @@ def run(
     mailbox: str = "INBOX",
     dialect: str = "dovecot",
     **kw: object,
-):
+) -> tuple[MailboxReport, FakeStore, RecordingSender]:
     store = FakeStore(server, Dialect.named(dialect), NOW)
     sender = RecordingSender()
     account = AccountContext("acct", sender=sender)
@@ -265,7 +265,9 @@ def mailboxes(draw: st.DrawFn) -> list[tuple[bytes, list[str], dt.datetime]]:
     st.sampled_from(["dovecot", "rfc3501", "gmail"]),
     st.sampled_from(["whole", "arrival", "ahead"]),
 )
-def test_engine_equals_per_message_oracle(text: str, messages: list, dialect: str, path: str) -> None:
+def test_engine_equals_per_message_oracle(
+    text: str, messages: list[tuple[bytes, list[str], dt.datetime]], dialect: str, path: str
+) -> None:
     """Every path: the whole mailbox (SEARCH per rule), given arrival UIDs (one FETCH, local),
     and the whole mailbox with searches and fetches done ahead on a second connection."""
     rules = rules_of(text)
@@ -276,7 +278,9 @@ def test_engine_equals_per_message_oracle(text: str, messages: list, dialect: st
     expected_server = copy.deepcopy(server)
     account = AccountContext("acct", sender=RecordingSender())
     order = ["INBOX", "A"]
-    sent_expected = oracle(expected_server, rules, account, order, EvalContext(NOW, UTC))
+    sent_expected = oracle(
+        expected_server, rules, account, order, EvalContext(NOW, UTC), gmail=dialect == "gmail"
+    )
 
     sender = RecordingSender()
     account = AccountContext("acct", sender=sender)
@@ -305,7 +309,7 @@ def test_examples_rule_set_equals_oracle(dialect: str) -> None:
         server.append("INBOX", p.read_bytes(), ["\\Seen"] if i % 2 else [], NOW - dt.timedelta(days=200 * i))
     expected = copy.deepcopy(server)
     account = AccountContext("work", sender=RecordingSender())
-    sent = oracle(expected, rules, account, ["INBOX"], EvalContext(NOW, UTC))
+    sent = oracle(expected, rules, account, ["INBOX"], EvalContext(NOW, UTC), gmail=dialect == "gmail")
     sender = RecordingSender()
     Engine(RunOptions(NOW, UTC, "r")).process(
         FakeStore(server, Dialect.named(dialect), NOW), AccountContext("work", sender=sender), "INBOX", rules
