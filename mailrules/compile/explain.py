@@ -13,7 +13,7 @@ from mailrules.dsl.walk import Atom
 
 def _source(c: Atom) -> str:
     """Where the client reads an atom's value from."""
-    if isinstance(c, A.StringTest | A.RegexTest | A.DomainTest):
+    if isinstance(c, A.StringTest | A.RegexTest | A.DomainTest | A.AddressPartTest):
         t = c.target
         if t.header is not None:
             return f"the fetched {t.header} header"

@@ -24,6 +24,8 @@ from mailrules.dsl.walk import atoms
 #   body|text contains S    OR BODY|TEXT S (non-text/plain messages)                     residual
 #   is / starts / ends      the substring as above                                       residual
 #   address is/.., domain   HEADER <field> <atom> for the two longest atoms of S         residual
+#   FIELD user/detail/..    as `is` with the part's value (or its regex's literal)        residual
+#   envelope to|from        the stand-in headers (Delivered-To, X-Original-To; Return-Path)
 #   matches /RE/            required ASCII literal of RE as a substring, else presence   residual
 #   header X exists         HEADER X ""                                                  exact
 #   size > n, >= n, <, <=   LARGER n, LARGER n-1, SMALLER n, SMALLER n+1                 exact
@@ -50,6 +52,7 @@ FIELD_HEADERS: dict[str, tuple[str, ...]] = {
     "from": ("From",), "sender": ("Sender",), "to": ("To",), "cc": ("Cc",), "bcc": ("Bcc",),
     "recipient": ("To", "Cc", "Bcc"), "reply-to": ("Reply-To",), "subject": ("Subject",),
     "list": ("List-Id",), "body": (), "text": (),
+    "envelope to": A.ENVELOPE_HEADERS["envelope to"], "envelope from": A.ENVELOPE_HEADERS["envelope from"],
 }
 _FLAG_KEY: dict[str, tuple[K.FlagName, K.FlagName]] = {
     "\\Seen": ("SEEN", "UNSEEN"), "\\Flagged": ("FLAGGED", "UNFLAGGED"),
@@ -199,8 +202,8 @@ def _target_key(target: A.FieldRef, value: str) -> K.SearchKey:
         return K.Header(target.header, value)
     f = target.field
     assert f is not None
-    if f == "recipient":
-        return K.any_of(_target_key(A.FieldRef(g, None, target.span), value) for g in ("to", "cc", "bcc"))
+    if len(FIELD_HEADERS[f]) > 1:  # recipient: To, Cc or Bcc; envelope to: Delivered-To or X-Original-To
+        return K.any_of(K.Header(h, value) for h in FIELD_HEADERS[f])
     kind = _TEXT_KEY.get(f)
     if kind is not None and (value or kind in ("BODY", "TEXT")):
         return K.Text(kind, value)
@@ -326,6 +329,14 @@ def _domain_test(c: A.DomainTest, x: _Ctx) -> _Part:
     return _addr_spec_key(c.target, c.domain, x), c
 
 
+def _address_part(c: A.AddressPartTest, x: _Ctx) -> _Part:
+    # A part is a piece of the addr-spec: its atoms are in the header text, as for `is`.
+    value = c.value
+    if c.regex is not None:
+        value = required_literal(c.regex.pattern, c.regex.flags)
+    return (_addr_spec_key(c.target, value, x) if value else _presence(c.target)), c
+
+
 def _header_exists(c: A.HeaderExists, x: _Ctx) -> _Part:
     ref = A.FieldRef(None, c.header, c.span)
     if not _target_pushable(ref, x):
@@ -396,6 +407,7 @@ _ATOMS: dict[type, Callable[[Any, _Ctx], _Part]] = {}
 def _register() -> None:
     _ATOMS.update({
         A.StringTest: _string_test, A.RegexTest: _regex_test, A.DomainTest: _domain_test,
+        A.AddressPartTest: _address_part,
         A.HeaderExists: _header_exists, A.SizeTest: _size_test, A.FlagTest: _flag_test,
         A.KeywordTest: _keyword_test, A.HasAttachment: _has_attachment,
         A.AttachmentNameTest: _attachment_name, A.DateTest: _date_test, A.AgeTest: _age_test,
@@ -417,7 +429,7 @@ def fetch_needs(residual: A.Condition | None) -> FetchNeeds:
     headers: set[str] = set()
     flags = {"body": False, "bodystructure": False, "internaldate": False, "size": False, "flags": False}
     for c in atoms(residual):
-        if isinstance(c, A.StringTest | A.RegexTest | A.DomainTest):
+        if isinstance(c, A.StringTest | A.RegexTest | A.DomainTest | A.AddressPartTest):
             t = c.target
             if t.header is not None:
                 headers.add(t.header)

@@ -14,9 +14,18 @@ from mailrules.source import Span
 
 #: Fields of the language. `recipient` = to, cc or bcc. `list` is the List-Id header.
 FieldName = Literal[
-    "from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "subject", "list", "body", "text"
+    "from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "subject", "list", "body", "text",
+    "envelope to", "envelope from",
 ]
-ADDRESS_FIELDS: frozenset[str] = frozenset({"from", "sender", "to", "cc", "bcc", "recipient", "reply-to"})
+ADDRESS_FIELDS: frozenset[str] = frozenset(
+    {"from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "envelope to", "envelope from"}
+)
+#: The headers that stand for the SMTP envelope, which an IMAP client never sees: the delivery
+#: agent's Delivered-To (and Postfix's X-Original-To) for `envelope to`, Return-Path for `from`.
+ENVELOPE_HEADERS: dict[str, tuple[str, ...]] = {
+    "envelope to": ("Delivered-To", "X-Original-To"),
+    "envelope from": ("Return-Path",),
+}
 
 #: String operators. `is` on an address field compares with each address (not the display name).
 StringOp = Literal["contains", "is", "starts_with", "ends_with"]
@@ -81,6 +90,26 @@ class DomainTest:
 
     target: FieldRef  # an address field
     domain: str  # lower-cased, without leading "@" or "."
+    span: Span
+
+
+#: Parts of an address: Sieve's :localpart (RFC 5228) and subaddress :user, :detail (RFC 5233).
+AddressPart = Literal["user", "detail", "localpart"]
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPartTest:
+    """`FIELD user|detail|localpart OP "S"` or `... matches /RE/`, over every address of the field.
+
+    `localpart` is what comes before the `@`; `user` the local part up to the first `+`, `detail`
+    what follows it (an address without `+` has no detail: a `detail` test is false for it).
+    """
+
+    target: FieldRef  # an address field
+    part: AddressPart
+    op: StringOp | Literal["matches"]
+    value: str | None  # for string ops
+    regex: Regex | None  # for matches
     span: Span
 
 
@@ -195,6 +224,7 @@ Condition = Union[
     StringTest,
     RegexTest,
     DomainTest,
+    AddressPartTest,
     HeaderExists,
     SizeTest,
     AgeTest,

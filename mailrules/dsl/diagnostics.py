@@ -34,6 +34,10 @@ _KEYWORDS = [
     "MATCHES",
     "ANY",
     "DOMAIN",
+    "USER",
+    "DETAIL",
+    "LOCALPART",
+    "ENVELOPE",
     "IS",
     "CONTAINS",
     "STARTS",
@@ -95,7 +99,11 @@ _CONDITION_START = {
     "HAS",
     "WORD",
 }
+#: Tokens that may also start a condition, named by "a condition" when the others are expected.
+_MORE_CONDITION_STARTS = {"ATTACHMENT", "ENVELOPE"}
 _STRING_OPS = {"CONTAINS", "IS", "STARTS", "ENDS"}
+#: After a field: `from user is ...` (named with the operators).
+_ADDRESS_PARTS = {"USER", "DETAIL", "LOCALPART"}
 _OPERATOR_WORDS = ("contains", "is", "starts", "ends", "matches", "domain")
 _TRIGGERS = {"ON", "EVERY", "CRON", "MANUALLY"}
 _GIVEN_CLAUSES = {"FLAGS", "TAGGED", "RECEIVED", "IN", "ACCOUNT", "NOW"}
@@ -126,10 +134,10 @@ def describe_expected(expected: set[str], prev: str | None) -> str:
     exp = set(expected)
     phrases: list[str] = []
     if exp >= _CONDITION_START:
-        exp -= _CONDITION_START | {"ATTACHMENT"}
+        exp -= _CONDITION_START | _MORE_CONDITION_STARTS
         phrases.append("a condition")
     if exp >= _STRING_OPS:
-        exp -= _STRING_OPS | {"MATCHES", "DOMAIN"}
+        exp -= _STRING_OPS | {"MATCHES", "DOMAIN"} | _ADDRESS_PARTS
         phrases.append("an operator (contains, is, starts with, ends with, matches, domain is)")
     if exp >= {"TO", "PERMANENTLY", "READ", "UNREAD"}:
         exp -= {"TO", "PERMANENTLY", "READ", "UNREAD", "STRING"}  # what fits depends on the action word

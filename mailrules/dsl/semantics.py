@@ -15,8 +15,10 @@ from mailrules.bounds import Deadline, check_deadline, deadline_scope
 from mailrules.dsl.ages import subtract_age
 from mailrules.dsl.ast import (
     ADDRESS_FIELDS,
+    ENVELOPE_HEADERS,
     REMOVING_ACTIONS,
     Action,
+    AddressPartTest,
     AgeTest,
     All,
     And,
@@ -148,7 +150,36 @@ def _string_op(op: StringOp, value: str, needle: str) -> bool:
 def _values(target: FieldRef, view: MessageView) -> list[str]:
     if target.header is not None:
         return view.header_values(target.header)
+    envelope = ENVELOPE_HEADERS.get(str(target.field))
+    if envelope is not None:
+        return [v for h in envelope for v in view.header_values(h)]
     return view.field_text(str(target.field))
+
+
+def _addresses(target: FieldRef, view: MessageView) -> list[str]:
+    """The lower-cased addr-specs of an address field (`envelope to`: its stand-in headers)."""
+    name = target.header if target.header is not None else str(target.field)
+    envelope = ENVELOPE_HEADERS.get(name)
+    if envelope is not None:
+        return [a for h in envelope for a in view.addresses(h)]
+    return view.addresses(name)
+
+
+def address_parts(addr: str, part: str) -> str | None:
+    """The local part, user or detail of an addr-spec (RFC 5233, separator `+`); None when it has none.
+
+    `user+lists@example.org`: localpart `user+lists`, user `user`, detail `lists`; `user@...` has
+    no detail (a `detail` test is false for it, as Sieve says); `user+@...` has an empty one.
+    """
+    local, at, _ = addr.rpartition("@")
+    if not at:
+        local = addr
+    if part == "localpart":
+        return local
+    user, plus, detail = local.partition("+")
+    if part == "user":
+        return user
+    return detail if plus else None
 
 
 def _domain_of(addr: str) -> str:
@@ -202,14 +233,19 @@ class _Evaluator:
             t = c.target
             if t.header is None and t.field in ADDRESS_FIELDS and c.op != "contains":
                 # `is`, `starts with`, `ends with` on an address field read each addr-spec
-                return any(_string_op(c.op, a, c.value) for a in view.addresses(str(t.field)))
+                return any(_string_op(c.op, a, c.value) for a in _addresses(t, view))
             return any(_string_op(c.op, v, c.value) for v in _values(t, view))
         if isinstance(c, RegexTest):
             return self.search(c.regex, _values(c.target, view))
         if isinstance(c, DomainTest):
             dom = c.domain.strip().lstrip("@.").lower()
-            name = c.target.header if c.target.header is not None else str(c.target.field)
-            return any(d == dom or d.endswith("." + dom) for d in map(_domain_of, view.addresses(name)) if d)
+            domains = map(_domain_of, _addresses(c.target, view))
+            return any(d == dom or d.endswith("." + dom) for d in domains if d)
+        if isinstance(c, AddressPartTest):
+            parts = [p for a in _addresses(c.target, view) if (p := address_parts(a, c.part)) is not None]
+            if c.op == "matches":
+                return c.regex is not None and self.search(c.regex, parts)
+            return c.value is not None and any(_string_op(c.op, p, c.value) for p in parts)
         if isinstance(c, HeaderExists):
             return view.has_header(c.header)
         if isinstance(c, SizeTest):

@@ -32,6 +32,7 @@ _CONDITION_WORDS = (
     "sent",
     "tagged",
     "has",
+    "envelope",
 )
 
 
@@ -64,6 +65,12 @@ class ConditionBuilder(BuilderBase):
             if problem:
                 self.error(self.span(ch[1]), problem)
             return ast.FieldRef(None, name, span)
+        if tok.type == "ENVELOPE":
+            which = str(ch[1]).lower()
+            if which not in ("to", "from"):
+                self.error(self.span(ch[1]), f"expected 'to' or 'from' after 'envelope', got '{ch[1]}'")
+                return None
+            return ast.FieldRef(cast(ast.FieldName, f"envelope {which}"), None, span)
         word = str(tok).lower()
         if word not in FIELDS:
             hint = suggest(word, FIELDS) or "; expected one of: " + ", ".join(FIELDS) + ', header "Name"'
@@ -156,6 +163,50 @@ class ConditionBuilder(BuilderBase):
         if len(items) != len(toks):
             return ast.All(span)
         return self._any(span, items)
+
+    # ------------------------------------------------------------ address parts
+    @spanless
+    def addr_part(self, _span: Span | None, ch: list[Any]) -> Token:
+        return cast(Token, ch[0])
+
+    def _address_field(self, field: ast.FieldRef | None, part: Token) -> bool:
+        if field is not None and (field.header is not None or field.field not in ast.ADDRESS_FIELDS):
+            fields = ", ".join(sorted(ast.ADDRESS_FIELDS))
+            self.error(field.span, f"'{str(part).lower()}' needs an address field ({fields}), not {field}")
+            return False
+        return field is not None
+
+    def _parts(
+        self, span: Span, field: ast.FieldRef | None, part: Token, op: str, toks: list[Token]
+    ) -> ast.Condition:
+        """One test per value (an `or` of them for `any [...]`), or `all` after a reported problem."""
+        which = cast(ast.AddressPart, str(part).lower())
+        items: list[ast.Condition] = []
+        ok = self._address_field(field, part)
+        for tok in toks:
+            where = self._test_span(span, tok) if len(toks) > 1 else span
+            if tok.type == "REGEX":
+                rx = self.regex(tok)
+                if ok and field is not None:
+                    items.append(ast.AddressPartTest(field, which, "matches", None, rx, where))
+            else:
+                value = self.string(tok)
+                if ok and field is not None:
+                    string_op = cast(ast.StringOp, op)
+                    items.append(ast.AddressPartTest(field, which, string_op, value, None, where))
+        return self._any(span, items) if items else ast.All(span)
+
+    def part_test(self, span: Span, ch: list[Any]) -> ast.Condition:
+        return self._parts(span, ch[0], ch[1], ch[2], [ch[3]])
+
+    def part_any(self, span: Span, ch: list[Any]) -> ast.Condition:
+        return self._parts(span, ch[0], ch[1], ch[2], ch[4])
+
+    def part_regex(self, span: Span, ch: list[Any]) -> ast.Condition:
+        return self._parts(span, ch[0], ch[1], "matches", [ch[3]])
+
+    def part_regex_any(self, span: Span, ch: list[Any]) -> ast.Condition:
+        return self._parts(span, ch[0], ch[1], "matches", ch[4])
 
     def header_exists(self, span: Span, ch: list[Any]) -> ast.Condition:
         name = self.string(ch[1])

@@ -137,6 +137,13 @@ def _domain_test(c: ast.DomainTest) -> str:
     return f"{field(c.target)} domain is {quote(c.domain)}"
 
 
+def _address_part(c: ast.AddressPartTest) -> str:
+    head = f"{field(c.target)} {c.part}"
+    if c.op == "matches" and c.regex is not None:
+        return f"{head} matches {regex(c.regex)}"
+    return f"{head} {_OPS.get(c.op, c.op)} {quote(c.value or '')}"
+
+
 def _header_exists(c: ast.HeaderExists) -> str:
     return f"header {quote(c.header)} exists"
 
@@ -179,6 +186,7 @@ _ATOMS: dict[type, Callable[[Any], str]] = {
     ast.StringTest: _string_test,
     ast.RegexTest: _regex_test,
     ast.DomainTest: _domain_test,
+    ast.AddressPartTest: _address_part,
     ast.HeaderExists: _header_exists,
     ast.SizeTest: _size_test,
     ast.AgeTest: _age_test,

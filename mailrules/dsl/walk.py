@@ -12,6 +12,7 @@ Atom = Union[
     ast.StringTest,
     ast.RegexTest,
     ast.DomainTest,
+    ast.AddressPartTest,
     ast.HeaderExists,
     ast.SizeTest,
     ast.AgeTest,
@@ -43,5 +44,5 @@ def atoms(cond: ast.Condition) -> Iterator[Atom]:
 def regexes(cond: ast.Condition) -> Iterator[ast.Regex]:
     """The regular expressions of `cond`'s `matches` tests (fields and attachment names), in order."""
     for atom in atoms(cond):
-        if isinstance(atom, ast.RegexTest | ast.AttachmentNameTest) and atom.regex is not None:
+        if isinstance(atom, ast.RegexTest | ast.AttachmentNameTest | ast.AddressPartTest) and atom.regex:
             yield atom.regex

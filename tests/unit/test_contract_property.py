@@ -47,10 +47,14 @@ WORDS = ["bob", "Bob", "alice", "ALICE", "example.org", "Example.ORG", "invoice"
          "café", "CAFÉ", "Jürgen", "日本", "語", "x(y)", 'a"b', "back\\slash", "Re:", "[SPAM]", "50%",
          "list-one", "bulk", "Ωmega", "ωmega", " ", ""]
 ADDRS = ["bob@example.org", "Alice@Sub.Example.org", "x@y.com", "noreply@lists.example.com",
-         "jürgen@example.de", "bob(comment)@example.org", "x @ y.com"]
+         "jürgen@example.de", "bob(comment)@example.org", "x @ y.com", "bob+lists@example.org",
+         "Alice+Work+x@Sub.Example.org", "x+@y.com"]
 DOMAINS = ["example.org", "org", "sub.example.org", "example.com", "y.com", "EXAMPLE.ORG"]
 HEADERS = ["Precedence", "X-Prio", "List-Id", "Subject", "X-Empty"]
-ADDRESS_FIELDS = ["from", "sender", "to", "cc", "bcc", "recipient", "reply-to"]
+ADDRESS_FIELDS = ["from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "envelope to",
+                  "envelope from"]
+PARTS = ["user", "detail", "localpart"]
+PART_VALUES = ["bob", "lists", "alice", "work+x", "work", "", "x", "Bob", "b", "jürgen"]
 FIELDS = [*ADDRESS_FIELDS, "subject", "list", "body", "text"]
 REGEXES = [("bob", ""), ("^re:", ""), ("ex.mple", ""), ("caf[eé]", ""), ("inv(oice)?", ""),
            (r"\d+", ""), ("日本", ""), ("ALICE", "c"), (r"x\(y\)", ""), ("list-(one|two)", ""),
@@ -79,6 +83,13 @@ ATOMS: st.SearchStrategy[A.Condition] = st.one_of(
     st.builds(lambda f, r: A.RegexTest(f, A.Regex(r[0], r[1], S), S), field_ref(), st.sampled_from(REGEXES)),
     st.builds(lambda f, d: A.DomainTest(A.FieldRef(f, None, S), d, S),
               st.sampled_from(ADDRESS_FIELDS), st.sampled_from(DOMAINS)),
+    st.builds(lambda f, p, op, v: A.AddressPartTest(A.FieldRef(f, None, S), p, op, v, None, S),
+              st.sampled_from(ADDRESS_FIELDS), st.sampled_from(PARTS),
+              st.sampled_from(["contains", "is", "starts_with", "ends_with"]), st.sampled_from(PART_VALUES)),
+    st.builds(lambda f, p, r: A.AddressPartTest(A.FieldRef(f, None, S), p, "matches", None, A.Regex(r, "", S),
+                                                S),
+              st.sampled_from(ADDRESS_FIELDS), st.sampled_from(PARTS),
+              st.sampled_from(["^bob$", "work", "^$", r"\+", "li(st)s"])),
     st.builds(A.HeaderExists, st.sampled_from(HEADERS), st.just(S)),
     st.builds(A.SizeTest, st.sampled_from([">", "<", ">=", "<="]),
               st.sampled_from([0, 1, 99, 100, 101, 500, 1024, 1024 * 1024]), st.just(S)),
@@ -147,6 +158,10 @@ def build_message(pick: Pick) -> MessageView:
     for name in ("From", "Sender", "To", "Cc", "Bcc", "Reply-To"):
         for _ in range(pick([0, 1, 2] if name in ("To", "Cc") else [0, 1, 1])):
             lines.append(f"{name}: {_address(pick(WORDS), pick(ADDRS), how)}")
+    for name in ("Delivered-To", "X-Original-To", "Return-Path"):  # the envelope's stand-ins
+        for _ in range(pick([0, 0, 1, 2] if name == "Delivered-To" else [0, 1])):
+            value = pick(["<>", f"<{pick(ADDRS)}>"]) if name == "Return-Path" else pick(ADDRS)
+            lines.append(f"{name}: {value}")
     if pick([True, False]):
         subject = pick([*WORDS, *ADDRS, pick(WORDS) + pick(WORDS)])
         lines.append(f"Subject: {_encoded(subject, how)}")

@@ -67,6 +67,13 @@ CONDITIONS = [
     ("all", "all"),
     ('subject contains any ["a", "b"]', 'subject contains "a" or subject contains "b"'),
     ('from domain is any ["a.org", "b.org"]', 'from domain is "a.org" or from domain is "b.org"'),
+    ('FROM User IS "bob"', 'from user is "bob"'),
+    ('to detail is any ["a", "b"]', 'to detail is "a" or to detail is "b"'),
+    ("recipient localpart matches /^x/c", "recipient localpart matches /^x/c"),
+    ("reply-to detail matches any [/a/, /b/]", "reply-to detail matches /a/ or reply-to detail matches /b/"),
+    ('Envelope TO detail ends with "s"', 'envelope to detail ends with "s"'),
+    ('envelope from domain is "x.org"', 'envelope from domain is "x.org"'),
+    ('envelope from contains "bounce"', 'envelope from contains "bounce"'),
     # structure: not > and > or; a compound inside a compound is parenthesised
     ("seen or not flagged and draft", "seen or (not flagged and draft)"),
     ("(seen or flagged) and draft", "(seen or flagged) and draft"),
@@ -291,15 +298,18 @@ FLAGS = st.lists(st.sampled_from("imsx"), max_size=3, unique=True).map("".join) 
 REGEX = st.builds(A.Regex, PATTERN, FLAGS, st.just(S))
 STRING_OP = st.sampled_from(["contains", "is", "starts_with", "ends_with"])
 FIELD = st.one_of(
-    st.sampled_from(FIELDS).map(lambda f: A.FieldRef(f, None, S)),  # type: ignore[arg-type]
+    st.sampled_from([*FIELDS, "envelope to", "envelope from"]).map(lambda f: A.FieldRef(f, None, S)),  # type: ignore[arg-type]
     HEADER.map(lambda h: A.FieldRef(None, h, S)),
 )
 ADDRESS_FIELD = st.sampled_from(sorted(A.ADDRESS_FIELDS)).map(lambda f: A.FieldRef(f, None, S))  # type: ignore[arg-type]
+PART = st.sampled_from(["user", "detail", "localpart"])
 DATE = st.dates(dt.date(1, 1, 1), dt.date(9999, 12, 31))
 ATOMS: st.SearchStrategy[A.Condition] = st.one_of(
     st.builds(A.StringTest, FIELD, STRING_OP, TEXT, st.just(S)),
     st.builds(A.RegexTest, FIELD, REGEX, st.just(S)),
     st.builds(A.DomainTest, ADDRESS_FIELD, DOMAIN, st.just(S)),
+    st.builds(A.AddressPartTest, ADDRESS_FIELD, PART, STRING_OP, TEXT, st.none(), st.just(S)),
+    st.builds(A.AddressPartTest, ADDRESS_FIELD, PART, st.just("matches"), st.none(), REGEX, st.just(S)),
     st.builds(A.HeaderExists, HEADER, st.just(S)),
     st.builds(A.SizeTest, st.sampled_from([">", "<", ">=", "<="]), st.integers(0, 2**40), st.just(S)),
     st.builds(A.AgeTest, st.booleans(), st.integers(0, 10**6),
