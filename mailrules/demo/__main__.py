@@ -22,7 +22,7 @@ from mailrules.imap.session import ConnectionParams, ImapSession
 
 HOST = "127.0.0.1"
 USER, PASSWORD = "demo", "demo-password"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (mailrules/demo/__main__.py)
 EXAMPLES = ROOT / "rules.d"
 
 
