@@ -131,7 +131,9 @@ def test_dockerfile_static_guard() -> None:
     assert final["STOPSIGNAL"] == "SIGTERM"
     assert final["EXPOSE"] == "9464"
     assert "HEALTHCHECK" in final and "/healthz" in final["HEALTHCHECK"]
-    assert "--from=builder /opt/venv /opt/venv" in final["COPY"]
+    copies = [rest for word, rest in _final_stage(DOCKERFILE) if word == "COPY"]
+    assert "--from=builder /opt/venv /opt/venv" in copies
+    assert "rules.d/ /etc/mailrules/rules.d/" in copies  # the starter rules are the default
     runs = " ".join(rest for word, rest in _final_stage(DOCKERFILE) if word == "RUN")
     assert "--no-install-recommends" in runs and "rm -rf /var/lib/apt/lists/*" in runs
     for tool in ("gcc", "build-essential", "git "):
