@@ -22,6 +22,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import threading
 import time
@@ -277,12 +278,16 @@ class OAuthTestServer:
 
     def _jwt(self, user: str, client_id: str, scope: str, lifetime: float | None,
              not_before: float | None = None, key: bytes | None = None) -> str:
-        now = int(time.time())
+        wall = time.time()
+        now = int(wall)
         life = self.access_lifetime if lifetime is None else lifetime
         claims = {
             "iss": self.issuer or self.url, "sub": user, "email": user, "scope": scope,
             "client_id": client_id,
-            "iat": now, "nbf": int(not_before) if not_before is not None else now, "exp": int(now + life),
+            # exp rounded up: never before the `expires_in` the token response announces (a client
+            # counting from before its request must never hold a token the server thinks expired)
+            "iat": now, "nbf": int(not_before) if not_before is not None else now,
+            "exp": math.ceil(wall + life),
             "jti": secrets.token_hex(8),
         }
         token = encode_jwt(claims, key or self.key)

@@ -434,6 +434,9 @@ class Daemon:
             self.http.start()
             log.info("metrics on %s", self.http.url)
         self.schedule.start()
+        if any(a.oauth2 is not None for a in self.settings.accounts.values()):
+            threading.Thread(target=self.oauth.keep_fresh, args=(self._stop,), name="oauth-tokens",
+                             daemon=True).start()
         try:
             while not self._stop.wait(RULES_POLL_SECONDS):
                 if self._reload.is_set() or rules_fingerprint(self.settings.rules) != self._fingerprint:

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 #: unavailable: the token endpoint did not answer (after its retries); error: anything else
 #: (an error answer, the token store).
 AUTH_FAILURE_REASONS = ("refused", "expired", "invalid_grant", "no_token", "unavailable", "error")
+#: How long `TokenManagers.keep_fresh` sleeps at most between two looks (a stopped account is looked
+#: at this often: a login another process saved brings it back), and at least.
+KEEP_MAX_WAIT, KEEP_MIN_WAIT = 60.0, 0.5
 
 
 class OAuthObserver(Protocol):
@@ -152,6 +155,32 @@ class TokenManagers:
                     account.oauth2.mechanism, self.observer,
                 )
         return found
+
+    def keep_fresh(self, stop: threading.Event) -> None:
+        """Until `stop`: refresh each account's token when it is due, whether or not a connection
+        needs one (the daemon's thread). A session that outlives its token (IDLE) does not leave the
+        refresh token unused for months (Microsoft's expire after 90 days unused), a refused refresh
+        token shows at once, and the expiry metric stays in the future while all is well."""
+        while not stop.wait(self.refresh_due()):
+            pass
+
+    def refresh_due(self) -> float:
+        """Refresh the tokens that are due; seconds until the next one is (KEEP_MIN_WAIT..KEEP_MAX_WAIT)."""
+        with self._lock:
+            found = list(self._accounts.values())
+        wait = KEEP_MAX_WAIT
+        for tokens in found:
+            manager = tokens.manager
+            try:
+                manager.access_token()  # refreshes when due; takes up a login another process saved
+            except OAuthError as exc:
+                if manager.login_required is None:  # a refused or missing login is logged once, there
+                    log.warning("account %s: %s; the token is refreshed again later", tokens.account, exc)
+                continue
+            due = manager.due_in()
+            if due is not None:
+                wait = min(wait, due)
+        return max(KEEP_MIN_WAIT, wait)
 
     def login_required(self) -> dict[str, str]:
         """The accounts stopped until `mailrules auth login ACCOUNT`, and why."""

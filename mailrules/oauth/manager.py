@@ -123,6 +123,17 @@ class TokenManager:
         self._observe_tokens(None)
         return removed
 
+    def due_in(self, now: float | None = None) -> float | None:
+        """Seconds until the token in memory is due for a refresh (0: it is); None: no token yet, or
+        no expiry known."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            tokens = self._tokens
+        if tokens is None or tokens.expires_at is None:
+            return None
+        threshold = min(self.margin, self.fraction * max(tokens.lifetime or 0.0, 0.0))
+        return max(0.0, tokens.expires_at - now - threshold)
+
     def due(self, tokens: Tokens, now: float) -> bool:
         """True when `tokens` should be refreshed before use."""
         remaining = tokens.remaining(now)

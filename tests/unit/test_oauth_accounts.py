@@ -4,6 +4,7 @@ invalid_grant, against the suite's authorization server: no IMAP server needed."
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailrules.config import AccountSettings, load_config
-from mailrules.oauth.accounts import TokenManagers, client_settings, failure_reason
+from mailrules.oauth.accounts import KEEP_MAX_WAIT, TokenManagers, client_settings, failure_reason
 from mailrules.oauth.client import tokens_from_response
 from mailrules.oauth.errors import InvalidGrant, LoginRequired, TokenEndpointUnavailable
 from tests.oauth_server import OAuthTestServer
@@ -158,3 +159,29 @@ def test_an_account_whose_session_ended_for_its_token_refreshes_first(
     account.session_ended(TokenExpired("BYE Session invalidated - AccessTokenExpired"))
     assert tokens.access_token() != first
     assert server.requests["refresh_token"] == 2
+
+
+def test_the_keeper_refreshes_what_is_due_and_sleeps_until_the_next(
+    tmp_path: Path, server: OAuthTestServer
+) -> None:
+    now = [time.time()]
+    managers = TokenManagers(clock=lambda: now[0], sleep=lambda s: None)
+    tokens = managers.for_account(settings(tmp_path, server))
+    assert tokens is not None
+    assert managers.refresh_due() == KEEP_MAX_WAIT  # first token obtained; due in 540 s
+    assert server.requests["refresh_token"] == 1
+    now[0] += 530
+    assert 9 <= managers.refresh_due() <= 11  # not due yet: no request, wake up when it is
+    assert server.requests["refresh_token"] == 1
+    now[0] += 15
+    managers.refresh_due()  # 55 s left of 600: due (under 60 s)
+    assert server.requests["refresh_token"] == 2
+    server.revoke(USER)
+    now[0] += 600
+    assert managers.refresh_due() == KEEP_MAX_WAIT  # refused: stopped, looked at again in a minute
+    assert managers.refresh_due() == KEEP_MAX_WAIT
+    assert server.requests["refresh_token"] == 3 and list(managers.login_required()) == ["lab"]
+    stop = threading.Event()
+    stop.set()
+    managers.keep_fresh(stop)  # one look, then it sees the stop
+    assert server.requests["refresh_token"] == 3
