@@ -33,7 +33,6 @@ from mailrules.config.schema import (
     ACCOUNT,
     DEFAULT_LISTEN,
     DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_POLL_INTERVAL,
     DEFAULT_RULES,
     DEFAULT_TIMEZONE,
     EVALUATION_SECONDS,
@@ -55,6 +54,7 @@ from mailrules.config.schema import (
     matches_kind,
     type_name,
 )
+from mailrules.config.timing import timing_settings
 from mailrules.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -350,10 +350,7 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         cx.error((*p, "max_connections"), f"{provider} allows at most {cap} simultaneous IMAP connections "
                  f"per account, your other mail clients included; got {max_connections}")
         max_connections = None
-    poll_interval = cx.get(t, p, "poll_interval", "number")
-    if poll_interval is not None and not (math.isfinite(poll_interval) and poll_interval > 0):
-        cx.error((*p, "poll_interval"), f"must be a positive number of seconds, got {poll_interval}")
-        poll_interval = None
+    timing = timing_settings(t, p, cx)  # poll_interval, idle_renew_seconds, idle_timeout_seconds
 
     create_mailboxes = cx.get(t, p, "create_mailboxes", "bool")
     if create_mailboxes is None:
@@ -380,7 +377,7 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         max_connections=max_connections or preset.get("max_connections") or DEFAULT_MAX_CONNECTIONS,
         allow_insecure=allow_insecure,
         provider=provider,
-        poll_interval=float(poll_interval or DEFAULT_POLL_INTERVAL),
+        **timing,
         smtp=smtp,
         auth=auth or "password", oauth2=oauth2,
     )

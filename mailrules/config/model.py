@@ -142,6 +142,10 @@ class AccountSettings:
     allow_insecure: bool = False
     provider: str | None = None
     poll_interval: float = 60.0
+    #: IDLE is re-issued after this long; a DONE or NOOP unanswered within `idle_timeout` ends the
+    #: connection as stalled (docs/operations.md, "Silent connections")
+    idle_renew_seconds: float = 540.0
+    idle_timeout_seconds: float = 30.0
     smtp: SmtpSettings | None = None
     auth: AuthMode = "password"
     oauth2: OAuth2Settings | None = None
@@ -223,6 +227,8 @@ def _account_dict(a: AccountSettings) -> dict[str, Any]:
         "allow_insecure": a.allow_insecure,
         "provider": a.provider,
         "poll_interval": a.poll_interval,
+        "idle_renew_seconds": a.idle_renew_seconds,
+        "idle_timeout_seconds": a.idle_timeout_seconds,
         "smtp": None,
     }
     if a.smtp is not None:

@@ -46,6 +46,8 @@ ACCOUNT: dict[str, Kind] = {
     "max_connections": "int",
     "allow_insecure": "bool",
     "poll_interval": "number",
+    "idle_renew_seconds": "number",
+    "idle_timeout_seconds": "number",
     "smtp": "table",
     "auth": "str",
     "oauth2": "table",
@@ -108,6 +110,9 @@ LEASE_SECONDS = (1.0, 3600.0)
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_POLL_INTERVAL = 60.0
+#: IDLE renewal and the wait for an answer to DONE/NOOP (docs/operations.md, "Silent connections");
+#: RFC 2177 §3: re-issue IDLE within 29 minutes, so neither may exceed that.
+DEFAULT_IDLE_RENEW, DEFAULT_IDLE_TIMEOUT, IDLE_MAX_SECONDS = 540.0, 30.0, 29 * 60.0
 DEFAULT_MAX_CONNECTIONS = 5
 
 
