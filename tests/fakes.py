@@ -286,7 +286,8 @@ def oracle(
                 if p.error is not None:
                     continue
                 if isinstance(a, A.SetFlag | A.Tag):
-                    flag = a.flag if isinstance(a, A.SetFlag) else a.keyword
+                    # a tag's name from a template is the action's destination, as rendered
+                    flag = a.flag if isinstance(a, A.SetFlag) else (p.destination or a.keyword)
                     m.flags.discard(flag)
                     if a.on:
                         m.flags.add(flag)

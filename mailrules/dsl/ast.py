@@ -256,11 +256,12 @@ class Placeholder:
     name: Literal["year", "month", "day", "from.domain", "list", "match"]
     index: int  # N for match, 0 otherwise
     span: Span
+    filters: tuple[Literal["lower", "upper", "capitalize"], ...] = ()  # `{list|lower}`, in order
 
 
 @dataclass(frozen=True, slots=True)
 class Template:
-    """A mailbox name with placeholders; `raw` is the text as written (without quotes)."""
+    """A mailbox or tag name with placeholders; `raw` is the text as written (without quotes)."""
 
     raw: str
     parts: tuple[TemplateText | Placeholder, ...]
@@ -325,11 +326,13 @@ class SetFlag:
 
 @dataclass(frozen=True, slots=True)
 class Tag:
-    """`tag "$Label"` / `untag "$Label"`."""
+    """`tag "$Label"` / `untag "$Label"`; `keyword` is the name as written. A name with
+    placeholders (`tag "lists/{list}"`) has its `template`, rendered for each message."""
 
     keyword: str
     on: bool
     span: Span
+    template: Template | None = None
 
 
 @dataclass(frozen=True, slots=True)

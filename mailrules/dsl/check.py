@@ -145,9 +145,13 @@ def check_actions(actions: tuple[ast.Action, ...], groups: int | None, *, in_rul
             problem = address_problem(action.address)
             if problem:
                 out.append(Diagnostic(action.span, problem))
+        if isinstance(action, ast.Tag) and action.template is not None:
+            out.extend(check_template(action.template, groups, in_rule=in_rule, what="tag name"))
         if in_rule and isinstance(action, ast.Tag):
-            problem = keyword_problem(action.keyword)
+            text = _tag_text(action)
+            problem = keyword_problem(text)
             if problem:  # the parser let it through as a Gmail label
+                problem = problem.replace(repr(text), repr(action.keyword))
                 out.append(
                     Diagnostic(
                         action.span,
@@ -176,13 +180,22 @@ def check_actions(actions: tuple[ast.Action, ...], groups: int | None, *, in_rul
     return out
 
 
-def check_template(template: ast.Template, groups: int | None, *, in_rule: bool = True) -> list[Diagnostic]:
-    """A mailbox template: its literal text and whether every placeholder can be filled."""
+def _tag_text(tag: ast.Tag) -> str:
+    """What of a tag's name is written in the rule: its literal text ("x" for a placeholder)."""
+    if tag.template is None:
+        return tag.keyword
+    return "".join(p.text if isinstance(p, ast.TemplateText) else "x" for p in tag.template.parts)
+
+
+def check_template(
+    template: ast.Template, groups: int | None, *, in_rule: bool = True, what: str = "mailbox name"
+) -> list[Diagnostic]:
+    """A mailbox (or tag) template: its literal text and whether every placeholder can be filled."""
     out: list[Diagnostic] = []
     literal = "".join(p.text for p in template.parts if isinstance(p, ast.TemplateText))
     if not template.raw.strip():
-        out.append(Diagnostic(template.span, "mailbox name is empty"))
-    elif literal.strip():
+        out.append(Diagnostic(template.span, f"{what} is empty"))
+    elif literal.strip() and what == "mailbox name":
         problem = mailbox_problem(literal)
         if problem:
             out.append(Diagnostic(template.span, problem.replace(repr(literal), repr(template.raw))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ REGEX_FLAGS = frozenset("icmsx")
 
 #: Placeholders a mailbox template may use, besides `match.N`.
 PLACEHOLDERS = ("year", "month", "day", "from.domain", "list")
+#: Filters after a placeholder's name (`{match.1|lower}`), applied left to right.
+FILTERS = ("lower", "upper", "capitalize")
 
 _MATCH_RE = re.compile(r"match\.([0-9]+)\Z")
 
@@ -81,11 +84,15 @@ class TemplatePiece:
     index: int
     offset: int
     length: int
+    filters: tuple[str, ...] = ()
 
 
-def split_template(text: str) -> tuple[list[TemplatePiece], list[Problem]]:
-    """Split a mailbox template into literal text and `{placeholder}` pieces (offsets in `text`)."""
-    if "{" not in text and "}" not in text:  # most mailbox names: one literal piece
+def split_template(text: str, what: str = "mailbox name") -> tuple[list[TemplatePiece], list[Problem]]:
+    """Split a template into literal text and `{placeholder|filter...}` pieces (offsets in `text`).
+
+    `what` names the template in messages: "mailbox name" or "tag name".
+    """
+    if "{" not in text and "}" not in text:  # most names: one literal piece
         return ([TemplatePiece(text, None, 0, 0, len(text))] if text else []), []
     pieces: list[TemplatePiece] = []
     problems: list[Problem] = []
@@ -97,37 +104,58 @@ def split_template(text: str) -> tuple[list[TemplatePiece], list[Problem]]:
         if ch == "{":
             close = text.find("}", i + 1)
             if close < 0:
-                problems.append(Problem(i, 1, "unclosed '{' in mailbox name; placeholders look like {year}"))
+                problems.append(Problem(i, 1, f"unclosed '{{' in {what}; placeholders look like {{year}}"))
                 break
             if buf:
                 pieces.append(TemplatePiece("".join(buf), None, 0, start, i - start))
                 buf = []
-            name = text[i + 1 : close].strip().lower()
-            m = _MATCH_RE.match(name)
-            if m:
-                index = int(m.group(1))  # {match.0} is the whole match, as in re
-                pieces.append(TemplatePiece(text[i : close + 1], "match", index, i, close - i + 1))
-            elif name in PLACEHOLDERS:
-                pieces.append(TemplatePiece(text[i : close + 1], name, 0, i, close - i + 1))
-            else:
-                known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
-                problems.append(
-                    Problem(
-                        i,
-                        close - i + 1,
-                        f"unknown placeholder '{text[i : close + 1]}'; expected one of: {known}, {{match.N}}",
-                    )
-                )
+            piece = _placeholder(text, i, close, problems)
+            if piece is not None:
+                pieces.append(piece)
             i = close + 1
             start = i
             continue
         if ch == "}":
-            problems.append(Problem(i, 1, "unmatched '}' in mailbox name"))
+            problems.append(Problem(i, 1, f"unmatched '}}' in {what}"))
         buf.append(ch)
         i += 1
     if buf:
         pieces.append(TemplatePiece("".join(buf), None, 0, start, len(text) - start))
     return pieces, problems
+
+
+def _placeholder(text: str, i: int, close: int, problems: list[Problem]) -> TemplatePiece | None:
+    """The placeholder `text[i:close + 1]` (`{name}` or `{name|filter|...}`), or None after a problem."""
+    written = text[i : close + 1]
+    name_part, *filter_parts = text[i + 1 : close].split("|")
+    name = name_part.strip().lower()
+    filters: list[str] = []
+    at = i + 1 + len(name_part) + 1
+    for f in filter_parts:
+        word = f.strip().lower()
+        if word not in FILTERS:
+            hint = difflib.get_close_matches(word, FILTERS, n=1, cutoff=0.6)
+            problems.append(
+                Problem(
+                    at,
+                    max(1, len(f)),
+                    f"unknown filter '{f.strip()}'"
+                    + (f"; did you mean '{hint[0]}'?" if hint else f"; expected {', '.join(FILTERS)}"),
+                )
+            )
+            return None
+        filters.append(word)
+        at += len(f) + 1
+    m = _MATCH_RE.match(name)
+    if m:
+        index = int(m.group(1))  # {match.0} is the whole match, as in re
+        return TemplatePiece(written, "match", index, i, close - i + 1, tuple(filters))
+    if name in PLACEHOLDERS:
+        return TemplatePiece(written, name, 0, i, close - i + 1, tuple(filters))
+    known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    message = f"unknown placeholder '{written}'; expected one of: {known}, {{match.N}}"
+    problems.append(Problem(i, close - i + 1, message))
+    return None
 
 
 def header_name_problem(name: str) -> str | None:

@@ -6,8 +6,7 @@ import copy
 import datetime as dt
 import logging
 import re
-import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -37,7 +36,6 @@ from mailrules.dsl.ast import (
     Move,
     Not,
     Or,
-    Placeholder,
     Regex,
     RegexTest,
     Rule,
@@ -47,12 +45,18 @@ from mailrules.dsl.ast import (
     StringOp,
     StringTest,
     Tag,
-    Template,
-    TemplateText,
+)
+from mailrules.dsl.templates import (
+    EvalContext,
+    TemplateError,
+    domain_of,
+    in_zone,
+    render_tag,
+    render_template,
+    sanitize_value,
 )
 from mailrules.dsl.userregex import compile_user_regex, language_flags
 from mailrules.dsl.walk import regexes
-from mailrules.errors import MailrulesError
 from mailrules.message.view import MessageView
 
 __all__ = [
@@ -64,26 +68,13 @@ __all__ = [
     "evaluate_condition",
     "evaluate_message",
     "prepare_regexes",
+    "render_tag",
     "render_template",
     "sanitize_value",
     "subtract_age",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class TemplateError(MailrulesError):
-    """A mailbox template cannot be rendered for this message (a placeholder has no value)."""
-
-
-@dataclass(frozen=True, slots=True)
-class EvalContext:
-    """The clock and place of an evaluation: `now` (aware), the time zone of calendar days, and
-    the account's IMAP hierarchy separator."""
-
-    now: dt.datetime
-    tz: dt.tzinfo
-    separator: str = "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,15 +173,6 @@ def address_parts(addr: str, part: str) -> str | None:
     return detail if plus else None
 
 
-def _domain_of(addr: str) -> str:
-    """The domain of an addr-spec; "" when it has none or is not valid: `@example.org` has no
-    local part, so no domain either (RFC 5228 §2.7.4: an invalid address matches no :domain)."""
-    local, at, domain = addr.rpartition("@")
-    if not at or not local.strip():
-        return ""
-    return domain.strip().rstrip(".").lower()
-
-
 class _Evaluator:
     __slots__ = ("captures", "ctx", "not_depth", "view", "whole")
 
@@ -239,7 +221,7 @@ class _Evaluator:
             return self.search(c.regex, _values(c.target, view))
         if isinstance(c, DomainTest):
             dom = c.domain.strip().lstrip("@.").lower()
-            domains = map(_domain_of, _addresses(c.target, view))
+            domains = map(domain_of, _addresses(c.target, view))
             return any(d == dom or d.endswith("." + dom) for d in domains if d)
         if isinstance(c, AddressPartTest):
             parts = [p for a in _addresses(c.target, view) if (p := address_parts(a, c.part)) is not None]
@@ -278,7 +260,7 @@ class _Evaluator:
         if c.which == "received":
             if self.view.internaldate is None:
                 return False
-            day = _in_zone(self.view.internaldate, self.ctx.tz).date()
+            day = in_zone(self.view.internaldate, self.ctx.tz).date()
         else:
             sent = self.view.sent_date
             if sent is None:
@@ -307,94 +289,6 @@ def evaluate_condition(
     with deadline_scope(deadline):
         ok = ev.eval(cond)
     return Match(ok, ev.captures, ev.whole)
-
-
-# ---------------------------------------------------------------------------------------------
-# Templates
-# ---------------------------------------------------------------------------------------------
-
-
-#: A substituted value longer than this is cut (a 1 MB Subject must not become a mailbox name).
-MAX_VALUE_CHARS = 100
-
-
-def sanitize_value(value: str, separator: str = "/") -> str:
-    """Make a substituted value one harmless name segment.
-
-    Hierarchy separators (the account's, and `/`, `\\` and `.` whatever the account's is), IMAP
-    wildcards (`*`, `%`) and control or format characters become `_`; surrounding whitespace and
-    leading `~` go; empty becomes `_`; at most MAX_VALUE_CHARS characters are kept. Dots go too
-    because Dovecot's default Maildir++ layout refuses them in names even where `/` separates
-    levels: `{from.domain}` reads `github_com`, which every server accepts.
-    """
-    bad = set("/\\.*%") | set(separator)
-    out = "".join("_" if ch in bad or unicodedata.category(ch)[0] == "C" else ch for ch in value)
-    out = out[:MAX_VALUE_CHARS].strip().lstrip("~").strip()
-    return out or "_"
-
-
-def _in_zone(when: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
-    """`when` in the zone `tz`, or as written when that is past the datetime range (a Date of
-    9999-12-31 23:59:59 -2359 is in the year 10000 anywhere east of it)."""
-    try:
-        return when.astimezone(tz)
-    except (OverflowError, ValueError):
-        log.info("date %s cannot be shown in time zone %s; it is used as written", when.isoformat(), tz)
-        return when
-
-
-def _date_for_template(view: MessageView, ctx: EvalContext) -> dt.datetime:
-    return _in_zone(view.internaldate or view.sent_date or ctx.now, ctx.tz)
-
-
-def _placeholder(
-    p: Placeholder, view: MessageView, captures: Sequence[str] | None, whole: str | None, ctx: EvalContext
-) -> str:
-    if p.name in ("year", "month", "day"):
-        d = _date_for_template(view, ctx)
-        return {"year": f"{d.year:04d}", "month": f"{d.month:02d}", "day": f"{d.day:02d}"}[p.name]
-    if p.name == "from.domain":
-        addrs = view.addresses("from")
-        dom = _domain_of(addrs[0]) if addrs else ""
-        if not dom:
-            raise TemplateError("{from.domain}: the message has no From address with a domain")
-        return dom
-    if p.name == "list":
-        if view.list_id is None:
-            raise TemplateError("{list}: the message has no List-Id header")
-        return view.list_id
-    if p.index == 0:
-        if whole is None:
-            raise TemplateError("{match.0}: no `matches` test matched in this rule")
-        return whole
-    if captures is None:
-        raise TemplateError(f"{{match.{p.index}}}: no `matches` test matched in this rule")
-    if p.index > len(captures):
-        raise TemplateError(
-            f"{{match.{p.index}}}: the regular expression that matched has {len(captures)} group(s)"
-        )
-    return captures[p.index - 1]
-
-
-def render_template(
-    t: Template,
-    view: MessageView,
-    captures: Sequence[str] | None,
-    ctx: EvalContext,
-    *,
-    whole: str | None = None,
-) -> str:
-    """The mailbox name for this message; substituted values are sanitized (`sanitize_value`).
-
-    `captures[N-1]` is `{match.N}`; `whole` is `{match.0}`. Raises TemplateError.
-    """
-    out: list[str] = []
-    for part in t.parts:
-        if isinstance(part, TemplateText):
-            out.append(part.text)
-        else:
-            out.append(sanitize_value(_placeholder(part, view, captures, whole, ctx), ctx.separator))
-    return "".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,9 +333,15 @@ def evaluate_message(
                     error = f'{action.span.short}: rule "{rule.name}": {exc}'
             elif isinstance(action, SetFlag | Tag):
                 name = action.flag if isinstance(action, SetFlag) else action.keyword
-                flags = {f for f in flags if f.casefold() != name.casefold()} | (
-                    {name} if action.on else set()
-                )
+                if isinstance(action, Tag) and action.template is not None:
+                    try:  # `tag "lists/{list}"`: the rendered name, shown as the action's destination
+                        name = dest = render_tag(action.template, current, m.captures, ctx, whole=m.whole)
+                    except TemplateError as exc:
+                        error = f'{action.span.short}: rule "{rule.name}": {exc}'
+                if error is None:
+                    flags = {f for f in flags if f.casefold() != name.casefold()} | (
+                        {name} if action.on else set()
+                    )
             planned = PlannedAction(rule, action, dest, error)
             out.append(planned)
             done = done or planned.removes or isinstance(action, Stop)

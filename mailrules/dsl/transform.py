@@ -269,6 +269,13 @@ class AstBuilder(ConditionBuilder):
             return ast.SetFlag("\\Flagged", word == "flag", span)
         if word in ("tag", "untag"):
             assert arg is not None
+            if "{" in arg or "}" in arg:  # placeholders: `tag "lists/{list}"`
+                template = self.template(arg, "tag name")
+                literal = "".join(p.text for p in template.parts if isinstance(p, ast.TemplateText))
+                problem = label_problem(literal) if literal.strip() else None
+                if problem:
+                    self.error(self.span(arg), problem.replace(repr(literal), repr(template.raw)))
+                return ast.Tag(template.raw, word == "tag", span, template)
             kw = self.string(arg)
             # A name that is no IMAP keyword but a valid Gmail label ("Label with spaces") parses;
             # the checker warns that only Gmail takes it.

@@ -248,10 +248,10 @@ class BuilderBase:
         self.problems(tok, problems)
         return value
 
-    def template(self, tok: Token) -> ast.Template:
+    def template(self, tok: Token, what: str = "mailbox name") -> ast.Template:
         value, where, problems = unescape_string(str(tok))
         self.problems(tok, problems)
-        pieces, tproblems = split_template(value)
+        pieces, tproblems = split_template(value, what)
 
         def at(i: int) -> int:
             return where[i] if i < len(where) else len(str(tok)) - 1
@@ -263,9 +263,8 @@ class BuilderBase:
                 parts.append(ast.TemplateText(piece.text))
             else:
                 name = cast(Any, piece.name)
-                parts.append(
-                    ast.Placeholder(name, piece.index, self.sub_span(tok, at(piece.offset), piece.length))
-                )
+                place = self.sub_span(tok, at(piece.offset), piece.length)
+                parts.append(ast.Placeholder(name, piece.index, place, cast(Any, piece.filters)))
         return ast.Template(value, tuple(parts), self.span(tok))
 
     def regex(self, tok: Token) -> ast.Regex:

@@ -236,7 +236,8 @@ def _operand(c: ast.Condition, atom_text: Callable[[Atom], str]) -> str:
 def action(a: ast.Action, destination: str | None = None) -> str:
     """An action as written, e.g. `move to "GitHub"`, `mark read`, `delete permanently`.
 
-    `destination`: the mailbox a template gave for one message, shown instead of the template.
+    `destination`: the mailbox (or tag) a template gave for one message, shown instead of the
+    template.
     """
     if isinstance(a, ast.Move | ast.Copy | ast.Archive):
         verb = type(a).__name__.lower()
@@ -250,7 +251,7 @@ def action(a: ast.Action, destination: str | None = None) -> str:
             return "mark read" if a.on else "mark unread"
         return "flag" if a.on else "unflag"
     if isinstance(a, ast.Tag):
-        return f"{'tag' if a.on else 'untag'} {quote(a.keyword)}"
+        return f"{'tag' if a.on else 'untag'} {quote(destination if destination is not None else a.keyword)}"
     if isinstance(a, ast.Forward):
         return f"forward to {quote(a.address)}"
     if isinstance(a, ast.Redirect):
@@ -339,7 +340,8 @@ def rule_file(f: ast.RuleFile) -> str:
 
 
 def _placeholder(p: ast.Placeholder) -> str:
-    return f"{{match.{p.index}}}" if p.name == "match" else f"{{{p.name}}}"
+    name = f"match.{p.index}" if p.name == "match" else p.name
+    return "{" + "|".join((name, *p.filters)) + "}"
 
 
 _NODES: dict[type, Callable[[Any], str]] = {

@@ -6,10 +6,11 @@ import copy
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from mailrules.compile.plan import FetchNeeds
 from mailrules.dsl import ast as A
-from mailrules.dsl.semantics import EvalContext, TemplateError, render_template
+from mailrules.dsl.semantics import EvalContext, TemplateError, render_tag, render_template
 from mailrules.engine.claims import Claim, claim_group, transfer_key
 from mailrules.engine.loops import SOURCE_MAILBOX, LoopGuard
 from mailrules.engine.ports import (
@@ -75,6 +76,8 @@ class ActionRunner(SendActions):
                 needs = union_needs(needs, needs_of_template(action.dest))
             elif isinstance(action, A.SetFlag | A.Tag):
                 needs = union_needs(needs, FetchNeeds(flags=True))
+                if isinstance(action, A.Tag):  # `tag "lists/{list}"` reads what its template reads
+                    needs = union_needs(needs, needs_of_template(action.template))
         return needs
 
     def with_overlay(self, uid: int, view: MessageView, fresh: bool = True) -> MessageView:
@@ -217,6 +220,8 @@ class ActionRunner(SendActions):
             return self._group(
                 rule, word, "", None, targets, lambda uids: self.store.delete_permanently(uids)
             )
+        if isinstance(action, A.Tag) and action.template is not None:
+            return self._templated_tag(rule, word, action, action.template, targets, ctx)
         if isinstance(action, A.SetFlag | A.Tag):
             flag = action.flag if isinstance(action, A.SetFlag) else action.keyword
             return self._flags(rule, word, flag, action.on, targets)
@@ -360,6 +365,24 @@ class ActionRunner(SendActions):
         for t in change:
             flags = {f for f in self._flags_of(t) if f.casefold() != folded}
             self.flag_overlay[t.uid] = frozenset(flags | ({flag} if on else set()))
+        return entries
+
+    def _templated_tag(
+        self, rule: A.Rule, word: str, action: A.Tag, template: A.Template, targets: Sequence[Target],
+        ctx: EvalContext,
+    ) -> list[JournalEntry]:
+        """`tag "lists/{list}"`: one flag action per name rendered (a Gmail label on Gmail); a
+        message whose name cannot be rendered, or is no keyword this server takes, fails alone."""
+        tags = replace(ctx, labels=self.store.dialect.gmail)
+        named: dict[str, list[Target]] = defaultdict(list)
+        entries: list[JournalEntry] = []
+        for t in targets:
+            try:
+                named[render_tag(template, t.view, t.match.captures, tags, whole=t.match.whole)].append(t)
+            except TemplateError as exc:
+                entries.append(self._entry(rule, word, action.keyword, t, None, "failed", str(exc)))
+        for name, group in named.items():
+            entries += self._flags(rule, word, name, action.on, group)
         return entries
 
     def _flags_of(self, t: Target) -> frozenset[str]:

@@ -24,6 +24,8 @@ from mailrules.message.view import MessageView
 log = logging.getLogger(__name__)
 
 Found = tuple[list[int], dict[int, MessageView]]
+#: What `changed_flags` says of a tag whose name comes from a template: it may be any keyword.
+ANY_KEYWORD = "*"
 
 
 def tested_flags(cond: A.Condition) -> set[str]:
@@ -44,7 +46,8 @@ def changed_flags(rule: A.Rule) -> set[str]:
         if isinstance(a, A.SetFlag):
             out.add(a.flag.casefold())
         elif isinstance(a, A.Tag):
-            out.add(a.keyword.casefold())
+            # a name from a template (`tag "lists/{list}"`) may be any keyword: ANY_KEYWORD
+            out.add(ANY_KEYWORD if a.template is not None else a.keyword.casefold())
     return out
 
 
@@ -54,7 +57,9 @@ def independent_rules(rules: Sequence[A.Rule]) -> list[A.Rule]:
     changed: set[str] = set()
     out = []
     for rule in rules:
-        if not tested_flags(rule.condition) & changed:
+        tested = tested_flags(rule.condition)
+        # a templated tag never renders a system flag (`\` becomes `_`): only keywords depend on it
+        if not tested & changed and not (ANY_KEYWORD in changed and any(f[:1] != "\\" for f in tested)):
             out.append(rule)
         changed |= changed_flags(rule)
     return out

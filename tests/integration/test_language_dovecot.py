@@ -8,9 +8,13 @@ SEARCH through our writer and compares with the per-message reading of the langu
 from __future__ import annotations
 
 import datetime as dt
+from email.header import Header
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from mailrules.cli import main
 from mailrules.compile import Dialect, plan_condition
 from mailrules.compile.explain import format_search
 from mailrules.compile.serialize import needs_charset, serialize
@@ -19,7 +23,8 @@ from mailrules.dsl.parser import parse_text
 from mailrules.dsl.semantics import EvalContext, evaluate_condition
 from mailrules.imap.session import ImapSession
 from mailrules.message.view import MessageView
-from tests.integration.servers import make_message
+from tests.integration.helpers import append, snapshot, where_is, write_config
+from tests.integration.servers import DovecotServer, make_message
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +160,36 @@ def test_address_parts_and_envelope(dv: ImapSession, text: str) -> None:
     uids = seed(dv, ENVELOPES)
     _, matches, _ = compare(dv, uids, text)
     assert matches, text  # each case matches some message here: the superset is not vacuous
+
+
+# -- templates in tag names, filters -----------------------------------------------------------------
+
+TAG_RULES = """
+rule "by list" { when header "List-Id" exists then tag "lists/{list}" }
+rule "by topic" { when subject matches /^\\[([^\\]]+)\\]/ then tag "topic/{match.1|lower}" }
+rule "shout" { when subject matches /^\\[([^\\]]+)\\]/ then move to "Topics/{match.1|upper}" }
+"""
+
+
+def test_templated_tags_and_filters_end_to_end(dovecot: DovecotServer, tmp_path: Path) -> None:
+    params = dovecot.params(*dovecot.fresh_user())
+    raws = [
+        make_message("[Alpha Beta] one", extra="List-Id: Dev <dev.lists.example.org>\r\n"),
+        make_message("[Réunion] two"),
+        make_message("plain three"),
+    ]
+    assert not any(append(params, "INBOX", [(r, [], None) for r in raws]))
+    config = write_config(tmp_path, params, TAG_RULES)
+    result = CliRunner().invoke(main, ["run", "--config", str(config)], catch_exceptions=False)
+    after = snapshot(params)
+
+    def at(subject: str) -> list[tuple[str, tuple[str, ...]]]:
+        return where_is(after, f"Subject: {subject}\r\n".encode())
+
+    tags = ("lists/dev.lists.example.org", "topic/alpha_beta")
+    assert at("[Alpha Beta] one") == [("Topics/ALPHA BETA", tags)]
+    # no IMAP keyword can hold "réunion": that tag fails, the move goes on
+    assert at(Header("[Réunion] two", "utf-8").encode()) == [("Topics/RÉUNION", ())]
+    assert at("plain three") == [("INBOX", ())]
+    assert "tag failed 1" in result.stdout, result.stdout
+    assert result.exit_code == 1  # a failed action

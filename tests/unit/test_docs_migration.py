@@ -1,7 +1,7 @@
 """Every mailrules example of the migration guide (docs/migration.md) parses and checks.
 
-The guide translates imapfilter, Sieve, imapautofiler and gmailctl configurations; their
-configurations are fenced ```lua, ```sieve, ```yaml and ```jsonnet, and every translation is
+The guide translates imapfilter, Sieve, imapautofiler, gmailctl and afew configurations; their
+configurations are fenced ```lua, ```sieve, ```yaml, ```jsonnet and ```ini, and every translation is
 fenced ```rules. Those blocks must load without errors, exactly as `mailrules check` would load
 them (warnings are allowed). The block reader and loader are the ones of test_docs_examples.
 """
@@ -18,7 +18,7 @@ from tests.unit.test_docs_examples import DOCS, Block, blocks, load
 GUIDE = "migration.md"
 ALL = blocks(GUIDE)
 RULES = [b for b in ALL if b.tag == "rules"]
-OTHER_TOOLS = ("lua", "sieve", "yaml", "jsonnet")
+OTHER_TOOLS = ("lua", "sieve", "yaml", "jsonnet", "ini")
 
 
 def test_the_guide_exists_and_has_enough_translations() -> None:

@@ -273,7 +273,9 @@ NAME = TEXT.filter(lambda s: bool(s.strip()))
 ASCII_NAME = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=10)
 HEADER = ASCII_NAME.filter(lambda s: header_name_problem(s) is None)
 KEYWORD = ASCII_NAME.filter(lambda s: keyword_problem(s) is None)
-LABEL = NAME.filter(lambda s: keyword_problem(s) is None or label_problem(s) is None)
+LABEL = NAME.filter(
+    lambda s: (keyword_problem(s) is None or label_problem(s) is None) and "{" not in s and "}" not in s
+)
 MAILBOX = NAME.filter(lambda s: mailbox_problem(s) is None)
 ADDRESS_CHARS = st.sampled_from("abcXYZ019.-_+é")
 ADDRESS_PART = st.text(ADDRESS_CHARS, min_size=1, max_size=6)
@@ -338,7 +340,7 @@ def _compound(children: st.SearchStrategy[A.Condition]) -> st.SearchStrategy[A.C
 CONDITIONS_ = st.recursive(ATOMS, _compound, max_leaves=8)
 
 
-def _template(pieces: list[str | tuple[str, int]]) -> A.Template:
+def _template(pieces: list[str | tuple[str, int, tuple[str, ...]]]) -> A.Template:
     """Text pieces and (placeholder, N) pieces, as split_template makes them from the text."""
     parts: list[A.TemplateText | A.Placeholder] = []
     for piece in pieces:
@@ -348,19 +350,40 @@ def _template(pieces: list[str | tuple[str, int]]) -> A.Template:
             elif piece:
                 parts.append(A.TemplateText(piece))
         else:
-            parts.append(A.Placeholder(piece[0], piece[1], S))  # type: ignore[arg-type]
+            parts.append(A.Placeholder(piece[0], piece[1], S, piece[2]))  # type: ignore[arg-type]
     raw = "".join(unparse.unparse(p) for p in parts)
     return A.Template(raw, tuple(parts), S)
 
 
+FILTERS_ = st.lists(st.sampled_from(["lower", "upper", "capitalize"]), max_size=2).map(tuple)
 TEMPLATE = st.lists(
     st.one_of(
         st.text(LINE.filter(lambda c: c not in "{}"), min_size=1, max_size=8),
-        st.tuples(st.sampled_from(["year", "month", "day", "from.domain", "list"]), st.just(0)),
-        st.tuples(st.just("match"), st.integers(0, 12)),
+        st.tuples(st.sampled_from(["year", "month", "day", "from.domain", "list"]), st.just(0), FILTERS_),
+        st.tuples(st.just("match"), st.integers(0, 12), FILTERS_),
     ),
     max_size=4,
 ).map(_template)
+
+
+def _tag_template(pieces: list[str | tuple[str, int, tuple[str, ...]]], on: bool) -> A.Tag:
+    """A tag with at least one placeholder and text a label may hold (no control character)."""
+    t = _template([*pieces, ("list", 0, ())])
+    return A.Tag(t.raw, on, S, t)
+
+
+TAG_TEMPLATE = st.builds(
+    _tag_template,
+    st.lists(
+        st.one_of(
+            st.text(st.characters(min_codepoint=32, max_codepoint=126).filter(lambda c: c not in "{}\\"),
+                    min_size=1, max_size=8),
+            st.tuples(st.just("match"), st.integers(0, 12), FILTERS_),
+        ),
+        max_size=3,
+    ),
+    st.booleans(),
+)
 ACTIONS_ = st.one_of(
     st.builds(A.Move, TEMPLATE, st.just(S)),
     st.builds(A.Copy, TEMPLATE, st.just(S)),
@@ -368,6 +391,7 @@ ACTIONS_ = st.one_of(
     st.builds(A.Delete, st.booleans(), st.just(S)),
     st.builds(A.SetFlag, st.sampled_from(["\\Seen", "\\Flagged"]), st.booleans(), st.just(S)),
     st.builds(A.Tag, LABEL, st.booleans(), st.just(S)),
+    TAG_TEMPLATE,
     st.builds(A.Forward, ADDRESS, st.just(S)),
     st.builds(A.Redirect, ADDRESS, st.just(S)),
     st.builds(A.Stop, st.just(S)),

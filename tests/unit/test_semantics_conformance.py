@@ -109,7 +109,7 @@ def test_year_placeholder_of_the_last_representable_date_does_not_overflow(
         ),
         SP,
     )
-    with caplog.at_level(logging.INFO, logger="mailrules.dsl.semantics"):
+    with caplog.at_level(logging.INFO, logger="mailrules.dsl.templates"):
         for tz in (dt.UTC, ZoneInfo("Europe/Paris"), ZoneInfo("Pacific/Kiritimati")):
             assert render_template(tpl, v, None, EvalContext(NOW, tz)) == "9999/12/31"  # as written
     assert "used as written" in caplog.text
