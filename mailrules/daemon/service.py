@@ -9,40 +9,34 @@ mailbox at once; a semaphore per account keeps connections within `max_connectio
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 from mailrules.accounts import (
     Account,
-    Connection,
     SessionFactory,
-    count_limits,
     log_entry,
     mailboxes_of,
     render_problem,
     rules_for,
     session_factory,
-    walk,
 )
 from mailrules.config import AccountSettings, Settings
 from mailrules.daemon import plan
+from mailrules.daemon.cluster import Cluster
+from mailrules.daemon.firing import Firings
 from mailrules.daemon.http import MetricsServer
 from mailrules.daemon.metrics import Metrics
 from mailrules.daemon.scheduler import Schedule
 from mailrules.daemon.watcher import MailboxWatcher, MultiPoller, WatchContext, WatchHooks
 from mailrules.dsl import ast as A
 from mailrules.dsl.loader import LoadResult, load_rule_set
-from mailrules.engine.core import Engine
-from mailrules.engine.limits import LimitLedger
 from mailrules.engine.loops import HOUR, LoopGuard, SendLimiter
-from mailrules.engine.ports import RunOptions
 from mailrules.errors import MailrulesError, StateError
 from mailrules.imap.errors import Throttled
 from mailrules.imap.names import Namespaces
@@ -50,6 +44,7 @@ from mailrules.imap.session import ImapSession
 from mailrules.logs import printable
 from mailrules.oauth.accounts import TokenManagers
 from mailrules.state.factory import open_state
+from mailrules.state.interface import State
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +116,16 @@ class Daemon:
         self.metrics.oauth.init(name for name, a in settings.accounts.items() if a.oauth2 is not None)
         # One token manager per OAuth2 account for every connection of it, IMAP and SMTP.
         self.oauth = TokenManagers(self.metrics.oauth)
-        # One daemon per state: a second one (or a `mailrules run`) on it is told who holds it.
-        self.state = open_state(settings, lock="mailrules daemon")
+        # One daemon per SQLite state: a second one (or a `mailrules run`) on it is told who holds
+        # it. Daemons sharing a PostgreSQL state share its accounts by leases (daemon/cluster.py).
+        solo = isinstance(settings.state, Path)
+        self.state = open_state(settings, lock="mailrules daemon" if solo else None)
         self.rules: tuple[A.Rule, ...] = ()
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        # Scheduled runs of one account take turns on the one connection kept for them.
-        self._budget = {n: threading.BoundedSemaphore(1) for n in settings.accounts}
         self._watchers: dict[tuple[str, str], MailboxWatcher | MultiPoller] = {}
+        self._sync_lock = threading.RLock()  # the lease keeper's thread starts and stops watchers too
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._connect_raw = connect or session_factory(self.oauth)
@@ -161,6 +157,20 @@ class Daemon:
             on_entry=log_entry,
             hooks=_MetricsHooks(self.metrics),
             bounds=settings.limits.bounds,
+        )
+        # An account taken once running (run_id set) gets its watchers at once; before, the rules'
+        # first load starts them.
+        self.cluster = Cluster(
+            self.state,
+            settings,
+            started=lambda a: self._sync_watchers() if self.ctx.run_id else None,
+            stopping=self._stop_account,
+        )
+        if not self.cluster.shared:
+            self.cluster.begin()  # SQLite: every account is this daemon's, from the start
+        self.firings = Firings(
+            settings, self.state, self.cluster, self.accounts, self.metrics, self.sends, self.lock_for,
+            lambda: self._sources,
         )
 
     # -- shared resources ---------------------------------------------------------------------------
@@ -242,8 +252,7 @@ class Daemon:
         self.metrics.reload(True)
         jobs = self.schedule.load(self.rules)
         log.info("loaded %d rules (%d scheduled) from %s", len(self.rules), jobs, self.settings.rules)
-        if not self._stop.is_set():
-            self._sync_watchers()
+        self._sync_watchers()
         return True
 
     def watched(self) -> dict[str, list[str]]:
@@ -284,7 +293,24 @@ class Daemon:
                 )
 
     def _sync_watchers(self) -> None:
-        """Start watchers for newly watched mailboxes, stop those no longer watched.
+        """Watchers for the watched mailboxes of the accounts this daemon owns (`_sync_owned`)."""
+        with self._sync_lock:
+            if not self._stop.is_set():
+                self._sync_owned()
+
+    def _stop_account(self, account: str) -> None:
+        """`account`'s lease is lost or handed over: its watchers end (the batch in hand finishes;
+        its writes are refused if the lease is gone), before the lease is released."""
+        with self._sync_lock:
+            mine = [self._watchers.pop(k) for k in [k for k in self._watchers if k[0] == account]]
+        for w in mine:
+            w.stop()
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
+        for w in mine:
+            w.join(max(0.0, deadline - time.monotonic()))
+
+    def _sync_owned(self) -> None:
+        """Start watchers for newly watched mailboxes, stop those no longer watched or owned.
 
         IDLE watches only the selected mailbox (RFC 5465 §1), so each gets a connection, within the
         account's budget less the one kept for scheduled runs; mailboxes past that are polled in
@@ -292,7 +318,12 @@ class Daemon:
         """
         wanted: dict[tuple[str, str], AccountSettings] = {}
         polled: dict[str, list[str]] = {}
+        views: dict[str, State] = {}
         for name, boxes in self.watched().items():
+            view = self.cluster.view(name)
+            if view is None:
+                continue  # another replica's
+            views[name] = view
             acct = self.settings.accounts[name]
             has_scheduled = plan.has_scheduled(self.rules, name)
             idle_slots, _ = plan.plan_connections(len(boxes), acct.max_connections, has_scheduled)
@@ -307,7 +338,7 @@ class Daemon:
             self._watchers.pop(key).stop()
         for key, acct in wanted.items():
             if key not in self._watchers:
-                w = MailboxWatcher(self.accounts[acct.name], key[1], self.ctx)
+                w = MailboxWatcher(self.accounts[acct.name], key[1], self.ctx, views[acct.name])
                 self._watchers[key] = w
                 w.start()
         for name, boxes in polled.items():
@@ -324,70 +355,15 @@ class Daemon:
                 ", ".join(boxes),
                 self.settings.accounts[name].poll_interval,
             )
-            p = MultiPoller(self.accounts[name], boxes, self.ctx)
+            p = MultiPoller(self.accounts[name], boxes, self.ctx, views[name])
             self._watchers[key] = p
             p.start()
 
     # -- scheduled runs -----------------------------------------------------------------------------
 
     def _run_scheduled(self, rules: Sequence[A.Rule]) -> None:
-        """One firing of a schedule: its rules, in rule-set order, over each mailbox they name.
-
-        Rules sharing a trigger run together, so the per-message reading holds among them (an
-        earlier one that moves a message hides it from the later ones), as in `mailrules run`.
-        A state that cannot be written ends the firing there: the next one tries again.
-        """
-        started = time.monotonic()
-        try:
-            self._fire(rules, started)
-        except StateError as exc:
-            log.error("schedule %s: %s; the run stopped there", ", ".join(r.name for r in rules), exc)
-            self.metrics.state_error()
-            for r in rules:
-                self.metrics.scheduled_run(r.name, time.monotonic() - started, "failed")
-
-    def _fire(self, rules: Sequence[A.Rule], started: float) -> None:
-        run_id = self.state.begin_run("schedule", False)
-        limits = LimitLedger()  # `limit N` holds for this firing as a whole (mailrules/engine/limits.py)
-        guard = LoopGuard.from_limits(self.settings.limits, sends=self.sends)  # this firing's budget
-        accounts = list(self.accounts.values())
-        tz = self.settings.timezone
-        count_limits(accounts, rules, dt.datetime.now(dt.UTC), tz, limits, self._open_scheduled)
-
-        def engine() -> Engine:  # the clock of each account's turn
-            options = RunOptions(dt.datetime.now(dt.UTC), tz, run_id, bounds=self.settings.limits.bounds)
-            return Engine(
-                options, journal=self.state, on_entry=log_entry, observer=self.metrics, limits=limits
-            )
-
-        done = walk(
-            accounts,
-            rules,
-            engine,
-            guard=guard,
-            open_account=self._open_scheduled,
-            lock_for=self.lock_for,
-            sources=self._sources,
-            label=f"schedule {', '.join(r.name for r in rules)}",
-        )
-        failed = done.failed_rules | {rr.rule for r in done.reports for rr in r.rules if rr.failed}
-        seconds = time.monotonic() - started
-        self.state.end_run(run_id, {"rules": [r.name for r in rules], "failed": sorted(failed)})
-        for r in rules:
-            self.metrics.scheduled_run(r.name, seconds, "failed" if r.name in failed else "ok")
-
-    @contextmanager
-    def _open_scheduled(self, account: Account, prefetch: bool) -> Iterator[Connection]:
-        """A connection within the account's budget for a schedule's work (counting, then running);
-        no second one for prefetching: the budget keeps one for scheduled runs."""
-        budget = self._budget[account.name]
-        if not budget.acquire(timeout=60):
-            raise MailrulesError("no free connection within 60 s")
-        try:
-            with account.open() as conn:
-                yield conn
-        finally:
-            budget.release()
+        """One firing of a schedule (daemon/firing.py)."""
+        self.firings.run(rules)
 
     # -- health ---------------------------------------------------------------------------------------
 
@@ -395,13 +371,16 @@ class Daemon:
         """Rules loaded, and every watcher connected or retrying within its budget; else why not."""
         if not self.rules:
             return False, "no rules loaded"
+        shared, owns = self.cluster.ready()  # sharing a PostgreSQL state: the first round done
+        if not shared:
+            return False, owns
         # An OAuth2 account whose refresh token was refused does nothing until a new login.
         stopped = [f"account {a}: login required, run `mailrules auth login {a}`"
                    for a in sorted(self.oauth.login_required())]
         bad = {f"{a}/{m}": w.problem for (a, m), w in sorted(self._watchers.items())
                if not w.healthy and a not in self.oauth.login_required()}
         if not bad and not stopped:
-            return True, "ok"
+            return True, owns if self.cluster.shared else "ok"
         # A watcher that cannot write the state, or whose rules name a mailbox the server cannot
         # have, does nothing though its server may answer: say why (the fix is in the answer:
         # room on the disk, a writable file, a name), not "not connected".
@@ -427,9 +406,12 @@ class Daemon:
         if result is not None:
             self.check_servers(result.rule_set.rules)
         if result is None or not self._apply_rules(result):
+            self.cluster.shutdown()
             self.state.close()
             return EXIT_NAMES if self._names_refused else 1
         self.ctx.run_id = self.state.begin_run("daemon", False)
+        if self.cluster.shared:
+            self.cluster.begin()  # this replica's share of the accounts, then a round every third of a lease
         if self.http is not None:
             self.http.start()
             log.info("metrics on %s", self.http.url)
@@ -462,13 +444,16 @@ class Daemon:
     def _shutdown(self) -> None:
         deadline = time.monotonic() + SHUTDOWN_SECONDS
         self.schedule.shutdown(wait=False)
-        for w in self._watchers.values():
+        self.cluster.halt()  # no account taken or given from here on
+        watchers = list(self._watchers.values())
+        for w in watchers:
             w.stop()
-        for w in self._watchers.values():
+        for w in watchers:
             w.join(max(0.0, deadline - time.monotonic()))
-        alive = [w.name for w in self._watchers.values() if w.is_alive()]
+        alive = [w.name for w in watchers if w.is_alive()]
         if alive:
             log.warning("still busy at shutdown: %s", ", ".join(alive))
+        self.cluster.shutdown()  # the leases released at once: the other replicas take over now
         if self.http is not None:
             self.http.stop()
         try:

@@ -29,7 +29,7 @@ from mailrules.errors import ImapError, MailrulesError, StateError
 from mailrules.imap.idle import IDLE_RENEW_SECONDS, Idler, has_new_mail
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
-from mailrules.state.interface import State
+from mailrules.state.interface import LeaseLost, State
 from mailrules.state.models import Checkpoint, JournalEntry
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,14 @@ def arrival_rules(rules: Sequence[A.Rule], account: str, mailbox: str) -> list[A
 class MailboxWatcher(threading.Thread):
     """Watches one mailbox of one account until `stop()`; survives every connection failure."""
 
-    def __init__(self, account: Account, mailbox: str, ctx: WatchContext) -> None:
+    def __init__(self, account: Account, mailbox: str, ctx: WatchContext, state: State | None = None) -> None:
         super().__init__(name=f"watch:{account.name}:{mailbox}", daemon=True)
         self.account = account
         self.mailbox = mailbox
         self.ctx = ctx
+        #: the state this watcher writes: among daemons sharing PostgreSQL, fenced by the account's
+        #: lease (State.fenced), so that once the lease is lost nothing more is written
+        self.state = ctx.state if state is None else state
         self.hooks = ctx.hooks or WatchHooks()
         self._halt = threading.Event()
         self.up = False
@@ -150,6 +153,11 @@ class MailboxWatcher(threading.Thread):
                 )
                 self.hooks.reconnect(self.account.name)
                 self._halt.wait(delay)
+            except LeaseLost as exc:
+                # Another replica owns the account now and catches up from the checkpoint; the
+                # lease keeper stops this watcher too (daemon/cluster.py).
+                log.warning("watcher %s/%s: %s; stopping", self.account.name, self.mailbox, exc)
+                break
             except StateError as exc:
                 # The journal, an intent or the checkpoint cannot be written: nothing more is done
                 # here until it can; the batch in hand keeps its checkpoint and comes back then.
@@ -257,7 +265,9 @@ class MailboxWatcher(threading.Thread):
                 # Still selected since the last catch-up on this connection: UIDVALIDITY cannot
                 # change under a selected mailbox (RFC 9051 §2.3.1.1), so no SELECT round trip.
                 info = selected
-            state = self.ctx.state
+            state = self.state
+            if fresh and self.mailbox not in self.retry:
+                self._load_retries(info.uidvalidity)
             cp = state.get_checkpoint(self.account.name, self.mailbox)
             now = dt.datetime.now(dt.UTC)
             if cp is None:
@@ -331,11 +341,12 @@ class MailboxWatcher(threading.Thread):
         self, store: ImapStore, uids: list[int], uidvalidity: int, *, checkpoint: bool = True
     ) -> None:
         rules = arrival_rules(self.ctx.rules(), self.account.name, self.mailbox)
+        before = dict(self.retry.get(self.mailbox, {}))
         if rules:
             now = dt.datetime.now(dt.UTC)
             options = RunOptions(now, self.ctx.tz, self.ctx.run_id, bounds=self.ctx.bounds)
             engine = Engine(
-                options, journal=self.ctx.state, on_entry=self.ctx.on_entry, observer=self.ctx.observer
+                options, journal=self.state, on_entry=self.ctx.on_entry, observer=self.ctx.observer
             )
             try:
                 report = engine.process(
@@ -359,15 +370,30 @@ class MailboxWatcher(threading.Thread):
                 self._note_retries(uids, report.retry)
         else:
             self.retry.pop(self.mailbox, None)  # no arrival rule left for this mailbox (a reload)
+        if self.retry.get(self.mailbox, {}) != before:
+            self._save_retries(uidvalidity)
         if not checkpoint:
             return
         # Committed after the actions: a crash before this line reprocesses the batch, which the
         # journal makes safe for forwards; moved messages are simply no longer there.
-        self.ctx.state.set_checkpoint(
+        self.state.set_checkpoint(
             self.account.name,
             self.mailbox,
             Checkpoint(uidvalidity, max(uids), None, dt.datetime.now(dt.UTC)),
         )
+
+    def _load_retries(self, uidvalidity: int) -> None:
+        """The retry counts a previous owner of the account left in the state (a takeover)."""
+        get = getattr(self.state, "get_retries", None)
+        tries = get(self.account.name, self.mailbox, uidvalidity) if get is not None else {}
+        if tries:
+            self.retry[self.mailbox] = dict(tries)
+
+    def _save_retries(self, uidvalidity: int) -> None:
+        """Keep the retry counts in the state, for whoever owns the account next."""
+        put = getattr(self.state, "set_retries", None)
+        if put is not None:
+            put(self.account.name, self.mailbox, uidvalidity, self.retry.get(self.mailbox, {}))
 
     def _note_retries(self, processed: list[int], refused: list[int]) -> None:
         """Remember what the server refused for now; forget what went through or was given up."""
@@ -394,8 +420,10 @@ class MultiPoller(MailboxWatcher):
     `poll_interval` seconds (SELECT + `UID SEARCH UID last+1:*`; no IDLE, which watches only the
     selected mailbox)."""
 
-    def __init__(self, account: Account, mailboxes: list[str], ctx: WatchContext) -> None:
-        super().__init__(account, mailboxes[0], ctx)
+    def __init__(
+        self, account: Account, mailboxes: list[str], ctx: WatchContext, state: State | None = None
+    ) -> None:
+        super().__init__(account, mailboxes[0], ctx, state)
         self.name = f"poll:{account.name}"
         self.mailboxes = list(mailboxes)
 

@@ -1,0 +1,144 @@
+"""This daemon's share of the accounts: the lease keeper (state/keeper.py) run on its own thread.
+
+With a PostgreSQL state several daemons share the accounts: each works only on those it holds a
+lease on, through `view(account)`, a state whose writes of that account carry the lease's fencing
+token (a replica that lost the lease writes nothing). `begin()` registers the replica and runs the
+first round; a thread then runs a round every `interval` (a third of `lease_seconds`) and checks
+the local deadlines every second between rounds. `shutdown()` (SIGTERM) releases every lease at
+once. With a SQLite state (`SoloLeases`) the daemon owns every account from the start, its views
+are the state itself, and no thread runs. docs/dev/leases.md says why it is built this way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mailrules.state.factory import open_leases
+from mailrules.state.interface import Lease, State
+from mailrules.state.keeper import KeeperObserver, LeaseKeeper
+
+if TYPE_CHECKING:
+    from mailrules.config.model import Settings
+
+log = logging.getLogger(__name__)
+
+#: Between rounds, leases whose local deadline passed are stopped within this many seconds.
+EXPIRE_CHECK_SECONDS = 1.0
+
+
+class Cluster:
+    """Which accounts this daemon works on, and the fenced state of each."""
+
+    def __init__(
+        self,
+        state: State,
+        settings: Settings,
+        *,
+        started: Callable[[str], None],
+        stopping: Callable[[str], None],
+        observer: KeeperObserver | None = None,
+    ) -> None:
+        self.state = state
+        self.leases = open_leases(state, settings)
+        self._started = started
+        self._stopping = stopping
+        self._views: dict[str, State] = {}
+        self._guard = threading.Lock()
+        self.keeper = LeaseKeeper(
+            self.leases, list(settings.accounts), start=self._start, stop=self._stop, observer=observer
+        )
+        self.rounds = 0
+        self._thread: threading.Thread | None = None
+        self._halt = threading.Event()
+
+    @property
+    def shared(self) -> bool:
+        """Whether other daemons may share the accounts (a PostgreSQL state): leases expire."""
+        return math.isfinite(self.leases.lease_seconds)
+
+    @property
+    def replica(self) -> str:
+        return self.leases.replica
+
+    def view(self, account: str) -> State | None:
+        """The state to work on `account` with (fenced by its lease), None when not owned."""
+        with self._guard:
+            return self._views.get(account)
+
+    def owned(self) -> list[str]:
+        """The accounts this daemon holds now, by name."""
+        with self._guard:
+            return sorted(self._views)
+
+    def _start(self, lease: Lease) -> None:
+        with self._guard:
+            self._views[lease.account] = self.state.fenced([lease])
+        try:
+            self._started(lease.account)
+        except BaseException:
+            with self._guard:
+                self._views.pop(lease.account, None)
+            raise
+
+    def _stop(self, account: str) -> None:
+        with self._guard:
+            self._views.pop(account, None)  # no new work from here on
+        self._stopping(account)
+
+    def begin(self) -> None:
+        """Register this replica and take a first share; then keep it on a thread of its own."""
+        changes = self.keeper.begin()
+        self.rounds = 1
+        if self.shared:
+            log.info(
+                "replica %s: %d of %d accounts after the first round (leases of %.0f s)",
+                self.replica,
+                len(changes.taken),
+                len(self.keeper.accounts),
+                self.leases.lease_seconds,
+            )
+            self._thread = threading.Thread(target=self._loop, name="leases", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        interval = self.keeper.interval
+        while not self._halt.is_set():
+            due = interval
+            while due > 0 and not self._halt.wait(min(EXPIRE_CHECK_SECONDS, due)):
+                due -= EXPIRE_CHECK_SECONDS
+                self._guarded(self.keeper.expire)
+            if self._halt.is_set():
+                return
+            self._guarded(self.keeper.round)
+            self.rounds += 1
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:  # a bug must not end the keeper: the leases would all run out
+            log.exception("leases: round failed; trying again")
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether the first round is done, and how many accounts this replica owns."""
+        if self.rounds == 0:
+            return False, "leases: first round not done"
+        owned, total = len(self.owned()), len(self.keeper.accounts)
+        return True, f"replica {self.replica} owns {owned} of {total} accounts"
+
+    def halt(self) -> None:
+        """No more rounds (the round in hand finishes): what is held stays held until `shutdown`."""
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def shutdown(self) -> None:
+        """Stop the rounds, release every lease at once, retire the replica, close the leases."""
+        self.halt()
+        try:
+            self.keeper.shutdown()
+        finally:
+            self.leases.close()
