@@ -1,0 +1,160 @@
+"""Three `mailrules daemon` processes sharing one PostgreSQL state and one Dovecot's accounts (issue 14).
+
+Each account is worked on by one replica at a time (its lease); mail arriving on every account is
+filed exactly once; a replica killed by SIGKILL loses its accounts when their leases run out and
+the others take them over and catch up from the checkpoints; a replica stopped by SIGTERM releases
+its leases at once. Leases last 3 s here; every wait is for a state, with generous timeouts.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import http_get
+from tests.integration.postgres import PostgresServer
+from tests.integration.servers import DovecotServer, make_message
+from tests.integration.test_daemon import append, counts, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ACCOUNTS = 6
+LEASE_SECONDS = 3
+RULES = 'rule "filed" { when subject contains "file me" then move to "Filed" }\n'
+
+
+class Replica:
+    """One daemon of the cluster: its config (the shared state, its own name and metrics port)."""
+
+    def __init__(self, tmp: Path, name: str, dsn: str, accounts: str) -> None:
+        self.name = name
+        self.dir = tmp / name
+        self.dir.mkdir()
+        (self.dir / "rules.d").mkdir()
+        (self.dir / "rules.d" / "10.rules").write_text(RULES)
+        self.port = free_port()
+        self.config = self.dir / "mailrules.toml"
+        self.config.write_text(
+            f'rules = "rules.d"\nstate = "{dsn}"\n'
+            f'[cluster]\nreplica = "{name}"\nlease_seconds = {LEASE_SECONDS}\n'
+            f'[metrics]\nlisten = "127.0.0.1:{self.port}"\n' + accounts
+        )
+        self.log = self.dir / "daemon.log"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailrules", "daemon", "--config", str(self.config)],
+            stdout=self.log.open("a"),
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def ready(self) -> bool:
+        try:
+            return http_get(self.port, "/readyz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def stop(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, replicas: list[Replica]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    logs = "\n".join(f"--- {r.name}:\n{r.text()[-3000:]}" for r in replicas)
+    raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+
+def owners(postgres: PostgresServer, db: str) -> dict[str, str | None]:
+    """account -> the replica holding an unexpired lease on it (None: free or expired)."""
+    with postgres.admin(db) as conn:
+        rows = conn.execute(
+            "SELECT account, CASE WHEN expires_at > clock_timestamp() THEN owner END FROM leases"
+        ).fetchall()
+    return {str(a): o for a, o in rows}
+
+
+def recorded_owners(postgres: PostgresServer, db: str) -> dict[str, str | None]:
+    """account -> the owner column as written (a released lease has none; an expired one keeps it)."""
+    with postgres.admin(db) as conn:
+        return {str(a): o for a, o in conn.execute("SELECT account, owner FROM leases").fetchall()}
+
+
+def test_three_replicas_share_the_accounts_and_take_over_after_sigkill_and_sigterm(
+    dovecot: DovecotServer, postgres: PostgresServer, pg_dsn: str, tmp_path: Path
+) -> None:
+    db = pg_dsn.rsplit("/", 1)[1]
+    users = {f"a{i}": dovecot.fresh_user() for i in range(ACCOUNTS)}
+    accounts = "".join(
+        f'[accounts.{name}]\nhost = "127.0.0.1"\nport = {dovecot.imap_port}\ntls = "starttls"\n'
+        f'ca_file = "{dovecot.ca_file}"\nusername = "{user}"\npassword = "{pw}"\n'
+        for name, (user, pw) in users.items()
+    )
+    replicas = [Replica(tmp_path, f"r{i}", pg_dsn, accounts) for i in range(3)]
+    filed = {name: 0 for name in users}
+
+    def deliver(tag: str, each: int) -> None:
+        for name, (user, pw) in users.items():
+            append(dovecot, user, pw, [make_message(f"{tag} {i} file me") for i in range(each)])
+            filed[name] += each
+
+    def all_filed() -> bool:
+        for name, (user, pw) in users.items():
+            c = counts(dovecot, user, pw)
+            if c.get("Filed", 0) != filed[name] or c.get("INBOX", 0) != 0:
+                return False
+        return True
+
+    def spread(live: list[Replica]) -> bool:
+        held = owners(postgres, db)
+        per = [sum(1 for o in held.values() if o == r.name) for r in live]
+        return len(held) == ACCOUNTS and sum(per) == ACCOUNTS and max(per) - min(per) <= 1
+
+    try:
+        for r in replicas:
+            r.start()
+        for r in replicas:
+            wait_for(r.ready, 60, f"{r.name} to become ready", replicas)
+        wait_for(lambda: spread(replicas), 60, "a fair share among three", replicas)
+        deliver("first", 3)
+        wait_for(all_filed, 60, "every account's mail to be filed", replicas)
+
+        # SIGKILL: r0's leases stay recorded until they run out; r1 and r2 take them over and
+        # catch up on what arrived meanwhile, each message once.
+        killed = replicas[0]
+        theirs = {a for a, o in owners(postgres, db).items() if o == killed.name}
+        assert theirs and killed.stop(signal.SIGKILL) == -signal.SIGKILL
+        deliver("while dead", 2)
+        wait_for(lambda: spread(replicas[1:]), 60, "r0's accounts to be taken over", replicas)
+        wait_for(all_filed, 60, "the mail of r0's accounts to be caught up", replicas)
+
+        # SIGTERM: r1 releases its leases before exiting (the rows have no owner at once, not
+        # merely an expiry); r2 takes everything.
+        stopped = replicas[1]
+        assert stopped.stop(signal.SIGTERM) == 0, [r.text()[-3000:] for r in replicas]
+        assert stopped.name not in recorded_owners(postgres, db).values()
+        deliver("after sigterm", 2)
+        wait_for(lambda: spread(replicas[2:]), 60, "r2 to own every account", replicas)
+        wait_for(all_filed, 60, "everything filed by r2 alone", replicas)
+        assert all_filed()
+        assert "owns 6 of 6 accounts" in http_get(replicas[2].port, "/readyz", timeout=2)[1]
+    finally:
+        for r in replicas:
+            if r.proc is not None and r.proc.poll() is None:
+                r.stop(signal.SIGTERM)
