@@ -59,6 +59,7 @@ def connection_params(account: AccountSettings, tokens: AccountTokens | None = N
         password=account.password.reveal() if account.password is not None else "",
         ca_file=str(account.ca_file) if account.ca_file else None,
         allow_insecure=account.allow_insecure,
+        timeout=account.idle_timeout_seconds,  # every read waits this long at most (a stall)
         name=account.name,
         tokens=tokens,
     )

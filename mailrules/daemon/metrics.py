@@ -33,6 +33,7 @@ from mailrules.daemon.labels import (
     command_label,
 )
 from mailrules.daemon.oauth_metrics import OAuthMetrics
+from mailrules.daemon.stall_metrics import StallMetrics
 from mailrules.engine.loops import CREATION_LIMIT, SKIP_LABELS, skip_label
 from mailrules.engine.ports import MailboxReport, RuleReport
 from mailrules.imap.errors import Throttled
@@ -243,6 +244,7 @@ class Metrics:
             registry=r,
         )
         self.oauth = OAuthMetrics(r)  # the OAuth2 accounts' tokens: their own module, their own init
+        self.stalls = StallMetrics(r, self._account)  # mailrules_watcher_stalls_total{account}
         build = Gauge(
             "mailrules_build_info", "Always 1; the labels say what runs.", ["version", "python"], registry=r
         )
@@ -287,6 +289,7 @@ class Metrics:
                 if watched is None
                 else {(a, m) for a, boxes in watched.items() for m in boxes}
             )
+        self.stalls.init(accounts)
         for account in accounts:
             self.creations_refused.labels(account)
             self.text_cut.labels(account)

@@ -85,6 +85,9 @@ class _MetricsHooks(WatchHooks):
     def state_error(self, account: str) -> None:
         self.m.state_error()
 
+    def stalled(self, account: str) -> None:
+        self.m.stalls.stalled(account)
+
 
 def rules_fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
     """What changes when a rule file is added, removed or written."""

@@ -26,7 +26,7 @@ from mailrules.engine.core import Engine
 from mailrules.engine.loops import LoopGuard
 from mailrules.engine.ports import EngineObserver, RunOptions
 from mailrules.errors import ImapError, MailrulesError, StateError
-from mailrules.imap.idle import IDLE_RENEW_SECONDS, Idler, has_new_mail
+from mailrules.imap.idle import Idler, has_new_mail, is_stall
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.state.interface import LeaseLost, State
@@ -85,6 +85,7 @@ class WatchHooks:
     def imap_command(self, account: str, command: str, seconds: float, ok: bool) -> None: ...
     def throttled(self, account: str, command: str, seconds: float) -> None: ...
     def state_error(self, account: str) -> None: ...
+    def stalled(self, account: str) -> None: ...
 
 
 class NamesRefused(ImapError):
@@ -144,6 +145,8 @@ class MailboxWatcher(threading.Thread):
                 self.backoff.reset()
             except ImapError as exc:
                 self.attempted = True
+                if is_stall(exc):  # the server went silent (docs/operations.md, "Silent connections")
+                    self.hooks.stalled(self.account.name)
                 self._down()
                 self.account.session_ended(exc)  # an expired token is renewed before the next login
                 self.problem = str(exc) if isinstance(exc, NamesRefused) else None
@@ -225,11 +228,15 @@ class MailboxWatcher(threading.Thread):
         self.session = None
 
     def _idle_loop(self, session: ImapSession, store: ImapStore) -> None:
-        idler = Idler(session)
+        # Every wait is bounded (docs/operations.md, "Silent connections"): IDLE is ended after
+        # idle_renew_seconds, and DONE's answer, or a line's end, waits idle_timeout_seconds at most;
+        # past that the connection is declared stalled (imap/idle.py `Stalled`) and run() reconnects.
+        idler = Idler(session, self.account.settings.idle_timeout_seconds)
+        renew = self.account.settings.idle_renew_seconds
         while not self._halt.is_set():
             pending = has_new_mail(idler.start())
             while not pending and not self._halt.is_set():
-                if time.monotonic() - idler.started_at > IDLE_RENEW_SECONDS:
+                if time.monotonic() - idler.started_at > renew:
                     break  # re-issue IDLE (RFC 2177 §3)
                 if self.retry.get(self.mailbox) and time.monotonic() - idler.started_at > RETRY_SECONDS:
                     break

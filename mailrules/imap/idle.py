@@ -20,16 +20,40 @@ from mailrules.imap.errors import TokenExpired, classify, is_token_expired
 from mailrules.imap.session import ImapSession
 
 #: RFC 2177 §3 says re-issue before 29 minutes; NATs and providers drop sooner (imap-notes 1).
+#: The default of `[accounts.X] idle_renew_seconds`.
 IDLE_RENEW_SECONDS = 9 * 60
-#: A line that started arriving must finish within this long.
-_LINE_TIMEOUT = 30.0
+#: The default of `[accounts.X] idle_timeout_seconds`: the answer to IDLE or DONE, and a line that
+#: started arriving, must come within this long, or the connection is declared stalled.
+IDLE_TIMEOUT_SECONDS = 30.0
+
+
+class Stalled(ImapError):
+    """The connection went silent: no answer within the time-out (a half-open connection, a NAT or
+    firewall that dropped the flow without a FIN or RST). It is closed and the watcher reconnects
+    (docs/operations.md, "Silent connections")."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "reconnect")
+
+
+def is_stall(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is a time-out waiting for the server: a stalled connection."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # the chain of causes is short; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, Stalled | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Idler:
     """IDLE on one session's selected mailbox: `start()`, then `wait()` repeatedly, then `done()`."""
 
-    def __init__(self, session: ImapSession) -> None:
+    def __init__(self, session: ImapSession, timeout: float = IDLE_TIMEOUT_SECONDS) -> None:
         self.session = session
+        self.timeout = timeout
         self._client: Any = session._client
         self._imap: Any = self._client._imap
         self._tag: bytes | None = None
@@ -43,7 +67,7 @@ class Idler:
         """Send IDLE and wait for the continuation; untagged responses before it are returned."""
         early: list[tuple[Any, ...]] = []
         try:
-            self._sock().settimeout(_LINE_TIMEOUT)
+            self._sock().settimeout(self.timeout)
             tag = self._imap._command("IDLE")
             self.session.command_count += 1
             while True:
@@ -90,13 +114,15 @@ class Idler:
             raise self._error(exc) from exc
 
     def done(self) -> list[tuple[Any, ...]]:
-        """Send DONE and read up to the IDLE's tagged completion; return what came meanwhile."""
+        """Send DONE and read up to the IDLE's tagged completion; return what came meanwhile.
+
+        Raises Stalled when the completion does not come within `timeout` seconds."""
         if self._tag is None:
             return []
         tag, self._tag = self._tag, None
         out: list[tuple[Any, ...]] = []
         try:
-            self._sock().settimeout(_LINE_TIMEOUT)
+            self._sock().settimeout(self.timeout)
             self._imap.send(b"DONE\r\n")
             while True:
                 line = self._imap._get_line()
@@ -128,7 +154,7 @@ class Idler:
         except (BlockingIOError, ssl.SSLWantReadError, InterruptedError):
             return False
         finally:
-            sock.settimeout(_LINE_TIMEOUT)
+            sock.settimeout(self.timeout)
 
     def _readable(self, timeout: float) -> bool:
         poller = select.poll()
@@ -136,7 +162,7 @@ class Idler:
         return bool(poller.poll(max(0, int(timeout * 1000))))
 
     def _read(self) -> tuple[Any, ...]:
-        self._sock().settimeout(_LINE_TIMEOUT)
+        self._sock().settimeout(self.timeout)
         line = self._imap._get_line()  # raises imaplib.abort on EOF ("socket error: EOF")
         if not line.startswith(b"* "):
             raise ImapError(
@@ -154,6 +180,11 @@ class Idler:
         return parsed
 
     def _error(self, exc: BaseException) -> ImapError:
+        if is_stall(exc):
+            # Nothing came within the time-out: the socket is closed, the watcher reconnects.
+            self.session._dead = True
+            return Stalled(f"{self.session.account}: IDLE: no answer from the server within "
+                           f"{self.timeout:g} s; the connection is stalled")
         err = classify(exc, context=f"{self.session.account}: IDLE")
         if isinstance(err, TokenExpired):
             return err

@@ -59,10 +59,18 @@ class ConnectionParams:
         return self.name or f"{self.username}@{self.host}"
 
 
+#: TCP keepalive: the first probe after 60 s of silence, then every 10 s; 3 unanswered probes and
+#: the kernel resets the connection, so a dead peer is noticed within 60 + 3 × 10 = 90 s of silence
+#: (docs/operations.md, "Silent connections"). Where the platform lacks the TCP_KEEP* options, only
+#: SO_KEEPALIVE is set and the system's defaults apply (Linux: 2 h).
+KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+
+
 def _keepalive(sock: socket.socket) -> None:
     # imapclient sets no TCP keepalive; without it a half-open connection only shows up as silence.
+    # Set once on the TCP socket: STARTTLS wraps the same socket, so the options stay.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 20), ("TCP_KEEPCNT", 4)):
+    for name, value in KEEPALIVE:
         if hasattr(socket, name):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailrules.errors import ImapError
-from mailrules.imap.session import ConnectionParams, ImapSession
+from mailrules.imap.session import KEEPALIVE, ConnectionParams, ImapSession
 from tests.integration.servers import DovecotServer, PymapServer
 
 pytestmark = pytest.mark.integration
@@ -136,9 +136,18 @@ def test_pymap_wrong_password_is_auth(pymap: PymapServer) -> None:
     assert info.value.kind == "auth"
 
 
-def test_keepalive_is_on(dv: ImapSession) -> None:
-    sock = dv._client.socket()
-    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_keepalive_is_on(dovecot: DovecotServer, tls: str) -> None:
+    # Set on the TCP socket before STARTTLS, and still there on the TLS socket after it: a dead peer
+    # is noticed within 60 + 3 x 10 s of silence (docs/operations.md, "Silent connections").
+    user, password = dovecot.users[0]
+    with ImapSession.connect(dovecot.params(user, password, tls=tls)) as s:  # type: ignore[arg-type]
+        sock = s._client.socket()
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        for name, value in KEEPALIVE:
+            if hasattr(socket, name):
+                assert sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name)) == value
+    assert dict(KEEPALIVE) == {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
 
 
 MISSING_SERVER_TEST = """

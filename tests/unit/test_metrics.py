@@ -43,6 +43,7 @@ EXPECTED = {
     "mailrules_arrival_latency_seconds": "histogram",
     "mailrules_watcher_up": "gauge",
     "mailrules_reconnects_total": "counter",
+    "mailrules_watcher_stalls_total": "counter",
     "mailrules_last_sync_timestamp_seconds": "gauge",
     "mailrules_scheduled_runs_total": "counter",
     "mailrules_scheduled_run_duration_seconds": "histogram",
@@ -298,6 +299,17 @@ def test_daemon_hooks() -> None:
     assert value(m, "mailrules_config_reloads_total", outcome="failure") == 1
     assert value(m, "mailrules_config_last_reload_success") == 0
     assert value(m, "mailrules_config_last_reload_timestamp_seconds") > 0
+
+
+def test_stalls_are_counted_per_configured_account() -> None:
+    m = configured()
+    assert value(m, "mailrules_watcher_stalls_total", account="home") == 0  # created by init()
+    m.stalls.stalled("work")
+    m.stalls.stalled("work")
+    m.stalls.stalled("unknown")  # not from the configuration: counted as `other`
+    assert value(m, "mailrules_watcher_stalls_total", account="work") == 2
+    assert value(m, "mailrules_watcher_stalls_total", account="home") == 0
+    assert value(m, "mailrules_watcher_stalls_total", account=OTHER) == 1
     m.reload(True)
     m.rules_loaded(7)
     assert value(m, "mailrules_config_last_reload_success") == 1
