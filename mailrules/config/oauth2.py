@@ -128,7 +128,8 @@ def oauth2_settings(
         cx.error((*p, "token_url"), "required (no provider preset gives it)")
     wanted = _ENDPOINT_FOR_FLOW.get(flow)
     if wanted is not None and urls[wanted] is None and chosen and wanted not in table:
-        cx.error((*p, wanted), f'required with flow = "{flow}" (no provider preset gives it)', at=(*p, "flow"))
+        cx.error((*p, wanted), f'required with flow = "{flow}" (no provider preset gives it)',
+                 at=(*p, "flow"))
         ok = False
 
     scopes = _scopes(table, p, cx, preset, flow)

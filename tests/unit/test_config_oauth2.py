@@ -103,7 +103,7 @@ def test_spec_example_lab_account(example: Settings, tmp_path: Path) -> None:
 def test_config_command_shows_no_secret(tmp_path: Path) -> None:
     secret_file = tmp_path / "client_secret"
     secret_file.write_text(CLIENT_SECRET + "\n", encoding="utf-8")
-    path = write(tmp_path, f"""
+    path = write(tmp_path, """
 [accounts.lab]
 host = "127.0.0.1"
 username = "u@example.org"
@@ -223,6 +223,7 @@ from = "me@example.org"
     assert relay is not None and not relay.oauth2 and relay.password is not None
 
 
+T = '[accounts.lab.oauth2]\nclient_id = "x"\ntoken_url = "https://a.example/t"\n'
 LAB = """
 [accounts.lab]
 host = "127.0.0.1"
@@ -239,29 +240,29 @@ auth = "oauth2"
         ("[accounts.lab.oauth2]\nclient_id = \"x\"\n",
          ["F:6: accounts.lab.oauth2.token_url: required (no provider preset gives it)"]),
         ("[accounts.lab.oauth2]\ntoken_url = \"https://a.example/t\"\n",
-         ["F:6: accounts.lab.oauth2.client_id: required (the application (client) ID of your app registration)"]),
+         ["F:6: accounts.lab.oauth2.client_id: required (the application (client) ID of your app "
+          "registration)"]),
         ("[accounts.lab.oauth2]\nclient_id = \"x\"\ntoken_url = \"http://auth.example/t\"\n",
          ["F:8: accounts.lab.oauth2.token_url: expected an https URL (http only to 127.0.0.1, ::1 or "
           "localhost), got 'http://auth.example/t'"]),
-        ("[accounts.lab.oauth2]\nclient_id = \"x\"\ntoken_url = \"https://a.example/t\"\nflow = \"implicit\"\n",
+        (T + "flow = \"implicit\"\n",
          ["F:9: accounts.lab.oauth2.flow: expected one of 'authorization_code', 'device_code', "
           "'client_credentials', got 'implicit'"]),
-        ("[accounts.lab.oauth2]\nclient_id = \"x\"\ntoken_url = \"https://a.example/t\"\nmechanism = \"plain\"\n",
-         ["F:9: accounts.lab.oauth2.mechanism: expected one of 'auto', 'xoauth2', 'oauthbearer', got 'plain'"]),
-        ("[accounts.lab.oauth2]\nclient_id = \"x\"\ntoken_url = \"https://a.example/t\"\ntenant = \"c\"\n",
+        (T + "mechanism = \"plain\"\n",
+         ["F:9: accounts.lab.oauth2.mechanism: expected one of 'auto', 'xoauth2', 'oauthbearer', "
+          "got 'plain'"]),
+        (T + "tenant = \"c\"\n",
          ['F:9: accounts.lab.oauth2.tenant: only for provider "microsoft" (or "outlook")']),
-        ("[accounts.lab.oauth2]\nclient_id = \"x\"\ntoken_url = \"https://a.example/t\"\n"
-         "flow = \"device_code\"\n",
+        (T + "flow = \"device_code\"\n",
          ['F:9: accounts.lab.oauth2.device_authorization_url: required with flow = "device_code" '
           "(no provider preset gives it)"]),
-        ("[accounts.lab.oauth2]\nclient_id = \"x\"\ntoken_url = \"https://a.example/t\"\n"
-         "flow = \"client_credentials\"\n",
+        (T + "flow = \"client_credentials\"\n",
          ['F:9: accounts.lab.oauth2: flow = "client_credentials" needs a client secret: set client_secret, '
           "client_secret_file or client_secret_env"]),
-        ("[accounts.lab.oauth2]\nclient_id = \"x\"\ntoken_url = \"https://a.example/t\"\nscopes = [\"a b\"]\n",
+        (T + "scopes = [\"a b\"]\n",
          ["F:9: accounts.lab.oauth2.scopes: 'a b' is not a scope (one word of printable ASCII, no quote or "
           "backslash)"]),
-        ("[accounts.lab.oauth2]\nclient_id = \"x\"\ntoken_url = \"https://a.example/t\"\nclient_scret = \"x\"\n",
+        (T + "client_scret = \"x\"\n",
          ["F:9: accounts.lab.oauth2.client_scret: unknown key (did you mean 'client_secret'?)"]),
     ],
 )
