@@ -83,11 +83,17 @@ class Cluster:
             with self._guard:
                 self._views.pop(lease.account, None)
             raise
+        if self.shared:
+            log.info(
+                "replica %s: working on account %s (lease token %d)", self.replica, lease.account, lease.token
+            )
 
     def _stop(self, account: str) -> None:
         with self._guard:
             self._views.pop(account, None)  # no new work from here on
         self._stopping(account)
+        if self.shared:
+            log.info("replica %s: stopped working on account %s", self.replica, account)
 
     def begin(self) -> None:
         """Register this replica and take a first share; then keep it on a thread of its own."""

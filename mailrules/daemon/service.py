@@ -29,6 +29,7 @@ from mailrules.accounts import (
 from mailrules.config import AccountSettings, Settings
 from mailrules.daemon import plan
 from mailrules.daemon.cluster import Cluster
+from mailrules.daemon.cluster_metrics import ClusterMetrics
 from mailrules.daemon.firing import Firings
 from mailrules.daemon.http import MetricsServer
 from mailrules.daemon.metrics import Metrics
@@ -163,11 +164,14 @@ class Daemon:
         )
         # An account taken once running (run_id set) gets its watchers at once; before, the rules'
         # first load starts them.
+        self.cluster_metrics = ClusterMetrics(self.metrics.registry)  # the leases' observer
+        self.cluster_metrics.init(settings.accounts)
         self.cluster = Cluster(
             self.state,
             settings,
             started=lambda a: self._sync_watchers() if self.ctx.run_id else None,
             stopping=self._stop_account,
+            observer=self.cluster_metrics,
         )
         if not self.cluster.shared:
             self.cluster.begin()  # SQLite: every account is this daemon's, from the start

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from mailrules.daemon.cluster_metrics import ClusterMetrics
 from mailrules.daemon.metrics import Metrics
 from tests.integration.servers import DovecotServer, make_message
 from tests.integration.test_daemon import Running, append, counts, free_port, wait_until
@@ -123,6 +124,7 @@ def _static_exposition() -> str:
     m = Metrics()
     m.init({"work": ["INBOX", "Lists"]}, ["a rule"], scheduled=["a rule"])
     m.oauth.init(["work"])  # as if "work" logged in with OAuth2: those series exist for such accounts
+    ClusterMetrics(m.registry).init(["work"])  # the daemon adds the lease keeper's observer
     return m.exposition().decode()
 
 

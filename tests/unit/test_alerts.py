@@ -6,6 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from mailrules.daemon.cluster_metrics import ClusterMetrics
 from mailrules.daemon.labels import ARRIVAL_BUCKETS
 from mailrules.daemon.metrics import Metrics
 from tests.needs import require_tool
@@ -50,6 +51,7 @@ def test_every_metric_and_bucket_the_rules_use_is_exposed() -> None:
     m = Metrics()
     m.init({"work": ["INBOX"]}, ["r"])
     m.oauth.init(["work"])  # the OAuth2 series exist for OAuth2 accounts only
+    ClusterMetrics(m.registry).init(["work"])  # the daemon adds the lease keeper's observer
     exposed = {
         line.split("{", 1)[0].split(" ", 1)[0]
         for line in m.exposition().decode().splitlines()

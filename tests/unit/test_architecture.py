@@ -15,7 +15,9 @@ CORNERS = {
     "lark": ("dsl/",),
     "regex": ("dsl/userregex.py",),
     "apscheduler": ("daemon/scheduler.py",),
-    "prometheus_client": ("daemon/metrics.py", "daemon/oauth_metrics.py", "daemon/stall_metrics.py"),
+    "prometheus_client": (
+        "daemon/metrics.py", "daemon/oauth_metrics.py", "daemon/cluster_metrics.py", "daemon/stall_metrics.py"
+    ),
     "psycopg": ("state/",),
     "psycopg_pool": ("state/",),
     "authlib": ("oauth/client.py",),

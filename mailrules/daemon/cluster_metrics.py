@@ -1,0 +1,99 @@
+"""The cluster metrics (docs/metrics.md): which accounts this replica owns, lease acquisitions,
+hand-overs and losses, and how many replicas it sees; the lease keeper's observer
+(mailrules/state/keeper.py `KeeperObserver`)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from mailrules.state.interface import Lease
+from mailrules.state.keeper import KeeperObserver
+
+OTHER = "other"
+
+
+class ClusterMetrics(KeeperObserver):
+    """`mailrules_cluster_account_owned{account}`, `mailrules_cluster_accounts_owned`,
+    `mailrules_cluster_replicas`, `mailrules_lease_acquisitions_total{account}`,
+    `mailrules_lease_releases_total{account}`, `mailrules_lease_losses_total{account}` in
+    `registry`. Accounts come from the configuration (`init`); anything else is `other`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lock = threading.Lock()
+        self._accounts: set[str] = set()
+        self.owned = Gauge(
+            "mailrules_cluster_account_owned",
+            "1 while this daemon holds the account's lease (works on it), else 0. Among daemons "
+            "sharing a PostgreSQL state, max by (account) is 0 for an account nobody works on.",
+            ["account"],
+            registry=registry,
+        )
+        self.count = Gauge(
+            "mailrules_cluster_accounts_owned",
+            "How many accounts this daemon holds a lease on, after its last round.",
+            registry=registry,
+        )
+        self.replicas = Gauge(
+            "mailrules_cluster_replicas",
+            "How many daemons this one saw alive (a heartbeat within lease_seconds) in its last "
+            "round, itself included; 1 with a SQLite state.",
+            registry=registry,
+        )
+        self.acquisitions = Counter(
+            "mailrules_lease_acquisitions_total",
+            "Leases this daemon acquired (it started working on the account).",
+            ["account"],
+            registry=registry,
+        )
+        self.releases = Counter(
+            "mailrules_lease_releases_total",
+            "Leases this daemon let go of at once: handed over for a fair share, or at a clean stop.",
+            ["account"],
+            registry=registry,
+        )
+        self.losses = Counter(
+            "mailrules_lease_losses_total",
+            "Leases this daemon lost: not renewed in time (the database unreachable, a pause) or "
+            "taken over; it stopped working on the account.",
+            ["account"],
+            registry=registry,
+        )
+
+    def init(self, accounts: Iterable[str]) -> None:
+        """Create the series of the configured accounts (value 0)."""
+        names = list(accounts)
+        with self._lock:
+            self._accounts.update(names)
+        for account in names:
+            self.owned.labels(account)
+            self.acquisitions.labels(account)
+            self.releases.labels(account)
+            self.losses.labels(account)
+
+    def _account(self, account: str) -> str:
+        with self._lock:
+            return account if account in self._accounts else OTHER
+
+    # -- KeeperObserver ---------------------------------------------------------------------------
+
+    def acquired(self, lease: Lease) -> None:
+        account = self._account(lease.account)
+        self.owned.labels(account).set(1)
+        self.acquisitions.labels(account).inc()
+
+    def released(self, account: str) -> None:
+        name = self._account(account)
+        self.owned.labels(name).set(0)
+        self.releases.labels(name).inc()
+
+    def lost(self, account: str) -> None:
+        name = self._account(account)
+        self.owned.labels(name).set(0)
+        self.losses.labels(name).inc()
+
+    def view(self, owned: int, replicas: int) -> None:
+        self.count.set(owned)
+        self.replicas.set(replicas)
