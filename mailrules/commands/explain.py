@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.explain import explain_condition, format_needs, format_search
-from mailrules.compile.plan import plan_condition
+from mailrules.compile.plan import plan_condition, server_refusal
 from mailrules.dsl import ast as A
 from mailrules.dsl import unparse
 from mailrules.imap import names
@@ -20,19 +20,25 @@ def _trigger(t: A.Trigger) -> str:
 
 
 def explain_rule(rule: A.Rule, dialect: Dialect, *, now: dt.datetime, tz: dt.tzinfo) -> str:
-    """One rule's block of `explain` output."""
-    plan = plan_condition(rule.condition, dialect, now, tz)
+    """One rule's block of `explain` output (a rule this server cannot answer says why)."""
     accounts = ", ".join(rule.accounts) if rule.accounts else "every account"
     mailboxes = ", ".join(unparse.quote(m) for m in rule.mailboxes)
     lines = [
         f"rule {unparse.quote(rule.name)}  ({rule.span.short})",
         f"  scope:    {mailboxes} of {accounts}",
         f"  trigger:  {_trigger(rule.trigger)}",
-        f"  search:   {format_search(plan, dialect)}",
-        f"  residual: {explain_condition(plan.residual)}",
-        f"  fetch:    {format_needs(plan.needs)}",
-        f"  actions:  {'; '.join(unparse.action(a) for a in rule.actions)}",
     ]
+    refusal = server_refusal(rule.condition, dialect)
+    if refusal is not None:
+        lines.append(f"  refused:  {refusal}: the rule does not run on such a server")
+    else:
+        plan = plan_condition(rule.condition, dialect, now, tz)
+        lines += [
+            f"  search:   {format_search(plan, dialect)}",
+            f"  residual: {explain_condition(plan.residual)}",
+            f"  fetch:    {format_needs(plan.needs)}",
+        ]
+    lines.append(f"  actions:  {'; '.join(unparse.action(a) for a in rule.actions)}")
     if rule.limit is not None:
         lines.append(f"  limit:    acts on at most {rule.limit} messages per run (else on none)")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from pathlib import Path
 from mailrules.dsl import unparse
 from mailrules.dsl.ast import RuleSet, TestBlock
 from mailrules.dsl.semantics import EvalContext, PlannedAction, evaluate_message
+from mailrules.dsl.walk import server_only
 from mailrules.message.view import MessageView
 
 __all__ = ["TestOutcome", "format_outcomes", "run_tests"]
@@ -57,10 +58,12 @@ def _run_one(rule_set: RuleSet, test: TestBlock, tz: dt.tzinfo) -> TestOutcome:
     else:
         received = probe.sent_date or now
     view = MessageView.from_bytes(raw, size=len(raw), internaldate=received, flags=given.flags)
-    ctx = EvalContext(now=now, tz=tz)
+    ctx = EvalContext(now=now, tz=tz, labels=given.gmail is not None, gmail=given.gmail)
+    # A rule with a test only Gmail's search answers runs only on Gmail: the test says it is there.
+    rules = [r for r in rule_set.rules if given.gmail is not None or not server_only(r.condition)]
     try:
         planned = evaluate_message(
-            rule_set.rules, view, account=given.account, mailbox=given.mailbox or "INBOX", ctx=ctx
+            rules, view, account=given.account, mailbox=given.mailbox or "INBOX", ctx=ctx
         )
     except Exception as exc:  # a bug, not a user error: report it on the test, not as a traceback
         return TestOutcome(test, file, False, expected, [], f"evaluation failed: {exc!r}")

@@ -6,6 +6,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
+from mailrules.dsl.ast_server import GMAIL_CATEGORIES as GMAIL_CATEGORIES
+from mailrules.dsl.ast_server import SERVER_ONLY as SERVER_ONLY
+from mailrules.dsl.ast_server import GmailCategory as GmailCategory
+from mailrules.dsl.ast_server import GmailFacts as GmailFacts
+from mailrules.dsl.ast_server import GmailSearch as GmailSearch
 from mailrules.source import Span
 
 # ---------------------------------------------------------------------------
@@ -233,6 +238,8 @@ Condition = Union[
     KeywordTest,
     HasAttachment,
     AttachmentNameTest,
+    GmailSearch,
+    GmailCategory,
     All,
     And,
     Or,
@@ -447,6 +454,7 @@ class Given:
     account: str | None  # None: account filters of rules are ignored
     now: dt.datetime | None
     span: Span
+    gmail: GmailFacts | None = None  # `gmail [category X] [search "q"]`: on Gmail, with these facts
 
 
 @dataclass(frozen=True, slots=True)

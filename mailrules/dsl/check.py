@@ -11,9 +11,10 @@ from mailrules.dsl.check_loops import loop_warnings
 from mailrules.dsl.cron import cron_problem
 from mailrules.dsl.lexemes import address_problem, keyword_problem, mailbox_problem
 from mailrules.dsl.regex_lint import lint_pattern, silence_set_warnings
+from mailrules.dsl.unparse import atom as unparse_atom
 from mailrules.dsl.unparse import quote
 from mailrules.dsl.unparse import regex as regex_text
-from mailrules.dsl.walk import regexes
+from mailrules.dsl.walk import atoms, regexes, server_only
 from mailrules.source import Diagnostic, Span
 
 silence_set_warnings()  # each is reported below at its place (regex_lint)
@@ -79,6 +80,7 @@ def check_rule(rule: ast.Rule) -> list[Diagnostic]:
         groups = max(groups or 0, compiled.groups)
         out.extend(regex_findings(regex, bool(compiled.flags & re.VERBOSE)))
     out.extend(_check_trigger(rule.trigger))
+    out.extend(server_only_problems(rule))
     if rule.limit is not None and rule.limit < 1:
         out.append(
             Diagnostic(
@@ -112,6 +114,60 @@ def regex_findings(regex: ast.Regex, verbose: bool) -> list[Diagnostic]:
         where = Span(span.file, span.line, col, span.line, col + f.length)
         out.append(Diagnostic(where, f.message, f.severity))
     return out
+
+
+def server_only_problems(rule: ast.Rule) -> list[Diagnostic]:
+    """Gmail's search answers `gmail search` and `category is` whole, and nothing else can: the
+    rule must name its (Gmail) accounts, and such a test must sit where the server's answer is
+    the whole answer (under `or` and `not` only with tests Gmail answers exactly)."""
+    found = server_only(rule.condition)
+    if not found:
+        return []
+    out: list[Diagnostic] = []
+    if not rule.accounts:
+        out.append(
+            Diagnostic(
+                found[0].span,
+                f"{unparse_atom(found[0])} is answered by Gmail's search alone: name the rule's Gmail "
+                'accounts with `for account "..."` (on any other server the rule is refused)',
+            )
+        )
+    for branch in _mixed_branches(rule.condition):
+        atom = server_only(branch)[0]
+        local = next(a for a in atoms(branch) if not _gmail_exact(a))
+        out.append(
+            Diagnostic(
+                atom.span,
+                f"{unparse_atom(atom)} is answered by Gmail's search alone, so it cannot be combined "
+                f"under `or` or `not` with {unparse_atom(local)}, which is checked here; put both in "
+                "one `gmail search` query, or write two rules",
+            )
+        )
+    return out
+
+
+def _mixed_branches(cond: ast.Condition) -> list[ast.Condition]:
+    """The outermost `or`/`not` branches that hold a server-only test and a locally checked one."""
+    out: list[ast.Condition] = []
+    stack = [cond]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.And):
+            stack.extend(node.items)
+        elif isinstance(node, ast.Or | ast.Not) and server_only(node) and not _gmail_exact(node):
+            out.append(node)
+    return out
+
+
+def _gmail_exact(cond: ast.Condition) -> bool:
+    """Whether Gmail answers `cond` exactly (the planner leaves no residual there)."""
+    for a in atoms(cond):
+        if isinstance(a, ast.KeywordTest):
+            if not (a.keyword.isascii() and a.keyword.isprintable()):
+                return False
+        elif not isinstance(a, (*ast.SERVER_ONLY, ast.FlagTest, ast.SizeTest, ast.All)):
+            return False
+    return True
 
 
 def _check_trigger(trigger: ast.Trigger) -> list[Diagnostic]:

@@ -38,6 +38,9 @@ _KEYWORDS = [
     "DETAIL",
     "LOCALPART",
     "ENVELOPE",
+    "GMAIL",
+    "SEARCH",
+    "CATEGORY",
     "IS",
     "CONTAINS",
     "STARTS",
@@ -100,13 +103,13 @@ _CONDITION_START = {
     "WORD",
 }
 #: Tokens that may also start a condition, named by "a condition" when the others are expected.
-_MORE_CONDITION_STARTS = {"ATTACHMENT", "ENVELOPE"}
+_MORE_CONDITION_STARTS = {"ATTACHMENT", "ENVELOPE", "GMAIL", "CATEGORY"}
 _STRING_OPS = {"CONTAINS", "IS", "STARTS", "ENDS"}
 #: After a field: `from user is ...` (named with the operators).
 _ADDRESS_PARTS = {"USER", "DETAIL", "LOCALPART"}
 _OPERATOR_WORDS = ("contains", "is", "starts", "ends", "matches", "domain")
 _TRIGGERS = {"ON", "EVERY", "CRON", "MANUALLY"}
-_GIVEN_CLAUSES = {"FLAGS", "TAGGED", "RECEIVED", "IN", "ACCOUNT", "NOW"}
+_GIVEN_CLAUSES = {"FLAGS", "TAGGED", "RECEIVED", "IN", "ACCOUNT", "NOW", "GMAIL"}
 
 #: What a WORD means, by the token before it.
 _WORD_AFTER = {
@@ -146,7 +149,7 @@ def describe_expected(expected: set[str], prev: str | None) -> str:
         phrases.append('a trigger (on arrival, every ..., cron "...", manually)')
     if len(_GIVEN_CLAUSES & exp) >= 4:
         exp -= _GIVEN_CLAUSES
-        phrases.append("a given clause (flags, tagged, received, in, account, now)")
+        phrases.append("a given clause (flags, tagged, received, in, account, now, gmail)")
     for name in sorted(exp, key=_order):
         if name == "WORD":
             phrases.append(_word_phrase(prev))

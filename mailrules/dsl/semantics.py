@@ -30,6 +30,8 @@ from mailrules.dsl.ast import (
     DomainTest,
     FieldRef,
     FlagTest,
+    GmailCategory,
+    GmailSearch,
     HasAttachment,
     HeaderExists,
     KeywordTest,
@@ -46,6 +48,7 @@ from mailrules.dsl.ast import (
     StringTest,
     Tag,
 )
+from mailrules.dsl.ast_server import normal_query
 from mailrules.dsl.templates import (
     EvalContext,
     TemplateError,
@@ -55,14 +58,17 @@ from mailrules.dsl.templates import (
     render_template,
     sanitize_value,
 )
+from mailrules.dsl.unparse import atom as unparse_atom
 from mailrules.dsl.userregex import compile_user_regex, language_flags
 from mailrules.dsl.walk import regexes
+from mailrules.errors import MailrulesError
 from mailrules.message.view import MessageView
 
 __all__ = [
     "EvalContext",
     "Match",
     "PlannedAction",
+    "ServerOnlyError",
     "TemplateError",
     "compile_regex",
     "evaluate_condition",
@@ -75,6 +81,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class ServerOnlyError(MailrulesError):
+    """A test only a server answers (Gmail's search) was asked of a message, with no answer known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,12 +259,29 @@ class _Evaluator:
             return c.keyword.lower() in {f.lower() for f in view.flags}  # RFC 3501: case-insensitive
         if isinstance(c, HasAttachment):
             return view.has_attachment
+        if isinstance(c, GmailSearch | GmailCategory):
+            return self.gmail(c)
         if isinstance(c, AttachmentNameTest):
             names = view.attachment_names
             if c.op == "matches":
                 return c.regex is not None and self.search(c.regex, names)
             return c.value is not None and any(_string_op(c.op, n, c.value) for n in names)
         raise TypeError(f"unknown condition node {type(c).__name__}")
+
+    def gmail(self, c: GmailSearch | GmailCategory) -> bool:
+        """Only Gmail's search answers these: a test block declares its answer (`given ... gmail`);
+        anywhere else the planner made them exact on the server, and nothing asks here."""
+        facts = self.ctx.gmail
+        if facts is None:
+            raise ServerOnlyError(
+                f"{c.span.short}: {unparse_atom(c)} is answered by Gmail's search only; "
+                "no local reading exists (a test block declares it: given ... gmail ...)"
+            )
+        if isinstance(c, GmailCategory):
+            return facts.category == c.category
+        query = normal_query(c.query)
+        declared = {normal_query(q) for q in facts.searches}
+        return query in declared or (facts.category is not None and query == f"category:{facts.category}")
 
     def date_test(self, c: DateTest) -> bool:
         if c.which == "received":

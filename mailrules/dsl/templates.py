@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailrules.dsl.ast import Placeholder, Template, TemplateText
+from mailrules.dsl.ast import GmailFacts, Placeholder, Template, TemplateText
 from mailrules.dsl.lexemes import keyword_problem, label_problem
 from mailrules.errors import MailrulesError
 from mailrules.message.view import MessageView
@@ -41,12 +41,15 @@ class TemplateError(MailrulesError):
 @dataclass(frozen=True, slots=True)
 class EvalContext:
     """The clock and place of an evaluation: `now` (aware), the time zone of calendar days, the
-    account's IMAP hierarchy separator, and whether tags are Gmail labels there."""
+    account's IMAP hierarchy separator, whether tags are Gmail labels there, and (in a test
+    block) what Gmail's search answers for the message."""
 
     now: dt.datetime
     tz: dt.tzinfo
     separator: str = "/"
     labels: bool = False
+    #: What a test block declares Gmail's search finds (`given ... gmail ...`); None: not known
+    gmail: GmailFacts | None = None
 
 
 def domain_of(addr: str) -> str:

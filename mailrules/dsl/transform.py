@@ -311,6 +311,8 @@ class AstBuilder(ConditionBuilder):
             if c.kind == "flags":
                 flags.extend(f for f in c.values if f not in flags)
                 continue
+            if c.kind == "gmail" and c.values[0] is None:
+                continue  # a problem in it was reported
             if c.kind in values:
                 self.error(c.span, f"'{c.kind}' is given twice")
             values[c.kind] = c.values[0]
@@ -322,6 +324,7 @@ class AstBuilder(ConditionBuilder):
             account=values.get("account"),
             now=values.get("now"),
             span=span,
+            gmail=values.get("gmail"),
         )
 
     def flag_item(self, span: Span, ch: list[Any]) -> str | None:
@@ -384,6 +387,34 @@ class AstBuilder(ConditionBuilder):
 
     def given_in(self, span: Span, ch: list[Any]) -> Clause:
         return Clause("in", (self._mailbox(ch[1]),), span)
+
+    def given_gmail(self, span: Span, ch: list[Any]) -> Clause:
+        """`gmail [category WORD] [search "QUERY"]...`: the message is on Gmail, with these facts."""
+        category: str | None = None
+        searches: list[str] = []
+        for fact in ch[1:]:
+            if not isinstance(fact, Clause):
+                continue
+            if fact.kind == "category":
+                if category is not None:
+                    self.error(fact.span, "'category' is given twice")
+                category = fact.values[0]
+            elif fact.values[0] not in searches:
+                searches.append(fact.values[0])
+        return Clause("gmail", (ast.GmailFacts(category, tuple(searches)),), span)
+
+    def fact_category(self, span: Span, ch: list[Any]) -> Clause:
+        word = str(ch[1]).lower()
+        if word not in ast.GMAIL_CATEGORIES:
+            hint = suggest(word, ast.GMAIL_CATEGORIES) or "; expected " + ", ".join(ast.GMAIL_CATEGORIES)
+            self.error(self.span(ch[1]), f"unknown Gmail category '{ch[1]}'{hint}")
+        return Clause("category", (word,), span)
+
+    def fact_search(self, span: Span, ch: list[Any]) -> Clause:
+        query = self.string(ch[1])
+        if not query.strip():
+            self.error(self.span(ch[1]), "the Gmail search is empty")
+        return Clause("search", (query,), span)
 
     def given_account(self, span: Span, ch: list[Any]) -> Clause:
         return Clause("account", (self.string(ch[1]),), span)

@@ -33,6 +33,8 @@ _CONDITION_WORDS = (
     "tagged",
     "has",
     "envelope",
+    "gmail",
+    "category",
 )
 
 
@@ -207,6 +209,29 @@ class ConditionBuilder(BuilderBase):
 
     def part_regex_any(self, span: Span, ch: list[Any]) -> ast.Condition:
         return self._parts(span, ch[0], ch[1], "matches", ch[4])
+
+    # ------------------------------------------------------------ Gmail's search
+    def gmail_search(self, span: Span, ch: list[Any]) -> ast.Condition:
+        query = self.string(ch[2])
+        if not query.strip():
+            self.error(self.span(ch[2]), "the Gmail search is empty")
+        elif any(c in query for c in "\r\n\x00"):
+            self.error(self.span(ch[2]), "a Gmail search cannot hold a line break or NUL")
+        return ast.GmailSearch(query, span)
+
+    def _category(self, span: Span, tok: Token) -> ast.Condition:
+        value = self.string(tok).strip().lower()
+        if value not in ast.GMAIL_CATEGORIES:
+            hint = suggest(value, ast.GMAIL_CATEGORIES) or "; expected " + ", ".join(ast.GMAIL_CATEGORIES)
+            self.error(self.span(tok), f"unknown Gmail category {self.string(tok)!r}{hint}")
+            return ast.All(span)
+        return ast.GmailCategory(value, span)
+
+    def category_test(self, span: Span, ch: list[Any]) -> ast.Condition:
+        return self._category(span, ch[2])
+
+    def category_any(self, span: Span, ch: list[Any]) -> ast.Condition:
+        return self._any(span, [self._category(self._test_span(span, t), t) for t in ch[3]])
 
     def header_exists(self, span: Span, ch: list[Any]) -> ast.Condition:
         name = self.string(ch[1])

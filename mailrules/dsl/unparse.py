@@ -182,6 +182,14 @@ def _all(c: ast.All) -> str:
     return "all"
 
 
+def _gmail_search(c: ast.GmailSearch) -> str:
+    return f"gmail search {quote(c.query)}"
+
+
+def _gmail_category(c: ast.GmailCategory) -> str:
+    return f"category is {quote(c.category)}"
+
+
 _ATOMS: dict[type, Callable[[Any], str]] = {
     ast.StringTest: _string_test,
     ast.RegexTest: _regex_test,
@@ -195,6 +203,8 @@ _ATOMS: dict[type, Callable[[Any], str]] = {
     ast.KeywordTest: _keyword_test,
     ast.HasAttachment: _has_attachment,
     ast.AttachmentNameTest: _attachment_name,
+    ast.GmailSearch: _gmail_search,
+    ast.GmailCategory: _gmail_category,
     ast.All: _all,
 }
 
@@ -305,7 +315,7 @@ def rule(r: ast.Rule) -> str:
 
 
 def given(g: ast.Given) -> str:
-    """`given "FILE.eml" [flags ...] [received ...] [in "MAILBOX"] [account "NAME"] [now ...]`."""
+    """`given "FILE.eml" [flags ...] [received ...] [in "MAILBOX"] [account "NAME"] [now ...] [gmail ...]`."""
     parts = [f"given {quote(g.path)}"]
     if g.flags:
         parts.append("flags " + ", ".join(_GIVEN_FLAG_WORDS.get(f) or quote(f) for f in g.flags))
@@ -317,6 +327,11 @@ def given(g: ast.Given) -> str:
         parts.append(f"account {quote(g.account)}")
     if g.now is not None:
         parts.append(f"now {_day_time(g.now)}")
+    if g.gmail is not None:
+        parts.append("gmail")
+        if g.gmail.category is not None:
+            parts.append(f"category {g.gmail.category}")
+        parts.extend(f"search {quote(q)}" for q in g.gmail.searches)
     return " ".join(parts)
 
 

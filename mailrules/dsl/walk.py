@@ -21,6 +21,8 @@ Atom = Union[
     ast.KeywordTest,
     ast.HasAttachment,
     ast.AttachmentNameTest,
+    ast.GmailSearch,
+    ast.GmailCategory,
     ast.All,
 ]
 
@@ -46,3 +48,8 @@ def regexes(cond: ast.Condition) -> Iterator[ast.Regex]:
     for atom in atoms(cond):
         if isinstance(atom, ast.RegexTest | ast.AttachmentNameTest | ast.AddressPartTest) and atom.regex:
             yield atom.regex
+
+
+def server_only(cond: ast.Condition) -> list[ast.GmailSearch | ast.GmailCategory]:
+    """The tests of `cond` that only a server answers (Gmail's search), left to right."""
+    return [a for a in atoms(cond) if isinstance(a, ast.SERVER_ONLY)]

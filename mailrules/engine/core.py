@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailrules.compile import keys as K
-from mailrules.compile.plan import FetchNeeds, fetch_needs
+from mailrules.compile.plan import FetchNeeds, fetch_needs, server_refusal
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext, prepare_regexes
+from mailrules.dsl.walk import server_only
 from mailrules.engine.actions import ActionRunner
 from mailrules.engine.evaluation import EVALUATION_TIME, BoundedEvaluator
 from mailrules.engine.matching import Matcher, Matches
@@ -117,6 +118,7 @@ class Engine:
             store, account, mailbox, uidvalidity, self.options, self.journal, self.observers.entry
         )
         in_scope = [r for r in rules if r.applies_to(account.name, mailbox)]
+        in_scope = self._answerable(in_scope, store, report)
         prepare_regexes(r.condition for r in in_scope)  # compiled before any message's clock runs
         ev = BoundedEvaluator(self.options.bounds, ctx, f"{account.name}/{mailbox}")
         p = _Pass(store, account, mailbox, ev, runner, report)
@@ -140,6 +142,23 @@ class Engine:
         report.retry = sorted(runner.retry_uids)
         self.observers.mailbox_done(report, time.monotonic() - started)
         return report
+
+    @staticmethod
+    def _answerable(rules: list[A.Rule], store: MailboxStore, report: MailboxReport) -> list[A.Rule]:
+        """The rules this server can answer. One with a test only Gmail's search answers is refused
+        on any other server: logged, and a failed rule in the report (language.md, Gmail)."""
+        out = []
+        for rule in rules:
+            why = server_refusal(rule.condition, store.dialect)
+            if why is None:
+                out.append(rule)
+                continue
+            log.error('%s: rule "%s": not run in %s/%s: %s', rule.span.short, rule.name, report.account,
+                      report.mailbox, why)
+            refused = RuleReport(rule.name, report.account, report.mailbox)
+            refused.outcomes["rule failed"] += 1
+            report.rules.append(refused)
+        return out
 
     def _rules(self, p: _Pass, rules: Sequence[A.Rule], remaining: set[int], whole: bool) -> None:
         """Each rule in scope, in order, over the messages still in play."""
@@ -199,6 +218,7 @@ class Engine:
         # rules would have changed is evaluated locally, on the flags the run would have left.
         on_overlay = (
             self.options.dry_run and bool(p.runner.flag_overlay) and bool(tested_flags(rule.condition))
+            and not server_only(rule.condition)  # only Gmail's search answers it: the server's flags
         )
         needs = p.runner.needs_for(rule)
         return self.matcher.match(
@@ -214,8 +234,8 @@ class Engine:
         needs = FetchNeeds(flags=True)
         for rule in rules:
             needs = union_needs(needs, union_needs(fetch_needs(rule.condition), runner.needs_for(rule)))
-        if needs.body:
-            return None  # whole bodies: the server's BODY/TEXT search moves fewer bytes
+        if needs.body or any(server_only(rule.condition) for rule in rules):
+            return None  # whole bodies (the server's BODY/TEXT moves fewer bytes), or Gmail's search
         return store.fetch_views(uids, needs)
 
 

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from mailrules.bounds import DEFAULT_BOUNDS, Bounds
+from mailrules.compile.plan import server_refusal
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext, prepare_regexes
 from mailrules.engine.evaluation import BoundedEvaluator
@@ -79,7 +80,9 @@ def count_matches(
     matcher = Matcher(now, tz)
     ev = BoundedEvaluator(bounds, ctx, mailbox, quiet=True)
     prepare_regexes(r.condition for r in rules)
-    return {rule.name: len(matcher.match(store, rule, None, ev).matched) for rule in rules}
+    # a rule this server cannot answer (Gmail's search elsewhere) is refused by the pass: no count
+    answerable = [r for r in rules if server_refusal(r.condition, store.dialect) is None]
+    return {rule.name: len(matcher.match(store, rule, None, ev).matched) for rule in answerable}
 
 
 def precount(

@@ -193,3 +193,27 @@ def test_templated_tags_and_filters_end_to_end(dovecot: DovecotServer, tmp_path:
     assert at("plain three") == [("INBOX", ())]
     assert "tag failed 1" in result.stdout, result.stdout
     assert result.exit_code == 1  # a failed action
+
+
+# -- Gmail's search on a server that is not Gmail --------------------------------------------------------
+
+GMAIL_RULES = """
+rule "promotions" for account "main" { when category is "promotions" then delete }
+rule "hello" { when subject is "hello" then flag }
+"""
+
+
+def test_a_gmail_rule_is_refused_on_dovecot_and_the_others_run(
+    dovecot: DovecotServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    params = dovecot.params(*dovecot.fresh_user())
+    assert not any(append(params, "INBOX", [(make_message("hello"), [], None)]))
+    config = write_config(tmp_path, params, GMAIL_RULES)
+    result = CliRunner().invoke(main, ["run", "--config", str(config)], catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert where_is(snapshot(params), b"Subject: hello\r\n") == [("INBOX", ("\\Flagged",))]
+    assert "rule failed 1" in result.stdout, result.stdout
+    assert (
+        'rule "promotions": not run in main/INBOX: category is "promotions" needs Gmail\'s search (X-GM-RAW)'
+        in caplog.text + result.output
+    )

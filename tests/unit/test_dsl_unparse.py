@@ -324,6 +324,8 @@ ATOMS: st.SearchStrategy[A.Condition] = st.one_of(
     st.builds(A.HasAttachment, st.just(S)),
     st.builds(A.AttachmentNameTest, STRING_OP, TEXT, st.none(), st.just(S)),
     st.builds(A.AttachmentNameTest, st.just("matches"), st.none(), REGEX, st.just(S)),
+    st.builds(A.GmailSearch, NAME.filter(lambda q: "\r" not in q and "\x00" not in q), st.just(S)),
+    st.builds(A.GmailCategory, st.sampled_from(A.GMAIL_CATEGORIES), st.just(S)),
     st.builds(A.All, st.just(S)),
 )  # fmt: skip
 
@@ -428,6 +430,8 @@ GIVEN = st.builds(
     account=st.none() | TEXT,
     now=st.none() | MINUTE,
     span=st.just(S),
+    gmail=st.none() | st.builds(A.GmailFacts, st.none() | st.sampled_from(A.GMAIL_CATEGORIES),
+                                st.lists(NAME, unique=True, max_size=2).map(tuple)),
 )  # fmt: skip
 TESTS = st.builds(A.TestBlock, NAME, GIVEN, st.lists(ACTIONS_, max_size=3).map(tuple), st.just(S))
 FILES = st.builds(
