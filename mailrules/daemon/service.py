@@ -312,7 +312,9 @@ class Daemon:
             mine = [self._watchers.pop(k) for k in [k for k in self._watchers if k[0] == account]]
         for w in mine:
             w.stop()
-        deadline = time.monotonic() + SHUTDOWN_SECONDS
+        # Not longer than a round: the other leases must be renewed in time (a batch still running
+        # after that finds its writes refused once the lease is released).
+        deadline = time.monotonic() + min(SHUTDOWN_SECONDS, self.cluster.keeper.interval)
         for w in mine:
             w.join(max(0.0, deadline - time.monotonic()))
 
