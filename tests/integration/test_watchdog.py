@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from mailrules.imap.idle import Stalled, is_stall
 from tests.integration.cyrus import CyrusServer
 from tests.integration.servers import DovecotServer, make_message
 from tests.integration.test_daemon import Running, append, counts, wait_until
@@ -124,15 +123,3 @@ def test_mail_is_filed_after_the_connection_goes_silent(
         assert d.stop() == 0
         proxy.close()
 
-
-def test_what_counts_as_a_stall() -> None:
-    assert is_stall(Stalled("x: IDLE: no answer"))
-    wrapped = RuntimeError("SEARCH failed")
-    wrapped.__cause__ = TimeoutError("timed out")
-    assert is_stall(wrapped)  # a command's read time-out, classified by imap/errors.py
-    assert not is_stall(ConnectionResetError("reset"))  # a RST is a loss, not silence
-    assert not is_stall(EOFError())
-    looped = RuntimeError("a")
-    looped.__cause__ = looped
-    assert not is_stall(looped)
-    assert Stalled("x").kind == "reconnect"
