@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 from mailrules.config import AccountSettings
 from mailrules.dsl import ast as A
 from mailrules.engine.core import Engine
@@ -372,9 +373,12 @@ def count_limits(
     tz: dt.tzinfo,
     ledger: LimitLedger,
     open_account: Opener = _open,
+    *,
+    bounds: Bounds = DEFAULT_BOUNDS,
 ) -> None:
     """Before a walk: count the matches of each `limit` rule the walk looks at in more than one
-    pass (engine/limits.py), each account on a connection of its own from `open_account`."""
+    pass (engine/limits.py), each account on a connection of its own from `open_account`, each
+    message within the run's `[limits]` bounds."""
     by_name = {a.name: a for a in accounts}
 
     @contextmanager
@@ -382,7 +386,7 @@ def count_limits(
         with open_account(by_name[name], False) as conn:
             yield conn.store
 
-    precount(list(by_name), rules, now, tz, ledger, store_of)
+    precount(list(by_name), rules, now, tz, ledger, store_of, bounds=bounds)
 
 
 # -- the line per action ---------------------------------------------------------------------------------

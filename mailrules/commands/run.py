@@ -123,7 +123,7 @@ def run_rules(
     limits = LimitLedger()
     guard = LoopGuard.from_limits(settings.limits)  # mailboxes created, sends per address: this run's
     if not force:
-        count_limits(selected, rules, now, settings.timezone, limits)
+        count_limits(selected, rules, now, settings.timezone, limits, bounds=settings.limits.bounds)
     done = walk(
         selected,
         rules,

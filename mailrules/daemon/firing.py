@@ -83,10 +83,11 @@ class Firings:
         limits = LimitLedger()  # `limit N` holds for this firing as a whole (mailrules/engine/limits.py)
         guard = LoopGuard.from_limits(self.settings.limits, sends=self.sends)  # this firing's budget
         tz = self.settings.timezone
-        count_limits(accounts, rules, dt.datetime.now(dt.UTC), tz, limits, self._open)
+        bounds = self.settings.limits.bounds
+        count_limits(accounts, rules, dt.datetime.now(dt.UTC), tz, limits, self._open, bounds=bounds)
 
         def engine(journal: State) -> Engine:  # the clock of each account's turn
-            options = RunOptions(dt.datetime.now(dt.UTC), tz, run_id, bounds=self.settings.limits.bounds)
+            options = RunOptions(dt.datetime.now(dt.UTC), tz, run_id, bounds=bounds)
             return Engine(options, journal=journal, on_entry=log_entry, observer=self.metrics, limits=limits)
 
         label = f"schedule {', '.join(r.name for r in rules)}"
