@@ -22,7 +22,7 @@ from tests.integration.postgres import PostgresServer
 from tests.integration.servers import DovecotServer, make_message
 from tests.integration.test_daemon import append, counts, free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 ACCOUNTS = 6
 LEASE_SECONDS = 3
@@ -96,6 +96,7 @@ def recorded_owners(postgres: PostgresServer, db: str) -> dict[str, str | None]:
         return {str(a): o for a, o in conn.execute("SELECT account, owner FROM leases").fetchall()}
 
 
+@pytest.mark.slow  # about 20 s: three daemons, two takeovers
 def test_three_replicas_share_the_accounts_and_take_over_after_sigkill_and_sigterm(
     dovecot: DovecotServer, postgres: PostgresServer, pg_dsn: str, tmp_path: Path
 ) -> None:
@@ -158,3 +159,61 @@ def test_three_replicas_share_the_accounts_and_take_over_after_sigkill_and_sigte
         for r in replicas:
             if r.proc is not None and r.proc.poll() is None:
                 r.stop(signal.SIGTERM)
+
+
+def test_a_scheduled_firing_acts_on_each_account_once_on_its_owner(
+    dovecot: DovecotServer, pg_dsn: str, tmp_path: Path
+) -> None:
+    """Two daemons in-process on one PostgreSQL state fire the same schedule: each on the accounts
+    it owns, so every account's mail is acted on once, by one run."""
+    from mailrules.config import load_config
+    from mailrules.daemon.service import Daemon
+
+    users = {f"s{i}": dovecot.fresh_user() for i in range(4)}
+    for user, pw in users.values():
+        append(dovecot, user, pw, [make_message(f"old {i}") for i in range(3)])
+    accounts = "".join(
+        f'[accounts.{name}]\nhost = "127.0.0.1"\nport = {dovecot.imap_port}\ntls = "starttls"\n'
+        f'ca_file = "{dovecot.ca_file}"\nusername = "{user}"\npassword = "{pw}"\n'
+        for name, (user, pw) in users.items()
+    )
+    daemons = []
+    for name in ("a", "b"):
+        (tmp_path / name / "rules.d").mkdir(parents=True)
+        (tmp_path / name / "rules.d" / "10.rules").write_text(
+            'rule "nightly" every day at 03:00 { when subject contains "old" then move to "Old" }\n'
+        )
+        config = tmp_path / name / "mailrules.toml"
+        config.write_text(
+            f'rules = "rules.d"\nstate = "{pg_dsn}"\n[cluster]\nreplica = "{name}"\n'
+            f'lease_seconds = {LEASE_SECONDS}\n[metrics]\nlisten = ""\n' + accounts
+        )
+        daemons.append(Daemon(load_config(config)))
+    a, b = daemons
+    try:
+        for d in daemons:
+            assert d.load_rules() and d.cluster.shared
+            d.cluster.begin()  # the keeper's thread then shares the accounts out
+
+        def shared_out() -> bool:
+            return len(a.cluster.owned()) == len(b.cluster.owned()) == 2
+
+        deadline = time.monotonic() + 30
+        while not shared_out() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert shared_out(), (a.cluster.owned(), b.cluster.owned())
+        owned = {"a": set(a.cluster.owned()), "b": set(b.cluster.owned())}
+        a._run_scheduled([a.rules[0]])
+        b._run_scheduled([b.rules[0]])
+        for user, pw in users.values():
+            c = counts(dovecot, user, pw)
+            assert c.get("Old") == 3 and c["INBOX"] == 0
+        later, first = a.state.runs(limit=2, trigger="schedule")  # newest first: b's, then a's
+        assert {e.account for e in a.state.run_entries(first.run_id)} == owned["a"]
+        assert {e.account for e in a.state.run_entries(later.run_id)} == owned["b"]
+        assert len(a.state.run_entries(first.run_id)) == len(a.state.run_entries(later.run_id)) == 6
+    finally:
+        for d in daemons:
+            d.cluster.shutdown()
+            d.schedule.shutdown(wait=False)
+            d.state.close()
