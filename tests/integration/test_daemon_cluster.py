@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import http_get
+from tests.integration.helpers import http_get, metric_total
 from tests.integration.postgres import PostgresServer
 from tests.integration.servers import DovecotServer, make_message
 from tests.integration.test_daemon import append, counts, free_port
@@ -217,3 +217,77 @@ def test_a_scheduled_firing_acts_on_each_account_once_on_its_owner(
             d.cluster.shutdown()
             d.schedule.shutdown(wait=False)
             d.state.close()
+
+
+@pytest.mark.slow  # about 20 s: a pause past the leases, a takeover, a rejoin
+def test_a_replica_paused_past_its_leases_loses_them_and_acts_on_nothing_twice(
+    dovecot: DovecotServer, postgres: PostgresServer, pg_dsn: str, tmp_path: Path
+) -> None:
+    """SIGSTOP of r0 for longer than its leases: r1 takes its accounts over and files what arrives;
+    after SIGCONT r0 finds its leases lost (counted), stops those accounts, then takes a share again
+    with new leases. Every message is journalled as moved exactly once."""
+    db = pg_dsn.rsplit("/", 1)[1]
+    users = {f"p{i}": dovecot.fresh_user() for i in range(4)}
+    accounts = "".join(
+        f'[accounts.{name}]\nhost = "127.0.0.1"\nport = {dovecot.imap_port}\ntls = "starttls"\n'
+        f'ca_file = "{dovecot.ca_file}"\nusername = "{user}"\npassword = "{pw}"\n'
+        for name, (user, pw) in users.items()
+    )
+    r0, r1 = replicas = [Replica(tmp_path, f"r{i}", pg_dsn, accounts) for i in range(2)]
+    filed = {name: 0 for name in users}
+
+    def deliver(tag: str, each: int) -> None:
+        for name, (user, pw) in users.items():
+            append(dovecot, user, pw, [make_message(f"{tag} {i} file me") for i in range(each)])
+            filed[name] += each
+
+    def all_filed() -> bool:
+        now = {name: counts(dovecot, user, pw) for name, (user, pw) in users.items()}
+        return all(c.get("Filed", 0) == filed[n] and c["INBOX"] == 0 for n, c in now.items())
+
+    def shares(live: list[Replica], each: int) -> bool:
+        held = list(owners(postgres, db).values())
+        return all(held.count(r.name) == each for r in live)
+
+    def losses() -> float:
+        return metric_total(http_get(r0.port, "/metrics", timeout=2)[1], "mailrules_lease_losses_total")
+
+    try:
+        for r in replicas:
+            r.start()
+        for r in replicas:
+            wait_for(r.ready, 60, f"{r.name} to become ready", replicas)
+        wait_for(lambda: shares(replicas, 2), 60, "two accounts each", replicas)
+        deliver("before", 1)
+        wait_for(all_filed, 60, "the first mail to be filed", replicas)
+
+        assert r0.proc is not None
+        r0.proc.send_signal(signal.SIGSTOP)
+        try:
+            deliver("paused", 2)
+            wait_for(lambda: shares([r1], 4), 60, "r1 to take r0's accounts over", replicas)
+            wait_for(all_filed, 60, "the mail of the paused replica's accounts", replicas)
+        finally:
+            r0.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: losses() >= 2, 60, "r0 to count its lost leases", replicas)
+        wait_for(lambda: shares(replicas, 2), 60, "r0 to take a share again", replicas)
+        deliver("after", 1)
+        wait_for(all_filed, 60, "the mail after the pause", replicas)
+
+        with postgres.admin(db) as conn:
+            twice = conn.execute(
+                "SELECT account, message_id FROM journal WHERE action = 'move' AND outcome = 'ok' "
+                "GROUP BY account, message_id HAVING count(*) > 1"
+            ).fetchall()
+            moved = conn.execute(
+                "SELECT count(*) FROM journal WHERE action = 'move' AND outcome = 'ok'"
+            ).fetchone()
+        assert twice == []
+        assert moved is not None and moved[0] == sum(filed.values()) == 16
+        for r in replicas:
+            assert r.stop(signal.SIGTERM) == 0, r.text()[-3000:]
+    finally:
+        for r in replicas:
+            if r.proc is not None and r.proc.poll() is None:
+                r.proc.send_signal(signal.SIGCONT)
+                r.stop(signal.SIGTERM)
