@@ -1,7 +1,7 @@
 """Three `mailrules daemon` processes sharing one PostgreSQL state and one Dovecot's accounts (issue 14).
 
 Each account is worked on by one replica at a time (its lease); mail arriving on every account is
-filed exactly once; a replica killed by SIGKILL loses its accounts when their leases run out and
+filed exactly once and each forward sent exactly once; a replica killed by SIGKILL loses its accounts when their leases run out and
 the others take them over and catch up from the checkpoints; a replica stopped by SIGTERM releases
 its leases at once. Leases last 3 s here; every wait is for a state, with generous timeouts.
 """
@@ -20,13 +20,16 @@ import pytest
 from tests.integration.helpers import http_get, metric_total
 from tests.integration.postgres import PostgresServer
 from tests.integration.servers import DovecotServer, make_message
-from tests.integration.test_daemon import append, counts, free_port
+from tests.integration.test_daemon import append, counts, free_port, sink  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
 ACCOUNTS = 6
 LEASE_SECONDS = 3
-RULES = 'rule "filed" { when subject contains "file me" then move to "Filed" }\n'
+RULES = """
+rule "filed" { when subject contains "file me" then move to "Filed" }
+rule "forwarded" { when subject contains "forward me" then forward to "sink@example.org", move to "Sent on" }
+"""
 
 
 class Replica:
@@ -98,27 +101,39 @@ def recorded_owners(postgres: PostgresServer, db: str) -> dict[str, str | None]:
 
 @pytest.mark.slow  # about 20 s: three daemons, two takeovers
 def test_three_replicas_share_the_accounts_and_take_over_after_sigkill_and_sigterm(
-    dovecot: DovecotServer, postgres: PostgresServer, pg_dsn: str, tmp_path: Path
+    dovecot: DovecotServer,
+    postgres: PostgresServer,
+    pg_dsn: str,
+    tmp_path: Path,
+    sink: tuple[int, list[bytes]],  # noqa: F811 (the fixture imported above)
 ) -> None:
     db = pg_dsn.rsplit("/", 1)[1]
+    smtp_port, sent = sink
     users = {f"a{i}": dovecot.fresh_user() for i in range(ACCOUNTS)}
     accounts = "".join(
         f'[accounts.{name}]\nhost = "127.0.0.1"\nport = {dovecot.imap_port}\ntls = "starttls"\n'
         f'ca_file = "{dovecot.ca_file}"\nusername = "{user}"\npassword = "{pw}"\n'
+        f'[accounts.{name}.smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\ntls = "none"\n'
+        'allow_insecure = true\nfrom = "me@example.com"\n'
         for name, (user, pw) in users.items()
     )
     replicas = [Replica(tmp_path, f"r{i}", pg_dsn, accounts) for i in range(3)]
     filed = {name: 0 for name in users}
+    forwards: list[str] = []  # one per account and delivery, each to be sent exactly once
 
     def deliver(tag: str, each: int) -> None:
         for name, (user, pw) in users.items():
-            append(dovecot, user, pw, [make_message(f"{tag} {i} file me") for i in range(each)])
+            token = f"{tag.replace(' ', '-')}-{name}"
+            forwards.append(token)
+            mail = [make_message(f"{tag} {i} file me") for i in range(each)]
+            append(dovecot, user, pw, [*mail, make_message(f"{token} forward me")])
             filed[name] += each
 
     def all_filed() -> bool:
+        per_account = len(forwards) // ACCOUNTS
         for name, (user, pw) in users.items():
             c = counts(dovecot, user, pw)
-            if c.get("Filed", 0) != filed[name] or c.get("INBOX", 0) != 0:
+            if c.get("Filed", 0) != filed[name] or c.get("Sent on", 0) != per_account or c.get("INBOX", 0):
                 return False
         return True
 
@@ -154,6 +169,9 @@ def test_three_replicas_share_the_accounts_and_take_over_after_sigkill_and_sigte
         wait_for(lambda: spread(replicas[2:]), 60, "r2 to own every account", replicas)
         wait_for(all_filed, 60, "everything filed by r2 alone", replicas)
         assert all_filed()
+        assert len(sent) == len(forwards) == 3 * ACCOUNTS
+        for token in forwards:  # each forward sent exactly once, whichever daemon owned the account
+            assert sum(token.encode() in m for m in sent) == 1, token
         assert "owns 6 of 6 accounts" in http_get(replicas[2].port, "/readyz", timeout=2)[1]
     finally:
         for r in replicas:
