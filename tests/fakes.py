@@ -288,6 +288,8 @@ def oracle(
                 if isinstance(a, A.SetFlag | A.Tag):
                     # a tag's name from a template is the action's destination, as rendered
                     flag = a.flag if isinstance(a, A.SetFlag) else (p.destination or a.keyword)
+                    if flag == "\\Important" and isinstance(a, A.SetFlag) and not gmail:
+                        flag = "$Important"  # RFC 8457's keyword where there is no Gmail label
                     m.flags.discard(flag)
                     if a.on:
                         m.flags.add(flag)

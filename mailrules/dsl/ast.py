@@ -324,9 +324,10 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class SetFlag:
-    """`mark read|unread` (\\Seen), `flag|unflag` (\\Flagged): `on` says set or clear."""
+    """`mark read|unread` (\\Seen), `flag|unflag` (\\Flagged), `mark [not] important` (Gmail's
+    \\Important label; the keyword $Important of RFC 8457 elsewhere): `on` says set or clear."""
 
-    flag: Literal["\\Seen", "\\Flagged"]
+    flag: Literal["\\Seen", "\\Flagged", "\\Important"]
     on: bool
     span: Span
 

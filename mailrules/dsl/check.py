@@ -81,6 +81,11 @@ def check_rule(rule: ast.Rule) -> list[Diagnostic]:
         out.extend(regex_findings(regex, bool(compiled.flags & re.VERBOSE)))
     out.extend(_check_trigger(rule.trigger))
     out.extend(server_only_problems(rule))
+    for atom in atoms(rule.condition):
+        if isinstance(atom, ast.KeywordTest):
+            warning = gmail_label_warning(atom.keyword, atom.keyword, "the test is never true")
+            if warning:
+                out.append(Diagnostic(atom.span, warning, severity="warning"))
     if rule.limit is not None and rule.limit < 1:
         out.append(
             Diagnostic(
@@ -204,18 +209,9 @@ def check_actions(actions: tuple[ast.Action, ...], groups: int | None, *, in_rul
         if isinstance(action, ast.Tag) and action.template is not None:
             out.extend(check_template(action.template, groups, in_rule=in_rule, what="tag name"))
         if in_rule and isinstance(action, ast.Tag):
-            text = _tag_text(action)
-            problem = keyword_problem(text)
-            if problem:  # the parser let it through as a Gmail label
-                problem = problem.replace(repr(text), repr(action.keyword))
-                out.append(
-                    Diagnostic(
-                        action.span,
-                        f"{problem}: only Gmail takes it, as a label; on any other server "
-                        "this action fails",
-                        severity="warning",
-                    )
-                )
+            warning = gmail_label_warning(_tag_text(action), action.keyword, "this action fails")
+            if warning:  # the parser let it through as a Gmail label
+                out.append(Diagnostic(action.span, warning, severity="warning"))
         if in_rule and isinstance(action, ast.Delete) and action.permanently and i + 1 < len(actions):
             out.append(
                 Diagnostic(
@@ -234,6 +230,17 @@ def check_actions(actions: tuple[ast.Action, ...], groups: int | None, *, in_rul
                 )
             )
     return out
+
+
+def gmail_label_warning(text: str, written: str, there: str) -> str | None:
+    """Why a name only Gmail takes (as a label) is no IMAP keyword, for a warning, or None."""
+    problem = keyword_problem(text)
+    if problem is None:
+        return None
+    if text.startswith("\\"):
+        return f"{written!r} is a Gmail system label: only Gmail has it; on any other server {there}"
+    problem = problem.replace(repr(text), repr(written))
+    return f"{problem}: only Gmail takes it, as a label; on any other server {there}"
 
 
 def _tag_text(tag: ast.Tag) -> str:

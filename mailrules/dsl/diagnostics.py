@@ -28,6 +28,7 @@ _KEYWORDS = [
     "PERMANENTLY",
     "READ",
     "UNREAD",
+    "IMPORTANT",
     "OR",
     "AND",
     "NOT",
@@ -143,7 +144,8 @@ def describe_expected(expected: set[str], prev: str | None) -> str:
         exp -= _STRING_OPS | {"MATCHES", "DOMAIN"} | _ADDRESS_PARTS
         phrases.append("an operator (contains, is, starts with, ends with, matches, domain is)")
     if exp >= {"TO", "PERMANENTLY", "READ", "UNREAD"}:
-        exp -= {"TO", "PERMANENTLY", "READ", "UNREAD", "STRING"}  # what fits depends on the action word
+        # what fits depends on the action word
+        exp -= {"TO", "PERMANENTLY", "READ", "UNREAD", "IMPORTANT", "NOT", "STRING"}
     if exp >= _TRIGGERS:
         exp -= _TRIGGERS
         phrases.append('a trigger (on arrival, every ..., cron "...", manually)')

@@ -169,6 +169,10 @@ def header_name_problem(name: str) -> str | None:
 
 
 _ATOM_SPECIALS = set('(){ %*"\\]')
+#: A Gmail system label (`\\Important`, `\\Starred`, `\\Inbox`): a backslash and a word.
+_SYSTEM_LABEL = re.compile(r"\\[A-Za-z]+")
+#: IMAP's system flags (RFC 9051 §2.3.2), lower case: the language names them by words.
+SYSTEM_FLAGS = frozenset({"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft", "\\recent"})
 
 
 def keyword_problem(keyword: str) -> str | None:
@@ -187,12 +191,15 @@ def label_problem(name: str) -> str | None:
     """Why `name` cannot be what `tag` sets even on Gmail, where a tag is a label, or None.
 
     A Gmail label is a mailbox-like name (X-GM-LABELS, sent quoted in modified UTF-7), so spaces,
-    brackets and non-ASCII are fine; empty names, system flags and control characters are not.
+    brackets and non-ASCII are fine, and so are Gmail's system labels (`\\Important`, `\\Starred`);
+    empty names, IMAP system flags and control characters are not.
     """
     if not name.strip():
         return "keyword is empty"
-    if name.startswith("\\"):
+    if name.lower() in SYSTEM_FLAGS:
         return f"{name!r} is a system flag; use seen, flagged, answered, draft or deleted"
+    if name.startswith("\\") and not _SYSTEM_LABEL.fullmatch(name):
+        return f"{name!r} is no Gmail system label: those are a backslash and a word, like \\Important"
     for c in name:
         if ord(c) < 32 or ord(c) == 127:
             return f"keyword {name!r} contains a control character (U+{ord(c):04X})"

@@ -53,6 +53,8 @@ from mailrules.dsl.templates import (
     EvalContext,
     TemplateError,
     domain_of,
+    gmail_label_refusal,
+    important_flag,
     in_zone,
     render_tag,
     render_template,
@@ -360,6 +362,10 @@ def evaluate_message(
                     error = f'{action.span.short}: rule "{rule.name}": {exc}'
             elif isinstance(action, SetFlag | Tag):
                 name = action.flag if isinstance(action, SetFlag) else action.keyword
+                if name == "\\Important" and isinstance(action, SetFlag):
+                    name = important_flag(ctx.labels)
+                elif isinstance(action, Tag) and name.startswith("\\") and not ctx.labels:  # off Gmail
+                    error = f'{action.span.short}: rule "{rule.name}": {gmail_label_refusal(name)}'
                 if isinstance(action, Tag) and action.template is not None:
                     try:  # `tag "lists/{list}"`: the rendered name, shown as the action's destination
                         name = dest = render_tag(action.template, current, m.captures, ctx, whole=m.whole)

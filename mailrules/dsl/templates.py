@@ -18,6 +18,8 @@ __all__ = [
     "EvalContext",
     "TemplateError",
     "domain_of",
+    "gmail_label_refusal",
+    "important_flag",
     "in_zone",
     "render_tag",
     "render_template",
@@ -50,6 +52,17 @@ class EvalContext:
     labels: bool = False
     #: What a test block declares Gmail's search finds (`given ... gmail ...`); None: not known
     gmail: GmailFacts | None = None
+
+
+def important_flag(labels: bool) -> str:
+    """What `mark important` sets: Gmail's `\\Important` label, else the keyword `$Important`
+    (RFC 8457, which other clients show as important)."""
+    return "\\Important" if labels else "$Important"
+
+
+def gmail_label_refusal(name: str) -> str:
+    """Why a Gmail system label (`tag "\\Starred"`) cannot be set on another server."""
+    return f"{name!r} is a Gmail system label; this server is not Gmail and has no such flag"
 
 
 def domain_of(addr: str) -> str:

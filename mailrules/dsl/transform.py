@@ -202,6 +202,11 @@ class AstBuilder(ConditionBuilder):
 
     @spanless
     def action_mod(self, _span: Span | None, ch: list[Any]) -> Token:
+        if len(ch) == 2:  # `not important`: one modifier, from `not` to the end of `important`
+            first, last = cast(Token, ch[0]), cast(Token, ch[1])
+            tok = first.update("NOT_IMPORTANT", f"{first} {last}")
+            tok.end_line, tok.end_column, tok.end_pos = last.end_line, last.end_column, last.end_pos
+            return tok
         return cast(Token, ch[0])
 
     def action(self, span: Span, ch: list[Any]) -> Any:
@@ -223,17 +228,19 @@ class AstBuilder(ConditionBuilder):
             hint = suggest(word, ACTION_WORDS) or "; expected one of: " + ", ".join(ACTION_WORDS)
             self.error(self.span(word_tok), f"unknown action '{word_tok}'{hint}")
             return None
-        mod_word = str(mod).lower() if mod is not None else None
+        mod_word = " ".join(str(mod).lower().split()) if mod is not None else None
         wants_to = word in ("move", "copy", "forward", "redirect") or (word == "archive" and arg is not None)
         wants_arg = word in ("move", "copy", "forward", "redirect", "tag", "untag")
         if mod is not None and not (
             (word == "delete" and mod_word == "permanently")
-            or (word == "mark" and mod_word in ("read", "unread"))
+            or (word == "mark" and mod_word in ("read", "unread", "important", "not important"))
         ):
             self.error(self.span(mod), f"'{word} {mod}' is not an action")
             return None
         if word == "mark" and mod is None:
-            self.error(self.span(word_tok), "expected 'read' or 'unread' after 'mark'")
+            self.error(
+                self.span(word_tok), "expected 'read', 'unread', 'important' or 'not important' after 'mark'"
+            )
             return None
         if wants_to and to is None:
             self.error(self.span(arg or word_tok), f"expected 'to' after '{word}'")
@@ -263,6 +270,8 @@ class AstBuilder(ConditionBuilder):
             return ast.Archive(self.template(arg) if arg is not None else None, span)
         if word == "delete":
             return ast.Delete(mod is not None, span)
+        if word == "mark" and mod_word in ("important", "not important"):
+            return ast.SetFlag("\\Important", mod_word == "important", span)
         if word == "mark":
             return ast.SetFlag("\\Seen", mod_word == "read", span)
         if word in ("flag", "unflag"):
@@ -273,6 +282,8 @@ class AstBuilder(ConditionBuilder):
                 template = self.template(arg, "tag name")
                 literal = "".join(p.text for p in template.parts if isinstance(p, ast.TemplateText))
                 problem = label_problem(literal) if literal.strip() else None
+                if template.raw.startswith("\\"):
+                    problem = "a tag name with placeholders cannot start with '\\' (a system flag or label)"
                 if problem:
                     self.error(self.span(arg), problem.replace(repr(literal), repr(template.raw)))
                 return ast.Tag(template.raw, word == "tag", span, template)

@@ -9,7 +9,7 @@ from typing import Any, cast
 from lark import Token
 
 from mailrules.dsl import ast
-from mailrules.dsl.lexemes import header_name_problem, keyword_problem
+from mailrules.dsl.lexemes import header_name_problem, keyword_problem, label_problem
 from mailrules.dsl.transform_base import (
     AGE_UNITS,
     FIELDS,
@@ -304,7 +304,8 @@ class ConditionBuilder(BuilderBase):
 
     def tagged_test(self, span: Span, ch: list[Any]) -> ast.Condition:
         kw = self.string(ch[1])
-        problem = keyword_problem(kw)
+        # a Gmail label ("Réunions", "\\Important") parses; the checker warns that only Gmail has it
+        problem = keyword_problem(kw) and label_problem(kw)
         if problem:
             self.error(self.span(ch[1]), problem)
         return ast.KeywordTest(kw, span)

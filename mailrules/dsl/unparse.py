@@ -259,6 +259,8 @@ def action(a: ast.Action, destination: str | None = None) -> str:
     if isinstance(a, ast.SetFlag):
         if a.flag == "\\Seen":
             return "mark read" if a.on else "mark unread"
+        if a.flag == "\\Important":
+            return "mark important" if a.on else "mark not important"
         return "flag" if a.on else "unflag"
     if isinstance(a, ast.Tag):
         return f"{'tag' if a.on else 'untag'} {quote(destination if destination is not None else a.keyword)}"

@@ -11,6 +11,7 @@ from dataclasses import replace
 from mailrules.compile.plan import FetchNeeds
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext, TemplateError, render_tag, render_template
+from mailrules.dsl.templates import gmail_label_refusal, important_flag
 from mailrules.engine.claims import Claim, claim_group, transfer_key
 from mailrules.engine.loops import SOURCE_MAILBOX, LoopGuard
 from mailrules.engine.ports import (
@@ -224,6 +225,12 @@ class ActionRunner(SendActions):
             return self._templated_tag(rule, word, action, action.template, targets, ctx)
         if isinstance(action, A.SetFlag | A.Tag):
             flag = action.flag if isinstance(action, A.SetFlag) else action.keyword
+            gmail = self.store.dialect.gmail
+            if isinstance(action, A.SetFlag) and flag == "\\Important":
+                flag = important_flag(gmail)  # Gmail's label, else RFC 8457's keyword
+            elif isinstance(action, A.Tag) and flag.startswith("\\") and not gmail:  # `tag "\\Starred"`
+                why = gmail_label_refusal(flag)
+                return [self._entry(rule, word, flag, t, None, "failed", why) for t in targets]
             return self._flags(rule, word, flag, action.on, targets)
         if isinstance(action, A.Forward | A.Redirect):
             return self._send(rule, action, word, detail, targets)

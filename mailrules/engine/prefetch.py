@@ -44,7 +44,8 @@ def changed_flags(rule: A.Rule) -> set[str]:
     out = set()
     for a in rule.actions:
         if isinstance(a, A.SetFlag):
-            out.add(a.flag.casefold())
+            # `mark important` sets Gmail's \Important label or the keyword $Important (RFC 8457)
+            out |= {"\\important", "$important"} if a.flag == "\\Important" else {a.flag.casefold()}
         elif isinstance(a, A.Tag):
             # a name from a template (`tag "lists/{list}"`) may be any keyword: ANY_KEYWORD
             out.add(ANY_KEYWORD if a.template is not None else a.keyword.casefold())

@@ -46,6 +46,8 @@ def action_word(action: A.Action) -> tuple[str, str]:
             return "delete", ""
         case A.SetFlag(flag="\\Seen", on=on):
             return ("mark read" if on else "mark unread"), "\\Seen"
+        case A.SetFlag(flag="\\Important", on=on):
+            return ("mark important" if on else "mark not important"), "\\Important"
         case A.SetFlag(on=on):
             return ("flag" if on else "unflag"), "\\Flagged"
         case A.Tag(keyword=k, on=on):

@@ -217,3 +217,26 @@ def test_a_gmail_rule_is_refused_on_dovecot_and_the_others_run(
         'rule "promotions": not run in main/INBOX: category is "promotions" needs Gmail\'s search (X-GM-RAW)'
         in caplog.text + result.output
     )
+
+
+# -- importance and Gmail system labels off Gmail ----------------------------------------------------------
+
+IMPORTANCE_RULES = """
+rule "boss" { when from is "boss@example.com" then mark important }
+rule "others" { when not from is "boss@example.com" then mark not important }
+rule "star" { when from is "boss@example.com" then tag "\\\\Starred" }
+"""
+
+
+def test_mark_important_is_rfc_8457_s_keyword_off_gmail(dovecot: DovecotServer, tmp_path: Path) -> None:
+    params = dovecot.params(*dovecot.fresh_user())
+    messages = [(make_message("a", sender="boss@example.com"), [], None),
+                (make_message("b", sender="x@example.com"), ["$Important"], None)]
+    assert not any(append(params, "INBOX", messages))
+    config = write_config(tmp_path, params, IMPORTANCE_RULES)
+    result = CliRunner().invoke(main, ["run", "--config", str(config)], catch_exceptions=False)
+    after = snapshot(params)
+    assert where_is(after, b"Subject: a\r\n") == [("INBOX", ("$Important",))]
+    assert where_is(after, b"Subject: b\r\n") == [("INBOX", ())]
+    # a Gmail system label fails there, with the reason, and nothing is sent for it
+    assert "tag failed 1" in result.stdout and result.exit_code == 1, result.output

@@ -391,7 +391,7 @@ ACTIONS_ = st.one_of(
     st.builds(A.Copy, TEMPLATE, st.just(S)),
     st.builds(A.Archive, st.none() | TEMPLATE, st.just(S)),
     st.builds(A.Delete, st.booleans(), st.just(S)),
-    st.builds(A.SetFlag, st.sampled_from(["\\Seen", "\\Flagged"]), st.booleans(), st.just(S)),
+    st.builds(A.SetFlag, st.sampled_from(["\\Seen", "\\Flagged", "\\Important"]), st.booleans(), st.just(S)),
     st.builds(A.Tag, LABEL, st.booleans(), st.just(S)),
     TAG_TEMPLATE,
     st.builds(A.Forward, ADDRESS, st.just(S)),

@@ -19,7 +19,7 @@ from mailrules.dsl import unparse
 from mailrules.dsl.check import check_rule_set
 from mailrules.dsl.loader import load_rule_set
 from mailrules.dsl.parser import parse_text
-from mailrules.dsl.semantics import EvalContext, evaluate_condition
+from mailrules.dsl.semantics import EvalContext, evaluate_condition, evaluate_message
 from mailrules.dsl.semantics import ServerOnlyError as NoAnswer
 from mailrules.engine.core import Engine
 from mailrules.engine.ports import AccountContext, RunOptions
@@ -275,3 +275,79 @@ def test_the_documented_gmail_command_goes_out() -> None:
     assert ImapStore(s).search(plan.server) == [3, 7]
     assert imap.commands == [b'T1 UID SEARCH X-GM-RAW category:promotions X-GM-RAW older_than:1y']
     assert plan.server == K.and_(K.GmRaw("category:promotions"), K.GmRaw("older_than:1y"))
+
+
+# -- Gmail actions: importance, system labels, any label ------------------------------------------------
+
+
+def test_mark_important_spelling() -> None:
+    (rule,) = rules_of('rule "r" { then mark important, mark NOT Important }')
+    assert rule.actions == (A.SetFlag("\\Important", True, rule.actions[0].span),
+                            A.SetFlag("\\Important", False, rule.actions[1].span))
+    assert [unparse.action(a) for a in rule.actions] == ["mark important", "mark not important"]
+    _, diags = parse_text('rule "r" { then mark not read }', "g.rules")
+    assert [d.message for d in diags] == ["unexpected 'read'; expected 'important'"]
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ('tag "\\\\Important"', [("warning", "'\\\\Important' is a Gmail system label: only Gmail has it; on any other server this action fails")]),
+        ('tag "\\\\Starred" untag "\\\\Inbox"', [("warning", "'\\\\Starred' is a Gmail system label: only Gmail has it; on any other server this action fails"),
+                                              ("warning", "'\\\\Inbox' is a Gmail system label: only Gmail has it; on any other server this action fails")]),
+        ('tag "Réunions"', [("warning", "keyword 'Réunions' contains 'é', which an IMAP keyword cannot contain: only Gmail takes it, as a label; on any other server this action fails")]),
+        ("mark important", []),
+    ],
+)  # fmt: skip
+def test_labels_of_any_name(text: str, found: list[tuple[str, str]]) -> None:
+    assert checked(f'rule "r" {{ then {text} }}') == found
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('tag "\\\\Seen"', "'\\\\Seen' is a system flag; use seen, flagged, answered, draft or deleted"),
+        ('tag "\\\\Two words"', "is no Gmail system label: those are a backslash and a word"),
+        ('tagged "\\\\Flagged"', "is a system flag"),
+    ],
+)
+def test_system_flags_stay_words(text: str, message: str) -> None:
+    where = "when " + text + " then flag" if text.startswith("tagged") else "then " + text
+    _, diags = parse_text(f'rule "r" {{ {where} }}', "g.rules")
+    assert any(message in d.message for d in diags), [d.message for d in diags]
+
+
+def test_tagged_reads_system_and_non_ascii_labels_on_gmail() -> None:
+    assert render(serialize(plan_condition(cond('tagged "\\\\Important"'), GMAIL, NOW, dt.UTC).server)) == (
+        "X-GM-LABELS \\Important"
+    )
+    plan = plan_condition(cond('tagged "Réunions"'), GMAIL, NOW, dt.UTC)
+    assert plan.server == K.ALL and plan.residual is not None and plan.needs.flags  # labels fetched
+
+
+@pytest.mark.parametrize("dialect", ["gmail", "dovecot"])
+def test_importance_and_system_labels_in_the_engine(dialect: str) -> None:
+    server = FakeServer()
+    server.append("INBOX", b"From: boss@example.com\r\nSubject: a\r\nMessage-ID: <1@t>\r\n\r\nbody\r\n")
+    server.append("INBOX", b"From: x@example.com\r\nSubject: b\r\nMessage-ID: <2@t>\r\n\r\nbody\r\n", ["$Important"])
+    rules = rules_of(
+        'rule "boss" { when from is "boss@example.com" then mark important, tag "\\\\Starred" }\n'
+        'rule "others" { when not from is "boss@example.com" then mark not important }\n'
+    )
+    store = FakeStore(server, Dialect.named(dialect), NOW)
+    report = Engine(RunOptions(NOW, dt.UTC, "run1")).process(
+        store, AccountContext("acct", sender=RecordingSender()), "INBOX", rules
+    )
+    boss, other = server.mailbox("INBOX").messages.values()
+    outcomes = {r.rule: dict(r.outcomes) for r in report.rules}
+    if dialect == "gmail":
+        assert boss.labels == {"\\Important", "\\Starred"} and boss.flags == set()
+        assert outcomes["boss"] == {"mark important ok": 1, "tag ok": 1}
+    else:  # RFC 8457's keyword; a Gmail system label fails with the reason
+        assert boss.flags == {"$Important"} and other.flags == set()
+        assert outcomes == {"boss": {"mark important ok": 1, "tag failed": 1}, "others": {"mark not important ok": 1}}
+    view = MessageView.from_bytes(b"From: boss@example.com\r\nSubject: a\r\n\r\nbody\r\n")
+    planned = evaluate_message(rules, view, account=None, mailbox="INBOX",
+                               ctx=EvalContext(NOW, dt.UTC, labels=dialect == "gmail"))
+    errors = [p.error for p in planned]
+    assert errors[0] is None and (errors[1] is None) == (dialect == "gmail")

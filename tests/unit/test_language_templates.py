@@ -68,7 +68,7 @@ def test_a_tag_with_placeholders_has_a_template() -> None:
         ('tag "{nope}"', "unknown placeholder '{nope}'"),
         ('tag "{list|lowr}"', "unknown filter 'lowr'; did you mean 'lower'?"),
         ('move to "L/{list|title}"', "unknown filter 'title'; expected lower, upper, capitalize"),
-        ('tag "\\\\{list}"', "is a system flag"),
+        ('tag "\\\\{list}"', "a tag name with placeholders cannot start with '\\'"),
     ],
 )
 def test_template_errors(text: str, message: str) -> None:
