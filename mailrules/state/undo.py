@@ -22,6 +22,9 @@ FLAG_ACTIONS: dict[str, tuple[str, bool]] = {
     "unflag": ("\\Flagged", False),
     "tag": ("", True),
     "untag": ("", False),
+    # the flag is in `detail`: Gmail's \Important label, or the keyword $Important (RFC 8457)
+    "mark important": ("", True),
+    "mark not important": ("", False),
 }
 #: actions that take the message out of its mailbox into `destination` (delete = to the trash);
 #: an archive without destination but with a `detail` removed that label in place instead

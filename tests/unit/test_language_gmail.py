@@ -351,3 +351,18 @@ def test_importance_and_system_labels_in_the_engine(dialect: str) -> None:
                                ctx=EvalContext(NOW, dt.UTC, labels=dialect == "gmail"))
     errors = [p.error for p in planned]
     assert errors[0] is None and (errors[1] is None) == (dialect == "gmail")
+
+
+def test_importance_is_undone_with_the_flag_the_run_set() -> None:
+    import dataclasses
+
+    from mailrules.state import JournalEntry, plan_undo
+
+    base = JournalEntry(run_id="r", rule="boss", rule_span="g.rules:1", account="g", mailbox="INBOX",
+                        uidvalidity=7, uid=1, message_id="<1@t>", action="mark important",
+                        detail="\\Important", destination=None, new_uidvalidity=None, new_uid=None,
+                        outcome="ok", error=None, at=NOW)
+    entries = [base, dataclasses.replace(base, uid=2, action="mark not important", detail="$Important")]
+    plan = plan_undo("r", entries)
+    assert [(f.where.uid, f.flag, f.add) for f in plan.flags] == [(2, "$Important", True), (1, "\\Important", False)]
+    assert plan.refused == ()
