@@ -1,9 +1,11 @@
-"""Three `mailrules daemon` processes sharing one PostgreSQL state and one Dovecot's accounts (issue 14).
+"""Several `mailrules daemon` processes sharing one PostgreSQL state and one Dovecot's accounts (issue 14).
 
 Each account is worked on by one replica at a time (its lease); mail arriving on every account is
-filed exactly once and each forward sent exactly once; a replica killed by SIGKILL loses its accounts when their leases run out and
-the others take them over and catch up from the checkpoints; a replica stopped by SIGTERM releases
-its leases at once. Leases last 3 s here; every wait is for a state, with generous timeouts.
+filed exactly once and each forward sent exactly once; a replica killed by SIGKILL loses its
+accounts when their leases run out and the others take them over and catch up from the
+checkpoints; a replica stopped by SIGTERM releases its leases at once; one paused past its leases
+loses them; PostgreSQL restarted under the replicas loses nothing. Leases last 3 s here; every wait
+is for a state, with generous timeouts.
 """
 
 from __future__ import annotations
@@ -308,4 +310,70 @@ def test_a_replica_paused_past_its_leases_loses_them_and_acts_on_nothing_twice(
         for r in replicas:
             if r.proc is not None and r.proc.poll() is None:
                 r.proc.send_signal(signal.SIGCONT)
+                r.stop(signal.SIGTERM)
+
+
+@pytest.mark.slow  # about 20 s: PostgreSQL down longer than the leases, then back
+def test_postgresql_restarted_under_the_replicas(
+    dovecot: DovecotServer, postgres: PostgresServer, pg_dsn: str, tmp_path: Path
+) -> None:
+    """PostgreSQL stops for longer than the leases while mail arrives, then starts again: the
+    daemons keep running, take the accounts again (new leases) and file everything once."""
+    db = pg_dsn.rsplit("/", 1)[1]
+    users = {f"g{i}": dovecot.fresh_user() for i in range(4)}
+    accounts = "".join(
+        f'[accounts.{name}]\nhost = "127.0.0.1"\nport = {dovecot.imap_port}\ntls = "starttls"\n'
+        f'ca_file = "{dovecot.ca_file}"\nusername = "{user}"\npassword = "{pw}"\n'
+        for name, (user, pw) in users.items()
+    )
+    replicas = [Replica(tmp_path, f"r{i}", pg_dsn, accounts) for i in range(2)]
+    filed = {name: 0 for name in users}
+
+    def deliver(tag: str, each: int) -> None:
+        for name, (user, pw) in users.items():
+            append(dovecot, user, pw, [make_message(f"{tag} {i} file me") for i in range(each)])
+            filed[name] += each
+
+    def all_filed() -> bool:
+        now = {name: counts(dovecot, user, pw) for name, (user, pw) in users.items()}
+        return all(c.get("Filed", 0) == filed[n] and c["INBOX"] == 0 for n, c in now.items())
+
+    def shared_out() -> bool:
+        held = list(owners(postgres, db).values())
+        return all(held.count(r.name) == 2 for r in replicas)
+
+    try:
+        for r in replicas:
+            r.start()
+        for r in replicas:
+            wait_for(r.ready, 60, f"{r.name} to become ready", replicas)
+        wait_for(shared_out, 60, "two accounts each", replicas)
+        deliver("before", 1)
+        wait_for(all_filed, 60, "the first mail to be filed", replicas)
+
+        postgres.stop()
+        try:
+            deliver("while down", 2)
+            time.sleep(2 * LEASE_SECONDS)  # an outage longer than the leases (not an assertion)
+        finally:
+            postgres.start()
+        wait_for(all_filed, 90, "the mail that arrived during the outage", replicas)
+        wait_for(shared_out, 60, "two accounts each again", replicas)
+        deliver("after", 1)
+        wait_for(all_filed, 60, "the mail after the outage", replicas)
+
+        with postgres.admin(db) as conn:
+            twice = conn.execute(
+                "SELECT account, message_id FROM journal WHERE action = 'move' AND outcome = 'ok' "
+                "GROUP BY account, message_id HAVING count(*) > 1"
+            ).fetchall()
+        assert twice == []
+        for r in replicas:
+            assert r.proc is not None and r.proc.poll() is None, r.text()[-3000:]
+            assert r.stop(signal.SIGTERM) == 0, r.text()[-3000:]
+    finally:
+        if not postgres.running:
+            postgres.start()
+        for r in replicas:
+            if r.proc is not None and r.proc.poll() is None:
                 r.stop(signal.SIGTERM)
