@@ -9,11 +9,13 @@ The latency and scale benches pass their own mailboxes, mail uid and limits (`st
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,12 +98,71 @@ class Dovecot:
                     out[name] = out.get(name, 0.0) + float(words[0]) - t0
         return out
 
+    def rawlog_bytes(self, user: str) -> tuple[int, int]:
+        """(bytes the user's clients sent, bytes Dovecot answered) after login, stamps taken off."""
+        sent = got = 0
+        for path in self.rawlog(user).glob("*.in"):
+            sent += len(_STAMP.sub(b"", path.read_bytes()))
+        for path in self.rawlog(user).glob("*.out"):
+            got += len(_STAMP.sub(b"", path.read_bytes()))
+        return sent, got
+
+    def first_command_at(self, user: str) -> float | None:
+        """Unix time at which the first command after login reached Dovecot (any connection)."""
+        stamps = []
+        for path in self.rawlog(user).glob("*.in"):
+            with path.open("rb") as f:
+                m = re.match(rb"(\d+\.\d+) ", f.readline())
+            if m:
+                stamps.append(float(m.group(1)))
+        return min(stamps, default=None)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the whole Dovecot: the master, its live children (imap, imap-login
+        (which carries TLS for the whole session), auth, ...) and every child it has reaped
+        (cutime/cstime). The difference around a tool's run is that run's Dovecot CPU, once the
+        run's processes have exited (`settle`)."""
+        master = self.proc.pid
+        ticks = sum(own + reaped for pid, ppid, own, reaped in _proc_stats() if master in (pid, ppid))
+        return ticks / _CLK_TCK
+
+    def settle(self, before: set[int], timeout: float = 5.0) -> None:
+        """Wait until the children Dovecot had in `before` are all it has (a tool's imap and
+        imap-login processes exited and were reaped), at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.children() - before:
+                return
+            time.sleep(0.02)
+
+    def children(self) -> set[int]:
+        master = self.proc.pid
+        return {pid for pid, ppid, _, _ in _proc_stats() if ppid == master}
+
     def du(self, user: str) -> int:
         return sum(p.stat().st_size for p in self.maildir(user).rglob("*") if p.is_file())
 
 
 _STAMP = re.compile(rb"(?m)^\d+\.\d+ ")
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r?$")
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stats() -> list[tuple[int, int, int, int]]:
+    """(pid, ppid, utime + stime, cutime + cstime) in clock ticks for every process (proc(5))."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat[stat.rfind(b")") + 2 :].split()  # after "pid (comm) ": state is field 3
+        out.append((int(entry), int(fields[1]), int(fields[11]) + int(fields[12]),
+                    int(fields[13]) + int(fields[14])))
+    return out
 
 
 def parse_commands(data: bytes) -> Counter[str]:
