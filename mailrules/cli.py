@@ -190,7 +190,7 @@ _log_option = click.option(
 @_config_option
 @click.option("--account", "accounts", multiple=True, help="Only this account (repeatable).")
 @click.option(
-    "--rule", "rule_names", multiple=True, help="Only this rule (repeatable); runs `manually` rules too."
+    "--rule", "rule_names", multiple=True, help="Only this rule or group (repeatable); runs `manually` too."
 )
 @click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing.")
 @click.option("--force", is_flag=True, help="Act even where a rule's `limit` would be exceeded.")

@@ -34,14 +34,16 @@ from mailrules.state.models import JournalEntry, UndoFlag, UndoMove
 
 
 def select_rules(rules: Sequence[A.Rule], names: Sequence[str]) -> list[A.Rule]:
-    """`--rule` names (case-insensitive), in rule-set order; without names every rule but `manually`."""
+    """`--rule` names (case-insensitive; a group's name: its rules), in rule-set order; without
+    names every rule but `manually`."""
     if not names:
         return [r for r in rules if not isinstance(r.trigger, A.Manually)]
     wanted = {n.casefold() for n in names}
-    unknown = wanted - {r.name.casefold() for r in rules}
+    groups = {r.group.casefold() for r in rules if r.group is not None}
+    unknown = wanted - {r.name.casefold() for r in rules} - groups
     if unknown:
         raise MailrulesError(f"no rule named {', '.join(sorted(repr(u) for u in unknown))}")
-    return [r for r in rules if r.name.casefold() in wanted]
+    return [r for r in rules if r.name.casefold() in wanted or (r.group or "").casefold() in wanted]
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """One firing of a schedule: its rules over the mailboxes of the accounts this daemon owns.
 
-Rules sharing a trigger run together, so the per-message reading holds among them (an earlier one
-that moves a message hides it from the later ones), as in `mailrules run`. Among daemons sharing a
+A group's rules run together (daemon/scheduler.py: one job per group, and per scheduled rule
+outside one), so the per-message reading holds among them (an earlier one that moves a message
+hides it from the later ones), as in `mailrules run`. Among daemons sharing a
 PostgreSQL state each runs a firing on the accounts it owns only, journalled through each
 account's fenced state (daemon/cluster.py): a scheduled rule acts on each account once per firing,
 on its owner. A scheduled run uses the one connection of the account's budget kept for it.

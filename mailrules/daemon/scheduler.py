@@ -1,4 +1,4 @@
-"""APScheduler 3.x wiring: one job per scheduled rule, in the configured time zone."""
+"""APScheduler 3.x wiring: one job per group and per scheduled rule outside one, in the configured zone."""
 
 from __future__ import annotations
 
@@ -85,8 +85,17 @@ def cron_trigger(expression: str, tz: dt.tzinfo) -> Any:
     return CronTrigger(day=dom, day_of_week=_cron_dow(dow), **common)
 
 
+def job_key(rules: Sequence[A.Rule]) -> str:
+    """A job's id: its group (or its one rule) and its trigger, so that a job keeps its next run
+    time across a reload as long as neither changes."""
+    first = rules[0]
+    name = first.name if first.group is None else first.group
+    return f"{'rule' if first.group is None else 'group'} {unparse.quote(name)} {trigger_key(first.trigger)}"
+
+
 class Schedule:
-    """Runs `run(rules)` for every group of scheduled rules that share a trigger, on that trigger.
+    """Runs `run(rules)` for each group (its rules, in order, on one firing) and for each scheduled
+    rule outside a group (alone), on its trigger (language.md, Triggers).
 
     Jobs are coalesced (a backlog of missed runs becomes one run), one instance at a time, with a
     misfire grace: a scheduled rule never overlaps itself. Mutual exclusion with arrival runs on
@@ -104,9 +113,11 @@ class Schedule:
     def load(self, rules: Sequence[A.Rule]) -> int:
         """Make the jobs those of `rules` (at start and on reload); return how many there are.
 
-        Rules with the same trigger share one job and run together, in rule-set order. A job
-        whose trigger is unchanged keeps its next run time across a reload (an `every 6 hours`
-        rule is not pushed back each time a rule file is saved); only its rules are updated.
+        A group's rules share one job and run together, in rule-set order; a scheduled rule
+        outside a group has a job of its own, even when another rule has the same trigger. A job
+        whose group (or rule) and trigger are unchanged keeps its next run time across a reload
+        (an `every 6 hours` rule is not pushed back each time a rule file is saved); only its
+        rules are updated.
         """
         groups: dict[str, list[A.Rule]] = {}
         triggers: dict[str, Any] = {}
@@ -114,7 +125,7 @@ class Schedule:
             trig = apscheduler_trigger(rule.trigger, self.tz)
             if trig is None:
                 continue
-            key = trigger_key(rule.trigger)
+            key = job_key([rule])
             groups.setdefault(key, []).append(rule)
             triggers.setdefault(key, trig)
         for job in self._scheduler.get_jobs():
@@ -122,9 +133,11 @@ class Schedule:
                 job.remove()
         for key, group in groups.items():
             label = ", ".join(r.name for r in group)
+            first = group[0]
             log.info(
-                "schedule %s: rule%s %s",
-                key,
+                "schedule %s: %srule%s %s",
+                trigger_key(first.trigger),
+                "" if first.group is None else f"group {unparse.quote(first.group)}, ",
                 "s" * (len(group) > 1),
                 ", ".join(unparse.quote(r.name) for r in group),
             )

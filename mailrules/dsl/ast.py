@@ -434,6 +434,7 @@ class Rule:
     actions: tuple[Action, ...]
     span: Span
     name_span: Span | None = None
+    group: str | None = None  # `group "NAME" TRIGGER { ... }`: runs with the group, in order
 
     def applies_to(self, account: str | None, mailbox: str) -> bool:
         """In scope for this account (None: any) and mailbox (INBOX compared case-insensitively)."""

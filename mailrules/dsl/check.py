@@ -49,9 +49,30 @@ def check_rule_set(rule_set: ast.RuleSet, sources: dict[str, str] | None = None)
             )
         )
     out.extend(loop_warnings(rule_set.rules))
+    out.extend(_group_problems(rule_set.rules))
     for rule_file in rule_set.files:
         out.extend(check_tests(rule_file))
     return sorted(out, key=_order)
+
+
+def _group_problems(rules: tuple[ast.Rule, ...]) -> list[Diagnostic]:
+    """A group written twice (its rules in two places): its name is its schedule's."""
+    out: list[Diagnostic] = []
+    first: dict[str, ast.Rule] = {}
+    current: str | None = None
+    for rule in rules:
+        key = rule.group.casefold() if rule.group is not None else None
+        if key is not None and key != current:
+            if key in first:
+                where = first[key]
+                at = where.name_span or where.span
+                name = quote(rule.group or "")
+                message = f"group {name} is written twice (first at {at}); give each its own name"
+                out.append(Diagnostic(rule.name_span or rule.span, message))
+            else:
+                first[key] = rule
+        current = key
+    return out
 
 
 def _order(d: Diagnostic) -> tuple[str, int, int]:

@@ -216,8 +216,15 @@ def find_shadowed(rules: tuple[ast.Rule, ...]) -> list[tuple[ast.Rule, ast.Rule]
     for rule in rules:
         if isinstance(rule.trigger, ast.Manually):
             continue  # a manual rule runs alone, when asked for: nothing runs before it
-        # on arrival: every arrival rule sees the same messages; a schedule: only the same schedule
-        kind = "arrival" if isinstance(rule.trigger, ast.OnArrival) else repr(shape(rule.trigger))
+        # What runs before a rule on the same messages (language.md, Triggers): every arrival rule
+        # before it; for a group's rule, the group's rules before it; a scheduled rule outside a
+        # group runs alone, so no rule comes before it.
+        if isinstance(rule.trigger, ast.OnArrival):
+            kind = "arrival"
+        elif rule.group is not None:
+            kind = "group " + rule.group.casefold()
+        else:
+            kind = f"alone {id(rule)}"
         parts = frozenset(shape(c) for c in conjuncts(rule.condition) if not isinstance(c, ast.All))
         found: ast.Rule | None = None
         for subset in _subsets(parts):

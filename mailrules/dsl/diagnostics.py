@@ -12,6 +12,7 @@ from mailrules.source import Diagnostic, Span
 _KEYWORDS = [
     "RULE",
     "TEST",
+    "GROUP",
     "IN",
     "FOR",
     "ACCOUNT",

@@ -28,8 +28,12 @@ from mailrules.source import Diagnostic, Span
 
 _ACTIONS: tuple[type, ...] = typing.get_args(ast.Action)
 
-#: A line whose first word is `rule` or `test` starts a new top-level item (used for recovery).
-_ITEM_START = re.compile(r"^[ \t\ufeff]*(?:rule|test)(?=[\s\"]|$)", re.IGNORECASE | re.MULTILINE)
+#: A line whose first word is `rule`, `test` or `group` starts a new top-level item (used for
+#: recovery); the rules inside a group belong to the group's item (`_chunks`).
+_ITEM_START = re.compile(r"^[ \t\ufeff]*(?:rule|test|group)(?=[\s\"]|$)", re.IGNORECASE | re.MULTILINE)
+_GROUP_START = re.compile(r"[ \t\ufeff]*group(?=[\s\"]|$)", re.IGNORECASE)
+#: What a brace count skips: strings, comments and regular expressions (which may hold braces).
+_NOT_BRACES = re.compile(r'"(?:[^"\\\n]|\\[^\n])*"|#[^\n]*|/(?:[^/\\\n]|\\[^\n])+/')
 
 
 _gc_lock = threading.Lock()
@@ -229,12 +233,38 @@ def _chunks(text: str) -> list[tuple[str, int]]:
     starts = [m.start() for m in _ITEM_START.finditer(text)]
     if not starts or starts[0] != 0:
         starts.insert(0, 0)
+    starts = _whole_groups(text, starts)
     starts.append(len(text))
     out = []
     line = 0
     for a, b in itertools.pairwise(starts):
         out.append((text[a:b], line))
         line += text.count("\n", a, b)
+    return out
+
+
+def _whole_groups(text: str, starts: list[int]) -> list[int]:
+    """Item starts without those inside a group: a group's item runs to its closing brace (counted
+    outside strings, comments and regular expressions), so its rules stay in it."""
+    out: list[int] = []
+    end = -1
+    for start in starts:
+        if start < end:
+            continue
+        out.append(start)
+        if _GROUP_START.match(text, start):
+            depth, pos, opened = 0, start, False
+            for m in re.finditer(r'[{}]|' + _NOT_BRACES.pattern, text[start:]):
+                token = m.group(0)
+                if token in "{}":
+                    depth += 1 if token == "{" else -1
+                    opened = True
+                    if depth <= 0:
+                        pos = start + m.end()
+                        break
+            else:
+                pos = len(text)
+            end = pos if opened else -1
     return out
 
 

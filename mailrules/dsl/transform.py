@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any, cast
 
@@ -22,6 +23,8 @@ from mailrules.dsl.transform_base import (
     suggest,
 )
 from mailrules.dsl.transform_cond import ConditionBuilder
+from mailrules.dsl.unparse import quote
+from mailrules.dsl.unparse import trigger as unparse_trigger
 from mailrules.source import Span
 
 
@@ -31,7 +34,38 @@ class AstBuilder(ConditionBuilder):
     # ------------------------------------------------------------ file and rule
     @spanless
     def start(self, _span: Span | None, children: list[Any]) -> list[Any]:
-        return [c for c in children if c is not None]
+        out: list[Any] = []
+        for c in children:
+            if isinstance(c, list):  # a group: its rules, in order
+                out.extend(c)
+            elif c is not None:
+                out.append(c)
+        return out
+
+    def group(self, span: Span, ch: list[Any]) -> list[ast.Rule]:
+        """`group "NAME" TRIGGER { rule ... }`: each rule takes the group's name and trigger."""
+        name = self.string(ch[1])
+        trigger = ch[2]
+        rules = [c for c in ch[4:-1] if isinstance(c, ast.Rule)]
+        failed = any(c is None for c in ch[4:-1])
+        if not name.strip():
+            self.error(self.span(ch[1]), "group name is empty")
+        if isinstance(trigger, ast.OnArrival | ast.Manually):
+            self.error(
+                trigger.span,
+                f"a group runs on a schedule (every ..., cron ...), not '{unparse_trigger(trigger)}': "
+                "arrival rules already run together, in order",
+            )
+        for rule in rules:
+            own = rule.trigger
+            implicit = (own.span.line, own.span.column) == (rule.span.line, rule.span.column)
+            if not (isinstance(own, ast.OnArrival) and implicit):
+                self.error(own.span, f"rule {quote(rule.name)} is in group {quote(name)}: it runs on the "
+                                     "group's schedule; remove its own trigger")
+        out = [dataclasses.replace(r, group=name, trigger=trigger) for r in rules]
+        if failed:
+            self._pending += 1  # an inner rule was dropped: the group is not whole
+        return cast(list[ast.Rule], self.finish_item(out)) or []
 
     def rule(self, span: Span, ch: list[Any]) -> ast.Rule | None:
         name_tok = ch[1]

@@ -19,7 +19,8 @@ written `\\/`. Text from a rule file may hold control characters: a log line esc
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any, get_args
 
 from mailrules.dsl import ast
@@ -32,6 +33,7 @@ __all__ = [
     "condition",
     "field",
     "given",
+    "group",
     "quote",
     "regex",
     "rule",
@@ -301,14 +303,17 @@ def _actions_block(actions: tuple[ast.Action, ...]) -> list[str]:
     return lines
 
 
-def rule(r: ast.Rule) -> str:
-    """A whole rule: `rule NAME [in ...] [for account ...] [TRIGGER] [limit N] { when ... then ... }`."""
+def rule(r: ast.Rule, *, in_group: bool = False) -> str:
+    """A whole rule: `rule NAME [in ...] [for account ...] [TRIGGER] [limit N] { when ... then ... }`.
+
+    `in_group`: written inside its `group`, which says the trigger (`rule_file` writes groups).
+    """
     head = [f"rule {quote(r.name)}"]
     if r.mailboxes != ("INBOX",):
         head.append("in " + ", ".join(quote(m) for m in r.mailboxes))
     if r.accounts:
         head.append("for account " + ", ".join(quote(a) for a in r.accounts))
-    if not isinstance(r.trigger, ast.OnArrival):
+    if not isinstance(r.trigger, ast.OnArrival) and not in_group:
         head.append(trigger(r.trigger))
     if r.limit is not None:
         head.append(f"limit {r.limit}")
@@ -345,9 +350,21 @@ def block(t: ast.TestBlock) -> str:
     )
 
 
+def group(name: str, rules: Sequence[ast.Rule]) -> str:
+    """`group "NAME" TRIGGER { rule ... }` with the rules indented, a blank line between them."""
+    inner = "\n\n".join(rule(r, in_group=True) for r in rules)
+    body = "\n".join(_INDENT + line if line else line for line in inner.split("\n"))
+    return f"group {quote(name)} {trigger(rules[0].trigger)} {{\n{body}\n}}"
+
+
 def rule_file(f: ast.RuleFile) -> str:
-    """A rule file: its rules, then its test blocks, a blank line between items."""
-    items = [rule(r) for r in f.rules] + [block(t) for t in f.tests]
+    """A rule file: its rules (those of a group inside it), then its test blocks, a blank line
+    between items."""
+    items: list[str] = []
+    for name, run in itertools.groupby(f.rules, key=lambda r: r.group):
+        rules = list(run)
+        items += [rule(r) for r in rules] if name is None else [group(name, rules)]
+    items += [block(t) for t in f.tests]
     return "\n\n".join(items) + "\n" if items else ""
 
 

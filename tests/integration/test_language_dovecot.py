@@ -240,3 +240,27 @@ def test_mark_important_is_rfc_8457_s_keyword_off_gmail(dovecot: DovecotServer, 
     assert where_is(after, b"Subject: b\r\n") == [("INBOX", ())]
     # a Gmail system label fails there, with the reason, and nothing is sent for it
     assert "tag failed 1" in result.stdout and result.exit_code == 1, result.output
+
+
+# -- a group of scheduled rules, run in order ------------------------------------------------------------
+
+GROUP_RULES = """
+group "sweep" every hour {
+    rule "file invoices" { when subject contains "invoice" then move to "Invoices" }
+    rule "flag the rest" { when all then flag }
+}
+rule "elsewhere" every hour { when all then tag "$Seen-by-another" }
+"""
+
+
+def test_a_group_runs_in_order_and_is_selected_by_name(dovecot: DovecotServer, tmp_path: Path) -> None:
+    params = dovecot.params(*dovecot.fresh_user())
+    assert not any(append(params, "INBOX", [(make_message("invoice 1"), [], None),
+                                            (make_message("hello"), [], None)]))
+    config = write_config(tmp_path, params, GROUP_RULES)
+    result = CliRunner().invoke(main, ["run", "--config", str(config), "--rule", "SWEEP"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    after = snapshot(params)
+    assert where_is(after, b"Subject: invoice 1\r\n") == [("Invoices", ())]  # moved before the flag rule
+    assert where_is(after, b"Subject: hello\r\n") == [("INBOX", ("\\Flagged",))]  # "elsewhere" not selected

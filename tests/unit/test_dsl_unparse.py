@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import itertools
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -434,10 +436,28 @@ GIVEN = st.builds(
                                 st.lists(NAME, unique=True, max_size=2).map(tuple)),
 )  # fmt: skip
 TESTS = st.builds(A.TestBlock, NAME, GIVEN, st.lists(ACTIONS_, max_size=3).map(tuple), st.just(S))
+SCHEDULES = st.one_of(
+    st.builds(A.Every, st.integers(0, 10**4), st.sampled_from(["minutes", "hours"]), st.just(S)),
+    st.builds(A.At, st.lists(st.integers(0, 6), unique=True).map(lambda d: tuple(sorted(d))),
+              st.integers(0, 23), st.integers(0, 59), st.just(S)),
+    st.builds(A.Cron, TEXT, st.just(S)),
+)  # fmt: skip
+GROUP = st.builds(
+    lambda name, trigger, rules: [dataclasses.replace(r, group=name, trigger=trigger) for r in rules],
+    NAME, SCHEDULES, st.lists(RULES, min_size=1, max_size=2),
+)
+ITEMS = st.lists(st.one_of(RULES.map(lambda r: [r]), GROUP), max_size=3).map(lambda items: [r for i in items for r in i])
+
+
+def _groups_apart(rules: list[A.Rule]) -> bool:
+    """Two groups written one after the other have different names (else they read as one)."""
+    return all(a.group is None or a.group != b.group or a.trigger == b.trigger for a, b in itertools.pairwise(rules))
+
+
 FILES = st.builds(
     A.RuleFile,
     st.just("g.rules"),
-    st.lists(RULES, max_size=3).map(tuple),
+    ITEMS.filter(_groups_apart).map(tuple),
     st.lists(TESTS, max_size=2).map(tuple),
 )
 

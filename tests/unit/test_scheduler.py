@@ -69,34 +69,44 @@ def test_schedule_loads_and_runs_jobs() -> None:
     assert list(schedule.next_runs()) == ["tick"]
     schedule.start()
     try:
-        schedule._scheduler.modify_job("every 1 minute", next_run_time=dt.datetime.now(dt.UTC))
+        schedule._scheduler.modify_job('rule "tick" every 1 minute', next_run_time=dt.datetime.now(dt.UTC))
         assert done.wait(10)
         assert ran == [["tick"]]
     finally:
         schedule.shutdown()
 
 
-def test_same_trigger_one_job_in_order_and_reload_keeps_next_run() -> None:
+def test_a_group_is_one_job_in_order_and_reload_keeps_next_run() -> None:
     text = (
         'rule "b" every day at 03:00 { then flag }\n'
+        'group "nightly" every day at 3:00 {\n'
+        '    rule "g1" { then flag }\n'
+        '    rule "g2" in "X" { then flag }\n'
+        "}\n"
         'rule "a" in "X" every day at 3:00 { then flag }\n'
         'rule "c" every 6 hours { then flag }\n'
     )
     rf, _ = parse_text(text, "t.rules")
     assert rf is not None
     schedule = Schedule(dt.UTC, lambda rules: None)
-    assert schedule.load(rf.rules) == 2
+    # the group is one job; rules outside a group run alone, even on the same schedule
+    assert schedule.load(rf.rules) == 4
     schedule.start()
     try:
-        (job,) = [j for j in schedule._scheduler.get_jobs() if j.id.startswith("every day")]
-        assert [r.name for r in job.args[0]] == ["b", "a"]  # rule-set order
-        before = schedule._scheduler.get_job("every 6 hours").next_run_time
+        jobs = {j.id: [r.name for r in j.args[0]] for j in schedule._scheduler.get_jobs()}
+        assert jobs == {
+            'rule "b" every day at 03:00': ["b"],
+            'group "nightly" every day at 03:00': ["g1", "g2"],  # rule-set order
+            'rule "a" every day at 03:00': ["a"],
+            'rule "c" every 6 hours': ["c"],
+        }
+        before = schedule._scheduler.get_job('rule "c" every 6 hours').next_run_time
         rf2, _ = parse_text(text.replace('rule "a"', 'rule "a2"'), "t.rules")
         assert rf2 is not None
-        assert schedule.load(rf2.rules) == 2
-        assert schedule._scheduler.get_job("every 6 hours").next_run_time == before  # not pushed back
-        assert sorted(schedule.next_runs()) == ["a2", "b", "c"]
-        assert schedule.load(rf2.rules[:1]) == 1  # c's and a2's schedules dropped
+        assert schedule.load(rf2.rules) == 4
+        assert schedule._scheduler.get_job('rule "c" every 6 hours').next_run_time == before  # kept
+        assert sorted(schedule.next_runs()) == ["a2", "b", "c", "g1", "g2"]
+        assert schedule.load(rf2.rules[:1]) == 1  # every schedule but b's dropped
         assert sorted(schedule.next_runs()) == ["b"]
     finally:
         schedule.shutdown()
@@ -105,15 +115,15 @@ def test_same_trigger_one_job_in_order_and_reload_keeps_next_run() -> None:
 def test_jobs_are_named_and_logged_as_the_language_writes_triggers(caplog: pytest.LogCaptureFixture) -> None:
     text = (
         'rule "a" every mon at 9:00 { then flag }\n'
-        'rule "b" every monday at 09:00 { then flag }\n'
-        'rule "c" cron "0  9 * *   1-5" { then flag }\n'
-        'rule "d" cron "0 9 * * 1-5" { then flag }\n'
+        'group "weekdays" cron "0  9 * *   1-5" {\n'
+        '    rule "c" { then flag }\n'
+        '    rule "d" { then flag }\n'
+        "}\n"
         'rule "e" every 1 hours { then flag }\n'
     )
     rf, _ = parse_text(text, "t.rules")
     assert rf is not None
     assert [trigger_key(r.trigger) for r in rf.rules] == [
-        "every monday at 09:00",
         "every monday at 09:00",
         'cron "0 9 * * 1-5"',
         'cron "0 9 * * 1-5"',
@@ -123,12 +133,12 @@ def test_jobs_are_named_and_logged_as_the_language_writes_triggers(caplog: pytes
     with caplog.at_level("INFO", logger="mailrules.daemon.scheduler"):
         assert schedule.load(rf.rules) == 3
     assert sorted(j.id for j in schedule._scheduler.get_jobs()) == [
-        'cron "0 9 * * 1-5"',
-        "every 1 hour",
-        "every monday at 09:00",
+        'group "weekdays" cron "0 9 * * 1-5"',
+        'rule "a" every monday at 09:00',
+        'rule "e" every 1 hour',
     ]
     assert caplog.messages == [
-        'schedule every monday at 09:00: rules "a", "b"',
-        'schedule cron "0 9 * * 1-5": rules "c", "d"',
+        'schedule every monday at 09:00: rule "a"',
+        'schedule cron "0 9 * * 1-5": group "weekdays", rules "c", "d"',
         'schedule every 1 hour: rule "e"',
     ]
