@@ -26,7 +26,8 @@ def explain_rule(rule: A.Rule, dialect: Dialect, *, now: dt.datetime, tz: dt.tzi
     lines = [
         f"rule {unparse.quote(rule.name)}  ({rule.span.short})",
         f"  scope:    {mailboxes} of {accounts}",
-        f"  trigger:  {_trigger(rule.trigger)}",
+        f"  trigger:  {_trigger(rule.trigger)}"
+        + (f" (group {unparse.quote(rule.group)}: its rules in order)" if rule.group is not None else ""),
     ]
     refusal = server_refusal(rule.condition, dialect)
     if refusal is not None:
