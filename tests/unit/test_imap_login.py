@@ -5,11 +5,10 @@ A scripted IMAP server on loopback records every byte the client sends.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
-import threading
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import pytest
 
@@ -17,11 +16,12 @@ from mailrules.compile.serialize import Lit
 from mailrules.errors import ImapError
 from mailrules.imap.core import UnsendableValue, login_arg
 from mailrules.imap.session import ConnectionParams, ImapSession
+from tests.scripted import ScriptedLoopback
 
 _LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
 
 
-class ScriptedServer:
+class ScriptedServer(ScriptedLoopback):
     """Greets with `greeting_caps`; answers CAPABILITY, LOGIN (`login_answer`), LIST, LOGOUT.
 
     Records every byte it receives.
@@ -31,48 +31,33 @@ class ScriptedServer:
         self.greeting_caps = greeting_caps
         self.login_answer = login_answer
         self.received = bytearray()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(10)
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
-        with conn, contextlib.suppress(OSError):
-            conn.settimeout(10)
-            reader = conn.makefile("rb")
-            conn.sendall(f"* OK [CAPABILITY {self.greeting_caps}] ready\r\n".encode())
-            while True:
+    def converse(self, conn: socket.socket, reader: BinaryIO) -> None:
+        conn.sendall(f"* OK [CAPABILITY {self.greeting_caps}] ready\r\n".encode())
+        while True:
+            line = reader.readline()
+            if not line:
+                return
+            self.received += line
+            tag, _, rest = line.partition(b" ")
+            while m := _LITERAL.search(line):  # a synchronizing literal: ask for it, read it
+                conn.sendall(b"+ go on\r\n")
+                data = reader.read(int(m.group(1)))
                 line = reader.readline()
-                if not line:
-                    return
-                self.received += line
-                tag, _, rest = line.partition(b" ")
-                while m := _LITERAL.search(line):  # a synchronizing literal: ask for it, read it
-                    conn.sendall(b"+ go on\r\n")
-                    data = reader.read(int(m.group(1)))
-                    line = reader.readline()
-                    self.received += data + line
-                word = rest.strip().split(b" ", 1)[0].upper()
-                if word == b"LOGIN":
-                    conn.sendall(tag + b" " + self.login_answer.encode() + b"\r\n")
-                elif word == b"CAPABILITY":  # imaplib asks, whatever the greeting said
-                    conn.sendall(f"* CAPABILITY {self.greeting_caps}\r\n".encode() + tag + b" OK done\r\n")
-                elif word == b"LIST":
-                    conn.sendall(b'* LIST () "/" ""\r\n' + tag + b" OK done\r\n")
-                elif word == b"LOGOUT":
-                    conn.sendall(b"* BYE bye\r\n" + tag + b" OK done\r\n")
-                    return
-                else:
-                    conn.sendall(tag + b" BAD unexpected\r\n")
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(5)
+                self.received += data + line
+            word = rest.strip().split(b" ", 1)[0].upper()
+            if word == b"LOGIN":
+                conn.sendall(tag + b" " + self.login_answer.encode() + b"\r\n")
+            elif word == b"CAPABILITY":  # imaplib asks, whatever the greeting said
+                conn.sendall(f"* CAPABILITY {self.greeting_caps}\r\n".encode() + tag + b" OK done\r\n")
+            elif word == b"LIST":
+                conn.sendall(b'* LIST () "/" ""\r\n' + tag + b" OK done\r\n")
+            elif word == b"LOGOUT":
+                conn.sendall(b"* BYE bye\r\n" + tag + b" OK done\r\n")
+                return
+            else:
+                conn.sendall(tag + b" BAD unexpected\r\n")
 
     def params(self, username: str, password: str) -> ConnectionParams:
         return ConnectionParams("127.0.0.1", self.port, "none", username, password, allow_insecure=True,
@@ -136,24 +121,17 @@ def test_cr_lf_nul_are_refused_before_anything_is_sent(field: str, bad: str) -> 
 
 
 def test_a_refused_login_is_auth_and_never_shows_the_password() -> None:
-    server = ScriptedServer(login_answer="NO [AUTHENTICATIONFAILED] Authentication failed.")
-    try:
-        with pytest.raises(ImapError) as info:
-            ImapSession.connect(server.params("alice", "hunter2"))
-    finally:
-        server.close()
+    with (ScriptedServer(login_answer="NO [AUTHENTICATIONFAILED] Authentication failed.") as server,
+          pytest.raises(ImapError) as info):
+        ImapSession.connect(server.params("alice", "hunter2"))
     assert info.value.kind == "auth"
     assert info.value.code == "AUTHENTICATIONFAILED"
     assert "login failed" in str(info.value) and "hunter2" not in str(info.value)
 
 
 def test_a_login_without_a_code_is_still_auth() -> None:
-    server = ScriptedServer(login_answer="NO go away")
-    try:
-        with pytest.raises(ImapError) as info:
-            ImapSession.connect(server.params("alice", "hunter2"))
-    finally:
-        server.close()
+    with ScriptedServer(login_answer="NO go away") as server, pytest.raises(ImapError) as info:
+        ImapSession.connect(server.params("alice", "hunter2"))
     assert info.value.kind == "auth"
 
 

@@ -4,21 +4,22 @@ session is dead (no LOGOUT is sent that would wait again). A scripted server on 
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import pytest
 
 from mailrules.errors import ImapError
 from mailrules.imap.idle import Idler, Stalled, is_stall
 from mailrules.imap.session import ConnectionParams, ImapSession
+from tests.scripted import ScriptedLoopback
 
 CAPS = "IMAP4rev1 IDLE"
 
 
-class SilentServer:
+class SilentServer(ScriptedLoopback):
     """Logs the client in, then answers according to `idle`: "silent" (no continuation), "done"
     (a continuation, then no answer to DONE), "half-line" (a continuation and the start of a line
     that never ends). NOOP is never answered. Records the commands it received."""
@@ -26,45 +27,34 @@ class SilentServer:
     def __init__(self, idle: str = "done") -> None:
         self.idle = idle
         self.commands: list[bytes] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(10)
-        self.port = self.listener.getsockname()[1]
         self._over = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(conn_timeout=None)
 
-    def _serve(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
-        with conn, contextlib.suppress(OSError):
-            reader = conn.makefile("rb")
-            conn.sendall(f"* OK [CAPABILITY {CAPS}] ready\r\n".encode())
-            while line := reader.readline():
-                self.commands.append(line.strip())
-                tag, _, rest = line.partition(b" ")
-                word = rest.strip().split(b" ", 1)[0].upper()
-                if word == b"LOGIN":
-                    conn.sendall(tag + b" OK [CAPABILITY " + CAPS.encode() + b"] logged in\r\n")
-                elif word == b"CAPABILITY":
-                    conn.sendall(f"* CAPABILITY {CAPS}\r\n".encode() + tag + b" OK done\r\n")
-                elif word == b"LIST":
-                    conn.sendall(b'* LIST () "/" ""\r\n' + tag + b" OK done\r\n")
-                elif word == b"IDLE" and self.idle != "silent":
-                    conn.sendall(b"+ idling\r\n")
-                    if self.idle == "half-line":
-                        conn.sendall(b"* 3 EXI")
-                elif word in (b"NOOP", b"IDLE", b"DONE"):
-                    pass  # silence: the socket stays open, nothing comes back
-                else:
-                    conn.sendall(tag + b" OK done\r\n")
-            self._over.wait(10)
+    def converse(self, conn: socket.socket, reader: BinaryIO) -> None:
+        conn.sendall(f"* OK [CAPABILITY {CAPS}] ready\r\n".encode())
+        while line := reader.readline():
+            self.commands.append(line.strip())
+            tag, _, rest = line.partition(b" ")
+            word = rest.strip().split(b" ", 1)[0].upper()
+            if word == b"LOGIN":
+                conn.sendall(tag + b" OK [CAPABILITY " + CAPS.encode() + b"] logged in\r\n")
+            elif word == b"CAPABILITY":
+                conn.sendall(f"* CAPABILITY {CAPS}\r\n".encode() + tag + b" OK done\r\n")
+            elif word == b"LIST":
+                conn.sendall(b'* LIST () "/" ""\r\n' + tag + b" OK done\r\n")
+            elif word == b"IDLE" and self.idle != "silent":
+                conn.sendall(b"+ idling\r\n")
+                if self.idle == "half-line":
+                    conn.sendall(b"* 3 EXI")
+            elif word in (b"NOOP", b"IDLE", b"DONE"):
+                pass  # silence: the socket stays open, nothing comes back
+            else:
+                conn.sendall(tag + b" OK done\r\n")
+        self._over.wait(10)
 
     def close(self) -> None:
         self._over.set()
-        self.listener.close()
-        self.thread.join(5)
+        super().close()
 
     def params(self) -> ConnectionParams:
         return ConnectionParams("127.0.0.1", self.port, "none", "u", "p", allow_insecure=True,

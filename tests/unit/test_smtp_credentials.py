@@ -7,13 +7,13 @@ such usernames anyway: tests/unit/test_config_hostile.py; this holds for SmtpPar
 from __future__ import annotations
 
 import base64
-import contextlib
 import socket
-import threading
+from typing import BinaryIO
 
 import pytest
 
 from mailrules.smtp.sender import SmtpParams, SmtpSender
+from tests.scripted import ScriptedLoopback
 
 ORIGINAL = (
     b"From: a@example.org\r\nTo: me@example.com\r\nSubject: hi\r\nMessage-ID: <m1@example.org>\r\n"
@@ -21,49 +21,34 @@ ORIGINAL = (
 )
 
 
-class ScriptedSmtp:
+class ScriptedSmtp(ScriptedLoopback):
     """Answers EHLO (AUTH PLAIN LOGIN), AUTH, MAIL, RCPT, DATA, QUIT; records each line received."""
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(10)
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
-        with conn, contextlib.suppress(OSError):
-            conn.settimeout(10)
-            reader = conn.makefile("rb")
-            conn.sendall(b"220 scripted ESMTP\r\n")
-            while line := reader.readline():
-                self.lines.append(line)
-                verb = line.split(b" ", 1)[0].strip().upper()
-                if verb == b"EHLO":
-                    conn.sendall(b"250-scripted\r\n250 AUTH PLAIN LOGIN\r\n")
-                elif verb == b"AUTH":
-                    conn.sendall(b"235 2.7.0 ok\r\n")
-                elif verb == b"DATA":
-                    conn.sendall(b"354 go\r\n")
-                    while reader.readline() not in (b".\r\n", b""):
-                        pass
-                    conn.sendall(b"250 2.0.0 queued\r\n")
-                elif verb == b"QUIT":
-                    conn.sendall(b"221 bye\r\n")
-                    return
-                elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
-                    conn.sendall(b"250 ok\r\n")
-                else:
-                    conn.sendall(b"500 what\r\n")
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(5)
+    def converse(self, conn: socket.socket, reader: BinaryIO) -> None:
+        conn.sendall(b"220 scripted ESMTP\r\n")
+        while line := reader.readline():
+            self.lines.append(line)
+            verb = line.split(b" ", 1)[0].strip().upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-scripted\r\n250 AUTH PLAIN LOGIN\r\n")
+            elif verb == b"AUTH":
+                conn.sendall(b"235 2.7.0 ok\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go\r\n")
+                while reader.readline() not in (b".\r\n", b""):
+                    pass
+                conn.sendall(b"250 2.0.0 queued\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                conn.sendall(b"250 ok\r\n")
+            else:
+                conn.sendall(b"500 what\r\n")
 
 
 @pytest.mark.parametrize(
