@@ -329,6 +329,7 @@ class OAuthTestServer:
         raise OAuthFailure("unsupported_grant_type")
 
     def _authenticate(self, form: dict[str, str], basic: tuple[str, str] | None) -> Client:
+        secret: str | None
         if basic is not None:
             client_id, secret = basic
         else:

@@ -39,6 +39,11 @@ def write(tmp_path: Path, text: str, name: str = "mailrules.toml") -> Path:
     return path
 
 
+def _revealed(secret: Secret | None) -> str:
+    assert secret is not None
+    return secret.reveal()
+
+
 @pytest.fixture
 def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The spec's example, as written, with its secret file present and its env variable set."""
@@ -105,6 +110,7 @@ def test_spec_example_work_account(example: Settings) -> None:
             allow_insecure=False,
         ),
     )
+    assert work.password is not None
     assert work.password.reveal() == "imap-s3cret"  # one trailing newline stripped
     assert work.password.source == "password_file /run/secrets/imap_password"
     assert work.smtp is not None and work.smtp.password is not None
@@ -115,6 +121,7 @@ def test_spec_example_work_account(example: Settings) -> None:
 def test_spec_example_lab_account(example: Settings) -> None:
     lab = example.accounts["lab"]
     assert (lab.host, lab.port, lab.tls, lab.allow_insecure) == ("127.0.0.1", 10143, "none", True)
+    assert lab.password is not None
     assert (lab.username, lab.password.reveal()) == ("bench", "bench")
     assert lab.smtp is None and lab.ca_file is None and lab.watch == ()
     assert (lab.archive, lab.trash, lab.create_mailboxes, lab.max_connections) == (None, None, True, 5)
@@ -200,7 +207,9 @@ ca_file = "ca.pem"
     assert s.rules == conf / "my-rules"
     assert s.state == conf / "../var/state.db"
     assert s.accounts["a"].ca_file == conf / "ca.pem"
-    assert s.accounts["a"].password.reveal() == "from-file"
+    password = s.accounts["a"].password
+    assert password is not None
+    assert password.reveal() == "from-file"
     assert s.warnings == ()
 
 
@@ -242,7 +251,7 @@ username = "u"
 password_env = "D_PASS"
 """
     s = load_config(write(tmp_path, text), env={"D_PASS": "from-env"})
-    got = {n: a.password.reveal() for n, a in s.accounts.items()}
+    got = {n: _revealed(a.password) for n, a in s.accounts.items()}
     assert got == {"a": "direct", "b": "line1", "c": "keeps spaces  ", "d": "from-env"}
 
 
@@ -310,8 +319,10 @@ def test_secrets_never_in_repr_str_dict_or_logs(tmp_path: Path, caplog: pytest.L
     caplog.set_level(logging.DEBUG)
     path, env = _leaky_config(tmp_path)
     s = load_config(path, env=env)
-    assert s.accounts["b"].password.reveal() == LEAKY["override"]
-    assert s.accounts["b"].password.source == "$MAILRULES_ACCOUNTS__B__PASSWORD"
+    password = s.accounts["b"].password
+    assert password is not None
+    assert password.reveal() == LEAKY["override"]
+    assert password.source == "$MAILRULES_ACCOUNTS__B__PASSWORD"
     _assert_no_secret(repr(s))
     _assert_no_secret(str(s))
     _assert_no_secret(repr(s.accounts) + repr(s.accounts["a"].smtp))

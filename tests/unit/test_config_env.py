@@ -41,6 +41,7 @@ PW = {"MAILRULES_ACCOUNTS__WORK__PASSWORD": "from-env"}
 def test_password_override_replaces_the_files_secret_key(tmp_path: Path) -> None:
     s = load(tmp_path, PW)
     work = s.accounts["Work"]  # the file's spelling, matched case-insensitively
+    assert work.password is not None
     assert work.password.reveal() == "from-env"
     assert list(s.accounts) == ["Work"]
 
@@ -48,8 +49,10 @@ def test_password_override_replaces_the_files_secret_key(tmp_path: Path) -> None
 def test_docker_secret_file_variable(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("from-secret-file\n", encoding="utf-8")
     s = load(tmp_path, {"MAILRULES_ACCOUNTS__WORK__PASSWORD_FILE": str(tmp_path / "secret")})
-    assert s.accounts["Work"].password.reveal() == "from-secret-file"
-    assert s.accounts["Work"].password.source == f"password_file {tmp_path / 'secret'}"
+    password = s.accounts["Work"].password
+    assert password is not None
+    assert password.reveal() == "from-secret-file"
+    assert password.source == f"password_file {tmp_path / 'secret'}"
 
 
 def test_any_key_can_come_from_a_file(tmp_path: Path) -> None:
@@ -117,6 +120,7 @@ def test_override_creates_a_new_account(tmp_path: Path) -> None:
     s = load(tmp_path, env)
     assert list(s.accounts) == ["Work", "lab"]
     lab = s.accounts["lab"]
+    assert lab.password is not None
     assert (lab.host, lab.port, lab.username, lab.password.reveal()) == ("127.0.0.1", 993, "bench", "bench")
     assert lab.smtp is not None and (lab.smtp.host, lab.smtp.from_, lab.smtp.password) == (
         "127.0.0.1", "bench@example.org", None)

@@ -20,7 +20,8 @@ FIELDS = ("from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "subject
 def _corpus_dir() -> Path | None:
     candidates: list[Path] = []
     try:
-        import test  # the CPython test package, absent from some distributions
+        # the CPython test package (no stubs), absent from some distributions
+        import test  # type: ignore[import-not-found]
 
         candidates.append(Path(os.path.dirname(test.__file__)))
     except ImportError:

@@ -52,11 +52,11 @@ def server(fake_time: FakeTime) -> Iterator[OAuthTestServer]:
         yield s
 
 
-def client_for(server: OAuthTestServer, **kw: object) -> TokenClient:
+def client_for(server: OAuthTestServer, authorize_params: tuple[tuple[str, str], ...] = ()) -> TokenClient:
     settings = ClientSettings(
         server.token_url, DEFAULT_CLIENT, scopes=("imap", "offline_access"),
         authorization_url=server.authorization_url, device_authorization_url=server.device_url,
-        **kw,
+        authorize_params=authorize_params,
     )
     return TokenClient(settings)
 

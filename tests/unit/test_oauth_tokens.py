@@ -8,8 +8,9 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -60,7 +61,16 @@ def clock() -> Clock:
 Made = tuple[TokenManager, list[float]]
 
 
-def make(server: OAuthTestServer, tmp_path: Path, clock: Clock, **kw: object) -> Made:
+class ManagerOptions(TypedDict, total=False):
+    """The TokenManager keywords the tests set."""
+
+    initial_refresh: Secret | None
+    attempts: int
+    backoff: float
+    on_refresh: Callable[[str, str], None] | None
+
+
+def make(server: OAuthTestServer, tmp_path: Path, clock: Clock, **kw: Unpack[ManagerOptions]) -> Made:
     sleeps: list[float] = []
     client = TokenClient(ClientSettings(server.token_url, DEFAULT_CLIENT, scopes=("imap",)), clock=clock)
     manager = TokenManager(

@@ -46,8 +46,9 @@ def test_weekday_steps_follow_cron_numbering() -> None:
     fires = []
     t = THU.replace(hour=0)
     for _ in range(4):
-        t = next_fire(trigger('cron "0 1 * * */2"'), PARIS, t + dt.timedelta(minutes=1))
-        assert t is not None
+        fire = next_fire(trigger('cron "0 1 * * */2"'), PARIS, t + dt.timedelta(minutes=1))
+        assert fire is not None
+        t = fire
         fires.append(t.strftime("%a"))
     assert fires == ["Thu", "Sat", "Sun", "Tue"]
 
@@ -64,7 +65,12 @@ def test_schedule_loads_and_runs_jobs() -> None:
     assert rf is not None
     ran: list[list[str]] = []
     done = threading.Event()
-    schedule = Schedule(dt.UTC, lambda rules: (ran.append([r.name for r in rules]), done.set()))
+
+    def run(rules: list[A.Rule]) -> None:
+        ran.append([r.name for r in rules])
+        done.set()
+
+    schedule = Schedule(dt.UTC, run)
     assert schedule.load(rf.rules) == 1
     assert list(schedule.next_runs()) == ["tick"]
     schedule.start()

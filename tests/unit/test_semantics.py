@@ -12,9 +12,10 @@ import pytest
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext, compile_regex, evaluate_condition, subtract_age
 from mailrules.message.view import AttachmentInfo, MessageView
+from mailrules.source import Span
 
 EML = Path(__file__).resolve().parent.parent / "fixtures" / "eml"
-SP = A.Span("t.rules", 1, 1)
+SP = Span("t.rules", 1, 1)
 UTC = dt.UTC
 NOW = dt.datetime(2024, 3, 31, 12, 0, tzinfo=UTC)
 CTX = EvalContext(now=NOW, tz=UTC)
@@ -182,8 +183,8 @@ def test_sent_dates_use_the_header_offset() -> None:
         assert not ok(A.DateTest("sent", "after", dt.date(2023, 3, 15), SP), LIST, ctx)
     bad = view("broken/bad-date.eml")
     for rel in ("before", "after", "on"):
-        assert not ok(A.DateTest("sent", rel, dt.date(2099, 1, 1), SP), bad)  # type: ignore[arg-type]
-        assert not ok(A.DateTest("sent", rel, dt.date(1970, 1, 1), SP), bad)  # type: ignore[arg-type]
+        assert not ok(A.DateTest("sent", rel, dt.date(2099, 1, 1), SP), bad)
+        assert not ok(A.DateTest("sent", rel, dt.date(1970, 1, 1), SP), bad)
 
 
 def test_flags_and_keywords() -> None:

@@ -16,11 +16,12 @@ from mailrules.dsl.semantics import EvalContext, TemplateError, evaluate_conditi
 from mailrules.engine.core import Engine
 from mailrules.engine.ports import AccountContext, RunOptions
 from mailrules.message.view import MessageView
+from mailrules.source import Span
 from tests.fakes import FakeServer, FakeStore
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 CTX = EvalContext(NOW, dt.UTC)
-SP = A.Span("t.rules", 1, 1)
+SP = Span("t.rules", 1, 1)
 
 
 def condition(text: str) -> A.Condition:

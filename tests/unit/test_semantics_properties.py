@@ -18,9 +18,10 @@ from mailrules.dsl.semantics import (
     sanitize_value,
 )
 from mailrules.message.view import MessageView
+from mailrules.source import Span
 
 EML = Path(__file__).resolve().parent.parent / "fixtures" / "eml"
-SP = A.Span("p.rules", 1, 1)
+SP = Span("p.rules", 1, 1)
 CTX = EvalContext(dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.UTC)
 SEPARATORS = st.sampled_from(["/", ".", "\\", "|", ":"])
 NASTY = st.text(alphabet=st.sampled_from(list("./\\*%~ \t\r\n\x00\x1b\u202e\u200bab_é")) | st.characters())

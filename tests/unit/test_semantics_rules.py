@@ -19,9 +19,10 @@ from mailrules.dsl.semantics import (
     sanitize_value,
 )
 from mailrules.message.view import MessageView
+from mailrules.source import Span
 
 EML = Path(__file__).resolve().parent.parent / "fixtures" / "eml"
-SP = A.Span("t.rules", 3, 5)
+SP = Span("t.rules", 3, 5)
 UTC = dt.UTC
 NOW = dt.datetime(2024, 3, 31, 12, 0, tzinfo=UTC)
 CTX = EvalContext(now=NOW, tz=UTC)
@@ -345,7 +346,7 @@ def test_worked_examples_through_the_parser() -> None:
     rule_file, diagnostics = parser.parse_text(text, "worked-examples.rules")
     assert rule_file is not None and not [d for d in diagnostics if d.severity == "error"]
     parsed = list(rule_file.rules)
-    for eml, kw, account, expected in [
+    cases: list[tuple[str, dict[str, Any], str | None, list[tuple[str, str, str | None]]]] = [
         ("list-python.eml", {}, None, [("lists", "Move", "Lists/python-list")]),
         ("invoice.eml", {}, None, [("invoices", "Copy", "Finance/Invoices"), ("invoices", "SetFlag", None)]),
         (
@@ -361,6 +362,7 @@ def test_worked_examples_through_the_parser() -> None:
             [("yearly archive", "Archive", "Archive/2022")],
         ),
         ("bulk.eml", {}, "work", [("noise", "SetFlag", None), ("noise", "Move", "Later")]),
-    ]:
+    ]
+    for eml, kw, account, expected in cases:
         out = evaluate_message(parsed, view(eml, **kw), account=account, mailbox="INBOX", ctx=CTX)
         assert names(out) == expected, eml

@@ -12,16 +12,17 @@ import pytest
 from mailrules.commands.rule_tests import format_outcomes, run_tests
 from mailrules.dsl import ast as A
 from mailrules.dsl import unparse
+from mailrules.source import Span
 
 EML = Path(__file__).resolve().parent.parent / "fixtures" / "eml"
 EXAMPLES = Path(__file__).resolve().parents[2] / "rules.d"
 
 
-def sp(file: str, line: int = 1, col: int = 1) -> A.Span:
-    return A.Span(file, line, col)
+def sp(file: str, line: int = 1, col: int = 1) -> Span:
+    return Span(file, line, col)
 
 
-def T(raw: str, s: A.Span) -> A.Template:
+def T(raw: str, s: Span) -> A.Template:
     if "{list}" in raw:
         before = raw.split("{list}")[0]
         return A.Template(raw, (A.TemplateText(before), A.Placeholder("list", 0, s)), s)
