@@ -324,6 +324,7 @@ def test_compose_mailrules_config_loads_and_its_rules_check(tmp_path: Path) -> N
     for account in settings.accounts.values():
         assert account.host in data["services"], account.host
         assert account.port == 143 and account.tls == "none" and account.allow_insecure
+        assert account.password is not None
         assert users[account.username] == account.password.reveal(), "the secret matches Dovecot's user"
         assert account.smtp is not None and account.smtp.host in data["services"]
     # The state lives on the volume; metrics listen where Prometheus scrapes.

@@ -153,7 +153,13 @@ def test_a_replica_paused_inside_a_write_is_cut_off_and_the_takeover_goes_ahead(
     writer = threading.Thread(target=paused_writer)
     writer.start()
     taken: list[Lease] = []
-    until(lambda: bool(taken.append(x) if (x := b.acquire("work")) else False) or bool(taken), "b took over")
+
+    def b_took_over() -> bool:
+        if lease := b.acquire("work"):
+            taken.append(lease)
+        return bool(taken)
+
+    until(b_took_over, "b took over")
     resume.set()  # SIGCONT
     writer.join()
     assert taken[0].token == 2
@@ -181,7 +187,12 @@ def test_a_replica_that_stops_its_heartbeat_is_not_seen_after_lease_seconds(
     a.register()
     b.register()
     assert a.replicas() == ["a", "b"]
-    until(lambda: (b.heartbeat(), b.replicas())[1] == ["b"], "a is no longer seen")
+
+    def a_gone() -> bool:
+        b.heartbeat()
+        return b.replicas() == ["b"]
+
+    until(a_gone, "a is no longer seen")
 
 
 # -- three keepers, thirty accounts ---------------------------------------------------------------
