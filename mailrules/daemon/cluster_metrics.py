@@ -4,15 +4,13 @@ hand-overs and losses, and how many replicas it sees; the lease keeper's observe
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from mailrules.daemon.labels import KnownAccounts
 from mailrules.state.interface import Lease
 from mailrules.state.keeper import KeeperObserver
-
-OTHER = "other"
 
 
 class ClusterMetrics(KeeperObserver):
@@ -22,8 +20,7 @@ class ClusterMetrics(KeeperObserver):
     `registry`. Accounts come from the configuration (`init`); anything else is `other`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._lock = threading.Lock()
-        self._accounts: set[str] = set()
+        self._accounts = KnownAccounts()
         self.owned = Gauge(
             "mailrules_cluster_account_owned",
             "1 while this daemon holds the account's lease (works on it), else 0. Among daemons "
@@ -64,33 +61,26 @@ class ClusterMetrics(KeeperObserver):
 
     def init(self, accounts: Iterable[str]) -> None:
         """Create the series of the configured accounts (value 0)."""
-        names = list(accounts)
-        with self._lock:
-            self._accounts.update(names)
-        for account in names:
+        for account in self._accounts.add(accounts):
             self.owned.labels(account)
             self.acquisitions.labels(account)
             self.releases.labels(account)
             self.losses.labels(account)
 
-    def _account(self, account: str) -> str:
-        with self._lock:
-            return account if account in self._accounts else OTHER
-
     # -- KeeperObserver ---------------------------------------------------------------------------
 
     def acquired(self, lease: Lease) -> None:
-        account = self._account(lease.account)
+        account = self._accounts(lease.account)
         self.owned.labels(account).set(1)
         self.acquisitions.labels(account).inc()
 
     def released(self, account: str) -> None:
-        name = self._account(account)
+        name = self._accounts(account)
         self.owned.labels(name).set(0)
         self.releases.labels(name).inc()
 
     def lost(self, account: str) -> None:
-        name = self._account(account)
+        name = self._accounts(account)
         self.owned.labels(name).set(0)
         self.losses.labels(name).inc()
 

@@ -6,6 +6,9 @@ from mail or from a server: a value outside them is counted as OTHER.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
+
 #: The label value for anything outside the configured set (bounded cardinality: no value from
 #: mail or a server becomes a series).
 OTHER = "other"
@@ -61,6 +64,29 @@ CONNECT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ARRIVAL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 RULE_BUCKETS = (0.001, *_FAST, 300.0)
 RUN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+class KnownAccounts:
+    """The accounts the configuration names, for an `account` label: any other is OTHER.
+
+    Thread-safe: `add` is called at start and on reload, the call from any thread that counts.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: set[str] = set()
+
+    def add(self, accounts: Iterable[str]) -> list[str]:
+        """Know `accounts` from now on; returns them (a list) for creating their series."""
+        names = list(accounts)
+        with self._lock:
+            self._names.update(names)
+        return names
+
+    def __call__(self, account: str) -> str:
+        """`account` if the configuration names it, else OTHER."""
+        with self._lock:
+            return account if account in self._names else OTHER
 
 
 def command_label(name: str) -> str:

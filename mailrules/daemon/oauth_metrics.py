@@ -4,18 +4,15 @@ observer the accounts' token managers report to (mailrules/oauth/accounts.py `OA
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from mailrules.daemon.labels import OTHER, KnownAccounts
 from mailrules.oauth.accounts import AUTH_FAILURE_REASONS
 from mailrules.oauth.manager import OUTCOMES
 
 log = logging.getLogger(__name__)
-
-OTHER = "other"
-
 
 class OAuthMetrics:
     """`mailrules_oauth_token_expiry_timestamp_seconds{account}`, `mailrules_oauth_refreshes_total{
@@ -23,8 +20,7 @@ class OAuthMetrics:
     come from the configuration (`init`) and fixed sets; anything else is counted as `other`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._lock = threading.Lock()
-        self._accounts: set[str] = set()
+        self._accounts = KnownAccounts()
         self.expiry = Gauge(
             "mailrules_oauth_token_expiry_timestamp_seconds",
             "When the OAuth2 access token of an account expires (Unix time); 0 before the first token "
@@ -51,32 +47,25 @@ class OAuthMetrics:
 
     def init(self, accounts: Iterable[str]) -> None:
         """Create the series of the OAuth2 accounts of the configuration (value 0)."""
-        names = list(accounts)
-        with self._lock:
-            self._accounts.update(names)
-        for account in names:
+        for account in self._accounts.add(accounts):
             self.expiry.labels(account)
             for outcome in OUTCOMES:
                 self.refreshes.labels(account, outcome)
             for reason in AUTH_FAILURE_REASONS:
                 self.failures.labels(account, reason)
 
-    def _account(self, account: str) -> str:
-        with self._lock:
-            return account if account in self._accounts else OTHER
-
     # -- OAuthObserver ----------------------------------------------------------------------------
 
     def oauth_refresh(self, account: str, outcome: str) -> None:
         """A refresh of `account`'s token ended with `outcome`."""
-        self.refreshes.labels(self._account(account), outcome if outcome in OUTCOMES else OTHER).inc()
+        self.refreshes.labels(self._accounts(account), outcome if outcome in OUTCOMES else OTHER).inc()
 
     def oauth_tokens(self, account: str, expires_at: float | None) -> None:
         """`account`'s access token now expires at `expires_at` (None: unknown, or no token)."""
-        self.expiry.labels(self._account(account)).set(expires_at or 0)
+        self.expiry.labels(self._accounts(account)).set(expires_at or 0)
 
     def auth_failure(self, account: str, reason: str) -> None:
         """An OAuth2 login of `account` failed for `reason`."""
         self.failures.labels(
-            self._account(account), reason if reason in AUTH_FAILURE_REASONS else OTHER
+            self._accounts(account), reason if reason in AUTH_FAILURE_REASONS else OTHER
         ).inc()
