@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mailrules.dsl import ast, parser
 from mailrules.dsl.parser import _chunks, _parse_chunk, parse_text
+from mailrules.dsl.transform import AstBuilder
 from mailrules.source import Diagnostic
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dsl"
@@ -71,14 +72,14 @@ def test_a_syntax_error_falls_back_to_item_by_item() -> None:
 def test_a_bug_in_the_builder_falls_back_to_item_by_item(monkeypatch: pytest.MonkeyPatch) -> None:
     """An internal error costs only its item, as when every item is parsed alone."""
     text = 'rule "a" { then stop }\nrule "b" { then flag }\n'
-    real = parser.AstBuilder.rule
+    real = AstBuilder.rule
 
     def broken_for_b(self: Any, span: Any, ch: list[Any]) -> Any:
         if str(ch[1]) == '"b"':
             raise RuntimeError("bug")
         return real(self, span, ch)
 
-    monkeypatch.setattr(parser.AstBuilder, "rule", broken_for_b)
+    monkeypatch.setattr(AstBuilder, "rule", broken_for_b)
     # a parser of its own: the shared one bound its callbacks before the patch
     monkeypatch.setattr(parser, "_parser_and_callbacks", parser._parser_and_callbacks.__wrapped__)
     rule_file, diags = parse_text(text, "f.rules")
