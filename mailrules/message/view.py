@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, Unpack
 
 from mailrules.bounds import DEFAULT_BOUNDS, Bounds, check_deadline
 from mailrules.message.decoding import (
@@ -97,6 +97,17 @@ class AttachmentInfo:
     disposition: str | None
 
 
+class ViewOptions(TypedDict, total=False):
+    """The keyword options of the MessageView constructor (defaults there), for from_bytes and from_file."""
+
+    size: int | None
+    internaldate: dt.datetime | None
+    flags: Iterable[str]
+    uid: int | None
+    attachments: list[AttachmentInfo] | None
+    bounds: Bounds
+
+
 class MessageView:
     """A decoded view of one message. Every property is computed lazily, cached, and never raises.
 
@@ -133,32 +144,14 @@ class MessageView:
         self.text_cut = False
 
     @classmethod
-    def from_bytes(
-        cls,
-        raw: bytes,
-        *,
-        size: int | None = None,
-        internaldate: dt.datetime | None = None,
-        flags: Iterable[str] = (),
-        uid: int | None = None,
-        attachments: list[AttachmentInfo] | None = None,
-        bounds: Bounds = DEFAULT_BOUNDS,
-    ) -> MessageView:
-        """A view of `raw` (the whole message or only its header block)."""
-        return cls(
-            raw,
-            size=size,
-            internaldate=internaldate,
-            flags=flags,
-            uid=uid,
-            attachments=attachments,
-            bounds=bounds,
-        )
+    def from_bytes(cls, raw: bytes, **options: Unpack[ViewOptions]) -> MessageView:
+        """A view of `raw` (the whole message or only its header block); the constructor's options."""
+        return cls(raw, **options)
 
     @classmethod
-    def from_file(cls, path: str | Path, **kw: Any) -> MessageView:
-        """A view of an .eml file (raises OSError when it cannot be read)."""
-        return cls(Path(path).read_bytes(), **kw)
+    def from_file(cls, path: str | Path, **options: Unpack[ViewOptions]) -> MessageView:
+        """A view of an .eml file (raises OSError when it cannot be read); the constructor's options."""
+        return cls(Path(path).read_bytes(), **options)
 
     def __repr__(self) -> str:
         return f"<MessageView uid={self.uid} size={self.size} message_id={self.message_id!r}>"
