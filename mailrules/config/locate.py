@@ -6,6 +6,7 @@ import bisect
 import contextlib
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mailrules.source import Span
@@ -55,6 +56,20 @@ def too_deep(text: str, limit: int) -> tuple[int, int] | None:
     yet (on invalid text it may see too little nesting, never too much).
     """
     depth = 0
+    for i, c in _code(text):
+        if c in "[{":
+            depth += 1
+            if depth > limit:
+                return position(text, i)
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+    return None
+
+
+def _code(text: str) -> Iterator[tuple[int, str]]:
+    """The index and character of each character of `text` outside comments and strings (the end
+    of line that ends a comment included). Linear, never raises: an unclosed string runs to the
+    end of its line, or of the file when it is a multi-line one."""
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -63,17 +78,9 @@ def too_deep(text: str, limit: int) -> tuple[int, int] | None:
             i = n if end < 0 else end
         elif c in "\"'":
             i = _string_end(text, i)
-        elif c in "[{":
-            depth += 1
-            if depth > limit:
-                return position(text, i)
-            i += 1
-        elif c in "]}":
-            depth = max(depth - 1, 0)
-            i += 1
         else:
+            yield i, c
             i += 1
-    return None
 
 
 def _string_end(text: str, i: int) -> int:
@@ -109,22 +116,13 @@ def statement_starts(text: str) -> list[int]:
     string runs to the end of its line, or of the file when it is a multi-line one)."""
     starts = [0]
     depth = 0
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "#":
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-        elif c in "\"'":
-            i = _string_end(text, i)
-        else:
-            if c in "[{":
-                depth += 1
-            elif c in "]}":
-                depth = max(depth - 1, 0)
-            elif c == "\n" and depth == 0:
-                starts.append(i + 1)
-            i += 1
+    for i, c in _code(text):
+        if c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+        elif c == "\n" and depth == 0:
+            starts.append(i + 1)
     return starts
 
 
