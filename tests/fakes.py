@@ -13,6 +13,7 @@ from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.plan import FetchNeeds
 from mailrules.compile.reference import search_matches
+from mailrules.compile.threads import expand, reference_threads
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext, evaluate_message
 from mailrules.engine.loops import same_mailbox, send_refusal
@@ -149,11 +150,28 @@ class FakeStore:
     @_atomic
     def search(self, key: K.SearchKey) -> list[int]:
         self.commands.append("SEARCH")
+        key = expand(key, self._thread_members)  # `thread tagged`: threads by References
         return sorted(
             uid
             for uid, m in self._mb().messages.items()
             if search_matches(key, self._view(uid, m), dt.UTC, now=self.now)
         )
+
+    def _thread_members(self, keyword: str) -> frozenset[int]:
+        """The server's threads as compile/threads.py's reference groups them (RFC 5256 REFERENCES)."""
+        self.commands.append("THREAD")
+        mb, wanted = self._mb(), keyword.casefold()
+        views = {uid: self._view(uid, m) for uid, m in mb.messages.items()}
+        tagged = {u for u, m in mb.messages.items() if wanted in {f.casefold() for f in m.flags | m.labels}}
+
+        def header(view: MessageView, name: str) -> str:
+            return " ".join(view.header_values(name))
+
+        threads = reference_threads(
+            (uid, header(v, "Message-ID"), header(v, "References"), header(v, "In-Reply-To"))
+            for uid, v in views.items()
+        )
+        return frozenset(uid for t in threads if t & tagged for uid in t)
 
     @_atomic
     def fetch_views(self, uids: Sequence[int], needs: FetchNeeds) -> dict[int, MessageView]:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.explain import explain_condition, format_needs, format_search
-from mailrules.compile.plan import plan_condition, server_refusal
+from mailrules.compile.plan import plan_condition
+from mailrules.compile.refusal import server_refusal
 from mailrules.dsl import ast as A
 from mailrules.dsl import unparse
 from mailrules.imap import names

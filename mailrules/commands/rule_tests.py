@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailrules.dsl import unparse
-from mailrules.dsl.ast import RuleSet, TestBlock
+from mailrules.dsl.ast import RuleSet, TestBlock, ThreadFacts
 from mailrules.dsl.semantics import EvalContext, PlannedAction, evaluate_message
-from mailrules.dsl.walk import server_only
+from mailrules.dsl.walk import gmail_only
 from mailrules.message.view import MessageView
 
 __all__ = ["TestOutcome", "format_outcomes", "run_tests"]
@@ -58,9 +58,10 @@ def _run_one(rule_set: RuleSet, test: TestBlock, tz: dt.tzinfo) -> TestOutcome:
     else:
         received = probe.sent_date or now
     view = MessageView.from_bytes(raw, size=len(raw), internaldate=received, flags=given.flags)
-    ctx = EvalContext(now=now, tz=tz, labels=given.gmail is not None, gmail=given.gmail)
+    thread = given.thread or ThreadFacts()  # what its thread holds besides it (declared, or nothing)
+    ctx = EvalContext(now=now, tz=tz, labels=given.gmail is not None, gmail=given.gmail, thread=thread)
     # A rule with a test only Gmail's search answers runs only on Gmail: the test says it is there.
-    rules = [r for r in rule_set.rules if given.gmail is not None or not server_only(r.condition)]
+    rules = [r for r in rule_set.rules if given.gmail is not None or not gmail_only(r.condition)]
     try:
         planned = evaluate_message(
             rules, view, account=given.account, mailbox=given.mailbox or "INBOX", ctx=ctx

@@ -73,6 +73,9 @@ class Dialect:
     special_use: bool = False
     microsoft: bool = False
     uid_set_bytes: int = UID_SET_BYTES
+    #: The server can tell which messages share a thread: THREAD=REFERENCES (RFC 5256), or
+    #: Gmail's X-GM-THRID. `thread tagged` needs it.
+    threads: bool = False
 
     @classmethod
     def from_capabilities(
@@ -100,6 +103,7 @@ class Dialect:
             special_use="SPECIAL-USE" in c,
             microsoft=microsoft,
             uid_set_bytes=MICROSOFT_UID_SET_BYTES if microsoft else UID_SET_BYTES,
+            threads="THREAD=REFERENCES" in c or "X-GM-EXT-1" in c,
         )
 
     @classmethod

@@ -53,7 +53,7 @@ def _checked(atom: Atom) -> str:
 
 def format_key(key: SearchKey) -> str:
     """The SEARCH keys as text (literals shown as `{n}` + text)."""
-    return render(search_arguments(key, charset=False))
+    return render(search_arguments(key, charset=False, describe=True))
 
 
 def format_search(plan: ConditionPlan, dialect: Dialect) -> str:
@@ -62,7 +62,7 @@ def format_search(plan: ConditionPlan, dialect: Dialect) -> str:
     RETURN (ALL) when the dialect has ESEARCH, as the IMAP layer sends it (RFC 4731 §3.1).
     """
     charset = needs_charset(plan.server)
-    pieces = search_arguments(plan.server, charset=charset, esearch=dialect.esearch)
+    pieces = search_arguments(plan.server, charset=charset, esearch=dialect.esearch, describe=True)
     return "UID SEARCH " + render(pieces)
 
 

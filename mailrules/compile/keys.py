@@ -130,6 +130,24 @@ class GmLabels:
 
 
 @dataclass(frozen=True, slots=True)
+class GmThread:
+    """X-GM-THRID n (Gmail X-GM-EXT-1): the messages of this Gmail thread."""
+
+    thrid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadKeyword:
+    """The messages of the threads in which some message (of the selected mailbox) has `keyword`.
+
+    No SEARCH key says it: the store resolves it into a UID set before the command is sent
+    (compile/threads.py: THREAD=REFERENCES, RFC 5256; Gmail's X-GM-THRID).
+    """
+
+    keyword: str
+
+
+@dataclass(frozen=True, slots=True)
 class And:
     """Keys side by side: all must hold. Build with `and_()`."""
 
@@ -153,7 +171,7 @@ class Not:
 
 SearchKey = Union[
     All, Uid, UidFrom, Header, Text, Larger, Smaller, Date, Older, Younger, Flag, Keyword, Unkeyword,
-    GmRaw, GmLabels, And, Or, Not,
+    GmRaw, GmLabels, GmThread, ThreadKeyword, And, Or, Not,
 ]
 
 ALL = All()

@@ -13,12 +13,11 @@ from mailrules.compile import gmail
 from mailrules.compile import keys as K
 from mailrules.compile.dates import age_key, received_key, sent_key
 from mailrules.compile.dialect import Dialect
+from mailrules.compile.refusal import ServerOnlyError, server_refusal
 from mailrules.compile.regex_literal import required_literal
 from mailrules.compile.serialize import is_atom
 from mailrules.dsl import ast as A
-from mailrules.dsl import unparse
 from mailrules.dsl.walk import atoms
-from mailrules.errors import MailrulesError
 
 # Pushdown (server key; "exact" = no residual). Gmail: every textual test is ALL + residual.
 #   FIELD contains S        HEADER From/To/Cc/Bcc/Sender/Reply-To/List-Id S, SUBJECT S   residual*
@@ -42,6 +41,8 @@ from mailrules.errors import MailrulesError
 #   attachment name         ALL                                                          residual
 #   gmail search Q          X-GM-RAW Q (Gmail only; elsewhere ServerOnlyError)           exact
 #   category is C           X-GM-RAW category:C (likewise)                               exact
+#   thread tagged K         UID <threads with K>: the store asks THREAD=REFERENCES or     exact
+#                           X-GM-THRID (compile/threads.py); no threads: ServerOnlyError
 #   and / or / not          AND split; OR and NOT on the server only when exact          -
 # *S itself when it is ASCII (or caseless CJK-like text on a UTF-8 server) without CR/LF/NUL or
 #  white-space runs, else the longest clean ASCII piece; always a prefilter (exact_text_search),
@@ -389,21 +390,6 @@ def _attachment_name(c: A.AttachmentNameTest, x: _Ctx) -> _Part:
     return K.ALL, c
 
 
-class ServerOnlyError(MailrulesError):
-    """A test only a server answers (Gmail's search) planned for a server that does not offer it."""
-
-
-def server_refusal(cond: A.Condition, dialect: Dialect) -> str | None:
-    """Why this server cannot answer `cond` (a Gmail search elsewhere than on Gmail), or None."""
-    found = [a for a in atoms(cond) if isinstance(a, A.SERVER_ONLY)]
-    if not found or dialect.gmail:
-        return None
-    return (
-        f"{unparse.atom(found[0])} needs Gmail's search (X-GM-RAW), which this server "
-        f"({dialect.name}) does not offer (no X-GM-EXT-1)"
-    )
-
-
 def _gmail_raw(c: A.GmailSearch | A.GmailCategory, x: _Ctx) -> _Part:
     # Gmail's answer is the meaning of these tests (language.md): exact there, refused elsewhere.
     why = server_refusal(c, x.dialect)
@@ -411,6 +397,14 @@ def _gmail_raw(c: A.GmailSearch | A.GmailCategory, x: _Ctx) -> _Part:
         raise ServerOnlyError(f"{c.span.short}: {why}")
     query = c.query if isinstance(c, A.GmailSearch) else f"category:{c.category}"
     return K.GmRaw(query), None
+
+
+def _thread_tagged(c: A.ThreadTagged, x: _Ctx) -> _Part:
+    # The store resolves it into the UIDs of those threads (compile/threads.py): exact.
+    why = server_refusal(c, x.dialect)
+    if why is not None:
+        raise ServerOnlyError(f"{c.span.short}: {why}")
+    return K.ThreadKeyword(c.keyword), None
 
 
 # ---------------------------------------------------------------------------
@@ -439,7 +433,7 @@ def _register() -> None:
         A.HeaderExists: _header_exists, A.SizeTest: _size_test, A.FlagTest: _flag_test,
         A.KeywordTest: _keyword_test, A.HasAttachment: _has_attachment,
         A.AttachmentNameTest: _attachment_name, A.DateTest: _date_test, A.AgeTest: _age_test,
-        A.GmailSearch: _gmail_raw, A.GmailCategory: _gmail_raw,
+        A.GmailSearch: _gmail_raw, A.GmailCategory: _gmail_raw, A.ThreadTagged: _thread_tagged,
     })
 
 

@@ -97,10 +97,11 @@ def format_date(d: dt.date) -> str:
     return f"{d.day}-{_MONTHS[d.month - 1]}-{d.year:04d}"
 
 
-def serialize(key: K.SearchKey) -> list[Piece]:
+def serialize(key: K.SearchKey, *, describe: bool = False) -> list[Piece]:
     """The pieces that concatenate exactly into the arguments of `UID SEARCH` (no CHARSET).
 
-    Negations are pushed down first (`keys.normalize`): no NOT reaches a range key.
+    Negations are pushed down first (`keys.normalize`): no NOT reaches a range key. A thread test
+    (`K.ThreadKeyword`) is resolved by the store first; `describe` writes it for `explain`.
     """
     key = K.normalize(key)
     out: list[Piece] = []
@@ -108,9 +109,9 @@ def serialize(key: K.SearchKey) -> list[Piece]:
         for i, item in enumerate(key.items):
             if i:
                 out.append(b" ")
-            _emit(item, out)
+            _emit(item, out, describe)
     else:
-        _emit(key, out)
+        _emit(key, out, describe)
     return _merge(out)
 
 
@@ -124,7 +125,7 @@ def _merge(pieces: list[Piece]) -> list[Piece]:
     return merged
 
 
-def _emit(key: K.SearchKey, out: list[Piece]) -> None:
+def _emit(key: K.SearchKey, out: list[Piece], describe: bool = False) -> None:
     """Append one RFC 9051 `search-key`; an And of several keys is a parenthesised group."""
     if isinstance(key, K.All):
         out.append(b"ALL")
@@ -133,16 +134,16 @@ def _emit(key: K.SearchKey, out: list[Piece]) -> None:
         for i, item in enumerate(key.items):
             if i:
                 out.append(b" ")
-            _emit(item, out)
+            _emit(item, out, describe)
         out.append(b")")
     elif isinstance(key, K.Or):
         out.append(b"OR ")
-        _emit(key.a, out)
+        _emit(key.a, out, describe)
         out.append(b" ")
-        _emit(key.b, out)
+        _emit(key.b, out, describe)
     elif isinstance(key, K.Not):
         out.append(b"NOT ")
-        _emit(key.key, out)
+        _emit(key.key, out, describe)
     elif isinstance(key, K.Text):
         out.append(key.kind.encode("ascii") + b" ")
         out.extend(string_pieces(key.value))
@@ -180,13 +181,22 @@ def _emit(key: K.SearchKey, out: list[Piece]) -> None:
         out.extend(string_pieces(key.query))
     elif isinstance(key, K.GmLabels):
         out.append(b"X-GM-LABELS " + label_arg(key.label))
+    elif isinstance(key, K.GmThread):
+        out.append(b"X-GM-THRID %d" % key.thrid)
+    elif isinstance(key, K.ThreadKeyword):
+        # resolved into a UID set by the store first (compile/threads.py); `explain` shows it so
+        if not describe:
+            raise SearchKeyError("a thread test is resolved into UIDs before it is sent")
+        out.append(b"UID <the threads of ")
+        out.extend(string_pieces(key.keyword))
+        out.append(b">")
     else:  # pragma: no cover - exhaustive over SearchKey
         raise TypeError(f"not a search key: {key!r}")
 
 
 def needs_charset(key: K.SearchKey) -> bool:
     """True when some value goes out as an 8-bit literal, so `CHARSET UTF-8` must be sent."""
-    return any(isinstance(p, Lit) for p in serialize(key))
+    return any(isinstance(p, Lit) for p in serialize(key, describe=True))
 
 
 def render(pieces: Sequence[Piece]) -> str:
@@ -200,9 +210,11 @@ def render(pieces: Sequence[Piece]) -> str:
     return "".join(parts)
 
 
-def search_arguments(key: K.SearchKey, *, charset: bool | None = None, esearch: bool = False) -> list[Piece]:
+def search_arguments(
+    key: K.SearchKey, *, charset: bool | None = None, esearch: bool = False, describe: bool = False
+) -> list[Piece]:
     """`[RETURN (ALL)] [CHARSET UTF-8] keys` as pieces (RFC 4731 §3.1 puts RETURN first)."""
-    body = serialize(key)
+    body = serialize(key, describe=describe)
     use_charset = needs_charset(key) if charset is None else charset
     head = (b"RETURN (ALL) " if esearch else b"") + (b"CHARSET UTF-8 " if use_charset else b"")
     return _merge([head, *body])

@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from typing import Literal, Union
 
 from mailrules.dsl.ast_server import GMAIL_CATEGORIES as GMAIL_CATEGORIES
+from mailrules.dsl.ast_server import GMAIL_ONLY as GMAIL_ONLY
 from mailrules.dsl.ast_server import SERVER_ONLY as SERVER_ONLY
+from mailrules.dsl.ast_server import Given as Given
 from mailrules.dsl.ast_server import GmailCategory as GmailCategory
 from mailrules.dsl.ast_server import GmailFacts as GmailFacts
 from mailrules.dsl.ast_server import GmailSearch as GmailSearch
+from mailrules.dsl.ast_server import ThreadFacts as ThreadFacts
+from mailrules.dsl.ast_server import ThreadTagged as ThreadTagged
 from mailrules.source import Span
 
 # ---------------------------------------------------------------------------
@@ -240,6 +244,7 @@ Condition = Union[
     AttachmentNameTest,
     GmailSearch,
     GmailCategory,
+    ThreadTagged,
     All,
     And,
     Or,
@@ -442,21 +447,6 @@ class Rule:
             return False
         norm = mailbox.upper() if mailbox.upper() == "INBOX" else mailbox
         return any((m.upper() if m.upper() == "INBOX" else m) == norm for m in self.mailboxes)
-
-
-@dataclass(frozen=True, slots=True)
-class Given:
-    """`given "file.eml" [flags seen, flagged] [tagged "$X"] [received 2020-01-01] [in "Mbox"]
-    [account "work"] [now 2024-05-01T12:00]`. The path is relative to the rule file."""
-
-    path: str
-    flags: tuple[str, ...]  # IMAP flags and keywords, e.g. ("\\Seen", "$Work")
-    received: dt.datetime | None
-    mailbox: str  # default "INBOX"
-    account: str | None  # None: account filters of rules are ignored
-    now: dt.datetime | None
-    span: Span
-    gmail: GmailFacts | None = None  # `gmail [category X] [search "q"]`: on Gmail, with these facts
 
 
 @dataclass(frozen=True, slots=True)

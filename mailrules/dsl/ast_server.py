@@ -1,4 +1,5 @@
-"""AST nodes of the tests only a server can answer (Gmail's search), and what a test block declares of them.
+"""AST nodes of the tests only a server can answer (Gmail's search, threads), and of a test block's
+`given` (which declares what the server would answer for its message).
 
 They are part of `ast.Condition` and re-exported by `mailrules.dsl.ast`; kept here so that the
 AST module stays one screenful per part.
@@ -6,6 +7,7 @@ AST module stays one screenful per part.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from mailrules.source import Span
@@ -33,8 +35,20 @@ class GmailCategory:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class ThreadTagged:
+    """`thread tagged "killed"`: some message of this message's thread, in the mailbox being read,
+    has the keyword (a Gmail label on Gmail). Threads are the server's: THREAD=REFERENCES
+    (RFC 5256), or Gmail's own (X-GM-THRID); a server with neither cannot answer it."""
+
+    keyword: str
+    span: Span
+
+
 #: The tests only a server answers (the planner makes them exact there, or refuses the rule).
-SERVER_ONLY = (GmailSearch, GmailCategory)
+SERVER_ONLY = (GmailSearch, GmailCategory, ThreadTagged)
+#: Of those, the ones only Gmail answers.
+GMAIL_ONLY = (GmailSearch, GmailCategory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +60,31 @@ class GmailFacts:
     searches: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ThreadFacts:
+    """`given "x.eml" thread tagged "killed"`: a message of its thread (in its mailbox) has these
+    keywords; what the server's threads would say, which one message cannot."""
+
+    tags: tuple[str, ...] = ()
+
+
 def normal_query(query: str) -> str:
     """A Gmail query compared as a test block declares it: white space runs as one space, no case."""
     return " ".join(query.split()).casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Given:
+    """`given "file.eml" [flags seen, flagged] [tagged "$X"] [received 2020-01-01] [in "Mbox"]
+    [account "work"] [now 2024-05-01T12:00] [gmail ...] [thread tagged "k"]`. The path is relative
+    to the rule file."""
+
+    path: str
+    flags: tuple[str, ...]  # IMAP flags and keywords, e.g. ("\\Seen", "$Work")
+    received: dt.datetime | None
+    mailbox: str  # default "INBOX"
+    account: str | None  # None: account filters of rules are ignored
+    now: dt.datetime | None
+    span: Span
+    gmail: GmailFacts | None = None  # `gmail [category X] [search "q"]`: on Gmail, with these facts
+    thread: ThreadFacts | None = None  # `thread tagged "k"`: what its thread holds

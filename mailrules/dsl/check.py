@@ -14,7 +14,7 @@ from mailrules.dsl.regex_lint import lint_pattern, silence_set_warnings
 from mailrules.dsl.unparse import atom as unparse_atom
 from mailrules.dsl.unparse import quote
 from mailrules.dsl.unparse import regex as regex_text
-from mailrules.dsl.walk import atoms, regexes, server_only
+from mailrules.dsl.walk import atoms, gmail_only, regexes, server_only
 from mailrules.source import Diagnostic, Span
 
 silence_set_warnings()  # each is reported below at its place (regex_lint)
@@ -146,15 +146,15 @@ def server_only_problems(rule: ast.Rule) -> list[Diagnostic]:
     """Gmail's search answers `gmail search` and `category is` whole, and nothing else can: the
     rule must name its (Gmail) accounts, and such a test must sit where the server's answer is
     the whole answer (under `or` and `not` only with tests Gmail answers exactly)."""
-    found = server_only(rule.condition)
-    if not found:
+    if not server_only(rule.condition):
         return []
     out: list[Diagnostic] = []
-    if not rule.accounts:
+    gmail = gmail_only(rule.condition)
+    if gmail and not rule.accounts:
         out.append(
             Diagnostic(
-                found[0].span,
-                f"{unparse_atom(found[0])} is answered by Gmail's search alone: name the rule's Gmail "
+                gmail[0].span,
+                f"{unparse_atom(gmail[0])} is answered by Gmail's search alone: name the rule's Gmail "
                 'accounts with `for account "..."` (on any other server the rule is refused)',
             )
         )
@@ -164,9 +164,9 @@ def server_only_problems(rule: ast.Rule) -> list[Diagnostic]:
         out.append(
             Diagnostic(
                 atom.span,
-                f"{unparse_atom(atom)} is answered by Gmail's search alone, so it cannot be combined "
-                f"under `or` or `not` with {unparse_atom(local)}, which is checked here; put both in "
-                "one `gmail search` query, or write two rules",
+                f"{unparse_atom(atom)} is answered by the server alone, so it cannot be combined "
+                f"under `or` or `not` with {unparse_atom(local)}, which is checked here; write two "
+                "rules (or, on Gmail, put both in one `gmail search` query)",
             )
         )
     return out

@@ -43,6 +43,7 @@ _KEYWORDS = [
     "GMAIL",
     "SEARCH",
     "CATEGORY",
+    "THREAD",
     "IS",
     "CONTAINS",
     "STARTS",
@@ -105,13 +106,13 @@ _CONDITION_START = {
     "WORD",
 }
 #: Tokens that may also start a condition, named by "a condition" when the others are expected.
-_MORE_CONDITION_STARTS = {"ATTACHMENT", "ENVELOPE", "GMAIL", "CATEGORY"}
+_MORE_CONDITION_STARTS = {"ATTACHMENT", "ENVELOPE", "GMAIL", "CATEGORY", "THREAD"}
 _STRING_OPS = {"CONTAINS", "IS", "STARTS", "ENDS"}
 #: After a field: `from user is ...` (named with the operators).
 _ADDRESS_PARTS = {"USER", "DETAIL", "LOCALPART"}
 _OPERATOR_WORDS = ("contains", "is", "starts", "ends", "matches", "domain")
 _TRIGGERS = {"ON", "EVERY", "CRON", "MANUALLY"}
-_GIVEN_CLAUSES = {"FLAGS", "TAGGED", "RECEIVED", "IN", "ACCOUNT", "NOW", "GMAIL"}
+_GIVEN_CLAUSES = {"FLAGS", "TAGGED", "RECEIVED", "IN", "ACCOUNT", "NOW", "GMAIL", "THREAD"}
 
 #: What a WORD means, by the token before it.
 _WORD_AFTER = {
@@ -152,7 +153,7 @@ def describe_expected(expected: set[str], prev: str | None) -> str:
         phrases.append('a trigger (on arrival, every ..., cron "...", manually)')
     if len(_GIVEN_CLAUSES & exp) >= 4:
         exp -= _GIVEN_CLAUSES
-        phrases.append("a given clause (flags, tagged, received, in, account, now, gmail)")
+        phrases.append("a given clause (flags, tagged, received, in, account, now, gmail, thread)")
     for name in sorted(exp, key=_order):
         if name == "WORD":
             phrases.append(_word_phrase(prev))

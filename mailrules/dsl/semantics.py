@@ -47,6 +47,7 @@ from mailrules.dsl.ast import (
     StringOp,
     StringTest,
     Tag,
+    ThreadTagged,
 )
 from mailrules.dsl.ast_server import normal_query
 from mailrules.dsl.templates import (
@@ -263,6 +264,8 @@ class _Evaluator:
             return view.has_attachment
         if isinstance(c, GmailSearch | GmailCategory):
             return self.gmail(c)
+        if isinstance(c, ThreadTagged):
+            return self.thread(c)
         if isinstance(c, AttachmentNameTest):
             names = view.attachment_names
             if c.op == "matches":
@@ -284,6 +287,18 @@ class _Evaluator:
         query = normal_query(c.query)
         declared = {normal_query(q) for q in facts.searches}
         return query in declared or (facts.category is not None and query == f"category:{facts.category}")
+
+    def thread(self, c: ThreadTagged) -> bool:
+        """Only the server knows a message's thread: a test block declares what the thread holds
+        besides the message itself (`given ... thread tagged "k"`)."""
+        facts = self.ctx.thread
+        if facts is None:
+            raise ServerOnlyError(
+                f"{c.span.short}: {unparse_atom(c)} is answered by the server's threads only; "
+                "no local reading exists (a test block declares it: given ... thread tagged ...)"
+            )
+        wanted = c.keyword.casefold()
+        return any(k.casefold() == wanted for k in (*facts.tags, *self.view.flags))
 
     def date_test(self, c: DateTest) -> bool:
         if c.which == "received":

@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailrules.dsl.ast import GmailFacts, Placeholder, Template, TemplateText
+from mailrules.dsl.ast import GmailFacts, Placeholder, Template, TemplateText, ThreadFacts
 from mailrules.dsl.lexemes import keyword_problem, label_problem
 from mailrules.errors import MailrulesError
 from mailrules.message.view import MessageView
@@ -52,6 +52,9 @@ class EvalContext:
     labels: bool = False
     #: What a test block declares Gmail's search finds (`given ... gmail ...`); None: not known
     gmail: GmailFacts | None = None
+    #: What a test block declares the message's thread holds (`given ... thread tagged "k"`;
+    #: none declared: the message alone); None: not known (only the server knows threads)
+    thread: ThreadFacts | None = None
 
 
 def important_flag(labels: bool) -> str:

@@ -358,6 +358,10 @@ class AstBuilder(ConditionBuilder):
                 continue
             if c.kind == "gmail" and c.values[0] is None:
                 continue  # a problem in it was reported
+            if c.kind == "thread":
+                tags = values.get("thread", ())
+                values["thread"] = (*tags, *(v for v in c.values if v not in tags))
+                continue
             if c.kind in values:
                 self.error(c.span, f"'{c.kind}' is given twice")
             values[c.kind] = c.values[0]
@@ -370,6 +374,7 @@ class AstBuilder(ConditionBuilder):
             now=values.get("now"),
             span=span,
             gmail=values.get("gmail"),
+            thread=ast.ThreadFacts(values["thread"]) if "thread" in values else None,
         )
 
     def flag_item(self, span: Span, ch: list[Any]) -> str | None:
@@ -460,6 +465,13 @@ class AstBuilder(ConditionBuilder):
         if not query.strip():
             self.error(self.span(ch[1]), "the Gmail search is empty")
         return Clause("search", (query,), span)
+
+    def given_thread(self, span: Span, ch: list[Any]) -> Clause:
+        value = self.string(ch[2])
+        problem = keyword_problem(value) and label_problem(value)
+        if problem:
+            self.error(self.span(ch[2]), problem)
+        return Clause("thread", (value,), span)
 
     def given_account(self, span: Span, ch: list[Any]) -> Clause:
         return Clause("account", (self.string(ch[1]),), span)

@@ -35,6 +35,7 @@ _CONDITION_WORDS = (
     "envelope",
     "gmail",
     "category",
+    "thread",
 )
 
 
@@ -232,6 +233,13 @@ class ConditionBuilder(BuilderBase):
 
     def category_any(self, span: Span, ch: list[Any]) -> ast.Condition:
         return self._any(span, [self._category(self._test_span(span, t), t) for t in ch[3]])
+
+    def thread_tagged(self, span: Span, ch: list[Any]) -> ast.Condition:
+        kw = self.string(ch[2])
+        problem = keyword_problem(kw) and label_problem(kw)
+        if problem:
+            self.error(self.span(ch[2]), problem)
+        return ast.ThreadTagged(kw, span)
 
     def header_exists(self, span: Span, ch: list[Any]) -> ast.Condition:
         name = self.string(ch[1])

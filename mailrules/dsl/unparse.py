@@ -192,6 +192,10 @@ def _gmail_category(c: ast.GmailCategory) -> str:
     return f"category is {quote(c.category)}"
 
 
+def _thread_tagged(c: ast.ThreadTagged) -> str:
+    return f"thread tagged {quote(c.keyword)}"
+
+
 _ATOMS: dict[type, Callable[[Any], str]] = {
     ast.StringTest: _string_test,
     ast.RegexTest: _regex_test,
@@ -207,6 +211,7 @@ _ATOMS: dict[type, Callable[[Any], str]] = {
     ast.AttachmentNameTest: _attachment_name,
     ast.GmailSearch: _gmail_search,
     ast.GmailCategory: _gmail_category,
+    ast.ThreadTagged: _thread_tagged,
     ast.All: _all,
 }
 
@@ -339,6 +344,8 @@ def given(g: ast.Given) -> str:
         if g.gmail.category is not None:
             parts.append(f"category {g.gmail.category}")
         parts.extend(f"search {quote(q)}" for q in g.gmail.searches)
+    if g.thread is not None:
+        parts.extend(f"thread tagged {quote(t)}" for t in g.thread.tags)
     return " ".join(parts)
 
 

@@ -23,6 +23,7 @@ Atom = Union[
     ast.AttachmentNameTest,
     ast.GmailSearch,
     ast.GmailCategory,
+    ast.ThreadTagged,
     ast.All,
 ]
 
@@ -50,6 +51,11 @@ def regexes(cond: ast.Condition) -> Iterator[ast.Regex]:
             yield atom.regex
 
 
-def server_only(cond: ast.Condition) -> list[ast.GmailSearch | ast.GmailCategory]:
-    """The tests of `cond` that only a server answers (Gmail's search), left to right."""
+def server_only(cond: ast.Condition) -> list[ast.GmailSearch | ast.GmailCategory | ast.ThreadTagged]:
+    """The tests of `cond` that only a server answers (Gmail's search, threads), left to right."""
     return [a for a in atoms(cond) if isinstance(a, ast.SERVER_ONLY)]
+
+
+def gmail_only(cond: ast.Condition) -> list[ast.GmailSearch | ast.GmailCategory]:
+    """The tests of `cond` that only Gmail answers (its search), left to right."""
+    return [a for a in atoms(cond) if isinstance(a, ast.GMAIL_ONLY)]

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from mailrules.bounds import DEFAULT_BOUNDS, Bounds
-from mailrules.compile.plan import server_refusal
+from mailrules.compile.refusal import server_refusal
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext, prepare_regexes
 from mailrules.engine.evaluation import BoundedEvaluator

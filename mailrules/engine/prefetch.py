@@ -34,7 +34,7 @@ def tested_flags(cond: A.Condition) -> set[str]:
     for atom in atoms(cond):
         if isinstance(atom, A.FlagTest):
             out.add(atom.flag.casefold())
-        elif isinstance(atom, A.KeywordTest):
+        elif isinstance(atom, A.KeywordTest | A.ThreadTagged):  # `thread tagged`: any message's
             out.add(atom.keyword.casefold())
     return out
 

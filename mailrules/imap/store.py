@@ -11,12 +11,14 @@ from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.plan import FetchNeeds
 from mailrules.compile.serialize import needs_charset, serialize
+from mailrules.compile.threads import expand
 from mailrules.errors import ImapError
 from mailrules.imap import gmail
 from mailrules.imap.bodystructure import bodystructure_attachments
 from mailrules.imap.names import PORTABLE_SEPARATOR, Namespaces
 from mailrules.imap.pacing import Pacing
 from mailrules.imap.session import ImapSession
+from mailrules.imap.threads import thread_members
 from mailrules.message.view import MessageView
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,8 @@ class ImapStore:
         return self.session.select(mailbox).uidvalidity
 
     def search(self, key: K.SearchKey) -> list[int]:
+        # `thread tagged`: the server's threads first, as UIDs (compile/threads.py, imap/threads.py)
+        key = expand(key, lambda k: thread_members(self.session, k, gmail=self._dialect.gmail))
         return self.session.search(serialize(key), "UTF-8" if needs_charset(key) else None)
 
     def fetch_views(self, uids: Sequence[int], needs: FetchNeeds) -> dict[int, MessageView]:

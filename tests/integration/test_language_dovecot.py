@@ -264,3 +264,37 @@ def test_a_group_runs_in_order_and_is_selected_by_name(dovecot: DovecotServer, t
     after = snapshot(params)
     assert where_is(after, b"Subject: invoice 1\r\n") == [("Invoices", ())]  # moved before the flag rule
     assert where_is(after, b"Subject: hello\r\n") == [("INBOX", ("\\Flagged",))]  # "elsewhere" not selected
+
+
+# -- thread tests: Dovecot's THREAD=REFERENCES ------------------------------------------------------------
+
+THREAD_RULES = """
+rule "kill" { when subject contains "unsubscribe me" then tag "killed" }
+rule "archive killed threads" { when thread tagged "killed" then archive }
+"""
+
+
+def _reply(subject: str, mid: str, refs: str = "") -> bytes:
+    refs_lines = f"References: {refs}\r\nIn-Reply-To: {refs.split()[-1]}\r\n" if refs else ""
+    extra = f"Message-ID: {mid}\r\n{refs_lines}"
+    return make_message(subject, extra=extra).replace(b"Message-ID: <", b"X-Old-Id: <", 1)
+
+
+def test_thread_tagged_archives_the_whole_thread(dovecot: DovecotServer, tmp_path: Path) -> None:
+    params = dovecot.params(*dovecot.fresh_user())
+    messages = [
+        _reply("Project kickoff", "<k1@example.com>"),
+        _reply("Re: Project kickoff", "<k2@example.com>", "<k1@example.com>"),
+        _reply("Re: Project kickoff, unsubscribe me", "<k3@x.org>", "<k1@example.com> <k2@example.com>"),
+        _reply("Lunch on Friday", "<l1@example.com>"),
+    ]
+    assert not any(append(params, "INBOX", [(m, [], None) for m in messages]))
+    with ImapSession.connect(params) as session:
+        assert Dialect.from_capabilities(session.capabilities).threads  # THREAD=REFERENCES
+    config = write_config(tmp_path, params, THREAD_RULES)
+    result = CliRunner().invoke(main, ["run", "--config", str(config)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    after = snapshot(params)
+    assert [m for m in after["INBOX"].messages if b"Lunch on Friday" in m[0]]
+    assert len(after["INBOX"].messages) == 1
+    assert len(after["Archive"].messages) == 3  # the thread of the killed message, whole

@@ -328,6 +328,7 @@ ATOMS: st.SearchStrategy[A.Condition] = st.one_of(
     st.builds(A.AttachmentNameTest, st.just("matches"), st.none(), REGEX, st.just(S)),
     st.builds(A.GmailSearch, NAME.filter(lambda q: "\r" not in q and "\x00" not in q), st.just(S)),
     st.builds(A.GmailCategory, st.sampled_from(A.GMAIL_CATEGORIES), st.just(S)),
+    st.builds(A.ThreadTagged, LABEL, st.just(S)),
     st.builds(A.All, st.just(S)),
 )  # fmt: skip
 
@@ -434,6 +435,7 @@ GIVEN = st.builds(
     span=st.just(S),
     gmail=st.none() | st.builds(A.GmailFacts, st.none() | st.sampled_from(A.GMAIL_CATEGORIES),
                                 st.lists(NAME, unique=True, max_size=2).map(tuple)),
+    thread=st.none() | st.builds(A.ThreadFacts, st.lists(LABEL, min_size=1, max_size=2, unique=True).map(tuple)),
 )  # fmt: skip
 TESTS = st.builds(A.TestBlock, NAME, GIVEN, st.lists(ACTIONS_, max_size=3).map(tuple), st.just(S))
 SCHEDULES = st.one_of(

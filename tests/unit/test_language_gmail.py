@@ -12,7 +12,7 @@ from mailrules.commands.explain import explain_rule
 from mailrules.commands.rule_tests import run_tests
 from mailrules.compile import Dialect, plan_condition
 from mailrules.compile import keys as K
-from mailrules.compile.plan import ServerOnlyError, server_refusal
+from mailrules.compile.refusal import ServerOnlyError, server_refusal
 from mailrules.compile.serialize import render, serialize
 from mailrules.dsl import ast as A
 from mailrules.dsl import unparse
