@@ -14,7 +14,7 @@ import pytest
 
 from mailrules.config import Secret
 from mailrules.config.model import ClusterSettings, PostgresUrl, Settings
-from mailrules.state import State, StateError, StateLocked, StateOpenError
+from mailrules.state import Checkpoint, JournalEntry, State, StateError, StateLocked, StateOpenError
 from mailrules.state.factory import open_leases, open_state
 from mailrules.state.health import check_state
 from mailrules.state.leases import Leases
@@ -23,11 +23,11 @@ from mailrules.state.pg_schema import MIGRATIONS, SCHEMA_VERSION, Migration, mig
 from mailrules.state.postgres import PostgresState
 from tests.integration.postgres import PostgresServer
 from tests.unit.test_state_contract import *  # noqa: F403 - the same behaviour, on PostgreSQL
-from tests.unit.test_state_contract import T0, Checkpoint, JournalEntry, Opener, entry
+from tests.unit.test_state_contract import T0, Opener, entry
 
 
-@pytest.fixture
-def opener(pg_dsn: str) -> Iterator[Opener]:  # overrides the contract's SQLite opener
+@pytest.fixture  # type: ignore[no-redef]  # overrides the contract's SQLite opener, star-imported above
+def opener(pg_dsn: str) -> Iterator[Opener]:
     opened: list[PostgresState] = []
 
     def open_() -> State:

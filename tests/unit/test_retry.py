@@ -18,7 +18,7 @@ from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
 from mailrules.engine.core import Engine
 from mailrules.engine.ports import AccountContext, RunOptions
-from mailrules.errors import ImapError
+from mailrules.errors import ImapError, ImapErrorKind
 from tests.fakes import FakeServer, FakeStore
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -34,7 +34,7 @@ def rules_of(text: str) -> tuple[A.Rule, ...]:
 class RefusingStore(FakeStore):
     """Refuses every MOVE, COPY and STORE with the given kind of ImapError."""
 
-    def __init__(self, server: FakeServer, dialect: Dialect, kind: str) -> None:
+    def __init__(self, server: FakeServer, dialect: Dialect, kind: ImapErrorKind) -> None:
         super().__init__(server, dialect, NOW)
         self.kind = kind
 
@@ -47,7 +47,7 @@ class RefusingStore(FakeStore):
         self._refuse()
 
 
-def run(text: str, kind: str = "retry", dialect: Dialect | None = None) -> list[int]:
+def run(text: str, kind: ImapErrorKind = "retry", dialect: Dialect | None = None) -> list[int]:
     server = FakeServer()
     for i in range(3):
         server.append("INBOX", f"Subject: s{i}\r\nMessage-ID: <{i}@x>\r\n\r\nbody\r\n".encode())

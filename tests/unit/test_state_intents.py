@@ -14,7 +14,7 @@ from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
 from mailrules.engine.core import Engine
 from mailrules.engine.ports import AccountContext, MailboxReport, RunOptions
-from mailrules.errors import ImapError
+from mailrules.errors import ImapError, ImapErrorKind
 from mailrules.state import StateError, StateStore
 from mailrules.state.models import JournalEntry
 from tests.fakes import FakeServer, FakeStore
@@ -145,12 +145,12 @@ def test_a_copy_in_doubt_is_not_repeated_and_is_listed(
 class Refusing(FakeStore):
     """COPY answered with an error of `kind` (once)."""
 
-    def __init__(self, server: FakeServer, kind: str) -> None:
+    def __init__(self, server: FakeServer, kind: ImapErrorKind) -> None:
         super().__init__(server, Dialect.named("dovecot"), NOW)
         self.kind = kind
         self.refused = 0
 
-    def copy(self, uids, dest, *, create):  # type: ignore[no-untyped-def]
+    def copy(self, uids: Sequence[int], dest: str, *, create: bool) -> tuple[int | None, dict[int, int]]:
         if not self.refused:
             self.refused += 1
             raise ImapError("COPY failed", kind=self.kind)
