@@ -26,7 +26,7 @@ from mailrules.config.model import (
     TlsMode,
 )
 from mailrules.config.names import control_problem, escape, line_break_problem, mailbox_problem
-from mailrules.config.oauth2 import account_auth
+from mailrules.config.oauth2 import account_auth, file_or_env_value
 from mailrules.config.problems import Problem, problem_at, render
 from mailrules.config.reading import read_toml
 from mailrules.config.schema import (
@@ -472,25 +472,11 @@ def _secret(t: dict[str, Any], p: KeyPath, cx: _Context, required: bool) -> Secr
     if key == "password":
         value = cx.get(t, p, key, "str")
         source = origin if origin.startswith("$") else "password"
-    elif key == "password_file":
-        file = cx.file_path(t, p, key)
-        if file is None:
+    else:  # password_file, password_env
+        found = file_or_env_value(t, p, cx, key)
+        if found is None:
             return None
-        try:
-            value = _env.read_value_file(file)
-        except _env.ValueFileError as exc:
-            cx.error(kp, f"cannot read {file}: {exc}")
-            return None
-        source = f"password_file {file}"
-    else:
-        var = cx.text(t, p, key)
-        if var is None:
-            return None
-        value = cx.env.get(var)
-        if value is None:
-            cx.error(kp, f"the environment variable {var} is not set")
-            return None
-        source = f"${var}"
+        value, source = found
     if value == "":
         cx.error(kp, f"the password from {source} is empty" if key != "password" else "must not be empty")
         return None

@@ -214,6 +214,30 @@ def _scopes(
     return tuple(dict.fromkeys(given))
 
 
+def file_or_env_value(table: dict[str, Any], p: KeyPath, cx: Context, key: str) -> tuple[str, str] | None:
+    """The value `key` of `table` points to, a `*_file` key (the file's content) or a `*_env` one
+    (the environment variable it names), and its source for messages (`KEY FILE`, `$VAR`); None
+    after an error (reported; it never shows the value)."""
+    kp = (*p, key)
+    if key.endswith("_file"):
+        file = cx.file_path(table, p, key)
+        if file is None:
+            return None
+        try:
+            return _env.read_value_file(file), f"{key} {file}"
+        except _env.ValueFileError as exc:
+            cx.error(kp, f"cannot read {file}: {exc}")
+            return None
+    var = cx.text(table, p, key)
+    if var is None:
+        return None
+    value = cx.env.get(var)
+    if value is None:
+        cx.error(kp, f"the environment variable {var} is not set")
+        return None
+    return value, f"${var}"
+
+
 def _secret(
     table: dict[str, Any], p: KeyPath, cx: Context, keys: tuple[str, ...], what: str
 ) -> Secret | None:
@@ -228,25 +252,11 @@ def _secret(
     key = given[0]
     kp = (*p, key)
     value: str | None
-    if key.endswith("_file"):
-        file = cx.file_path(table, p, key)
-        if file is None:
+    if key.endswith(("_file", "_env")):
+        found = file_or_env_value(table, p, cx, key)
+        if found is None:
             return None
-        try:
-            value = _env.read_value_file(file)
-        except _env.ValueFileError as exc:
-            cx.error(kp, f"cannot read {file}: {exc}")
-            return None
-        source = f"{key} {file}"
-    elif key.endswith("_env"):
-        var = cx.text(table, p, key)
-        if var is None:
-            return None
-        value = cx.env.get(var)
-        if value is None:
-            cx.error(kp, f"the environment variable {var} is not set")
-            return None
-        source = f"${var}"
+        value, source = found
     else:
         value = cx.get(table, p, key, "str")
         origin = cx.origins.get(kp, "")
