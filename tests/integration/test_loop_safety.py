@@ -236,9 +236,11 @@ def test_the_daemons_arrivals_create_no_more_mailboxes_per_hour_than_the_limit(
     try:
         for i in range(4):  # one by one: each its own batch, the budget still holds for the hour
             append(dovecot, user, pw, [make_message(f"post {i}", extra=f"List-Id: <l{i}.example.org>\r\n")])
-            wait_until(
-                lambda n=i + 1: acted(tmp_path / "state.db") == n, 30, f"message {i} to be acted on", d
-            )
+
+            def acted_on(n: int = i + 1) -> bool:
+                return acted(tmp_path / "state.db") == n
+
+            wait_until(acted_on, 30, f"message {i} to be acted on", d)
         with ImapSession.connect(dovecot.params(user, pw)) as s:
             names = sorted(m.name for m in s.list_mailboxes() if m.name.startswith("Lists/"))
         assert names == ["Lists/l0", "Lists/l1"]

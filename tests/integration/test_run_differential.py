@@ -26,7 +26,7 @@ from mailrules.config import AccountSettings
 from mailrules.demo.sample_mail import generate
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext
-from mailrules.engine.ports import AccountContext
+from mailrules.engine.ports import AccountContext, MailboxReport
 from mailrules.imap.session import ConnectionParams, ImapSession
 from tests.fakes import FakeServer, RecordingSender, oracle
 from tests.integration.cyrus import CyrusServer
@@ -297,7 +297,7 @@ def _diff(
     return out
 
 
-def _check_failures_are_template_errors(reports: list, rules: tuple[A.Rule, ...]) -> None:
+def _check_failures_are_template_errors(reports: list[MailboxReport], rules: tuple[A.Rule, ...]) -> None:
     # The only failures a healthy server allows are templates that cannot be filled ({match.1} of a
     # rule whose `matches` test did not match, a missing List-Id...): never an IMAP or SMTP error.
     for r in reports:

@@ -11,14 +11,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from mailrules.cli import main
 from mailrules.accounts import Account
+from mailrules.cli import main
 from mailrules.daemon.watcher import MailboxWatcher, WatchContext, WatchHooks
 from mailrules.imap.session import ConnectionParams
 from mailrules.logs import UNSAFE
@@ -100,7 +100,7 @@ class FullAtJournal(StateStore):
 
     full = True
 
-    def record_many(self, entries: Sequence[JournalEntry]) -> None:  # type: ignore[override]
+    def record_many(self, entries: Iterable[JournalEntry]) -> None:
         if self.full:
             pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
             self._conn.execute(f"PRAGMA max_page_count = {pages}")
@@ -134,6 +134,7 @@ def test_a_full_state_stops_the_watcher_and_its_restarts_never_copy_again(
 ) -> None:
     config = write_config(tmp_path, account, COPY_RULE)
     settings, rules = load(config)
+    assert isinstance(settings.state, Path)  # a SQLite file
     opened = StateStore.open(settings.state, lock="mailrules daemon")
     state = FullAtJournal(opened._conn, opened.path, opened._flock)
     hooks = Hooks()

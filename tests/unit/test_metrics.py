@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import platform
+from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -329,8 +330,8 @@ def test_arrival_buckets_span_50ms_to_5min() -> None:
 
 
 class FakeSession:
-    on_command = None
-    on_throttle = None
+    on_command: Callable[[str, float, bool], None] | None = None
+    on_throttle: Callable[[str, float], None] | None = None
 
     def __init__(self) -> None:
         self.on_command = None
