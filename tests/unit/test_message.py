@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 
-from mailrules.message.view import AttachmentInfo, MessageView, decode_bytes, decode_rfc2047
+from mailrules.message.view import AttachmentInfo, MessageView, ViewOptions, decode_bytes, decode_rfc2047
 
 EML = Path(__file__).resolve().parent.parent / "fixtures" / "eml"
 
 
-def view(name: str, **kw: object) -> MessageView:
+def view(name: str, **kw: Unpack[ViewOptions]) -> MessageView:
     return MessageView.from_file(EML / name, **kw)
 
 
