@@ -435,7 +435,8 @@ GIVEN = st.builds(
     span=st.just(S),
     gmail=st.none() | st.builds(A.GmailFacts, st.none() | st.sampled_from(A.GMAIL_CATEGORIES),
                                 st.lists(NAME, unique=True, max_size=2).map(tuple)),
-    thread=st.none() | st.builds(A.ThreadFacts, st.lists(LABEL, min_size=1, max_size=2, unique=True).map(tuple)),
+    thread=st.none() | st.builds(A.ThreadFacts,
+                                 st.lists(LABEL, min_size=1, max_size=2, unique=True).map(tuple)),
 )  # fmt: skip
 TESTS = st.builds(A.TestBlock, NAME, GIVEN, st.lists(ACTIONS_, max_size=3).map(tuple), st.just(S))
 SCHEDULES = st.one_of(
@@ -448,12 +449,15 @@ GROUP = st.builds(
     lambda name, trigger, rules: [dataclasses.replace(r, group=name, trigger=trigger) for r in rules],
     NAME, SCHEDULES, st.lists(RULES, min_size=1, max_size=2),
 )
-ITEMS = st.lists(st.one_of(RULES.map(lambda r: [r]), GROUP), max_size=3).map(lambda items: [r for i in items for r in i])
+ITEMS = st.lists(st.one_of(RULES.map(lambda r: [r]), GROUP), max_size=3).map(
+    lambda items: [r for i in items for r in i]
+)
 
 
 def _groups_apart(rules: list[A.Rule]) -> bool:
     """Two groups written one after the other have different names (else they read as one)."""
-    return all(a.group is None or a.group != b.group or a.trigger == b.trigger for a, b in itertools.pairwise(rules))
+    pairs = itertools.pairwise(rules)
+    return all(a.group is None or a.group != b.group or a.trigger == b.trigger for a, b in pairs)
 
 
 FILES = st.builds(
