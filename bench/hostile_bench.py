@@ -118,6 +118,7 @@ def header_section(budget: float) -> None:
         return _old_text([(f"x-h{i}", f"value {i}") for i in range(n)])
 
     print(row("per-name scan (before)", counts, old, budget))
+
     def new(n: int) -> object:
         return MessageView(raw(n)).field_text("text")
 

@@ -182,15 +182,24 @@ def run(args: argparse.Namespace) -> int:
             imap.select("INBOX")
             appenders[u] = imap
         prelude = SHARED_CONTEXT_PATCH if args.shared_ssl_context else ""
-        daemon = DaemonProc(work, server, [(u, u) for u in users], rules_text(),
-                            account_extra="max_connections = 6\n", nofile=max(4096, watchers * 3),
-                            prelude=prelude)
+        daemon = DaemonProc(
+            work,
+            server,
+            [(u, u) for u in users],
+            rules_text(),
+            account_extra="max_connections = 6\n",
+            nofile=max(4096, watchers * 3),
+            prelude=prelude,
+        )
         t_start = time.monotonic()
         daemon.start()
         assert daemon.proc is not None
         pid = daemon.proc.pid
-        daemon.wait(lambda: daemon.metric("mailrules_watcher_up") >= watchers, args.startup_timeout,
-                    f"{watchers} watchers up")
+        daemon.wait(
+            lambda: daemon.metric("mailrules_watcher_up") >= watchers,
+            args.startup_timeout,
+            f"{watchers} watchers up",
+        )
         up_after = time.monotonic() - t_start
         time.sleep(3)  # every watcher in IDLE, start-up garbage settled
         st_up = proc_status(pid)
@@ -227,16 +236,24 @@ def run(args: argparse.Namespace) -> int:
 
         print()
         if args.shared_ssl_context:
-            print("\nEXPERIMENT --shared-ssl-context: mailrules.imap.session.ssl_context patched: "
-                  "one per CA file")
-        print(f"Scale: one mailrules daemon, {n_accounts} accounts x {len(MAILBOXES)} watched mailboxes = "
-              f"{watchers} IDLE connections (STARTTLS) on one Dovecot 2.3; {N_RULES} arrival rules")
+            print(
+                "\nEXPERIMENT --shared-ssl-context: mailrules.imap.session.ssl_context patched: "
+                "one per CA file"
+            )
+        print(
+            f"Scale: one mailrules daemon, {n_accounts} accounts x {len(MAILBOXES)} watched mailboxes = "
+            f"{watchers} IDLE connections (STARTTLS) on one Dovecot 2.3; {N_RULES} arrival rules"
+        )
         print(f"  all watchers up after           {up_after:8.1f} s")
-        print(f"  VmRSS, all watchers up          {kb(st_up, 'VmRSS'):8.1f} MB   "
-              f"({kb(st_up, 'VmRSS') * 1024 / watchers:.0f} kB per watched mailbox)")
+        print(
+            f"  VmRSS, all watchers up          {kb(st_up, 'VmRSS'):8.1f} MB   "
+            f"({kb(st_up, 'VmRSS') * 1024 / watchers:.0f} kB per watched mailbox)"
+        )
         print(f"  VmRSS, after {args.idle_seconds:.0f} s idle          {kb(st_idle, 'VmRSS'):8.1f} MB")
-        print(f"  VmRSS, after the arrivals       {kb(st_after, 'VmRSS'):8.1f} MB   "
-              f"(peak VmHWM {kb(st_after, 'VmHWM'):.1f} MB)")
+        print(
+            f"  VmRSS, after the arrivals       {kb(st_after, 'VmRSS'):8.1f} MB   "
+            f"(peak VmHWM {kb(st_after, 'VmHWM'):.1f} MB)"
+        )
         anon, file_ = kb(st_up, "RssAnon"), kb(st_up, "RssFile")
         print(f"  RssAnon / RssFile               {anon:8.1f} / {file_:.1f} MB")
         print(f"  threads / open fds              {st_up.get('Threads', '?'):>8} / {fds}")
@@ -246,12 +263,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {k:<48}{mb:8.1f} MB in {count} mappings")
         print()
         span = sent[-1][3] - sent[0][3] if len(sent) > 1 else 0.0
-        print(f"  arrivals: {len(sent)} messages, Poisson at {args.rate:g}/s into random (account, mailbox): "
-              f"sent in {span:.1f} s ({(len(sent) - 1) / span if span else 0:.1f}/s)")
-        print(f"  {'reaction APPEND -> journal `at` of the move, ms':<50}{'n':>5}{'p50':>9}{'p90':>9}"
-              f"{'p99':>9}{'max':>9}")
-        print(f"  {'':<50}{len(reactions):>5}{ms(pct(reactions, 50)):>9}{ms(pct(reactions, 90)):>9}"
-              f"{ms(pct(reactions, 99)):>9}{ms(max(reactions) if reactions else float('nan')):>9}")
+        print(
+            f"  arrivals: {len(sent)} messages, Poisson at {args.rate:g}/s into random (account, mailbox): "
+            f"sent in {span:.1f} s ({(len(sent) - 1) / span if span else 0:.1f}/s)"
+        )
+        print(
+            f"  {'reaction APPEND -> journal `at` of the move, ms':<50}{'n':>5}{'p50':>9}{'p90':>9}"
+            f"{'p99':>9}{'max':>9}"
+        )
+        print(
+            f"  {'':<50}{len(reactions):>5}{ms(pct(reactions, 50)):>9}{ms(pct(reactions, 90)):>9}"
+            f"{ms(pct(reactions, 99)):>9}{ms(max(reactions) if reactions else float('nan')):>9}"
+        )
         if missing:
             print(f"  NOT acted on within 60 s: {missing}")
         print(f"  daemon CPU from idle start to last action: {arrival_cpu:.1f} s")
@@ -259,8 +282,10 @@ def run(args: argparse.Namespace) -> int:
         p99 = pct(reactions, 99)
         print()
         print(f"  goal peak RSS < 300 MB            {'met' if rss < 300 else 'NOT met':<8} ({rss:.0f} MB)")
-        print(f"  goal p99 reaction < 1 s           {'met' if p99 < 1 and not missing else 'NOT met':<8} "
-              f"({ms(p99)} ms)")
+        print(
+            f"  goal p99 reaction < 1 s           {'met' if p99 < 1 and not missing else 'NOT met':<8} "
+            f"({ms(p99)} ms)"
+        )
         print(f"\n  wall time {time.monotonic() - started:.0f} s")
         if args.profile and rss >= 300:
             daemon.stop()
@@ -378,8 +403,10 @@ def profile(server: Server | None, users: list[str], args: argparse.Namespace) -
     try:
         mp = multiprocessing.get_context("spawn")
         print()
-        print(f"Where the memory goes: RSS growth per unit, {k} of each, each kind in a fresh process "
-              f"(Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION})")
+        print(
+            f"Where the memory goes: RSS growth per unit, {k} of each, each kind in a fresh process "
+            f"(Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION})"
+        )
         for kind, label in kinds:
             with mp.Pool(1) as pool:
                 per, notes = pool.apply(_part, (kind, k, server.port, str(server.ca_file), server.users))
@@ -402,8 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="also profile memory when over the goal")
     ap.add_argument("--profile-only", action="store_true", help="only the in-process memory profile")
     ap.add_argument("--profile-count", type=int, default=100)
-    ap.add_argument("--shared-ssl-context", action="store_true",
-                    help="experiment: run the daemon with ssl_context cached per CA file (patched at start)")
+    ap.add_argument(
+        "--shared-ssl-context",
+        action="store_true",
+        help="experiment: run the daemon with ssl_context cached per CA file (patched at start)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the work directory (daemon log, state DB)")
     args = ap.parse_args(argv)

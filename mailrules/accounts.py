@@ -141,7 +141,9 @@ class Account:
     construction."""
 
     def __init__(
-        self, settings: AccountSettings, connect: SessionFactory = default_session,
+        self,
+        settings: AccountSettings,
+        connect: SessionFactory = default_session,
         oauth: TokenManagers | None = None,
     ) -> None:
         self.settings = settings
@@ -153,7 +155,8 @@ class Account:
         self.sender = (
             SmtpSender(
                 SmtpParams.from_settings(
-                    settings.smtp, ca_file=str(settings.ca_file) if settings.ca_file else None,
+                    settings.smtp,
+                    ca_file=str(settings.ca_file) if settings.ca_file else None,
                     tokens=self.tokens,
                 )
             )
@@ -204,8 +207,11 @@ class Account:
         An OAuth2 account's next login refreshes the token first after a TokenExpired (a refused
         login was refreshed and tried again already, imap/session.py)."""
         if self.tokens is not None and isinstance(error, TokenExpired):
-            log.info("account %s: the server ended a session, its access token expired; the next "
-                     "login refreshes it", self.name)
+            log.info(
+                "account %s: the server ended a session, its access token expired; the next "
+                "login refreshes it",
+                self.name,
+            )
             self.tokens.expired()
             return
         log.debug(
@@ -234,7 +240,8 @@ class Account:
 
 
 def build_accounts(
-    accounts: Iterable[AccountSettings], connect: SessionFactory = default_session,
+    accounts: Iterable[AccountSettings],
+    connect: SessionFactory = default_session,
     oauth: TokenManagers | None = None,
 ) -> list[Account]:
     """An Account for each of `accounts`, all connecting through `connect` (OAuth2: with `oauth`)."""

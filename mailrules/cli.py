@@ -408,8 +408,9 @@ def _oauth_account(settings: Settings, name: str) -> None:
         click.echo(f"mailrules: no account named {name} in {settings.config_path}", err=True)
         sys.exit(EXIT_USAGE)
     if settings.accounts[name].oauth2 is None:
-        click.echo(f'mailrules: account {name} logs in with a password (set auth = "oauth2" to use OAuth2)',
-                   err=True)
+        click.echo(
+            f'mailrules: account {name} logs in with a password (set auth = "oauth2" to use OAuth2)', err=True
+        )
         sys.exit(EXIT_USAGE)
 
 
@@ -417,8 +418,13 @@ def _oauth_account(settings: Settings, name: str) -> None:
 @_config_option
 @click.argument("account")
 @click.option("--no-browser", is_flag=True, help="Print the sign-in address instead of opening a browser.")
-@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
-              help="Port of the loopback redirect listener (authorization_code; 0: any free port).")
+@click.option(
+    "--port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the loopback redirect listener (authorization_code; 0: any free port).",
+)
 def auth_login(config: str | None, account: str, no_browser: bool, port: int) -> None:
     """Get ACCOUNT's first tokens with its flow (browser, device code or client credentials)."""
     import webbrowser

@@ -215,14 +215,27 @@ class OAuthTestServer:
                 self._other_secrets.append(secret)
         return client
 
-    def grant(self, user: str, *, client_id: str = DEFAULT_CLIENT, scope: str | None = None,
-              lifetime: float | None = None) -> dict[str, Any]:
+    def grant(
+        self,
+        user: str,
+        *,
+        client_id: str = DEFAULT_CLIENT,
+        scope: str | None = None,
+        lifetime: float | None = None,
+    ) -> dict[str, Any]:
         """Tokens for `user` as a token response would carry them (`access_token`, `refresh_token`...)."""
         with self._lock:
             return self._tokens(user, client_id, scope or self.scope, refresh=True, lifetime=lifetime)
 
-    def access_token(self, user: str, *, lifetime: float | None = None, scope: str | None = None,
-                     not_before: float | None = None, key: bytes | None = None) -> str:
+    def access_token(
+        self,
+        user: str,
+        *,
+        lifetime: float | None = None,
+        scope: str | None = None,
+        not_before: float | None = None,
+        key: bytes | None = None,
+    ) -> str:
         """A bare access token (no refresh token); `lifetime` may be negative (already expired)."""
         with self._lock:
             return self._jwt(user, DEFAULT_CLIENT, scope or self.scope, lifetime, not_before, key)
@@ -270,23 +283,35 @@ class OAuthTestServer:
         with self._lock:
             now = self.clock()
             return [
-                t for t, g in self._refresh.items()
+                t
+                for t, g in self._refresh.items()
                 if g.active and user in (None, g.user) and (g.expires_at is None or g.expires_at > now)
             ]
 
     # -- the grants ---------------------------------------------------------------------------------
 
-    def _jwt(self, user: str, client_id: str, scope: str, lifetime: float | None,
-             not_before: float | None = None, key: bytes | None = None) -> str:
+    def _jwt(
+        self,
+        user: str,
+        client_id: str,
+        scope: str,
+        lifetime: float | None,
+        not_before: float | None = None,
+        key: bytes | None = None,
+    ) -> str:
         wall = time.time()
         now = int(wall)
         life = self.access_lifetime if lifetime is None else lifetime
         claims = {
-            "iss": self.issuer or self.url, "sub": user, "email": user, "scope": scope,
+            "iss": self.issuer or self.url,
+            "sub": user,
+            "email": user,
+            "scope": scope,
             "client_id": client_id,
             # exp rounded up: never before the `expires_in` the token response announces (a client
             # counting from before its request must never hold a token the server thinks expired)
-            "iat": now, "nbf": int(not_before) if not_before is not None else now,
+            "iat": now,
+            "nbf": int(not_before) if not_before is not None else now,
             "exp": math.ceil(wall + life),
             "jti": secrets.token_hex(8),
         }
@@ -294,8 +319,9 @@ class OAuthTestServer:
         self.issued.append(token)
         return token
 
-    def _tokens(self, user: str, client_id: str, scope: str, *, refresh: bool,
-                lifetime: float | None = None) -> dict[str, Any]:
+    def _tokens(
+        self, user: str, client_id: str, scope: str, *, refresh: bool, lifetime: float | None = None
+    ) -> dict[str, Any]:
         life = self.access_lifetime if lifetime is None else lifetime
         out: dict[str, Any] = {
             "access_token": self._jwt(user, client_id, scope, life),
@@ -324,8 +350,12 @@ class OAuthTestServer:
         if grant_type == "client_credentials":
             if client.secret is None:
                 raise OAuthFailure("unauthorized_client", description="public clients cannot use this grant")
-            return self._tokens(client.app_user or client.client_id, client.client_id,
-                                form.get("scope") or self.scope, refresh=False)
+            return self._tokens(
+                client.app_user or client.client_id,
+                client.client_id,
+                form.get("scope") or self.scope,
+                refresh=False,
+            )
         raise OAuthFailure("unsupported_grant_type")
 
     def _authenticate(self, form: dict[str, str], basic: tuple[str, str] | None) -> Client:
@@ -391,14 +421,21 @@ class OAuthTestServer:
         user_code = f"{raw[:4]}-{raw[4:]}"
         now = self.clock()
         self._devices[device_code] = DeviceGrant(
-            client.client_id, form.get("scope") or self.scope, user_code, now + self.device_lifetime,
-            self.device_interval, now,
+            client.client_id,
+            form.get("scope") or self.scope,
+            user_code,
+            now + self.device_lifetime,
+            self.device_interval,
+            now,
         )
         verify = f"{self.url}/device/verify"
         return {
-            "device_code": device_code, "user_code": user_code, "verification_uri": verify,
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": verify,
             "verification_uri_complete": f"{verify}?user_code={user_code}",
-            "expires_in": int(self.device_lifetime), "interval": self.device_interval,
+            "expires_in": int(self.device_lifetime),
+            "interval": self.device_interval,
         }
 
     def authorize(self, query: dict[str, str]) -> str:
@@ -432,8 +469,13 @@ class OAuthTestServer:
         code = secrets.token_urlsafe(24)
         user = query.get("login_hint") or self.authorize_user
         self._codes[code] = CodeGrant(
-            user, client.client_id, query.get("scope") or self.scope, redirect_uri,
-            query["code_challenge"], "S256", self.clock() + self.code_lifetime,
+            user,
+            client.client_id,
+            query.get("scope") or self.scope,
+            redirect_uri,
+            query["code_challenge"],
+            "S256",
+            self.clock() + self.code_lifetime,
         )
         return back(code=code)
 

@@ -27,8 +27,10 @@ class NotOAuth(MailrulesError):
 
 def oauth2_of(account: AccountSettings) -> OAuth2Settings:
     if account.oauth2 is None:
-        raise NotOAuth(f'account {account.name} logs in with a password; set auth = "oauth2" and an '
-                       f"[accounts.{account.name}.oauth2] table to use OAuth2")
+        raise NotOAuth(
+            f'account {account.name} logs in with a password; set auth = "oauth2" and an '
+            f"[accounts.{account.name}.oauth2] table to use OAuth2"
+        )
     return account.oauth2
 
 
@@ -60,8 +62,10 @@ def login(account: AccountSettings, echo: Echo, options: LoginOptions = LoginOpt
 
             assert isinstance(device, DeviceAuthorization)
             minutes = max(1, round(device.expires_in / 60))
-            echo(f"To sign in account {account.name}, open {device.verification_uri} in a browser on any "
-                 f"device and enter the code {printable(device.user_code)} (valid {minutes} min).")
+            echo(
+                f"To sign in account {account.name}, open {device.verification_uri} in a browser on any "
+                f"device and enter the code {printable(device.user_code)} (valid {minutes} min)."
+            )
             if device.verification_uri_complete:
                 echo(f"Or open {printable(device.verification_uri_complete)}")
             echo("Waiting for the sign-in...")
@@ -78,9 +82,11 @@ def login(account: AccountSettings, echo: Echo, options: LoginOptions = LoginOpt
 
         tokens = login_authorization_code(client, show_url, port=options.port, timeout=options.timeout)
     if tokens.refresh_token is None and settings.flow != "client_credentials":
-        echo(f"warning: the authorization server gave no refresh token: account {account.name} will need "
-             "another login when this access token expires (Microsoft: add the offline_access scope; "
-             "Google: access_type=offline, set by the preset)")
+        echo(
+            f"warning: the authorization server gave no refresh token: account {account.name} will need "
+            "another login when this access token expires (Microsoft: add the offline_access scope; "
+            "Google: access_type=offline, set by the preset)"
+        )
     manager.save_login(tokens)
     echo(f"account {account.name}: logged in; tokens saved in {settings.token_store} (mode 0600)")
     return tokens
@@ -121,8 +127,12 @@ def status_lines(account: AccountSettings, now: float | None = None) -> list[str
         return [*lines, f"  error:         {exc}"]
     if tokens is None:
         refresh = "configured (refresh_token_file/_env), not used yet" if o.refresh_token else "none"
-        return [*lines, "  access token:  none", f"  refresh token: {refresh}",
-                f"  -> run `mailrules auth login {account.name}`"]
+        return [
+            *lines,
+            "  access token:  none",
+            f"  refresh token: {refresh}",
+            f"  -> run `mailrules auth login {account.name}`",
+        ]
     if tokens.expires_at is None:
         expiry = "no expiry given by the server"
     else:
@@ -149,8 +159,10 @@ def logout(account: AccountSettings, echo: Echo) -> bool:
     settings = oauth2_of(account)
     removed = make_manager(account.name, settings).logout()  # under the store's lock
     if removed:
-        echo(f"account {account.name}: tokens removed ({settings.token_store}); the authorization "
-             "server still knows the grant: revoke it in the account's security settings if needed")
+        echo(
+            f"account {account.name}: tokens removed ({settings.token_store}); the authorization "
+            "server still knows the grant: revoke it in the account's security settings if needed"
+        )
     else:
         echo(f"account {account.name}: no tokens stored ({settings.token_store})")
     return removed

@@ -51,14 +51,18 @@ def names_block(rules: Sequence[A.Rule], server: str) -> list[str]:
     as comment lines; a server not measured says so (doctor shows the mapping once connected)."""
     ns = names.KNOWN_NAMESPACES.get(server)
     if ns is None:
-        return [f"# mailbox names: not known for a {server} server without a connection; "
-                "`mailrules doctor` shows how they map"]
+        return [
+            f"# mailbox names: not known for a {server} server without a connection; "
+            "`mailrules doctor` shows how they map"
+        ]
     return ["# " + line for line in names.describe(ns, [n for n, _ in names.rule_mailboxes(rules)])]
 
 
 def explain_rule_set(rules: Sequence[A.Rule], dialect: Dialect, *, now: dt.datetime, tz: dt.tzinfo) -> str:
     """Every rule's block, separated by blank lines, headed by the dialect used and how mailbox names
     map on that server."""
-    head = [f"# planned for a {dialect.name} server; relative dates as of {now:%Y-%m-%d %H:%M %Z}",
-            *names_block(rules, dialect.name)]
+    head = [
+        f"# planned for a {dialect.name} server; relative dates as of {now:%Y-%m-%d %H:%M %Z}",
+        *names_block(rules, dialect.name),
+    ]
     return "\n\n".join(["\n".join(head), *(explain_rule(r, dialect, now=now, tz=tz) for r in rules)])

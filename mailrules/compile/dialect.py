@@ -93,9 +93,7 @@ class Dialect:
             condstore="CONDSTORE" in c or "QRESYNC" in c,
             gmail="X-GM-EXT-1" in c,
             # I18NLEVEL (RFC 5255) servers implement charset-aware search; rev2 must take UTF-8.
-            utf8_search=rev2
-            or any(x.startswith(("UTF8=", "I18NLEVEL=")) for x in c)
-            or "X-GM-EXT-1" in c,
+            utf8_search=rev2 or any(x.startswith(("UTF8=", "I18NLEVEL=")) for x in c) or "X-GM-EXT-1" in c,
             literal_plus="LITERAL+" in c,
             literal_minus="LITERAL-" in c,
             move="MOVE" in c or rev2,
@@ -110,7 +108,9 @@ class Dialect:
     def named(cls, name: str) -> Dialect:
         """A known server: "rfc3501" (plain IMAP4rev1), "dovecot" (2.3 defaults), "gmail" or "microsoft"."""
         table = {
-            "rfc3501": RFC3501_CAPS, "dovecot": DOVECOT_CAPS, "gmail": GMAIL_CAPS,
+            "rfc3501": RFC3501_CAPS,
+            "dovecot": DOVECOT_CAPS,
+            "gmail": GMAIL_CAPS,
             "microsoft": MICROSOFT_CAPS,
         }
         try:

@@ -74,8 +74,10 @@ def format_needs(needs: FetchNeeds) -> str:
 
 def explain_plan(plan: ConditionPlan, dialect: Dialect) -> str:
     """Three lines: the server command, the residual, and what is fetched for it."""
-    return "\n".join((
-        f"server:   {format_search(plan, dialect)}",
-        f"residual: {explain_condition(plan.residual)}",
-        f"fetch:    {format_needs(plan.needs)}",
-    ))
+    return "\n".join(
+        (
+            f"server:   {format_search(plan, dialect)}",
+            f"residual: {explain_condition(plan.residual)}",
+            f"fetch:    {format_needs(plan.needs)}",
+        )
+    )

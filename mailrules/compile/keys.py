@@ -10,15 +10,30 @@ from typing import Literal, Union
 TextKind = Literal["FROM", "TO", "CC", "BCC", "SUBJECT", "BODY", "TEXT"]
 DateKind = Literal["BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"]
 FlagName = Literal[
-    "SEEN", "UNSEEN", "FLAGGED", "UNFLAGGED", "ANSWERED", "UNANSWERED",
-    "DRAFT", "UNDRAFT", "DELETED", "UNDELETED",
+    "SEEN",
+    "UNSEEN",
+    "FLAGGED",
+    "UNFLAGGED",
+    "ANSWERED",
+    "UNANSWERED",
+    "DRAFT",
+    "UNDRAFT",
+    "DELETED",
+    "UNDELETED",
 ]
 
 #: Each flag key and its complement, so that NOT SEEN is written UNSEEN.
 FLAG_COMPLEMENT: dict[str, FlagName] = {
-    "SEEN": "UNSEEN", "UNSEEN": "SEEN", "FLAGGED": "UNFLAGGED", "UNFLAGGED": "FLAGGED",
-    "ANSWERED": "UNANSWERED", "UNANSWERED": "ANSWERED", "DRAFT": "UNDRAFT", "UNDRAFT": "DRAFT",
-    "DELETED": "UNDELETED", "UNDELETED": "DELETED",
+    "SEEN": "UNSEEN",
+    "UNSEEN": "SEEN",
+    "FLAGGED": "UNFLAGGED",
+    "UNFLAGGED": "FLAGGED",
+    "ANSWERED": "UNANSWERED",
+    "UNANSWERED": "ANSWERED",
+    "DRAFT": "UNDRAFT",
+    "UNDRAFT": "DRAFT",
+    "DELETED": "UNDELETED",
+    "UNDELETED": "DELETED",
 }
 
 
@@ -170,8 +185,26 @@ class Not:
 
 
 SearchKey = Union[
-    All, Uid, UidFrom, Header, Text, Larger, Smaller, Date, Older, Younger, Flag, Keyword, Unkeyword,
-    GmRaw, GmLabels, GmThread, ThreadKeyword, And, Or, Not,
+    All,
+    Uid,
+    UidFrom,
+    Header,
+    Text,
+    Larger,
+    Smaller,
+    Date,
+    Older,
+    Younger,
+    Flag,
+    Keyword,
+    Unkeyword,
+    GmRaw,
+    GmLabels,
+    GmThread,
+    ThreadKeyword,
+    And,
+    Or,
+    Not,
 ]
 
 ALL = All()
@@ -220,7 +253,10 @@ def any_of(keys: Iterable[SearchKey]) -> SearchKey:
 
 
 _DATE_COMPLEMENT: dict[str, DateKind] = {
-    "BEFORE": "SINCE", "SINCE": "BEFORE", "SENTBEFORE": "SENTSINCE", "SENTSINCE": "SENTBEFORE",
+    "BEFORE": "SINCE",
+    "SINCE": "BEFORE",
+    "SENTBEFORE": "SENTSINCE",
+    "SENTSINCE": "SENTBEFORE",
 }
 
 

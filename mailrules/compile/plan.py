@@ -54,14 +54,25 @@ from mailrules.dsl.walk import atoms
 _TEXT_KEY: dict[str, K.TextKind] = {"subject": "SUBJECT", "body": "BODY", "text": "TEXT"}
 #: The header each language field reads (body and text read the whole message).
 FIELD_HEADERS: dict[str, tuple[str, ...]] = {
-    "from": ("From",), "sender": ("Sender",), "to": ("To",), "cc": ("Cc",), "bcc": ("Bcc",),
-    "recipient": ("To", "Cc", "Bcc"), "reply-to": ("Reply-To",), "subject": ("Subject",),
-    "list": ("List-Id",), "body": (), "text": (),
-    "envelope to": A.ENVELOPE_HEADERS["envelope to"], "envelope from": A.ENVELOPE_HEADERS["envelope from"],
+    "from": ("From",),
+    "sender": ("Sender",),
+    "to": ("To",),
+    "cc": ("Cc",),
+    "bcc": ("Bcc",),
+    "recipient": ("To", "Cc", "Bcc"),
+    "reply-to": ("Reply-To",),
+    "subject": ("Subject",),
+    "list": ("List-Id",),
+    "body": (),
+    "text": (),
+    "envelope to": A.ENVELOPE_HEADERS["envelope to"],
+    "envelope from": A.ENVELOPE_HEADERS["envelope from"],
 }
 _FLAG_KEY: dict[str, tuple[K.FlagName, K.FlagName]] = {
-    "\\Seen": ("SEEN", "UNSEEN"), "\\Flagged": ("FLAGGED", "UNFLAGGED"),
-    "\\Answered": ("ANSWERED", "UNANSWERED"), "\\Draft": ("DRAFT", "UNDRAFT"),
+    "\\Seen": ("SEEN", "UNSEEN"),
+    "\\Flagged": ("FLAGGED", "UNFLAGGED"),
+    "\\Answered": ("ANSWERED", "UNANSWERED"),
+    "\\Draft": ("DRAFT", "UNDRAFT"),
     "\\Deleted": ("DELETED", "UNDELETED"),
 }
 # RFC 5322 §3.6.8 field-name: printable US-ASCII except colon.
@@ -98,8 +109,9 @@ class FetchNeeds:
             items.append("BODY.PEEK[]")
         elif self.headers:
             names = sorted(self.headers, key=str.lower)
-            fields = " ".join(h if is_atom(h) else '"' + h.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                              for h in names)
+            fields = " ".join(
+                h if is_atom(h) else '"' + h.replace("\\", "\\\\").replace('"', '\\"') + '"' for h in names
+            )
             items.append(f"BODY.PEEK[HEADER.FIELDS ({fields})]")
         if self.bodystructure:
             items.append("BODYSTRUCTURE")
@@ -113,8 +125,9 @@ class FetchNeeds:
 
     @property
     def nothing(self) -> bool:
-        return not (self.headers or self.body or self.bodystructure or self.internaldate or self.size
-                    or self.flags)
+        return not (
+            self.headers or self.body or self.bodystructure or self.internaldate or self.size or self.flags
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,14 +440,25 @@ _ATOMS: dict[type, Callable[[Any, _Ctx], _Part]] = {}
 
 
 def _register() -> None:
-    _ATOMS.update({
-        A.StringTest: _string_test, A.RegexTest: _regex_test, A.DomainTest: _domain_test,
-        A.AddressPartTest: _address_part,
-        A.HeaderExists: _header_exists, A.SizeTest: _size_test, A.FlagTest: _flag_test,
-        A.KeywordTest: _keyword_test, A.HasAttachment: _has_attachment,
-        A.AttachmentNameTest: _attachment_name, A.DateTest: _date_test, A.AgeTest: _age_test,
-        A.GmailSearch: _gmail_raw, A.GmailCategory: _gmail_raw, A.ThreadTagged: _thread_tagged,
-    })
+    _ATOMS.update(
+        {
+            A.StringTest: _string_test,
+            A.RegexTest: _regex_test,
+            A.DomainTest: _domain_test,
+            A.AddressPartTest: _address_part,
+            A.HeaderExists: _header_exists,
+            A.SizeTest: _size_test,
+            A.FlagTest: _flag_test,
+            A.KeywordTest: _keyword_test,
+            A.HasAttachment: _has_attachment,
+            A.AttachmentNameTest: _attachment_name,
+            A.DateTest: _date_test,
+            A.AgeTest: _age_test,
+            A.GmailSearch: _gmail_raw,
+            A.GmailCategory: _gmail_raw,
+            A.ThreadTagged: _thread_tagged,
+        }
+    )
 
 
 _register()

@@ -11,8 +11,13 @@ from mailrules.compile import keys as K
 EPOCH_DAY = dt.date(1970, 1, 1)  # what servers take as the sent date of a message without Date:
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _TEXT_HEADERS = {"FROM": "From", "TO": "To", "CC": "Cc", "BCC": "Bcc", "SUBJECT": "Subject"}
-_FLAGS = {"SEEN": "\\seen", "FLAGGED": "\\flagged", "ANSWERED": "\\answered", "DRAFT": "\\draft",
-          "DELETED": "\\deleted"}
+_FLAGS = {
+    "SEEN": "\\seen",
+    "FLAGGED": "\\flagged",
+    "ANSWERED": "\\answered",
+    "DRAFT": "\\draft",
+    "DELETED": "\\deleted",
+}
 
 
 class SearchableMessage(Protocol):

@@ -13,7 +13,7 @@ from mailrules.errors import MailrulesError
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # RFC 9051 §9: ATOM-CHAR = any CHAR except atom-specials ( ) { SP CTL % * " \ ]
-_ATOM = re.compile(r'[\x21-\x7e]+')
+_ATOM = re.compile(r"[\x21-\x7e]+")
 _ATOM_SPECIALS = frozenset('(){%*"\\]')
 # Never on the wire: CR and LF end a command line (command injection); NUL is not a CHAR8.
 _FORBIDDEN = frozenset("\r\n\x00")

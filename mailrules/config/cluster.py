@@ -71,7 +71,7 @@ def state_settings(raw: dict[str, Any], cx: Context) -> tuple[Path | PostgresUrl
     elif text is not None:
         state = cx.resolve(text)
     if isinstance(state, Path) and "state_password_file" in raw:
-        cx.error(("state_password_file",), "applies only to a PostgreSQL state (state = \"postgresql://...\")")
+        cx.error(("state_password_file",), 'applies only to a PostgreSQL state (state = "postgresql://...")')
     cluster = _cluster(raw, cx)
     if isinstance(state, Path) and "cluster" in raw:
         cx.warn(("cluster",), "applies only to a PostgreSQL state: with SQLite one daemon runs alone")

@@ -44,8 +44,9 @@ _FALSE = frozenset({"false", "0", "no"})
 
 def dotted(path: KeyPath) -> str:
     """A key path as TOML writes it: `accounts.work.port`, `accounts."my work".port`."""
-    return ".".join(p if _BARE.fullmatch(p) else '"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                    for p in path)
+    return ".".join(
+        p if _BARE.fullmatch(p) else '"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in path
+    )
 
 
 def suggestion(key: str, known: Iterable[str]) -> str:
@@ -110,7 +111,7 @@ def apply_env(
         if not upper.startswith(PREFIX) or upper in RESERVED:
             continue
         where = f"${name}"
-        parts = [p.lower() for p in name[len(PREFIX):].split("__")]
+        parts = [p.lower() for p in name[len(PREFIX) :].split("__")]
         if "" in parts or "___" in name:
             message = "malformed name: levels are separated by exactly two underscores"
             errors.append(Problem(message, where=where))
@@ -158,15 +159,23 @@ def _resolve(
         last = i == len(parts) - 1
         if schema is TOP and key == "accounts":
             if last:
-                errors.append(Problem("accounts is a table; set one account's key, "
-                                      f"e.g. ${PREFIX}ACCOUNTS__WORK__HOST", where=where))
+                errors.append(
+                    Problem(
+                        f"accounts is a table; set one account's key, e.g. ${PREFIX}ACCOUNTS__WORK__HOST",
+                        where=where,
+                    )
+                )
                 return None
             path += ["accounts", _account_name(parts[i + 1], raw)]
             schema = ACCOUNT
             i += 2
             if i == len(parts):
-                errors.append(Problem(f"{dotted(tuple(path))} is a table; set one of its keys, "
-                                      f"e.g. {where}__HOST", where=where))
+                errors.append(
+                    Problem(
+                        f"{dotted(tuple(path))} is a table; set one of its keys, e.g. {where}__HOST",
+                        where=where,
+                    )
+                )
                 return None
             continue
         kind = schema.get(key)
@@ -180,8 +189,13 @@ def _resolve(
         path.append(key)
         if kind == "table":
             if last:
-                errors.append(Problem(f"{dotted(tuple(path))} is a table; set one of its keys, "
-                                      f"e.g. {where}__{next(iter(_TABLES[key])).upper()}", where=where))
+                errors.append(
+                    Problem(
+                        f"{dotted(tuple(path))} is a table; set one of its keys, "
+                        f"e.g. {where}__{next(iter(_TABLES[key])).upper()}",
+                        where=where,
+                    )
+                )
                 return None
             schema = _TABLES[key]
             i += 1

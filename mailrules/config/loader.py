@@ -89,8 +89,12 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     settings = _settings(raw, cx, config_path)
     if cx.errors:
         raise ConfigError(render(cx.errors, text))
-    logger.debug("configuration %s: %d account(s), %d warning(s)",
-                 config_path, len(settings.accounts), len(settings.warnings))
+    logger.debug(
+        "configuration %s: %d account(s), %d warning(s)",
+        config_path,
+        len(settings.accounts),
+        len(settings.warnings),
+    )
     return settings
 
 
@@ -251,8 +255,12 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
             cx.error(path, f"an account name {control_problem(name)}", key=True)  # it names logs, metrics
             continue
         if name.lower() in seen:
-            cx.error(path, f"differs from accounts.{seen[name.lower()]} only in case, which the "
-                     "environment overrides cannot tell apart", key=True)
+            cx.error(
+                path,
+                f"differs from accounts.{seen[name.lower()]} only in case, which the "
+                "environment overrides cannot tell apart",
+                key=True,
+            )
         seen[name.lower()] = name
         account = _account(name, table, cx)
         if account is not None:
@@ -333,8 +341,11 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         password = None
     allow_insecure = cx.get(t, p, "allow_insecure", "bool") or False
     if tls == "none" and not allow_insecure:
-        cx.warn((*p, "tls"), f"'none' would send the {'token' if oauth2 else 'password'} unencrypted: "
-                "login will be refused unless allow_insecure = true")
+        cx.warn(
+            (*p, "tls"),
+            f"'none' would send the {'token' if oauth2 else 'password'} unencrypted: "
+            "login will be refused unless allow_insecure = true",
+        )
 
     ca_file = cx.file_path(t, p, "ca_file")
     if ca_file is not None and not ca_file.exists():
@@ -347,8 +358,11 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
     max_connections = cx.integer(t, p, "max_connections", *MAX_CONNECTIONS)
     cap = PROVIDER_MAX_CONNECTIONS.get(provider or "")
     if max_connections is not None and cap is not None and max_connections > cap:
-        cx.error((*p, "max_connections"), f"{provider} allows at most {cap} simultaneous IMAP connections "
-                 f"per account, your other mail clients included; got {max_connections}")
+        cx.error(
+            (*p, "max_connections"),
+            f"{provider} allows at most {cap} simultaneous IMAP connections "
+            f"per account, your other mail clients included; got {max_connections}",
+        )
         max_connections = None
     timing = timing_settings(t, p, cx)  # poll_interval, idle_renew_seconds, idle_timeout_seconds
 
@@ -379,7 +393,8 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
         provider=provider,
         **timing,
         smtp=smtp,
-        auth=auth or "password", oauth2=oauth2,
+        auth=auth or "password",
+        oauth2=oauth2,
     )
 
 
@@ -406,8 +421,12 @@ def _smtp(
     use_token = oauth2 and not any(k in t for k in SECRET_KEYS)  # AUTH XOAUTH2 with the account's token
     if password is None and not use_token and not any(k in t for k in SECRET_KEYS):
         if "username" in t:
-            cx.error(p, "username is set but no password, password_file or password_env",
-                     at=(*p, "username"), key=True)
+            cx.error(
+                p,
+                "username is set but no password, password_file or password_env",
+                at=(*p, "username"),
+                key=True,
+            )
         elif preset:
             # A provider's SMTP server takes the same credentials as its IMAP server.
             username, password = account_username, account_password
@@ -415,8 +434,11 @@ def _smtp(
         username = account_username
     allow_insecure = cx.get(t, p, "allow_insecure", "bool") or False
     if tls == "none" and not allow_insecure:
-        cx.warn((*p, "tls"), "'none' sends mail unencrypted: forward and redirect will refuse to send "
-                "unless allow_insecure = true")
+        cx.warn(
+            (*p, "tls"),
+            "'none' sends mail unencrypted: forward and redirect will refuse to send "
+            "unless allow_insecure = true",
+        )
     sender = cx.clean((*p, "from"), cx.text(t, p, "from"))
     if sender is not None and "@" not in sender:
         cx.error((*p, "from"), f"expected an e-mail address, got '{sender}'")
@@ -427,8 +449,16 @@ def _smtp(
             cx.error((*p, "from"), "required (the username is not an e-mail address)")
     if host is None or tls is None or port is None or sender is None:
         return None
-    return SmtpSettings(host=host, port=port, tls=tls, username=username, password=password,
-                        from_=sender, allow_insecure=allow_insecure, oauth2=use_token)
+    return SmtpSettings(
+        host=host,
+        port=port,
+        tls=tls,
+        username=username,
+        password=password,
+        from_=sender,
+        allow_insecure=allow_insecure,
+        oauth2=use_token,
+    )
 
 
 def _tls_and_port(
@@ -458,8 +488,12 @@ def _secret(t: dict[str, Any], p: KeyPath, cx: _Context, required: bool) -> Secr
     """The one password of a table, from `password`, `password_file` or `password_env`."""
     given = [k for k in SECRET_KEYS if k in t]
     if len(given) > 1:
-        cx.error(p, f"set only one of password, password_file, password_env (found {', '.join(given)})",
-                 at=max(((*p, k) for k in given), key=lambda kp: cx.order(cx.where(kp) + ":")), key=True)
+        cx.error(
+            p,
+            f"set only one of password, password_file, password_env (found {', '.join(given)})",
+            at=max(((*p, k) for k in given), key=lambda kp: cx.order(cx.where(kp) + ":")),
+            key=True,
+        )
         return None
     if not given:
         if required:

@@ -142,8 +142,13 @@ class _Scanner:
     def _span(self, start: int, end: int) -> Span:
         line = bisect.bisect_right(self._starts, start)
         end_line = bisect.bisect_right(self._starts, end)
-        return Span(self.file, line, start - self._starts[line - 1] + 1,
-                    end_line, end - self._starts[end_line - 1] + 1)
+        return Span(
+            self.file,
+            line,
+            start - self._starts[line - 1] + 1,
+            end_line,
+            end - self._starts[end_line - 1] + 1,
+        )
 
     def _record(self, base: KeyPath, key: KeyPath) -> None:
         """The key just read (`key`, inside table `base`) and each of its dotted prefixes."""

@@ -86,8 +86,12 @@ def oauth2_settings(
     """The OAuth2 settings of an account with `auth = "oauth2"`; None after reporting what is wrong."""
     p: KeyPath = (*account, "oauth2")
     if table is None:
-        cx.error(p, 'required with auth = "oauth2": a table with at least client_id '
-                 "(and token_url unless the provider gives it)", at=(*account, "auth"))
+        cx.error(
+            p,
+            'required with auth = "oauth2": a table with at least client_id '
+            "(and token_url unless the provider gives it)",
+            at=(*account, "auth"),
+        )
         return None
     cx.check_keys(table, p, OAUTH2)
     preset: dict[str, Any] = OAUTH2_PRESETS.get(provider or "", {})
@@ -109,16 +113,25 @@ def oauth2_settings(
     refresh_token = _secret(table, p, cx, REFRESH_TOKEN_KEYS, "refresh token")
     if flow == "client_credentials":
         if client_secret is None and not any(k in table for k in CLIENT_SECRET_KEYS):
-            cx.error(p, "flow = \"client_credentials\" needs a client secret: set client_secret, "
-                     "client_secret_file or client_secret_env", at=(*p, "flow"))
+            cx.error(
+                p,
+                'flow = "client_credentials" needs a client secret: set client_secret, '
+                "client_secret_file or client_secret_env",
+                at=(*p, "flow"),
+            )
             ok = False
         if any(k in table for k in REFRESH_TOKEN_KEYS):
-            cx.error(p, "the client_credentials flow uses no refresh token",
-                     at=next((*p, k) for k in REFRESH_TOKEN_KEYS if k in table))
+            cx.error(
+                p,
+                "the client_credentials flow uses no refresh token",
+                at=next((*p, k) for k in REFRESH_TOKEN_KEYS if k in table),
+            )
             ok = False
         if tenant in MICROSOFT_SHARED_TENANTS:
-            cx.error((*p, "tenant"), "the client_credentials flow needs your tenant (its domain or ID), "
-                     f"not '{tenant}'")
+            cx.error(
+                (*p, "tenant"),
+                f"the client_credentials flow needs your tenant (its domain or ID), not '{tenant}'",
+            )
             ok = False
 
     urls: dict[str, str | None] = {}
@@ -128,8 +141,9 @@ def oauth2_settings(
         cx.error((*p, "token_url"), "required (no provider preset gives it)")
     wanted = _ENDPOINT_FOR_FLOW.get(flow)
     if wanted is not None and urls[wanted] is None and chosen and wanted not in table:
-        cx.error((*p, wanted), f'required with flow = "{flow}" (no provider preset gives it)',
-                 at=(*p, "flow"))
+        cx.error(
+            (*p, wanted), f'required with flow = "{flow}" (no provider preset gives it)', at=(*p, "flow")
+        )
         ok = False
 
     scopes = _scopes(table, p, cx, preset, flow)
@@ -137,9 +151,12 @@ def oauth2_settings(
         ok = False
         scopes = ()
     if flow == "device_code" and GOOGLE_MAIL_SCOPE in scopes:
-        cx.error((*p, "flow"), f"Google does not grant the mail scope ({GOOGLE_MAIL_SCOPE}) to the device "
-                 'flow; use flow = "authorization_code" (`mailrules auth login --no-browser` prints '
-                 "the URL to open elsewhere)")
+        cx.error(
+            (*p, "flow"),
+            f"Google does not grant the mail scope ({GOOGLE_MAIL_SCOPE}) to the device "
+            'flow; use flow = "authorization_code" (`mailrules auth login --no-browser` prints '
+            "the URL to open elsewhere)",
+        )
         ok = False
 
     token_store = cx.file_path(table, p, "token_store")
@@ -208,8 +225,9 @@ def _scopes(
         return tuple(preset.get(key, ()))
     bad = [s for s in given if not _SCOPE.fullmatch(s)]
     if bad:
-        cx.error((*p, "scopes"), f"{bad[0]!r} is not a scope (one word of printable ASCII, no quote or "
-                 "backslash)")
+        cx.error(
+            (*p, "scopes"), f"{bad[0]!r} is not a scope (one word of printable ASCII, no quote or backslash)"
+        )
         return None
     return tuple(dict.fromkeys(given))
 
@@ -283,7 +301,10 @@ def account_auth(
             cx.error((*p, "oauth2"), 'set auth = "oauth2" on the account to use these settings')
         return "password", None
     if any(k in t for k in SECRET_KEYS):
-        cx.error(p, 'auth = "oauth2" logs in with a token: remove the password',
-                 at=next((*p, k) for k in SECRET_KEYS if k in t))
+        cx.error(
+            p,
+            'auth = "oauth2" logs in with a token: remove the password',
+            at=next((*p, k) for k in SECRET_KEYS if k in t),
+        )
     table = cx.get(t, p, "oauth2", "table")
     return auth, oauth2_settings(name, table, p, cx, provider)

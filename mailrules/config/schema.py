@@ -118,32 +118,47 @@ DEFAULT_MAX_CONNECTIONS = 5
 
 PROVIDERS: dict[str, dict[str, Any]] = {
     "gmail": {
-        "host": "imap.gmail.com", "port": 993, "tls": "implicit",
-        "archive": "[Gmail]/All Mail", "trash": "[Gmail]/Trash",
+        "host": "imap.gmail.com",
+        "port": 993,
+        "tls": "implicit",
+        "archive": "[Gmail]/All Mail",
+        "trash": "[Gmail]/Trash",
         "max_connections": 8,  # of Gmail's 15 (PROVIDER_MAX_CONNECTIONS): room for the user's clients
         "smtp": {"host": "smtp.gmail.com", "port": 587, "tls": "starttls"},
     },
     "outlook": {
-        "host": "outlook.office365.com", "port": 993, "tls": "implicit",
+        "host": "outlook.office365.com",
+        "port": 993,
+        "tls": "implicit",
         "smtp": {"host": "smtp.office365.com", "port": 587, "tls": "starttls"},
     },
     # The same servers as gmail and outlook, named after the identity platforms whose OAuth2
     # endpoints they bring (OAUTH2_PRESETS); all four take `auth = "oauth2"`.
     "google": {
-        "host": "imap.gmail.com", "port": 993, "tls": "implicit",
-        "archive": "[Gmail]/All Mail", "trash": "[Gmail]/Trash", "max_connections": 8,
+        "host": "imap.gmail.com",
+        "port": 993,
+        "tls": "implicit",
+        "archive": "[Gmail]/All Mail",
+        "trash": "[Gmail]/Trash",
+        "max_connections": 8,
         "smtp": {"host": "smtp.gmail.com", "port": 587, "tls": "starttls"},
     },
     "microsoft": {
-        "host": "outlook.office365.com", "port": 993, "tls": "implicit",
+        "host": "outlook.office365.com",
+        "port": 993,
+        "tls": "implicit",
         "smtp": {"host": "smtp.office365.com", "port": 587, "tls": "starttls"},
     },
     "yahoo": {
-        "host": "imap.mail.yahoo.com", "port": 993, "tls": "implicit",
+        "host": "imap.mail.yahoo.com",
+        "port": 993,
+        "tls": "implicit",
         "smtp": {"host": "smtp.mail.yahoo.com", "port": 465, "tls": "implicit"},
     },
     "fastmail": {
-        "host": "imap.fastmail.com", "port": 993, "tls": "implicit",
+        "host": "imap.fastmail.com",
+        "port": 993,
+        "tls": "implicit",
         "smtp": {"host": "smtp.fastmail.com", "port": 465, "tls": "implicit"},
     },
 }

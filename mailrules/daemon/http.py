@@ -65,8 +65,9 @@ class _Server(ThreadingHTTPServer):
         # would hold 300 threads until their clients give up.
         if not self._admit(request):
             self.owner.dropped("limit")
-            log.debug("http: %s refused: %d connections already", _peer(client_address),
-                      self.owner.max_connections)
+            log.debug(
+                "http: %s refused: %d connections already", _peer(client_address), self.owner.max_connections
+            )
             with contextlib.suppress(OSError):
                 request.setblocking(False)
                 request.send(_BUSY)

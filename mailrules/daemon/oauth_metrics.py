@@ -14,6 +14,7 @@ from mailrules.oauth.manager import OUTCOMES
 
 log = logging.getLogger(__name__)
 
+
 class OAuthMetrics:
     """`mailrules_oauth_token_expiry_timestamp_seconds{account}`, `mailrules_oauth_refreshes_total{
     account,outcome}`, `mailrules_auth_failures_total{account,reason}` in `registry`. Label values

@@ -176,7 +176,13 @@ class Daemon:
         if not self.cluster.shared:
             self.cluster.begin()  # SQLite: every account is this daemon's, from the start
         self.firings = Firings(
-            settings, self.state, self.cluster, self.accounts, self.metrics, self.sends, self.lock_for,
+            settings,
+            self.state,
+            self.cluster,
+            self.accounts,
+            self.metrics,
+            self.sends,
+            self.lock_for,
             lambda: self._sources,
         )
 
@@ -384,19 +390,26 @@ class Daemon:
         if not shared:
             return False, owns
         # An OAuth2 account whose refresh token was refused does nothing until a new login.
-        stopped = [f"account {a}: login required, run `mailrules auth login {a}`"
-                   for a in sorted(self.oauth.login_required())]
-        bad = {f"{a}/{m}": w.problem for (a, m), w in sorted(self._watchers.items())
-               if not w.healthy and a not in self.oauth.login_required()}
+        stopped = [
+            f"account {a}: login required, run `mailrules auth login {a}`"
+            for a in sorted(self.oauth.login_required())
+        ]
+        bad = {
+            f"{a}/{m}": w.problem
+            for (a, m), w in sorted(self._watchers.items())
+            if not w.healthy and a not in self.oauth.login_required()
+        }
         if not bad and not stopped:
             return True, owns if self.cluster.shared else "ok"
         # A watcher that cannot write the state, or whose rules name a mailbox the server cannot
         # have, does nothing though its server may answer: say why (the fix is in the answer:
         # room on the disk, a writable file, a name), not "not connected".
         down = [where for where, why in bad.items() if why is None]
-        parts = stopped + (["not connected: " + ", ".join(down)] if down else []) + [
-            f"{where}: {why}" for where, why in bad.items() if why is not None
-        ]
+        parts = (
+            stopped
+            + (["not connected: " + ", ".join(down)] if down else [])
+            + [f"{where}: {why}" for where, why in bad.items() if why is not None]
+        )
         return False, printable("; ".join(parts))
 
     # -- running ----------------------------------------------------------------------------------------
@@ -426,8 +439,9 @@ class Daemon:
             log.info("metrics on %s", self.http.url)
         self.schedule.start()
         if any(a.oauth2 is not None for a in self.settings.accounts.values()):
-            threading.Thread(target=self.oauth.keep_fresh, args=(self._stop,), name="oauth-tokens",
-                             daemon=True).start()
+            threading.Thread(
+                target=self.oauth.keep_fresh, args=(self._stop,), name="oauth-tokens", daemon=True
+            ).start()
         try:
             while not self._stop.wait(RULES_POLL_SECONDS):
                 if self._reload.is_set() or rules_fingerprint(self.settings.rules) != self._fingerprint:

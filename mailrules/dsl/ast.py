@@ -23,8 +23,19 @@ from mailrules.source import Span
 
 #: Fields of the language. `recipient` = to, cc or bcc. `list` is the List-Id header.
 FieldName = Literal[
-    "from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "subject", "list", "body", "text",
-    "envelope to", "envelope from",
+    "from",
+    "sender",
+    "to",
+    "cc",
+    "bcc",
+    "recipient",
+    "reply-to",
+    "subject",
+    "list",
+    "body",
+    "text",
+    "envelope to",
+    "envelope from",
 ]
 ADDRESS_FIELDS: frozenset[str] = frozenset(
     {"from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "envelope to", "envelope from"}

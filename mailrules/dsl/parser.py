@@ -254,7 +254,7 @@ def _whole_groups(text: str, starts: list[int]) -> list[int]:
         out.append(start)
         if _GROUP_START.match(text, start):
             depth, pos, opened = 0, start, False
-            for m in re.finditer(r'[{}]|' + _NOT_BRACES.pattern, text[start:]):
+            for m in re.finditer(r"[{}]|" + _NOT_BRACES.pattern, text[start:]):
                 token = m.group(0)
                 if token in "{}":
                     depth += 1 if token == "{" else -1

@@ -60,8 +60,11 @@ class AstBuilder(ConditionBuilder):
             own = rule.trigger
             implicit = (own.span.line, own.span.column) == (rule.span.line, rule.span.column)
             if not (isinstance(own, ast.OnArrival) and implicit):
-                self.error(own.span, f"rule {quote(rule.name)} is in group {quote(name)}: it runs on the "
-                                     "group's schedule; remove its own trigger")
+                self.error(
+                    own.span,
+                    f"rule {quote(rule.name)} is in group {quote(name)}: it runs on the "
+                    "group's schedule; remove its own trigger",
+                )
         out = [dataclasses.replace(r, group=name, trigger=trigger) for r in rules]
         if failed:
             self._pending += 1  # an inner rule was dropped: the group is not whole

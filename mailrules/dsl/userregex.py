@@ -115,8 +115,11 @@ def compile_user_regex(pattern: str, flags: str) -> UserRegex | None:
         source = _Writer().pattern(tree, tree.state.flags)
         return UserRegex(source, regex.compile(source, regex.V0))
     except (_Untranslatable, regex.error, RecursionError, OverflowError, ValueError) as exc:
-        log.warning("regular expression /%s/ runs without a time limit: %s", pattern[:80].encode(
-            "unicode_escape").decode("ascii"), exc)
+        log.warning(
+            "regular expression /%s/ runs without a time limit: %s",
+            pattern[:80].encode("unicode_escape").decode("ascii"),
+            exc,
+        )
         return UserRegex("", None, fallback)
 
 

@@ -375,7 +375,12 @@ class ActionRunner(SendActions):
         return entries
 
     def _templated_tag(
-        self, rule: A.Rule, word: str, action: A.Tag, template: A.Template, targets: Sequence[Target],
+        self,
+        rule: A.Rule,
+        word: str,
+        action: A.Tag,
+        template: A.Template,
+        targets: Sequence[Target],
         ctx: EvalContext,
     ) -> list[JournalEntry]:
         """`tag "lists/{list}"`: one flag action per name rendered (a Gmail label on Gmail); a

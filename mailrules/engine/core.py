@@ -154,8 +154,14 @@ class Engine:
             if why is None:
                 out.append(rule)
                 continue
-            log.error('%s: rule "%s": not run in %s/%s: %s', rule.span.short, rule.name, report.account,
-                      report.mailbox, why)
+            log.error(
+                '%s: rule "%s": not run in %s/%s: %s',
+                rule.span.short,
+                rule.name,
+                report.account,
+                report.mailbox,
+                why,
+            )
             refused = RuleReport(rule.name, report.account, report.mailbox)
             refused.outcomes["rule failed"] += 1
             report.rules.append(refused)
@@ -218,7 +224,9 @@ class Engine:
         # A dry run changes no flags on the server, so a later rule that tests flags earlier
         # rules would have changed is evaluated locally, on the flags the run would have left.
         on_overlay = (
-            self.options.dry_run and bool(p.runner.flag_overlay) and bool(tested_flags(rule.condition))
+            self.options.dry_run
+            and bool(p.runner.flag_overlay)
+            and bool(tested_flags(rule.condition))
             and not server_only(rule.condition)  # only Gmail's search answers it: the server's flags
         )
         needs = p.runner.needs_for(rule)

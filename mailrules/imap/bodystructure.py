@@ -88,4 +88,3 @@ def _param(params: list[tuple[str, str]], name: str) -> str | None:
         text = decode_rfc2047(text).strip()
         return text or None
     return None
-

@@ -377,8 +377,12 @@ class MailboxCommands(CommandCore):
         self._missing = self._missing | {mailbox}
         if not create:
             raise ImapError(str(err), "permanent", "TRYCREATE")
-        log.info("%s: creating missing mailbox %r after %s", self._account, mailbox,
-                 "TRYCREATE" if err.code == "TRYCREATE" else "a NO and a LIST without it")
+        log.info(
+            "%s: creating missing mailbox %r after %s",
+            self._account,
+            mailbox,
+            "TRYCREATE" if err.code == "TRYCREATE" else "a NO and a LIST without it",
+        )
         self._create(mailbox)
         return self._run(name, pieces)
 

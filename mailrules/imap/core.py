@@ -148,8 +148,9 @@ class CommandCore:
         """After a throttling answer, hold this connection's commands back (imap/pacing.py)."""
         if isinstance(err, Throttled) and err.kind == "retry":
             held = self.backoff.hold(err.retry_after)
-            log.warning("%s: %s: the server is throttling; commands held back %.0f s",
-                        self._context, name, held)
+            log.warning(
+                "%s: %s: the server is throttling; commands held back %.0f s", self._context, name, held
+            )
             if self.on_throttle is not None:
                 try:
                     self.on_throttle(name, held)

@@ -21,7 +21,10 @@ from mailrules.imap.names import Namespaces, ServerName
 
 #: The default portable name of each use the engine or doctor looks for.
 DEFAULT_NAMES: dict[str, str] = {
-    "\\Trash": "Trash", "\\Archive": "Archive", "\\Junk": "Junk", "\\Sent": "Sent",
+    "\\Trash": "Trash",
+    "\\Archive": "Archive",
+    "\\Junk": "Junk",
+    "\\Sent": "Sent",
 }
 
 
@@ -56,8 +59,11 @@ class Destination:
             "SPECIAL-USE": f"the server's {self.use} mailbox",
             "default": f"no {self.use} mailbox: the default name in the personal namespace",
         }[self.origin]
-        shown = repr(self.portable) if self.server in (None, self.portable) else (
-            f"{self.portable!r} is {self.server!r}")
+        shown = (
+            repr(self.portable)
+            if self.server in (None, self.portable)
+            else (f"{self.portable!r} is {self.server!r}")
+        )
         if self.refusal is not None:
             return f"{word}: {shown} ({origin}): {self.refusal}"
         if self.exists:
@@ -107,7 +113,10 @@ def resolve(
 
 
 def destinations(
-    session: Lister, *, archive: str | None = None, trash: str | None = None,
+    session: Lister,
+    *,
+    archive: str | None = None,
+    trash: str | None = None,
 ) -> list[Destination]:
     """Trash, Archive, Junk and Sent of the session's account (one LIST, SPECIAL-USE as cached)."""
     listing = session.list_mailboxes()
@@ -118,7 +127,11 @@ def destinations(
 
 
 def destination_lines(
-    session: Lister, *, archive: str | None = None, trash: str | None = None, create_mailboxes: bool = True,
+    session: Lister,
+    *,
+    archive: str | None = None,
+    trash: str | None = None,
+    create_mailboxes: bool = True,
 ) -> list[str]:
     """Doctor's lines: the namespace in one line, then one line per destination."""
     ns = session.namespaces

@@ -12,7 +12,7 @@ EXCHANGE_MAX_CONNECTIONS = 16
 
 
 def dialect_name(dialect: Dialect) -> str:
-    """"Gmail", "Microsoft 365 / Exchange" or "IMAP server"."""
+    """ "Gmail", "Microsoft 365 / Exchange" or "IMAP server"."""
     if dialect.gmail:
         return "Gmail"
     if dialect.microsoft:
@@ -80,13 +80,17 @@ def _missing(dialect: Dialect, uses: dict[str, str]) -> list[str]:
     out: list[str] = []
     if not dialect.special_use:
         found = ", ".join(f"{u[1:]} = {m}" for u, m in sorted(uses.items()) if u in ("\\Archive", "\\Trash"))
-        out.append("no SPECIAL-USE: Trash and Archive found by name"
-                   + (f" ({found})" if found else " (Deleted Items, Archive, ...)"))
+        out.append(
+            "no SPECIAL-USE: Trash and Archive found by name"
+            + (f" ({found})" if found else " (Deleted Items, Archive, ...)")
+        )
     if not dialect.move:
         out.append("no MOVE: a move is COPY, \\Deleted on those UIDs, UID EXPUNGE of those UIDs")
     if not dialect.uidplus:
-        out.append("no UIDPLUS: `delete permanently` is refused, moves leave \\Deleted originals, "
-                   "and undo cannot find moved messages (no COPYUID)")
+        out.append(
+            "no UIDPLUS: `delete permanently` is refused, moves leave \\Deleted originals, "
+            "and undo cannot find moved messages (no COPYUID)"
+        )
     if not dialect.esearch:
         out.append("no ESEARCH: plain SEARCH answers")
     if not dialect.condstore:

@@ -18,9 +18,22 @@ _RETRY = frozenset({"UNAVAILABLE", "INUSE", "LIMIT", "SERVERBUG", "EXPUNGEISSUED
 _AUTH = frozenset({"AUTHENTICATIONFAILED"})
 _PERMANENT = frozenset(
     {
-        "AUTHORIZATIONFAILED", "EXPIRED", "PRIVACYREQUIRED", "CONTACTADMIN", "NOPERM", "OVERQUOTA",
-        "NONEXISTENT", "CANNOT", "TRYCREATE", "ALREADYEXISTS", "CORRUPTION", "CLIENTBUG",
-        "BADCHARSET", "ALERT", "PARSE", "READ-ONLY",
+        "AUTHORIZATIONFAILED",
+        "EXPIRED",
+        "PRIVACYREQUIRED",
+        "CONTACTADMIN",
+        "NOPERM",
+        "OVERQUOTA",
+        "NONEXISTENT",
+        "CANNOT",
+        "TRYCREATE",
+        "ALREADYEXISTS",
+        "CORRUPTION",
+        "CLIENTBUG",
+        "BADCHARSET",
+        "ALERT",
+        "PARSE",
+        "READ-ONLY",
     }
 )
 KNOWN_CODES = _RETRY | _AUTH | _PERMANENT
@@ -49,8 +62,11 @@ class Throttled(ImapError):
     """
 
     def __init__(
-        self, message: str, retry_after: float | None = None, code: str | None = None,
-        kind: ImapErrorKind = "retry"
+        self,
+        message: str,
+        retry_after: float | None = None,
+        code: str | None = None,
+        kind: ImapErrorKind = "retry",
     ) -> None:
         super().__init__(message, kind, code)
         self.retry_after = retry_after

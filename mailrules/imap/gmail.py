@@ -113,8 +113,9 @@ def with_labels(flags: Iterable[str], labels: Iterable[str]) -> tuple[str, ...]:
     return tuple(seen.values())
 
 
-def store_labels(session: ImapSession, uids: Sequence[int], labels: Sequence[str], add: bool,
-                 uid_set_bytes: int) -> dict[int, tuple[str, ...]]:
+def store_labels(
+    session: ImapSession, uids: Sequence[int], labels: Sequence[str], add: bool, uid_set_bytes: int
+) -> dict[int, tuple[str, ...]]:
     """Add or remove labels; returns the labels Gmail echoed per UID (absent: not echoed)."""
     echoed: dict[int, tuple[str, ...]] = {}
     for command in store_label_commands(uids, labels, add, uid_set_bytes):
@@ -186,7 +187,10 @@ def delete_permanently(
         if not new:
             log.warning(
                 "%s: Gmail gave no COPYUID for %d message(s) moved to %r: they stay in the trash "
-                "(Gmail empties it after 30 days)", session.account, len(uids), trash,
+                "(Gmail empties it after 30 days)",
+                session.account,
+                len(uids),
+                trash,
             )
             return 0
         session.select(trash)

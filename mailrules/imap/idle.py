@@ -183,8 +183,10 @@ class Idler:
         if is_stall(exc):
             # Nothing came within the time-out: the socket is closed, the watcher reconnects.
             self.session._dead = True
-            return Stalled(f"{self.session.account}: IDLE: no answer from the server within "
-                           f"{self.timeout:g} s; the connection is stalled")
+            return Stalled(
+                f"{self.session.account}: IDLE: no answer from the server within "
+                f"{self.timeout:g} s; the connection is stalled"
+            )
         err = classify(exc, context=f"{self.session.account}: IDLE")
         if isinstance(err, TokenExpired):
             return err

@@ -61,8 +61,11 @@ class Namespaces:
     source: str = "NAMESPACE"
 
     @classmethod
-    def from_response(cls, personal: Sequence[tuple[str, str | None]] | None,
-                      others: Iterable[Sequence[tuple[str, str | None]] | None] = ()) -> Namespaces:
+    def from_response(
+        cls,
+        personal: Sequence[tuple[str, str | None]] | None,
+        others: Iterable[Sequence[tuple[str, str | None]] | None] = (),
+    ) -> Namespaces:
         """From NAMESPACE's three lists of (prefix, delimiter) (RFC 2342 §5): the first personal
         namespace is the one rules are relative to; every non-empty prefix is kept for `as is`."""
         first = personal[0] if personal else ("", PORTABLE_SEPARATOR)
@@ -85,25 +88,31 @@ class Namespaces:
         if name.upper() == "INBOX":
             return "INBOX"
         if self.personal and _starts(name, self.personal):
-            return self.personal + name[len(self.personal):]  # `inbox.x` is `INBOX.x`
+            return self.personal + name[len(self.personal) :]  # `inbox.x` is `INBOX.x`
         if any(name.startswith(p) for p in self.others):
             return name
         levels = name.split(PORTABLE_SEPARATOR)
         sep = self.separator
         if sep is None:
             if len(levels) > 1:
-                raise UnportableName(self._refusal(name, "the server has no hierarchy (no separator), "
-                                                         "so a name cannot have levels"))
+                raise UnportableName(
+                    self._refusal(
+                        name, "the server has no hierarchy (no separator), so a name cannot have levels"
+                    )
+                )
             return self.personal + name
         if any(not level for level in levels):
-            raise UnportableName(self._refusal(name, "a level is empty (a leading, trailing or "
-                                                     "doubled \"/\")"))
+            raise UnportableName(self._refusal(name, 'a level is empty (a leading, trailing or doubled "/")'))
         if sep != PORTABLE_SEPARATOR:
             bad = [level for level in levels if sep in level]
             if bad:
-                raise UnportableName(self._refusal(
-                    name, f"{sep!r} separates levels here, so a level cannot contain it ({bad[0]!r}); "
-                    f"write levels with \"/\" and rename the level"))
+                raise UnportableName(
+                    self._refusal(
+                        name,
+                        f"{sep!r} separates levels here, so a level cannot contain it ({bad[0]!r}); "
+                        f'write levels with "/" and rename the level',
+                    )
+                )
         if levels[0].upper() == "INBOX":
             # INBOX stays at the top whatever the prefix (RFC 3501 §5.1: INBOX is case-insensitive).
             return sep.join(["INBOX", *levels[1:]])
@@ -133,7 +142,7 @@ class Namespaces:
         rest = server
         if self.personal:
             if _starts(server, self.personal):
-                rest = server[len(self.personal):]
+                rest = server[len(self.personal) :]
             elif not (sep and server.upper().startswith("INBOX" + sep)):
                 return None
         if sep is not None and sep != PORTABLE_SEPARATOR:
@@ -161,8 +170,11 @@ def _starts(name: str, prefix: str) -> bool:
     if name.startswith(prefix):
         return True
     head = prefix[:6]
-    return head.upper() in ("INBOX.", "INBOX/") and name[:6].upper() == head.upper() and \
-        name[6:].startswith(prefix[6:])
+    return (
+        head.upper() in ("INBOX.", "INBOX/")
+        and name[:6].upper() == head.upper()
+        and name[6:].startswith(prefix[6:])
+    )
 
 
 #: NAMESPACE as measured on the servers mailrules is tested against (docs/operations.md), for
@@ -218,8 +230,9 @@ def rule_mailboxes(rules: Iterable[A.Rule]) -> list[tuple[str, Span]]:
     return out
 
 
-def check_names(ns: Namespaces, rules: Iterable[A.Rule], configured: Iterable[tuple[str, str]] = ()
-                ) -> list[Diagnostic]:
+def check_names(
+    ns: Namespaces, rules: Iterable[A.Rule], configured: Iterable[tuple[str, str]] = ()
+) -> list[Diagnostic]:
     """Diagnostics for every name in `rules` and in `configured` ((setting, name) pairs, e.g.
     ("accounts.work.trash", "Deleted.Items")) that cannot exist on this server. The daemon and
     `mailrules run` call it once connected: a refused name is an error before any mail moves."""

@@ -55,7 +55,7 @@ class Pacing:
         """The UIDs in ascending runs of at most `transfer_batch` (one run when unlimited)."""
         ordered = sorted(set(uids))
         size = self.transfer_batch or len(ordered) or 1
-        return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+        return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
     def transfer_seconds(self, messages: int, base: float | None) -> float:
         """The read time-out for one MOVE/COPY of `messages` (never below the connection's `base`)."""

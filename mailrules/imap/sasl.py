@@ -40,8 +40,14 @@ class OAuthLoginError(ImapError):
     once) unless an RFC 5530 code says otherwise (`[UNAVAILABLE]`: "retry")."""
 
     def __init__(
-        self, message: str, *, kind: ImapErrorKind = "auth", status: str | None = None,
-        scope: str | None = None, schemes: str | None = None, code: str | None = None,
+        self,
+        message: str,
+        *,
+        kind: ImapErrorKind = "auth",
+        status: str | None = None,
+        scope: str | None = None,
+        schemes: str | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message, kind, code)
         self.status = status
@@ -185,8 +191,15 @@ def parse_error_challenge(data: bytes | None) -> dict[str, str]:
 
 
 def authenticate_oauth(
-    client: Any, mechanism: str, user: str, token: str, host: str, port: int,
-    *, sasl_ir: bool | None = None, context: str = "",
+    client: Any,
+    mechanism: str,
+    user: str,
+    token: str,
+    host: str,
+    port: int,
+    *,
+    sasl_ir: bool | None = None,
+    context: str = "",
 ) -> None:
     """Log in on a connected, not yet authenticated imapclient `client` with an OAuth2 `token`.
 
@@ -248,8 +261,11 @@ def authenticate_oauth(
     # A NO without an RFC 5530 code is a refused credential, like [AUTHENTICATIONFAILED].
     kind: ImapErrorKind = "auth" if verdict.code is None else verdict.kind
     raise OAuthLoginError(
-        f"{verdict}" + (f" ({detail})" if detail else ""), kind=kind,
-        status=fields.get("status"), scope=fields.get("scope"), schemes=fields.get("schemes"),
+        f"{verdict}" + (f" ({detail})" if detail else ""),
+        kind=kind,
+        status=fields.get("status"),
+        scope=fields.get("scope"),
+        schemes=fields.get("schemes"),
         code=verdict.code,
     )
 

@@ -103,8 +103,9 @@ class ImapSession(TransferCommands):
             if any(c in value for c in "\r\n\x00"):
                 # Refused before the socket is opened: `LOGIN u\r\nX1 DELETE INBOX` is two commands.
                 # The message names the account only: `where` holds the username when there is no name.
-                raise ImapError(f"{params.name or 'account'}: the {what} contains CR, LF or NUL: not sent",
-                                "permanent")
+                raise ImapError(
+                    f"{params.name or 'account'}: the {what} contains CR, LF or NUL: not sent", "permanent"
+                )
         if params.tls == "none" and not params.allow_insecure:
             # Refused before the socket is even opened, so no password can leave in clear text.
             raise ImapError(
@@ -153,7 +154,7 @@ class ImapSession(TransferCommands):
     def _starttls(self, ctx: ssl.SSLContext | None) -> None:
         if "STARTTLS" not in self._pre_auth_caps():
             raise ImapError(
-                f"{self._context}: server does not offer STARTTLS; use tls = \"implicit\" (port 993)",
+                f'{self._context}: server does not offer STARTTLS; use tls = "implicit" (port 993)',
                 "permanent",
             )
         # RFC 2595 §3.1: imapclient forgets the pre-TLS capabilities after this.
@@ -206,8 +207,15 @@ class ImapSession(TransferCommands):
         started = time.perf_counter()
         ok = False
         try:
-            authenticate_oauth(self._client, mechanism, self._params.username, token.reveal(),
-                               self._params.host, self._params.port, context=self._context)
+            authenticate_oauth(
+                self._client,
+                mechanism,
+                self._params.username,
+                token.reveal(),
+                self._params.host,
+                self._params.port,
+                context=self._context,
+            )
             ok = True
         finally:
             self._record("AUTHENTICATE", started, ok)
@@ -216,8 +224,9 @@ class ImapSession(TransferCommands):
         # Not imapclient's login(): imaplib quotes the password but sends the username as it is, so
         # a space or a quote breaks the command and CR/LF would start another one. Both go quoted,
         # or as literals when 8-bit (core.login_arg).
-        reply = self._run("LOGIN", [b"LOGIN ", login_arg(user), b" ", login_arg(password)],
-                          accept=("OK", "NO", "BAD"))
+        reply = self._run(
+            "LOGIN", [b"LOGIN ", login_arg(user), b" ", login_arg(password)], accept=("OK", "NO", "BAD")
+        )
         if reply.typ != "OK":
             # As imapclient reported it: kind "auth" unless an RFC 5530 code says otherwise.
             raise self._fail(LoginError(f"{reply.typ} {reply.text.decode('utf-8', 'replace')}"), "LOGIN")
@@ -258,9 +267,7 @@ class ImapSession(TransferCommands):
             ns = self._call("NAMESPACE", self._client.namespace)
             personal = ns.personal if ns is not None else None
             if personal:
-                self.names = Namespaces.from_response(
-                    _pairs(personal), (_pairs(ns.other), _pairs(ns.shared))
-                )
+                self.names = Namespaces.from_response(_pairs(personal), (_pairs(ns.other), _pairs(ns.shared)))
                 return self.names.separator
         # RFC 9051 §6.3.9: `LIST "" ""` returns the hierarchy delimiter of the root.
         root = self._list([b'LIST "" ""'])

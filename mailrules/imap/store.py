@@ -87,8 +87,9 @@ class ImapStore:
             if _expunged(data):
                 continue  # absent: the engine skips it as vanished
             if labels:
-                data["FLAGS"] = gmail.with_labels(data.get("FLAGS") or (),
-                                                  gmail.decode_labels(data.pop(gmail.LABELS_ITEM, None)))
+                data["FLAGS"] = gmail.with_labels(
+                    data.get("FLAGS") or (), gmail.decode_labels(data.pop(gmail.LABELS_ITEM, None))
+                )
             views[uid] = _view(uid, data, needs)
         return views
 
@@ -110,8 +111,13 @@ class ImapStore:
         if self._dialect.gmail and any(gmail.is_label(f) for f in flags):
             # language.md §4: on Gmail a tag is a label (X-GM-LABELS, Gmail's IMAP extensions),
             # system labels (\Important, \Starred) included; the IMAP system flags stay flags.
-            gmail.store_labels(self.session, uids, [f for f in flags if gmail.is_label(f)], add,
-                               self.session.pacing.uid_set_bytes)
+            gmail.store_labels(
+                self.session,
+                uids,
+                [f for f in flags if gmail.is_label(f)],
+                add,
+                self.session.pacing.uid_set_bytes,
+            )
             flags = [f for f in flags if not gmail.is_label(f)]
             if not flags:
                 return
@@ -144,11 +150,14 @@ class ImapStore:
             uses = self.special_use()
             trash = uses.get("\\Trash")
             if trash is None:
-                raise ImapError(f"{self.session.account}: Gmail marks no \\Trash mailbox: refusing "
-                                "`delete permanently` (an EXPUNGE here would only remove a label)",
-                                "permanent")
-            gmail.delete_permanently(self.session, uids, trash, uses.get("\\Junk"),
-                                     self.session.pacing.uid_set_bytes)
+                raise ImapError(
+                    f"{self.session.account}: Gmail marks no \\Trash mailbox: refusing "
+                    "`delete permanently` (an EXPUNGE here would only remove a label)",
+                    "permanent",
+                )
+            gmail.delete_permanently(
+                self.session, uids, trash, uses.get("\\Junk"), self.session.pacing.uid_set_bytes
+            )
             return
         if not self.session.has("UIDPLUS"):
             # RFC 4315 §2.1: without UID EXPUNGE the only way out is a bare EXPUNGE, which would
@@ -171,8 +180,12 @@ class ImapStore:
         for use, server in found.items():
             portable = ns.to_portable(server)
             if portable is None:
-                log.debug("%s: %s mailbox %r has no portable name; used as the server names it",
-                          self.session.account, use, server)
+                log.debug(
+                    "%s: %s mailbox %r has no portable name; used as the server names it",
+                    self.session.account,
+                    use,
+                    server,
+                )
             out[use] = server if portable is None else portable
         return out
 

@@ -63,7 +63,10 @@ class TransferCommands(MailboxCommands):
             log.warning(
                 "%s: server has neither MOVE nor UIDPLUS: %d message(s) copied to %r and left marked "
                 "\\Deleted in %r (not expunged, to spare other clients' \\Deleted messages)",
-                self._account, len(wanted), dest, self.selected.mailbox if self.selected else "?",
+                self._account,
+                len(wanted),
+                dest,
+                self.selected.mailbox if self.selected else "?",
             )
         return mapping
 
@@ -76,8 +79,11 @@ class TransferCommands(MailboxCommands):
     def _transfer_sets(self, uids: Iterable[int]) -> list[str]:
         """UID sets for MOVE/COPY: at most `pacing.transfer_batch` messages (Exchange) and
         `pacing.uid_set_bytes` bytes each, ascending."""
-        return [s for batch in self.pacing.batches(list(uids))
-                for s in chunk_uid_sets(batch, self.pacing.uid_set_bytes)]
+        return [
+            s
+            for batch in self.pacing.batches(list(uids))
+            for s in chunk_uid_sets(batch, self.pacing.uid_set_bytes)
+        ]
 
     def _transfer(self, name: str, dest: str, create: bool, pieces: Sequence[Piece], uid_set: str) -> Any:
         """One MOVE/COPY with a read time-out sized for it (imap/pacing.py): a server copying into a

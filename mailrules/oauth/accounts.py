@@ -75,8 +75,9 @@ class AccountTokens:
     SmtpSender): the current access token, a refresh when a server refused it or ended a session
     because it expired, and every failure told to the observer."""
 
-    def __init__(self, account: str, manager: TokenManager, mechanism: str,
-                 observer: OAuthObserver | None = None) -> None:
+    def __init__(
+        self, account: str, manager: TokenManager, mechanism: str, observer: OAuthObserver | None = None
+    ) -> None:
         self.account = account
         self.manager = manager
         self.mechanism = mechanism
@@ -151,8 +152,10 @@ class TokenManagers:
             found = self._accounts.get(key)
             if found is None:
                 found = self._accounts[key] = AccountTokens(
-                    account.name, make_manager(account.name, account.oauth2, self.observer, **self._options),
-                    account.oauth2.mechanism, self.observer,
+                    account.name,
+                    make_manager(account.name, account.oauth2, self.observer, **self._options),
+                    account.oauth2.mechanism,
+                    self.observer,
                 )
         return found
 
@@ -189,8 +192,9 @@ class TokenManagers:
         return {t.account: t.login_required for t in found if t.login_required is not None}
 
 
-def make_manager(name: str, settings: OAuth2Settings, observer: OAuthObserver | None = None,
-                 **options: Any) -> TokenManager:
+def make_manager(
+    name: str, settings: OAuth2Settings, observer: OAuthObserver | None = None, **options: Any
+) -> TokenManager:
     """A token manager for the account `name`, reporting to `observer`."""
     from mailrules.oauth.client import TokenClient
     from mailrules.oauth.manager import TokenManager
@@ -201,9 +205,14 @@ def make_manager(name: str, settings: OAuth2Settings, observer: OAuthObserver | 
             observer.oauth_tokens(account, None if tokens is None else tokens.expires_at)
 
     return TokenManager(
-        name, TokenClient(client_settings(settings)), TokenStore(settings.token_store), flow=settings.flow,
+        name,
+        TokenClient(client_settings(settings)),
+        TokenStore(settings.token_store),
+        flow=settings.flow,
         initial_refresh=settings.refresh_token,
-        on_refresh=observer.oauth_refresh if observer is not None else None, on_tokens=on_tokens, **options,
+        on_refresh=observer.oauth_refresh if observer is not None else None,
+        on_tokens=on_tokens,
+        **options,
     )
 
 

@@ -125,8 +125,14 @@ class TokenClient:
             extra_secrets=(refresh_token.reveal(),),
         )
         if tokens.refresh_token is None:
-            return Tokens(tokens.access_token, tokens.expires_at, tokens.obtained_at, refresh_token,
-                          tokens.scope, tokens.token_type)
+            return Tokens(
+                tokens.access_token,
+                tokens.expires_at,
+                tokens.obtained_at,
+                refresh_token,
+                tokens.scope,
+                tokens.token_type,
+            )
         return tokens
 
     def client_credentials(self) -> Tokens:
@@ -151,8 +157,11 @@ class TokenClient:
         """RFC 6749 §4.1.3: the code the redirect brought, with the PKCE verifier."""
         return self._token(
             lambda s: s.fetch_token(
-                self.settings.token_url, grant_type="authorization_code", code=code,
-                redirect_uri=request.redirect_uri, code_verifier=request.verifier.reveal(),
+                self.settings.token_url,
+                grant_type="authorization_code",
+                code=code,
+                redirect_uri=request.redirect_uri,
+                code_verifier=request.verifier.reveal(),
             ),
             extra_secrets=(code, request.verifier.reveal()),
         )
@@ -172,24 +181,29 @@ class TokenClient:
         answer = self._call(post)
         try:
             return DeviceAuthorization(
-                Secret(str(answer["device_code"]), "device code"), str(answer["user_code"]),
+                Secret(str(answer["device_code"]), "device code"),
+                str(answer["user_code"]),
                 str(answer.get("verification_uri") or answer["verification_url"]),  # Google's old name
-                answer.get("verification_uri_complete"), float(answer.get("expires_in", 600)),
+                answer.get("verification_uri_complete"),
+                float(answer.get("expires_in", 600)),
                 float(answer.get("interval", 5)),  # §3.2: 5 seconds when absent
             )
         except (KeyError, TypeError, ValueError):
-            raise OAuthError("the device authorization answer lacks device_code, user_code or "
-                             "verification_uri") from None
+            raise OAuthError(
+                "the device authorization answer lacks device_code, user_code or verification_uri"
+            ) from None
 
     def poll_device(self, device: DeviceAuthorization) -> Tokens:
         """RFC 8628 §3.4. Raises OAuthError with `error` authorization_pending, slow_down,
         access_denied or expired_token as the server says (the caller loops)."""
         return self._token(
             lambda s: s.fetch_token(
-                self.settings.token_url, grant_type=DEVICE_CODE_GRANT_TYPE,
+                self.settings.token_url,
+                grant_type=DEVICE_CODE_GRANT_TYPE,
                 device_code=device.device_code.reveal(),
             ),
-            extra_secrets=(device.device_code.reveal(),), scope=False,
+            extra_secrets=(device.device_code.reveal(),),
+            scope=False,
         )
 
     # -- plumbing -----------------------------------------------------------------------------------
@@ -198,9 +212,12 @@ class TokenClient:
         settings = self.settings
         secret = settings.client_secret.reveal() if settings.client_secret is not None else None
         session = OAuth2Session(
-            client_id=settings.client_id, client_secret=secret,
+            client_id=settings.client_id,
+            client_secret=secret,
             token_endpoint_auth_method=settings.auth_method if secret else "none",
-            scope=settings.scope if scope else None, default_timeout=settings.timeout, **kwargs,
+            scope=settings.scope if scope else None,
+            default_timeout=settings.timeout,
+            **kwargs,
         )
         session.headers["User-Agent"] = f"mailrules/{__version__}"
         return session
@@ -209,14 +226,20 @@ class TokenClient:
         secret = self.settings.client_secret
         return (*extra, *((secret.reveal(),) if secret is not None else ()))
 
-    def _token(self, fetch: Callable[[OAuth2Session], Mapping[str, Any]], *,
-               extra_secrets: tuple[str, ...] = (), scope: bool = True) -> Tokens:
+    def _token(
+        self,
+        fetch: Callable[[OAuth2Session], Mapping[str, Any]],
+        *,
+        extra_secrets: tuple[str, ...] = (),
+        scope: bool = True,
+    ) -> Tokens:
         started = self._clock()  # expiry counted from before the request: never later than the server's
         answer = self._call(fetch, extra_secrets, scope=scope)
         return tokens_from_response(answer, started, self.settings.scopes)
 
-    def _call(self, fn: Callable[[OAuth2Session], T], extra_secrets: tuple[str, ...] = (), *,
-              scope: bool = True) -> T:
+    def _call(
+        self, fn: Callable[[OAuth2Session], T], extra_secrets: tuple[str, ...] = (), *, scope: bool = True
+    ) -> T:
         secrets = self._secrets(extra_secrets)
         try:
             with self._session(scope=scope) as session:
@@ -230,8 +253,9 @@ class TokenClient:
             raise OAuthError(f"the token endpoint answered HTTP {status}") from None
         except (requests.ConnectionError, requests.Timeout) as exc:
             reason = redact(str(exc), secrets)[:300]
-            raise TokenEndpointUnavailable(f"cannot reach the token endpoint: {type(exc).__name__}: "
-                                           f"{printable(reason)}") from None
+            raise TokenEndpointUnavailable(
+                f"cannot reach the token endpoint: {type(exc).__name__}: {printable(reason)}"
+            ) from None
         except requests.RequestException as exc:
             raise OAuthError(f"token request failed: {type(exc).__name__}") from None
         except ValueError:
@@ -279,7 +303,10 @@ def tokens_from_response(answer: Mapping[str, Any], now: float, requested: tuple
     scope = answer.get("scope")
     scopes = tuple(scope.split()) if isinstance(scope, str) else requested
     return Tokens(
-        Secret(access, "token endpoint"), None if expires_in is None else now + expires_in, now,
+        Secret(access, "token endpoint"),
+        None if expires_in is None else now + expires_in,
+        now,
         Secret(refresh, "token endpoint") if isinstance(refresh, str) and refresh else None,
-        scopes, str(answer.get("token_type", "Bearer")),
+        scopes,
+        str(answer.get("token_type", "Bearer")),
     )

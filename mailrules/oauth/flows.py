@@ -33,8 +33,11 @@ def login_client_credentials(client: TokenClient) -> Tokens:
 
 
 def login_device_code(
-    client: TokenClient, show: Callable[[DeviceAuthorization], None], *,
-    sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+    client: TokenClient,
+    show: Callable[[DeviceAuthorization], None],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Tokens:
     """RFC 8628: get a user code, `show` it (with the verification URL), poll until the user has
     approved it. `authorization_pending` waits, `slow_down` adds 5 s to the interval (§3.5);
@@ -59,19 +62,25 @@ def login_device_code(
             elif exc.error == "slow_down":
                 interval += 5.0
             elif exc.error == "expired_token":
-                raise OAuthError("the device code expired before it was approved; run the login again",
-                                 error=exc.error) from None
+                raise OAuthError(
+                    "the device code expired before it was approved; run the login again", error=exc.error
+                ) from None
             elif exc.error == "access_denied":
                 raise OAuthError("the login was denied at the verification page", error=exc.error) from None
             else:
                 raise
         if clock() >= deadline:
-            raise OAuthError("the device code expired before it was approved; run the login again",
-                             error="expired_token")
+            raise OAuthError(
+                "the device code expired before it was approved; run the login again", error="expired_token"
+            )
 
 
 def login_authorization_code(
-    client: TokenClient, show: Callable[[str], None], *, host: str = "127.0.0.1", port: int = 0,
+    client: TokenClient,
+    show: Callable[[str], None],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
     timeout: float = 300.0,
 ) -> Tokens:
     """RFC 6749 §4.1 + RFC 7636 (S256) + RFC 8252 §7.3: listen on a loopback port, `show` the
@@ -93,9 +102,11 @@ def login_authorization_code(
         raise OAuthError("the redirect's state does not match the request; run the login again")
     if "error" in params:
         description = params.get("error_description", "")
-        raise OAuthError(f"the authorization server said {printable(params['error'])}"
-                         + (f": {printable(description)[:300]}" if description else ""),
-                         error=params["error"])
+        raise OAuthError(
+            f"the authorization server said {printable(params['error'])}"
+            + (f": {printable(description)[:300]}" if description else ""),
+            error=params["error"],
+        )
     code = params.get("code")
     if not code:
         raise OAuthError("the redirect carried no authorization code")

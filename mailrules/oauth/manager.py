@@ -50,10 +50,20 @@ class TokenManager:
     """
 
     def __init__(
-        self, account: str, client: TokenClient, store: TokenStore, *, flow: Flow = "authorization_code",
-        initial_refresh: Secret | None = None, clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep, margin: float = 60.0, fraction: float = 0.1,
-        attempts: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
+        self,
+        account: str,
+        client: TokenClient,
+        store: TokenStore,
+        *,
+        flow: Flow = "authorization_code",
+        initial_refresh: Secret | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        margin: float = 60.0,
+        fraction: float = 0.1,
+        attempts: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
         on_refresh: Callable[[str, str], None] | None = None,
         on_tokens: Callable[[str, Tokens | None], None] | None = None,
     ) -> None:
@@ -163,9 +173,14 @@ class TokenManager:
         with self.store.locked():
             # Another process sharing the store may have refreshed (and rotated) meanwhile.
             on_disk = self.store.load()
-            if on_disk is not None and not self._unsaved and (
-                tokens is None or on_disk.refresh_token != tokens.refresh_token
-                or on_disk.obtained_at > tokens.obtained_at
+            if (
+                on_disk is not None
+                and not self._unsaved
+                and (
+                    tokens is None
+                    or on_disk.refresh_token != tokens.refresh_token
+                    or on_disk.obtained_at > tokens.obtained_at
+                )
             ):
                 tokens = self._tokens = on_disk
                 self._observe_tokens(on_disk)
@@ -179,7 +194,8 @@ class TokenManager:
         self.refreshes += 1
         remaining = new.remaining(self._clock())
         log.info(
-            "account %s: access token refreshed%s", self.account,
+            "account %s: access token refreshed%s",
+            self.account,
             "" if remaining is None else f", valid for {remaining:.0f} s",
         )
         return new.access_token
@@ -189,8 +205,9 @@ class TokenManager:
         if refresh is None and self.flow != "client_credentials":
             refresh = self._initial_refresh
         if refresh is None and self.flow != "client_credentials":
-            message = (f"no OAuth2 tokens yet (store {self.store.path}); "
-                       f"run `mailrules auth login {self.account}`")
+            message = (
+                f"no OAuth2 tokens yet (store {self.store.path}); run `mailrules auth login {self.account}`"
+            )
             if self.login_required != message:
                 log.error("account %s: %s", self.account, message)
             self.login_required = message
@@ -209,16 +226,18 @@ class TokenManager:
                         f"{exc} (tried {attempt} times)", account=self.account, error=exc.error
                     ) from None
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                log.warning("account %s: token refresh failed (%s); trying again in %.1f s",
-                            self.account, exc, delay)
+                log.warning(
+                    "account %s: token refresh failed (%s); trying again in %.1f s", self.account, exc, delay
+                )
                 self._sleep(delay)
                 continue
             except InvalidGrant as exc:
                 self._observe("invalid_grant")
                 self._refused = refresh
                 self.login_required = f"{exc}; run `mailrules auth login {self.account}`"
-                log.error("account %s: %s; the account is stopped until then", self.account,
-                          self.login_required)
+                log.error(
+                    "account %s: %s; the account is stopped until then", self.account, self.login_required
+                )
                 raise InvalidGrant(self.login_required, account=self.account, error=exc.error) from None
             except OAuthError as exc:
                 self._observe("error")

@@ -70,8 +70,12 @@ class Tokens:
         if not isinstance(scope, list) or not all(isinstance(s, str) for s in scope):
             raise ValueError("scope must be a list of strings")
         return cls(
-            Secret(access, source), None if expires is None else float(expires), float(obtained),
-            Secret(refresh, source) if refresh else None, tuple(scope), str(data.get("token_type", "Bearer")),
+            Secret(access, source),
+            None if expires is None else float(expires),
+            float(obtained),
+            Secret(refresh, source) if refresh else None,
+            tuple(scope),
+            str(data.get("token_type", "Bearer")),
         )
 
 

@@ -132,7 +132,11 @@ class SmtpParams:
 
     @classmethod
     def from_settings(
-        cls, settings: SmtpSettings, *, ca_file: str | None = None, timeout: float = 30.0,
+        cls,
+        settings: SmtpSettings,
+        *,
+        ca_file: str | None = None,
+        timeout: float = 30.0,
         tokens: SmtpTokens | None = None,
     ) -> SmtpParams:
         """Parameters from an account's `[accounts.X.smtp]` settings; `tokens`: the account's, for
@@ -410,8 +414,9 @@ class SmtpSender:
         except smtplib.SMTPAuthenticationError as exc:
             if exc.smtp_code != 535:
                 raise
-            log.info("%s: the server refused the access token (%s); refreshing it once",
-                     self._where(), _reply(exc))
+            log.info(
+                "%s: the server refused the access token (%s); refreshing it once", self._where(), _reply(exc)
+            )
             auth(token(lambda: tokens.force_refresh(Secret(first))))
 
     def _check_ascii_login(self) -> None:
@@ -421,8 +426,11 @@ class SmtpSender:
         p = self.params
         if p.username is None or p.tokens is not None:
             return
-        bad = [what for what, value in (("username", p.username), ("password", p._password()))
-               if not value.isascii()]
+        bad = [
+            what
+            for what, value in (("username", p.username), ("password", p._password()))
+            if not value.isascii()
+        ]
         if bad:
             raise SmtpActionError(
                 f"{self._where()}: the SMTP {' and '.join(bad)} of this account "

@@ -93,10 +93,7 @@ MIGRATIONS: tuple[str, ...] = (
 
 #: The bookkeeping table, made with the first step this code applies (not a step itself: a
 #: database of an older mailrules has its steps but not the table).
-_BOOKKEEPING = (
-    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-    "version INTEGER PRIMARY KEY, applied_at TEXT)"
-)
+_BOOKKEEPING = "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)"
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

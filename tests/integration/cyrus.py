@@ -244,7 +244,10 @@ def add_sasl_user(directory: Path, user: str, password: str, run_as: tuple[int, 
     ids: dict[str, Any] = {"user": run_as[0], "group": run_as[1], "extra_groups": []} if run_as else {}
     subprocess.run(
         [saslpasswd2, "-c", "-p", "-f", str(directory / "sasldb2"), "-u", REALM, user],
-        input=password.encode(), check=True, capture_output=True, **ids,
+        input=password.encode(),
+        check=True,
+        capture_output=True,
+        **ids,
     )
 
 
@@ -264,15 +267,27 @@ def launch_cyrus(variant: CyrusVariant = DEFAULT_VARIANT, *, prefix: str = "mr-c
         cert, _ = self_signed(directory / "ssl")
         port = free_port()
         conf = directory / "imapd.conf"
-        conf.write_text(IMAPD_CONF.format(
-            dir=directory, realm=REALM, tag=directory.name, user=user, group=group, admin=ADMIN,
-            altnamespace="yes" if variant.altnamespace else "no",
-            unixhierarchysep="yes" if variant.unixhierarchysep else "no",
-        ))
-        (directory / "cyrus.conf").write_text(CYRUS_CONF.format(
-            sbin=binaries["ctl_cyrusdb"].parent, bin=binaries["imapd"].parent, conf=conf, host=HOST,
-            port=port,
-        ))
+        conf.write_text(
+            IMAPD_CONF.format(
+                dir=directory,
+                realm=REALM,
+                tag=directory.name,
+                user=user,
+                group=group,
+                admin=ADMIN,
+                altnamespace="yes" if variant.altnamespace else "no",
+                unixhierarchysep="yes" if variant.unixhierarchysep else "no",
+            )
+        )
+        (directory / "cyrus.conf").write_text(
+            CYRUS_CONF.format(
+                sbin=binaries["ctl_cyrusdb"].parent,
+                bin=binaries["imapd"].parent,
+                conf=conf,
+                host=HOST,
+                port=port,
+            )
+        )
         if run_as is not None:
             for path in (directory, *directory.rglob("*")):
                 os.chown(path, *run_as)
@@ -282,9 +297,21 @@ def launch_cyrus(variant: CyrusVariant = DEFAULT_VARIANT, *, prefix: str = "mr-c
         with (directory / "master.out").open("ab") as out:
             # Its own process group: whatever master leaves behind can be found by it, and only it.
             proc = subprocess.Popen(
-                [str(binaries["master"]), "-C", str(conf), "-M", str(directory / "cyrus.conf"),
-                 "-p", str(directory / "run/master.pid"), "-L", str(directory / "master.log")],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **ids,
+                [
+                    str(binaries["master"]),
+                    "-C",
+                    str(conf),
+                    "-M",
+                    str(directory / "cyrus.conf"),
+                    "-p",
+                    str(directory / "run/master.pid"),
+                    "-L",
+                    str(directory / "master.log"),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **ids,
             )
         wait_for_port(port, proc, directory / "master.log")
         server = CyrusServer(HOST, port, variant, str(cert), directory, proc, admin, _run_as=run_as)

@@ -52,8 +52,13 @@ def start_oauth_dovecot() -> OAuthDovecot:
         auth.stop()
         raise
     return OAuthDovecot(
-        HOST, launched.imap_port, launched.imaps_port or 0, str(launched.ca_file), launched.directory,
-        launched.proc, auth,
+        HOST,
+        launched.imap_port,
+        launched.imaps_port or 0,
+        str(launched.ca_file),
+        launched.directory,
+        launched.proc,
+        auth,
     )
 
 

@@ -94,9 +94,7 @@ def postgres_bindir() -> Path:
     for directory in candidates:
         if all(os.access(directory / name, os.X_OK) for name in BINARIES):
             return directory
-    raise ServerUnavailable(
-        "PostgreSQL's initdb and pg_ctl not found (Debian/Ubuntu package `postgresql`)"
-    )
+    raise ServerUnavailable("PostgreSQL's initdb and pg_ctl not found (Debian/Ubuntu package `postgresql`)")
 
 
 def _child_env() -> dict[str, str]:
@@ -247,9 +245,7 @@ def start_postgres(prefix: str = "mr-pg-") -> PostgresServer:
             ) from None
     # Short path: the socket's path (run/.s.PGSQL.<port>) must fit sun_path (~108 bytes).
     directory = Path(tempfile.mkdtemp(prefix=prefix))
-    server = PostgresServer(
-        HOST, free_port(), APP_USER, secrets.token_urlsafe(16), directory, bindir, owner
-    )
+    server = PostgresServer(HOST, free_port(), APP_USER, secrets.token_urlsafe(16), directory, bindir, owner)
     try:
         server.socket_dir.mkdir()
         if owner is not None:
@@ -257,8 +253,19 @@ def start_postgres(prefix: str = "mr-pg-") -> PostgresServer:
                 os.chown(path, owner.pw_uid, owner.pw_gid)
         initdb = run_as(
             owner,
-            [str(bindir / "initdb"), "-D", str(server.data_dir), "-U", SUPERUSER, "-A", "trust",
-             "-E", "UTF8", "--no-locale", "--no-sync"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(server.data_dir),
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
             directory,
         )
         if initdb.returncode != 0:

@@ -131,9 +131,19 @@ def autocreate_mailboxes(names: Iterable[str]) -> str:
 
 
 def dovecot_conf(
-    directory: Path, *, imap_port: int, imaps_port: int | None, uid: str, gid: str, first_uid: int,
-    login_users: str = "", purpose: str = "test", mailboxes: str | None = None, extra: str = "",
-    login_extra: str = "", oauth2_args: str | None = None,
+    directory: Path,
+    *,
+    imap_port: int,
+    imaps_port: int | None,
+    uid: str,
+    gid: str,
+    first_uid: int,
+    login_users: str = "",
+    purpose: str = "test",
+    mailboxes: str | None = None,
+    extra: str = "",
+    login_extra: str = "",
+    oauth2_args: str | None = None,
 ) -> str:
     """The one Dovecot config: everything below `directory`, STARTTLS on `imap_port`, implicit TLS on
     `imaps_port` (None: off), mail processes as `uid`/`gid`; `mailboxes` (default: the special-use
@@ -145,10 +155,18 @@ def dovecot_conf(
     else:
         imaps = f"    address = 127.0.0.1\n    port = {imaps_port}\n    ssl = yes\n"
     return DOVECOT_CONF.format(
-        dir=directory, tag=directory.name, purpose=purpose, imap_port=imap_port, imaps=imaps, uid=uid,
-        gid=gid, first_uid=first_uid, login_users=login_users,
+        dir=directory,
+        tag=directory.name,
+        purpose=purpose,
+        imap_port=imap_port,
+        imaps=imaps,
+        uid=uid,
+        gid=gid,
+        first_uid=first_uid,
+        login_users=login_users,
         mailboxes=special_use_mailboxes() if mailboxes is None else mailboxes,
-        login_extra=login_extra, extra=extra,
+        login_extra=login_extra,
+        extra=extra,
         auth_mechanisms="plain login" if oauth2_args is None else "plain login xoauth2 oauthbearer",
         password_mechanisms="" if oauth2_args is None else "  mechanisms = plain login\n",
         oauth2_passdb="" if oauth2_args is None else OAUTH2_PASSDB.format(args=oauth2_args),
@@ -208,9 +226,26 @@ def self_signed(directory: Path, cn: str = "localhost") -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "2", "-subj", f"/CN={cn}", "-addext", f"subjectAltName=DNS:{cn},IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={cn}",
+            "-addext",
+            f"subjectAltName=DNS:{cn},IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     key.chmod(0o600)
     return cert, key
@@ -363,9 +398,18 @@ def launch_dovecot(
     imaps_port = free_port() if imaps else None
     (directory / "dovecot.conf").write_text(
         dovecot_conf(
-            directory, imap_port=imap_port, imaps_port=imaps_port, uid=uid, gid=gid, first_uid=first_uid,
-            login_users=login_users, purpose=purpose, mailboxes=mailboxes, extra=extra,
-            login_extra=login_extra, oauth2_args=oauth2_args,
+            directory,
+            imap_port=imap_port,
+            imaps_port=imaps_port,
+            uid=uid,
+            gid=gid,
+            first_uid=first_uid,
+            login_users=login_users,
+            purpose=purpose,
+            mailboxes=mailboxes,
+            extra=extra,
+            login_extra=login_extra,
+            oauth2_args=oauth2_args,
         )
     )
     proc = spawn_dovecot(directory, binary)
@@ -390,7 +434,8 @@ def spawn_dovecot(directory: Path, binary: str | None = None) -> subprocess.Pope
     with (directory / "foreground.out").open("ab") as out:
         return subprocess.Popen(
             [binary or dovecot_binary(), "-F", "-c", str(directory / "dovecot.conf")],
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -398,7 +443,11 @@ def start_dovecot() -> DovecotServer:
     """The tests' Dovecot: STARTTLS and implicit TLS ports, the special-use mailboxes, users on demand."""
     launched = launch_dovecot()
     server = DovecotServer(
-        HOST, launched.imap_port, launched.imaps_port or 0, str(launched.ca_file), launched.directory,
+        HOST,
+        launched.imap_port,
+        launched.imaps_port or 0,
+        str(launched.ca_file),
+        launched.directory,
         launched.proc,
     )
     # Dovecot reads the passwd-file at the first login, so the first batch needs no wait.
@@ -434,8 +483,14 @@ class PymapServer:
 
     def params(self, **kw: object) -> ConnectionParams:
         args: dict[str, object] = {
-            "host": self.host, "port": self.port, "tls": "starttls", "username": self.username,
-            "password": self.password, "ca_file": self.ca_file, "name": "pymap", **kw,
+            "host": self.host,
+            "port": self.port,
+            "tls": "starttls",
+            "username": self.username,
+            "password": self.password,
+            "ca_file": self.ca_file,
+            "name": "pymap",
+            **kw,
         }
         return ConnectionParams(**args)  # type: ignore[arg-type]
 
@@ -449,8 +504,22 @@ def start_pymap() -> PymapServer:
     port = free_port()
     log = directory / "pymap.log"
     # Demo credentials are pymap's documented defaults (`pymap dict --help`); no demo data: empty INBOX.
-    cmd = [str(script), "--host", HOST, "--port", str(port), "--cert", str(cert), "--key", str(key),
-           "dict", "--demo-user", "demouser", "--demo-password", "demopass"]
+    cmd = [
+        str(script),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--cert",
+        str(cert),
+        "--key",
+        str(key),
+        "dict",
+        "--demo-user",
+        "demouser",
+        "--demo-password",
+        "demopass",
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -466,8 +535,9 @@ def stop_pymap(server: PymapServer) -> None:
     shutil.rmtree(server.directory, ignore_errors=True)
 
 
-def make_message(subject: str, body: str = "hello\r\n", *, sender: str = "a@example.com",
-                 extra: str = "") -> bytes:
+def make_message(
+    subject: str, body: str = "hello\r\n", *, sender: str = "a@example.com", extra: str = ""
+) -> bytes:
     """A small RFC 5322 message; a non-ASCII subject goes out RFC 2047-encoded, as mailers send it."""
     from email.header import Header
 

@@ -93,7 +93,10 @@ def oauth_smtp(key: bytes) -> Iterator[tuple[OAuthSink, int]]:
     sink = OAuthSink(key)
     port = free_port()
     controller = Controller(
-        sink, hostname="127.0.0.1", port=port, auth_require_tls=False,
+        sink,
+        hostname="127.0.0.1",
+        port=port,
+        auth_require_tls=False,
         auth_exclude_mechanism=["LOGIN", "PLAIN"],
     )
     controller.start()

@@ -207,9 +207,22 @@ def test_missing_cyrus_skips_locally_and_fails_in_ci(tmp_path: Path, ci: str, ex
     (tmp_path / "test_missing.py").write_text(MISSING_SERVER_TEST)
     env = {**os.environ, "MAILRULES_CYRUS_ROOT": "/nonexistent/cyrus", "CI": ci, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-         str(tmp_path / "test_missing.py")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_missing.py"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert expected in result.stdout, result.stdout
     assert "cyrus-imapd" in result.stdout and "make test" in result.stdout

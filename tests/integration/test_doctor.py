@@ -30,8 +30,14 @@ SMTP_USER, SMTP_PASSWORD = "bot", "smtp-Pa55word"
 pytestmark = pytest.mark.integration
 
 
-def doctor(tmp_path: Path, account: str, *args: str, rules: str = RULES, env: dict[str, str] | None = None,
-           extra: str = "") -> tuple[int, dict[str, Any], str]:
+def doctor(
+    tmp_path: Path,
+    account: str,
+    *args: str,
+    rules: str = RULES,
+    env: dict[str, str] | None = None,
+    extra: str = "",
+) -> tuple[int, dict[str, Any], str]:
     """Run `mailrules doctor --json` on a config with one account "a"; (exit code, JSON, text output)."""
     (tmp_path / "rules.d").mkdir(exist_ok=True)
     (tmp_path / "rules.d" / "a.rules").write_text(rules)
@@ -55,13 +61,21 @@ def results(data: dict[str, Any], name: str) -> list[str]:
     return [c["result"] for c in data["accounts"]["a"]["checks"] if c["check"] == name]
 
 
-def dovecot_account(dovecot: DovecotServer, tls: str = "starttls", *, port: int | None = None,
-                    ca: str | None = None, password: str | None = None) -> tuple[str, str]:
+def dovecot_account(
+    dovecot: DovecotServer,
+    tls: str = "starttls",
+    *,
+    port: int | None = None,
+    ca: str | None = None,
+    password: str | None = None,
+) -> tuple[str, str]:
     """The [accounts.a] body for a fresh Dovecot user, and that user's real password."""
     user, real = dovecot.fresh_user()
     port = port or (dovecot.imaps_port if tls == "implicit" else dovecot.imap_port)
-    body = (f'port = {port}\ntls = "{tls}"\nusername = "{user}"\npassword = "{password or real}"\n'
-            f'ca_file = "{ca or dovecot.ca_file}"\n')
+    body = (
+        f'port = {port}\ntls = "{tls}"\nusername = "{user}"\npassword = "{password or real}"\n'
+        f'ca_file = "{ca or dovecot.ca_file}"\n'
+    )
     return body, real
 
 
@@ -81,8 +95,12 @@ def test_healthy_starttls_account(dovecot: DovecotServer, tmp_path: Path) -> Non
     assert tls["details"]["subject"] == "CN=localhost" and tls["details"]["hostname_matches"] is True
     assert checks["archive"]["result"] == "'Archive' (the server's \\Archive mailbox): exists"
     assert checks["trash"]["result"] == "'Trash' (the server's \\Trash mailbox): exists"
-    assert checks["trash"]["details"] == {"mailbox": "Trash", "server": "Trash", "source": "SPECIAL-USE",
-                                          "exists": True}
+    assert checks["trash"]["details"] == {
+        "mailbox": "Trash",
+        "server": "Trash",
+        "source": "SPECIAL-USE",
+        "exists": True,
+    }
     uses = ["trash", "archive", "junk", "sent"]
     assert [n for n in checks if n in uses] == uses and all(checks[n]["details"]["exists"] for n in uses)
     # names map as written here: the mapping is said, no name is listed
@@ -92,7 +110,8 @@ def test_healthy_starttls_account(dovecot: DovecotServer, tmp_path: Path) -> Non
     ]
     assert results(data, "destinations") == ["separator '/', personal prefix ''"]
     assert results(data, "dialect") == [
-        "IMAP server (a), budget 5 connections: it has every extension mailrules uses"]
+        "IMAP server (a), budget 5 connections: it has every extension mailrules uses"
+    ]
     assert "will be created" in checks["mailbox 'Done'"]["result"]
     assert all(isinstance(checks[n]["ms"], float) for n in ("DNS", "TCP connect", "TLS handshake", "login"))
     assert "everything needed works" in text and " ms " in text
@@ -141,8 +160,10 @@ def test_wrong_ca_still_shows_the_certificate(dovecot: DovecotServer, wrong_ca: 
 
 def test_wrong_password_names_its_source_never_the_value(dovecot: DovecotServer, tmp_path: Path) -> None:
     user, real = dovecot.fresh_user()
-    account = (f'port = {dovecot.imap_port}\ntls = "starttls"\nusername = "{user}"\n'
-               f'password_env = "DOCTOR_PW"\nca_file = "{dovecot.ca_file}"\n')
+    account = (
+        f'port = {dovecot.imap_port}\ntls = "starttls"\nusername = "{user}"\n'
+        f'password_env = "DOCTOR_PW"\nca_file = "{dovecot.ca_file}"\n'
+    )
     code, data, text = doctor(tmp_path, account, env={"DOCTOR_PW": "not-" + real})
     login = rows(data)["login"]
     assert code == 1 and login["status"] == "FAIL"
@@ -194,8 +215,10 @@ def test_pymap_without_special_use_falls_back_to_names(pymap: PymapServer, tmp_p
     with ImapSession.connect(pymap.params()) as session:
         session.create("Archives")
         session.create("Deleted Messages")
-    account = (f'port = {pymap.port}\ntls = "starttls"\nusername = "{pymap.username}"\n'
-               f'password = "{pymap.password}"\nca_file = "{pymap.ca_file}"\n')
+    account = (
+        f'port = {pymap.port}\ntls = "starttls"\nusername = "{pymap.username}"\n'
+        f'password = "{pymap.password}"\nca_file = "{pymap.ca_file}"\n'
+    )
     code, data, text = doctor(tmp_path, account)
     checks = rows(data)
     assert code == 0, text
@@ -203,8 +226,12 @@ def test_pymap_without_special_use_falls_back_to_names(pymap: PymapServer, tmp_p
     special_use = checks["capability SPECIAL-USE"]["result"]
     assert special_use.startswith("absent: archive and trash are found by name")
     fallback = "name fallback (no SPECIAL-USE mark)"
-    assert checks["archive"]["details"] == {"mailbox": "Archives", "server": "Archives", "source": fallback,
-                                            "exists": True}
+    assert checks["archive"]["details"] == {
+        "mailbox": "Archives",
+        "server": "Archives",
+        "source": fallback,
+        "exists": True,
+    }
     assert checks["trash"]["details"]["mailbox"] == "Deleted Messages"
     assert "'Archives' (the server's \\Archive mailbox): exists" in text
     no_namespace = "personal prefix '', separator '/', from no NAMESPACE; LIST \"\" \"\""
@@ -227,15 +254,18 @@ def cyrus_account(server: CyrusServer, *, mailboxes: tuple[str, ...] = ()) -> st
     with ImapSession.connect(server.params(user, tls="starttls")) as session:
         for box in mailboxes:
             session.create(box)
-    return (f'port = {server.port}\ntls = "starttls"\nusername = "{user}"\npassword = "{password}"\n'
-            f'ca_file = "{server.ca_file}"\n')
+    return (
+        f'port = {server.port}\ntls = "starttls"\nusername = "{user}"\npassword = "{password}"\n'
+        f'ca_file = "{server.ca_file}"\n'
+    )
 
 
 def test_cyrus_names_and_destinations_in_each_namespace(cyrus_each: CyrusServer, tmp_path: Path) -> None:
     variant = cyrus_each.variant
     prefix, sep = variant.personal_prefix, variant.separator
-    code, data, text = doctor(tmp_path, cyrus_account(cyrus_each, mailboxes=("Lists/python",)),
-                              rules=CYRUS_RULES)
+    code, data, text = doctor(
+        tmp_path, cyrus_account(cyrus_each, mailboxes=("Lists/python",)), rules=CYRUS_RULES
+    )
     checks = rows(data)
     assert code == 0, text
     # the portable name is found under its server name (it was reported missing before)
@@ -249,22 +279,32 @@ def test_cyrus_names_and_destinations_in_each_namespace(cyrus_each: CyrusServer,
         assert len(names) == 2
     else:
         assert python["details"] == {
-            "mailbox": "Lists/python", "source": "rules read it", "server": server_name}
+            "mailbox": "Lists/python",
+            "source": "rules read it",
+            "server": server_name,
+        }
         assert python["result"] == f"'Lists/python' (on the server {server_name!r}) exists (rules read it)"
         assert checks["mailbox 'Filed/done'"]["result"] == (
-            f"'Filed/done' (on the server {filed!r}) will be created when first used (rules file into it)")
+            f"'Filed/done' (on the server {filed!r}) will be created when first used (rules file into it)"
+        )
         assert f"'Lists/python' -> {server_name!r}" in names and f"'Filed/done' -> {filed!r}" in names
     # a fresh Cyrus user has no Trash: the default in the personal namespace, created on first use
     trash = f"{prefix}Trash"
     assert results(data, "destinations") == [
-        f"separator {sep!r}, personal prefix {prefix!r}; Trash will be {trash!r} (created on first use)"]
+        f"separator {sep!r}, personal prefix {prefix!r}; Trash will be {trash!r} (created on first use)"
+    ]
     shown = "'Trash'" if trash == "Trash" else f"'Trash' is {trash!r}"
     assert checks["trash"]["result"] == (
         f"{shown} (no \\Trash mailbox: the default name in the personal namespace): missing, created on "
-        "first use")
+        "first use"
+    )
     assert checks["trash"]["status"] == checks["archive"]["status"] == "OK"
     assert checks["trash"]["details"] == {
-        "mailbox": "Trash", "server": trash, "source": "default", "exists": False}
+        "mailbox": "Trash",
+        "server": trash,
+        "source": "default",
+        "exists": False,
+    }
     assert results(data, "dialect")[0].startswith("IMAP server (a)")
 
 
@@ -305,7 +345,9 @@ class _Handler:
 
 def _auth(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
     ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
-        SMTP_USER.encode(), SMTP_PASSWORD.encode())
+        SMTP_USER.encode(),
+        SMTP_PASSWORD.encode(),
+    )
     return AuthResult(success=ok, handled=False)
 
 
@@ -314,7 +356,8 @@ def _smtp_server(cert: Path, key: Path, implicit: bool = False) -> Iterator[int]
     ctx.load_cert_chain(cert, key)
     port = free_port()
     tls: dict[str, Any] = (
-        {"ssl_context": ctx, "auth_require_tls": False} if implicit
+        {"ssl_context": ctx, "auth_require_tls": False}
+        if implicit
         else {"tls_context": ctx, "require_starttls": True, "auth_require_tls": True}
     )
     controller = Controller(_Handler(), hostname="127.0.0.1", port=port, authenticator=_auth, **tls)
@@ -332,28 +375,37 @@ def smtp_starttls(dovecot: DovecotServer) -> Iterator[int]:
 
 
 def _smtp_table(port: int, password: str, tls: str = "starttls") -> str:
-    return (f'[accounts.a.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "{tls}"\n'
-            f'username = "{SMTP_USER}"\npassword = "{password}"\nfrom = "bot@example.com"\n')
+    return (
+        f'[accounts.a.smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "{tls}"\n'
+        f'username = "{SMTP_USER}"\npassword = "{password}"\nfrom = "bot@example.com"\n'
+    )
 
 
 def test_smtp_implicit_tls(dovecot: DovecotServer, tmp_path: Path) -> None:
     ssl_dir = dovecot.directory / "ssl"
     for port in _smtp_server(ssl_dir / "cert.pem", ssl_dir / "key.pem", implicit=True):
         account, _ = dovecot_account(dovecot)
-        code, data, text = doctor(tmp_path, account, rules=RULES + FORWARD,
-                                  extra=_smtp_table(port, SMTP_PASSWORD, "implicit"))
+        code, data, text = doctor(
+            tmp_path, account, rules=RULES + FORWARD, extra=_smtp_table(port, SMTP_PASSWORD, "implicit")
+        )
         checks = rows(data)
         assert code == 0, text
         assert [n for n in checks if n.startswith("SMTP")] == [
-            "SMTP DNS", "SMTP TCP connect", "SMTP TLS", "SMTP EHLO", "SMTP AUTH"]
+            "SMTP DNS",
+            "SMTP TCP connect",
+            "SMTP TLS",
+            "SMTP EHLO",
+            "SMTP AUTH",
+        ]
         assert all(checks[n]["status"] == "OK" for n in checks if n.startswith("SMTP")), text
 
 
 def test_smtp_untrusted_certificate(dovecot: DovecotServer, wrong_ca: str, tmp_path: Path) -> None:
     for port in _smtp_server(Path(wrong_ca), Path(wrong_ca).with_name("key.pem")):
         account, _ = dovecot_account(dovecot)
-        code, data, text = doctor(tmp_path, account, rules=RULES + FORWARD,
-                                  extra=_smtp_table(port, SMTP_PASSWORD))
+        code, data, text = doctor(
+            tmp_path, account, rules=RULES + FORWARD, extra=_smtp_table(port, SMTP_PASSWORD)
+        )
         tls = rows(data)["SMTP TLS"]
         assert code == 1 and tls["status"] == "FAIL", text
         assert "certificate failed verification" in tls["result"] and "NOT verified" in tls["result"]
@@ -363,8 +415,9 @@ def test_smtp_untrusted_certificate(dovecot: DovecotServer, wrong_ca: str, tmp_p
 
 def test_smtp_starttls_and_auth(dovecot: DovecotServer, smtp_starttls: int, tmp_path: Path) -> None:
     account, _ = dovecot_account(dovecot)
-    code, data, text = doctor(tmp_path, account, rules=RULES + FORWARD,
-                              extra=_smtp_table(smtp_starttls, SMTP_PASSWORD))
+    code, data, text = doctor(
+        tmp_path, account, rules=RULES + FORWARD, extra=_smtp_table(smtp_starttls, SMTP_PASSWORD)
+    )
     checks = rows(data)
     assert code == 0, text
     for name in ("SMTP DNS", "SMTP TCP connect", "SMTP EHLO", "SMTP TLS", "SMTP AUTH"):
@@ -376,8 +429,9 @@ def test_smtp_starttls_and_auth(dovecot: DovecotServer, smtp_starttls: int, tmp_
 
 def test_smtp_wrong_password(dovecot: DovecotServer, smtp_starttls: int, tmp_path: Path) -> None:
     account, _ = dovecot_account(dovecot)
-    code, data, text = doctor(tmp_path, account, rules=RULES + FORWARD,
-                              extra=_smtp_table(smtp_starttls, "wrong-one"))
+    code, data, text = doctor(
+        tmp_path, account, rules=RULES + FORWARD, extra=_smtp_table(smtp_starttls, "wrong-one")
+    )
     auth = rows(data)["SMTP AUTH"]
     assert code == 1 and auth["status"] == "FAIL"
     assert auth["result"].startswith("authentication failed: 535") and "password" in auth["hint"]

@@ -23,8 +23,19 @@ ROOT = Path(__file__).resolve().parents[2]
 # What pymap 0.36's dict backend advertised after login, recorded live: no ESEARCH, WITHIN,
 # SPECIAL-USE, CONDSTORE, NAMESPACE or ENABLE, so it exercises every fallback.
 PYMAP_CAPS = frozenset(
-    {"IMAP4REV1", "LITERAL+", "ID", "BINARY", "UIDPLUS", "MOVE", "CHILDREN", "APPENDLIMIT=1000000000",
-     "IDLE", "OBJECTID", "MULTIAPPEND"}
+    {
+        "IMAP4REV1",
+        "LITERAL+",
+        "ID",
+        "BINARY",
+        "UIDPLUS",
+        "MOVE",
+        "CHILDREN",
+        "APPENDLIMIT=1000000000",
+        "IDLE",
+        "OBJECTID",
+        "MULTIAPPEND",
+    }
 )
 
 
@@ -164,9 +175,22 @@ def test_missing_dovecot_skips_locally_and_fails_in_ci(tmp_path: Path, ci: str, 
     (tmp_path / "test_missing.py").write_text(MISSING_SERVER_TEST)
     env = {**os.environ, "MAILRULES_DOVECOT": "/nonexistent/dovecot", "CI": ci, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-         str(tmp_path / "test_missing.py")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_missing.py"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert expected in result.stdout, result.stdout
     assert "make test" in result.stdout

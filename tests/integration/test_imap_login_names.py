@@ -33,8 +33,11 @@ def passwd_name(user: str) -> str:
 @pytest.fixture(scope="module")
 def odd_dovecot() -> Iterator[DovecotProcess]:
     try:
-        launched = launch_dovecot(users={passwd_name(u): p for u, p in USERS.items()}, purpose="login-names",
-                                  extra="auth_username_chars =\n")
+        launched = launch_dovecot(
+            users={passwd_name(u): p for u, p in USERS.items()},
+            purpose="login-names",
+            extra="auth_username_chars =\n",
+        )
     except ServerUnavailable as exc:
         unavailable(str(exc))
     try:
@@ -45,8 +48,9 @@ def odd_dovecot() -> Iterator[DovecotProcess]:
 
 
 def params(server: DovecotProcess, user: str, password: str) -> ConnectionParams:
-    return ConnectionParams("127.0.0.1", server.imap_port, "starttls", user, password,
-                            ca_file=str(server.ca_file), name="odd")
+    return ConnectionParams(
+        "127.0.0.1", server.imap_port, "starttls", user, password, ca_file=str(server.ca_file), name="odd"
+    )
 
 
 @pytest.mark.parametrize("user", ['we"ird \\ user', "plain"])

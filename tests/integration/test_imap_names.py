@@ -71,8 +71,10 @@ def test_destinations_on_cyrus_come_from_the_personal_namespace(cyrus_each: Cyru
         lines = destination_lines(s)
         assert lines[0].endswith(f"; Trash will be {trash!r} (created on first use)")
         shown = "'Trash'" if trash == "Trash" else f"'Trash' is {trash!r}"
-        assert lines[1] == (f"Trash: {shown} (no \\Trash mailbox: the default name in the personal "
-                            "namespace): missing, created on first use")
+        assert lines[1] == (
+            f"Trash: {shown} (no \\Trash mailbox: the default name in the personal "
+            "namespace): missing, created on first use"
+        )
         got = s.append("INBOX", make_message("to the bin"))
         assert got is not None
         s.select("INBOX")
@@ -118,9 +120,7 @@ def _no_command_errors(params: ConnectionParams, dest: str) -> list[tuple[str, b
 
 
 @pytest.mark.parametrize("server", ["dovecot", "pymap", "cyrus"])
-def test_create_and_retry_is_not_a_command_error(
-    server: str, request: pytest.FixtureRequest
-) -> None:
+def test_create_and_retry_is_not_a_command_error(server: str, request: pytest.FixtureRequest) -> None:
     # `make demo` (pymap) counted 12 MOVE "errors" in mailrules_imap_command_errors_total before.
     if server == "dovecot":
         dovecot: DovecotServer = request.getfixturevalue("dovecot")

@@ -141,8 +141,14 @@ def test_fetch_items_and_attachments(dovecot: DovecotServer, dv: ImapSession) ->
     )
     (_, uid) = dv.append("INBOX", raw) or (0, 0)
     dv.select("INBOX")
-    items = ["BODY.PEEK[HEADER.FIELDS (Subject List-Id)]", "BODY.PEEK[]", "BODYSTRUCTURE",
-             "RFC822.SIZE", "INTERNALDATE", "FLAGS"]
+    items = [
+        "BODY.PEEK[HEADER.FIELDS (Subject List-Id)]",
+        "BODY.PEEK[]",
+        "BODYSTRUCTURE",
+        "RFC822.SIZE",
+        "INTERNALDATE",
+        "FLAGS",
+    ]
     got = dv.fetch([uid, 999], items)
     assert list(got) == [uid]  # non-existent UIDs are silently absent (RFC 9051 §6.4.9)
     v = got[uid]

@@ -60,11 +60,7 @@ def compare(s: ImapSession, uids: dict[int, bytes], text: str) -> tuple[set[int]
     found = set(s.search(serialize(plan.server), charset="UTF-8" if needs_charset(plan.server) else None))
     matches = {uid for uid, raw in uids.items() if holds(cond, raw)}
     assert found >= matches, (text, format_search(plan, dialect), sorted(found), sorted(matches))
-    exact = {
-        uid
-        for uid in found
-        if plan.residual is None or holds(plan.residual, uids[uid])
-    }
+    exact = {uid for uid in found if plan.residual is None or holds(plan.residual, uids[uid])}
     assert exact == matches
     return found, matches, format_search(plan, dialect)
 
@@ -230,8 +226,10 @@ rule "star" { when from is "boss@example.com" then tag "\\\\Starred" }
 
 def test_mark_important_is_rfc_8457_s_keyword_off_gmail(dovecot: DovecotServer, tmp_path: Path) -> None:
     params = dovecot.params(*dovecot.fresh_user())
-    messages = [(make_message("a", sender="boss@example.com"), [], None),
-                (make_message("b", sender="x@example.com"), ["$Important"], None)]
+    messages = [
+        (make_message("a", sender="boss@example.com"), [], None),
+        (make_message("b", sender="x@example.com"), ["$Important"], None),
+    ]
     assert not any(append(params, "INBOX", messages))
     config = write_config(tmp_path, params, IMPORTANCE_RULES)
     result = CliRunner().invoke(main, ["run", "--config", str(config)], catch_exceptions=False)
@@ -255,11 +253,13 @@ rule "elsewhere" every hour { when all then tag "$Seen-by-another" }
 
 def test_a_group_runs_in_order_and_is_selected_by_name(dovecot: DovecotServer, tmp_path: Path) -> None:
     params = dovecot.params(*dovecot.fresh_user())
-    assert not any(append(params, "INBOX", [(make_message("invoice 1"), [], None),
-                                            (make_message("hello"), [], None)]))
+    assert not any(
+        append(params, "INBOX", [(make_message("invoice 1"), [], None), (make_message("hello"), [], None)])
+    )
     config = write_config(tmp_path, params, GROUP_RULES)
-    result = CliRunner().invoke(main, ["run", "--config", str(config), "--rule", "SWEEP"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main, ["run", "--config", str(config), "--rule", "SWEEP"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     after = snapshot(params)
     assert where_is(after, b"Subject: invoice 1\r\n") == [("Invoices", ())]  # moved before the flag rule

@@ -70,10 +70,18 @@ class Imap:
         self.host, self.port, self.ca_file = host, port, ca_file
 
     def session(self, auth: OAuthTestServer, user: str) -> ImapSession:
-        return ImapSession.connect(ConnectionParams(
-            self.host, self.port, "starttls", user, "", ca_file=self.ca_file, timeout=10,
-            tokens=StaticTokens(auth, user),
-        ))
+        return ImapSession.connect(
+            ConnectionParams(
+                self.host,
+                self.port,
+                "starttls",
+                user,
+                "",
+                ca_file=self.ca_file,
+                timeout=10,
+                tokens=StaticTokens(auth, user),
+            )
+        )
 
     def append(self, auth: OAuthTestServer, user: str, subjects: list[str]) -> None:
         with self.session(auth, user) as s:
@@ -92,8 +100,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(tmp: Path, imap: Imap, auth: OAuthTestServer, users: dict[str, str], *,
-                 smtp_port: int | None = None, metrics_port: int | None = None) -> Path:
+def write_config(
+    tmp: Path,
+    imap: Imap,
+    auth: OAuthTestServer,
+    users: dict[str, str],
+    *,
+    smtp_port: int | None = None,
+    metrics_port: int | None = None,
+) -> Path:
     """A configuration with one OAuth2 account per (name, user), each with a refresh token obtained
     elsewhere in a file beside it (refresh_token_file); token stores default (tokens/NAME.json)."""
     rules = tmp / "rules.d"
@@ -120,16 +135,19 @@ scopes = ["imap"]
 refresh_token_file = "refresh-{name}"
 """
         if smtp_port:
-            text += (f'[accounts.{name}.smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\ntls = "none"\n'
-                     "allow_insecure = true\n")
+            text += (
+                f'[accounts.{name}.smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\ntls = "none"\n'
+                "allow_insecure = true\n"
+            )
     path = tmp / "mailrules.toml"
     path.write_text(text, encoding="utf-8")
     return path
 
 
 def mailrules(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mailrules", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mailrules", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
@@ -151,7 +169,9 @@ class Daemon:
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mailrules", "daemon", "-v", "--config", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, text=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
         wait_until(lambda: self.get("/healthz")[0] == 200, 30, "the daemon to answer", self.log)
 
@@ -164,8 +184,10 @@ class Daemon:
             return metric_total(text, name)
         want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         for line in text.splitlines():
-            if line.startswith(f"{name}{{") and ",".join(sorted(line[len(name) + 1:].split("} ")[0]
-                                                             .split(","))) == want:
+            if (
+                line.startswith(f"{name}{{")
+                and ",".join(sorted(line[len(name) + 1 :].split("} ")[0].split(","))) == want
+            ):
                 return float(line.rsplit(" ", 1)[1])
         raise AssertionError(f"no sample {name}{labels}")
 
@@ -214,8 +236,12 @@ def test_the_daemon_files_arrivals_across_several_token_lifetimes(
             arrivals = 6  # half a lifetime apart at least: three lifetimes in all
             for n in range(1, arrivals + 1):
                 lab.append(auth, user, [f"arrival {n} forward me"])
-                wait_until(functools.partial(lambda k: lab.counts(auth, user).get("Sent") == k, n), 30,
-                           f"arrival {n}", d.log)
+                wait_until(
+                    functools.partial(lambda k: lab.counts(auth, user).get("Sent") == k, n),
+                    30,
+                    f"arrival {n}",
+                    d.log,
+                )
                 time.sleep(lifetime / 2)
             # every send logged in; a token the server saw expire first (a stalled machine: 3-second
             # tokens are refreshed 0.3 s ahead) was refreshed once and the next AUTH went through
@@ -239,8 +265,9 @@ def private_oauth_dovecot() -> Iterator[tuple[OAuthTestServer, Imap, Path, list[
 
     auth = OAuthTestServer(access_lifetime=3).start()
     try:
-        launched = launch_dovecot(oauth2_key=auth.key, oauth2_issuer=auth.url, purpose="oauth-restart",
-                                  prefix="mr-dr-", imaps=False)
+        launched = launch_dovecot(
+            oauth2_key=auth.key, oauth2_issuer=auth.url, purpose="oauth-restart", prefix="mr-dr-", imaps=False
+        )
     except ServerUnavailable as exc:
         auth.stop()
         unavailable(str(exc))
@@ -273,8 +300,9 @@ def test_a_dovecot_restart_after_the_token_expired(
         procs.append(spawn_dovecot(directory))
         wait_for_port(imap.port, procs[-1], directory / "dovecot.log")
         imap.append(auth, user, ["during the backoff, file me"])
-        wait_until(lambda: imap.counts(auth, user).get("Filed") == 2, 120, "catch-up after the restart",
-                   d.log)
+        wait_until(
+            lambda: imap.counts(auth, user).get("Filed") == 2, 120, "catch-up after the restart", d.log
+        )
         assert d.metric("mailrules_oauth_refreshes_total", account="lab", outcome="ok") > refreshed
         wait_until(lambda: d.get("/readyz")[0] == 200, 30, "ready again", d.log)
     finally:
@@ -285,8 +313,9 @@ def expired_and_revoked(tmp_path: Path, auth: OAuthTestServer, user: str, name: 
     """The account's store as a daemon leaves it: an access token that has expired; then the
     authorization server revokes the grant (a password change, an admin, 90 days unused)."""
     granted = tokens_from_response(auth.grant(user), time.time() - 7200, ("imap",))
-    TokenStore(tmp_path / "tokens" / f"{name}.json").save(Tokens(
-        granted.access_token, time.time() - 3600, time.time() - 7200, granted.refresh_token, ("imap",)))
+    TokenStore(tmp_path / "tokens" / f"{name}.json").save(
+        Tokens(granted.access_token, time.time() - 3600, time.time() - 7200, granted.refresh_token, ("imap",))
+    )
     auth.revoke(user)
 
 
@@ -332,12 +361,14 @@ def test_no_token_in_anything_mailrules_writes(
     with dovecot_oauth.auth_server(access_lifetime=3) as auth, oauth_smtp(auth.key) as (sink, port):
         auth.add_client("confidential", secret="client-s3cret-for-the-grep")
         metrics_port = free_port()
-        config = write_config(tmp_path, lab, auth, {"lab": user, "gone": other}, smtp_port=port,
-                              metrics_port=metrics_port)
+        config = write_config(
+            tmp_path, lab, auth, {"lab": user, "gone": other}, smtp_port=port, metrics_port=metrics_port
+        )
         text = config.read_text().replace(  # one account with a client secret, to grep for it too
             'client_id = "mailrules-test"\nscopes = ["imap"]\nrefresh_token_file = "refresh-gone"',
             'client_id = "mailrules-test"\nscopes = ["imap"]\nrefresh_token_file = "refresh-gone"\n'
-            'client_secret = "client-s3cret-for-the-grep"')
+            'client_secret = "client-s3cret-for-the-grep"',
+        )
         config.write_text(text)
         lab.append(auth, user, ["one, file me", "two, forward me"])
         for args in (["config"], ["auth", "status"], ["run", "-v", "--print-metrics"]):

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 RULES = 'rule "fwd" { when subject contains "receipt" then forward to "acc@example.org" }\n'
 
 
-def doctor(tmp_path: Path, server: OAuthDovecot, auth: OAuthTestServer, user: str, refresh: str,
-           smtp_port: int) -> tuple[int, dict[str, Any], str]:
+def doctor(
+    tmp_path: Path, server: OAuthDovecot, auth: OAuthTestServer, user: str, refresh: str, smtp_port: int
+) -> tuple[int, dict[str, Any], str]:
     (tmp_path / "rules.d").mkdir(exist_ok=True)
     (tmp_path / "rules.d" / "a.rules").write_text(RULES)
     (tmp_path / "rt").write_text(refresh)
@@ -65,8 +66,10 @@ def test_doctor_checks_the_oauth2_path(dovecot_oauth: OAuthDovecot, tmp_path: Pa
         checks = rows(data)
         assert checks["OAuth2"]["result"].startswith("flow authorization_code, client mailrules-test")
         assert checks["OAuth2 tokens"]["status"] == "INFO"  # none stored yet: the configured refresh token
-        assert checks["OAuth2 refresh"]["status"] == "OK" and "new access token, valid" in \
-            checks["OAuth2 refresh"]["result"]
+        assert (
+            checks["OAuth2 refresh"]["status"] == "OK"
+            and "new access token, valid" in checks["OAuth2 refresh"]["result"]
+        )
         assert checks["login"]["status"] == "OK"
         assert checks["SASL mechanism"]["result"].startswith("OAUTHBEARER (offered before login: ")
         assert "XOAUTH2" in checks["SASL mechanism"]["result"]
@@ -77,8 +80,10 @@ def test_doctor_checks_the_oauth2_path(dovecot_oauth: OAuthDovecot, tmp_path: Pa
         code, data, output = doctor(tmp_path, dovecot_oauth, auth, user, "unused-now", port)
         checks = rows(data)
         assert code == 0, output
-        assert checks["OAuth2 tokens"]["status"] == "OK" and "refresh token present" in \
-            checks["OAuth2 tokens"]["result"]
+        assert (
+            checks["OAuth2 tokens"]["status"] == "OK"
+            and "refresh token present" in checks["OAuth2 tokens"]["result"]
+        )
         assert checks["OAuth2 token expiry"]["status"] == "OK"
         assert "the rotated refresh token is saved" in checks["OAuth2 refresh"]["result"]
 

@@ -45,8 +45,9 @@ def connect(dovecot_oauth: OAuthDovecot) -> Iterator[Connect]:
             client.shutdown()
 
 
-def login(client: IMAPClient, server: OAuthDovecot, mech: str, user: str, token: str,
-          sasl_ir: bool | None = None) -> None:
+def login(
+    client: IMAPClient, server: OAuthDovecot, mech: str, user: str, token: str, sasl_ir: bool | None = None
+) -> None:
     authenticate_oauth(client, mech, user, token, server.host, server.imap_port, sasl_ir=sasl_ir)
 
 
@@ -56,8 +57,9 @@ def caps(client: IMAPClient) -> list[str]:
 
 @pytest.mark.parametrize("sasl_ir", [True, False], ids=["sasl-ir", "continuation"])
 @pytest.mark.parametrize("mech", MECHANISMS)
-def test_login_with_each_mechanism(dovecot_oauth: OAuthDovecot, connect: Connect, mech: str,
-                                   sasl_ir: bool) -> None:
+def test_login_with_each_mechanism(
+    dovecot_oauth: OAuthDovecot, connect: Connect, mech: str, sasl_ir: bool
+) -> None:
     user = dovecot_oauth.fresh_user()
     token = dovecot_oauth.auth.grant(user)["access_token"]
     client = connect()
@@ -156,8 +158,11 @@ def test_no_secret_reaches_a_log_line(
     sent: list[str] = []  # every SASL message, base64 as on the wire
 
     def logged_in(mech: str, token: str, sasl_ir: bool | None = None) -> None:
-        sent.append(base64.b64encode(client_response(mech, user, token, dovecot_oauth.host,
-                                                     dovecot_oauth.imap_port)).decode())
+        sent.append(
+            base64.b64encode(
+                client_response(mech, user, token, dovecot_oauth.host, dovecot_oauth.imap_port)
+            ).decode()
+        )
         login(connect(), dovecot_oauth, mech, user, token, sasl_ir=sasl_ir)
 
     with dovecot_oauth.auth_server(access_lifetime=600) as auth:

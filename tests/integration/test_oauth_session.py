@@ -46,12 +46,24 @@ class Recorder:
 
 
 def account(
-    tmp_path: Path, server: OAuthDovecot, auth: OAuthTestServer, user: str, *, mechanism: str = "auto",
-    refresh: str | None = None, smtp_port: int | None = None,
+    tmp_path: Path,
+    server: OAuthDovecot,
+    auth: OAuthTestServer,
+    user: str,
+    *,
+    mechanism: str = "auto",
+    refresh: str | None = None,
+    smtp_port: int | None = None,
 ) -> AccountSettings:
     """The account "lab" as a user writes it, loaded by the configuration loader."""
-    smtp = (f'[accounts.lab.smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\ntls = "none"\n'
-            'allow_insecure = true\n') if smtp_port else ""
+    smtp = (
+        (
+            f'[accounts.lab.smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\ntls = "none"\n'
+            "allow_insecure = true\n"
+        )
+        if smtp_port
+        else ""
+    )
     text = f"""
 [accounts.lab]
 host = "127.0.0.1"
@@ -65,7 +77,7 @@ token_url = "{auth.token_url}"
 client_id = "mailrules-test"
 scopes = ["imap"]
 mechanism = "{mechanism}"
-{'refresh_token_env = "LAB_RT"' if refresh else ''}
+{'refresh_token_env = "LAB_RT"' if refresh else ""}
 {smtp}"""
     path = tmp_path / "mailrules.toml"
     path.write_text(text, encoding="utf-8")
@@ -73,10 +85,19 @@ mechanism = "{mechanism}"
 
 
 def connect(acct: AccountSettings, tokens: AccountTokens | None) -> ImapSession:
-    return ImapSession.connect(ConnectionParams(
-        acct.host, acct.port, acct.tls, acct.username, "", ca_file=str(acct.ca_file), name=acct.name,
-        timeout=10, tokens=tokens,
-    ))
+    return ImapSession.connect(
+        ConnectionParams(
+            acct.host,
+            acct.port,
+            acct.tls,
+            acct.username,
+            "",
+            ca_file=str(acct.ca_file),
+            name=acct.name,
+            timeout=10,
+            tokens=tokens,
+        )
+    )
 
 
 def sender(acct: AccountSettings, tokens: AccountTokens | None) -> SmtpSender:
@@ -84,14 +105,16 @@ def sender(acct: AccountSettings, tokens: AccountTokens | None) -> SmtpSender:
     return SmtpSender(SmtpParams.from_settings(acct.smtp, timeout=10, tokens=tokens))
 
 
-@pytest.mark.parametrize(("mechanism", "method"), [("auto", "OAUTHBEARER"), ("xoauth2", "XOAUTH2"),
-                                                   ("oauthbearer", "OAUTHBEARER")])
+@pytest.mark.parametrize(
+    ("mechanism", "method"), [("auto", "OAUTHBEARER"), ("xoauth2", "XOAUTH2"), ("oauthbearer", "OAUTHBEARER")]
+)
 def test_a_session_logs_in_with_the_refresh_token_obtained_elsewhere(
     dovecot_oauth: OAuthDovecot, tmp_path: Path, mechanism: str, method: str
 ) -> None:
     auth, user = dovecot_oauth.auth, dovecot_oauth.fresh_user()
-    acct = account(tmp_path, dovecot_oauth, auth, user, mechanism=mechanism,
-                   refresh=auth.grant(user)["refresh_token"])
+    acct = account(
+        tmp_path, dovecot_oauth, auth, user, mechanism=mechanism, refresh=auth.grant(user)["refresh_token"]
+    )
     seen = Recorder()
     tokens = TokenManagers(seen).for_account(acct)
     assert tokens is not None
@@ -114,8 +137,9 @@ def test_a_token_the_server_refuses_is_refreshed_once(dovecot_oauth: OAuthDoveco
     # (signed with another key: revoked, or a clock the server disagrees with)
     granted = tokens_from_response(auth.grant(user), time.time(), ("imap",))
     wrong = auth.access_token(user, key=b"k" * 32)
-    TokenStore(acct.oauth2.token_store).save(Tokens(
-        Secret(wrong), time.time() + 3600, time.time(), granted.refresh_token, ("imap",)))
+    TokenStore(acct.oauth2.token_store).save(
+        Tokens(Secret(wrong), time.time() + 3600, time.time(), granted.refresh_token, ("imap",))
+    )
     seen = Recorder()
     before = auth.requests["refresh_token"]
     with connect(acct, TokenManagers(seen).for_account(acct)) as session:
@@ -193,8 +217,9 @@ def test_an_account_never_logged_in_says_how(dovecot_oauth: OAuthDovecot, tmp_pa
 def test_smtp_xoauth2_with_the_accounts_token(dovecot_oauth: OAuthDovecot, tmp_path: Path) -> None:
     auth, user = dovecot_oauth.auth, dovecot_oauth.fresh_user()
     with oauth_smtp(auth.key) as (sink, port):
-        acct = account(tmp_path, dovecot_oauth, auth, user, refresh=auth.grant(user)["refresh_token"],
-                       smtp_port=port)
+        acct = account(
+            tmp_path, dovecot_oauth, auth, user, refresh=auth.grant(user)["refresh_token"], smtp_port=port
+        )
         assert acct.smtp is not None and acct.smtp.oauth2 and acct.smtp.username == user
         tokens = TokenManagers().for_account(acct)
         before = auth.requests["refresh_token"]
@@ -215,11 +240,13 @@ def test_smtp_refused_token_is_refreshed_once_after_the_error_leg(
         assert acct.oauth2 is not None
         granted = tokens_from_response(auth.grant(user), time.time(), ("imap",))
         wrong = auth.access_token(user, key=b"k" * 32)
-        TokenStore(acct.oauth2.token_store).save(Tokens(
-            Secret(wrong), time.time() + 3600, time.time(), granted.refresh_token, ("imap",)))
+        TokenStore(acct.oauth2.token_store).save(
+            Tokens(Secret(wrong), time.time() + 3600, time.time(), granted.refresh_token, ("imap",))
+        )
         seen = Recorder()
         sender(acct, TokenManagers(seen).for_account(acct)).send_redirect(
-            ORIGINAL, "boss@example.org", rule="r", idempotency_key="k2")
+            ORIGINAL, "boss@example.org", rule="r", idempotency_key="k2"
+        )
         assert [ok for _, ok in sink.logins] == [False, True]
         assert sink.error_answers == [b""]  # the empty response, not the token again
         assert len(sink.messages) == 1
@@ -236,6 +263,7 @@ def test_smtp_with_a_refused_refresh_token_fails_naming_the_fix(
         acct = account(tmp_path, dovecot_oauth, auth, user, refresh=refresh, smtp_port=port)
         with pytest.raises(SmtpActionError) as exc:
             sender(acct, TokenManagers().for_account(acct)).send_redirect(
-                ORIGINAL, "boss@example.org", rule="r", idempotency_key="k3")
+                ORIGINAL, "boss@example.org", rule="r", idempotency_key="k3"
+            )
         assert exc.value.kind == "auth" and "`mailrules auth login lab`" in str(exc.value)
         assert refresh not in str(exc.value) and sink.messages == []

@@ -41,7 +41,8 @@ def test_a_password_login_over_tcp_creates_and_reads_a_table(postgres: PostgresS
         conn.execute("INSERT INTO seen VALUES (1, 'INBOX'), (2, 'Archive')")
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT uid, mailbox FROM seen ORDER BY uid").fetchall() == [
-            (1, "INBOX"), (2, "Archive")
+            (1, "INBOX"),
+            (2, "Archive"),
         ]
 
 
@@ -160,9 +161,22 @@ def test_missing_postgres_skips_locally_and_fails_in_ci(tmp_path: Path, ci: str,
     (tmp_path / "test_missing.py").write_text(MISSING_SERVER_TEST)
     env = {**os.environ, "MAILRULES_PG_BINDIR": "/nonexistent", "CI": ci, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-         str(tmp_path / "test_missing.py")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_missing.py"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert expected in result.stdout, result.stdout
     assert "package `postgresql`" in result.stdout

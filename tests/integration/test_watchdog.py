@@ -122,4 +122,3 @@ def test_mail_is_filed_after_the_connection_goes_silent(
     finally:
         assert d.stop() == 0
         proxy.close()
-

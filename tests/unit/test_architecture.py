@@ -16,7 +16,10 @@ CORNERS = {
     "regex": ("dsl/userregex.py",),
     "apscheduler": ("daemon/scheduler.py",),
     "prometheus_client": (
-        "daemon/metrics.py", "daemon/oauth_metrics.py", "daemon/cluster_metrics.py", "daemon/stall_metrics.py"
+        "daemon/metrics.py",
+        "daemon/oauth_metrics.py",
+        "daemon/cluster_metrics.py",
+        "daemon/stall_metrics.py",
     ),
     "psycopg": ("state/",),
     "psycopg_pool": ("state/",),
@@ -294,11 +297,7 @@ def _annotation_owner(annotation: ast.expr | None, bindings: dict[str, str]) -> 
     """The mailrules module a parameter's annotation names (`ImapSession`, `X | None`), if one."""
     if annotation is None:
         return None
-    owners = {
-        bindings[n.id]
-        for n in ast.walk(annotation)
-        if isinstance(n, ast.Name) and n.id in bindings
-    }
+    owners = {bindings[n.id] for n in ast.walk(annotation) if isinstance(n, ast.Name) and n.id in bindings}
     return owners.pop() if len(owners) == 1 else None
 
 

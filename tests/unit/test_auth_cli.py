@@ -31,7 +31,8 @@ def server() -> Iterator[OAuthTestServer]:
 
 def config(tmp_path: Path, server: OAuthTestServer, flow: str, extra: str = "") -> Path:
     path = tmp_path / "mailrules.toml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 [accounts.lab]
 host = "127.0.0.1"
 username = "{USER}"
@@ -48,7 +49,9 @@ flow = "{flow}"
 host = "127.0.0.1"
 username = "u"
 password = "p"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -117,8 +120,14 @@ def test_no_browser_prints_the_address_and_waits_for_the_redirect(
         return real(client, relay, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(flows, "login_authorization_code", person)
-    result = cli("auth", "login", "lab", "--no-browser", "--config", str(config(tmp_path, server,
-                                                                                "authorization_code")))
+    result = cli(
+        "auth",
+        "login",
+        "lab",
+        "--no-browser",
+        "--config",
+        str(config(tmp_path, server, "authorization_code")),
+    )
     assert result.exit_code == 0, result.output
     assert "open this address in a browser" in result.output
     assert stored(tmp_path)["refresh_token"]

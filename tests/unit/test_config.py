@@ -76,8 +76,10 @@ def test_spec_example_top_level(example: Settings, tmp_path: Path) -> None:
     assert example.metrics.address == ("127.0.0.1", 9464)
     assert example.log_format == "text"
     assert list(example.accounts) == ["work", "lab"]
-    expected_warnings = () if Path("/etc/ssl/my-ca.pem").exists() else (
-        f"{tmp_path / 'mailrules.toml'}:14: accounts.work.ca_file: /etc/ssl/my-ca.pem does not exist",
+    expected_warnings = (
+        ()
+        if Path("/etc/ssl/my-ca.pem").exists()
+        else (f"{tmp_path / 'mailrules.toml'}:14: accounts.work.ca_file: /etc/ssl/my-ca.pem does not exist",)
     )
     assert example.warnings == expected_warnings
 
@@ -128,7 +130,7 @@ def test_spec_example_lab_account(example: Settings) -> None:
 
 
 def test_spec_example_comments_port_defaults(tmp_path: Path) -> None:
-    """"default: 993 for implicit, 143 for starttls/none" and the SMTP ports 465/587/25."""
+    """ "default: 993 for implicit, 143 for starttls/none" and the SMTP ports 465/587/25."""
     text = ""
     for tls in ("implicit", "starttls", "none"):
         text += f"""
@@ -174,8 +176,10 @@ def test_metrics_can_be_disabled_or_bound_anywhere(tmp_path: Path) -> None:
 
 
 def test_other_values(tmp_path: Path) -> None:
-    text = 'timezone = "America/New_York"\nlog_format = "json"\n' + MINIMAL + (
-        "poll_interval = 5\nmax_connections = 50\nwatch = []\n"
+    text = (
+        'timezone = "America/New_York"\nlog_format = "json"\n'
+        + MINIMAL
+        + ("poll_interval = 5\nmax_connections = 50\nwatch = []\n")
     )
     s = load_config(write(tmp_path, text), env={})
     assert s.timezone.key == "America/New_York" and s.log_format == "json"
@@ -192,7 +196,9 @@ def test_relative_paths_are_relative_to_the_config_file(
     (conf / "secrets").mkdir()
     (conf / "secrets" / "pw").write_text("from-file", encoding="utf-8")
     (conf / "ca.pem").write_text("-----", encoding="utf-8")
-    write(conf, """
+    write(
+        conf,
+        """
 rules = "my-rules"
 state = "../var/state.db"
 [accounts.a]
@@ -200,7 +206,8 @@ host = "h"
 username = "u@example.org"
 password_file = "secrets/pw"
 ca_file = "ca.pem"
-""")
+""",
+    )
     monkeypatch.chdir(tmp_path)  # a relative --config path, from elsewhere
     s = load_config("etc/mailrules.toml", env={})
     assert s.config_path == conf / "mailrules.toml"
@@ -228,6 +235,7 @@ def test_config_path_from_argument_env_or_default(tmp_path: Path) -> None:
 
 
 # -- secrets ---------------------------------------------------------------------------------------
+
 
 def test_password_sources(tmp_path: Path) -> None:
     (tmp_path / "pw").write_bytes(b"line1\r\n")
@@ -258,8 +266,9 @@ password_env = "D_PASS"
 def test_smtp_may_be_unauthenticated(tmp_path: Path) -> None:
     text = MINIMAL + '[accounts.a.smtp]\nhost = "relay.local"\ntls = "none"\n'
     smtp = load_config(write(tmp_path, text), env={}).accounts["a"].smtp
-    assert smtp == SmtpSettings(host="relay.local", port=25, tls="none", username=None, password=None,
-                                from_="u@example.org")
+    assert smtp == SmtpSettings(
+        host="relay.local", port=25, tls="none", username=None, password=None, from_="u@example.org"
+    )
 
 
 def test_smtp_password_without_username_uses_the_account_username(tmp_path: Path) -> None:
@@ -293,10 +302,10 @@ def _leaky_config(tmp_path: Path, extra: str = "") -> tuple[Path, dict[str, str]
 [accounts.a]
 host = "h"
 username = "u@example.org"
-password = "{LEAKY['a']}"
+password = "{LEAKY["a"]}"
 [accounts.a.smtp]
 host = "s"
-password = "{LEAKY['smtp']}"
+password = "{LEAKY["smtp"]}"
 [accounts.b]
 host = "h"
 username = "u"

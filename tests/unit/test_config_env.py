@@ -58,8 +58,11 @@ def test_docker_secret_file_variable(tmp_path: Path) -> None:
 def test_any_key_can_come_from_a_file(tmp_path: Path) -> None:
     (tmp_path / "user").write_text("robot@example.com\n", encoding="utf-8")
     (tmp_path / "port").write_text("1993\n", encoding="utf-8")
-    env = {**PW, "MAILRULES_ACCOUNTS__WORK__USERNAME_FILE": "user",  # relative to the config file
-           "MAILRULES_ACCOUNTS__WORK__PORT_FILE": str(tmp_path / "port")}
+    env = {
+        **PW,
+        "MAILRULES_ACCOUNTS__WORK__USERNAME_FILE": "user",  # relative to the config file
+        "MAILRULES_ACCOUNTS__WORK__PORT_FILE": str(tmp_path / "port"),
+    }
     work = load(tmp_path, env).accounts["Work"]
     assert (work.username, work.port) == ("robot@example.com", 1993)
 
@@ -101,8 +104,18 @@ def test_list_override(tmp_path: Path, value: str, expected: tuple[str, ...]) ->
     assert s.accounts["Work"].watch == expected
 
 
-@pytest.mark.parametrize(("word", "value"), [("true", True), ("TRUE", True), ("1", True), ("Yes", True),
-                                             ("false", False), ("0", False), ("no", False)])
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("Yes", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+    ],
+)
 def test_bool_words(tmp_path: Path, word: str, value: bool) -> None:
     s = load(tmp_path, {**PW, "MAILRULES_ACCOUNTS__WORK__CREATE_MAILBOXES": word})
     assert s.accounts["Work"].create_mailboxes is value
@@ -123,7 +136,10 @@ def test_override_creates_a_new_account(tmp_path: Path) -> None:
     assert lab.password is not None
     assert (lab.host, lab.port, lab.username, lab.password.reveal()) == ("127.0.0.1", 993, "bench", "bench")
     assert lab.smtp is not None and (lab.smtp.host, lab.smtp.from_, lab.smtp.password) == (
-        "127.0.0.1", "bench@example.org", None)
+        "127.0.0.1",
+        "bench@example.org",
+        None,
+    )
 
 
 def test_smtp_password_override(tmp_path: Path) -> None:

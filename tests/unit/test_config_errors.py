@@ -41,6 +41,7 @@ def warnings(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> li
 
 # -- TOML syntax -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -73,6 +74,7 @@ def test_unreadable_or_binary_file(tmp_path: Path) -> None:
 
 # -- the whole text: the rule errors' format --------------------------------------------------------
 
+
 def test_a_problem_shows_its_line_and_a_caret_under_the_key_or_the_value(tmp_path: Path) -> None:
     text = """\
 rule = "rules.d"
@@ -92,7 +94,9 @@ username = "u"
 """
     # Unknown keys and tables at the key, wrong values at the value (a value over several lines
     # at its first character); the environment's problems last, on one line naming the variable.
-    assert rendered(tmp_path, text, {"MAILRULES_ACCOUNTS__WORK__PORT": "imaps"}) == """\
+    assert (
+        rendered(tmp_path, text, {"MAILRULES_ACCOUNTS__WORK__PORT": "imaps"})
+        == """\
 F:1:1: error: rule: unknown key (did you mean 'rules'?)
     rule = "rules.d"
     ^^^^
@@ -109,6 +113,7 @@ F:12:2: error: accounts.other: no password: set password, password_file or passw
     [accounts.other]
      ^^^^^^^^^^^^^^
 $MAILRULES_ACCOUNTS__WORK__PORT: error: accounts.work.port: expected an integer, got 'imaps'"""
+    )
 
 
 def test_a_toml_syntax_error_shows_its_line_and_a_caret(tmp_path: Path) -> None:
@@ -150,9 +155,7 @@ smtp = { host = "s", password = "hunter3", form = "x" }
 
 def test_a_shown_line_has_its_control_characters_escaped_and_a_long_one_is_cut(tmp_path: Path) -> None:
     assert rendered(tmp_path, 'host = "a\x1b[2Jb"\n') == (
-        "F:1:10: error: invalid TOML: illegal character '\\x1b'\n"
-        '    host = "a\\x1b[2Jb"\n'
-        "             ^^^^"
+        "F:1:10: error: invalid TOML: illegal character '\\x1b'\n    host = \"a\\x1b[2Jb\"\n             ^^^^"
     )
     head, line, caret = rendered(tmp_path, "x = 1" + "0" * 5000 + "\n").splitlines()
     assert head == "F:1:5: error: invalid TOML: a number with more than 4300 digits"
@@ -161,6 +164,7 @@ def test_a_shown_line_has_its_control_characters_escaped_and_a_long_one_is_cut(t
 
 
 # -- unknown keys ----------------------------------------------------------------------------------
+
 
 def test_unknown_keys_name_the_key_and_its_line(tmp_path: Path) -> None:
     text = f"""\
@@ -197,6 +201,7 @@ def test_brief_example_message(tmp_path: Path) -> None:
 
 
 # -- types and values ------------------------------------------------------------------------------
+
 
 def test_wrong_types(tmp_path: Path) -> None:
     text = f"""\
@@ -301,6 +306,7 @@ def test_account_names_differing_only_in_case(tmp_path: Path) -> None:
 
 # -- secrets ---------------------------------------------------------------------------------------
 
+
 def test_secret_problems(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n", encoding="utf-8")
     text = """\
@@ -382,6 +388,7 @@ def test_all_problems_are_collected_in_one_error(tmp_path: Path) -> None:
 
 # -- warnings --------------------------------------------------------------------------------------
 
+
 def test_tls_none_without_allow_insecure_is_accepted_with_a_warning(tmp_path: Path) -> None:
     text = ACCOUNT + 'tls = "none"\nport = 143\n'
     s = load(tmp_path, text)
@@ -419,6 +426,7 @@ def test_missing_ca_file_and_no_accounts_warn(tmp_path: Path) -> None:
 
 
 # -- the key-line scanner --------------------------------------------------------------------------
+
 
 def test_key_lines_handles_tricky_toml() -> None:
     text = '''\

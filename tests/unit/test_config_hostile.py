@@ -158,6 +158,7 @@ def test_a_config_that_is_a_directory_exits_78(tmp_path: Path) -> None:
 
 # -- names -----------------------------------------------------------------------------------------
 
+
 def test_mailbox_names_are_checked_everywhere_with_their_key_and_line(tmp_path: Path) -> None:
     text = (
         ACCOUNT
@@ -233,8 +234,8 @@ def test_usernames_hosts_and_senders_have_no_control_characters(tmp_path: Path) 
 def test_a_password_with_a_line_break_is_refused_without_showing_it(tmp_path: Path) -> None:
     (tmp_path / "pw").write_bytes(b"s3cret\n\n")
     text = ACCOUNT.replace('password = "p"', 'password = "s3cret\\r\\nX1 DELETE INBOX"')
-    text += "[accounts.b]\nhost = \"h\"\nusername = \"u\"\npassword_file = \"pw\"\n"
-    text += "[accounts.c]\nhost = \"h\"\nusername = \"u\"\npassword_env = \"C_PASS\"\n"
+    text += '[accounts.b]\nhost = "h"\nusername = "u"\npassword_file = "pw"\n'
+    text += '[accounts.c]\nhost = "h"\nusername = "u"\npassword_env = "C_PASS"\n'
     got = errors(tmp_path, text, {"C_PASS": "s3cret\x00"})
     assert got == [
         "F:4:12: error: accounts.a.password: the password contains a carriage return (CR)",

@@ -73,9 +73,15 @@ def test_spec_example_microsoft_account(example: Settings, tmp_path: Path) -> No
     assert o.tenant == "contoso.onmicrosoft.com"
     base = "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0"
     assert (o.token_url, o.authorization_url, o.device_authorization_url) == (
-        f"{base}/token", f"{base}/authorize", f"{base}/devicecode")
-    assert o.scopes == ("https://outlook.office.com/IMAP.AccessAsUser.All",
-                        "https://outlook.office.com/SMTP.Send", "offline_access")
+        f"{base}/token",
+        f"{base}/authorize",
+        f"{base}/devicecode",
+    )
+    assert o.scopes == (
+        "https://outlook.office.com/IMAP.AccessAsUser.All",
+        "https://outlook.office.com/SMTP.Send",
+        "offline_access",
+    )
     assert o.client_secret is None and o.refresh_token is None  # a public client
     assert o.mechanism == "auto"
     assert o.token_store == tmp_path / "tokens" / "office.json"  # beside state.db
@@ -103,7 +109,9 @@ def test_spec_example_lab_account(example: Settings, tmp_path: Path) -> None:
 def test_config_command_shows_no_secret(tmp_path: Path) -> None:
     secret_file = tmp_path / "client_secret"
     secret_file.write_text(CLIENT_SECRET + "\n", encoding="utf-8")
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 [accounts.lab]
 host = "127.0.0.1"
 username = "u@example.org"
@@ -113,7 +121,8 @@ token_url = "https://auth.example.org/token"
 client_id = "app"
 client_secret_file = "client_secret"
 refresh_token_env = "RT"
-""")
+""",
+    )
     result = CliRunner(env={"RT": REFRESH}).invoke(main, ["config", "--config", str(path)])
     assert result.exit_code == 0, result.output
     assert CLIENT_SECRET not in result.output and REFRESH not in result.output
@@ -124,7 +133,9 @@ refresh_token_env = "RT"
 
 @pytest.mark.parametrize("provider", ["google", "gmail"])
 def test_google_preset(tmp_path: Path, provider: str) -> None:
-    a = load(tmp_path, f"""
+    a = load(
+        tmp_path,
+        f"""
 state = "var/state.db"
 [accounts.g]
 provider = "{provider}"
@@ -133,7 +144,8 @@ auth = "oauth2"
 [accounts.g.oauth2]
 client_id = "123.apps.googleusercontent.com"
 client_secret = "{CLIENT_SECRET}"
-""").accounts["g"]
+""",
+    ).accounts["g"]
     assert (a.host, a.port, a.tls, a.archive) == ("imap.gmail.com", 993, "implicit", "[Gmail]/All Mail")
     o = a.oauth2
     assert o is not None
@@ -148,21 +160,26 @@ client_secret = "{CLIENT_SECRET}"
 
 
 def test_outlook_takes_oauth2_with_microsofts_endpoints_and_common_tenant(tmp_path: Path) -> None:
-    a = load(tmp_path, """
+    a = load(
+        tmp_path,
+        """
 [accounts.o]
 provider = "outlook"
 username = "me@outlook.com"
 auth = "oauth2"
 [accounts.o.oauth2]
 client_id = "app"
-""").accounts["o"]
+""",
+    ).accounts["o"]
     assert a.oauth2 is not None and a.oauth2.tenant == "common"
     assert a.oauth2.token_url == "https://login.microsoftonline.com/common/oauth2/v2.0/token"
     assert "offline_access" in a.oauth2.scopes
 
 
 def test_app_passwords_keep_working_on_the_same_presets(tmp_path: Path) -> None:
-    s = load(tmp_path, """
+    s = load(
+        tmp_path,
+        """
 [accounts.g]
 provider = "google"
 username = "me@gmail.com"
@@ -171,13 +188,16 @@ password = "app-password"
 provider = "microsoft"
 username = "me@contoso.com"
 password = "pw"
-""")
+""",
+    )
     assert all(a.auth == "password" and a.oauth2 is None for a in s.accounts.values())
     assert s.accounts["g"].smtp is not None and not s.accounts["g"].smtp.oauth2
 
 
 def test_client_credentials_on_microsoft(tmp_path: Path) -> None:
-    a = load(tmp_path, """
+    a = load(
+        tmp_path,
+        """
 [accounts.app]
 provider = "microsoft"
 username = "shared@contoso.com"
@@ -187,14 +207,18 @@ client_id = "app"
 tenant = "contoso.onmicrosoft.com"
 flow = "client_credentials"
 client_secret_env = "CS"
-""", {"CS": CLIENT_SECRET}).accounts["app"]
+""",
+        {"CS": CLIENT_SECRET},
+    ).accounts["app"]
     assert a.oauth2 is not None
     assert a.oauth2.scopes == ("https://outlook.office365.com/.default",)
     assert a.oauth2.client_secret is not None and a.oauth2.client_secret.source == "$CS"
 
 
 def test_smtp_table_without_password_uses_the_token(tmp_path: Path) -> None:
-    a = load(tmp_path, """
+    a = load(
+        tmp_path,
+        """
 [accounts.lab]
 host = "127.0.0.1"
 username = "me@example.org"
@@ -217,7 +241,8 @@ host = "relay.example.org"
 username = "bot"
 password = "relay-pw"
 from = "me@example.org"
-""")
+""",
+    )
     lab, relay = a.accounts["lab"].smtp, a.accounts["relay"].smtp
     assert lab is not None and lab.oauth2 and lab.username == "me@example.org"
     assert relay is not None and not relay.oauth2 and relay.password is not None
@@ -235,35 +260,74 @@ auth = "oauth2"
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ("", ['F:5: accounts.lab.oauth2: required with auth = "oauth2": a table with at least client_id '
-              "(and token_url unless the provider gives it)"]),
-        ("[accounts.lab.oauth2]\nclient_id = \"x\"\n",
-         ["F:6: accounts.lab.oauth2.token_url: required (no provider preset gives it)"]),
-        ("[accounts.lab.oauth2]\ntoken_url = \"https://a.example/t\"\n",
-         ["F:6: accounts.lab.oauth2.client_id: required (the application (client) ID of your app "
-          "registration)"]),
-        ("[accounts.lab.oauth2]\nclient_id = \"x\"\ntoken_url = \"http://auth.example/t\"\n",
-         ["F:8: accounts.lab.oauth2.token_url: expected an https URL (http only to 127.0.0.1, ::1 or "
-          "localhost), got 'http://auth.example/t'"]),
-        (T + "flow = \"implicit\"\n",
-         ["F:9: accounts.lab.oauth2.flow: expected one of 'authorization_code', 'device_code', "
-          "'client_credentials', got 'implicit'"]),
-        (T + "mechanism = \"plain\"\n",
-         ["F:9: accounts.lab.oauth2.mechanism: expected one of 'auto', 'xoauth2', 'oauthbearer', "
-          "got 'plain'"]),
-        (T + "tenant = \"c\"\n",
-         ['F:9: accounts.lab.oauth2.tenant: only for provider "microsoft" (or "outlook")']),
-        (T + "flow = \"device_code\"\n",
-         ['F:9: accounts.lab.oauth2.device_authorization_url: required with flow = "device_code" '
-          "(no provider preset gives it)"]),
-        (T + "flow = \"client_credentials\"\n",
-         ['F:9: accounts.lab.oauth2: flow = "client_credentials" needs a client secret: set client_secret, '
-          "client_secret_file or client_secret_env"]),
-        (T + "scopes = [\"a b\"]\n",
-         ["F:9: accounts.lab.oauth2.scopes: 'a b' is not a scope (one word of printable ASCII, no quote or "
-          "backslash)"]),
-        (T + "client_scret = \"x\"\n",
-         ["F:9: accounts.lab.oauth2.client_scret: unknown key (did you mean 'client_secret'?)"]),
+        (
+            "",
+            [
+                'F:5: accounts.lab.oauth2: required with auth = "oauth2": a table with at least client_id '
+                "(and token_url unless the provider gives it)"
+            ],
+        ),
+        (
+            '[accounts.lab.oauth2]\nclient_id = "x"\n',
+            ["F:6: accounts.lab.oauth2.token_url: required (no provider preset gives it)"],
+        ),
+        (
+            '[accounts.lab.oauth2]\ntoken_url = "https://a.example/t"\n',
+            [
+                "F:6: accounts.lab.oauth2.client_id: required (the application (client) ID of your app "
+                "registration)"
+            ],
+        ),
+        (
+            '[accounts.lab.oauth2]\nclient_id = "x"\ntoken_url = "http://auth.example/t"\n',
+            [
+                "F:8: accounts.lab.oauth2.token_url: expected an https URL (http only to 127.0.0.1, ::1 or "
+                "localhost), got 'http://auth.example/t'"
+            ],
+        ),
+        (
+            T + 'flow = "implicit"\n',
+            [
+                "F:9: accounts.lab.oauth2.flow: expected one of 'authorization_code', 'device_code', "
+                "'client_credentials', got 'implicit'"
+            ],
+        ),
+        (
+            T + 'mechanism = "plain"\n',
+            [
+                "F:9: accounts.lab.oauth2.mechanism: expected one of 'auto', 'xoauth2', 'oauthbearer', "
+                "got 'plain'"
+            ],
+        ),
+        (
+            T + 'tenant = "c"\n',
+            ['F:9: accounts.lab.oauth2.tenant: only for provider "microsoft" (or "outlook")'],
+        ),
+        (
+            T + 'flow = "device_code"\n',
+            [
+                'F:9: accounts.lab.oauth2.device_authorization_url: required with flow = "device_code" '
+                "(no provider preset gives it)"
+            ],
+        ),
+        (
+            T + 'flow = "client_credentials"\n',
+            [
+                'F:9: accounts.lab.oauth2: flow = "client_credentials" needs a client secret: '
+                "set client_secret, client_secret_file or client_secret_env"
+            ],
+        ),
+        (
+            T + 'scopes = ["a b"]\n',
+            [
+                "F:9: accounts.lab.oauth2.scopes: 'a b' is not a scope "
+                "(one word of printable ASCII, no quote or backslash)"
+            ],
+        ),
+        (
+            T + 'client_scret = "x"\n',
+            ["F:9: accounts.lab.oauth2.client_scret: unknown key (did you mean 'client_secret'?)"],
+        ),
     ],
 )
 def test_oauth2_errors(tmp_path: Path, extra: str, expected: list[str]) -> None:
@@ -271,55 +335,78 @@ def test_oauth2_errors(tmp_path: Path, extra: str, expected: list[str]) -> None:
 
 
 def test_password_and_oauth2_do_not_mix(tmp_path: Path) -> None:
-    assert errors(tmp_path, LAB + 'password = "pw"\n[accounts.lab.oauth2]\nclient_id = "x"\n'
-                  'token_url = "https://a.example/t"\n') == [
-        'F:6: accounts.lab: auth = "oauth2" logs in with a token: remove the password']
+    assert errors(
+        tmp_path,
+        LAB + 'password = "pw"\n[accounts.lab.oauth2]\nclient_id = "x"\ntoken_url = "https://a.example/t"\n',
+    ) == ['F:6: accounts.lab: auth = "oauth2" logs in with a token: remove the password']
     text = '[accounts.a]\nhost = "h"\nusername = "u"\npassword = "p"\n[accounts.a.oauth2]\nclient_id = "x"\n'
     assert errors(tmp_path, text) == [
-        'F:5: accounts.a.oauth2: set auth = "oauth2" on the account to use these settings']
+        'F:5: accounts.a.oauth2: set auth = "oauth2" on the account to use these settings'
+    ]
     assert errors(tmp_path, text.replace('password = "p"', 'auth = "kerberos"')) == [
-        "F:4: accounts.a.auth: expected one of 'password', 'oauth2', got 'kerberos'"]
+        "F:4: accounts.a.auth: expected one of 'password', 'oauth2', got 'kerberos'"
+    ]
 
 
 def test_google_refuses_the_device_flow(tmp_path: Path) -> None:
-    text = ('[accounts.g]\nprovider = "google"\nusername = "me@gmail.com"\nauth = "oauth2"\n'
-            '[accounts.g.oauth2]\nclient_id = "x"\nflow = "device_code"\n')
+    text = (
+        '[accounts.g]\nprovider = "google"\nusername = "me@gmail.com"\nauth = "oauth2"\n'
+        '[accounts.g.oauth2]\nclient_id = "x"\nflow = "device_code"\n'
+    )
     [line] = errors(tmp_path, text)
     assert line.startswith("F:7: accounts.g.oauth2.flow: Google does not grant the mail scope")
 
 
 def test_client_credentials_needs_a_real_tenant(tmp_path: Path) -> None:
-    text = ('[accounts.m]\nprovider = "microsoft"\nusername = "me@contoso.com"\nauth = "oauth2"\n'
-            '[accounts.m.oauth2]\nclient_id = "x"\nflow = "client_credentials"\nclient_secret = "s"\n')
+    text = (
+        '[accounts.m]\nprovider = "microsoft"\nusername = "me@contoso.com"\nauth = "oauth2"\n'
+        '[accounts.m.oauth2]\nclient_id = "x"\nflow = "client_credentials"\nclient_secret = "s"\n'
+    )
     assert errors(tmp_path, text) == [
         "F:5: accounts.m.oauth2.tenant: the client_credentials flow needs your tenant (its domain or ID), "
-        "not 'common'"]
+        "not 'common'"
+    ]
 
 
 def test_secret_errors_never_show_the_value(tmp_path: Path) -> None:
     bad = "secret with spaces"
-    lines = errors(tmp_path, LAB + '[accounts.lab.oauth2]\nclient_id = "x"\ntoken_url = "https://a.example/t"\n'
-                   'client_secret_env = "CS"\n', {"CS": bad})
-    assert lines == ["F:9: accounts.lab.oauth2.client_secret_env: the client secret from $CS contains "
-                     "spaces or control characters"]
-    lines = errors(tmp_path, LAB + '[accounts.lab.oauth2]\nclient_id = "x"\ntoken_url = "https://a.example/t"\n',
-                   {"MAILRULES_ACCOUNTS__LAB__OAUTH2__CLIENT_SECRET": bad})
+    lines = errors(
+        tmp_path,
+        LAB + '[accounts.lab.oauth2]\nclient_id = "x"\ntoken_url = "https://a.example/t"\n'
+        'client_secret_env = "CS"\n',
+        {"CS": bad},
+    )
+    assert lines == [
+        "F:9: accounts.lab.oauth2.client_secret_env: the client secret from $CS contains "
+        "spaces or control characters"
+    ]
+    lines = errors(
+        tmp_path,
+        LAB + '[accounts.lab.oauth2]\nclient_id = "x"\ntoken_url = "https://a.example/t"\n',
+        {"MAILRULES_ACCOUNTS__LAB__OAUTH2__CLIENT_SECRET": bad},
+    )
     assert all(bad not in line for line in lines) and len(lines) == 1
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
     rt = tmp_path / "rt"
     rt.write_text(REFRESH, encoding="utf-8")
-    text = LAB + ('[accounts.lab.oauth2]\nclient_id = "x"\ntoken_url = "https://a.example/t"\n'
-                  'client_secret = "from-file"\n')
-    s = load(tmp_path, text, {
-        "MAILRULES_ACCOUNTS__LAB__OAUTH2__CLIENT_ID": "from-env",
-        "MAILRULES_ACCOUNTS__LAB__OAUTH2__CLIENT_SECRET_ENV": "CS",  # replaces the file's client_secret
-        "CS": CLIENT_SECRET,
-        "MAILRULES_ACCOUNTS__LAB__OAUTH2__REFRESH_TOKEN_FILE": str(rt),
-        "MAILRULES_ACCOUNTS__LAB__OAUTH2__SCOPES": "imap,smtp",
-        "MAILRULES_ACCOUNTS__LAB__OAUTH2__MECHANISM": "xoauth2",
-    })
+    text = LAB + (
+        '[accounts.lab.oauth2]\nclient_id = "x"\ntoken_url = "https://a.example/t"\n'
+        'client_secret = "from-file"\n'
+    )
+    s = load(
+        tmp_path,
+        text,
+        {
+            "MAILRULES_ACCOUNTS__LAB__OAUTH2__CLIENT_ID": "from-env",
+            "MAILRULES_ACCOUNTS__LAB__OAUTH2__CLIENT_SECRET_ENV": "CS",  # replaces the file's client_secret
+            "CS": CLIENT_SECRET,
+            "MAILRULES_ACCOUNTS__LAB__OAUTH2__REFRESH_TOKEN_FILE": str(rt),
+            "MAILRULES_ACCOUNTS__LAB__OAUTH2__SCOPES": "imap,smtp",
+            "MAILRULES_ACCOUNTS__LAB__OAUTH2__MECHANISM": "xoauth2",
+        },
+    )
     o = s.accounts["lab"].oauth2
     assert o is not None
     assert o.client_id == "from-env" and o.mechanism == "xoauth2" and o.scopes == ("imap", "smtp")
@@ -328,8 +415,10 @@ def test_environment_overrides(tmp_path: Path) -> None:
 
 
 def test_tls_none_warns_about_the_token(tmp_path: Path) -> None:
-    s = load(tmp_path, LAB + 'tls = "none"\n[accounts.lab.oauth2]\nclient_id = "x"\n'
-             'token_url = "https://a.example/t"\n')
+    s = load(
+        tmp_path,
+        LAB + 'tls = "none"\n[accounts.lab.oauth2]\nclient_id = "x"\ntoken_url = "https://a.example/t"\n',
+    )
     assert any("would send the token unencrypted" in w for w in s.warnings)
 
 

@@ -22,14 +22,30 @@ ACCOUNT = 'username = "me@example.org"\npassword = "pw"\n'
 @pytest.mark.parametrize(
     ("provider", "imap", "smtp", "folders"),
     [
-        ("gmail", ("imap.gmail.com", 993, "implicit"), ("smtp.gmail.com", 587, "starttls"),
-         ("[Gmail]/All Mail", "[Gmail]/Trash")),
-        ("outlook", ("outlook.office365.com", 993, "implicit"), ("smtp.office365.com", 587, "starttls"),
-         (None, None)),
-        ("yahoo", ("imap.mail.yahoo.com", 993, "implicit"), ("smtp.mail.yahoo.com", 465, "implicit"),
-         (None, None)),
-        ("fastmail", ("imap.fastmail.com", 993, "implicit"), ("smtp.fastmail.com", 465, "implicit"),
-         (None, None)),
+        (
+            "gmail",
+            ("imap.gmail.com", 993, "implicit"),
+            ("smtp.gmail.com", 587, "starttls"),
+            ("[Gmail]/All Mail", "[Gmail]/Trash"),
+        ),
+        (
+            "outlook",
+            ("outlook.office365.com", 993, "implicit"),
+            ("smtp.office365.com", 587, "starttls"),
+            (None, None),
+        ),
+        (
+            "yahoo",
+            ("imap.mail.yahoo.com", 993, "implicit"),
+            ("smtp.mail.yahoo.com", 465, "implicit"),
+            (None, None),
+        ),
+        (
+            "fastmail",
+            ("imap.fastmail.com", 993, "implicit"),
+            ("smtp.fastmail.com", 465, "implicit"),
+            (None, None),
+        ),
     ],
 )
 def test_preset_fills_imap_smtp_and_folders(
@@ -44,8 +60,14 @@ def test_preset_fills_imap_smtp_and_folders(
     assert (a.host, a.port, a.tls) == imap
     assert (a.archive, a.trash) == folders
     # no [smtp] table: the provider's server, with the account's credentials
-    assert a.smtp == SmtpSettings(host=smtp[0], port=smtp[1], tls=smtp[2],  # type: ignore[arg-type]
-                                  username="me@example.org", password=a.password, from_="me@example.org")
+    assert a.smtp == SmtpSettings(
+        host=smtp[0],
+        port=smtp[1],
+        tls=smtp[2],  # type: ignore[arg-type]
+        username="me@example.org",
+        password=a.password,
+        from_="me@example.org",
+    )
 
 
 def test_provider_name_is_case_insensitive(tmp_path: Path) -> None:
@@ -68,7 +90,12 @@ from = "me+bot@example.org"
 """
     a = load(tmp_path, text, {"SMTP_PW": "x"}).accounts["a"]
     assert (a.host, a.port, a.tls, a.archive, a.trash) == (
-        "imap.googlemail.com", 993, "implicit", "Archive", "[Gmail]/Trash")
+        "imap.googlemail.com",
+        993,
+        "implicit",
+        "Archive",
+        "[Gmail]/Trash",
+    )
     assert a.smtp is not None
     assert (a.smtp.host, a.smtp.port, a.smtp.tls) == ("smtp.gmail.com", 465, "implicit")
     assert (a.smtp.username, a.smtp.from_) == ("other@example.org", "me+bot@example.org")

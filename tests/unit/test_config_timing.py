@@ -45,7 +45,7 @@ def test_values_are_read_and_shown(tmp_path: Path) -> None:
         ("idle_renew_seconds = 1800", f"accounts.a.idle_renew_seconds: {RANGE}, got 1800"),
         ("idle_timeout_seconds = -3", f"accounts.a.idle_timeout_seconds: {RANGE}, got -3"),
         ("idle_timeout_seconds = nan", f"accounts.a.idle_timeout_seconds: {RANGE}, got nan"),
-        ("idle_timeout_seconds = \"30\"", "accounts.a.idle_timeout_seconds: expected a number, got a string"),
+        ('idle_timeout_seconds = "30"', "accounts.a.idle_timeout_seconds: expected a number, got a string"),
         ("poll_interval = 0", "accounts.a.poll_interval: must be a positive number of seconds, got 0"),
     ],
 )

@@ -37,28 +37,91 @@ DIALECTS = [
     dataclasses.replace(Dialect.named("dovecot"), name="dovecot-trusted-clock", clock_skew=0),
 ]
 # The planner's zone and the server's: far apart on purpose (UTC+14 vs UTC-12).
-ZONES = [dt.UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York"), ZoneInfo("Pacific/Kiritimati"),
-         ZoneInfo("Etc/GMT+12"), ZoneInfo("Asia/Kolkata")]
+ZONES = [
+    dt.UTC,
+    ZoneInfo("Europe/Berlin"),
+    ZoneInfo("America/New_York"),
+    ZoneInfo("Pacific/Kiritimati"),
+    ZoneInfo("Etc/GMT+12"),
+    ZoneInfo("Asia/Kolkata"),
+]
 
 # Characters whose lower() (or re.IGNORECASE) case mapping reaches ASCII (U+212A KELVIN SIGN,
 # U+0130, U+0131, U+017F) are left out: an ASCII-folding server cannot agree with the language on
 # them. That gap is documented in the planner; everything else is fair game.
-WORDS = ["bob", "Bob", "alice", "ALICE", "example.org", "Example.ORG", "invoice", "Invoice", "facture",
-         "café", "CAFÉ", "Jürgen", "日本", "語", "x(y)", 'a"b', "back\\slash", "Re:", "[SPAM]", "50%",
-         "list-one", "bulk", "Ωmega", "ωmega", " ", ""]
-ADDRS = ["bob@example.org", "Alice@Sub.Example.org", "x@y.com", "noreply@lists.example.com",
-         "jürgen@example.de", "bob(comment)@example.org", "x @ y.com", "bob+lists@example.org",
-         "Alice+Work+x@Sub.Example.org", "x+@y.com"]
+WORDS = [
+    "bob",
+    "Bob",
+    "alice",
+    "ALICE",
+    "example.org",
+    "Example.ORG",
+    "invoice",
+    "Invoice",
+    "facture",
+    "café",
+    "CAFÉ",
+    "Jürgen",
+    "日本",
+    "語",
+    "x(y)",
+    'a"b',
+    "back\\slash",
+    "Re:",
+    "[SPAM]",
+    "50%",
+    "list-one",
+    "bulk",
+    "Ωmega",
+    "ωmega",
+    " ",
+    "",
+]
+ADDRS = [
+    "bob@example.org",
+    "Alice@Sub.Example.org",
+    "x@y.com",
+    "noreply@lists.example.com",
+    "jürgen@example.de",
+    "bob(comment)@example.org",
+    "x @ y.com",
+    "bob+lists@example.org",
+    "Alice+Work+x@Sub.Example.org",
+    "x+@y.com",
+]
 DOMAINS = ["example.org", "org", "sub.example.org", "example.com", "y.com", "EXAMPLE.ORG"]
 HEADERS = ["Precedence", "X-Prio", "List-Id", "Subject", "X-Empty"]
-ADDRESS_FIELDS = ["from", "sender", "to", "cc", "bcc", "recipient", "reply-to", "envelope to",
-                  "envelope from"]
+ADDRESS_FIELDS = [
+    "from",
+    "sender",
+    "to",
+    "cc",
+    "bcc",
+    "recipient",
+    "reply-to",
+    "envelope to",
+    "envelope from",
+]
 PARTS = ["user", "detail", "localpart"]
 PART_VALUES = ["bob", "lists", "alice", "work+x", "work", "", "x", "Bob", "b", "jürgen"]
 FIELDS = [*ADDRESS_FIELDS, "subject", "list", "body", "text"]
-REGEXES = [("bob", ""), ("^re:", ""), ("ex.mple", ""), ("caf[eé]", ""), ("inv(oice)?", ""),
-           (r"\d+", ""), ("日本", ""), ("ALICE", "c"), (r"x\(y\)", ""), ("list-(one|two)", ""),
-           (r"\.pdf$", ""), ("(?i)Jürgen", ""), ("[", ""), ("b o b", "x"), ("^$", "")]
+REGEXES = [
+    ("bob", ""),
+    ("^re:", ""),
+    ("ex.mple", ""),
+    ("caf[eé]", ""),
+    ("inv(oice)?", ""),
+    (r"\d+", ""),
+    ("日本", ""),
+    ("ALICE", "c"),
+    (r"x\(y\)", ""),
+    ("list-(one|two)", ""),
+    (r"\.pdf$", ""),
+    ("(?i)Jürgen", ""),
+    ("[", ""),
+    ("b o b", "x"),
+    ("^$", ""),
+]
 FLAGS = ["\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted"]
 
 
@@ -75,40 +138,79 @@ TEXTS = st.one_of(
 )
 VALUES = st.one_of(TEXTS, st.just("x\r\nZ1 CREATE Injected"))
 DATES = st.sampled_from(
-    [dt.date(2024, 1, d) for d in range(7, 14)] + [dt.date(1970, 1, 1), dt.date(1969, 12, 31)])
+    [dt.date(2024, 1, d) for d in range(7, 14)] + [dt.date(1970, 1, 1), dt.date(1969, 12, 31)]
+)
 
 ATOMS: st.SearchStrategy[A.Condition] = st.one_of(
-    st.builds(A.StringTest, field_ref(), st.sampled_from(["contains", "is", "starts_with", "ends_with"]),
-              VALUES, st.just(S)),
+    st.builds(
+        A.StringTest,
+        field_ref(),
+        st.sampled_from(["contains", "is", "starts_with", "ends_with"]),
+        VALUES,
+        st.just(S),
+    ),
     st.builds(lambda f, r: A.RegexTest(f, A.Regex(r[0], r[1], S), S), field_ref(), st.sampled_from(REGEXES)),
-    st.builds(lambda f, d: A.DomainTest(A.FieldRef(f, None, S), d, S),
-              st.sampled_from(ADDRESS_FIELDS), st.sampled_from(DOMAINS)),
-    st.builds(lambda f, p, op, v: A.AddressPartTest(A.FieldRef(f, None, S), p, op, v, None, S),
-              st.sampled_from(ADDRESS_FIELDS), st.sampled_from(PARTS),
-              st.sampled_from(["contains", "is", "starts_with", "ends_with"]), st.sampled_from(PART_VALUES)),
-    st.builds(lambda f, p, r: A.AddressPartTest(A.FieldRef(f, None, S), p, "matches", None, A.Regex(r, "", S),
-                                                S),
-              st.sampled_from(ADDRESS_FIELDS), st.sampled_from(PARTS),
-              st.sampled_from(["^bob$", "work", "^$", r"\+", "li(st)s"])),
+    st.builds(
+        lambda f, d: A.DomainTest(A.FieldRef(f, None, S), d, S),
+        st.sampled_from(ADDRESS_FIELDS),
+        st.sampled_from(DOMAINS),
+    ),
+    st.builds(
+        lambda f, p, op, v: A.AddressPartTest(A.FieldRef(f, None, S), p, op, v, None, S),
+        st.sampled_from(ADDRESS_FIELDS),
+        st.sampled_from(PARTS),
+        st.sampled_from(["contains", "is", "starts_with", "ends_with"]),
+        st.sampled_from(PART_VALUES),
+    ),
+    st.builds(
+        lambda f, p, r: A.AddressPartTest(A.FieldRef(f, None, S), p, "matches", None, A.Regex(r, "", S), S),
+        st.sampled_from(ADDRESS_FIELDS),
+        st.sampled_from(PARTS),
+        st.sampled_from(["^bob$", "work", "^$", r"\+", "li(st)s"]),
+    ),
     st.builds(A.HeaderExists, st.sampled_from(HEADERS), st.just(S)),
-    st.builds(A.SizeTest, st.sampled_from([">", "<", ">=", "<="]),
-              st.sampled_from([0, 1, 99, 100, 101, 500, 1024, 1024 * 1024]), st.just(S)),
-    st.builds(A.AgeTest, st.booleans(), st.integers(0, 3),
-              st.sampled_from(["minutes", "hours", "days", "weeks", "months", "years"]), st.just(S)),
+    st.builds(
+        A.SizeTest,
+        st.sampled_from([">", "<", ">=", "<="]),
+        st.sampled_from([0, 1, 99, 100, 101, 500, 1024, 1024 * 1024]),
+        st.just(S),
+    ),
+    st.builds(
+        A.AgeTest,
+        st.booleans(),
+        st.integers(0, 3),
+        st.sampled_from(["minutes", "hours", "days", "weeks", "months", "years"]),
+        st.just(S),
+    ),
     st.builds(A.AgeTest, st.booleans(), st.integers(0, 4000), st.just("minutes"), st.just(S)),
-    st.builds(A.DateTest, st.sampled_from(["received", "sent"]), st.sampled_from(["before", "after", "on"]),
-              DATES, st.just(S)),
-    st.builds(A.DateTest, st.sampled_from(["received", "sent"]), st.sampled_from(["before", "after", "on"]),
-              DATES, st.just(S)),
+    st.builds(
+        A.DateTest,
+        st.sampled_from(["received", "sent"]),
+        st.sampled_from(["before", "after", "on"]),
+        DATES,
+        st.just(S),
+    ),
+    st.builds(
+        A.DateTest,
+        st.sampled_from(["received", "sent"]),
+        st.sampled_from(["before", "after", "on"]),
+        DATES,
+        st.just(S),
+    ),
     st.builds(A.FlagTest, st.sampled_from(FLAGS), st.booleans(), st.just(S)),
-    st.builds(A.KeywordTest, st.sampled_from(["$Work", "$work", "$Label", "two words", "\\Seen"]),
-              st.just(S)),
+    st.builds(
+        A.KeywordTest, st.sampled_from(["$Work", "$work", "$Label", "two words", "\\Seen"]), st.just(S)
+    ),
     st.builds(A.HasAttachment, st.just(S)),
-    st.builds(lambda op, v: A.AttachmentNameTest(op, v, None, S),
-              st.sampled_from(["contains", "is", "ends_with"]),
-              st.sampled_from(["pdf", "a.pdf", ".PDF", "é"])),
-    st.builds(lambda r: A.AttachmentNameTest("matches", None, A.Regex(r, "", S), S),
-              st.sampled_from([r"\.pdf$", "^a", "é"])),
+    st.builds(
+        lambda op, v: A.AttachmentNameTest(op, v, None, S),
+        st.sampled_from(["contains", "is", "ends_with"]),
+        st.sampled_from(["pdf", "a.pdf", ".PDF", "é"]),
+    ),
+    st.builds(
+        lambda r: A.AttachmentNameTest("matches", None, A.Regex(r, "", S), S),
+        st.sampled_from([r"\.pdf$", "^a", "é"]),
+    ),
     st.builds(A.All, st.just(S)),
 )
 
@@ -131,8 +233,11 @@ CONDITIONS = st.recursive(ATOMS, _compound, max_leaves=6)
 def _encoded(text: str, how: str) -> str:
     if how == "raw" or text.isascii():
         return text
-    return Header(text, "utf-8").encode() if how == "b" else "=?utf-8?q?" + "".join(
-        f"={b:02X}" for b in text.encode()) + "?="
+    return (
+        Header(text, "utf-8").encode()
+        if how == "b"
+        else "=?utf-8?q?" + "".join(f"={b:02X}" for b in text.encode()) + "?="
+    )
 
 
 def _address(name: str, addr: str, how: str) -> str:
@@ -143,10 +248,13 @@ def _address(name: str, addr: str, how: str) -> str:
 
 OFFSETS = [dt.timezone(dt.timedelta(minutes=m)) for m in (-720, -600, -300, -210, 0, 60, 330, 345, 780, 840)]
 ANCHORS = [NOW - dt.timedelta(minutes=m) for m in (0, 1, 2, 3, 60, 120, 1440, 2880, 10080)] + [
-    dt.datetime(2023, 12, 10, 12, 0, 30, tzinfo=dt.UTC), dt.datetime(2023, 1, 10, 12, 0, 30, tzinfo=dt.UTC)]
+    dt.datetime(2023, 12, 10, 12, 0, 30, tzinfo=dt.UTC),
+    dt.datetime(2023, 1, 10, 12, 0, 30, tzinfo=dt.UTC),
+]
 # Instants at the planner's boundaries (a second either side) and spread over the test week.
 INSTANTS = [a + dt.timedelta(seconds=s) for a in ANCHORS for s in (-1, 0, 1)] + [
-    dt.datetime(2024, 1, 6, tzinfo=dt.UTC) + dt.timedelta(minutes=227 * k) for k in range(50)]
+    dt.datetime(2024, 1, 6, tzinfo=dt.UTC) + dt.timedelta(minutes=227 * k) for k in range(50)
+]
 SIZES = [0, 1, 99, 100, 101, 1024, 1024 * 1024, 2 * 1024 * 1024]
 Pick = Callable[[Sequence[Any]], Any]
 
@@ -182,14 +290,27 @@ def build_message(pick: Pick) -> MessageView:
     if attach is None:
         lines += ["Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit", "", body]
     else:
-        lines += ['Content-Type: multipart/mixed; boundary="BB"', "", "--BB",
-                  "Content-Type: text/plain; charset=utf-8", "", body, "--BB",
-                  f'Content-Type: application/octet-stream; name="{attach}"',
-                  f'Content-Disposition: attachment; filename="{attach}"', "", "data", "--BB--"]
+        lines += [
+            'Content-Type: multipart/mixed; boundary="BB"',
+            "",
+            "--BB",
+            "Content-Type: text/plain; charset=utf-8",
+            "",
+            body,
+            "--BB",
+            f'Content-Type: application/octet-stream; name="{attach}"',
+            f'Content-Disposition: attachment; filename="{attach}"',
+            "",
+            "data",
+            "--BB--",
+        ]
     raw = "\r\n".join(lines).encode("utf-8")
     flags = {f for f in [*FLAGS, "$Work", "$label"] if pick([True, False, False])}
     return MessageView.from_bytes(
-        raw, size=pick(SIZES), internaldate=pick(INSTANTS).astimezone(pick(OFFSETS)), flags=flags,
+        raw,
+        size=pick(SIZES),
+        internaldate=pick(INSTANTS).astimezone(pick(OFFSETS)),
+        flags=flags,
         uid=pick(range(1, 51)),
     )
 

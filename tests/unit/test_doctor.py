@@ -203,8 +203,12 @@ def test_json_output() -> None:
     data = json.loads(format_json(sample()))
     assert data["ok"] is False and data["accounts"]["work"]["ok"] is False
     assert data["accounts"]["work"]["checks"][1] == {
-        "check": "login", "status": "FAIL", "result": "authentication failed", "ms": 12.25,
-        "hint": "check the password from $X", "details": {},
+        "check": "login",
+        "status": "FAIL",
+        "result": "authentication failed",
+        "ms": 12.25,
+        "hint": "check the password from $X",
+        "details": {},
     }
 
 
@@ -294,7 +298,9 @@ def test_a_portable_name_is_found_under_the_servers_name(tmp_path: Path) -> None
     rows = _mailbox_rows(tmp_path, lister, CYRUS_RULES)
     [python] = _by_name(rows, "mailbox 'Lists/python'")
     assert (python.status, python.result) == (
-        "OK", "'Lists/python' (on the server 'INBOX.Lists.python') exists (rules read it)")
+        "OK",
+        "'Lists/python' (on the server 'INBOX.Lists.python') exists (rules read it)",
+    )
     [old] = _by_name(rows, "mailbox 'Lists/old'")
     assert old.status == "OK" and "will be created when first used" in old.result
     assert [r.result for r in _by_name(rows, "mailbox names")] == [
@@ -309,14 +315,16 @@ def test_a_portable_name_is_found_under_the_servers_name(tmp_path: Path) -> None
 
 def test_a_name_the_server_lists_is_not_mapped_again(tmp_path: Path) -> None:
     # the server marks INBOX.Deleted Messages \Trash; a rule reads "INBOX.Lists" (the prefix as written)
-    lister = FakeLister(CYRUS, ["INBOX", "INBOX.Lists", "INBOX.Deleted Messages"],
-                        {"\\Trash": "INBOX.Deleted Messages"})
+    lister = FakeLister(
+        CYRUS, ["INBOX", "INBOX.Lists", "INBOX.Deleted Messages"], {"\\Trash": "INBOX.Deleted Messages"}
+    )
     rule = 'rule "l" in "INBOX.Lists" { when subject contains "x" then delete }\n'
     rows = _mailbox_rows(tmp_path, lister, rule)
     [trash] = _by_name(rows, "trash")
     assert trash.status == "OK"
     assert trash.result == (
-        "'Deleted Messages' is 'INBOX.Deleted Messages' (the server's \\Trash mailbox): exists")
+        "'Deleted Messages' is 'INBOX.Deleted Messages' (the server's \\Trash mailbox): exists"
+    )
     assert trash.details["source"] == "SPECIAL-USE"
     assert _by_name(rows, "mailbox 'INBOX.Lists'")[0].status == "OK"
 
@@ -334,18 +342,22 @@ def test_destinations_say_where_trash_and_archive_go(tmp_path: Path) -> None:
     # with create_mailboxes, the summary says where Trash will be
     rows = _mailbox_rows(tmp_path, lister, CYRUS_RULES)
     assert [r.result for r in _by_name(rows, "destinations")] == [
-        "separator '.', personal prefix 'INBOX.'; Trash will be 'INBOX.Trash' (created on first use)"]
+        "separator '.', personal prefix 'INBOX.'; Trash will be 'INBOX.Trash' (created on first use)"
+    ]
     assert {r.status for r in rows if r.check in ("trash", "archive")} == {"OK"}
 
 
 def test_names_that_cannot_exist_fail_with_where_they_are_written(tmp_path: Path) -> None:
     lister = FakeLister(CYRUS, ["INBOX"])
     account = AccountSettings("work", "h", 993, "implicit", "me", Secret("pw", "$PW"), archive="Old.Mail")
-    rows = _mailbox_rows(tmp_path, lister, 'rule "v" in "v1.2" { when subject contains "x" then archive }\n',
-                         account)
+    rows = _mailbox_rows(
+        tmp_path, lister, 'rule "v" in "v1.2" { when subject contains "x" then archive }\n', account
+    )
     failed = [r for r in _by_name(rows, "mailbox names") if r.status == "FAIL"]
     assert [r.result.split(":")[0] for r in failed] == [
-        "mailbox 'v1.2' cannot exist on this server", "mailbox 'Old.Mail' cannot exist on this server"]
+        "mailbox 'v1.2' cannot exist on this server",
+        "mailbox 'Old.Mail' cannot exist on this server",
+    ]
     assert failed[0].hint == f"written at {tmp_path / 'a.rules'}:1"
     assert failed[1].hint == "set by accounts.work.archive in the configuration"
     assert not _by_name(rows, "mailbox 'v1.2'")  # not also reported as merely missing
@@ -355,8 +367,11 @@ def test_names_that_cannot_exist_fail_with_where_they_are_written(tmp_path: Path
 
 
 def test_names_used_as_written_are_not_listed(tmp_path: Path) -> None:
-    lister = FakeLister(KNOWN_NAMESPACES["dovecot"], ["INBOX", "Lists", "Lists/python", "Trash", "Archive"],
-                        {"\\Trash": "Trash", "\\Archive": "Archive"})
+    lister = FakeLister(
+        KNOWN_NAMESPACES["dovecot"],
+        ["INBOX", "Lists", "Lists/python", "Trash", "Archive"],
+        {"\\Trash": "Trash", "\\Archive": "Archive"},
+    )
     rows = _mailbox_rows(tmp_path, lister, CYRUS_RULES)
     assert [r.result for r in _by_name(rows, "mailbox names")] == [
         "personal prefix '', separator '/', from NAMESPACE",

@@ -381,8 +381,11 @@ TAG_TEMPLATE = st.builds(
     _tag_template,
     st.lists(
         st.one_of(
-            st.text(st.characters(min_codepoint=32, max_codepoint=126).filter(lambda c: c not in "{}\\"),
-                    min_size=1, max_size=8),
+            st.text(
+                st.characters(min_codepoint=32, max_codepoint=126).filter(lambda c: c not in "{}\\"),
+                min_size=1,
+                max_size=8,
+            ),
             st.tuples(st.just("match"), st.integers(0, 12), FILTERS_),
         ),
         max_size=3,
@@ -447,7 +450,9 @@ SCHEDULES = st.one_of(
 )  # fmt: skip
 GROUP = st.builds(
     lambda name, trigger, rules: [dataclasses.replace(r, group=name, trigger=trigger) for r in rules],
-    NAME, SCHEDULES, st.lists(RULES, min_size=1, max_size=2),
+    NAME,
+    SCHEDULES,
+    st.lists(RULES, min_size=1, max_size=2),
 )
 ITEMS = st.lists(st.one_of(RULES.map(lambda r: [r]), GROUP), max_size=3).map(
     lambda items: [r for i in items for r in i]

@@ -122,8 +122,10 @@ _PART = st.one_of(
         st.integers(1, 200_000),
     ),
     st.builds(
-        lambda n: b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-        + base64.encodebytes(b"x" * n),
+        lambda n: (
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(b"x" * n)
+        ),
         st.integers(0, 2_000_000),
     ),
     st.builds(lambda n: b"Content-Type: text/plain\r\n\r\n" + b"x" * n, st.integers(0, 2_000_000)),

@@ -223,8 +223,12 @@ class GmailClient(FakeClient):
 
     def select_folder(self, name: str, readonly: bool = False) -> dict[bytes, Any]:
         self.selects.append(name)
-        return {b"UIDVALIDITY": 11 if "Trash" in name else 1, b"EXISTS": 4, b"READ-WRITE": True,
-                b"PERMANENTFLAGS": (b"\\Seen", b"\\Deleted", b"\\*")}
+        return {
+            b"UIDVALIDITY": 11 if "Trash" in name else 1,
+            b"EXISTS": 4,
+            b"READ-WRITE": True,
+            b"PERMANENTFLAGS": (b"\\Seen", b"\\Deleted", b"\\*"),
+        }
 
 
 def gmail_session(handler: Handler, caps: str = GMAIL_CAPS) -> tuple[ImapSession, FakeImap, GmailClient]:
@@ -237,8 +241,10 @@ def gmail_session(handler: Handler, caps: str = GMAIL_CAPS) -> tuple[ImapSession
 
 def test_store_label_is_the_documented_command_and_the_echo_is_read() -> None:
     def handler(tag: bytes, cmd: bytes) -> list[bytes]:
-        return [b'* 1 FETCH (X-GM-LABELS (\\Inbox \\Sent Important "Muy Importante" foo) UID 1)',
-                tag + b" OK STORE (Success)"]
+        return [
+            b'* 1 FETCH (X-GM-LABELS (\\Inbox \\Sent Important "Muy Importante" foo) UID 1)',
+            tag + b" OK STORE (Success)",
+        ]
 
     s, imap, _ = gmail_session(handler)
     echoed = gmail.store_labels(s, [1], ["foo"], True, 7000)
@@ -257,8 +263,10 @@ def test_search_by_label_and_raw_query_as_documented() -> None:
     store = ImapStore(s)
     assert store.search(K.GmLabels("foo")) == [1, 2]
     assert store.search(K.GmRaw("has:attachment in:unread")) == [123, 5992, 12344]
-    assert imap.commands == [b"T1 UID SEARCH X-GM-LABELS foo",
-                             b'T2 UID SEARCH X-GM-RAW "has:attachment in:unread"']
+    assert imap.commands == [
+        b"T1 UID SEARCH X-GM-LABELS foo",
+        b'T2 UID SEARCH X-GM-RAW "has:attachment in:unread"',
+    ]
 
 
 def test_search_with_esearch_on_gmail() -> None:
@@ -320,7 +328,8 @@ def test_special_uses_come_from_list_and_all_mail_is_the_archive() -> None:
     assert gmail.never_watched("INBOX", uses) is None
     # a German account: the names differ, the attributes do not
     assert gmail.special_uses({"\\All": "[Google Mail]/Alle Nachrichten"})["\\Archive"] == (
-        "[Google Mail]/Alle Nachrichten")
+        "[Google Mail]/Alle Nachrichten"
+    )
     assert gmail.special_uses({"\\All": "A", "\\Archive": "B"})["\\Archive"] == "B"
 
 
@@ -338,8 +347,12 @@ def test_delete_permanently_goes_through_the_trash() -> None:
         if cmd.startswith(b"LIST"):
             return [*LIST_ANSWER, tag + b" OK Success"]
         if cmd.startswith(b"UID MOVE"):
-            return [b"* OK [COPYUID 11 7:8 41:42] (Success)", b"* 1 EXPUNGE", b"* 1 EXPUNGE",
-                    tag + b" OK MOVE (Success)"]
+            return [
+                b"* OK [COPYUID 11 7:8 41:42] (Success)",
+                b"* 1 EXPUNGE",
+                b"* 1 EXPUNGE",
+                tag + b" OK MOVE (Success)",
+            ]
         return [tag + b" OK Success"]
 
     s, imap, client = gmail_session(handler)
@@ -372,19 +385,38 @@ def test_tag_with_a_system_label_is_a_label_and_system_flags_stay_flags() -> Non
     store = ImapStore(s)
     store.select("INBOX")
     store.store_flags([4], ["\\Important", "\\Seen"], True)
-    assert imap.commands == [b"T1 UID STORE 4 +X-GM-LABELS (\\Important)",
-                             b"T2 UID STORE 4 +FLAGS.SILENT (\\Seen)"]
+    assert imap.commands == [
+        b"T1 UID STORE 4 +X-GM-LABELS (\\Important)",
+        b"T2 UID STORE 4 +FLAGS.SILENT (\\Seen)",
+    ]
 
 
 # -- the engine contract under the Gmail and Microsoft dialects (fake store, naive oracle) -----------
 
 G_CONDITIONS = [
-    'tagged "$Work"', 'not tagged "$Work"', 'tagged "Done"', "older than 3 days", "newer than 10 days",
-    'list is "dev.lists.example.org"', "has attachment", "seen", 'subject contains "invoice"', "all",
+    'tagged "$Work"',
+    'not tagged "$Work"',
+    'tagged "Done"',
+    "older than 3 days",
+    "newer than 10 days",
+    'list is "dev.lists.example.org"',
+    "has attachment",
+    "seen",
+    'subject contains "invoice"',
+    "all",
 ]
 G_ACTIONS = [
-    'tag "$Work"', 'untag "$Work"', 'tag "Done"', 'tag "Clients/Acme Corp"', 'untag "Done"', "archive",
-    'move to "A"', 'copy to "Lists"', "delete", "mark read", "stop",
+    'tag "$Work"',
+    'untag "$Work"',
+    'tag "Done"',
+    'tag "Clients/Acme Corp"',
+    'untag "Done"',
+    "archive",
+    'move to "A"',
+    'copy to "Lists"',
+    "delete",
+    "mark read",
+    "stop",
 ]
 G_EXTRAS = ["", "List-Id: Dev <dev.lists.example.org>\r\n", "List-Id: <other.example.org>\r\n"]
 G_NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -406,8 +438,15 @@ def gmail_rule_sets(draw: st.DrawFn) -> str:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     gmail_rule_sets(),
-    st.lists(st.tuples(st.sampled_from(G_EXTRAS), st.sampled_from([[], ["\\Seen"], ["$Work"]]),
-                       st.sampled_from([1, 2, 5, 20, 40])), min_size=1, max_size=6),
+    st.lists(
+        st.tuples(
+            st.sampled_from(G_EXTRAS),
+            st.sampled_from([[], ["\\Seen"], ["$Work"]]),
+            st.sampled_from([1, 2, 5, 20, 40]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
     st.sampled_from(["gmail", "microsoft"]),
     st.booleans(),
 )
@@ -443,8 +482,11 @@ def test_doctor_describes_gmail() -> None:
     lines = describe_dialect(GMAIL, max_connections=8)
     assert lines[0] == "Gmail: archive removes the INBOX label; 15 connections at most, budget 8"
     assert "[Gmail]/All Mail and [Gmail]/Spam are never watched by default" in "\n".join(lines)
-    german = {"\\All": "[Google Mail]/Alle Nachrichten", "\\Junk": "[Google Mail]/Spam",
-              "\\Trash": "[Google Mail]/Papierkorb"}
+    german = {
+        "\\All": "[Google Mail]/Alle Nachrichten",
+        "\\Junk": "[Google Mail]/Spam",
+        "\\Trash": "[Google Mail]/Papierkorb",
+    }
     text = "\n".join(describe_dialect(GMAIL, max_connections=16, special_use=german))
     assert "over Gmail's limit" in text and "delete moves to [Google Mail]/Papierkorb" in text
 

@@ -25,7 +25,7 @@ def words(s: str) -> str:
         ("x <3 y", "x <3 y"),
         ("<a href='x>y'>link</a> text", "link text"),  # a quoted value may hold `>`
         ('<a title="a > b" href=x>t</a>', "t"),
-        ("<a b=c\"d>e</a>", "e"),  # a quote inside an unquoted value is a character
+        ('<a b=c"d>e</a>', "e"),  # a quote inside an unquoted value is a character
         ("<!-- hidden -->shown", "shown"),
         ("<!---->x<!-->y<!--->z", "x y z"),  # empty and abruptly closed comments
         ("<!-- a --!> b", "b"),
@@ -89,14 +89,16 @@ _OLD_TAG = re.compile(r"<[^>]*>")
 
 _WELL_FORMED = st.recursive(
     st.text(alphabet="abc xyz&;é\n", max_size=8).map(html.escape),
-    lambda inner: st.builds(
-        lambda tag, attr, body: f"<{tag}{attr}>{body}</{tag}>",
-        st.sampled_from(["p", "b", "div", "a", "td"]),
-        st.sampled_from(["", " class=x", ' href="u?a=1&amp;b=2"', " title='t'"]),
-        st.lists(inner, max_size=3).map("".join),
-    )
-    | st.builds(lambda body: f"<!-- {body} -->", st.text(alphabet="ab <>", max_size=6))
-    | st.builds(lambda body: f"<script>{body}</script>", st.text(alphabet="ab <>/", max_size=6)),
+    lambda inner: (
+        st.builds(
+            lambda tag, attr, body: f"<{tag}{attr}>{body}</{tag}>",
+            st.sampled_from(["p", "b", "div", "a", "td"]),
+            st.sampled_from(["", " class=x", ' href="u?a=1&amp;b=2"', " title='t'"]),
+            st.lists(inner, max_size=3).map("".join),
+        )
+        | st.builds(lambda body: f"<!-- {body} -->", st.text(alphabet="ab <>", max_size=6))
+        | st.builds(lambda body: f"<script>{body}</script>", st.text(alphabet="ab <>/", max_size=6))
+    ),
     max_leaves=12,
 )
 

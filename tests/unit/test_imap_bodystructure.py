@@ -15,15 +15,25 @@ def _part(ctype: bytes, sub: bytes, params: object, disp: object) -> tuple[objec
 
 
 def test_multipart_with_rfc2231_and_rfc2047_names() -> None:
-    bs = BodyData.create((
-        [
-            TEXT,
-            _part(b"application", b"pdf", (b"name", b"a.pdf"),
-                  (b"attachment", (b"filename*0*", b"utf-8''caf%C3%A9", b"filename*1", b".pdf"))),
-            _part(b"image", b"png", (b"name", b"=?UTF-8?Q?Caf=C3=A9?=.png"), (b"inline", None)),
-        ],
-        b"mixed", (b"boundary", b"XX"), None, None, None,
-    ))
+    bs = BodyData.create(
+        (
+            [
+                TEXT,
+                _part(
+                    b"application",
+                    b"pdf",
+                    (b"name", b"a.pdf"),
+                    (b"attachment", (b"filename*0*", b"utf-8''caf%C3%A9", b"filename*1", b".pdf")),
+                ),
+                _part(b"image", b"png", (b"name", b"=?UTF-8?Q?Caf=C3=A9?=.png"), (b"inline", None)),
+            ],
+            b"mixed",
+            (b"boundary", b"XX"),
+            None,
+            None,
+            None,
+        )
+    )
     assert bodystructure_attachments(bs) == [
         AttachmentInfo("café.pdf", "application/pdf", "attachment"),
         AttachmentInfo("Café.png", "image/png", "inline"),
@@ -35,12 +45,30 @@ def test_plain_text_message_has_none() -> None:
 
 
 def test_attachment_without_name_and_text_attachment() -> None:
-    text_att = (b"text", b"csv", (b"charset", b"us-ascii"), None, None, b"7bit", 5, 1, None,
-                (b"attachment", (b"filename", b"data.csv")), None, None)
-    bs = BodyData.create((
-        [TEXT, _part(b"application", b"octet-stream", None, (b"ATTACHMENT", None)), text_att],
-        b"mixed", None, None, None, None,
-    ))
+    text_att = (
+        b"text",
+        b"csv",
+        (b"charset", b"us-ascii"),
+        None,
+        None,
+        b"7bit",
+        5,
+        1,
+        None,
+        (b"attachment", (b"filename", b"data.csv")),
+        None,
+        None,
+    )
+    bs = BodyData.create(
+        (
+            [TEXT, _part(b"application", b"octet-stream", None, (b"ATTACHMENT", None)), text_att],
+            b"mixed",
+            None,
+            None,
+            None,
+            None,
+        )
+    )
     assert bodystructure_attachments(bs) == [
         AttachmentInfo(None, "application/octet-stream", "attachment"),
         AttachmentInfo("data.csv", "text/csv", "attachment"),

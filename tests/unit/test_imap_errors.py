@@ -16,11 +16,19 @@ from mailrules.imap.errors import classify, from_response, response_code
 @pytest.mark.parametrize(
     ("code", "kind"),
     [
-        ("UNAVAILABLE", "retry"), ("INUSE", "retry"), ("LIMIT", "retry"),
+        ("UNAVAILABLE", "retry"),
+        ("INUSE", "retry"),
+        ("LIMIT", "retry"),
         ("AUTHENTICATIONFAILED", "auth"),
-        ("AUTHORIZATIONFAILED", "permanent"), ("EXPIRED", "permanent"), ("PRIVACYREQUIRED", "permanent"),
-        ("CONTACTADMIN", "permanent"), ("NOPERM", "permanent"), ("OVERQUOTA", "permanent"),
-        ("NONEXISTENT", "permanent"), ("CANNOT", "permanent"), ("TRYCREATE", "permanent"),
+        ("AUTHORIZATIONFAILED", "permanent"),
+        ("EXPIRED", "permanent"),
+        ("PRIVACYREQUIRED", "permanent"),
+        ("CONTACTADMIN", "permanent"),
+        ("NOPERM", "permanent"),
+        ("OVERQUOTA", "permanent"),
+        ("NONEXISTENT", "permanent"),
+        ("CANNOT", "permanent"),
+        ("TRYCREATE", "permanent"),
     ],
 )
 def test_rfc5530_codes_on_a_no(code: str, kind: str) -> None:

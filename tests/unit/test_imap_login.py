@@ -60,8 +60,16 @@ class ScriptedServer(ScriptedLoopback):
                 conn.sendall(tag + b" BAD unexpected\r\n")
 
     def params(self, username: str, password: str) -> ConnectionParams:
-        return ConnectionParams("127.0.0.1", self.port, "none", username, password, allow_insecure=True,
-                                timeout=10, name="scripted")
+        return ConnectionParams(
+            "127.0.0.1",
+            self.port,
+            "none",
+            username,
+            password,
+            allow_insecure=True,
+            timeout=10,
+            name="scripted",
+        )
 
 
 @pytest.fixture
@@ -109,8 +117,9 @@ def test_cr_lf_nul_are_refused_before_anything_is_sent(field: str, bad: str) -> 
     user, password = ("u" + bad, "pw") if field == "username" else ("u", "pw" + bad)
     try:
         with pytest.raises(ImapError) as info:
-            ImapSession.connect(ConnectionParams("127.0.0.1", port, "none", user, password,
-                                                 allow_insecure=True))  # no name: not the username either
+            ImapSession.connect(
+                ConnectionParams("127.0.0.1", port, "none", user, password, allow_insecure=True)
+            )  # no name: not the username either
         with pytest.raises(TimeoutError):
             listener.accept()  # not even a connection was made
     finally:
@@ -121,8 +130,10 @@ def test_cr_lf_nul_are_refused_before_anything_is_sent(field: str, bad: str) -> 
 
 
 def test_a_refused_login_is_auth_and_never_shows_the_password() -> None:
-    with (ScriptedServer(login_answer="NO [AUTHENTICATIONFAILED] Authentication failed.") as server,
-          pytest.raises(ImapError) as info):
+    with (
+        ScriptedServer(login_answer="NO [AUTHENTICATIONFAILED] Authentication failed.") as server,
+        pytest.raises(ImapError) as info,
+    ):
         ImapSession.connect(server.params("alice", "hunter2"))
     assert info.value.kind == "auth"
     assert info.value.code == "AUTHENTICATIONFAILED"

@@ -18,35 +18,85 @@ ALT_DOT = Namespaces.from_response([("", ".")], ([("Other Users.", ".")], [("Sha
 ALT_SLASH = Namespaces.from_response([("", "/")], ([("Other Users/", "/")], [("Shared Folders/", "/")]))
 PYMAP = Namespaces.from_list_root("/")  # no NAMESPACE: LIST "" "" gives "/"
 FLAT = Namespaces.from_list_root(None)
-ALL = {"dovecot": DOVECOT, "std-dot": STD_DOT, "std-slash": STD_SLASH, "alt-dot": ALT_DOT,
-       "alt-slash": ALT_SLASH, "pymap": PYMAP}
+ALL = {
+    "dovecot": DOVECOT,
+    "std-dot": STD_DOT,
+    "std-slash": STD_SLASH,
+    "alt-dot": ALT_DOT,
+    "alt-slash": ALT_SLASH,
+    "pymap": PYMAP,
+}
 
 # portable name -> server name on each (None: refused)
 MAPPING: dict[str, dict[str, str | None]] = {
-    "Lists/python": {"dovecot": "Lists/python", "std-dot": "INBOX.Lists.python",
-                     "std-slash": "INBOX/Lists/python", "alt-dot": "Lists.python",
-                     "alt-slash": "Lists/python", "pymap": "Lists/python"},
-    "Trash": {"dovecot": "Trash", "std-dot": "INBOX.Trash", "std-slash": "INBOX/Trash",
-              "alt-dot": "Trash", "alt-slash": "Trash", "pymap": "Trash"},
+    "Lists/python": {
+        "dovecot": "Lists/python",
+        "std-dot": "INBOX.Lists.python",
+        "std-slash": "INBOX/Lists/python",
+        "alt-dot": "Lists.python",
+        "alt-slash": "Lists/python",
+        "pymap": "Lists/python",
+    },
+    "Trash": {
+        "dovecot": "Trash",
+        "std-dot": "INBOX.Trash",
+        "std-slash": "INBOX/Trash",
+        "alt-dot": "Trash",
+        "alt-slash": "Trash",
+        "pymap": "Trash",
+    },
     "INBOX": {k: "INBOX" for k in ALL},
     "inbox": {k: "INBOX" for k in ALL},
-    "INBOX/Sub": {"dovecot": "INBOX/Sub", "std-dot": "INBOX.Sub", "std-slash": "INBOX/Sub",
-                  "alt-dot": "INBOX.Sub", "alt-slash": "INBOX/Sub", "pymap": "INBOX/Sub"},
-    "Inbox/Sub": {"dovecot": "INBOX/Sub", "std-dot": "INBOX.Sub", "std-slash": "INBOX/Sub",
-                  "alt-dot": "INBOX.Sub", "alt-slash": "INBOX/Sub", "pymap": "INBOX/Sub"},
+    "INBOX/Sub": {
+        "dovecot": "INBOX/Sub",
+        "std-dot": "INBOX.Sub",
+        "std-slash": "INBOX/Sub",
+        "alt-dot": "INBOX.Sub",
+        "alt-slash": "INBOX/Sub",
+        "pymap": "INBOX/Sub",
+    },
+    "Inbox/Sub": {
+        "dovecot": "INBOX/Sub",
+        "std-dot": "INBOX.Sub",
+        "std-slash": "INBOX/Sub",
+        "alt-dot": "INBOX.Sub",
+        "alt-slash": "INBOX/Sub",
+        "pymap": "INBOX/Sub",
+    },
     # the server's own form, prefix included: taken as is
-    "INBOX.Lists.python": {"dovecot": "INBOX.Lists.python", "std-dot": "INBOX.Lists.python",
-                           "std-slash": "INBOX/INBOX.Lists.python", "alt-dot": None,
-                           "alt-slash": "INBOX.Lists.python", "pymap": "INBOX.Lists.python"},
-    "v1.2": {"dovecot": "v1.2", "std-dot": None, "std-slash": "INBOX/v1.2", "alt-dot": None,
-             "alt-slash": "v1.2", "pymap": "v1.2"},
+    "INBOX.Lists.python": {
+        "dovecot": "INBOX.Lists.python",
+        "std-dot": "INBOX.Lists.python",
+        "std-slash": "INBOX/INBOX.Lists.python",
+        "alt-dot": None,
+        "alt-slash": "INBOX.Lists.python",
+        "pymap": "INBOX.Lists.python",
+    },
+    "v1.2": {
+        "dovecot": "v1.2",
+        "std-dot": None,
+        "std-slash": "INBOX/v1.2",
+        "alt-dot": None,
+        "alt-slash": "v1.2",
+        "pymap": "v1.2",
+    },
     # another namespace's prefix: as is
-    "user.bob.Shared": {"dovecot": "user.bob.Shared", "std-dot": "user.bob.Shared",
-                        "std-slash": "INBOX/user.bob.Shared", "alt-dot": None,
-                        "alt-slash": "user.bob.Shared", "pymap": "user.bob.Shared"},
-    "Shared Folders.team": {"dovecot": "Shared Folders.team", "std-dot": None,
-                            "std-slash": "INBOX/Shared Folders.team", "alt-dot": "Shared Folders.team",
-                            "alt-slash": "Shared Folders.team", "pymap": "Shared Folders.team"},
+    "user.bob.Shared": {
+        "dovecot": "user.bob.Shared",
+        "std-dot": "user.bob.Shared",
+        "std-slash": "INBOX/user.bob.Shared",
+        "alt-dot": None,
+        "alt-slash": "user.bob.Shared",
+        "pymap": "user.bob.Shared",
+    },
+    "Shared Folders.team": {
+        "dovecot": "Shared Folders.team",
+        "std-dot": None,
+        "std-slash": "INBOX/Shared Folders.team",
+        "alt-dot": "Shared Folders.team",
+        "alt-slash": "Shared Folders.team",
+        "pymap": "Shared Folders.team",
+    },
     "Lists//python": {k: None for k in ALL},
     "Lists/": {k: None for k in ALL},
 }
@@ -163,9 +213,11 @@ def test_destinations_resolve_in_order_configured_special_use_default() -> None:
     from mailrules.imap.commands import MailboxInfo
     from mailrules.imap.destinations import listed, resolve
 
-    listing = [MailboxInfo(ServerName("INBOX"), ".", frozenset()),
-               MailboxInfo(ServerName("INBOX.Deleted"), ".", frozenset({"\\Trash"})),
-               MailboxInfo(ServerName("INBOX.Lists"), ".", frozenset({"\\Noselect"}))]
+    listing = [
+        MailboxInfo(ServerName("INBOX"), ".", frozenset()),
+        MailboxInfo(ServerName("INBOX.Deleted"), ".", frozenset({"\\Trash"})),
+        MailboxInfo(ServerName("INBOX.Lists"), ".", frozenset({"\\Noselect"})),
+    ]
     special = {"\\Trash": "INBOX.Deleted"}
     assert listed("inbox", listing, STD_DOT) and listed("Deleted", listing, STD_DOT)
     assert not listed("Lists", listing, STD_DOT) and not listed("v1.2", listing, STD_DOT)
@@ -190,6 +242,6 @@ def test_configuration_refuses_an_empty_level_at_load() -> None:
     assert mailbox_problem("Lists/python") is None and mailbox_problem("INBOX.Lists") is None
     for bad in ("Lists//python", "/Lists", "Lists/"):
         assert mailbox_problem(bad) == (
-            f"mailbox name {bad!r} has an empty level (\"/\" separates levels: no leading, trailing or "
-            "doubled \"/\")"
+            f'mailbox name {bad!r} has an empty level ("/" separates levels: no leading, trailing or '
+            'doubled "/")'
         )

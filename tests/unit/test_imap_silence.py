@@ -57,8 +57,9 @@ class SilentServer(ScriptedLoopback):
         super().close()
 
     def params(self) -> ConnectionParams:
-        return ConnectionParams("127.0.0.1", self.port, "none", "u", "p", allow_insecure=True,
-                                timeout=0.5, name="quiet")
+        return ConnectionParams(
+            "127.0.0.1", self.port, "none", "u", "p", allow_insecure=True, timeout=0.5, name="quiet"
+        )
 
 
 @pytest.fixture

@@ -49,12 +49,12 @@ class FakeImap:
                 take = self._buf[: self._literal_left]
                 self._command += take
                 self._literal_left -= len(take)
-                self._buf = self._buf[len(take):]
+                self._buf = self._buf[len(take) :]
                 continue
             end = self._buf.find(b"\r\n")
             if end < 0:
                 return
-            line, self._buf = self._buf[:end], self._buf[end + 2:]
+            line, self._buf = self._buf[:end], self._buf[end + 2 :]
             m = re.search(rb"\{(\d+)(\+?)\}$", line)
             self._command += line
             if m:

@@ -66,7 +66,7 @@ def test_parts_of_an_address(addr: str, localpart: str, user: str, detail: str |
         ('to detail is "example"', False),
         ('cc detail is ""', True),  # team+@: an empty detail
         ('to detail starts with "sh"', True),
-        ('recipient detail matches /^(shop|receipts)$/', True),
+        ("recipient detail matches /^(shop|receipts)$/", True),
         ("to localpart matches /^ADA\\+/", True),
         ("to localpart matches /^ADA\\+/c", False),  # parts are compared lower-cased
         ('sender user is "orders"', False),  # no Sender header
@@ -105,8 +105,11 @@ def test_captures_of_a_part_feed_templates() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('subject user is "x"', "'user' needs an address field (bcc, cc, envelope from, envelope to, from, "
-                                "recipient, reply-to, sender, to), not subject"),
+        (
+            'subject user is "x"',
+            "'user' needs an address field (bcc, cc, envelope from, envelope to, from, "
+            "recipient, reply-to, sender, to), not subject",
+        ),
         ('header "X-To" detail is "x"', "'detail' needs an address field"),
         ('envelope cc is "x"', "expected 'to' or 'from' after 'envelope', got 'cc'"),
         ('from usr is "x"', "unexpected 'usr'; expected an operator"),

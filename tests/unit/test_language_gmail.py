@@ -100,7 +100,9 @@ def test_a_gmail_rule_names_its_accounts() -> None:
         ('category is "social" or header "X-Spam" exists', 'header "X-Spam" exists'),
     ],
 )
-def test_gmail_tests_sit_where_the_server_answers_the_whole_branch(condition: str, problem: str | None) -> None:
+def test_gmail_tests_sit_where_the_server_answers_the_whole_branch(
+    condition: str, problem: str | None
+) -> None:
     found = checked(f'rule "r" for account "g" {{ when {condition} then archive }}')
     if problem is None:
         assert found == []
@@ -130,7 +132,7 @@ def test_gmail_plans_are_exact(text: str, search: str) -> None:
 def test_elsewhere_the_rule_is_refused_with_the_reason() -> None:
     c = cond('subject contains "x" and category is "social"')
     assert server_refusal(c, GMAIL) is None
-    why = "category is \"social\" needs Gmail's search (X-GM-RAW), which this server (dovecot) does not offer (no X-GM-EXT-1)"
+    why = 'category is "social" needs Gmail\'s search (X-GM-RAW), which this server (dovecot) does not offer (no X-GM-EXT-1)'
     assert server_refusal(c, DOVECOT) == why
     with pytest.raises(ServerOnlyError, match=r"g\.rules:1: category is"):
         plan_condition(c, DOVECOT, NOW, dt.UTC)
@@ -223,7 +225,9 @@ def test_test_blocks(tmp_path: Path) -> None:
 # -- the engine ----------------------------------------------------------------------------------------
 
 
-def test_the_engine_refuses_the_rule_on_another_server_and_runs_the_others(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_engine_refuses_the_rule_on_another_server_and_runs_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     server = FakeServer()
     server.append("INBOX", b"From: a@example.com\r\nSubject: hello\r\nMessage-ID: <1@t>\r\n\r\nbody\r\n")
     rules = rules_of(
@@ -235,10 +239,14 @@ def test_the_engine_refuses_the_rule_on_another_server_and_runs_the_others(caplo
         store, AccountContext("acct", sender=RecordingSender()), "INBOX", rules
     )
     assert [(r.rule, dict(r.outcomes)) for r in report.rules] == [
-        ("promos", {"rule failed": 1}), ("hello", {"flag ok": 1}),
+        ("promos", {"rule failed": 1}),
+        ("hello", {"flag ok": 1}),
     ]
     assert report.failed == 1
-    assert "g.rules:1: rule \"promos\": not run in acct/INBOX: category is \"promotions\" needs Gmail's search" in caplog.text
+    assert (
+        'g.rules:1: rule "promos": not run in acct/INBOX: category is "promotions" needs Gmail\'s search'
+        in caplog.text
+    )
     assert [m.flags for m in server.mailbox("INBOX").messages.values()] == [{"\\Flagged"}]
 
 
@@ -263,7 +271,7 @@ def test_on_gmail_the_server_answers(arrival: bool) -> None:
     )
     flags = [m.flags for m in server.mailbox("INBOX").messages.values()]
     assert flags == [set(), {"\\Seen"}]
-    assert 'SEARCH' in store.commands
+    assert "SEARCH" in store.commands
 
 
 def test_the_documented_gmail_command_goes_out() -> None:
@@ -271,9 +279,11 @@ def test_the_documented_gmail_command_goes_out() -> None:
         return [b"* SEARCH 3 7", tag + b" OK SEARCH (Success)"]
 
     s, imap, _ = gmail_session(handler, "IMAP4rev1 X-GM-EXT-1")
-    plan = plan_condition(cond('category is "promotions" and gmail search "older_than:1y"'), GMAIL, NOW, dt.UTC)
+    plan = plan_condition(
+        cond('category is "promotions" and gmail search "older_than:1y"'), GMAIL, NOW, dt.UTC
+    )
     assert ImapStore(s).search(plan.server) == [3, 7]
-    assert imap.commands == [b'T1 UID SEARCH X-GM-RAW category:promotions X-GM-RAW older_than:1y']
+    assert imap.commands == [b"T1 UID SEARCH X-GM-RAW category:promotions X-GM-RAW older_than:1y"]
     assert plan.server == K.and_(K.GmRaw("category:promotions"), K.GmRaw("older_than:1y"))
 
 
@@ -282,8 +292,10 @@ def test_the_documented_gmail_command_goes_out() -> None:
 
 def test_mark_important_spelling() -> None:
     (rule,) = rules_of('rule "r" { then mark important, mark NOT Important }')
-    assert rule.actions == (A.SetFlag("\\Important", True, rule.actions[0].span),
-                            A.SetFlag("\\Important", False, rule.actions[1].span))
+    assert rule.actions == (
+        A.SetFlag("\\Important", True, rule.actions[0].span),
+        A.SetFlag("\\Important", False, rule.actions[1].span),
+    )
     assert [unparse.action(a) for a in rule.actions] == ["mark important", "mark not important"]
     _, diags = parse_text('rule "r" { then mark not read }', "g.rules")
     assert [d.message for d in diags] == ["unexpected 'read'; expected 'important'"]
@@ -329,7 +341,9 @@ def test_tagged_reads_system_and_non_ascii_labels_on_gmail() -> None:
 def test_importance_and_system_labels_in_the_engine(dialect: str) -> None:
     server = FakeServer()
     server.append("INBOX", b"From: boss@example.com\r\nSubject: a\r\nMessage-ID: <1@t>\r\n\r\nbody\r\n")
-    server.append("INBOX", b"From: x@example.com\r\nSubject: b\r\nMessage-ID: <2@t>\r\n\r\nbody\r\n", ["$Important"])
+    server.append(
+        "INBOX", b"From: x@example.com\r\nSubject: b\r\nMessage-ID: <2@t>\r\n\r\nbody\r\n", ["$Important"]
+    )
     rules = rules_of(
         'rule "boss" { when from is "boss@example.com" then mark important, tag "\\\\Starred" }\n'
         'rule "others" { when not from is "boss@example.com" then mark not important }\n'
@@ -345,10 +359,14 @@ def test_importance_and_system_labels_in_the_engine(dialect: str) -> None:
         assert outcomes["boss"] == {"mark important ok": 1, "tag ok": 1}
     else:  # RFC 8457's keyword; a Gmail system label fails with the reason
         assert boss.flags == {"$Important"} and other.flags == set()
-        assert outcomes == {"boss": {"mark important ok": 1, "tag failed": 1}, "others": {"mark not important ok": 1}}
+        assert outcomes == {
+            "boss": {"mark important ok": 1, "tag failed": 1},
+            "others": {"mark not important ok": 1},
+        }
     view = MessageView.from_bytes(b"From: boss@example.com\r\nSubject: a\r\n\r\nbody\r\n")
-    planned = evaluate_message(rules, view, account=None, mailbox="INBOX",
-                               ctx=EvalContext(NOW, dt.UTC, labels=dialect == "gmail"))
+    planned = evaluate_message(
+        rules, view, account=None, mailbox="INBOX", ctx=EvalContext(NOW, dt.UTC, labels=dialect == "gmail")
+    )
     errors = [p.error for p in planned]
     assert errors[0] is None and (errors[1] is None) == (dialect == "gmail")
 
@@ -358,11 +376,28 @@ def test_importance_is_undone_with_the_flag_the_run_set() -> None:
 
     from mailrules.state import JournalEntry, plan_undo
 
-    base = JournalEntry(run_id="r", rule="boss", rule_span="g.rules:1", account="g", mailbox="INBOX",
-                        uidvalidity=7, uid=1, message_id="<1@t>", action="mark important",
-                        detail="\\Important", destination=None, new_uidvalidity=None, new_uid=None,
-                        outcome="ok", error=None, at=NOW)
+    base = JournalEntry(
+        run_id="r",
+        rule="boss",
+        rule_span="g.rules:1",
+        account="g",
+        mailbox="INBOX",
+        uidvalidity=7,
+        uid=1,
+        message_id="<1@t>",
+        action="mark important",
+        detail="\\Important",
+        destination=None,
+        new_uidvalidity=None,
+        new_uid=None,
+        outcome="ok",
+        error=None,
+        at=NOW,
+    )
     entries = [base, dataclasses.replace(base, uid=2, action="mark not important", detail="$Important")]
     plan = plan_undo("r", entries)
-    assert [(f.where.uid, f.flag, f.add) for f in plan.flags] == [(2, "$Important", True), (1, "\\Important", False)]
+    assert [(f.where.uid, f.flag, f.add) for f in plan.flags] == [
+        (2, "$Important", True),
+        (1, "\\Important", False),
+    ]
     assert plan.refused == ()

@@ -100,8 +100,9 @@ def test_the_checker_reads_tag_templates() -> None:
 
 def render(text: str, raw: bytes, labels: bool = False) -> str:
     (rule,) = rules_of(text)
-    planned = evaluate_message((rule,), MessageView.from_bytes(raw), account=None, mailbox="INBOX",
-                               ctx=GMAIL_CTX if labels else CTX)
+    planned = evaluate_message(
+        (rule,), MessageView.from_bytes(raw), account=None, mailbox="INBOX", ctx=GMAIL_CTX if labels else CTX
+    )
     assert planned and planned[0].error is None, planned
     assert planned[0].destination is not None
     return planned[0].destination
@@ -129,15 +130,17 @@ def test_rendering(action: str, subject: str, labels: bool, expected: str) -> No
 
 def test_a_tag_that_is_no_keyword_fails_for_that_message() -> None:
     (rule,) = rules_of('rule "r" { when subject matches /^\\[(.*)\\]/ then tag "{match.1}" }')
-    planned = evaluate_message((rule,), MessageView.from_bytes(msg("[Réunion] x")), account=None,
-                               mailbox="INBOX", ctx=CTX)
+    planned = evaluate_message(
+        (rule,), MessageView.from_bytes(msg("[Réunion] x")), account=None, mailbox="INBOX", ctx=CTX
+    )
     assert planned[0].error == (
         "t.rules:1: rule \"r\": tag '{match.1}' gives 'Réunion': keyword 'Réunion' contains 'é', which an "
         "IMAP keyword cannot contain; only Gmail takes it, as a label"
     )
     bare = MessageView.from_bytes(msg(list_id=None))
-    no_list = evaluate_message(rules_of('rule "r" { then tag "l/{list}" }'), bare, account=None,
-                               mailbox="INBOX", ctx=CTX)
+    no_list = evaluate_message(
+        rules_of('rule "r" { then tag "l/{list}" }'), bare, account=None, mailbox="INBOX", ctx=CTX
+    )
     assert no_list[0].error is not None
     assert no_list[0].error.endswith("{list}: the message has no List-Id header")
 
@@ -180,8 +183,10 @@ def test_the_engine_tags_each_message_with_its_rendered_name(dialect: str) -> No
     gmail = dialect == "gmail"
     oracle(twin, rules, account, ["INBOX"], EvalContext(NOW, dt.UTC, labels=gmail), gmail=gmail)
     assert server.state() == twin.state()
-    flags = {m.raw.split(b"Subject: ")[1].split(b"\r\n")[0]: m.flags | m.labels
-             for m in server.mailbox("INBOX").messages.values()}
+    flags = {
+        m.raw.split(b"Subject: ")[1].split(b"\r\n")[0]: m.flags | m.labels
+        for m in server.mailbox("INBOX").messages.values()
+    }
     assert flags[b"[Alpha] one"] == {"topic/alpha", "\\Flagged"}
     assert flags[b"[alpha] two"] == {"topic/alpha", "\\Flagged"}
     assert flags[b"no brackets"] == set()

@@ -46,11 +46,16 @@ def test_spelling_and_errors() -> None:
         'thread tagged "killed" and not tagged "killed"'
     )
     _, diags = parse_text('rule "r" { when thread tagged "\\\\Seen" then flag }', "t.rules")
-    assert [d.message for d in diags] == ["'\\\\Seen' is a system flag; use seen, flagged, answered, draft or deleted"]
+    assert [d.message for d in diags] == [
+        "'\\\\Seen' is a system flag; use seen, flagged, answered, draft or deleted"
+    ]
     rf, diags = parse_text('rule "r" { when thread tagged "x" or subject contains "y" then flag }', "t.rules")
     assert rf is not None and not diags
     (problem,) = check_rule_set(A.RuleSet((rf,)))
-    assert 'thread tagged "x" is answered by the server alone, so it cannot be combined under `or` or `not` with subject contains "y"' in problem.message
+    assert (
+        'thread tagged "x" is answered by the server alone, so it cannot be combined under `or` or `not` with subject contains "y"'
+        in problem.message
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,7 +85,9 @@ def test_refused_where_the_server_tells_no_threads() -> None:
 
 
 def test_expand_puts_the_threads_uids_in_place() -> None:
-    key = K.and_(K.ThreadKeyword("a"), K.Not(K.ThreadKeyword("a")), K.or_(K.Flag("SEEN"), K.ThreadKeyword("b")))
+    key = K.and_(
+        K.ThreadKeyword("a"), K.Not(K.ThreadKeyword("a")), K.or_(K.Flag("SEEN"), K.ThreadKeyword("b"))
+    )
     asked: list[str] = []
 
     def members(k: str) -> frozenset[int]:
@@ -107,7 +114,10 @@ def test_reference_threads() -> None:
 
 def test_threads_of_the_thread_answer() -> None:
     # RFC 5256 §4's example: (2)(3 6 (4 23)(44 7 96)), as imapclient nests it
-    assert threads_of([(2,), (3, 6, (4, 23), (44, 7, 96))]) == [frozenset({2}), frozenset({3, 6, 4, 23, 44, 7, 96})]
+    assert threads_of([(2,), (3, 6, (4, 23), (44, 7, 96))]) == [
+        frozenset({2}),
+        frozenset({3, 6, 4, 23, 44, 7, 96}),
+    ]
 
 
 def msg(mid: str, subject: str, refs: str = "") -> bytes:
@@ -127,8 +137,12 @@ def test_the_whole_thread_is_archived_once_one_message_is_killed(dialect: str) -
         'rule "archive killed threads" { when thread tagged "killed" then archive }\n'
     )
     store = FakeStore(server, Dialect.named(dialect), NOW)
-    report = Engine(RunOptions(NOW, dt.UTC, "run1")).process(store, AccountContext("acct", sender=RecordingSender()), "INBOX", rules)
-    assert [m.raw.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.mailbox("INBOX").messages.values()] == [b"other"]
+    report = Engine(RunOptions(NOW, dt.UTC, "run1")).process(
+        store, AccountContext("acct", sender=RecordingSender()), "INBOX", rules
+    )
+    assert [
+        m.raw.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.mailbox("INBOX").messages.values()
+    ] == [b"other"]
     assert len(server.mailbox("Archive").messages) == 3
     assert report.rules[1].matched == 3 and "THREAD" in store.commands
 

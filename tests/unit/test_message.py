@@ -236,8 +236,28 @@ def test_message_id_fast_path_agrees_with_the_parser() -> None:
         assert MessageView.from_bytes(raw).message_id == parsed(raw), raw
 
     @settings(max_examples=300, deadline=None)
-    @given(st.lists(st.sampled_from([b"Message-ID:", b" <x@y>", b"\r\n", b"\n", b" ", b"\t", b"Subject: s",
-                                     b"=?", b"\x00", b"\xff", b":", b"<", b"a"]), max_size=20))
+    @given(
+        st.lists(
+            st.sampled_from(
+                [
+                    b"Message-ID:",
+                    b" <x@y>",
+                    b"\r\n",
+                    b"\n",
+                    b" ",
+                    b"\t",
+                    b"Subject: s",
+                    b"=?",
+                    b"\x00",
+                    b"\xff",
+                    b":",
+                    b"<",
+                    b"a",
+                ]
+            ),
+            max_size=20,
+        )
+    )
     def agree(parts: list[bytes]) -> None:
         raw = b"".join(parts)
         assert MessageView.from_bytes(raw).message_id == parsed(raw)

@@ -181,7 +181,9 @@ def test_moves_on_exchange_go_in_batches_each_with_a_longer_timeout() -> None:
     ImapStore(s)  # sets the session's pacing from the dialect
     mapping = s.move(range(1, 1201), "Big Folder")
     assert [c for c, _ in seen] == [
-        b'UID MOVE 1:500 "Big Folder"', b'UID MOVE 501:1000 "Big Folder"', b'UID MOVE 1001:1200 "Big Folder"',
+        b'UID MOVE 1:500 "Big Folder"',
+        b'UID MOVE 501:1000 "Big Folder"',
+        b'UID MOVE 1001:1200 "Big Folder"',
     ]
     assert [t for _, t in seen] == [325.0, 325.0, 310.0]  # 300 s + 50 ms a message, during each command
     assert sock.timeout == 30.0  # and back afterwards
@@ -221,7 +223,8 @@ def test_doctor_describes_microsoft_and_what_it_lacks() -> None:
 
 def test_doctor_on_other_servers() -> None:
     assert describe_dialect(Dialect.named("dovecot"), max_connections=5) == [
-        "IMAP server (dovecot), budget 5 connections: it has every extension mailrules uses"]
+        "IMAP server (dovecot), budget 5 connections: it has every extension mailrules uses"
+    ]
     lines = describe_dialect(Dialect.named("rfc3501"))
     assert lines[0] == "IMAP server (rfc3501): it lacks what follows"
     assert any(line.startswith("no UIDPLUS: `delete permanently` is refused") for line in lines)

@@ -46,7 +46,8 @@ def server() -> Iterator[OAuthTestServer]:
 
 def settings(tmp_path: Path, server: OAuthTestServer, env: dict[str, str] | None = None) -> AccountSettings:
     path = tmp_path / "mailrules.toml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 [accounts.lab]
 host = "127.0.0.1"
 username = "{USER}"
@@ -56,7 +57,9 @@ token_url = "{server.token_url}"
 client_id = "mailrules-test"
 scopes = ["imap"]
 refresh_token_env = "RT"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return load_config(path, env=env or {"RT": server.grant(USER)["refresh_token"]}).accounts["lab"]
 
 

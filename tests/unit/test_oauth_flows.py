@@ -54,8 +54,11 @@ def server(fake_time: FakeTime) -> Iterator[OAuthTestServer]:
 
 def client_for(server: OAuthTestServer, authorize_params: tuple[tuple[str, str], ...] = ()) -> TokenClient:
     settings = ClientSettings(
-        server.token_url, DEFAULT_CLIENT, scopes=("imap", "offline_access"),
-        authorization_url=server.authorization_url, device_authorization_url=server.device_url,
+        server.token_url,
+        DEFAULT_CLIENT,
+        scopes=("imap", "offline_access"),
+        authorization_url=server.authorization_url,
+        device_authorization_url=server.device_url,
         authorize_params=authorize_params,
     )
     return TokenClient(settings)
@@ -71,8 +74,9 @@ def browser(url: str) -> None:
 # -- authorization code + PKCE ----------------------------------------------------------------------
 
 
-def test_authorization_code_with_pkce_and_a_loopback_redirect(server: OAuthTestServer,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_authorization_code_with_pkce_and_a_loopback_redirect(
+    server: OAuthTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     shown: list[str] = []
 
@@ -198,8 +202,9 @@ def test_an_unapproved_device_code_expires(server: OAuthTestServer, fake_time: F
 
 def test_a_denied_device_code_is_an_error(server: OAuthTestServer, fake_time: FakeTime) -> None:
     with pytest.raises(OAuthError, match="denied") as info:
-        login_device_code(client_for(server), lambda d: server.deny(d.user_code), sleep=fake_time.sleep,
-                          clock=fake_time)
+        login_device_code(
+            client_for(server), lambda d: server.deny(d.user_code), sleep=fake_time.sleep, clock=fake_time
+        )
     assert info.value.error == "access_denied"
 
 
@@ -218,8 +223,12 @@ def test_device_polls_survive_a_few_network_failures(server: OAuthTestServer, fa
 
 def test_client_credentials(server: OAuthTestServer) -> None:
     server.add_client("daemon-app", "app-secret-value", app_user="shared@example.org")
-    settings = ClientSettings(server.token_url, "daemon-app", Secret("app-secret-value"),
-                              scopes=("https://outlook.office365.com/.default",))
+    settings = ClientSettings(
+        server.token_url,
+        "daemon-app",
+        Secret("app-secret-value"),
+        scopes=("https://outlook.office365.com/.default",),
+    )
     tokens = login_client_credentials(TokenClient(settings))
     claims = decode_jwt(tokens.access_token.reveal(), server.key)
     assert claims["email"] == "shared@example.org"

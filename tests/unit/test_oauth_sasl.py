@@ -102,7 +102,9 @@ def _b64json(obj: object) -> bytes:
 
 def test_parse_error_challenge() -> None:
     assert parse_error_challenge(_b64json({"status": "401", "schemes": "bearer", "scope": "mail"})) == {
-        "status": "401", "schemes": "bearer", "scope": "mail",
+        "status": "401",
+        "schemes": "bearer",
+        "scope": "mail",
     }
     only_status = parse_error_challenge(_b64json({"status": "invalid_token", "other": "x"}))
     assert only_status == {"status": "invalid_token"}
@@ -197,7 +199,8 @@ def test_without_sasl_ir_the_response_follows_the_continuation(peer_client: Box)
 def test_error_challenge_is_answered_with_x01_and_the_no_carries_the_status(peer_client: Box) -> None:
     challenge = _b64json({"status": "invalid_token", "scope": "imap"}).decode()
     peer, client = _connect(
-        peer_client, "SASL-IR AUTH=OAUTHBEARER",
+        peer_client,
+        "SASL-IR AUTH=OAUTHBEARER",
         [f"+ {challenge}", "{tag} NO [AUTHENTICATIONFAILED] Authentication failed."],
     )
     with pytest.raises(OAuthLoginError) as info:
@@ -213,7 +216,9 @@ def test_error_challenge_is_answered_with_x01_and_the_no_carries_the_status(peer
 def test_a_second_challenge_is_cancelled_not_answered_with_the_token(peer_client: Box) -> None:
     challenge = _b64json({"status": "401"}).decode()
     peer, client = _connect(
-        peer_client, "SASL-IR AUTH=XOAUTH2", [f"+ {challenge}", "+ again", "{tag} BAD cancelled"],
+        peer_client,
+        "SASL-IR AUTH=XOAUTH2",
+        [f"+ {challenge}", "+ again", "{tag} BAD cancelled"],
     )
     with pytest.raises(ImapError) as info:
         authenticate_oauth(client, "XOAUTH2", "u", TOKEN, "h", 143)

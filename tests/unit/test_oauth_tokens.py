@@ -74,7 +74,11 @@ def make(server: OAuthTestServer, tmp_path: Path, clock: Clock, **kw: Unpack[Man
     sleeps: list[float] = []
     client = TokenClient(ClientSettings(server.token_url, DEFAULT_CLIENT, scopes=("imap",)), clock=clock)
     manager = TokenManager(
-        "lab", client, TokenStore(tmp_path / "tokens" / "lab.json"), clock=clock, sleep=sleeps.append,
+        "lab",
+        client,
+        TokenStore(tmp_path / "tokens" / "lab.json"),
+        clock=clock,
+        sleep=sleeps.append,
         **kw,
     )
     return manager, sleeps
@@ -144,8 +148,9 @@ def test_a_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mo
 # -- the manager ------------------------------------------------------------------------------------
 
 
-def test_a_fresh_token_is_used_without_asking_the_server(server: OAuthTestServer, tmp_path: Path,
-                                                         clock: Clock) -> None:
+def test_a_fresh_token_is_used_without_asking_the_server(
+    server: OAuthTestServer, tmp_path: Path, clock: Clock
+) -> None:
     manager, _ = make(server, tmp_path, clock)
     tokens = logged_in(server, manager, clock)
     assert manager.access_token() == tokens.access_token
@@ -180,8 +185,9 @@ def test_short_lifetimes_refresh_at_a_tenth_not_at_60_seconds(tmp_path: Path, cl
         assert manager.access_token() != first.access_token
 
 
-def test_force_refresh_replaces_a_refused_token_once(server: OAuthTestServer, tmp_path: Path,
-                                                     clock: Clock) -> None:
+def test_force_refresh_replaces_a_refused_token_once(
+    server: OAuthTestServer, tmp_path: Path, clock: Clock
+) -> None:
     manager, _ = make(server, tmp_path, clock)
     first = logged_in(server, manager, clock)
     second = manager.force_refresh(first.access_token)
@@ -301,8 +307,9 @@ def test_a_second_process_adopts_the_rotated_token_instead_of_reusing_the_old_on
     assert run.access_token() == latest
 
 
-def test_without_tokens_the_account_must_log_in(server: OAuthTestServer, tmp_path: Path,
-                                                clock: Clock) -> None:
+def test_without_tokens_the_account_must_log_in(
+    server: OAuthTestServer, tmp_path: Path, clock: Clock
+) -> None:
     manager, _ = make(server, tmp_path, clock)
     with pytest.raises(LoginRequired, match="mailrules auth login lab") as info:
         manager.access_token()
@@ -321,12 +328,14 @@ def test_an_initial_refresh_token_from_elsewhere_is_used_once_then_the_store(
     assert stored.refresh_token.reveal() != grant["refresh_token"]  # rotated, and saved
 
 
-def test_client_credentials_need_no_refresh_token(server: OAuthTestServer, tmp_path: Path,
-                                                  clock: Clock) -> None:
+def test_client_credentials_need_no_refresh_token(
+    server: OAuthTestServer, tmp_path: Path, clock: Clock
+) -> None:
     server.add_client("app", "s3cret-app-secret", app_user="shared@example.org")
     client = TokenClient(ClientSettings(server.token_url, "app", Secret("s3cret-app-secret")), clock=clock)
-    manager = TokenManager("app", client, TokenStore(tmp_path / "app.json"), flow="client_credentials",
-                           clock=clock)
+    manager = TokenManager(
+        "app", client, TokenStore(tmp_path / "app.json"), flow="client_credentials", clock=clock
+    )
     first = manager.access_token()
     tokens = manager.tokens()
     assert tokens is not None and tokens.refresh_token is None
@@ -335,8 +344,9 @@ def test_client_credentials_need_no_refresh_token(server: OAuthTestServer, tmp_p
     assert server.requests["client_credentials"] == 2
 
 
-def test_a_wrong_client_secret_is_an_error_without_the_secret(server: OAuthTestServer, tmp_path: Path,
-                                                              clock: Clock) -> None:
+def test_a_wrong_client_secret_is_an_error_without_the_secret(
+    server: OAuthTestServer, tmp_path: Path, clock: Clock
+) -> None:
     server.add_client("app", "right-secret-value")
     for method in ("client_secret_post", "client_secret_basic"):
         settings = ClientSettings(server.token_url, "app", Secret("wrong-secret-value"), auth_method=method)
@@ -344,8 +354,9 @@ def test_a_wrong_client_secret_is_an_error_without_the_secret(server: OAuthTestS
             TokenClient(settings).client_credentials()
         assert info.value.error == "invalid_client"
         assert "wrong-secret-value" not in str(info.value) and "wrong-secret-value" not in repr(settings)
-    right = ClientSettings(server.token_url, "app", Secret("right-secret-value"),
-                           auth_method="client_secret_basic")
+    right = ClientSettings(
+        server.token_url, "app", Secret("right-secret-value"), auth_method="client_secret_basic"
+    )
     assert TokenClient(right).client_credentials().refresh_token is None
 
 

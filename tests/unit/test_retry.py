@@ -56,9 +56,7 @@ def run(text: str, kind: ImapErrorKind = "retry", dialect: Dialect | None = None
     return report.retry
 
 
-@pytest.mark.parametrize(
-    "actions", ['move to "X"', "archive", "delete", "flag", "mark read", 'tag "$T"']
-)
+@pytest.mark.parametrize("actions", ['move to "X"', "archive", "delete", "flag", "mark read", 'tag "$T"'])
 def test_repeatable_actions_refused_for_now_are_marked(actions: str) -> None:
     assert run(f'rule "r" {{ when all then {actions} }}') == [1, 2, 3]
 

@@ -16,8 +16,7 @@ from mailrules.smtp.sender import SmtpParams, SmtpSender
 from tests.scripted import ScriptedLoopback
 
 ORIGINAL = (
-    b"From: a@example.org\r\nTo: me@example.com\r\nSubject: hi\r\nMessage-ID: <m1@example.org>\r\n"
-    b"\r\nhi\r\n"
+    b"From: a@example.org\r\nTo: me@example.com\r\nSubject: hi\r\nMessage-ID: <m1@example.org>\r\n\r\nhi\r\n"
 )
 
 
@@ -58,8 +57,16 @@ class ScriptedSmtp(ScriptedLoopback):
 def test_cr_lf_in_smtp_credentials_stay_inside_the_base64_of_auth(user: str, password: str) -> None:
     server = ScriptedSmtp()
     try:
-        params = SmtpParams(host="127.0.0.1", port=server.port, from_addr="bot@example.com", tls="none",
-                            username=user, password=password, allow_insecure=True, timeout=10)
+        params = SmtpParams(
+            host="127.0.0.1",
+            port=server.port,
+            from_addr="bot@example.com",
+            tls="none",
+            username=user,
+            password=password,
+            allow_insecure=True,
+            timeout=10,
+        )
         SmtpSender(params).send_redirect(ORIGINAL, "me@example.com", rule="r", idempotency_key="k")
     finally:
         server.close()

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from mailrules.state.interface import Lease
 from mailrules.state.keeper import LeaseKeeper
-from mailrules.state.solo import SoloLeases
 from mailrules.state.share import Share, targets, wanted
+from mailrules.state.solo import SoloLeases
 
 ACCOUNTS = [f"acct{i:02d}" for i in range(30)]
 

@@ -40,10 +40,15 @@ def run_doctor(settings: Settings, *, accounts: Sequence[str] = (), timeout: flo
         report.general.append(Check("rules", "OK", f"{n} rules from {settings.rules}", clock.ms()))
     else:
         rules = None
-        report.general.append(Check(
-            "rules", "FAIL", f"{len(loaded.errors)} errors in {settings.rules}", clock.ms(),
-            f"run `mailrules check {settings.rules}` to see them; mailbox checks are skipped",
-        ))
+        report.general.append(
+            Check(
+                "rules",
+                "FAIL",
+                f"{len(loaded.errors)} errors in {settings.rules}",
+                clock.ms(),
+                f"run `mailrules check {settings.rules}` to see them; mailbox checks are skipped",
+            )
+        )
     report.general += [Check(f.check, f.status, f.result, None, f.hint) for f in check_state(settings.state)]
     for name, account in settings.accounts.items():
         if accounts and name not in accounts:

@@ -61,16 +61,30 @@ def imap_checks(
     spare = [sock]  # the first handshake uses the socket the TCP row opened
     if account.tls == "none":
         sock.close()
-        rows.append(Check("TLS", "WARN", "none: plaintext (allowed by allow_insecure)", 0.0,
-                          'use tls = "starttls" or "implicit" unless this is loopback or a trusted network'))
+        rows.append(
+            Check(
+                "TLS",
+                "WARN",
+                "none: plaintext (allowed by allow_insecure)",
+                0.0,
+                'use tls = "starttls" or "implicit" unless this is loopback or a trusted network',
+            )
+        )
     else:
         clock = Clock()
         try:
             ctx = ssl_context(str(account.ca_file) if account.ca_file else None)
         except (OSError, ssl.SSLError) as exc:
             sock.close()
-            rows.append(Check("TLS", "FAIL", f"cannot read ca_file {account.ca_file}: {exc}", clock.ms(),
-                              "ca_file must name a readable PEM file with the CA certificate"))
+            rows.append(
+                Check(
+                    "TLS",
+                    "FAIL",
+                    f"cannot read ca_file {account.ca_file}: {exc}",
+                    clock.ms(),
+                    "ca_file must name a readable PEM file with the CA certificate",
+                )
+            )
             rows.append(Check("login", "SKIP", "not attempted: no TLS"))
             return
 
@@ -101,8 +115,12 @@ def imap_checks(
         rows += sasl_rows(session)  # OAuth2: the mechanism the server offered and the one used
         _capabilities(session, account, rows)
         store = ImapStore(session)
-        rows += [Check("dialect", "INFO", line) for line in describe_dialect(
-            store.dialect, max_connections=account.max_connections, special_use=store.special_use())]
+        rows += [
+            Check("dialect", "INFO", line)
+            for line in describe_dialect(
+                store.dialect, max_connections=account.max_connections, special_use=store.special_use()
+            )
+        ]
         mailbox_checks(session, account, rules, rows)
     except MailrulesError as exc:
         rows.append(fail("after login", exc, ep, clock))

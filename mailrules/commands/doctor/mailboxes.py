@@ -36,13 +36,22 @@ def mailbox_checks(
     for raw, tpl in _filed_into(rules).items():
         if tpl.is_literal:
             if ns.refusal(raw) is None:
-                rows.append(_box_row(f"mailbox {raw!r}", raw, "rules file into it", listing, ns, account,
-                                     destination=True))
+                rows.append(
+                    _box_row(
+                        f"mailbox {raw!r}", raw, "rules file into it", listing, ns, account, destination=True
+                    )
+                )
         elif account.create_mailboxes:
             rows.append(Check(f"mailbox {raw!r}", "INFO", "named per message: created when first needed"))
         else:
-            rows.append(Check(f"mailbox {raw!r}", "WARN", "named per message: must already exist",
-                              hint="create_mailboxes = false: a missing one makes the action fail"))
+            rows.append(
+                Check(
+                    f"mailbox {raw!r}",
+                    "WARN",
+                    "named per message: must already exist",
+                    hint="create_mailboxes = false: a missing one makes the action fail",
+                )
+            )
 
 
 def _filed_into(rules: list[A.Rule]) -> dict[str, A.Template]:
@@ -64,8 +73,14 @@ def _names(ns: N.Namespaces, account: AccountSettings, rules: list[A.Rule] | Non
     # A name used as written needs no line; a refused one gets its FAIL row below.
     changed = [n for n in written if ns.refusal(n) is None and ns.to_server(n) != n]
     head, *rest = N.describe(ns, changed)
-    rows.append(Check("mailbox names", "INFO", head.removeprefix("mailbox names: "),
-                      details={"prefix": ns.personal, "separator": ns.separator, "source": ns.source}))
+    rows.append(
+        Check(
+            "mailbox names",
+            "INFO",
+            head.removeprefix("mailbox names: "),
+            details={"prefix": ns.personal, "separator": ns.separator, "source": ns.source},
+        )
+    )
     rows += [Check("mailbox names", "INFO", line.strip()) for line in rest]
     for diagnostic in N.check_names(ns, rules or (), configured_names(account)):
         span = diagnostic.span
@@ -74,13 +89,17 @@ def _names(ns: N.Namespaces, account: AccountSettings, rules: list[A.Rule] | Non
 
 
 def _destinations(
-    session: D.Lister, account: AccountSettings, rules: list[A.Rule] | None, listing: list[MailboxInfo],
+    session: D.Lister,
+    account: AccountSettings,
+    rules: list[A.Rule] | None,
+    listing: list[MailboxInfo],
     rows: list[Check],
 ) -> None:
     """The summary line (separator, prefix, where Trash will be), then one row per use: where it
     goes, and whether it exists or will be created."""
-    lines = D.destination_lines(session, archive=account.archive, trash=account.trash,
-                                create_mailboxes=account.create_mailboxes)
+    lines = D.destination_lines(
+        session, archive=account.archive, trash=account.trash, create_mailboxes=account.create_mailboxes
+    )
     rows.append(Check("destinations", "INFO", lines[0]))
     actions = [a for r in rules or () for a in r.actions]
     needed = {
@@ -115,7 +134,12 @@ def _destinations(
 
 
 def _box_row(
-    label: str, name: str, how: str, listing: list[MailboxInfo], ns: N.Namespaces, account: AccountSettings,
+    label: str,
+    name: str,
+    how: str,
+    listing: list[MailboxInfo],
+    ns: N.Namespaces,
+    account: AccountSettings,
     destination: bool,
 ) -> Check:
     """One mailbox a rule reads (`destination` False) or files into: exists, will be created, or FAIL."""

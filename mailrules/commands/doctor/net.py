@@ -95,7 +95,7 @@ def diagnose(exc: BaseException, ep: Endpoint) -> tuple[str, str]:
     text = str(cause) or type(cause).__name__
     if isinstance(cause, PlaintextRefused):
         return (
-            "refused: tls = \"none\" would send the password unencrypted",
+            'refused: tls = "none" would send the password unencrypted',
             f'use tls = "starttls" (port {starttls}) or tls = "implicit" (port {implicit}); only on loopback '
             "or a trusted network, set allow_insecure = true",
         )
@@ -395,8 +395,9 @@ def dns_tcp(
 TlsOpener = Callable[[ssl.SSLContext], tuple[ssl.SSLSocket, Callable[[], None]]]
 
 
-def tls_row(name: str, host: str, open_tls: TlsOpener, ctx: ssl.SSLContext, ep: Endpoint, bad: Status
-            ) -> Check:
+def tls_row(
+    name: str, host: str, open_tls: TlsOpener, ctx: ssl.SSLContext, ep: Endpoint, bad: Status
+) -> Check:
     """Run `open_tls(ctx)` -> (SSLSocket, close); on a certificate failure look again without verifying."""
     clock = Clock()
     try:

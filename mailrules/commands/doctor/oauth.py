@@ -35,8 +35,14 @@ def oauth_checks(
     if o is None:
         return
     host = urllib.parse.urlsplit(o.token_url).hostname or o.token_url
-    rows.append(Check("OAuth2", "INFO", f"flow {o.flow}, client {o.client_id}, token endpoint {host}, "
-                      f"scopes {' '.join(o.scopes) or '(none)'}, mechanism {o.mechanism}"))
+    rows.append(
+        Check(
+            "OAuth2",
+            "INFO",
+            f"flow {o.flow}, client {o.client_id}, token endpoint {host}, "
+            f"scopes {' '.join(o.scopes) or '(none)'}, mechanism {o.mechanism}",
+        )
+    )
     login = f"run `mailrules auth login {account.name}`"
     try:
         stored = TokenStore(o.token_store).load()
@@ -60,20 +66,33 @@ def _stored_rows(o: OAuth2Settings, stored: Tokens) -> list[Check]:
     refresh = "present" if stored.refresh_token is not None else "absent"
     text = f"in {o.token_store}; refresh token {refresh}; scopes {' '.join(stored.scope) or '(none given)'}"
     if mode & 0o077:
-        out.append(Check("OAuth2 tokens", "WARN", f"{text}; mode {mode:o}",
-                         hint=f"chmod 600 {o.token_store}"))
+        out.append(
+            Check("OAuth2 tokens", "WARN", f"{text}; mode {mode:o}", hint=f"chmod 600 {o.token_store}")
+        )
     else:
         out.append(Check("OAuth2 tokens", "OK", text))
     now = time.time()
     if stored.expires_at is None:
-        out.append(Check("OAuth2 token expiry", "INFO",
-                         "the server gave no lifetime: refreshed when refused"))
+        out.append(
+            Check("OAuth2 token expiry", "INFO", "the server gave no lifetime: refreshed when refused")
+        )
     elif stored.expires_at > now:
-        out.append(Check("OAuth2 token expiry", "OK", f"valid for {_span(stored.expires_at - now)}; "
-                         f"last refresh {_span(now - stored.obtained_at)} ago"))
+        out.append(
+            Check(
+                "OAuth2 token expiry",
+                "OK",
+                f"valid for {_span(stored.expires_at - now)}; "
+                f"last refresh {_span(now - stored.obtained_at)} ago",
+            )
+        )
     else:
-        out.append(Check("OAuth2 token expiry", "INFO", f"expired {_span(now - stored.expires_at)} ago: "
-                         "refreshed at the next login"))
+        out.append(
+            Check(
+                "OAuth2 token expiry",
+                "INFO",
+                f"expired {_span(now - stored.expires_at)} ago: refreshed at the next login",
+            )
+        )
     return out
 
 
@@ -84,8 +103,9 @@ def _refresh_row(name: str, o: OAuth2Settings, timeout: float, login: str) -> Ch
 
     client = TokenClient(dataclasses.replace(client_settings(o), timeout=timeout))
     # One attempt: doctor says what happens now; the daemon retries with backoff.
-    manager = TokenManager(name, client, TokenStore(o.token_store), flow=o.flow,
-                           initial_refresh=o.refresh_token, attempts=1)
+    manager = TokenManager(
+        name, client, TokenStore(o.token_store), flow=o.flow, initial_refresh=o.refresh_token, attempts=1
+    )
     clock = Clock()
     before = manager.tokens()
     try:
@@ -93,17 +113,37 @@ def _refresh_row(name: str, o: OAuth2Settings, timeout: float, login: str) -> Ch
     except (InvalidGrant, LoginRequired) as exc:
         return Check("OAuth2 refresh", "FAIL", str(exc), clock.ms(), login)
     except TokenEndpointUnavailable as exc:
-        return Check("OAuth2 refresh", "FAIL", str(exc), clock.ms(),
-                     f"the token endpoint {o.token_url} must be reachable from here (proxy, firewall, DNS)")
+        return Check(
+            "OAuth2 refresh",
+            "FAIL",
+            str(exc),
+            clock.ms(),
+            f"the token endpoint {o.token_url} must be reachable from here (proxy, firewall, DNS)",
+        )
     except OAuthError as exc:
-        return Check("OAuth2 refresh", "FAIL", str(exc), clock.ms(),
-                     "check client_id, client_secret, tenant and scopes against the app registration")
+        return Check(
+            "OAuth2 refresh",
+            "FAIL",
+            str(exc),
+            clock.ms(),
+            "check client_id, client_secret, tenant and scopes against the app registration",
+        )
     after = manager.tokens()
     valid = after.remaining(time.time()) if after is not None else None
-    rotated = (before is not None and after is not None and before.refresh_token is not None
-               and after.refresh_token != before.refresh_token)
-    return Check("OAuth2 refresh", "OK", "new access token" + (f", valid {_span(valid)}" if valid else "")
-                 + ("; the rotated refresh token is saved" if rotated else ""), clock.ms())
+    rotated = (
+        before is not None
+        and after is not None
+        and before.refresh_token is not None
+        and after.refresh_token != before.refresh_token
+    )
+    return Check(
+        "OAuth2 refresh",
+        "OK",
+        "new access token"
+        + (f", valid {_span(valid)}" if valid else "")
+        + ("; the rotated refresh token is saved" if rotated else ""),
+        clock.ms(),
+    )
 
 
 def sasl_rows(session: ImapSession) -> list[Check]:

@@ -33,9 +33,14 @@ def smtp_checks(
     if s is None:
         if users:
             table = f"[accounts.{account.name}.smtp]"
-            rows.append(Check("SMTP", "FAIL", f"no {table}, but rules forward or redirect: "
-                              + ", ".join(repr(u) for u in users),
-                              hint=f"add an {table} table (host, port, tls, username, ...)"))
+            rows.append(
+                Check(
+                    "SMTP",
+                    "FAIL",
+                    f"no {table}, but rules forward or redirect: " + ", ".join(repr(u) for u in users),
+                    hint=f"add an {table} table (host, port, tls, username, ...)",
+                )
+            )
         else:
             rows.append(Check("SMTP", "INFO", "not configured (no rule forwards or redirects)"))
         return
@@ -45,8 +50,9 @@ def smtp_checks(
     ep = Endpoint("SMTP", s.host, s.port, s.tls, s.username, source)
     ca = str(account.ca_file) if account.ca_file else None
     try:
-        params = SmtpParams.from_settings(s, ca_file=ca, timeout=timeout,
-                                          tokens=process_tokens().for_account(account))
+        params = SmtpParams.from_settings(
+            s, ca_file=ca, timeout=timeout, tokens=process_tokens().for_account(account)
+        )
     except ConfigError as exc:
         if s.tls == "none" and not s.allow_insecure:
             rows.append(fail("SMTP TLS", PlaintextRefused(str(exc)), ep, Clock(), bad))
@@ -85,7 +91,12 @@ def _smtp_open(s: SmtpSettings, ctx: ssl.SSLContext | None, timeout: float) -> s
 
 
 def _smtp_session(
-    s: SmtpSettings, ctx: ssl.SSLContext, ep: Endpoint, timeout: float, bad: Status, rows: list[Check],
+    s: SmtpSettings,
+    ctx: ssl.SSLContext,
+    ep: Endpoint,
+    timeout: float,
+    bad: Status,
+    rows: list[Check],
     sender: SmtpSender,
 ) -> None:
     errors = (OSError, MailrulesError, smtplib.SMTPException)
@@ -106,8 +117,14 @@ def _smtp_session(
         offered = conn.has_extn("starttls")
         _quit(conn)
         if s.tls == "starttls" and not offered:
-            rows.append(Check("SMTP TLS", bad, "the server does not offer STARTTLS on this port",
-                              hint='use tls = "implicit" (port 465) if the server offers it'))
+            rows.append(
+                Check(
+                    "SMTP TLS",
+                    bad,
+                    "the server does not offer STARTTLS on this port",
+                    hint='use tls = "implicit" (port 465) if the server offers it',
+                )
+            )
             return
     if s.tls != "none":
         rows.append(tls_row("SMTP TLS", s.host, open_tls, ctx, ep, bad))
@@ -139,8 +156,13 @@ def _ehlo_row(conn: smtplib.SMTP, clock: Clock) -> Check:
     lines = (conn.ehlo_resp or b"").decode("utf-8", "replace").splitlines()
     ext = sorted(k.upper() for k in conn.esmtp_features)
     server = lines[0] if lines else "?"
-    return Check("SMTP EHLO", "OK", f"{server}; extensions: {', '.join(ext) or 'none'}", clock.ms(),
-                 details={"extensions": ext})
+    return Check(
+        "SMTP EHLO",
+        "OK",
+        f"{server}; extensions: {', '.join(ext) or 'none'}",
+        clock.ms(),
+        details={"extensions": ext},
+    )
 
 
 def _quit(conn: smtplib.SMTP) -> None:
