@@ -28,14 +28,16 @@ demo-deps:
 demo: $(VENV)/.stamp-demo
 	$(BIN)/python -m mailrules.demo
 
-## test: installs what the suite needs (incl. Dovecot) and runs ruff, mypy --strict and pytest
+## test: installs what the suite needs (Dovecot, Cyrus, PostgreSQL, promtool) and runs ruff (lint, format), mypy --strict and pytest
 test: system-deps $(VENV)/.stamp-test
 	$(BIN)/ruff check mailrules tests bench
+	$(BIN)/ruff format --check mailrules tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check mailrules tests bench
+	$(BIN)/ruff format --check mailrules tests bench
 
 typecheck: $(VENV)/.stamp-test
 	$(BIN)/mypy

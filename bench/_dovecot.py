@@ -160,8 +160,9 @@ def _proc_stats() -> list[tuple[int, int, int, int]]:
         except OSError:
             continue  # exited meanwhile
         fields = stat[stat.rfind(b")") + 2 :].split()  # after "pid (comm) ": state is field 3
-        out.append((int(entry), int(fields[1]), int(fields[11]) + int(fields[12]),
-                    int(fields[13]) + int(fields[14])))
+        out.append(
+            (int(entry), int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]))
+        )
     return out
 
 
@@ -237,9 +238,14 @@ def start(
     users = {u: secrets.token_urlsafe(12) for u in user_names}
     try:
         launched = launch_dovecot(
-            users=users, prefix=prefix, purpose="bench", imaps=False,
+            users=users,
+            prefix=prefix,
+            purpose="bench",
+            imaps=False,
             mailboxes=special_use_mailboxes() if mailboxes is None else mailboxes,
-            mail_owner=mail_owner, rawlog_dir=rawlog_dir, extra=extra,
+            mail_owner=mail_owner,
+            rawlog_dir=rawlog_dir,
+            extra=extra,
             login_extra=login_extra,
         )
     except ServerUnavailable as exc:
@@ -247,8 +253,15 @@ def start(
     except RuntimeError as exc:
         raise SystemExit(f"bench: {exc}") from None
     rawlog = None if rawlog_dir is None else launched.directory / rawlog_dir
-    return Dovecot(launched.directory, launched.imap_port, launched.ca_file, launched.proc, users,
-                   launched.mail_owner, rawlog)
+    return Dovecot(
+        launched.directory,
+        launched.imap_port,
+        launched.ca_file,
+        launched.proc,
+        users,
+        launched.mail_owner,
+        rawlog,
+    )
 
 
 def stop(server: Dovecot, keep: bool = False) -> None:

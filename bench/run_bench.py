@@ -61,6 +61,8 @@ def tree_of(tool: str) -> Path:
 
 def base_tool(tool: str) -> str:
     return tool.partition(":")[0]
+
+
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
@@ -86,97 +88,188 @@ class BenchRule:
 DAY = 86400
 
 RULES: tuple[BenchRule, ...] = (
-    BenchRule("CI failures stay visible",
-              'from contains "builds@ci.example.com" and subject contains "failed"', "flag",
-              "box:contain_from('builds@ci.example.com') * box:contain_subject('failed')",
-              ("mark_flagged()",),
-              'FROM "builds@ci.example.com" SUBJECT "failed"', (("flag", "\\Flagged"),)),
-    BenchRule("CI passes",
-              'from contains "builds@ci.example.com" and subject contains "passed"',
-              'mark read; move to "CI"',
-              "box:contain_from('builds@ci.example.com') * box:contain_subject('passed')",
-              ("mark_seen()", "move_messages(account['CI'])"),
-              'FROM "builds@ci.example.com" SUBJECT "passed"', (("flag", "\\Seen"), ("move", "CI"))),
-    BenchRule("GitHub, read",
-              'from contains "notifications@github.com" and seen', 'move to "GitHub/Read"',
-              "box:contain_from('notifications@github.com') * box:is_seen()",
-              ("move_messages(account['GitHub/Read'])",),
-              'FROM "notifications@github.com" SEEN', (("move", "GitHub/Read"),)),
-    BenchRule("GitHub",
-              'header "X-GitHub-Reason" exists', 'move to "GitHub"',
-              "box:contain_field('X-GitHub-Reason', '')", ("move_messages(account['GitHub'])",),
-              'HEADER X-GitHub-Reason ""', (("move", "GitHub"),)),
-    BenchRule("Old list mail",
-              'header "List-Id" exists and older than 365 days', "archive",
-              "box:contain_field('List-Id', '') * box:is_older(365)", ("move_messages(account['Archive'])",),
-              f'HEADER List-Id "" OLDER {365 * DAY}', (("move", "Archive"),)),
-    BenchRule("Lists",
-              r"list matches /^([a-z0-9-]+)\./", 'move to "Lists/{match.1}"',
-              "", (), 'HEADER List-Id ""', (), special="lists"),
-    BenchRule("Invoices",
-              'from contains "billing@hosting.example.net" and subject contains "invoice"',
-              'flag; move to "Finance/Invoices"',
-              "box:contain_from('billing@hosting.example.net') * box:contain_subject('invoice')",
-              ("mark_flagged()", "move_messages(account['Finance/Invoices'])"),
-              'FROM "billing@hosting.example.net" SUBJECT "invoice"',
-              (("flag", "\\Flagged"), ("move", "Finance/Invoices"))),
-    BenchRule("Factures",
-              'from contains "billing@hosting.example.net"', 'move to "Finance/Factures"',
-              "box:contain_from('billing@hosting.example.net')",
-              ("move_messages(account['Finance/Factures'])",),
-              'FROM "billing@hosting.example.net"', (("move", "Finance/Factures"),)),
-    BenchRule("Receipts",
-              'from contains "store@shop.example.com"', 'mark read; move to "Finance/Receipts"',
-              "box:contain_from('store@shop.example.com')",
-              ("mark_seen()", "move_messages(account['Finance/Receipts'])"),
-              'FROM "store@shop.example.com"', (("flag", "\\Seen"), ("move", "Finance/Receipts"))),
-    BenchRule("Read newsletters",
-              'header "List-Unsubscribe" exists and seen', "delete",
-              "box:contain_field('List-Unsubscribe', '') * box:is_seen()",
-              ("move_messages(account['Trash'])",),
-              'HEADER List-Unsubscribe "" SEEN', (("move", "Trash"),)),
-    BenchRule("Newsletters",
-              'header "List-Unsubscribe" exists', 'move to "Later"',
-              "box:contain_field('List-Unsubscribe', '')", ("move_messages(account['Later'])",),
-              'HEADER List-Unsubscribe ""', (("move", "Later"),)),
-    BenchRule("Marketing",
-              'header "Precedence" contains "bulk"', "mark read; delete",
-              "box:contain_field('Precedence', 'bulk')", ("mark_seen()", "move_messages(account['Trash'])"),
-              'HEADER Precedence "bulk"', (("flag", "\\Seen"), ("move", "Trash"))),
-    BenchRule("Big mail",
-              "size > 1000000", 'move to "Big"',
-              "box:is_larger(1000000)", ("move_messages(account['Big'])",),
-              "LARGER 1000000", (("move", "Big"),)),
-    BenchRule("Mum",
-              'from contains "mum@family.example"', "flag",
-              "box:contain_from('mum@family.example')", ("mark_flagged()",),
-              'FROM "mum@family.example"', (("flag", "\\Flagged"),)),
-    BenchRule("Quarterly numbers",
-              'from contains "alice@work.example" and subject contains "Quarterly"', 'move to "Work/Reports"',
-              "box:contain_from('alice@work.example') * box:contain_subject('Quarterly')",
-              ("move_messages(account['Work/Reports'])",),
-              'FROM "alice@work.example" SUBJECT "Quarterly"', (("move", "Work/Reports"),)),
-    BenchRule("Work",
-              'from contains "alice@work.example"', 'mark read; move to "Work"',
-              "box:contain_from('alice@work.example')", ("mark_seen()", "move_messages(account['Work'])"),
-              'FROM "alice@work.example"', (("flag", "\\Seen"), ("move", "Work"))),
-    BenchRule("Café",
-              'subject contains "Café"', "flag",
-              "box:contain_subject('Café')", ("mark_flagged()",),
-              "SUBJECT {utf8}", (("flag", "\\Flagged"),), utf8="Café"),
-    BenchRule("Old flagged",
-              "flagged and older than 730 days", 'move to "Keep"',
-              "box:is_flagged() * box:is_older(730)", ("move_messages(account['Keep'])",),
-              f"FLAGGED OLDER {730 * DAY}", (("move", "Keep"),)),
-    BenchRule("Old read mail",
-              "seen and not flagged and older than 180 days", "archive",
-              "box:is_seen() * box:is_unflagged() * box:is_older(180)",
-              ("move_messages(account['Archive'])",),
-              f"SEEN UNFLAGGED OLDER {180 * DAY}", (("move", "Archive"),)),
-    BenchRule("Stale unread",
-              "not seen and older than 14 days", "mark read",
-              "box:is_unseen() * box:is_older(14)", ("mark_seen()",),
-              f"UNSEEN OLDER {14 * DAY}", (("flag", "\\Seen"),)),
+    BenchRule(
+        "CI failures stay visible",
+        'from contains "builds@ci.example.com" and subject contains "failed"',
+        "flag",
+        "box:contain_from('builds@ci.example.com') * box:contain_subject('failed')",
+        ("mark_flagged()",),
+        'FROM "builds@ci.example.com" SUBJECT "failed"',
+        (("flag", "\\Flagged"),),
+    ),
+    BenchRule(
+        "CI passes",
+        'from contains "builds@ci.example.com" and subject contains "passed"',
+        'mark read; move to "CI"',
+        "box:contain_from('builds@ci.example.com') * box:contain_subject('passed')",
+        ("mark_seen()", "move_messages(account['CI'])"),
+        'FROM "builds@ci.example.com" SUBJECT "passed"',
+        (("flag", "\\Seen"), ("move", "CI")),
+    ),
+    BenchRule(
+        "GitHub, read",
+        'from contains "notifications@github.com" and seen',
+        'move to "GitHub/Read"',
+        "box:contain_from('notifications@github.com') * box:is_seen()",
+        ("move_messages(account['GitHub/Read'])",),
+        'FROM "notifications@github.com" SEEN',
+        (("move", "GitHub/Read"),),
+    ),
+    BenchRule(
+        "GitHub",
+        'header "X-GitHub-Reason" exists',
+        'move to "GitHub"',
+        "box:contain_field('X-GitHub-Reason', '')",
+        ("move_messages(account['GitHub'])",),
+        'HEADER X-GitHub-Reason ""',
+        (("move", "GitHub"),),
+    ),
+    BenchRule(
+        "Old list mail",
+        'header "List-Id" exists and older than 365 days',
+        "archive",
+        "box:contain_field('List-Id', '') * box:is_older(365)",
+        ("move_messages(account['Archive'])",),
+        f'HEADER List-Id "" OLDER {365 * DAY}',
+        (("move", "Archive"),),
+    ),
+    BenchRule(
+        "Lists",
+        r"list matches /^([a-z0-9-]+)\./",
+        'move to "Lists/{match.1}"',
+        "",
+        (),
+        'HEADER List-Id ""',
+        (),
+        special="lists",
+    ),
+    BenchRule(
+        "Invoices",
+        'from contains "billing@hosting.example.net" and subject contains "invoice"',
+        'flag; move to "Finance/Invoices"',
+        "box:contain_from('billing@hosting.example.net') * box:contain_subject('invoice')",
+        ("mark_flagged()", "move_messages(account['Finance/Invoices'])"),
+        'FROM "billing@hosting.example.net" SUBJECT "invoice"',
+        (("flag", "\\Flagged"), ("move", "Finance/Invoices")),
+    ),
+    BenchRule(
+        "Factures",
+        'from contains "billing@hosting.example.net"',
+        'move to "Finance/Factures"',
+        "box:contain_from('billing@hosting.example.net')",
+        ("move_messages(account['Finance/Factures'])",),
+        'FROM "billing@hosting.example.net"',
+        (("move", "Finance/Factures"),),
+    ),
+    BenchRule(
+        "Receipts",
+        'from contains "store@shop.example.com"',
+        'mark read; move to "Finance/Receipts"',
+        "box:contain_from('store@shop.example.com')",
+        ("mark_seen()", "move_messages(account['Finance/Receipts'])"),
+        'FROM "store@shop.example.com"',
+        (("flag", "\\Seen"), ("move", "Finance/Receipts")),
+    ),
+    BenchRule(
+        "Read newsletters",
+        'header "List-Unsubscribe" exists and seen',
+        "delete",
+        "box:contain_field('List-Unsubscribe', '') * box:is_seen()",
+        ("move_messages(account['Trash'])",),
+        'HEADER List-Unsubscribe "" SEEN',
+        (("move", "Trash"),),
+    ),
+    BenchRule(
+        "Newsletters",
+        'header "List-Unsubscribe" exists',
+        'move to "Later"',
+        "box:contain_field('List-Unsubscribe', '')",
+        ("move_messages(account['Later'])",),
+        'HEADER List-Unsubscribe ""',
+        (("move", "Later"),),
+    ),
+    BenchRule(
+        "Marketing",
+        'header "Precedence" contains "bulk"',
+        "mark read; delete",
+        "box:contain_field('Precedence', 'bulk')",
+        ("mark_seen()", "move_messages(account['Trash'])"),
+        'HEADER Precedence "bulk"',
+        (("flag", "\\Seen"), ("move", "Trash")),
+    ),
+    BenchRule(
+        "Big mail",
+        "size > 1000000",
+        'move to "Big"',
+        "box:is_larger(1000000)",
+        ("move_messages(account['Big'])",),
+        "LARGER 1000000",
+        (("move", "Big"),),
+    ),
+    BenchRule(
+        "Mum",
+        'from contains "mum@family.example"',
+        "flag",
+        "box:contain_from('mum@family.example')",
+        ("mark_flagged()",),
+        'FROM "mum@family.example"',
+        (("flag", "\\Flagged"),),
+    ),
+    BenchRule(
+        "Quarterly numbers",
+        'from contains "alice@work.example" and subject contains "Quarterly"',
+        'move to "Work/Reports"',
+        "box:contain_from('alice@work.example') * box:contain_subject('Quarterly')",
+        ("move_messages(account['Work/Reports'])",),
+        'FROM "alice@work.example" SUBJECT "Quarterly"',
+        (("move", "Work/Reports"),),
+    ),
+    BenchRule(
+        "Work",
+        'from contains "alice@work.example"',
+        'mark read; move to "Work"',
+        "box:contain_from('alice@work.example')",
+        ("mark_seen()", "move_messages(account['Work'])"),
+        'FROM "alice@work.example"',
+        (("flag", "\\Seen"), ("move", "Work")),
+    ),
+    BenchRule(
+        "Café",
+        'subject contains "Café"',
+        "flag",
+        "box:contain_subject('Café')",
+        ("mark_flagged()",),
+        "SUBJECT {utf8}",
+        (("flag", "\\Flagged"),),
+        utf8="Café",
+    ),
+    BenchRule(
+        "Old flagged",
+        "flagged and older than 730 days",
+        'move to "Keep"',
+        "box:is_flagged() * box:is_older(730)",
+        ("move_messages(account['Keep'])",),
+        f"FLAGGED OLDER {730 * DAY}",
+        (("move", "Keep"),),
+    ),
+    BenchRule(
+        "Old read mail",
+        "seen and not flagged and older than 180 days",
+        "archive",
+        "box:is_seen() * box:is_unflagged() * box:is_older(180)",
+        ("move_messages(account['Archive'])",),
+        f"SEEN UNFLAGGED OLDER {180 * DAY}",
+        (("move", "Archive"),),
+    ),
+    BenchRule(
+        "Stale unread",
+        "not seen and older than 14 days",
+        "mark read",
+        "box:is_unseen() * box:is_older(14)",
+        ("mark_seen()",),
+        f"UNSEEN OLDER {14 * DAY}",
+        (("flag", "\\Seen"),),
+    ),
 )
 AGE_DAYS = (365, 730, 180, 14)  # every `older than N days` above (see nudge_boundaries)
 LIST_REGEX = re.compile(r"<([a-z0-9-]+)\.")  # imapfilter and bare: on the whole List-Id value
@@ -246,7 +339,8 @@ def bare_plan_text(rules: tuple[BenchRule, ...]) -> str:
     for r in rules:
         crit = r.search.replace("{utf8}", f"{{literal {r.utf8!r}}}")
         acts = ", ".join(f"{k} {v}" for k, v in r.bare_then) or (
-            "UID FETCH (List-Id) -> regex -> one UID MOVE per Lists/<name>" if r.special else "")
+            "UID FETCH (List-Id) -> regex -> one UID MOVE per Lists/<name>" if r.special else ""
+        )
         lines.append(f"{r.name:<26} UID SEARCH {crit}  ->  {acts}")
     return "\n".join(lines) + "\n"
 
@@ -369,8 +463,15 @@ def nudge_boundaries(msgs: list[Any], now: dt.datetime, margin: dt.timedelta) ->
 def session_for(server: Any, user: str) -> Any:
     from mailrules.imap.session import ConnectionParams, ImapSession
 
-    params = ConnectionParams("127.0.0.1", server.port, "starttls", user, server.users[user],
-                              ca_file=str(server.ca_file), timeout=300)
+    params = ConnectionParams(
+        "127.0.0.1",
+        server.port,
+        "starttls",
+        user,
+        server.users[user],
+        ca_file=str(server.ca_file),
+        timeout=300,
+    )
     return ImapSession.connect(params)
 
 
@@ -431,8 +532,10 @@ def diff_fingerprints(a: Fingerprint, b: Fingerprint, limit: int = 8) -> list[st
         if x == y:
             continue
         only_a, only_b = x - y, y - x
-        lines.append(f"{name}: {sum(x.values())} vs {sum(y.values())} messages; "
-                     f"{sum(only_a.values())} only in the first, {sum(only_b.values())} only in the second")
+        lines.append(
+            f"{name}: {sum(x.values())} vs {sum(y.values())} messages; "
+            f"{sum(only_a.values())} only in the first, {sum(only_b.values())} only in the second"
+        )
         for (mid, seen, flagged), _ in list(only_a.items())[:limit]:
             lines.append(f"    first only:  {mid} seen={seen} flagged={flagged}")
         for (mid, seen, flagged), _ in list(only_b.items())[:limit]:
@@ -480,7 +583,7 @@ def write_mailrules_config(
         '[metrics]\nlisten = ""\n\n'
         f'[accounts.bench]\nhost = "127.0.0.1"\nport = {server.port}\ntls = "starttls"\n'
         f'ca_file = "{server.ca_file}"\nusername = "{user}"\npassword = "{server.users[user]}"\n'
-        'create_mailboxes = true\n'
+        "create_mailboxes = true\n"
         + (f"max_connections = {max_connections}\n" if max_connections is not None else "")
     )
     return config
@@ -510,8 +613,17 @@ def tool_command(
         env["HOME"] = str(work)  # its certificates file and history stay in the work directory
         cmd = ["imapfilter", "-t", str(server.ca_file), "-c", str(lua)]
     else:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "_bare", "127.0.0.1", str(server.port), user,
-               server.users[user], str(server.ca_file), str(len(rules))]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_bare",
+            "127.0.0.1",
+            str(server.port),
+            user,
+            server.users[user],
+            str(server.ca_file),
+            str(len(rules)),
+        ]
     return cmd, env
 
 
@@ -527,15 +639,28 @@ def run_tool(
     with log.open("wb") as out:
         started_at = time.time()
         started = time.perf_counter()
-        proc = subprocess.Popen((wrap or []) + cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=env, cwd=work)
+        proc = subprocess.Popen(
+            (wrap or []) + cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=work,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
     server.settle(children)  # its imap and imap-login processes gone: their CPU is in the master's
     dovecot_cpu = server.cpu_seconds() - dovecot_before
-    run = Run(tool, messages, seconds, usage.ru_utime + usage.ru_stime, server.count_commands(user),
-              server.server_seconds(user), dovecot_cpu=dovecot_cpu)
+    run = Run(
+        tool,
+        messages,
+        seconds,
+        usage.ru_utime + usage.ru_stime,
+        server.count_commands(user),
+        server.server_seconds(user),
+        dovecot_cpu=dovecot_cpu,
+    )
     first = server.first_command_at(user)
     run.first_command = None if first is None else first - started_at
     run.bytes_in, run.bytes_out = server.rawlog_bytes(user)
@@ -572,8 +697,14 @@ def profile_mailrules(
     cmd = [sys.executable, "-c", PROFILE_CHILD, str(out), clock, "run", "--config", str(config)]
     with (work / f"profile-{user}.log").open("wb") as log:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=mailrules_env(tree_of(tool)), cwd=work)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=mailrules_env(tree_of(tool)),
+            cwd=work,
+        )
         _, _, usage = os.wait4(proc.pid, 0)
     return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
@@ -588,7 +719,7 @@ def area_of(path: str, func: str) -> str:
     parts = p.parts
     if "mailrules" in parts and "site-packages" not in parts:
         i = len(parts) - 1 - parts[::-1].index("mailrules")
-        rest = parts[i + 1:]
+        rest = parts[i + 1 :]
         return "mailrules/" + (rest[0] if len(rest) > 1 else rest[0].removesuffix(".py"))
     if "site-packages" in parts:
         return parts[parts.index("site-packages") + 1].removesuffix(".py")
@@ -618,8 +749,10 @@ def profile_report(stats_file: Path, top: int, tree: Path) -> str:
                 areas[area_of(cpath, cfunc)] += tt * share / whole
         else:
             areas[area_of(path, func)] += tt
-    lines = [f"self time by area, C functions counted in their callers' areas (total {total:.2f} s "
-             "under the profiler):"]
+    lines = [
+        f"self time by area, C functions counted in their callers' areas (total {total:.2f} s "
+        "under the profiler):"
+    ]
     for area, tt in areas.most_common(22):
         lines.append(f"  {tt:7.3f} s {100 * tt / total:5.1f}%  {area}")
     buf = io.StringIO()
@@ -627,8 +760,11 @@ def profile_report(stats_file: Path, top: int, tree: Path) -> str:
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
     text = buf.getvalue()
-    for prefix in (str(tree) + "/", sys.prefix + "/lib/python3.11/site-packages/",
-                   sys.base_prefix + "/lib/python3.11/"):
+    for prefix in (
+        str(tree) + "/",
+        sys.prefix + "/lib/python3.11/site-packages/",
+        sys.base_prefix + "/lib/python3.11/",
+    ):
         text = text.replace(prefix, "")
     return "\n".join(lines) + "\n" + text
 
@@ -644,8 +780,9 @@ def import_times(server: Any, user: str, work: Path, rules: Rules, top: int) -> 
     heavy optional packages the run path loads at all."""
     config = write_mailrules_config(work, server, user, rules)
     cmd = [sys.executable, "-X", "importtime", "-m", "mailrules", "run", "--config", str(config)]
-    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=mailrules_env(TREE),
-                          cwd=work, check=False)
+    done = subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, capture_output=True, env=mailrules_env(TREE), cwd=work, check=False
+    )
     rows = []  # (cumulative us, self us, depth, module)
     for line in done.stderr.decode(errors="replace").splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)", line)
@@ -653,14 +790,33 @@ def import_times(server: Any, user: str, work: Path, rules: Rules, top: int) -> 
             rows.append((int(m.group(2)), int(m.group(1)), len(m.group(3)) // 2, m.group(4)))
     top_level = sum(c for c, _, d, _ in rows if d == 0)
     loaded = {name for _, _, _, name in rows}
-    heavy = ("apscheduler", "aiosmtpd", "authlib", "requests", "prometheus_client", "http.server",
-             "asyncio", "lark", "email.parser", "sqlite3", "imapclient", "psycopg", "mailrules.daemon",
-             "mailrules.smtp.sender", "smtplib", "mailrules.oauth", "cryptography", "click", "tomllib")
-    lines = [f"imports of one `mailrules run` process: {top_level / 1e6:.3f} s in all "
-             f"({len(rows)} modules; exit {done.returncode})",
-             "heavy or optional packages: " + ", ".join(f"{h} {'LOADED' if h in loaded else 'no'}"
-                                                       for h in heavy),
-             f"{'cumul ms':>9} {'self ms':>8}  module (indented by depth)"]
+    heavy = (
+        "apscheduler",
+        "aiosmtpd",
+        "authlib",
+        "requests",
+        "prometheus_client",
+        "http.server",
+        "asyncio",
+        "lark",
+        "email.parser",
+        "sqlite3",
+        "imapclient",
+        "psycopg",
+        "mailrules.daemon",
+        "mailrules.smtp.sender",
+        "smtplib",
+        "mailrules.oauth",
+        "cryptography",
+        "click",
+        "tomllib",
+    )
+    lines = [
+        f"imports of one `mailrules run` process: {top_level / 1e6:.3f} s in all "
+        f"({len(rows)} modules; exit {done.returncode})",
+        "heavy or optional packages: " + ", ".join(f"{h} {'LOADED' if h in loaded else 'no'}" for h in heavy),
+        f"{'cumul ms':>9} {'self ms':>8}  module (indented by depth)",
+    ]
     for cum, own, depth, name in sorted(rows, key=lambda r: -r[0])[:top]:
         lines.append(f"{cum / 1000:9.1f} {own / 1000:8.1f}  {'  ' * depth}{name}")
     return "\n".join(lines)
@@ -673,14 +829,27 @@ def connect_time(server: Any, user: str, work: Path, rules: Rules, tool: str) ->
     trace = work / f"strace-{user}.txt"
     wrap = ["strace", "-f", "--seccomp-bpf", "-ttt", "-e", "trace=connect", "-o", str(trace)]
     started_at = time.time()
-    subprocess.run(wrap + cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, env=env, cwd=work, check=False)
-    stamps = [float(m.group(1)) for m in re.finditer(
-        rf"(\d+\.\d+) connect\(\d+, \{{sa_family=AF_INET, sin_port=htons\({server.port}\)",
-        trace.read_text(errors="replace"))]
+    subprocess.run(
+        wrap + cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=work,
+        check=False,
+    )
+    stamps = [
+        float(m.group(1))
+        for m in re.finditer(
+            rf"(\d+\.\d+) connect\(\d+, \{{sa_family=AF_INET, sin_port=htons\({server.port}\)",
+            trace.read_text(errors="replace"),
+        )
+    ]
     first = server.first_command_at(user)
-    return (min(stamps) - started_at if stamps else float("nan"),
-            None if first is None else first - started_at)
+    return (
+        min(stamps) - started_at if stamps else float("nan"),
+        None if first is None else first - started_at,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -711,8 +880,10 @@ def summarize(runs: list[Run], sizes: list[int], n_rules: int) -> str:
         by[(r.tool, r.messages)].append(r)
     for n in sizes:
         lines.append(f"\n== {n:,} messages, {n_rules} rules, Dovecot 2.3 on loopback, STARTTLS ==")
-        lines.append(f"{'tool':<12} {'wall s':>7} {'CPU s':>6} {'dovecot':>7} {'imap s':>7} {'1st cmd':>7} "
-                     f"{'KB in':>6} {'KB out':>7} {'runs':>4} {'commands':>8}  by kind")
+        lines.append(
+            f"{'tool':<12} {'wall s':>7} {'CPU s':>6} {'dovecot':>7} {'imap s':>7} {'1st cmd':>7} "
+            f"{'KB in':>6} {'KB out':>7} {'runs':>4} {'commands':>8}  by kind"
+        )
         med: dict[str, float] = {}
         cpu: dict[str, float] = {}
         dcpu: dict[str, float] = {}
@@ -729,31 +900,40 @@ def summarize(runs: list[Run], sizes: list[int], n_rules: int) -> str:
             lines.append(
                 f"{tool:<12} {med[tool]:>7.2f} {cpu[tool]:>6.2f} {dcpu[tool]:>7.2f} {imap_s:>7.2f} "
                 f"{_med([r.first_command for r in rs]):>7.3f} {rs[0].bytes_in / 1e3:>6.0f} "
-                f"{rs[0].bytes_out / 1e3:>7.0f} {len(rs):>4} {sum(cmds.values()):>8}  {kinds}")
+                f"{rs[0].bytes_out / 1e3:>7.0f} {len(rs):>4} {sum(cmds.values()):>8}  {kinds}"
+            )
             if len(rs) > 1:
-                lines.append(f"{'':<12} runs: wall {'/'.join(f'{r.seconds:.2f}' for r in rs)}, "
-                             f"CPU {'/'.join(f'{r.cpu:.2f}' for r in rs)}, "
-                             f"dovecot {'/'.join(f'{r.dovecot_cpu:.2f}' for r in rs)}")
+                lines.append(
+                    f"{'':<12} runs: wall {'/'.join(f'{r.seconds:.2f}' for r in rs)}, "
+                    f"CPU {'/'.join(f'{r.cpu:.2f}' for r in rs)}, "
+                    f"dovecot {'/'.join(f'{r.dovecot_cpu:.2f}' for r in rs)}"
+                )
         for mine in [t for t in tool_order(runs) if t.startswith("mailrules")]:
             if mine not in med:
                 continue
             if mine != "mailrules" and "mailrules" in med:
-                lines.append(f"  {mine} / mailrules = {med[mine] / med['mailrules']:5.2f} wall, "
-                             f"{cpu[mine] / max(cpu['mailrules'], 1e-3):5.2f} client CPU, "
-                             f"{dcpu[mine] / max(dcpu['mailrules'], 1e-3):5.2f} Dovecot CPU")
+                lines.append(
+                    f"  {mine} / mailrules = {med[mine] / med['mailrules']:5.2f} wall, "
+                    f"{cpu[mine] / max(cpu['mailrules'], 1e-3):5.2f} client CPU, "
+                    f"{dcpu[mine] / max(dcpu['mailrules'], 1e-3):5.2f} Dovecot CPU"
+                )
             for other in ("imapfilter", "bare"):
                 if other in med:
                     ratio = med[mine] / med[other]
                     goal = 0.8 if other == "imapfilter" else 1.10
                     met = "met" if ratio <= goal else "NOT met"
-                    lines.append(f"  {mine} / {other:<10} = {ratio:5.2f} wall (goal <= {goal:.2f}: {met}), "
-                                 f"{cpu[mine] / max(cpu[other], 1e-3):5.2f} client CPU, "
-                                 f"{dcpu[mine] / max(dcpu[other], 1e-3):5.2f} Dovecot CPU"
-                                 + (" (goal <= 1.05)" if other == "bare" else ""))
-    lines.append("  (wall: process start to exit; CPU: the tool's own process; dovecot: CPU of all Dovecot's "
-                 "processes meanwhile (/proc); imap s: summed time from each command's arrival at Dovecot to "
-                 "its tagged reply (rawlog); 1st cmd: process start to the first command after login; KB "
-                 "in/out: after login)")
+                    lines.append(
+                        f"  {mine} / {other:<10} = {ratio:5.2f} wall (goal <= {goal:.2f}: {met}), "
+                        f"{cpu[mine] / max(cpu[other], 1e-3):5.2f} client CPU, "
+                        f"{dcpu[mine] / max(dcpu[other], 1e-3):5.2f} Dovecot CPU"
+                        + (" (goal <= 1.05)" if other == "bare" else "")
+                    )
+    lines.append(
+        "  (wall: process start to exit; CPU: the tool's own process; dovecot: CPU of all Dovecot's "
+        "processes meanwhile (/proc); imap s: summed time from each command's arrival at Dovecot to "
+        "its tagged reply (rawlog); 1st cmd: process start to the first command after login; KB "
+        "in/out: after login)"
+    )
     for n in sizes:
         slow = [(tool, by[(tool, n)][0].server) for tool in tool_order(runs) if by.get((tool, n))]
         lines.append(f"\n== {n:,} messages: Dovecot seconds by command (first run) ==")
@@ -781,35 +961,79 @@ def main(argv: list[str] | None = None) -> int:
     global TREE
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, default=20_000, help="mailbox size (default 20000)")
-    ap.add_argument("--scale", type=int, nargs="*", default=[5_000],
-                    help="also run at these sizes (0 or none: skip; default 5000)")
+    ap.add_argument(
+        "--scale",
+        type=int,
+        nargs="*",
+        default=[5_000],
+        help="also run at these sizes (0 or none: skip; default 5000)",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs per tool and size, median reported")
-    ap.add_argument("--tools", default=",".join(DEFAULT_TOOLS),
-                    help="comma list of " + ",".join(TOOLS) + " (mailrules-1c: max_connections = 1, "
-                    "no search-ahead connection)")
+    ap.add_argument(
+        "--tools",
+        default=",".join(DEFAULT_TOOLS),
+        help="comma list of " + ",".join(TOOLS) + " (mailrules-1c: max_connections = 1, "
+        "no search-ahead connection)",
+    )
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--rules", type=int, default=len(RULES),
-                    help=f"use the first N of the {len(RULES)} rules (command counts against rule count)")
-    ap.add_argument("--rules-only", action="store_true",
-                    help="print the rule set as mailrules, imapfilter and bare see it; run nothing")
-    ap.add_argument("--tree", type=Path, default=ROOT,
-                    help="run mailrules from this checkout (PYTHONPATH), e.g. a `git archive` of a commit")
-    ap.add_argument("--alt", action="append", default=[], metavar="NAME=TREE",
-                    help="another checkout; tool `mailrules:NAME` (or `mailrules-1c:NAME`) runs it, "
-                    "alternating with the others (repeatable)")
+    ap.add_argument(
+        "--rules",
+        type=int,
+        default=len(RULES),
+        help=f"use the first N of the {len(RULES)} rules (command counts against rule count)",
+    )
+    ap.add_argument(
+        "--rules-only",
+        action="store_true",
+        help="print the rule set as mailrules, imapfilter and bare see it; run nothing",
+    )
+    ap.add_argument(
+        "--tree",
+        type=Path,
+        default=ROOT,
+        help="run mailrules from this checkout (PYTHONPATH), e.g. a `git archive` of a commit",
+    )
+    ap.add_argument(
+        "--alt",
+        action="append",
+        default=[],
+        metavar="NAME=TREE",
+        help="another checkout; tool `mailrules:NAME` (or `mailrules-1c:NAME`) runs it, "
+        "alternating with the others (repeatable)",
+    )
     ap.add_argument("--profile-tool", default="mailrules", help="the mailrules tool --profile runs")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="also N `mailrules run` processes per size under cProfile (CPU clock), stats summed")
-    ap.add_argument("--profile-clock", choices=("cpu", "wall"), default="cpu",
-                    help="the profiler's timer: the process's CPU time (default) or the wall clock")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N `mailrules run` processes per size under cProfile (CPU clock), stats summed",
+    )
+    ap.add_argument(
+        "--profile-clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="the profiler's timer: the process's CPU time (default) or the wall clock",
+    )
     ap.add_argument("--profile-dir", type=Path, help="keep the .pstats files here")
     ap.add_argument("--profile-top", type=int, default=30, help="functions listed per profile table")
-    ap.add_argument("--callgrind", action="store_true",
-                    help="also each tool once per size under valgrind --tool=callgrind: instructions")
-    ap.add_argument("--imports", action="store_true",
-                    help="also one `mailrules run` under python -X importtime (first size)")
-    ap.add_argument("--startup", type=int, default=0, metavar="N",
-                    help="also N runs per tool under strace: start to connect(), start to first command")
+    ap.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="also each tool once per size under valgrind --tool=callgrind: instructions",
+    )
+    ap.add_argument(
+        "--imports",
+        action="store_true",
+        help="also one `mailrules run` under python -X importtime (first size)",
+    )
+    ap.add_argument(
+        "--startup",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N runs per tool under strace: start to connect(), start to first command",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the Dovecot directory (rawlogs, logs)")
     ap.add_argument("--json", help="write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -850,8 +1074,10 @@ def main(argv: list[str] | None = None) -> int:
     users += ["imports"]
     server = _dovecot.start(users)
     work = Path(tempfile.mkdtemp(prefix="mr-bench-work-"))
-    print(f"Dovecot pid {server.proc.pid} on 127.0.0.1:{server.port}, data {server.directory}, work {work}; "
-          f"mailrules from {TREE}")
+    print(
+        f"Dovecot pid {server.proc.pid} on 127.0.0.1:{server.port}, data {server.directory}, work {work}; "
+        f"mailrules from {TREE}"
+    )
     runs: list[Run] = []
     extra: list[str] = []
     problems: list[str] = []
@@ -863,11 +1089,13 @@ def main(argv: list[str] | None = None) -> int:
             raw_mb = sum(len(m.raw) for m in msgs) / 1e6
             gen = time.perf_counter() - t0
             took = seed(server, f"tpl{n}", msgs)
-            print(f"{n:,} messages ({raw_mb:.0f} MB; {moved} INTERNALDATEs moved off age-rule day "
-                  f"boundaries): generated in {gen:.1f} s, appended in {took:.1f} s")
+            print(
+                f"{n:,} messages ({raw_mb:.0f} MB; {moved} INTERNALDATEs moved off age-rule day "
+                f"boundaries): generated in {gen:.1f} s, appended in {took:.1f} s"
+            )
             for i in range(args.repeat):
                 # rotate the order so no tool always runs first (page cache, Dovecot warm-up)
-                order = tools[i % len(tools):] + tools[: i % len(tools)]
+                order = tools[i % len(tools) :] + tools[: i % len(tools)]
                 for tool in order:
                     user = f"{CODES[tool]}{n}r{i}"
                     server.clone_user(f"tpl{n}", user)
@@ -876,9 +1104,11 @@ def main(argv: list[str] | None = None) -> int:
                         run.fp = fingerprint(server, user)
                     runs.append(run)
                     status = f"FAILED {run.note}" if run.note else "ok"
-                    print(f"  {tool:<12} run {i + 1}: {run.seconds:6.2f} s wall, {run.cpu:6.2f} s CPU, "
-                          f"Dovecot {run.dovecot_cpu:5.2f} s CPU, {sum(run.server.values()):6.2f} s imap, "
-                          f"{run.total:5} commands  {status}")
+                    print(
+                        f"  {tool:<12} run {i + 1}: {run.seconds:6.2f} s wall, {run.cpu:6.2f} s CPU, "
+                        f"Dovecot {run.dovecot_cpu:5.2f} s CPU, {sum(run.server.values()):6.2f} s imap, "
+                        f"{run.total:5} commands  {status}"
+                    )
             firsts = {r.tool: r for r in runs if r.messages == n and r.fp}
             ref = firsts.get("bare") or next(iter(firsts.values()), None)
             if ref is not None:
@@ -888,12 +1118,14 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 d = diff_fingerprints(ref.fp, r.fp)
                 if d:
-                    problems.append(f"{n} messages: {ref.tool} and {tool} end in different states:\n  "
-                                    + "\n  ".join(d))
+                    problems.append(
+                        f"{n} messages: {ref.tool} and {tool} end in different states:\n  " + "\n  ".join(d)
+                    )
                     print(f"  final state of {tool}: DIFFERS from {ref.tool} (see below)")
                 else:
-                    print(f"  final state of {tool}: identical to {ref.tool} "
-                          "(every message, mailbox and flag)")
+                    print(
+                        f"  final state of {tool}: identical to {ref.tool} (every message, mailbox and flag)"
+                    )
             if args.callgrind:
                 for tool in tools:
                     user = f"cg{CODES[tool]}{n}"
@@ -902,8 +1134,10 @@ def main(argv: list[str] | None = None) -> int:
                     run = run_tool(tool, server, user, work, rules, n, wrap=wrap)
                     ir = callgrind_instructions(work / f"{tool}-{user}.log")
                     failed = f"  FAILED {run.note}" if run.note else ""
-                    extra.append(f"callgrind {n:>6,} {tool:<12} {ir or 0:>15,} instructions"
-                                 f"  ({run.seconds:.0f} s under valgrind){failed}")
+                    extra.append(
+                        f"callgrind {n:>6,} {tool:<12} {ir or 0:>15,} instructions"
+                        f"  ({run.seconds:.0f} s under valgrind){failed}"
+                    )
                     print("  " + extra[-1])
             if args.profile:
                 import pstats
@@ -915,34 +1149,42 @@ def main(argv: list[str] | None = None) -> int:
                     server.clone_user(f"tpl{n}", user)
                     out = (args.profile_dir or work) / f"mailrules-{n}-{i}.pstats"
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    wall, cpu = profile_mailrules(server, user, work, rules, out, args.profile_clock,
-                                                  args.profile_tool)
+                    wall, cpu = profile_mailrules(
+                        server, user, work, rules, out, args.profile_clock, args.profile_tool
+                    )
                     files.append(out)
                     cpus.append(cpu)
                     print(f"  profile {i + 1}: {wall:.2f} s wall, {cpu:.2f} s CPU under cProfile -> {out}")
                 merged = (args.profile_dir or work) / f"mailrules-{n}.pstats"
                 stats = pstats.Stats(*map(str, files))
                 stats.dump_stats(str(merged))
-                extra.append(f"\n== cProfile of `mailrules run`, {n:,} messages: {args.profile} process(es) "
-                             f"summed, {args.profile_clock} clock; CPU under the profiler "
-                             f"{'/'.join(f'{c:.2f}' for c in cpus)} s ==\n"
-                             + profile_report(merged, args.profile_top, tree_of(args.profile_tool)))
+                extra.append(
+                    f"\n== cProfile of `mailrules run`, {n:,} messages: {args.profile} process(es) "
+                    f"summed, {args.profile_clock} clock; CPU under the profiler "
+                    f"{'/'.join(f'{c:.2f}' for c in cpus)} s ==\n"
+                    + profile_report(merged, args.profile_top, tree_of(args.profile_tool))
+                )
         if args.imports:
             server.clone_user(f"tpl{sizes[-1]}", "imports")
-            extra.append("\n== imports, `python -X importtime -m mailrules run` on "
-                         f"{sizes[-1]:,} messages ==\n" + import_times(server, "imports", work, rules, 40))
+            extra.append(
+                "\n== imports, `python -X importtime -m mailrules run` on "
+                f"{sizes[-1]:,} messages ==\n" + import_times(server, "imports", work, rules, 40)
+            )
         if args.startup:
-            extra.append("\n== process start to connect() and to the first command after login "
-                         "(strace), s ==")
+            extra.append(
+                "\n== process start to connect() and to the first command after login (strace), s =="
+            )
             for tool in tools:
                 got = []
                 for i in range(args.startup):
                     user = f"st{CODES[tool]}{i}"
                     server.clone_user(f"tpl{sizes[-1]}", user)
                     got.append(connect_time(server, user, work, rules, tool))
-                extra.append(f"{tool:<12} connect {_med([g[0] for g in got]):.3f} "
-                             f"({'/'.join(f'{g[0]:.3f}' for g in got)}), first command "
-                             f"{_med([g[1] for g in got]):.3f} ({'/'.join(f'{g[1] or 0:.3f}' for g in got)})")
+                extra.append(
+                    f"{tool:<12} connect {_med([g[0] for g in got]):.3f} "
+                    f"({'/'.join(f'{g[0]:.3f}' for g in got)}), first command "
+                    f"{_med([g[1] for g in got]):.3f} ({'/'.join(f'{g[1] or 0:.3f}' for g in got)})"
+                )
         if dt.datetime.now(dt.UTC).date() != now.date():
             problems.append("the run crossed midnight UTC: imapfilter's is_older(N) moved by a day")
         print(summarize(runs, sizes, len(rules)))
@@ -951,13 +1193,27 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             print("\nPROBLEM: " + p)
         if args.json:
-            Path(args.json).write_text(json.dumps([
-                {"tool": r.tool, "messages": r.messages, "seconds": round(r.seconds, 3),
-                 "cpu": round(r.cpu, 3), "dovecot_cpu": round(r.dovecot_cpu, 3),
-                 "first_command": None if r.first_command is None else round(r.first_command, 4),
-                 "bytes_in": r.bytes_in, "bytes_out": r.bytes_out,
-                 "server": {k: round(v, 3) for k, v in r.server.items()},
-                 "commands": dict(r.commands), "note": r.note} for r in runs], indent=1))
+            Path(args.json).write_text(
+                json.dumps(
+                    [
+                        {
+                            "tool": r.tool,
+                            "messages": r.messages,
+                            "seconds": round(r.seconds, 3),
+                            "cpu": round(r.cpu, 3),
+                            "dovecot_cpu": round(r.dovecot_cpu, 3),
+                            "first_command": None if r.first_command is None else round(r.first_command, 4),
+                            "bytes_in": r.bytes_in,
+                            "bytes_out": r.bytes_out,
+                            "server": {k: round(v, 3) for k, v in r.server.items()},
+                            "commands": dict(r.commands),
+                            "note": r.note,
+                        }
+                        for r in runs
+                    ],
+                    indent=1,
+                )
+            )
     finally:
         _dovecot.stop(server, keep=args.keep)
         if not args.keep:
