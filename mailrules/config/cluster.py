@@ -25,7 +25,7 @@ REPLICA_MAX = 48
 
 
 class Context(Protocol):
-    """What the loader's context offers this module (mailrules/config/loader.py `_Context`)."""
+    """What the loader's context offers this module (mailrules/config/context.py `Context`)."""
 
     env: Mapping[str, str]
     config_dir: Path

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailrules.config import env as _env
 from mailrules.config.cluster import state_settings
-from mailrules.config.env import dotted, suggestion
-from mailrules.config.locate import KeyPath, Place, key_places
+from mailrules.config.context import Context
+from mailrules.config.locate import KeyPath, key_places
 from mailrules.config.model import (
     AccountSettings,
     LimitsSettings,
@@ -25,9 +25,9 @@ from mailrules.config.model import (
     SmtpSettings,
     TlsMode,
 )
-from mailrules.config.names import control_problem, escape, line_break_problem, mailbox_problem
+from mailrules.config.names import control_problem, escape, line_break_problem
 from mailrules.config.oauth2 import account_auth, file_or_env_value
-from mailrules.config.problems import Problem, problem_at, render
+from mailrules.config.problems import render
 from mailrules.config.reading import read_toml
 from mailrules.config.schema import (
     ACCOUNT,
@@ -49,9 +49,6 @@ from mailrules.config.schema import (
     TEXT_BYTES,
     TLS_MODES,
     TOP,
-    Kind,
-    kind_name,
-    matches_kind,
     type_name,
 )
 from mailrules.config.timing import timing_settings
@@ -82,7 +79,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     config_path = Path(path).expanduser().absolute()
     text, raw = read_toml(config_path, shown)
 
-    cx = _Context(shown, config_path.parent, environ)
+    cx = Context(shown, config_path.parent, environ)
     cx.places = key_places(text, shown)
     cx.origins.update({key: f"{shown}:{place.key.line}" for key, place in cx.places.items()})
     _env.apply_env(raw, cx.origins, environ, cx.config_dir, cx.errors)
@@ -98,121 +95,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     return settings
 
 
-class _Context:
-    """Where each key came from, and the problems found so far."""
-
-    def __init__(self, shown: str, config_dir: Path, env: Mapping[str, str]) -> None:
-        self.shown = shown
-        self.config_dir = config_dir
-        self.env = env
-        self.origins: dict[KeyPath, str] = {}
-        self.places: dict[KeyPath, Place] = {}
-        self.errors: list[Problem] = []
-        self.warnings: list[str] = []
-        self.tokens_dir = config_dir / "tokens"  # OAuth2 token stores' default: beside the state
-
-    def where(self, path: KeyPath) -> str:
-        """`file:line` or `$VARIABLE` of a key, else of the nearest enclosing table, else the file."""
-        for n in range(len(path), 0, -1):
-            if path[:n] in self.origins:
-                return self.origins[path[:n]]
-        return self.shown
-
-    def order(self, message: str) -> tuple[int, int]:
-        """Sort key of a message: the file's in line order, then the environment's."""
-        if message.startswith(self.shown + ":"):
-            line = message[len(self.shown) + 1 :].partition(":")[0]
-            return (0, int(line) if line.isdigit() else 0)
-        return (1, 0)
-
-    def error(self, path: KeyPath, message: str, at: KeyPath | None = None, *, key: bool = False) -> None:
-        """A problem with `path`, shown at `at` (default `path`): its value, or its key when `key`."""
-        text = f"{dotted(path)}: {message}"
-        problem = problem_at(at or path, text, self.origins, self.places, self.shown, key=key)
-        if problem not in self.errors:
-            self.errors.append(problem)
-
-    def warn(self, path: KeyPath, message: str) -> None:
-        self.warnings.append(f"{self.where(path)}: {dotted(path)}: {message}")
-
-    def check_keys(self, table: dict[str, Any], path: KeyPath, schema: dict[str, Kind]) -> None:
-        for key in table:
-            if key not in schema:
-                self.error((*path, key), f"unknown key{suggestion(key, schema)}", key=True)
-
-    def get(self, table: dict[str, Any], path: KeyPath, key: str, kind: Kind) -> Any:
-        """The value of `key` when present and of the right type; None (after an error) otherwise."""
-        if key not in table:
-            return None
-        value = table[key]
-        if matches_kind(value, kind):
-            return value
-        got = type_name(value)
-        if kind == "strlist" and isinstance(value, list):
-            odd = next(v for v in value if not isinstance(v, str))
-            got = f"an array containing {type_name(odd)}"
-        self.error((*path, key), f"expected {kind_name(kind)}, got {got}")
-        return None
-
-    def text(self, table: dict[str, Any], path: KeyPath, key: str) -> str | None:
-        """A string key that must not be empty."""
-        value = self.get(table, path, key, "str")
-        if value == "":
-            self.error((*path, key), "must not be empty")
-            return None
-        return cast("str | None", value)
-
-    def choice(self, table: dict[str, Any], path: KeyPath, key: str, allowed: tuple[str, ...]) -> str | None:
-        value = self.get(table, path, key, "str")
-        if value is not None and value not in allowed:
-            listed = ", ".join(f"'{a}'" for a in allowed)
-            self.error((*path, key), f"expected one of {listed}, got '{value}'")
-            return None
-        return cast("str | None", value)
-
-    def integer(self, table: dict[str, Any], path: KeyPath, key: str, low: int, high: int) -> int | None:
-        value = self.get(table, path, key, "int")
-        if value is not None and not low <= value <= high:
-            self.error((*path, key), f"must be between {low} and {high}, got {value}")
-            return None
-        return cast("int | None", value)
-
-    def file_path(self, table: dict[str, Any], path: KeyPath, key: str) -> Path | None:
-        """A path key, resolved against the configuration file's directory."""
-        value = self.get(table, path, key, "path")
-        if value == "":
-            self.error((*path, key), "must not be empty")
-            return None
-        if value is not None and "\x00" in value:
-            self.error((*path, key), "a path must not contain NUL")
-            return None
-        return None if value is None else self.resolve(value)
-
-    def clean(self, path: KeyPath, value: str | None) -> str | None:
-        """`value` (a host, username or address) unless it holds a control character (an error)."""
-        problem = None if value is None else control_problem(value)
-        if problem is not None:
-            self.error(path, f"{value!r} {problem}")
-            return None
-        return value
-
-    def mailbox(self, path: KeyPath, name: str | None) -> str | None:
-        """`name` unless it is no mailbox name: empty, a control character, a LIST wildcard (an error)."""
-        problem = None if name is None else mailbox_problem(name)
-        if problem is not None:
-            self.error(path, problem)
-            return None
-        return name
-
-    def resolve(self, value: str) -> Path:
-        return self.config_dir / Path(value).expanduser()
-
-    def subtable(self, table: dict[str, Any], path: KeyPath, key: str) -> dict[str, Any] | None:
-        value = self.get(table, path, key, "table")
-        return cast("dict[str, Any] | None", value)
-
-
-def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
+def _settings(raw: dict[str, Any], cx: Context, config_path: Path) -> Settings:
     cx.check_keys(raw, (), TOP)
     rules = cx.file_path(raw, (), "rules")
     state, cluster = state_settings(raw, cx)
@@ -282,7 +165,7 @@ def _settings(raw: dict[str, Any], cx: _Context, config_path: Path) -> Settings:
     )
 
 
-def _limits(raw: dict[str, Any], cx: _Context) -> LimitsSettings:
+def _limits(raw: dict[str, Any], cx: Context) -> LimitsSettings:
     """`[limits]`, each key within its range; a missing key keeps its default (LimitsSettings)."""
     defaults = LimitsSettings()
     table = cx.subtable(raw, (), "limits")
@@ -308,7 +191,7 @@ def _limits(raw: dict[str, Any], cx: _Context) -> LimitsSettings:
     )
 
 
-def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | None:
+def _account(name: str, t: dict[str, Any], cx: Context) -> AccountSettings | None:
     p: KeyPath = ("accounts", name)
     cx.check_keys(t, p, ACCOUNT)
     preset: dict[str, Any] = {}
@@ -401,7 +284,7 @@ def _account(name: str, t: dict[str, Any], cx: _Context) -> AccountSettings | No
 def _smtp(
     t: dict[str, Any],
     account: KeyPath,
-    cx: _Context,
+    cx: Context,
     preset: dict[str, Any],
     account_username: str | None,
     account_password: Secret | None,
@@ -464,7 +347,7 @@ def _smtp(
 def _tls_and_port(
     t: dict[str, Any],
     p: KeyPath,
-    cx: _Context,
+    cx: Context,
     preset: dict[str, Any],
     default_ports: dict[str, int],
     port_tls: dict[int, str],
@@ -484,7 +367,7 @@ def _tls_and_port(
     return cast(TlsMode, tls), port
 
 
-def _secret(t: dict[str, Any], p: KeyPath, cx: _Context, required: bool) -> Secret | None:
+def _secret(t: dict[str, Any], p: KeyPath, cx: Context, required: bool) -> Secret | None:
     """The one password of a table, from `password`, `password_file` or `password_env`."""
     given = [k for k in SECRET_KEYS if k in t]
     if len(given) > 1:

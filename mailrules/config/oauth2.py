@@ -36,7 +36,7 @@ _ENDPOINT_FOR_FLOW = {"authorization_code": "authorization_url", "device_code": 
 
 
 class Context(Protocol):
-    """What the loader's context offers this module (mailrules/config/loader.py `_Context`)."""
+    """What the loader's context offers this module (mailrules/config/context.py `Context`)."""
 
     env: Mapping[str, str]
     origins: dict[KeyPath, str]

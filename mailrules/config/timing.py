@@ -17,7 +17,7 @@ from mailrules.config.schema import (
 
 
 class Context(Protocol):
-    """What the loader's context offers this module (mailrules/config/loader.py `_Context`)."""
+    """What the loader's context offers this module (mailrules/config/context.py `Context`)."""
 
     def error(self, path: KeyPath, message: str, at: KeyPath | None = None) -> None: ...
     def get(self, table: dict[str, Any], path: KeyPath, key: str, kind: Kind) -> Any: ...
