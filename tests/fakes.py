@@ -11,7 +11,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
-from mailrules.compile.plan import FetchNeeds
+from mailrules.compile.needs import FetchNeeds
 from mailrules.compile.reference import search_matches
 from mailrules.compile.threads import expand, reference_threads
 from mailrules.dsl import ast as A

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.explain import explain_condition, explain_plan, format_search
-from mailrules.compile.plan import ConditionPlan, FetchNeeds, plan_condition, plan_rule
+from mailrules.compile.needs import FetchNeeds
+from mailrules.compile.plan import ConditionPlan, plan_condition, plan_rule
 from mailrules.compile.serialize import (
     Lit,
     SearchKeyError,

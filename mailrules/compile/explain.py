@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from mailrules.compile.dialect import Dialect
 from mailrules.compile.keys import SearchKey
-from mailrules.compile.plan import FIELD_HEADERS, ConditionPlan, FetchNeeds
+from mailrules.compile.needs import FIELD_HEADERS, FetchNeeds
+from mailrules.compile.plan import ConditionPlan
 from mailrules.compile.serialize import needs_charset, render, search_arguments
 from mailrules.dsl import ast as A
 from mailrules.dsl import unparse

@@ -13,11 +13,11 @@ from mailrules.compile import gmail
 from mailrules.compile import keys as K
 from mailrules.compile.dates import age_key, received_key, sent_key
 from mailrules.compile.dialect import Dialect
+from mailrules.compile.needs import FIELD_HEADERS, FetchNeeds, fetch_needs
 from mailrules.compile.refusal import ServerOnlyError, server_refusal
 from mailrules.compile.regex_literal import required_literal
 from mailrules.compile.serialize import is_atom
 from mailrules.dsl import ast as A
-from mailrules.dsl.walk import atoms
 
 # Pushdown (server key; "exact" = no residual). Gmail: every textual test is ALL + residual.
 #   FIELD contains S        HEADER From/To/Cc/Bcc/Sender/Reply-To/List-Id S, SUBJECT S   residual*
@@ -52,22 +52,6 @@ from mailrules.dsl.walk import atoms
 # a malformed display name (`[SPAM] <a@b>`) or quoting hides substrings that the decoded header
 # has; HEADER From "x" is a substring search of the decoded text (checked live against Dovecot 2.3).
 _TEXT_KEY: dict[str, K.TextKind] = {"subject": "SUBJECT", "body": "BODY", "text": "TEXT"}
-#: The header each language field reads (body and text read the whole message).
-FIELD_HEADERS: dict[str, tuple[str, ...]] = {
-    "from": ("From",),
-    "sender": ("Sender",),
-    "to": ("To",),
-    "cc": ("Cc",),
-    "bcc": ("Bcc",),
-    "recipient": ("To", "Cc", "Bcc"),
-    "reply-to": ("Reply-To",),
-    "subject": ("Subject",),
-    "list": ("List-Id",),
-    "body": (),
-    "text": (),
-    "envelope to": A.ENVELOPE_HEADERS["envelope to"],
-    "envelope from": A.ENVELOPE_HEADERS["envelope from"],
-}
 _FLAG_KEY: dict[str, tuple[K.FlagName, K.FlagName]] = {
     "\\Seen": ("SEEN", "UNSEEN"),
     "\\Flagged": ("FLAGGED", "UNFLAGGED"),
@@ -89,45 +73,6 @@ _ADDR_CUTS = re.compile(r"[@.]")
 # give the same text on both sides; every other message stays a candidate.
 _NOT_PLAIN = K.and_(K.Header("Content-Type", ""), K.Not(K.Header("Content-Type", "text/plain")))
 _MIN_PREFILTER = 2  # shorter substrings filter almost nothing
-
-
-@dataclass(frozen=True, slots=True)
-class FetchNeeds:
-    """What the residual needs fetched. `body` means the whole message (BODY.PEEK[])."""
-
-    headers: frozenset[str] = frozenset()
-    body: bool = False
-    bodystructure: bool = False
-    internaldate: bool = False
-    size: bool = False
-    flags: bool = False
-
-    def fetch_items(self) -> list[str]:
-        """The IMAP FETCH data items (RFC 9051 §6.4.5); `.PEEK` so that \\Seen is not set."""
-        items: list[str] = []
-        if self.body:
-            items.append("BODY.PEEK[]")
-        elif self.headers:
-            names = sorted(self.headers, key=str.lower)
-            fields = " ".join(
-                h if is_atom(h) else '"' + h.replace("\\", "\\\\").replace('"', '\\"') + '"' for h in names
-            )
-            items.append(f"BODY.PEEK[HEADER.FIELDS ({fields})]")
-        if self.bodystructure:
-            items.append("BODYSTRUCTURE")
-        if self.internaldate:
-            items.append("INTERNALDATE")
-        if self.size:
-            items.append("RFC822.SIZE")
-        if self.flags:
-            items.append("FLAGS")
-        return items
-
-    @property
-    def nothing(self) -> bool:
-        return not (
-            self.headers or self.body or self.bodystructure or self.internaldate or self.size or self.flags
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,41 +407,3 @@ def _register() -> None:
 
 
 _register()
-
-
-# ---------------------------------------------------------------------------
-# Fetch needs
-# ---------------------------------------------------------------------------
-
-
-def fetch_needs(residual: A.Condition | None) -> FetchNeeds:
-    """What must be fetched to evaluate `residual` on the client."""
-    if residual is None:
-        return FetchNeeds()
-    headers: set[str] = set()
-    flags = {"body": False, "bodystructure": False, "internaldate": False, "size": False, "flags": False}
-    for c in atoms(residual):
-        if isinstance(c, A.StringTest | A.RegexTest | A.DomainTest | A.AddressPartTest):
-            t = c.target
-            if t.header is not None:
-                headers.add(t.header)
-            elif t.field in ("body", "text"):
-                flags["body"] = True
-            elif t.field is not None:
-                headers.update(FIELD_HEADERS[t.field])
-        elif isinstance(c, A.HeaderExists):
-            headers.add(c.header)
-        elif isinstance(c, A.HasAttachment | A.AttachmentNameTest):
-            flags["bodystructure"] = True
-        elif isinstance(c, A.DateTest):
-            if c.which == "sent":
-                headers.add("Date")
-            else:
-                flags["internaldate"] = True
-        elif isinstance(c, A.AgeTest):
-            flags["internaldate"] = True
-        elif isinstance(c, A.SizeTest):
-            flags["size"] = True
-        elif isinstance(c, A.FlagTest | A.KeywordTest):
-            flags["flags"] = True
-    return FetchNeeds(frozenset(headers), **flags)

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from mailrules.compile.plan import FetchNeeds
+from mailrules.compile.needs import FetchNeeds
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext, TemplateError, render_tag, render_template
 from mailrules.dsl.templates import gmail_label_refusal, important_flag

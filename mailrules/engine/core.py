@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailrules.compile import keys as K
-from mailrules.compile.plan import FetchNeeds, fetch_needs
+from mailrules.compile.needs import FetchNeeds, fetch_needs
 from mailrules.compile.refusal import server_refusal
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import EvalContext, prepare_regexes

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
-from mailrules.compile.plan import FetchNeeds, fetch_needs, plan_condition
+from mailrules.compile.needs import FetchNeeds, fetch_needs
+from mailrules.compile.plan import plan_condition
 from mailrules.compile.serialize import compress_uids
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import Match

@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
-from mailrules.compile.plan import FetchNeeds
+from mailrules.compile.needs import FetchNeeds
 from mailrules.dsl import ast as A
 from mailrules.errors import ActionError
 from mailrules.message.view import MessageView

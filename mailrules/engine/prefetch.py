@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from mailrules.compile import keys as K
-from mailrules.compile.plan import FetchNeeds
+from mailrules.compile.needs import FetchNeeds
 from mailrules.dsl import ast as A
 from mailrules.dsl.walk import atoms
 from mailrules.engine.ports import MailboxStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailrules.compile.plan import FetchNeeds
+from mailrules.compile.needs import FetchNeeds
 from mailrules.dsl import ast as A
 from mailrules.dsl.semantics import Match
 from mailrules.message.view import MessageView

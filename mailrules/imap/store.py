@@ -9,7 +9,7 @@ from typing import Any
 
 from mailrules.compile import keys as K
 from mailrules.compile.dialect import Dialect
-from mailrules.compile.plan import FetchNeeds
+from mailrules.compile.needs import FetchNeeds
 from mailrules.compile.serialize import needs_charset, serialize
 from mailrules.compile.threads import expand
 from mailrules.errors import ImapError

@@ -11,7 +11,8 @@ import pytest
 from mailrules.compile import Dialect, plan_condition
 from mailrules.compile import keys as K
 from mailrules.compile.explain import explain_condition, explain_plan, format_key, format_search
-from mailrules.compile.plan import FetchNeeds, server_value
+from mailrules.compile.needs import FetchNeeds
+from mailrules.compile.plan import server_value
 from mailrules.compile.reference import search_matches
 from mailrules.compile.regex_literal import required_literal
 from mailrules.compile.serialize import serialize

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailrules.compile.plan import FetchNeeds, fetch_needs
+from mailrules.compile.needs import FetchNeeds, fetch_needs
 from mailrules.dsl import ast as A
 from mailrules.dsl import unparse
 from mailrules.dsl.parser import parse_text
