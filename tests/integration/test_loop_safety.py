@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from mailrules.cli import main
 from mailrules.imap.session import ConnectionParams, ImapSession
-from mailrules.smtp.sender import build_forward
+from mailrules.smtp.compose import build_forward
 from tests.integration import helpers
 from tests.integration.servers import DovecotServer, make_message
 from tests.integration.test_daemon import Running, append, counts, wait_until

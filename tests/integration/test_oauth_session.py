@@ -18,7 +18,8 @@ from mailrules.imap.session import ConnectionParams, ImapSession
 from mailrules.oauth.accounts import AccountTokens, TokenManagers
 from mailrules.oauth.client import tokens_from_response
 from mailrules.oauth.store import Tokens, TokenStore
-from mailrules.smtp.sender import SmtpActionError, SmtpParams, SmtpSender
+from mailrules.smtp.compose import SmtpActionError
+from mailrules.smtp.sender import SmtpParams, SmtpSender
 from tests.integration.oauth_dovecot import OAuthDovecot
 from tests.integration.smtp_oauth import oauth_smtp
 from tests.oauth_server import OAuthTestServer

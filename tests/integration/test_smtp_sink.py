@@ -17,7 +17,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from mailrules.smtp.sender import SmtpActionError, SmtpParams, SmtpSender
+from mailrules.smtp.compose import SmtpActionError
+from mailrules.smtp.sender import SmtpParams, SmtpSender
 
 BOT = "bot@example.com"
 USER, PASSWORD = "bot", "s3cret-Pa55word"

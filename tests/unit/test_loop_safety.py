@@ -24,7 +24,7 @@ from mailrules.engine.loops import (
     skip_label,
 )
 from mailrules.engine.ports import AccountContext, MailboxReport, RunOptions
-from mailrules.smtp.sender import SmtpActionError
+from mailrules.smtp.compose import SmtpActionError
 from mailrules.state.models import JournalEntry
 from mailrules.state.store import StateStore, message_intent_key
 from tests.fakes import FakeServer, FakeStore, RecordingSender

@@ -12,18 +12,17 @@ import pytest
 
 from mailrules.config.model import Secret, SmtpSettings
 from mailrules.errors import ActionError, ConfigError
-from mailrules.smtp.sender import (
+from mailrules.smtp.compose import (
     LOOP_HEADER,
     MAX_HOPS,
     SmtpActionError,
-    SmtpParams,
-    SmtpSender,
     build_forward,
     build_redirect,
     derive_message_id,
     header_text,
     validate_address,
 )
+from mailrules.smtp.sender import SmtpParams, SmtpSender
 
 NOW = datetime(2026, 11, 26, 15, 8, 12, tzinfo=UTC)
 BOT = "bot@example.com"

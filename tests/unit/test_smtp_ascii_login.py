@@ -13,7 +13,8 @@ import pytest
 from mailrules.compile.dialect import Dialect
 from mailrules.engine.core import Engine
 from mailrules.engine.ports import AccountContext, RunOptions, SendError
-from mailrules.smtp.sender import SmtpActionError, SmtpParams, SmtpSender
+from mailrules.smtp.compose import SmtpActionError
+from mailrules.smtp.sender import SmtpParams, SmtpSender
 from mailrules.state.models import JournalEntry
 from mailrules.state.store import StateStore
 from tests.fakes import FakeServer, FakeStore
