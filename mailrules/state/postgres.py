@@ -235,15 +235,8 @@ class PostgresState:
         limit: int = 100,
     ) -> list[JournalEntry]:
         """Journal entries matching every given filter, newest first."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("rule", rule), ("message_id", message_id), ("run_id", run_id), ("account", account)
-        ):  # fmt: skip
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                params.append(value)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = sql.journal_filter(rule, message_id, run_id, account)
+        where = sql.pg(where)
         query = f"{SELECT_JOURNAL}{where} ORDER BY at DESC, id DESC LIMIT %s"
         rows = self._db.run("read the journal", lambda c: c.execute(query, [*params, limit]).fetchall())
         return [JournalEntry(*r) for r in rows]

@@ -46,3 +46,22 @@ def pg(statement: str) -> str:
     """`statement` with psycopg's `%s` for each `?` (a literal `%` doubled). The shared statements
     hold no `?` or `%` inside a string literal, which this would break."""
     return statement.replace("%", "%%").replace("?", "%s")
+
+
+def journal_filter(
+    rule: str | None, message_id: str | None, run_id: str | None, account: str | None
+) -> tuple[str, list[str]]:
+    """The ` WHERE ...` clause (`?` placeholders; "" for no filter) and its parameters that keep the
+    journal rows matching every filter given (`find` of both backends)."""
+    given = [
+        (column, value)
+        for column, value in (
+            ("rule", rule),
+            ("message_id", message_id),
+            ("run_id", run_id),
+            ("account", account),
+        )
+        if value is not None
+    ]
+    where = " WHERE " + " AND ".join(f"{column} = ?" for column, _ in given) if given else ""
+    return where, [value for _, value in given]

@@ -243,15 +243,7 @@ class StateStore:
         limit: int = 100,
     ) -> list[JournalEntry]:
         """Journal entries matching every given filter, newest first."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("rule", rule), ("message_id", message_id), ("run_id", run_id), ("account", account)
-        ):  # fmt: skip
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = sql.journal_filter(rule, message_id, run_id, account)
         with self._lock:
             rows = self._conn.execute(
                 f"{_SELECT_JOURNAL}{where} ORDER BY at DESC, id DESC LIMIT ?", [*params, limit]
