@@ -8,8 +8,6 @@ without altnamespace, [TRYCREATE] only for names the user may create).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from mailrules.imap.names import ServerName
 from mailrules.imap.session import ImapSession
 from tests.integration.cyrus import DEFAULT_VARIANT, CyrusServer, running_cyrus
 from tests.integration.servers import make_message
+from tests.needs import pytest_without_server
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,36 +192,10 @@ def test_private_instance_and_clean_stop() -> None:
     assert not directory.exists()
 
 
-MISSING_SERVER_TEST = """
-from tests.integration.conftest import cyrus, cyrus_fleet  # noqa: F401
-
-
-def test_needs_cyrus(cyrus):
-    pass
-"""
-
-
 @pytest.mark.parametrize(("ci", "expected"), [("", "1 skipped"), ("true", "1 error")])
 def test_missing_cyrus_skips_locally_and_fails_in_ci(tmp_path: Path, ci: str, expected: str) -> None:
-    (tmp_path / "test_missing.py").write_text(MISSING_SERVER_TEST)
-    env = {**os.environ, "MAILRULES_CYRUS_ROOT": "/nonexistent/cyrus", "CI": ci, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-rs",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path / "test_missing.py"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
+    stdout = pytest_without_server(
+        tmp_path, "cyrus", {"MAILRULES_CYRUS_ROOT": "/nonexistent/cyrus"}, ci, also=("cyrus_fleet",)
     )
-    assert expected in result.stdout, result.stdout
-    assert "cyrus-imapd" in result.stdout and "make test" in result.stdout
+    assert expected in stdout, stdout
+    assert "cyrus-imapd" in stdout and "make test" in stdout

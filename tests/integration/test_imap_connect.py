@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,9 +13,9 @@ import pytest
 from mailrules.errors import ImapError
 from mailrules.imap.session import KEEPALIVE, ConnectionParams, ImapSession
 from tests.integration.servers import DovecotServer, PymapServer
+from tests.needs import pytest_without_server
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 # What pymap 0.36's dict backend advertised after login, recorded live: no ESEARCH, WITHIN,
 # SPECIAL-USE, CONDSTORE, NAMESPACE or ENABLE, so it exercises every fallback.
@@ -161,39 +158,11 @@ def test_keepalive_is_on(dovecot: DovecotServer, tls: str) -> None:
     assert dict(KEEPALIVE) == {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
 
 
-MISSING_SERVER_TEST = """
-from tests.integration.conftest import dovecot  # noqa: F401
-
-
-def test_needs_dovecot(dovecot):
-    pass
-"""
-
-
 @pytest.mark.parametrize(("ci", "expected"), [("", "1 skipped"), ("true", "1 error")])
 def test_missing_dovecot_skips_locally_and_fails_in_ci(tmp_path: Path, ci: str, expected: str) -> None:
-    (tmp_path / "test_missing.py").write_text(MISSING_SERVER_TEST)
-    env = {**os.environ, "MAILRULES_DOVECOT": "/nonexistent/dovecot", "CI": ci, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-rs",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path / "test_missing.py"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert expected in result.stdout, result.stdout
-    assert "make test" in result.stdout
+    stdout = pytest_without_server(tmp_path, "dovecot", {"MAILRULES_DOVECOT": "/nonexistent/dovecot"}, ci)
+    assert expected in stdout, stdout
+    assert "make test" in stdout
 
 
 def test_password_never_logged_at_debug(dovecot: DovecotServer, caplog: pytest.LogCaptureFixture) -> None:

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.integration.postgres import PostgresServer, _newest_first, postgres_bindir
+from tests.needs import pytest_without_server
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is in the `test` extra: pip install -e '.[test]'")
 psycopg_pool = pytest.importorskip("psycopg_pool", reason="psycopg-pool is in the `test` extra")
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tables(dsn: str) -> list[str]:
@@ -147,37 +145,9 @@ def test_the_newest_major_version_comes_first() -> None:
     assert _newest_first(dirs) == [dirs[1], dirs[2], dirs[0]]
 
 
-MISSING_SERVER_TEST = """
-from tests.integration.conftest import postgres  # noqa: F401
-
-
-def test_needs_postgres(postgres):
-    pass
-"""
-
-
 @pytest.mark.parametrize(("ci", "expected"), [("", "1 skipped"), ("true", "1 error")])
 def test_missing_postgres_skips_locally_and_fails_in_ci(tmp_path: Path, ci: str, expected: str) -> None:
-    (tmp_path / "test_missing.py").write_text(MISSING_SERVER_TEST)
-    env = {**os.environ, "MAILRULES_PG_BINDIR": "/nonexistent", "CI": ci, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-rs",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path / "test_missing.py"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert expected in result.stdout, result.stdout
-    assert "package `postgresql`" in result.stdout
-    assert "make test" in result.stdout
+    stdout = pytest_without_server(tmp_path, "postgres", {"MAILRULES_PG_BINDIR": "/nonexistent"}, ci)
+    assert expected in stdout, stdout
+    assert "package `postgresql`" in stdout
+    assert "make test" in stdout
