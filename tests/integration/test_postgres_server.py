@@ -17,7 +17,6 @@ psycopg_pool = pytest.importorskip("psycopg_pool", reason="psycopg-pool is in th
 pytestmark = pytest.mark.integration
 
 
-
 def _tables(dsn: str) -> list[str]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
