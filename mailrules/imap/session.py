@@ -127,6 +127,12 @@ class ImapSession(TransferCommands):
             )
         except Exception as exc:
             raise classify(exc, context=f"{where}: connect", secrets=(params.password,)) from exc
+        # imapclient sets imaplib's debug level to 5 and routes imaplib's trace to the
+        # "imapclient.imaplib" logger: imaplib then formats `'< %r' % line` and more for every line
+        # it reads, whether that logger wants it or not (logs.setup_logging keeps it at INFO: it
+        # would log message contents). ~6% of a 20,000-message run's instructions (bench/README.md).
+        if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+            client._imap.debug = 0
         session = cls(client, params)
         if b"[CAPABILITY " not in (client.welcome or b""):
             session.command_count += 1  # imaplib asked CAPABILITY itself after the greeting

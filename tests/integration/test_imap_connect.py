@@ -174,3 +174,19 @@ def test_password_never_logged_at_debug(dovecot: DovecotServer, caplog: pytest.L
             ImapSession.connect(dovecot.params(user, password + "-wrong"))
     assert caplog.records  # imapclient's wire log was captured
     assert password not in caplog.text
+
+
+@pytest.mark.parametrize(("level", "debug"), [(logging.INFO, 0), (logging.DEBUG, 5)])
+def test_imaplib_trace_formatted_only_when_logged(dovecot: DovecotServer, level: int, debug: int) -> None:
+    """imapclient asks imaplib for its per-line trace (debug 5); the session turns it off unless the
+    "imapclient.imaplib" logger would show it: formatting every line read costs a run ~6% for nothing."""
+    user, password = dovecot.fresh_user()
+    trace = logging.getLogger("imapclient.imaplib")
+    before = trace.level
+    trace.setLevel(level)
+    try:
+        with ImapSession.connect(dovecot.params(user, password)) as s:
+            assert s._client._imap.debug == debug
+            assert s.select("INBOX").exists == 0  # the session works either way
+    finally:
+        trace.setLevel(before)
