@@ -23,11 +23,14 @@ COPY grammar/ grammar/
 COPY mailrules/ mailrules/
 
 # The wheel is built in an isolated build env (hatchling from PyPI), then installed with its
-# runtime dependencies into /opt/venv; pip's and the build's caches stay in this stage.
+# runtime dependencies and the `postgres` extra (psycopg 3 with its own libpq in the binary
+# wheel, psycopg-pool: a PostgreSQL state shared by several daemons) into /opt/venv; pip's and
+# the build's caches stay in this stage.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install /wheels/mailrules-*.whl \
- && /opt/venv/bin/mailrules --version
+ && for wheel in /wheels/mailrules-*.whl; do /opt/venv/bin/pip install "${wheel}[postgres]"; done \
+ && /opt/venv/bin/mailrules --version \
+ && /opt/venv/bin/python -c "import psycopg, psycopg_pool; print('psycopg', psycopg.__version__)"
 
 # --- final: the venv, tini, a non-root user ----------------------------------------------------------
 FROM ${PYTHON_IMAGE}

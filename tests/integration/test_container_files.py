@@ -139,6 +139,13 @@ def test_dockerfile_static_guard() -> None:
     for tool in ("gcc", "build-essential", "git "):
         assert tool not in runs, f"no build tools in the final stage: {tool!r}"
     assert "--uid 10001" in runs
+    # The image can use a PostgreSQL state (several daemons sharing the accounts).
+    builder = " ".join(
+        rest
+        for word, rest in instructions[: instructions.index(_final_stage(DOCKERFILE)[0])]
+        if word == "RUN"
+    )
+    assert "[postgres]" in builder and "import psycopg, psycopg_pool" in builder
     env = _image_env(DOCKERFILE)
     assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["PYTHONUNBUFFERED"] == "1"
     assert env["PATH"].startswith("/opt/venv/bin:")
