@@ -20,6 +20,7 @@ from mailrules.config.model import (
     LimitsSettings,
     LogFormat,
     MetricsSettings,
+    NotifyMode,
     Secret,
     Settings,
     SmtpSettings,
@@ -41,6 +42,7 @@ from mailrules.config.schema import (
     LOG_FORMATS,
     MAX_CONNECTIONS,
     METRICS,
+    NOTIFY_MODES,
     PROVIDER_MAX_CONNECTIONS,
     PROVIDERS,
     SECRET_KEYS,
@@ -248,6 +250,7 @@ def _account(name: str, t: dict[str, Any], cx: Context) -> AccountSettings | Non
         )
         max_connections = None
     timing = timing_settings(t, p, cx)  # poll_interval, idle_renew_seconds, idle_timeout_seconds
+    notify = cx.choice(t, p, "notify", NOTIFY_MODES) or "auto"
 
     create_mailboxes = cx.get(t, p, "create_mailboxes", "bool")
     if create_mailboxes is None:
@@ -275,6 +278,7 @@ def _account(name: str, t: dict[str, Any], cx: Context) -> AccountSettings | Non
         allow_insecure=allow_insecure,
         provider=provider,
         **timing,
+        notify=cast(NotifyMode, notify),
         smtp=smtp,
         auth=auth or "password",
         oauth2=oauth2,

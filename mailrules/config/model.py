@@ -13,6 +13,7 @@ from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 TlsMode = Literal["implicit", "starttls", "none"]
 LogFormat = Literal["text", "json"]
 AuthMode = Literal["password", "oauth2"]
+NotifyMode = Literal["auto", "off"]
 OAuth2Flow = Literal["authorization_code", "device_code", "client_credentials"]
 OAuth2Mechanism = Literal["auto", "xoauth2", "oauthbearer"]
 
@@ -146,6 +147,9 @@ class AccountSettings:
     #: connection as stalled (docs/operations.md, "Silent connections")
     idle_renew_seconds: float = 540.0
     idle_timeout_seconds: float = 30.0
+    #: "auto": one NOTIFY connection watches every mailbox where the server allows it (RFC 5465);
+    #: "off": IDLE per mailbox (docs/operations.md, "Watching")
+    notify: NotifyMode = "auto"
     smtp: SmtpSettings | None = None
     auth: AuthMode = "password"
     oauth2: OAuth2Settings | None = None
@@ -229,6 +233,7 @@ def _account_dict(a: AccountSettings) -> dict[str, Any]:
         "poll_interval": a.poll_interval,
         "idle_renew_seconds": a.idle_renew_seconds,
         "idle_timeout_seconds": a.idle_timeout_seconds,
+        "notify": a.notify,
         "smtp": None,
     }
     if a.smtp is not None:

@@ -48,6 +48,7 @@ ACCOUNT: dict[str, Kind] = {
     "poll_interval": "number",
     "idle_renew_seconds": "number",
     "idle_timeout_seconds": "number",
+    "notify": "str",
     "smtp": "table",
     "auth": "str",
     "oauth2": "table",
@@ -92,6 +93,8 @@ OPTIONAL_KEYS = frozenset({"ca_file", "archive", "trash", "provider", "tenant", 
 
 TLS_MODES = ("implicit", "starttls", "none")
 AUTH_MODES = ("password", "oauth2")
+#: `notify`: watch every mailbox on one NOTIFY connection where the server allows it, or IDLE each
+NOTIFY_MODES = ("auto", "off")
 OAUTH2_FLOWS = ("authorization_code", "device_code", "client_credentials")
 OAUTH2_MECHANISMS = ("auto", "xoauth2", "oauthbearer")
 LOG_FORMATS = ("text", "json")
