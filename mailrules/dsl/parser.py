@@ -19,6 +19,7 @@ from typing import Any, cast
 from lark import Lark, Token
 from lark.exceptions import LarkError, UnexpectedInput, UnexpectedToken
 
+from mailrules.cachedir import cache_directory
 from mailrules.dsl import ast
 from mailrules.dsl.diagnostics import syntax_diagnostic
 from mailrules.dsl.lexer import FastLexer
@@ -104,31 +105,24 @@ class _Callbacks:
 
 
 def tables_cache_file(grammar: str) -> str | None:
-    """Where Lark may keep the grammar's parser tables: a file in `$XDG_CACHE_HOME/mailrules`
-    (default `~/.cache/mailrules`), or None to build them in memory.
+    """Where Lark may keep the grammar's parser tables: a file in the cache directory
+    (mailrules/cachedir.py: `$XDG_CACHE_HOME/mailrules`), or None to build them in memory.
 
     Building the LALR tables takes ~40 ms of every process start, loading them ~6 ms. Lark
     writes the tables with pickle, and loading a pickle runs code, so the directory must be
-    this user's own and writable by nobody else; when it cannot be created or is not (a
-    read-only home in a container, another owner), nothing is cached. Lark checks the grammar,
-    its options and its own version inside the file and builds afresh on any mismatch or
-    unreadable file; a failed write is ignored (Lark's logger, silent by default).
+    this user's own and writable by nobody else (cache_directory checks it). Lark checks the
+    grammar, its options and its own version inside the file and builds afresh on any mismatch
+    or unreadable file; a failed write is ignored (Lark's logger, silent by default).
     """
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):  # unset, empty or relative: the XDG default
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-        if not os.path.isabs(base):  # no home directory
-            return None
-    directory = os.path.join(base, "mailrules")
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.stat(directory)
-    except OSError:
+    directory = cache_directory()
+    if directory is None:
         return None
-    if st.st_uid != os.getuid() or st.st_mode & 0o022:
-        return None
-    digest = hashlib.sha256(grammar.encode("utf-8")).hexdigest()[:16]
-    return os.path.join(directory, f"grammar-{digest}.lark-tables")
+    return os.path.join(directory, f"grammar-{grammar_digest(grammar)}.lark-tables")
+
+
+def grammar_digest(grammar: str) -> str:
+    """16 hex digits of the grammar's SHA-256: part of every cache key that depends on it."""
+    return hashlib.sha256(grammar.encode("utf-8")).hexdigest()[:16]
 
 
 def _plain_rule_names(parser: Lark) -> None:
