@@ -177,7 +177,7 @@ def main() -> int:
                     print("\n".join(f"  | {m}" for m in shown[:25]))
                 log_lines = done.stderr.strip().splitlines()
                 if log_lines:
-                    print(f"  ({len(log_lines)} log lines, one per action; the first few:)")
+                    print(f"  ({len(log_lines)} log lines, one per rule and mailbox; the first few:)")
                     for line in log_lines[:5]:
                         print(f"  | {line}")
                 if done.returncode != 0:

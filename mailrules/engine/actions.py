@@ -33,6 +33,12 @@ from mailrules.state.models import JournalEntry
 
 log = logging.getLogger("mailrules.actions")
 
+#: Why an action was skipped when what it asks for is already so: the flag is set (or clear), an
+#: earlier run made the copy (the journal says). Their lines are DEBUG, not INFO (accounts.log_entry).
+ALREADY_SO = "already so"
+ALREADY_COPIED = "already copied (journal)"
+ALREADY_DONE = frozenset({ALREADY_SO, ALREADY_COPIED})
+
 #: `store.copy` or `store.move`
 Transfer = Callable[..., tuple[int | None, dict[int, int]]]
 
@@ -272,7 +278,7 @@ class ActionRunner(SendActions):
                 )
                 if done:
                     entries += [
-                        self._entry(rule, word, "", t, dest, "skipped", "already copied (journal)")
+                        self._entry(rule, word, "", t, dest, "skipped", ALREADY_COPIED)
                         for t in group
                         if t.uid in done
                     ]
@@ -364,7 +370,7 @@ class ActionRunner(SendActions):
         same = [t for t in targets if t.uid not in changing]
         # A change that changes nothing is journalled as skipped: undo must never clear a flag
         # the message had before the run.
-        entries = [self._entry(rule, word, flag, t, None, "skipped", "already so") for t in same]
+        entries = [self._entry(rule, word, flag, t, None, "skipped", ALREADY_SO) for t in same]
         entries += self._group(
             rule, word, flag, None, change, lambda uids: self.store.store_flags(uids, [flag], on)
         )

@@ -39,11 +39,15 @@ from mailrules.engine.ports import (
 )
 from mailrules.engine.prefetch import Prefetcher, independent_rules, tested_flags
 from mailrules.engine.targets import Target, union_needs
+from mailrules.logs import printable
 from mailrules.message.view import MessageView
 
 __all__ = ["LOCAL_BATCH", "Engine", "merge_reports"]
 
 log = logging.getLogger(__name__)
+#: The line per rule and mailbox: the logger of the lines per action (accounts.log_entry), so that
+#: one name selects both.
+rules_log = logging.getLogger("mailrules.run")
 
 #: A batch of at most this many given UIDs (arrivals) is fetched once and every rule evaluated
 #: locally: one FETCH instead of one SEARCH per rule (bench/latency_bench.py: 20 rules cost 14 ms
@@ -200,6 +204,8 @@ class Engine:
                 remaining -= p.runner.run_rule(rule, targets, p.ev.ctx, rr)
                 whole = False
             self.observers.rule_done(rr, time.monotonic() - rule_started)
+            if rr.outcomes:
+                _log_rule(rr)
 
     def _over_limit(self, rule: A.Rule, account: str, mailbox: str, matched: int) -> int | None:
         """The total that exceeds the rule's `limit` (this pass, or the run's), or None to act."""
@@ -246,6 +252,20 @@ class Engine:
         if needs.body or any(server_only(rule.condition) for rule in rules):
             return None  # whole bodies (the server's BODY/TEXT moves fewer bytes), or Gmail's search
         return store.fetch_views(uids, needs)
+
+
+def _log_rule(rr: RuleReport) -> None:
+    """House style 10: one INFO line per rule and mailbox, with what its actions came to; the line
+    per message and action is DEBUG (accounts.log_entry), and the journal keeps every one."""
+    rules_log.info(
+        'rule "%s" account=%s mailbox="%s": matched %d: %s',
+        printable(rr.rule),
+        rr.account,
+        printable(rr.mailbox),
+        rr.matched,
+        ", ".join(f"{what} {n}" for what, n in rr.outcomes.items()),
+        extra={"rule": rr.rule, "account": rr.account, "mailbox": rr.mailbox, "matched": rr.matched},
+    )
 
 
 def merge_reports(reports: Sequence[MailboxReport]) -> dict[str, dict[str, int]]:

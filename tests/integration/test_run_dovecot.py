@@ -138,9 +138,16 @@ def test_every_action_end_to_end(account: ConnectionParams, tmp_path: Path) -> N
     ):  # fmt: skip
         assert line in out, out
     assert out.startswith("run ")
-    # one log line per action: rule, account, mailbox, uid, Message-ID, outcome
-    assert 'rule "move" account=main mailbox="INBOX" uid=1 message-id=<' in result.stderr
-    assert 'move to "New/Box": ok' in result.stderr
+    # one INFO line per rule and mailbox (house style 10); the line per message and action is
+    # DEBUG (`-v`), and the journal keeps it: rule, account, mailbox, uid, Message-ID, outcome
+    assert (
+        'INFO mailrules.run: rule "move" account=main mailbox="INBOX": matched 1: move ok 1' in result.stderr
+    )
+    assert 'rule "tag" account=main mailbox="INBOX": matched 1: tag ok 1' in result.stderr
+    assert 'mailbox="INBOX" uid=' not in result.stderr
+    logged = cli("log", "--config", str(config), "--rule", "move").stdout
+    assert 'rule "move" account=main mailbox="INBOX" uid=1 message-id=<' in logged
+    assert 'move to "New/Box": ok' in logged
 
 
 def test_failed_action_gives_exit_1_and_leaves_the_message(account: ConnectionParams, tmp_path: Path) -> None:

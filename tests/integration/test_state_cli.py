@@ -55,7 +55,8 @@ def test_a_forged_message_id_cannot_add_a_log_line(account: ConnectionParams, tm
     rules = 'rule "r" { when subject is "invoice" then flag, copy to "Copies" }'
     config = write_config(tmp_path, account, rules)
     for fmt in ("text", "json"):
-        ran = mailrules("run", "--config", str(config), "--log-format", fmt)
+        # -v: the lines per message and action are DEBUG (house style 10)
+        ran = mailrules("run", "-v", "--config", str(config), "--log-format", fmt)
         assert ran.returncode == 0, ran.stderr
         lines = ran.stderr.splitlines()
         forged = [ln for ln in lines if "FAKE" in ln]

@@ -87,14 +87,14 @@ def test_json_formatter_escapes_what_json_leaves_raw() -> None:
 
 @pytest.fixture
 def captured() -> Iterator[tuple[io.StringIO, io.StringIO]]:
-    """The `mailrules.run` action lines, as text and as JSON."""
+    """The `mailrules.run` lines (per action at DEBUG, per rule at INFO), as text and as JSON."""
     text, js = io.StringIO(), io.StringIO()
     handlers = [logging.StreamHandler(text), logging.StreamHandler(js)]
     handlers[0].setFormatter(TextFormatter())
     handlers[1].setFormatter(JsonFormatter())
     logger = logging.getLogger("mailrules.run")
     level = logger.level
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     for h in handlers:
         logger.addHandler(h)
     try:
@@ -123,14 +123,20 @@ def test_a_forged_message_id_gives_one_line_per_action_and_clean_journal_rows(
 
     text_log = captured[0].getvalue()
     lines = text_log.splitlines()
-    assert len(lines) == 2, text_log  # one per action: nothing forged
+    assert len(lines) == 3, text_log  # one per action (DEBUG), one for the rule (INFO): nothing forged
     assert all(RECORD.match(line) for line in lines)
-    assert all("message-id=<x@y>\\r\\n2025-06-01 12:00:00,000 ERROR mailrules: FAKE:" in ln for ln in lines)
-    json_lines = captured[1].getvalue().splitlines()
-    assert len(json_lines) == 2
-    assert {json.loads(ln)["message_id"] for ln in json_lines} == {
+    actions = [ln for ln in lines if " DEBUG mailrules.run: " in ln]
+    assert len(actions) == 2, text_log
+    assert all("message-id=<x@y>\\r\\n2025-06-01 12:00:00,000 ERROR mailrules: FAKE:" in ln for ln in actions)
+    assert lines[-1].endswith(
+        ' INFO mailrules.run: rule "r" account=a mailbox="INBOX": matched 1: flag ok 1, copy ok 1'
+    )
+    json_lines = [json.loads(ln) for ln in captured[1].getvalue().splitlines()]
+    assert len(json_lines) == 3
+    assert {j["message_id"] for j in json_lines if j["level"] == "debug"} == {
         "<x@y>\\r\\n2025-06-01 12:00:00,000 ERROR mailrules: FAKE"
     }
+    assert json_lines[-1]["matched"] == 1 and json_lines[-1]["level"] == "info"
 
     rows = state.run_entries(run_id)
     assert len(rows) == 2
@@ -151,3 +157,39 @@ def test_rows_written_before_the_fix_are_escaped_when_shown() -> None:
     shown = format_entry(old)
     assert "\n" not in shown and "\r" not in shown and "\u2028" not in shown
     assert "message-id=<a@b>\\r\\nFAKE" in shown and '"D\\u2028E"' in shown and "(x\\ny)" in shown
+
+
+@pytest.mark.parametrize(
+    ("outcome", "why", "level"),
+    [
+        ("ok", None, logging.DEBUG),
+        ("skipped", "already so", logging.DEBUG),
+        ("skipped", "already copied (journal)", logging.DEBUG),
+        ("failed", "NO [TRYCREATE] no such mailbox", logging.WARNING),
+        ("dry-run", None, logging.INFO),
+        ("skipped", "destination is the source mailbox", logging.INFO),
+        ("skipped", "already sent (journal)", logging.INFO),
+        ("skipped", "automatic mail (Auto-Submitted)", logging.INFO),
+    ],
+)
+def test_action_lines_are_debug_unless_a_reader_must_see_them(
+    captured: tuple[io.StringIO, io.StringIO], outcome: str, why: str | None, level: int
+) -> None:
+    """House style 10: done (or already so) per message at DEBUG, beside the engine's INFO line per
+    rule; a dry run, a held-back send and a move into the mailbox read at INFO; a failure at WARNING."""
+    from tests.unit.test_state_store import entry
+
+    log_entry(entry("r1", outcome=outcome, error=why))
+    (line,) = captured[0].getvalue().splitlines()
+    assert f" {logging.getLevelName(level)} mailrules.run: " in line
+    assert 'rule "lists" account=work mailbox="INBOX" uid=100' in line
+
+
+def test_action_lines_are_not_built_when_debug_is_off(captured: tuple[io.StringIO, io.StringIO]) -> None:
+    logging.getLogger("mailrules.run").setLevel(logging.INFO)  # the fixture puts it back
+    from tests.unit.test_state_store import entry
+
+    log_entry(entry("r1"))
+    log_entry(entry("r1", outcome="dry-run"))
+    (line,) = captured[0].getvalue().splitlines()
+    assert line.endswith('move to "Lists": dry-run')
