@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailrules.dsl import unparse
-from mailrules.dsl.ast import RuleSet, TestBlock, ThreadFacts
+from mailrules.dsl.ast import FlagChange, RuleSet, TestBlock, ThreadFacts
 from mailrules.dsl.semantics import EvalContext, PlannedAction, evaluate_message
 from mailrules.dsl.walk import gmail_only
 from mailrules.message.view import MessageView
@@ -62,6 +62,9 @@ def _run_one(rule_set: RuleSet, test: TestBlock, tz: dt.tzinfo) -> TestOutcome:
     ctx = EvalContext(now=now, tz=tz, labels=given.gmail is not None, gmail=given.gmail, thread=thread)
     # A rule with a test only Gmail's search answers runs only on Gmail: the test says it is there.
     rules = [r for r in rule_set.rules if given.gmail is not None or not gmail_only(r.condition)]
+    # `given ... changed`: someone else just changed its flags, which runs the `on flag change`
+    # rules and only them; without it, the message is seen as a run or an arrival sees it.
+    rules = [r for r in rules if isinstance(r.trigger, FlagChange) == given.changed]
     try:
         planned = evaluate_message(
             rules, view, account=given.account, mailbox=given.mailbox or "INBOX", ctx=ctx
@@ -73,7 +76,8 @@ def _run_one(rule_set: RuleSet, test: TestBlock, tz: dt.tzinfo) -> TestOutcome:
 
 
 def run_tests(rule_set: RuleSet, *, tz: dt.tzinfo = dt.UTC) -> list[TestOutcome]:
-    """Run every `test` block of `rule_set` with all its rules, whatever their trigger.
+    """Run every `test` block of `rule_set` with all its rules, whatever their trigger, but for
+    `on flag change` rules, which run on (and only on) a test that says `given ... changed`.
 
     `.eml` paths are relative to the rule file holding the test. Naive `received`/`now` values are
     read in `tz`, which is also the zone of calendar days; `received` defaults to the Date header,

@@ -15,6 +15,13 @@ from mailrules.dsl.ast_server import GmailFacts as GmailFacts
 from mailrules.dsl.ast_server import GmailSearch as GmailSearch
 from mailrules.dsl.ast_server import ThreadFacts as ThreadFacts
 from mailrules.dsl.ast_server import ThreadTagged as ThreadTagged
+from mailrules.dsl.ast_triggers import At as At
+from mailrules.dsl.ast_triggers import Cron as Cron
+from mailrules.dsl.ast_triggers import Every as Every
+from mailrules.dsl.ast_triggers import FlagChange as FlagChange
+from mailrules.dsl.ast_triggers import Manually as Manually
+from mailrules.dsl.ast_triggers import OnArrival as OnArrival
+from mailrules.dsl.ast_triggers import Trigger as Trigger
 from mailrules.source import Span
 
 # ---------------------------------------------------------------------------
@@ -385,52 +392,7 @@ Action = Union[Move, Copy, Archive, Delete, SetFlag, Tag, Forward, Redirect, Sto
 #: Actions after which no later rule sees the message.
 REMOVING_ACTIONS = (Move, Archive, Delete)
 
-# ---------------------------------------------------------------------------
-# Triggers
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class OnArrival:
-    span: Span
-
-
-@dataclass(frozen=True, slots=True)
-class Every:
-    """`every N minutes|hours`."""
-
-    amount: int
-    unit: Literal["minutes", "hours"]
-    span: Span
-
-
-@dataclass(frozen=True, slots=True)
-class At:
-    """`every day at HH:MM` (days empty) or `every monday[, friday] at HH:MM` / `every weekday at`.
-
-    days are 0=monday .. 6=sunday, sorted.
-    """
-
-    days: tuple[int, ...]
-    hour: int
-    minute: int
-    span: Span
-
-
-@dataclass(frozen=True, slots=True)
-class Cron:
-    """`cron "m h dom mon dow"` (five fields)."""
-
-    expression: str
-    span: Span
-
-
-@dataclass(frozen=True, slots=True)
-class Manually:
-    span: Span
-
-
-Trigger = Union[OnArrival, Every, At, Cron, Manually]
+# Triggers: mailrules/dsl/ast_triggers.py (re-exported above).
 
 # ---------------------------------------------------------------------------
 # Rules, tests, files

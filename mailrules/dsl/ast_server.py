@@ -76,7 +76,7 @@ def normal_query(query: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Given:
     """`given "file.eml" [flags seen, flagged] [tagged "$X"] [received 2020-01-01] [in "Mbox"]
-    [account "work"] [now 2024-05-01T12:00] [gmail ...] [thread tagged "k"]`. The path is relative
+    [account "work"] [now 2024-05-01T12:00] [gmail ...] [thread tagged "k"] [changed]`. The path is relative
     to the rule file."""
 
     path: str
@@ -88,3 +88,6 @@ class Given:
     span: Span
     gmail: GmailFacts | None = None  # `gmail [category X] [search "q"]`: on Gmail, with these facts
     thread: ThreadFacts | None = None  # `thread tagged "k"`: what its thread holds
+    #: `changed`: someone else just changed its flags (to `flags`): the `on flag change` rules run
+    #: on it, and only they; without it they do not (language.md, Test blocks)
+    changed: bool = False

@@ -6,6 +6,7 @@ import os
 import re
 
 from mailrules.dsl import ast
+from mailrules.dsl.check_flags import flag_change_problems
 from mailrules.dsl.check_logic import contradiction, find_shadowed
 from mailrules.dsl.check_loops import loop_warnings
 from mailrules.dsl.cron import cron_problem
@@ -49,6 +50,7 @@ def check_rule_set(rule_set: ast.RuleSet, sources: dict[str, str] | None = None)
             )
         )
     out.extend(loop_warnings(rule_set.rules))
+    out.extend(flag_change_problems(rule_set.rules))
     out.extend(_group_problems(rule_set.rules))
     for rule_file in rule_set.files:
         out.extend(check_tests(rule_file))

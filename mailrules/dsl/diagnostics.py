@@ -112,7 +112,7 @@ _STRING_OPS = {"CONTAINS", "IS", "STARTS", "ENDS"}
 _ADDRESS_PARTS = {"USER", "DETAIL", "LOCALPART"}
 _OPERATOR_WORDS = ("contains", "is", "starts", "ends", "matches", "domain")
 _TRIGGERS = {"ON", "EVERY", "CRON", "MANUALLY"}
-_GIVEN_CLAUSES = {"FLAGS", "TAGGED", "RECEIVED", "IN", "ACCOUNT", "NOW", "GMAIL", "THREAD"}
+_GIVEN_CLAUSES = {"FLAGS", "TAGGED", "RECEIVED", "IN", "ACCOUNT", "NOW", "GMAIL", "THREAD", "CHANGED"}
 
 #: What a WORD means, by the token before it.
 _WORD_AFTER = {
@@ -153,7 +153,7 @@ def describe_expected(expected: set[str], prev: str | None) -> str:
         phrases.append('a trigger (on arrival, every ..., cron "...", manually)')
     if len(_GIVEN_CLAUSES & exp) >= 4:
         exp -= _GIVEN_CLAUSES
-        phrases.append("a given clause (flags, tagged, received, in, account, now, gmail, thread)")
+        phrases.append("a given clause (flags, tagged, received, in, account, now, gmail, thread, changed)")
     for name in sorted(exp, key=_order):
         if name == "WORD":
             phrases.append(_word_phrase(prev))

@@ -50,7 +50,7 @@ class AstBuilder(ConditionBuilder):
         failed = any(c is None for c in ch[4:-1])
         if not name.strip():
             self.error(self.span(ch[1]), "group name is empty")
-        if isinstance(trigger, ast.OnArrival | ast.Manually):
+        if isinstance(trigger, ast.OnArrival | ast.Manually | ast.FlagChange):
             self.error(
                 trigger.span,
                 f"a group runs on a schedule (every ..., cron ...), not '{unparse_trigger(trigger)}': "
@@ -98,7 +98,7 @@ class AstBuilder(ConditionBuilder):
                     limit = c.values[0]
                 elif c.kind == "body":
                     body = (c.values[0], c.values[1])
-            elif isinstance(c, (ast.OnArrival, ast.Every, ast.At, ast.Cron, ast.Manually)):
+            elif isinstance(c, (ast.OnArrival, ast.Every, ast.At, ast.Cron, ast.Manually, ast.FlagChange)):
                 trigger = c
         if body is None:  # unreachable with the grammar; keeps the types honest
             return cast(None, self.finish_item(None))
@@ -148,6 +148,9 @@ class AstBuilder(ConditionBuilder):
 
     def manually(self, span: Span, ch: list[Any]) -> ast.Manually:
         return ast.Manually(span)
+
+    def on_flag_change(self, span: Span, ch: list[Any]) -> ast.FlagChange:
+        return ast.FlagChange(span)
 
     def cron(self, span: Span, ch: list[Any]) -> ast.Cron:
         return ast.Cron(self.string(ch[1]), span)
@@ -378,6 +381,7 @@ class AstBuilder(ConditionBuilder):
             span=span,
             gmail=values.get("gmail"),
             thread=ast.ThreadFacts(values["thread"]) if "thread" in values else None,
+            changed="changed" in values,
         )
 
     def flag_item(self, span: Span, ch: list[Any]) -> str | None:
@@ -475,6 +479,9 @@ class AstBuilder(ConditionBuilder):
         if problem:
             self.error(self.span(ch[2]), problem)
         return Clause("thread", (value,), span)
+
+    def given_changed(self, span: Span, ch: list[Any]) -> Clause:
+        return Clause("changed", (True,), span)
 
     def given_account(self, span: Span, ch: list[Any]) -> Clause:
         return Clause("account", (self.string(ch[1]),), span)

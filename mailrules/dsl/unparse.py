@@ -293,6 +293,8 @@ def trigger(t: ast.Trigger) -> str:
         return f"cron {quote(t.expression)}"
     if isinstance(t, ast.Manually):
         return "manually"
+    if isinstance(t, ast.FlagChange):
+        return "on flag change"
     raise TypeError(f"not a trigger: {t!r}")
 
 
@@ -346,6 +348,8 @@ def given(g: ast.Given) -> str:
         parts.extend(f"search {quote(q)}" for q in g.gmail.searches)
     if g.thread is not None:
         parts.extend(f"thread tagged {quote(t)}" for t in g.thread.tags)
+    if g.changed:
+        parts.append("changed")
     return " ".join(parts)
 
 
