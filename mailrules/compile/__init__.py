@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from mailrules.compile.dialect import Dialect
-from mailrules.compile.explain import explain_condition, explain_plan, format_search
 from mailrules.compile.needs import FetchNeeds
 from mailrules.compile.plan import ConditionPlan, plan_condition, plan_rule
 from mailrules.compile.serialize import (
@@ -15,6 +16,22 @@ from mailrules.compile.serialize import (
     render,
     serialize,
 )
+
+if TYPE_CHECKING:
+    from mailrules.compile.explain import explain_condition, explain_plan, format_search
+
+#: Imported on first use: `mailrules run` and the daemon never explain (explain and unparse cost
+#: ~10 ms of every start).
+_EXPLAIN = frozenset({"explain_condition", "explain_plan", "format_search"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPLAIN:
+        from mailrules.compile import explain
+
+        return getattr(explain, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ConditionPlan",
