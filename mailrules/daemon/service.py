@@ -33,6 +33,7 @@ from mailrules.daemon.cluster_metrics import ClusterMetrics
 from mailrules.daemon.firing import Firings
 from mailrules.daemon.http import MetricsServer
 from mailrules.daemon.metrics import Metrics
+from mailrules.daemon.notify_watcher import NOTIFY_KEY, NotifyPlan
 from mailrules.daemon.scheduler import Schedule
 from mailrules.daemon.watcher import MailboxWatcher, MultiPoller, WatchContext, WatchHooks
 from mailrules.dsl import ast as A
@@ -162,6 +163,7 @@ class Daemon:
             hooks=_MetricsHooks(self.metrics),
             bounds=settings.limits.bounds,
         )
+        self.notify = NotifyPlan(self.accounts, self.ctx, self.metrics, self._sync_watchers)
         # An account taken once running (run_id set) gets its watchers at once; before, the rules'
         # first load starts them.
         self.cluster_metrics = ClusterMetrics(self.metrics.registry)  # the leases' observer
@@ -340,6 +342,9 @@ class Daemon:
                 continue  # another replica's
             views[name] = view
             acct = self.settings.accounts[name]
+            if self.notify.want(acct, boxes):  # one NOTIFY connection for all (daemon/notify_watcher.py)
+                wanted[(name, NOTIFY_KEY)] = acct
+                continue
             has_scheduled = plan.has_scheduled(self.rules, name)
             idle_slots, _ = plan.plan_connections(len(boxes), acct.max_connections, has_scheduled)
             for i, mailbox in enumerate(boxes):
@@ -347,6 +352,7 @@ class Daemon:
                     wanted[(name, mailbox)] = acct
                 else:
                     polled.setdefault(name, []).append(mailbox)
+        self.notify.start(self._watchers, wanted, polled, views)  # before: the loop below skips them
         for key in [
             k for k in self._watchers if k not in wanted and not (k[1] == "*poll*" and k[0] in polled)
         ]:

@@ -20,6 +20,7 @@ CORNERS = {
         "daemon/oauth_metrics.py",
         "daemon/cluster_metrics.py",
         "daemon/stall_metrics.py",
+        "daemon/notify_metrics.py",
     ),
     "psycopg": ("state/",),
     "psycopg_pool": ("state/",),
