@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from mailrules.state.factory import open_leases
@@ -49,7 +50,12 @@ class Cluster:
         self._views: dict[str, State] = {}
         self._guard = threading.Lock()
         self.keeper = LeaseKeeper(
-            self.leases, list(settings.accounts), start=self._start, stop=self._stop, observer=observer
+            self.leases,
+            list(settings.accounts),
+            start=self._start,
+            stop=self._stop,
+            stop_many=self._stop_many,
+            observer=observer,
         )
         self.rounds = 0
         self._thread: threading.Thread | None = None
@@ -95,6 +101,31 @@ class Cluster:
         if self.shared:
             log.info("replica %s: stopped working on account %s", self.replica, account)
 
+    def _stop_many(self, accounts: Sequence[str]) -> None:
+        """Stop several accounts at once: each stop waits for its watchers (up to a round), so one
+        after another, N accounts lost or handed over together would hold the round for N waits
+        while the other leases wait for their renewal (and run out)."""
+        if len(accounts) <= 1:
+            for account in accounts:
+                self._stop(account)
+            return
+        failed: list[str] = []
+
+        def stop(account: str) -> None:
+            try:
+                self._stop(account)
+            except Exception:
+                log.exception("leases: stopping %s failed", account)
+                failed.append(account)
+
+        threads = [threading.Thread(target=stop, args=(a,), name=f"stop {a}") for a in accounts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failed:
+            raise RuntimeError(f"stopping {', '.join(sorted(failed))} failed (logged above)")
+
     def begin(self) -> None:
         """Register this replica and take a first share; then keep it on a thread of its own."""
         changes = self.keeper.begin()
@@ -111,14 +142,18 @@ class Cluster:
             self._thread.start()
 
     def _loop(self) -> None:
+        # Rounds start every `interval` from the start of the previous one (not from its end): a
+        # slow round (many accounts taken) does not push the next renewal towards the expiry.
         interval = self.keeper.interval
+        next_round = time.monotonic() + interval
         while not self._halt.is_set():
-            due = interval
+            due = next_round - time.monotonic()
             while due > 0 and not self._halt.wait(min(EXPIRE_CHECK_SECONDS, due)):
-                due -= EXPIRE_CHECK_SECONDS
                 self._guarded(self.keeper.expire)
+                due = next_round - time.monotonic()
             if self._halt.is_set():
                 return
+            next_round = time.monotonic() + interval
             self._guarded(self.keeper.round)
             self.rounds += 1
 

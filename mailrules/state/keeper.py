@@ -58,6 +58,7 @@ class LeaseKeeper:
         *,
         start: Callable[[Lease], None],
         stop: Callable[[str], None],
+        stop_many: Callable[[Sequence[str]], None] | None = None,
         observer: KeeperObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -65,6 +66,10 @@ class LeaseKeeper:
         self.accounts = tuple(dict.fromkeys(accounts))
         self._start = start
         self._stop = stop
+        # Several accounts stopped together (lost, handed over, shutdown): `stop_many` may stop
+        # them at once (the daemon does, so a round never waits for one account after another
+        # while the other leases wait for their renewal); by default one after another.
+        self._stop_many = stop_many
         self._observer = observer or KeeperObserver()
         self._clock = clock
         self.held: dict[str, Lease] = {}
@@ -90,10 +95,10 @@ class LeaseKeeper:
         try:
             self.leases.heartbeat()
             renewed = {x.account: x for x in self.leases.renew(self.held.values())}
-            for account in sorted(set(self.held) - set(renewed)):
-                self._drop(account)
+            lost = sorted(set(self.held) - set(renewed))
+            self._drop(lost)
+            for account in lost:
                 self._notify(self._observer.lost, account)
-                lost.append(account)
             self.held.update(renewed)
             holders = self.leases.owners()
             owners = {a: (h.owner if h.held else None) for a, h in holders.items()}
@@ -101,12 +106,12 @@ class LeaseKeeper:
                 owners[account] = self.leases.replica
             live = self.leases.replicas()
             share = wanted(self.leases.replica, self.accounts, owners, live)
-            for account in share.give:
-                lease = self._drop(account)
-                if lease is not None:
-                    self.leases.release([lease])
-                    self._notify(self._observer.released, account)
-                    given.append(account)
+            handed = self._drop(share.give)
+            if handed:
+                self.leases.release(handed)
+                for gone in handed:
+                    self._notify(self._observer.released, gone.account)
+                    given.append(gone.account)
             for account in share.take:
                 lease = self.leases.acquire(account)
                 if lease is None:
@@ -130,16 +135,14 @@ class LeaseKeeper:
         """Stop the accounts whose lease is past its local deadline (not renewed in time)."""
         now = self._clock()
         late = sorted(a for a, x in self.held.items() if x.deadline <= now)
+        self._drop(late)
         for account in late:
-            self._drop(account)
             self._notify(self._observer.lost, account)
         return late
 
     def shutdown(self) -> None:
         """Stop every account, release every lease and retire this replica (SIGTERM)."""
-        leases = list(self.held.values())
-        for account in sorted(self.held):
-            self._drop(account)
+        leases = self._drop(sorted(self.held))
         try:
             self.leases.release(leases)
             self.leases.retire()
@@ -148,13 +151,24 @@ class LeaseKeeper:
         for lease in leases:
             self._notify(self._observer.released, lease.account)
 
-    def _drop(self, account: str) -> Lease | None:
-        lease = self.held.pop(account, None)
-        try:
-            self._stop(account)
-        except Exception:  # the lease is gone either way; a failing stop must not keep it
-            log.exception("leases: stopping %s failed", account)
-        return lease
+    def _drop(self, accounts: Sequence[str]) -> list[Lease]:
+        """Forget `accounts`' leases and stop their work (all of them before returning); the
+        leases that were held."""
+        leases = [lease for lease in (self.held.pop(a, None) for a in accounts) if lease is not None]
+        if not accounts:
+            return leases
+        if self._stop_many is not None:
+            try:
+                self._stop_many(list(accounts))
+            except Exception:  # the leases are gone either way; a failing stop must not keep them
+                log.exception("leases: stopping %s failed", ", ".join(accounts))
+            return leases
+        for account in accounts:
+            try:
+                self._stop(account)
+            except Exception:  # the lease is gone either way; a failing stop must not keep it
+                log.exception("leases: stopping %s failed", account)
+        return leases
 
     def _notify(self, hook: Callable[..., None], *args: object) -> None:
         try:
