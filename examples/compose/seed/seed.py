@@ -4,15 +4,19 @@ Runs in the mailrules image (`entrypoint: python`), so `mailrules.demo.sample_ma
 
 1. waits for the IMAP server and, with SEED_WAIT_URL, for the daemon's /readyz: the daemon files
    what arrives after it started watching (existing mail is left to `mailrules run`), so the
-   backlog is appended once it watches, and the demo shows it being filed;
+   backlog is appended once it watches, and the demo shows it being filed. With
+   SEED_WAIT_ACCOUNTS=N (several daemons sharing the accounts: compose.cluster.yaml), it waits
+   until the daemons at every address of SEED_WAIT_URL's host are ready and own N accounts
+   together (their `mailrules_cluster_accounts_owned`), so that no account is left unwatched;
 2. for each account whose mailboxes are all empty: appends a backlog of generated mail
    (three years of lists, notifications, invoices...) and the sample .eml files;
 3. every SEED_INTERVAL seconds appends one of the sample .eml files, with a fresh Message-ID
    and Date, to a random account. SEED_INTERVAL=0 stops after step 2.
 
 Plain IMAP without TLS, as the demo's Dovecot offers it inside the compose network only.
-Settings (environment): SEED_HOST, SEED_PORT, SEED_WAIT_URL, SEED_ACCOUNTS ("user:password_file,..."),
-SEED_SAMPLES (a directory of *.eml), SEED_BACKLOG (count), SEED_INTERVAL (seconds).
+Settings (environment): SEED_HOST, SEED_PORT, SEED_WAIT_URL, SEED_WAIT_ACCOUNTS (count),
+SEED_ACCOUNTS ("user:password_file,..."), SEED_SAMPLES (a directory of *.eml), SEED_BACKLOG
+(count), SEED_INTERVAL (seconds).
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ import os
 import random
 import re
 import signal
+import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from mailrules.demo.sample_mail import generate
@@ -62,6 +69,50 @@ def wait_ready(url: str, wait: float = 180.0) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit(f"seed: {url} is not ready: {exc}") from None
             time.sleep(2)
+
+
+OWNED = "mailrules_cluster_accounts_owned"
+
+
+def addresses(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to: one per replica for a compose service's name."""
+    try:
+        return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+    except OSError:
+        return []
+
+
+def owned_by_ready(url: str, resolve: Callable[[str, int], list[str]] = addresses) -> int:
+    """The accounts owned by the daemons at `url`'s host that answer `url` (/readyz) with 200."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or 80
+    total = 0
+    for address in resolve(parts.hostname or "", port):
+        base = f"{parts.scheme}://{'[' + address + ']' if ':' in address else address}:{port}"
+        try:
+            with urllib.request.urlopen(base + parts.path, timeout=5):
+                pass
+            with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:
+                body = answer.read().decode("utf-8", "replace")
+        except (OSError, urllib.error.URLError):
+            continue  # not listening yet, or not ready (503): its accounts do not count yet
+        total += sum(int(float(ln.split()[-1])) for ln in body.splitlines() if ln.startswith(OWNED + " "))
+    return total
+
+
+def wait_owned(
+    url: str, accounts: int, wait: float = 180.0, resolve: Callable[[str, int], list[str]] = addresses
+) -> None:
+    """Until the ready daemons behind `url`'s host own `accounts` accounts together."""
+    deadline = time.monotonic() + wait
+    while True:
+        owned = owned_by_ready(url, resolve)
+        if owned >= accounts:
+            log(f"the daemons own {owned} of {accounts} accounts")
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"seed: the ready daemons at {url} own {owned} of {accounts} accounts")
+        time.sleep(2)
 
 
 def quoted(mailbox: str) -> str:
@@ -118,9 +169,13 @@ def main() -> int:
     backlog = int(os.environ.get("SEED_BACKLOG", "150"))
     interval = float(os.environ.get("SEED_INTERVAL", "30"))
     wait_url = os.environ.get("SEED_WAIT_URL", "")
+    wait_accounts = int(os.environ.get("SEED_WAIT_ACCOUNTS", "0"))
     if wait_url:
         log(f"waiting for {wait_url}")
         wait_ready(wait_url)
+    if wait_url and wait_accounts:
+        log(f"waiting until the daemons at {wait_url} own {wait_accounts} accounts")
+        wait_owned(wait_url, wait_accounts)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
     for n, (user, password) in enumerate(accounts):
