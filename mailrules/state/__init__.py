@@ -8,6 +8,7 @@ from mailrules.state.interface import Lease, LeaseLost, State
 from mailrules.state.keys import intent_key, new_run_id
 from mailrules.state.models import (
     Checkpoint,
+    FlagMark,
     Intent,
     JournalEntry,
     Location,
@@ -25,6 +26,7 @@ from mailrules.state.undo import plan_undo
 __all__ = [
     "SCHEMA_VERSION",
     "Checkpoint",
+    "FlagMark",
     "Intent",
     "JournalEntry",
     "Lease",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mailrules.errors import StateError
-from mailrules.state.models import Checkpoint, Intent, JournalEntry, RunInfo, UndoPlan
+from mailrules.state.models import Checkpoint, FlagMark, Intent, JournalEntry, RunInfo, UndoPlan
 
 
 class LeaseLost(StateError):
@@ -225,4 +225,16 @@ class State(Protocol):
     # -- undo --------------------------------------------------------------------------------
 
     def undo_plan(self, run_id: str) -> UndoPlan:
+    def get_flag_mark(self, account: str, mailbox: str) -> FlagMark | None:
+        """Where `on flag change` last looked at `mailbox` (HIGHESTMODSEQ, highest UID), with the
+        MODSEQs of our own STOREs since, under the mark's UIDVALIDITY."""
+
+    def set_flag_mark(self, account: str, mailbox: str, mark: FlagMark) -> None:
+        """Move the mark (`mark.own` is not written); own MODSEQs at or below it are forgotten."""
+
+    def note_own_changes(
+        self, account: str, mailbox: str, uidvalidity: int, changes: Mapping[int, int]
+    ) -> None:
+        """Remember UID -> the MODSEQ one of our STOREs gave it (the highest is kept)."""
+
         """What undoing `run_id` takes, from its journal."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -61,6 +61,17 @@ class Checkpoint:
     last_uid: int
     highestmodseq: int | None
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FlagMark:
+    """Where `on flag change` last looked at a mailbox (engine/flagpass.py): its HIGHESTMODSEQ and
+    highest UID then, and `own`: UID -> the MODSEQ of mailrules' own latest STORE on it since."""
+
+    uidvalidity: int
+    highestmodseq: int
+    last_uid: int
+    own: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         seen_at     timestamptz NOT NULL
     );
     """),
+    Migration(3, "flag-change marks and the MODSEQs of our own STOREs (on flag change)", """
+    CREATE TABLE flag_marks (
+        account       text NOT NULL,
+        mailbox       text NOT NULL,
+        uidvalidity   bigint NOT NULL,
+        highestmodseq bigint NOT NULL,
+        last_uid      bigint NOT NULL,
+        PRIMARY KEY (account, mailbox)
+    );
+    CREATE TABLE own_modseqs (
+        account     text NOT NULL,
+        mailbox     text NOT NULL,
+        uidvalidity bigint NOT NULL,
+        uid         bigint NOT NULL,
+        modseq      bigint NOT NULL,
+        PRIMARY KEY (account, mailbox, uidvalidity, uid)
+    );
+    """),
 )  # fmt: skip
 
 SCHEMA_VERSION = len(MIGRATIONS)

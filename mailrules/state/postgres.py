@@ -24,10 +24,19 @@ from mailrules.errors import StateError, StateOpenError
 from mailrules.state import sql
 from mailrules.state.interface import Lease, LeaseLost
 from mailrules.state.keys import new_run_id
-from mailrules.state.models import Checkpoint, Intent, JournalEntry, RunInfo, UndoPlan
+from mailrules.state.models import Checkpoint, FlagMark, Intent, JournalEntry, RunInfo, UndoPlan
 from mailrules.state.pg_conn import POOL_MAX, RETRY_SECONDS, Conn, Database, describe
 from mailrules.state.pg_schema import migrate, take_lock
-from mailrules.state.rows import INSERT_JOURNAL, SELECT_JOURNAL, aware, entry_data, entry_from_data, entry_row
+from mailrules.state.rows import (
+    INSERT_JOURNAL,
+    SELECT_JOURNAL,
+    aware,
+    entry_data,
+    entry_from_data,
+    entry_row,
+    flag_mark_row,
+    own_rows,
+)
 from mailrules.state.undo import plan_undo
 
 _INSERT_JOURNAL = sql.pg(INSERT_JOURNAL)
@@ -421,6 +430,45 @@ class PostgresState:
                     cur.executemany(sql.pg(sql.INSERT_RETRY), rows)
 
         self._db.run("store the retry counts", write, write=True)
+
+    def get_flag_mark(self, account: str, mailbox: str) -> FlagMark | None:
+        """Where `on flag change` last looked at `mailbox`, with the own MODSEQs since."""
+
+        def read(c: Conn) -> FlagMark | None:
+            row = c.execute(sql.pg(sql.SELECT_FLAG_MARK), (account, mailbox)).fetchone()
+            if row is None:
+                return None
+            own = c.execute(sql.pg(sql.SELECT_OWN_MODSEQS), (account, mailbox, row[0])).fetchall()
+            return FlagMark(int(row[0]), int(row[1]), int(row[2]), own={int(u): int(m) for u, m in own})
+
+        return self._db.run("read a flag-change mark", read)
+
+    def set_flag_mark(self, account: str, mailbox: str, mark: FlagMark) -> None:
+        """Move the mark; the own MODSEQs at or below it (or of another UIDVALIDITY) are spent."""
+
+        def write(conn: Conn) -> None:
+            self._check_fence(conn, (account,))
+            conn.execute(sql.pg(sql.UPSERT_FLAG_MARK), flag_mark_row(account, mailbox, mark))
+            spent = (account, mailbox, mark.uidvalidity, mark.highestmodseq)
+            conn.execute(sql.pg(sql.SPEND_OWN_MODSEQS), spent)
+
+        self._db.run("store a flag-change mark", write, write=True)
+
+    def note_own_changes(
+        self, account: str, mailbox: str, uidvalidity: int, changes: Mapping[int, int]
+    ) -> None:
+        """Remember the MODSEQ each of our STOREs gave (UID -> MODSEQ), keeping the highest.
+
+        Not fenced: it records what this process already did on the server; a replica that lost
+        the lease can at most keep a flag-change rule from running on its own last STORE."""
+        rows = own_rows(account, mailbox, uidvalidity, changes)
+
+        def write(conn: Conn) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(sql.pg(sql.UPSERT_OWN_MODSEQ), rows)
+
+        if rows:
+            self._db.run("remember our own flag changes", write, write=True)
 
     # -- undo -------------------------------------------------------------------------------------
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from mailrules.state.models import OUTCOMES, JournalEntry
+from mailrules.state.models import OUTCOMES, FlagMark, JournalEntry
 
 JOURNAL_COLUMNS = (
     "run_id", "rule", "rule_span", "account", "mailbox", "uidvalidity", "uid", "message_id", "action",
@@ -75,3 +75,15 @@ def entry_from_data(values: dict[str, Any]) -> JournalEntry:
 def entry_from_json(text: str) -> JournalEntry:
     """The entry of an intent's JSON."""
     return entry_from_data(json.loads(text))
+
+
+def flag_mark_row(account: str, mailbox: str, mark: FlagMark) -> tuple[str, str, int, int, int]:
+    """The `flag_marks` row of a mark (its `own` MODSEQs are rows of their own: `own_rows`)."""
+    return (account, mailbox, mark.uidvalidity, mark.highestmodseq, mark.last_uid)
+
+
+def own_rows(
+    account: str, mailbox: str, uidvalidity: int, changes: Mapping[int, int]
+) -> list[tuple[str, str, int, int, int]]:
+    """The `own_modseqs` rows of UID -> MODSEQ, in UID order."""
+    return [(account, mailbox, uidvalidity, uid, modseq) for uid, modseq in sorted(changes.items())]

@@ -89,6 +89,25 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (account, mailbox, uid)
     );
     """,
+    # 4: `on flag change`: the HIGHESTMODSEQ mark of each mailbox, and the MODSEQs of our own STOREs
+    """
+    CREATE TABLE flag_marks (
+        account       TEXT NOT NULL,
+        mailbox       TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        highestmodseq INTEGER NOT NULL,
+        last_uid      INTEGER NOT NULL,
+        PRIMARY KEY (account, mailbox)
+    );
+    CREATE TABLE own_modseqs (
+        account     TEXT NOT NULL,
+        mailbox     TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid         INTEGER NOT NULL,
+        modseq      INTEGER NOT NULL,
+        PRIMARY KEY (account, mailbox, uidvalidity, uid)
+    );
+    """,
 )
 
 #: The bookkeeping table, made with the first step this code applies (not a step itself: a

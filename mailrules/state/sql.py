@@ -37,6 +37,29 @@ UPSERT_CHECKPOINT = (
     "OR excluded.last_uid >= checkpoints.last_uid"
 )
 
+# `on flag change` (engine/flagpass.py): per mailbox, the HIGHESTMODSEQ and highest UID of the last
+# look, and the MODSEQs mailrules' own STOREs gave (a message whose latest change is one of them did
+# not change for anyone else); those at or below the mark are spent and go when it moves.
+SELECT_FLAG_MARK = (
+    "SELECT uidvalidity, highestmodseq, last_uid FROM flag_marks WHERE account = ? AND mailbox = ?"
+)
+UPSERT_FLAG_MARK = (
+    "INSERT INTO flag_marks (account, mailbox, uidvalidity, highestmodseq, last_uid) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (account, mailbox) DO UPDATE SET uidvalidity = excluded.uidvalidity, "
+    "highestmodseq = excluded.highestmodseq, last_uid = excluded.last_uid"
+)
+SELECT_OWN_MODSEQS = (
+    "SELECT uid, modseq FROM own_modseqs WHERE account = ? AND mailbox = ? AND uidvalidity = ?"
+)
+SPEND_OWN_MODSEQS = (
+    "DELETE FROM own_modseqs WHERE account = ? AND mailbox = ? AND (uidvalidity != ? OR modseq <= ?)"
+)
+UPSERT_OWN_MODSEQ = (
+    "INSERT INTO own_modseqs (account, mailbox, uidvalidity, uid, modseq) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (account, mailbox, uidvalidity, uid) DO UPDATE SET modseq = CASE "
+    "WHEN excluded.modseq > own_modseqs.modseq THEN excluded.modseq ELSE own_modseqs.modseq END"
+)
+
 SELECT_RETRIES = "SELECT uid, tries FROM retries WHERE account = ? AND mailbox = ? AND uidvalidity = ?"
 DELETE_RETRIES = "DELETE FROM retries WHERE account = ? AND mailbox = ?"
 INSERT_RETRY = "INSERT INTO retries (account, mailbox, uidvalidity, uid, tries) VALUES (?, ?, ?, ?, ?)"

@@ -20,13 +20,14 @@ from mailrules.state.interface import Lease
 from mailrules.state.keys import intent_key as intent_key  # re-exported: callers import it from here
 from mailrules.state.keys import message_intent_key as message_intent_key
 from mailrules.state.keys import new_run_id as new_run_id
-from mailrules.state.models import Checkpoint, Intent, JournalEntry, RunInfo, UndoPlan
+from mailrules.state.models import Checkpoint, FlagMark, Intent, JournalEntry, RunInfo, UndoPlan
 from mailrules.state.rows import INSERT_JOURNAL as _INSERT_JOURNAL
 from mailrules.state.rows import SELECT_JOURNAL as _SELECT_JOURNAL
 from mailrules.state.rows import entry_from_json as _entry_from_json
 from mailrules.state.rows import entry_from_row as _entry_from_row
 from mailrules.state.rows import entry_row as _entry_row
 from mailrules.state.rows import entry_to_json as _entry_to_json
+from mailrules.state.rows import flag_mark_row, own_rows
 from mailrules.state.rows import parse_ts as _dt
 from mailrules.state.rows import ts as _ts
 from mailrules.state.schema import migrate
@@ -426,6 +427,32 @@ class StateStore:
                     _ts(checkpoint.updated_at),
                 ),
             )
+
+    @_guarded("read a flag-change mark")
+    def get_flag_mark(self, account: str, mailbox: str) -> FlagMark | None:
+        """Where `on flag change` last looked at `mailbox`, with the own MODSEQs since."""
+        with self._lock:
+            row = self._conn.execute(sql.SELECT_FLAG_MARK, (account, mailbox)).fetchone()
+            if row is None:
+                return None
+            own = self._conn.execute(sql.SELECT_OWN_MODSEQS, (account, mailbox, row[0])).fetchall()
+        return FlagMark(int(row[0]), int(row[1]), int(row[2]), own={int(u): int(m) for u, m in own})
+
+    @_guarded("store a flag-change mark")
+    def set_flag_mark(self, account: str, mailbox: str, mark: FlagMark) -> None:
+        """Move the mark; the own MODSEQs at or below it (or of another UIDVALIDITY) are spent."""
+        with self.transaction():
+            self._conn.execute(sql.UPSERT_FLAG_MARK, flag_mark_row(account, mailbox, mark))
+            spent = (account, mailbox, mark.uidvalidity, mark.highestmodseq)
+            self._conn.execute(sql.SPEND_OWN_MODSEQS, spent)
+
+    @_guarded("remember our own flag changes")
+    def note_own_changes(
+        self, account: str, mailbox: str, uidvalidity: int, changes: Mapping[int, int]
+    ) -> None:
+        """Remember the MODSEQ each of our STOREs gave (UID -> MODSEQ), keeping the highest."""
+        with self.transaction():
+            self._conn.executemany(sql.UPSERT_OWN_MODSEQ, own_rows(account, mailbox, uidvalidity, changes))
 
     # -- retries ----------------------------------------------------------------------------------
 

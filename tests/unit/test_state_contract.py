@@ -354,3 +354,30 @@ def test_the_undo_plan_is_read_from_the_journal(state: State, second: State) -> 
     assert state.undo_plan(run).undone_by == (undo,)
     with pytest.raises(StateError, match="unknown run"):
         state.undo_plan("nope")
+
+
+# -- on flag change: marks and our own MODSEQs ---------------------------------------------------
+
+
+def test_a_flag_mark_keeps_our_own_modseqs_until_it_passes_them(state: State, second: State) -> None:
+    from mailrules.state import FlagMark
+
+    assert state.get_flag_mark("work", "INBOX") is None
+    state.set_flag_mark("work", "INBOX", FlagMark(7, 100, 40))
+    second.note_own_changes("work", "INBOX", 7, {3: 101, 4: 105})
+    second.note_own_changes("work", "INBOX", 7, {3: 99, 5: 110})  # a lower MODSEQ never replaces
+    second.note_own_changes("work", "Other", 7, {3: 120})
+    assert state.get_flag_mark("work", "INBOX") == FlagMark(7, 100, 40, own={3: 101, 4: 105, 5: 110})
+    state.set_flag_mark("work", "INBOX", FlagMark(7, 105, 41))  # 101 and 105 are spent
+    assert second.get_flag_mark("work", "INBOX") == FlagMark(7, 105, 41, own={5: 110})
+    assert second.get_flag_mark("work", "Other") is None  # no mark there: its rows wait for one
+
+
+def test_a_new_uidvalidity_forgets_the_old_own_modseqs(state: State) -> None:
+    from mailrules.state import FlagMark
+
+    state.set_flag_mark("work", "INBOX", FlagMark(7, 100, 40))
+    state.note_own_changes("work", "INBOX", 7, {3: 200})
+    state.set_flag_mark("work", "INBOX", FlagMark(8, 10, 2))
+    state.note_own_changes("work", "INBOX", 8, {1: 11})
+    assert state.get_flag_mark("work", "INBOX") == FlagMark(8, 10, 2, own={1: 11})
