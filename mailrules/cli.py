@@ -242,7 +242,9 @@ def run(
     connect = session_factory(oauth) if metrics is None else metrics.instrument(session_factory(oauth))
     try:
         # a dry run changes no mail and no checkpoint: it may run beside a daemon
-        with open_store(settings, lock=None if dry_run else "mailrules run") as state:
+        # beside daemons sharing a PostgreSQL state, the accounts are taken from them meanwhile
+        claim = None if dry_run else list(accounts or settings.accounts)
+        with open_store(settings, lock=None if dry_run else "mailrules run", claim=claim) as state:
             result = run_rules(
                 settings,
                 rules,

@@ -27,6 +27,7 @@ from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.logs import printable
 from mailrules.oauth.accounts import TokenManagers
+from mailrules.state.claims import claim_accounts
 from mailrules.state.factory import open_state
 from mailrules.state.interface import State
 from mailrules.state.keys import new_run_id
@@ -75,12 +76,20 @@ class RunResult:
 
 
 @contextmanager
-def open_store(settings: Settings, lock: str | None = None) -> Iterator[State]:
+def open_store(
+    settings: Settings, lock: str | None = None, claim: Sequence[str] | None = None
+) -> Iterator[State]:
     """The configured state; `lock`: the command that acts on it (daemon, run, undo) takes its
-    exclusive lock (StateLocked when another process holds it); readers pass None."""
+    exclusive lock (StateLocked when another process holds it); readers pass None. `claim`: the
+    accounts the command acts on, taken from the daemons sharing a PostgreSQL state for as long
+    as the block runs (state/claims.py; nothing more on SQLite, whose lock is enough)."""
     store = open_state(settings, lock=lock)
     try:
-        yield store
+        if claim is None:
+            yield store
+        else:
+            with claim_accounts(store, settings, claim, lock or "mailrules") as fenced:
+                yield fenced
     finally:
         store.close()
 
@@ -196,6 +205,23 @@ def undo_run(
     for step in steps:
         where = step.where if isinstance(step, UndoFlag) else step.source
         by_account.setdefault(where.account, []).append(step)
+    known = [name for name in by_account if name in settings.accounts]
+    # Beside daemons sharing a PostgreSQL state: the accounts are taken from them meanwhile
+    # (StateLocked when they cannot be); the undo's journal rows carry the leases' tokens.
+    with claim_accounts(state, settings, known, "mailrules undo") as fenced:
+        entries = _undo_accounts(settings, by_account, undo_id, result, connect)
+        fenced.record_many(entries)
+    state.end_run(undo_id, {"undo_of": run_id, "undone": result.undone, "errors": result.errors})
+    return result
+
+
+def _undo_accounts(
+    settings: Settings,
+    by_account: dict[str, list[UndoFlag | UndoMove]],
+    undo_id: str,
+    result: UndoResult,
+    connect: SessionFactory,
+) -> list[JournalEntry]:
     entries: list[JournalEntry] = []
     now = dt.datetime.now(dt.UTC)
     for name, account_steps in by_account.items():
@@ -212,9 +238,7 @@ def undo_run(
             entries += [_undo_step(session, step, undo_id, now, result) for step in account_steps]
         finally:
             session.logout()
-    state.record_many(entries)
-    state.end_run(undo_id, {"undo_of": run_id, "undone": result.undone, "errors": result.errors})
-    return result
+    return entries
 
 
 def _undo_step(

@@ -90,6 +90,9 @@ class LeaseStore(Protocol):
     def replicas(self) -> list[str]:
         """The replicas seen within `lease_seconds`."""
 
+    def claimed(self, accounts: Iterable[str]) -> set[str]:
+        """Those of `accounts` a command (`mailrules run`, `undo`) claims: hand over, never take."""
+
     def retire(self) -> None:
         """Forget this replica (at a clean stop, after releasing its leases)."""
 
@@ -222,9 +225,6 @@ class State(Protocol):
     def set_retries(self, account: str, mailbox: str, uidvalidity: int, tries: Mapping[int, int]) -> None:
         """Replace the mailbox's retry counts by `tries` (empty: forget them all)."""
 
-    # -- undo --------------------------------------------------------------------------------
-
-    def undo_plan(self, run_id: str) -> UndoPlan:
     def get_flag_mark(self, account: str, mailbox: str) -> FlagMark | None:
         """Where `on flag change` last looked at `mailbox` (HIGHESTMODSEQ, highest UID), with the
         MODSEQs of our own STOREs since, under the mark's UIDVALIDITY."""
@@ -237,4 +237,7 @@ class State(Protocol):
     ) -> None:
         """Remember UID -> the MODSEQ one of our STOREs gave it (the highest is kept)."""
 
+    # -- undo --------------------------------------------------------------------------------
+
+    def undo_plan(self, run_id: str) -> UndoPlan:
         """What undoing `run_id` takes, from its journal."""

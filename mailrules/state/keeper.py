@@ -23,6 +23,10 @@ from mailrules.state.share import wanted
 log = logging.getLogger(__name__)
 
 
+#: The owner the fair share sees for an account a command claims: no replica's name.
+CLAIMED = "\x00claimed"
+
+
 @dataclass(frozen=True, slots=True)
 class Changes:
     """What one round changed: accounts acquired, released (handed over) and lost."""
@@ -100,8 +104,18 @@ class LeaseKeeper:
             for account in lost:
                 self._notify(self._observer.lost, account)
             self.held.update(renewed)
+            # Accounts a command claims (`mailrules run` beside the daemons): handed over now,
+            # and neither free nor counted while the claim stands (owned by no live replica).
+            claimed = self.leases.claimed(self.accounts)
+            yielded = self._drop(sorted(claimed & set(self.held)))
+            if yielded:
+                self.leases.release(yielded)
+                for gone in yielded:
+                    self._notify(self._observer.released, gone.account)
+                    given.append(gone.account)
             holders = self.leases.owners()
             owners = {a: (h.owner if h.held else None) for a, h in holders.items()}
+            owners.update(dict.fromkeys(claimed, CLAIMED))
             for account in self.held:  # what we hold is ours, whatever a late read says
                 owners[account] = self.leases.replica
             live = self.leases.replicas()

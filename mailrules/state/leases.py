@@ -17,6 +17,7 @@ account. Both satisfy `LeaseStore` (state/interface.py).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import secrets
 import time
@@ -40,6 +41,29 @@ ON CONFLICT (account) DO UPDATE SET owner = excluded.owner, token = l.token + 1,
 WHERE l.owner IS NULL OR l.expires_at <= clock_timestamp()
 RETURNING l.token, l.expires_at
 """
+#: A command (`mailrules run`, `mailrules undo`) claims an account by holding the session
+#: advisory lock (CLAIM_CLASS, claim_key(account)) on a connection of its own (state/pg_claims.py):
+#: the daemons then hand the account over in their next round and never acquire it while the
+#: claim stands. The lock goes with the command's session, a crashed command's too.
+CLAIM_CLASS = 0x6D726C63  # "mrlc": any int4 no other application of the database uses
+_CLAIMED = """
+SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2
+    AND classid::bigint = %(cls)s
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+_ACQUIRE_UNCLAIMED = (
+    """
+INSERT INTO leases AS l (account, owner, token, expires_at, acquired_at)
+SELECT %(account)s, %(me)s, 1, clock_timestamp() + make_interval(secs => %(secs)s), clock_timestamp()
+WHERE NOT EXISTS ("""
+    + _CLAIMED.strip()
+    + """ AND objid::bigint = %(key)s)
+ON CONFLICT (account) DO UPDATE SET owner = excluded.owner, token = l.token + 1,
+    expires_at = excluded.expires_at, acquired_at = excluded.acquired_at
+WHERE l.owner IS NULL OR l.expires_at <= clock_timestamp()
+RETURNING l.token, l.expires_at
+"""
+)
 _RENEW = """
 UPDATE leases AS l SET expires_at = clock_timestamp() + make_interval(secs => %(secs)s)
 FROM unnest(%(accounts)s::text[], %(tokens)s::bigint[]) AS h(account, token)
@@ -61,6 +85,11 @@ WHERE r.incarnation = excluded.incarnation
     OR r.seen_at <= clock_timestamp() - make_interval(secs => %(secs)s)
 RETURNING 1
 """
+
+
+def claim_key(account: str) -> int:
+    """The second key (an int4) of `account`'s claim lock: the first four bytes of its sha256."""
+    return int.from_bytes(hashlib.sha256(account.encode()).digest()[:4], "big", signed=True)
 
 
 class Leases:
@@ -144,15 +173,18 @@ class Leases:
 
     # -- leases ---------------------------------------------------------------------------------
 
-    def acquire(self, account: str) -> Lease | None:
+    def acquire(self, account: str, *, claimant: bool = False) -> Lease | None:
         """Take `account` when nobody holds it or its lease expired; None when it is held (or
-        the row is busy: a write of the holder in flight finishes first, then the next round)."""
+        the row is busy: a write of the holder in flight finishes first, then the next round).
+        A daemon never takes an account a command claims (`claimed`); the `claimant` does."""
         params = {"account": account, "me": self._replica, "secs": self._seconds}
+        params.update(cls=CLAIM_CLASS, key=claim_key(account) & 0xFFFFFFFF)
         wait_ms = str(max(1, int(self._seconds * 1000 / 3)))
+        query = _ACQUIRE if claimant else _ACQUIRE_UNCLAIMED
 
         def take(conn: Conn) -> tuple[int, dt.datetime] | None:
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (wait_ms,))
-            row = conn.execute(_ACQUIRE, params).fetchone()
+            row = conn.execute(query, params).fetchone()
             return None if row is None else (int(row[0]), row[1])
 
         sent = time.monotonic()
@@ -191,6 +223,15 @@ class Leases:
             "me": self._replica,
         }
         self._db.run("release the leases", lambda c: c.execute(_RELEASE, params), write=True)
+
+    def claimed(self, accounts: Iterable[str]) -> set[str]:
+        """Those of `accounts` a command (`mailrules run`, `undo`) claims now: hand them over,
+        do not take them (a claim key shared by two names claims both: harmless, rare)."""
+        by_key: dict[int, list[str]] = {}
+        for account in accounts:
+            by_key.setdefault(claim_key(account) & 0xFFFFFFFF, []).append(account)
+        rows = self._db.run("read the claims", lambda c: c.execute(_CLAIMED, {"cls": CLAIM_CLASS}).fetchall())
+        return {a for r in rows for a in by_key.get(int(r[0]), [])}
 
     def owners(self, accounts: Sequence[str] | None = None) -> dict[str, Holder]:
         """account -> Holder for every account leased (or only `accounts`), as of now."""

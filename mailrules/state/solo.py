@@ -51,6 +51,9 @@ class SoloLeases:
     def replicas(self) -> list[str]:
         return [self._replica]
 
+    def claimed(self, accounts: Iterable[str]) -> set[str]:
+        return set()  # a command waits for the SQLite file's lock instead
+
     def retire(self) -> None:
         return None
 
