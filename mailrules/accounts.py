@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from mailrules.engine.core import Engine
 from mailrules.engine.limits import LimitLedger, precount
 from mailrules.engine.loops import LoopGuard
 from mailrules.engine.ports import AccountContext, MailboxReport, MailboxStore
+from mailrules.engine.prefetch import StoreOpener
 from mailrules.errors import ImapError, MailrulesError, StateError
 from mailrules.imap.errors import TokenExpired
 from mailrules.imap.names import Namespaces, check_names
@@ -129,11 +131,48 @@ def render_problem(d: Diagnostic, account: str, sources: Mapping[str, str] | Non
 
 @dataclass
 class Connection:
-    """An account's open connection as the engine uses it; `prefetch` a second one searching ahead."""
+    """An account's open connection as the engine uses it; `prefetch` opens (once) a second one
+    searching ahead, when a pass is large enough to use it (engine/prefetch.py)."""
 
     store: MailboxStore
     namespaces: Namespaces = field(default_factory=Namespaces)
-    prefetch: MailboxStore | None = None
+    prefetch: StoreOpener | None = None
+
+
+class _SecondConnection:
+    """An account's search-ahead connection: logged in by the first pass that asks for it (in its
+    prefetch thread, so the first rule does not wait for the login), kept for the account's later
+    passes, logged out with the first connection. A login that fails is not tried again."""
+
+    def __init__(self, account: Account) -> None:
+        self._account = account
+        self._lock = threading.Lock()  # each pass's prefetch thread asks in turn; never two at once
+        self._session: ImapSession | None = None
+        self._store: ImapStore | None = None
+        self._refused: MailrulesError | None = None
+
+    def store(self) -> MailboxStore:
+        with self._lock:
+            if self._refused is not None:
+                raise self._refused
+            if self._store is None:
+                try:
+                    self._session = self._account.connect()
+                except MailrulesError as exc:
+                    log.info(
+                        "account %s: no second connection (%s); searching rule by rule",
+                        self._account.name,
+                        exc,
+                    )
+                    self._refused = exc
+                    raise
+                self._store = ImapStore(self._session)
+            return self._store
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.logout()
 
 
 class Account:
@@ -223,22 +262,18 @@ class Account:
     @contextmanager
     def open(self, *, prefetch: bool = False) -> Iterator[Connection]:
         """A connection for the time of the block, logged out after; `prefetch`: also a second one
-        when the budget allows (a failure there only means searching rule by rule)."""
+        when the budget allows, opened only if a pass uses it (a failure there only means searching
+        rule by rule)."""
         session = self.connect()
-        ahead: ImapSession | None = None
+        ahead = _SecondConnection(self) if prefetch and self.settings.max_connections >= 2 else None
         try:
-            if prefetch and self.settings.max_connections >= 2:
-                try:
-                    ahead = self.connect()
-                except MailrulesError as exc:
-                    log.info("account %s: no second connection (%s); searching rule by rule", self.name, exc)
             yield Connection(
-                ImapStore(session), session.namespaces, ImapStore(ahead) if ahead is not None else None
+                ImapStore(session), session.namespaces, ahead.store if ahead is not None else None
             )
         finally:
             session.logout()
             if ahead is not None:
-                ahead.logout()
+                ahead.close()
 
 
 def build_accounts(

@@ -1,13 +1,15 @@
 """The fixed label values of mailrules' metrics and the buckets of its histograms (daemon/metrics.py).
 
 Label values come from these sets or from the configuration (accounts, mailboxes, rules), never
-from mail or from a server: a value outside them is counted as OTHER.
+from mail or from a server: a value outside them is counted as OTHER. Also the shapes of what
+`Metrics.instrument` labels by account: an account's settings, a session with hooks.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar
 
 #: The label value for anything outside the configured set (bounded cardinality: no value from
 #: mail or a server becomes a series).
@@ -100,3 +102,21 @@ def action_label(action: str) -> str:
     """JournalEntry.action as a label value: `delete permanently` -> `delete_permanently`."""
     word = action.replace(" ", "_")
     return word if word in ACTIONS else OTHER
+
+
+class NamedAccount(Protocol):
+    """An account's settings, as far as `Metrics.instrument` needs them."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class HookedSession(Protocol):
+    """A session with CommandCore's per-command and throttling hooks."""
+
+    on_command: Callable[[str, float, bool], None] | None
+    on_throttle: Callable[[str, float], None] | None
+
+
+AccountT = TypeVar("AccountT", bound=NamedAccount)
+SessionT = TypeVar("SessionT", bound=HookedSession)

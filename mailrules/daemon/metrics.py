@@ -7,12 +7,12 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol, TypeVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mailrules import __version__
+from mailrules.daemon.ahead_metrics import SearchAheadMetrics
 from mailrules.daemon.labels import (
     ACTION_COMMANDS,
     ACTION_OUTCOMES,
@@ -29,6 +29,8 @@ from mailrules.daemon.labels import (
     RULE_BUCKETS,
     RUN_BUCKETS,
     SCHEDULED_OUTCOMES,
+    AccountT,
+    SessionT,
     action_label,
     command_label,
 )
@@ -47,24 +49,6 @@ prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: The exposition below is the classic text format: every name we use is a legacy-valid name.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class _Named(Protocol):
-    """An account's settings, as far as `Metrics.instrument` needs them."""
-
-    @property
-    def name(self) -> str: ...
-
-
-class _Hooked(Protocol):
-    """A session with CommandCore's per-command and throttling hooks."""
-
-    on_command: Callable[[str, float, bool], None] | None
-    on_throttle: Callable[[str, float], None] | None
-
-
-A = TypeVar("A", bound=_Named)
-S = TypeVar("S", bound=_Hooked)
 
 
 class Metrics:
@@ -245,6 +229,7 @@ class Metrics:
         )
         self.oauth = OAuthMetrics(r)  # the OAuth2 accounts' tokens: their own module, their own init
         self.stalls = StallMetrics(r, self._account)  # mailrules_watcher_stalls_total{account}
+        self.ahead = SearchAheadMetrics(r, self._account)  # mailrules_search_ahead_total{account}
         build = Gauge(
             "mailrules_build_info", "Always 1; the labels say what runs.", ["version", "python"], registry=r
         )
@@ -290,6 +275,7 @@ class Metrics:
                 else {(a, m) for a, boxes in watched.items() for m in boxes}
             )
         self.stalls.init(accounts)
+        self.ahead.init(accounts)
         for account in accounts:
             self.creations_refused.labels(account)
             self.text_cut.labels(account)
@@ -393,6 +379,7 @@ class Metrics:
                 self.messages_skipped.labels(account, why if why in MESSAGE_SKIP_REASONS else OTHER).inc(n)
         if report.text_cut:
             self.text_cut.labels(account).inc(report.text_cut)
+        self.ahead.mailbox_done(report)
         counts = {"matched": matched, "unmatched": unmatched, "skipped": skipped, "failed": len(failed)}
         for outcome, n in counts.items():
             if n > 0:
@@ -430,10 +417,10 @@ class Metrics:
 
         return hook
 
-    def instrument(self, connect: Callable[[A], S]) -> Callable[[A], S]:
+    def instrument(self, connect: Callable[[AccountT], SessionT]) -> Callable[[AccountT], SessionT]:
         """Wrap a session factory: time each connect and attach the command and throttle hooks."""
 
-        def connected(account: A) -> S:
+        def connected(account: AccountT) -> SessionT:
             started = time.perf_counter()
             try:
                 session = connect(account)

@@ -37,7 +37,13 @@ from mailrules.engine.ports import (
     RuleReport,
     RunOptions,
 )
-from mailrules.engine.prefetch import Prefetcher, independent_rules, tested_flags
+from mailrules.engine.prefetch import (
+    SEARCH_AHEAD_MIN_MESSAGES,
+    Prefetcher,
+    StoreOpener,
+    independent_rules,
+    tested_flags,
+)
 from mailrules.engine.targets import Target, union_needs
 from mailrules.logs import printable
 from mailrules.message.view import MessageView
@@ -79,10 +85,13 @@ class Engine:
         on_entry: EntryHook | None = None,
         observer: EngineObserver | None = None,
         limits: LimitPolicy | None = None,
+        search_ahead_min: int | None = None,
     ) -> None:
         """`limits`: a run's `limit` accounting shared by every pass (engine/limits.py: LimitLedger);
         without it, each pass is judged on its own (the daemon's arrival batches). `on_entry` and
-        `observer` are called inside try/except (engine/observing.py): they cannot stop the work."""
+        `observer` are called inside try/except (engine/observing.py): they cannot stop the work.
+        `search_ahead_min`: the smallest whole-mailbox pass that uses `prefetch` (default
+        SEARCH_AHEAD_MIN_MESSAGES, prefetch.py)."""
         self.options = options
         self.limits = limits
         self.journal = journal
@@ -90,6 +99,7 @@ class Engine:
         self.observer = observer
         self.observers = SafeObservers(on_entry, observer)
         self.matcher = Matcher(options.now, options.tz)
+        self.search_ahead_min = SEARCH_AHEAD_MIN_MESSAGES if search_ahead_min is None else search_ahead_min
 
     def process(
         self,
@@ -100,14 +110,15 @@ class Engine:
         uids: Sequence[int] | None = None,
         *,
         uidvalidity: int | None = None,
-        prefetch: MailboxStore | None = None,
+        prefetch: StoreOpener | None = None,
     ) -> MailboxReport:
         """Run `rules` (those in scope for this account and mailbox) over `uids`, or the whole mailbox.
 
         Messages are taken once, at the start: a copy made into this mailbox by a rule is not
         itself processed in the same pass. `uidvalidity`: the mailbox is already selected on this
-        store's connection (a watcher's), so no SELECT is sent. `prefetch`: a second connection
-        to the same account, used to search and fetch ahead over a whole mailbox (prefetch.py).
+        store's connection (a watcher's), so no SELECT is sent. `prefetch`: opens (or gives) a second
+        connection to the same account, used to search and fetch ahead over a whole mailbox of at
+        least `search_ahead_min` messages (prefetch.py); called in the prefetch thread, if at all.
         """
         started = time.monotonic()
         if uidvalidity is None:
@@ -129,7 +140,12 @@ class Engine:
         p = _Pass(store, account, mailbox, ev, runner, report)
         if uids is not None:
             p.local = self._prefetch(store, in_scope, candidates, runner)
-        elif prefetch is not None and not self.options.dry_run and len(in_scope) > 1:
+        elif (
+            prefetch is not None
+            and not self.options.dry_run
+            and len(in_scope) > 1
+            and len(candidates) >= self.search_ahead_min
+        ):
             dialect = store.dialect
 
             def plan(rule: A.Rule) -> tuple[K.SearchKey, FetchNeeds]:
@@ -142,6 +158,7 @@ class Engine:
         finally:
             if p.ahead is not None:
                 p.ahead.close()
+                report.searched_ahead = p.ahead.opened
             report.skipped_for[EVALUATION_TIME] += len(ev.over_time)
             report.text_cut = len(ev.text_cut)
         report.retry = sorted(runner.retry_uids)

@@ -268,6 +268,7 @@ class MailboxReport:
     #: messages passed over at a `[limits]` bound, by reason (`evaluation_time`); in skipped_messages too
     skipped_for: Counter[str] = field(default_factory=Counter)
     text_cut: int = 0  # messages whose decoded text went past a [limits] cap (searched up to it)
+    searched_ahead: bool = False  # later rules were searched ahead on a second connection (prefetch.py)
 
     @property
     def failed(self) -> int:

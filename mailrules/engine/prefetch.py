@@ -5,6 +5,11 @@ on what earlier rules did, except through flags: messages moved away are dropped
 with the messages still in play, headers never change. So the rules whose conditions test no flag
 an earlier rule changes are searched and fetched ahead, in order, on another connection; the
 first connection only acts. A failure there only means the engine searches that rule itself.
+
+It pays only over a large mailbox (SEARCH_AHEAD_MIN_MESSAGES): on a small one the second
+connection's searches of the mailbox as it was, and its fetches of messages earlier rules then
+move away, cost the server and the client more than the overlap saves. The connection is opened
+by the prefetch thread itself, so that the first rule does not wait for its login.
 """
 
 from __future__ import annotations
@@ -24,6 +29,15 @@ from mailrules.message.view import MessageView
 log = logging.getLogger(__name__)
 
 Found = tuple[list[int], dict[int, MessageView]]
+#: The second connection, opened when first asked for (in the prefetch thread); raises when it
+#: cannot be had.
+StoreOpener = Callable[[], MailboxStore]
+#: A pass searches ahead only over a whole mailbox of at least this many messages (what `UID
+#: SEARCH ALL` found). Measured (bench/README.md, issue 13): with the server on the same 2-core
+#: host the second connection gained nothing at 5,000 and 10,000 messages and cost +20% client
+#: instructions and +14-38% server CPU; at 20,000 it saved 15% of the wall time once the client's
+#: own work was cut. `max_connections = 1` turns it off for an account (docs/configuration.md).
+SEARCH_AHEAD_MIN_MESSAGES = 10_000
 #: What `changed_flags` says of a tag whose name comes from a template: it may be any keyword.
 ANY_KEYWORD = "*"
 
@@ -67,20 +81,23 @@ def independent_rules(rules: Sequence[A.Rule]) -> list[A.Rule]:
 
 
 class Prefetcher:
-    """Runs `plan(rule) -> (server key, needs)` searches and fetches ahead on `store` in a thread."""
+    """Runs `plan(rule) -> (server key, needs)` searches and fetches ahead in a thread, on the
+    store `open_store()` gives it there."""
 
     def __init__(
         self,
-        store: MailboxStore,
+        open_store: StoreOpener,
         mailbox: str,
         rules: Sequence[A.Rule],
         plan: Callable[[A.Rule], tuple[K.SearchKey, FetchNeeds]],
     ) -> None:
         self._futures: dict[int, Future[Found]] = {id(r): Future() for r in rules}
         self._stop = threading.Event()
+        #: the second store was had and the mailbox selected on it (read after `close`)
+        self.opened = False
         self._thread = threading.Thread(
             target=self._work,
-            args=(store, mailbox, list(rules), plan),
+            args=(open_store, mailbox, list(rules), plan),
             name=f"prefetch:{mailbox}",
             daemon=True,
         )
@@ -88,17 +105,19 @@ class Prefetcher:
 
     def _work(
         self,
-        store: MailboxStore,
+        open_store: StoreOpener,
         mailbox: str,
         rules: list[A.Rule],
         plan: Callable[[A.Rule], tuple[K.SearchKey, FetchNeeds]],
     ) -> None:
         try:
+            store = open_store()
             store.select(mailbox)
-        except Exception as exc:
+        except Exception as exc:  # no second connection: the engine searches every rule itself
             for f in self._futures.values():
                 f.set_exception(exc)
             return
+        self.opened = True
         for rule in rules:
             future = self._futures[id(rule)]
             if self._stop.is_set():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import threading
 from pathlib import Path
 
 import pytest
@@ -301,3 +302,45 @@ def test_message_expunged_by_another_client_mid_run_is_skipped_with_a_log_line(
     assert 'rule "all"' in line and "skipped" in line
     assert len(sink.messages) == 2 and all(b"Subject: m" in m.content for m in sink.messages)
     assert len(placement(snapshot(account))["Done"]) == 2
+
+
+def test_later_rules_searched_ahead_on_a_second_connection_opened_by_the_prefetch_thread(
+    dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search-ahead path on a real server (a mailbox this small only uses it with the size
+    lowered: below SEARCH_AHEAD_MIN_MESSAGES it costs more than it saves, engine/prefetch.py)."""
+    import mailrules.engine.core
+
+    account = dovecot.params(*dovecot.fresh_user())
+    subjects = ["t-move", "t-flag", "t-both", "t-none"]
+    assert not any(append(account, "INBOX", [(msg(s), [], None) for s in subjects]))
+    rules = (
+        'rule "move" { when subject contains "move" then move to "Moved" }\n'
+        'rule "flag" { when subject contains "t-" then flag }\n'
+        'rule "both" { when flagged and subject contains "both" then move to "Both" }\n'
+    )
+    config = str(write_config(tmp_path, account, rules))
+    connected: list[str] = []
+    real_connect = ImapSession.connect
+
+    def connect(params: ConnectionParams) -> ImapSession:
+        connected.append(threading.current_thread().name)
+        return real_connect(params)
+
+    monkeypatch.setattr(ImapSession, "connect", connect)
+    small = cli("run", "--print-metrics", "--config", config)  # 4 messages: never ahead
+    assert small.exit_code == 0, small.output
+    assert 'mailrules_search_ahead_total{account="main"} 0.0' in small.stdout
+    assert connected == ["MainThread"] and "move ok 1" in small.stdout
+
+    assert not any(append(account, "INBOX", [(msg(s), [], None) for s in subjects]))
+    monkeypatch.setattr(mailrules.engine.core, "SEARCH_AHEAD_MIN_MESSAGES", 2)
+    connected.clear()
+    ran = cli("run", "--print-metrics", "--config", config)
+    assert ran.exit_code == 0, ran.output
+    assert 'mailrules_search_ahead_total{account="main"} 1.0' in ran.stdout
+    assert connected == ["MainThread", "prefetch:INBOX"]  # the first rule did not wait for its login
+    after = snapshot(account)
+    assert where_is(after, b"Subject: t-move\r\n") == [("Moved", ())] * 2  # gone before "flag"
+    assert where_is(after, b"Subject: t-both\r\n") == [("Both", ("\\Flagged",))] * 2
+    assert where_is(after, b"Subject: t-none\r\n") == [("INBOX", ("\\Flagged",))] * 2

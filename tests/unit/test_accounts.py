@@ -9,7 +9,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -326,3 +326,52 @@ def test_a_sender_from_the_fakes_still_fits_the_context() -> None:
     # The engine's AccountContext takes any Sender: what the walk builds is one of them.
     ctx = dataclasses.replace(Account(settings("a")).context(), sender=RecordingSender())
     assert ctx.sender is not None
+
+
+class FakeSession:
+    """What Account.open and ImapStore read of a session, and whether it was logged out."""
+
+    capabilities = frozenset({"IMAP4REV1"})
+    names = None
+    namespaces = Namespaces()
+
+    def __init__(self, account: str) -> None:
+        self.account = account
+        self.pacing: object = None
+        self.closed = False
+
+    def logout(self) -> None:
+        self.closed = True
+
+
+def test_the_search_ahead_connection_is_opened_once_when_a_pass_asks_and_logged_out_after() -> None:
+    made: list[FakeSession] = []
+    refuse_second = False
+
+    def connect(s: AccountSettings) -> ImapSession:
+        if refuse_second and made:
+            raise ImapError("too many connections", "retry")
+        made.append(FakeSession(s.name))
+        return cast(ImapSession, made[-1])
+
+    with Account(settings(max_connections=2), connect).open(prefetch=True) as conn:
+        assert len(made) == 1 and conn.prefetch is not None  # not before a pass asks for it
+        first = conn.prefetch()
+        assert conn.prefetch() is first and len(made) == 2  # the account's later passes share it
+    assert [s.closed for s in made] == [True, True]
+
+    made.clear()
+    with Account(settings(max_connections=1), connect).open(prefetch=True) as conn:
+        assert conn.prefetch is None  # max_connections = 1: never a second connection
+    with Account(settings(max_connections=2), connect).open(prefetch=False) as conn:
+        assert conn.prefetch is None
+
+    made.clear()
+    refuse_second = True
+    with Account(settings(max_connections=2), connect).open(prefetch=True) as conn:
+        assert conn.prefetch is not None
+        for _ in range(2):
+            with pytest.raises(ImapError):
+                conn.prefetch()
+        assert len(made) == 1  # a refused login is not tried again by every pass
+    assert made[0].closed

@@ -21,6 +21,7 @@ CORNERS = {
         "daemon/cluster_metrics.py",
         "daemon/stall_metrics.py",
         "daemon/notify_metrics.py",
+        "daemon/ahead_metrics.py",
     ),
     "psycopg": ("state/",),
     "psycopg_pool": ("state/",),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import threading
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +17,8 @@ from mailrules.dsl.parser import parse_text
 from mailrules.dsl.semantics import EvalContext
 from mailrules.engine.core import Engine
 from mailrules.engine.ports import AccountContext, MailboxReport, RunOptions
+from mailrules.engine.prefetch import SEARCH_AHEAD_MIN_MESSAGES
+from mailrules.errors import ImapError
 from tests.fakes import FakeServer, FakeStore, RecordingSender, oracle
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -258,6 +262,11 @@ def mailboxes(draw: st.DrawFn) -> list[tuple[bytes, list[str], dt.datetime]]:
     ]
 
 
+def opener(store: FakeStore) -> Callable[[], FakeStore]:
+    """`Engine.process(prefetch=)`: the second connection, here a store already made."""
+    return lambda: store
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rule_sets(),
@@ -285,11 +294,13 @@ def test_engine_equals_per_message_oracle(
     sender = RecordingSender()
     account = AccountContext("acct", sender=sender)
     store = FakeStore(server, Dialect.named(dialect), NOW)
-    engine = Engine(RunOptions(NOW, UTC, "run"))
+    engine = Engine(RunOptions(NOW, UTC, "run"), search_ahead_min=0)  # ahead whatever the size
     for mailbox in order:
         uids = sorted(server.mailbox(mailbox).messages) if path == "arrival" else None
-        ahead = FakeStore(server, Dialect.named(dialect), NOW) if path == "ahead" else None
-        engine.process(store, account, mailbox, rules, uids, prefetch=ahead)
+        ahead = FakeStore(server, Dialect.named(dialect), NOW)
+        engine.process(
+            store, account, mailbox, rules, uids, prefetch=opener(ahead) if path == "ahead" else None
+        )
     assert server.state() == expected_server.state()
     assert sorted(sender.sent) == sent_expected
 
@@ -354,15 +365,75 @@ def test_later_rules_are_searched_ahead_on_the_second_connection() -> None:
     expected = copy.deepcopy(server)
     oracle(expected, rules, AccountContext("acct"), ["INBOX"], EvalContext(NOW, UTC))
     ahead = FakeStore(server, Dialect.named("dovecot"), NOW)
-    Engine(RunOptions(NOW, UTC, "r")).process(
+    opened: list[str] = []
+
+    def second() -> FakeStore:
+        opened.append(threading.current_thread().name)
+        return ahead
+
+    report = Engine(RunOptions(NOW, UTC, "r"), search_ahead_min=6).process(
         FakeStore(server, Dialect.named("dovecot"), NOW),
         AccountContext("acct"),
         "INBOX",
         rules,
-        prefetch=ahead,
+        prefetch=second,
     )
     assert server.state() == expected.state()
     assert ahead.commands.count("SEARCH") == 3  # a, b, c; never d
+    assert opened == ["prefetch:INBOX"]  # opened once, by the prefetch thread: the first rule did not wait
+    assert report.searched_ahead
+
+
+def test_a_pass_under_the_search_ahead_size_opens_no_second_connection() -> None:
+    """Below SEARCH_AHEAD_MIN_MESSAGES the second connection costs more than it saves (bench/README.md):
+    it is never opened, and the pass searches rule by rule."""
+    server = FakeServer()
+    for i in range(6):
+        server.append("INBOX", msg(f"u{i}@example.org", f"s{i}"))
+    rules = rules_of(
+        'rule "a" { when from contains "u0@" then move to "A" }\n'
+        'rule "c" { when subject contains "s" then flag }'
+    )
+    expected = copy.deepcopy(server)
+    oracle(expected, rules, AccountContext("acct"), ["INBOX"], EvalContext(NOW, UTC))
+    opened: list[FakeStore] = []
+
+    def second() -> FakeStore:
+        opened.append(FakeStore(server, Dialect.named("dovecot"), NOW))
+        return opened[-1]
+
+    assert SEARCH_AHEAD_MIN_MESSAGES > 6
+    for engine in (Engine(RunOptions(NOW, UTC, "r")), Engine(RunOptions(NOW, UTC, "r"), search_ahead_min=7)):
+        store = FakeStore(server, Dialect.named("dovecot"), NOW)
+        report = engine.process(store, AccountContext("acct"), "INBOX", rules, prefetch=second)
+        assert opened == [] and not report.searched_ahead
+        assert store.commands.count("SEARCH") == 3  # ALL, then each rule on the first connection
+    assert server.state() == expected.state()
+
+
+def test_a_second_connection_that_cannot_be_had_means_searching_rule_by_rule() -> None:
+    server = FakeServer()
+    for i in range(3):
+        server.append("INBOX", msg(f"u{i}@example.org", f"s{i}"))
+    rules = rules_of(
+        'rule "a" { when from contains "u0@" then move to "A" }\n'
+        'rule "c" { when subject contains "s" then flag }'
+    )
+    expected = copy.deepcopy(server)
+    oracle(expected, rules, AccountContext("acct"), ["INBOX"], EvalContext(NOW, UTC))
+
+    def refused() -> FakeStore:
+        raise ImapError("too many connections", "retry")
+
+    report = Engine(RunOptions(NOW, UTC, "r"), search_ahead_min=0).process(
+        FakeStore(server, Dialect.named("dovecot"), NOW),
+        AccountContext("acct"),
+        "INBOX",
+        rules,
+        prefetch=refused,
+    )
+    assert server.state() == expected.state()
+    assert not report.searched_ahead
 
 
 def test_a_copy_is_made_once_per_message_rule_and_mailbox() -> None:

@@ -45,6 +45,7 @@ EXPECTED = {
     "mailrules_watcher_up": "gauge",
     "mailrules_reconnects_total": "counter",
     "mailrules_watcher_stalls_total": "counter",
+    "mailrules_search_ahead_total": "counter",
     "mailrules_last_sync_timestamp_seconds": "gauge",
     "mailrules_scheduled_runs_total": "counter",
     "mailrules_scheduled_run_duration_seconds": "histogram",
@@ -315,6 +316,30 @@ def test_stalls_are_counted_per_configured_account() -> None:
     m.rules_loaded(7)
     assert value(m, "mailrules_config_last_reload_success") == 1
     assert value(m, "mailrules_rules_loaded") == 7
+
+
+def test_passes_that_searched_ahead_are_counted_per_configured_account() -> None:
+    rules = rules_of(
+        'rule "gh" { when from contains "u0@" then move to "A" }\n'
+        'rule "lists" { when subject contains "s" then flag }'
+    )
+    m = configured()
+    assert value(m, "mailrules_search_ahead_total", account="home") == 0  # created by init()
+
+    def four_messages(search_ahead_min: int) -> None:
+        server = FakeServer()
+        for i in range(4):
+            server.append("INBOX", msg(f"u{i}@example.org", f"s{i}"))
+        ahead = FakeStore(server, Dialect.named("dovecot"), NOW)
+        engine = Engine(RunOptions(NOW, dt.UTC, "r"), observer=m, search_ahead_min=search_ahead_min)
+        store = FakeStore(server, Dialect.named("dovecot"), NOW)
+        engine.process(store, AccountContext("work"), "INBOX", rules, prefetch=lambda: ahead)
+
+    four_messages(5)  # under the size: nothing searched ahead
+    assert value(m, "mailrules_search_ahead_total", account="work") == 0
+    four_messages(4)
+    assert value(m, "mailrules_search_ahead_total", account="work") == 1
+    assert value(m, "mailrules_search_ahead_total", account="home") == 0
 
 
 def test_arrival_buckets_span_50ms_to_5min() -> None:
