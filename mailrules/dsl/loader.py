@@ -3,6 +3,8 @@
 Loading again parses only the files whose bytes changed: the process keeps what the last load
 parsed (path and sha256 of the bytes -> parsed file and its diagnostics), so the daemon's
 reload of an unchanged rule set parses nothing, and one edited file of many costs one parse.
+Between processes the cache directory keeps the same (dsl/parse_cache.py): a `mailrules run` or
+`check` of unchanged files neither parses them nor imports the parser (Lark).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 from mailrules.dsl import ast
 from mailrules.dsl.check import check_rule_set
-from mailrules.dsl.parser import gc_paused, parse_text
+from mailrules.dsl.gcpause import gc_paused
+from mailrules.dsl.parse_cache import DiskCache
 from mailrules.source import Diagnostic, Span, render_all
 
 
@@ -28,6 +31,8 @@ class LoadResult:
     sources: dict[str, str] = field(default_factory=dict)
     #: The files this load parsed; the others were unchanged since the last load and reused.
     parsed: tuple[str, ...] = ()
+    #: The files this load read from the cache directory instead of parsing them.
+    from_disk: tuple[str, ...] = ()
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -109,22 +114,36 @@ def clear_cache() -> None:
 atexit.register(clear_cache)
 
 
-def _parse_file(name: str, data: bytes, digest: bytes) -> _Parsed:
+def parse_text(text: str, path: str) -> tuple[ast.RuleFile | None, list[Diagnostic]]:
+    """The parser's parse_text, imported on first use: a load answered by the caches needs no Lark."""
+    from mailrules.dsl import parser
+
+    return parser.parse_text(text, path)
+
+
+def _parse_file(name: str, data: bytes, digest: bytes, disk: DiskCache | None) -> tuple[_Parsed, bool]:
+    """The file parsed, or read from the cache directory (then True)."""
     text, decode_diags = decode(data, name)
+    if disk is not None and not decode_diags:
+        cached = disk.rule_file(name, digest)
+        if cached is not None:
+            return _Parsed(digest, text, cached, ()), True
     rule_file, parse_diags = parse_text(text, name)
+    if disk is not None and rule_file is not None and not decode_diags and not parse_diags:
+        disk.put_rule_file(name, digest, rule_file)
     taken = {(d.span.line, d.span.column) for d in decode_diags}
     # the replacement character of a bad byte gives a second error at the same place: drop it
     diags = (*decode_diags, *(d for d in parse_diags if (d.span.line, d.span.column) not in taken))
     if rule_file is None:  # pragma: no cover - parse_text always returns a RuleFile
         rule_file = ast.RuleFile(name, (), ())
-    return _Parsed(digest, text, rule_file, diags)
+    return _Parsed(digest, text, rule_file, diags), False
 
 
 def _copy(result: LoadResult, parsed: tuple[str, ...]) -> LoadResult:
     """A result the caller may change without changing the remembered one."""
     sources = dict(result.sources)
     rule_set = ast.RuleSet(result.rule_set.files, dict(sources))
-    return LoadResult(rule_set, list(result.diagnostics), sources, parsed)
+    return LoadResult(rule_set, list(result.diagnostics), sources, parsed, ())
 
 
 def load_rule_set(path: str | Path) -> LoadResult:
@@ -153,6 +172,8 @@ def _load(root: Path) -> LoadResult:
     known = memo.files if memo is not None else {}
     files: dict[str, _Parsed] = {}
     parsed: list[str] = []
+    from_disk: list[str] = []
+    disk: DiskCache | None = None
     unreadable = False
     for file in paths:
         name = str(file)
@@ -165,8 +186,10 @@ def _load(root: Path) -> LoadResult:
         digest = hashlib.sha256(data).digest()
         entry = known.get(name)
         if entry is None or entry.digest != digest:
-            entry = _parse_file(name, data, digest)
-            parsed.append(name)
+            if disk is None:
+                disk = DiskCache.open(str(root))
+            entry, hit = _parse_file(name, data, digest, disk)
+            (from_disk if hit else parsed).append(name)
         files[name] = entry
     signature = tuple((name, entry.digest) for name, entry in files.items())
     if (
@@ -181,9 +204,22 @@ def _load(root: Path) -> LoadResult:
     for entry in files.values():
         diagnostics.extend(entry.diagnostics)
     rule_set = ast.RuleSet(tuple(entry.rule_file for entry in files.values()), dict(sources))
-    diagnostics.extend(check_rule_set(rule_set, sources))
+    checked = None
+    keep_checks = not unreadable and not rule_set.tests  # test blocks read message files: checked anew
+    if keep_checks and disk is None:
+        disk = DiskCache.open(str(root))
+    if keep_checks and disk is not None:
+        checked = disk.diagnostics(signature)
+    if checked is None:
+        checked = check_rule_set(rule_set, sources)
+        if keep_checks and disk is not None:
+            disk.put_diagnostics(signature, checked)
+    diagnostics.extend(checked)
     diagnostics.sort(key=lambda d: (d.span.file, d.span.line, d.span.column))
-    result = LoadResult(rule_set, diagnostics, sources, tuple(parsed))
+    if disk is not None:
+        disk.retain({name: (e.digest, e.rule_file) for name, e in files.items() if not e.diagnostics})
+        disk.save()
+    result = LoadResult(rule_set, diagnostics, sources, tuple(parsed), tuple(from_disk))
     with _memo_lock:
         _memo = _Memo(files, str(root), signature, _copy(result, ()))
     return result

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import hashlib
 import itertools
 import os
 import re
 import threading
 import typing
-from collections.abc import Callable, Iterator
-from importlib import resources
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, cast
 
 from lark import Lark, Token
@@ -21,11 +17,15 @@ from lark.exceptions import LarkError, UnexpectedInput, UnexpectedToken
 
 from mailrules.cachedir import cache_directory
 from mailrules.dsl import ast
+from mailrules.dsl.codekey import grammar_text
 from mailrules.dsl.diagnostics import syntax_diagnostic
+from mailrules.dsl.gcpause import gc_paused
 from mailrules.dsl.lexer import FastLexer
 from mailrules.dsl.transform import AstBuilder
 from mailrules.dsl.transform_base import Keep
 from mailrules.source import Diagnostic, Span
+
+__all__ = ["build_parser", "gc_paused", "get_parser", "grammar_text", "parse_text", "tables_cache_file"]
 
 _ACTIONS: tuple[type, ...] = typing.get_args(ast.Action)
 
@@ -35,45 +35,6 @@ _ITEM_START = re.compile(r"^[ \t\ufeff]*(?:rule|test|group)(?=[\s\"]|$)", re.IGN
 _GROUP_START = re.compile(r"[ \t\ufeff]*group(?=[\s\"]|$)", re.IGNORECASE)
 #: What a brace count skips: strings, comments and regular expressions (which may hold braces).
 _NOT_BRACES = re.compile(r'"(?:[^"\\\n]|\\[^\n])*"|#[^\n]*|/(?:[^/\\\n]|\\[^\n])+/')
-
-
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_was_enabled = False
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a rule set is parsed and checked.
-
-    Parsing makes hundreds of thousands of small objects that stay (the AST, its spans) and
-    no reference cycles; Python's collector runs every 700 new objects and every so often walks
-    all of them again: measured, a third of the time of parsing 10,000 rules while the previous
-    rule set is still alive (the daemon's reload). Collection resumes at the end of the
-    outermost (or last concurrent) use, as it was before.
-    """
-    global _gc_users, _gc_was_enabled
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_users += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0 and _gc_was_enabled:
-                gc.enable()
-
-
-def grammar_text() -> str:
-    """The grammar: shipped inside the wheel as mailrules/grammar/, else the repository's grammar/."""
-    shipped = resources.files("mailrules").joinpath("grammar", "mailrules.lark")
-    if shipped.is_file():
-        return shipped.read_text(encoding="utf-8")
-    repo = Path(__file__).resolve().parents[2] / "grammar" / "mailrules.lark"
-    return repo.read_text(encoding="utf-8")
 
 
 class _Callbacks:

@@ -16,7 +16,11 @@ from mailrules.dsl.parser import parse_text
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache() -> Iterator[None]:
+def fresh_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's memory of the last load only: no cache directory (test_dsl_parse_cache.py)."""
+    blocker = tmp_path_factory.mktemp("no-cache") / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     clear_cache()
     yield
     clear_cache()
