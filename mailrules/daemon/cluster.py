@@ -75,6 +75,11 @@ class Cluster:
         with self._guard:
             return self._views.get(account)
 
+    def owns(self, account: str) -> bool:
+        """Whether this daemon works on `account` now (its OAuth2 token is refreshed here only)."""
+        with self._guard:
+            return account in self._views
+
     def owned(self) -> list[str]:
         """The accounts this daemon holds now, by name."""
         with self._guard:

@@ -11,6 +11,9 @@ from mailrules.config import AccountSettings
 from mailrules.dsl import ast as A
 from mailrules.imap import gmail
 
+#: The triggers a mailbox watcher serves: new mail, and flags someone else changed (daemon/flagwatch.py).
+WATCHED = A.OnArrival | A.FlagChange
+
 
 def plan_connections(watched: int, budget: int, scheduled: bool) -> tuple[int, int]:
     """(mailboxes that get their own IDLE connection, connections used in all).
@@ -29,8 +32,9 @@ def plan_connections(watched: int, budget: int, scheduled: bool) -> tuple[int, i
 
 
 def has_scheduled(rules: Sequence[A.Rule], account: str) -> bool:
-    """Whether a rule with a schedule (not `on arrival`, not `manually`) is in scope for `account`."""
-    return any(not isinstance(r.trigger, A.OnArrival | A.Manually) for r in rules_for(rules, account))
+    """Whether a rule with a schedule (not `on arrival`, `on flag change` or `manually`) is in scope
+    for `account`."""
+    return any(not isinstance(r.trigger, WATCHED | A.Manually) for r in rules_for(rules, account))
 
 
 def unwatched(
@@ -38,10 +42,10 @@ def unwatched(
     accounts: Mapping[str, AccountSettings],
     special_use: Mapping[str, Mapping[str, str]],
 ) -> list[tuple[str, str, str]]:
-    """(account, mailbox, why) for each mailbox of an `on arrival` rule that is not watched: on
+    """(account, mailbox, why) for each mailbox of a watched rule that is not watched: on
     Gmail (`special_use`: the accounts' special uses, known once connected), All Mail holds every
     message again and Spam is spam (imap/gmail.py), unless the account's `watch` names it."""
-    arrival = [r for r in rules if isinstance(r.trigger, A.OnArrival)]
+    arrival = [r for r in rules if isinstance(r.trigger, WATCHED)]
     out = []
     for name, uses in special_use.items():
         for mailbox in mailboxes_of(arrival, name):
@@ -56,9 +60,10 @@ def watched(
     accounts: Mapping[str, AccountSettings],
     special_use: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, list[str]]:
-    """Per account: the mailboxes of its `on arrival` rules but the `unwatched`, then its `watch`."""
+    """Per account: the mailboxes of its `on arrival` and `on flag change` rules but the
+    `unwatched`, then its `watch`."""
     dropped = {(a, m) for a, m, _ in unwatched(rules, accounts, special_use or {})}
-    arrival = [r for r in rules if isinstance(r.trigger, A.OnArrival)]
+    arrival = [r for r in rules if isinstance(r.trigger, WATCHED)]
     out: dict[str, list[str]] = {}
     for name, acct in accounts.items():
         boxes = [m for m in mailboxes_of(arrival, name) if (name, m) not in dropped]

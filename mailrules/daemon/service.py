@@ -446,7 +446,7 @@ class Daemon:
         self.schedule.start()
         if any(a.oauth2 is not None for a in self.settings.accounts.values()):
             threading.Thread(
-                target=self.oauth.keep_fresh, args=(self._stop,), name="oauth-tokens", daemon=True
+                target=self.oauth.keep_fresh, args=(self._stop, self.cluster.owns), name="oauth", daemon=True
             ).start()
         try:
             while not self._stop.wait(RULES_POLL_SECONDS):

@@ -21,12 +21,13 @@ from mailrules.accounts import Account, render_problem
 from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 from mailrules.compile import keys as K
 from mailrules.compile.serialize import serialize
+from mailrules.daemon.flagwatch import FlagWatch
 from mailrules.dsl import ast as A
 from mailrules.engine.core import Engine
 from mailrules.engine.loops import LoopGuard
 from mailrules.engine.ports import EngineObserver, RunOptions
 from mailrules.errors import ImapError, MailrulesError, StateError
-from mailrules.imap.idle import Idler, has_new_mail, is_stall
+from mailrules.imap.idle import Idler, is_stall
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.state.interface import LeaseLost, State
@@ -124,6 +125,7 @@ class MailboxWatcher(threading.Thread):
         self.problem: str | None = None
         #: mailbox -> {uid: tries so far} of messages to process again (kept across reconnects)
         self.retry: dict[str, dict[int, int]] = {}
+        self.flags = FlagWatch(account, ctx, self.state)  # `on flag change` (daemon/flagwatch.py)
 
     def stop(self) -> None:
         self._halt.set()
@@ -234,16 +236,16 @@ class MailboxWatcher(threading.Thread):
         idler = Idler(session, self.account.settings.idle_timeout_seconds)
         renew = self.account.settings.idle_renew_seconds
         while not self._halt.is_set():
-            pending = has_new_mail(idler.start())
+            pending = self.flags.news(idler.start(), self.mailbox)
             while not pending and not self._halt.is_set():
                 if time.monotonic() - idler.started_at > renew:
                     break  # re-issue IDLE (RFC 2177 §3)
                 if self.retry.get(self.mailbox) and time.monotonic() - idler.started_at > RETRY_SECONDS:
                     break
                 # One-second slices: a stop request is noticed within a second.
-                pending = has_new_mail(idler.wait(1.0))
+                pending = self.flags.news(idler.wait(1.0), self.mailbox)
             detected = time.monotonic()
-            pending = has_new_mail(idler.done()) or pending
+            pending = self.flags.news(idler.done(), self.mailbox) or pending
             if pending or self.retry.get(self.mailbox):
                 self.catch_up(session, store, detected)
             else:
@@ -273,6 +275,7 @@ class MailboxWatcher(threading.Thread):
                 # change under a selected mailbox (RFC 9051 §2.3.1.1), so no SELECT round trip.
                 info = selected
             state = self.state
+            self.flags.look(session, store, self.mailbox, info)  # what someone else's flag changes call for
             if fresh and self.mailbox not in self.retry:
                 self._load_retries(info.uidvalidity)
             cp = state.get_checkpoint(self.account.name, self.mailbox)

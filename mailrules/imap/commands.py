@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +149,9 @@ class MailboxCommands(CommandCore):
         if charset:
             if not re.fullmatch(r"[A-Za-z0-9._:-]+", charset):
                 raise UnsendableValue(f"not a charset name: {charset!r}")
+    #: Called after each UID STORE, its untagged answers unread: `on flag change` reads the MODSEQs
+    #: our own changes got there (imap/modseq.py, daemon/flagwatch.py).
+    after_store: Callable[[], None] | None = None
             head += b"CHARSET " + charset.encode("ascii") + b" "
         self._take("SEARCH")
         self._take("ESEARCH")
@@ -303,6 +306,8 @@ class MailboxCommands(CommandCore):
 
     def _create(self, server: str) -> None:
         try:
+            if self.after_store is not None:
+                self.after_store()
             self._run("CREATE", [b"CREATE " + mailbox_arg(server)])
         except ImapError as err:
             if err.code == "ALREADYEXISTS" or (err.kind == "permanent" and self._exists(server)):

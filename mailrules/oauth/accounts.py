@@ -159,18 +159,23 @@ class TokenManagers:
                 )
         return found
 
-    def keep_fresh(self, stop: threading.Event) -> None:
+    def keep_fresh(self, stop: threading.Event, owns: Callable[[str], bool] | None = None) -> None:
         """Until `stop`: refresh each account's token when it is due, whether or not a connection
         needs one (the daemon's thread). A session that outlives its token (IDLE) does not leave the
         refresh token unused for months (Microsoft's expire after 90 days unused), a refused refresh
-        token shows at once, and the expiry metric stays in the future while all is well."""
-        while not stop.wait(self.refresh_due()):
+        token shows at once, and the expiry metric stays in the future while all is well.
+
+        `owns(account)`: only the accounts this daemon works on now (several daemons sharing a
+        PostgreSQL state): one refresher per account, so that a provider rotating refresh tokens
+        never sees two daemons race with the same one (docs/operations.md, *OAuth2 in a cluster*)."""
+        while not stop.wait(self.refresh_due(owns)):
             pass
 
-    def refresh_due(self) -> float:
-        """Refresh the tokens that are due; seconds until the next one is (KEEP_MIN_WAIT..KEEP_MAX_WAIT)."""
+    def refresh_due(self, owns: Callable[[str], bool] | None = None) -> float:
+        """Refresh the tokens that are due (of the accounts `owns`, when given); seconds until the
+        next one is (KEEP_MIN_WAIT..KEEP_MAX_WAIT)."""
         with self._lock:
-            found = list(self._accounts.values())
+            found = [t for t in self._accounts.values() if owns is None or owns(t.account)]
         wait = KEEP_MAX_WAIT
         for tokens in found:
             manager = tokens.manager

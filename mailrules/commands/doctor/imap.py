@@ -7,6 +7,7 @@ import ssl
 from collections.abc import Callable
 
 from mailrules.accounts import connection_params
+from mailrules.commands.doctor.flags import flag_change_rows
 from mailrules.commands.doctor.mailboxes import mailbox_checks
 from mailrules.commands.doctor.net import (
     Clock,
@@ -34,7 +35,7 @@ CAPABILITIES: dict[str, str] = {
     "MOVE": "moves are COPY + \\Deleted + UID EXPUNGE",
     "UIDPLUS": "no UID EXPUNGE: `delete permanently` is refused; without MOVE, moved originals stay "
     "flagged \\Deleted",
-    "CONDSTORE": "flag changes are found by re-reading FLAGS",
+    "CONDSTORE": "`on flag change` rules are refused for this account",
     "ESEARCH": "plain SEARCH: one long `* SEARCH` line on big mailboxes",
     "WITHIN": "ages are searched by day (SINCE/BEFORE) and refined locally",
     "SPECIAL-USE": "archive and trash are found by name (Archive, Trash, ...) unless configured",
@@ -114,6 +115,7 @@ def imap_checks(
         rows.append(Check("login", "OK", f"logged in as {account.username}", clock.ms()))
         rows += sasl_rows(session)  # OAuth2: the mechanism the server offered and the one used
         _capabilities(session, account, rows)
+        rows += flag_change_rows(session, account, rules)
         store = ImapStore(session)
         rows += [
             Check("dialect", "INFO", line)
