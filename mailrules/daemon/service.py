@@ -38,9 +38,11 @@ from mailrules.daemon.scheduler import Schedule
 from mailrules.daemon.watcher import MailboxWatcher, MultiPoller, WatchContext, WatchHooks
 from mailrules.dsl import ast as A
 from mailrules.dsl.loader import LoadResult, load_rule_set
+from mailrules.engine.flagpass import OwnChanges
 from mailrules.engine.loops import HOUR, LoopGuard, SendLimiter
 from mailrules.errors import MailrulesError, StateError
 from mailrules.imap.errors import Throttled
+from mailrules.imap.modseq import recording
 from mailrules.imap.names import Namespaces
 from mailrules.imap.session import ImapSession
 from mailrules.logs import printable
@@ -134,7 +136,9 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._connect_raw = connect or session_factory(self.oauth)
-        self.accounts = {name: Account(a, self._connect, self.oauth) for name, a in settings.accounts.items()}
+        # Every session records the MODSEQs of our own STOREs: `on flag change` never runs on them.
+        connect = recording(self._connect, OwnChanges(self.state.note_own_changes, lambda: self.rules))
+        self.accounts = {name: Account(a, connect, self.oauth) for name, a in settings.accounts.items()}
         #: what the check at start learnt of each account's server it reached (run()):
         #: its namespaces (a reload's names are checked against them), and on Gmail its special uses
         self._namespaces: dict[str, Namespaces] = {}
@@ -260,7 +264,7 @@ class Daemon:
         self.metrics.init(
             mailboxes,
             [r.name for r in self.rules],
-            scheduled=[r.name for r in self.rules if not isinstance(r.trigger, A.OnArrival | A.Manually)],
+            scheduled=[r.name for r in self.rules if not isinstance(r.trigger, plan.WATCHED | A.Manually)],
             watched=watched,
         )
         self.metrics.rules_loaded(len(self.rules))

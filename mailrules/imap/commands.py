@@ -101,6 +101,9 @@ class MailboxCommands(CommandCore):
     names: Namespaces | None = None
     #: Server names a COPY/MOVE/APPEND found missing on this connection (created before the retry).
     _missing: frozenset[str] = frozenset()
+    #: Called after each UID STORE, its untagged answers unread: `on flag change` reads the MODSEQs
+    #: our own changes got there (imap/modseq.py, daemon/flagwatch.py).
+    after_store: Callable[[], None] | None = None
 
     def server_name(self, mailbox: str) -> str:
         """The server's name for the portable `mailbox`; UnportableName when it cannot exist there."""
@@ -149,9 +152,6 @@ class MailboxCommands(CommandCore):
         if charset:
             if not re.fullmatch(r"[A-Za-z0-9._:-]+", charset):
                 raise UnsendableValue(f"not a charset name: {charset!r}")
-    #: Called after each UID STORE, its untagged answers unread: `on flag change` reads the MODSEQs
-    #: our own changes got there (imap/modseq.py, daemon/flagwatch.py).
-    after_store: Callable[[], None] | None = None
             head += b"CHARSET " + charset.encode("ascii") + b" "
         self._take("SEARCH")
         self._take("ESEARCH")
@@ -237,6 +237,8 @@ class MailboxCommands(CommandCore):
         op = b"+FLAGS.SILENT " if add else b"-FLAGS.SILENT "
         for uid_set in chunk_uid_sets(set(uids), self.pacing.uid_set_bytes):
             self._run("UID STORE", [b"UID STORE " + uid_set.encode("ascii") + b" " + op + flags_arg])
+            if self.after_store is not None:
+                self.after_store()
 
     def expunge_uids(self, uids: Iterable[int]) -> None:
         """UID EXPUNGE exactly `uids` (RFC 4315 §2.1); never a bare EXPUNGE, which hits other clients."""
@@ -306,8 +308,6 @@ class MailboxCommands(CommandCore):
 
     def _create(self, server: str) -> None:
         try:
-            if self.after_store is not None:
-                self.after_store()
             self._run("CREATE", [b"CREATE " + mailbox_arg(server)])
         except ImapError as err:
             if err.code == "ALREADYEXISTS" or (err.kind == "permanent" and self._exists(server)):
