@@ -7,6 +7,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from mailrules.compile import keys as K
 from mailrules.errors import MailrulesError
@@ -228,17 +229,18 @@ def search_arguments(
 def compress_uids(uids: Iterable[int]) -> list[str]:
     """Sorted, de-duplicated UIDs as ranges: [1, 2, 3, 5, 7, 8] -> ["1:3", "5", "7:8"]."""
     ordered = sorted(set(uids))
-    if ordered and ordered[0] < 1:
+    if not ordered:
+        return []
+    if ordered[0] < 1:
         raise ValueError("UIDs are positive integers")
+    # Where a run ends: one comprehension over neighbours instead of a Python step per UID.
+    ends = [i for i, (a, b) in enumerate(pairwise(ordered)) if b != a + 1]
+    ends.append(len(ordered) - 1)
     out: list[str] = []
-    i = 0
-    n = len(ordered)
-    while i < n:
-        j = i
-        while j + 1 < n and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        out.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
-        i = j + 1
+    start = 0
+    for end in ends:
+        out.append(str(ordered[start]) if start == end else f"{ordered[start]}:{ordered[end]}")
+        start = end + 1
     return out
 
 

@@ -7,7 +7,12 @@ import re
 # Guard against a hostile or broken server answering `1:4294967295`: expanding it would eat memory.
 MAX_EXPANDED = 5_000_000
 
-_NUMBER = re.compile(r"[1-9][0-9]*")
+# RFC 9051 §9 sequence-set, checked whole in one match: seq-number = nz-number / "*".
+_SEQ_NUMBER = r"(?:[1-9][0-9]*|\*)"
+_SEQ_ITEM = _SEQ_NUMBER + r"(?::" + _SEQ_NUMBER + r")?"
+_SET = re.compile(_SEQ_ITEM + r"(?:," + _SEQ_ITEM + r")*")
+# A number of more than 9 digits may exceed nz-number's 32 bits (4294967295).
+_LONG = re.compile(r"[0-9]{10}")
 
 
 def parse_sequence_set(text: str | bytes, *, star: int | None = None, limit: int = MAX_EXPANDED) -> list[int]:
@@ -21,27 +26,36 @@ def parse_sequence_set(text: str | bytes, *, star: int | None = None, limit: int
     text = text.strip()
     if not text:
         return []
-    out: list[int] = []
-    for part in text.split(","):
-        bounds = part.split(":")
-        if len(bounds) > 2:
-            raise ValueError(f"malformed sequence set: {text!r}")
-        nums = [_number(b, star, text) for b in bounds]
-        lo, hi = (nums[0], nums[0]) if len(nums) == 1 else (min(nums), max(nums))
-        if len(out) + (hi - lo + 1) > limit:
-            raise ValueError(f"sequence set expands to more than {limit} numbers")
-        out.extend(range(lo, hi + 1))
-    return out
-
-
-def _number(token: str, star: int | None, text: str) -> int:
-    if token == "*":
+    # One regular expression validates the whole set; the parts are then split without one.
+    if _SET.fullmatch(text) is None:
+        raise ValueError(f"malformed sequence set: {text!r}")
+    if _LONG.search(text) is not None and any(
+        int(n) > 0xFFFFFFFF for n in re.split(r"[:,]", text) if n != "*"
+    ):
+        raise ValueError(f"malformed sequence set: {text!r}")
+    if "*" in text:
         if star is None:
             raise ValueError(f"'*' in a sequence set where a number is required: {text!r}")
-        return star
-    if not _NUMBER.fullmatch(token) or int(token) > 0xFFFFFFFF:
-        raise ValueError(f"malformed sequence set: {text!r}")
-    return int(token)
+        text = text.replace("*", str(star))
+    if ":" not in text:  # COPYUID and ESEARCH sets of scattered UIDs: no ranges at all
+        out = list(map(int, text.split(",")))
+    else:
+        out = []
+        extend, append = out.extend, out.append
+        for part in text.split(","):
+            lo_text, colon, hi_text = part.partition(":")
+            if not colon:
+                append(int(lo_text))
+                continue
+            lo, hi = int(lo_text), int(hi_text)
+            if lo > hi:
+                lo, hi = hi, lo
+            if len(out) + (hi - lo + 1) > limit:  # checked before a range is expanded
+                raise ValueError(f"sequence set expands to more than {limit} numbers")
+            extend(range(lo, hi + 1))
+    if len(out) > limit:
+        raise ValueError(f"sequence set expands to more than {limit} numbers")
+    return out
 
 
 def parse_copyuid(text: str | bytes) -> tuple[int, dict[int, int]] | None:

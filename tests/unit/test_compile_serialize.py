@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Iterable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailrules.compile import keys as K
 from mailrules.compile.serialize import (
@@ -197,3 +200,42 @@ def test_chunk_mixed_ranges_round_trip() -> None:
     assert chunk_uid_sets(range(1, 20001)) == ["1:20000"]
     with pytest.raises(ValueError):
         chunk_uid_sets([123456789], max_bytes=3)
+
+
+def reference_compress_uids(uids: Iterable[int]) -> list[str]:
+    """compress_uids as it was before its speed-up (issue 13), kept as the reference."""
+    ordered = sorted(set(uids))
+    if ordered and ordered[0] < 1:
+        raise ValueError("UIDs are positive integers")
+    out: list[str] = []
+    i = 0
+    n = len(ordered)
+    while i < n:
+        j = i
+        while j + 1 < n and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
+        i = j + 1
+    return out
+
+
+# runs of neighbours and scattered UIDs, duplicates, the smallest and largest UIDs, 0 (refused)
+UIDS = st.lists(
+    st.tuples(st.one_of(st.integers(0, 40), st.integers(1, 0xFFFFFFF0)), st.integers(1, 30)),
+    max_size=30,
+).map(lambda runs: [u for start, n in runs for u in range(start, start + n)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(UIDS)
+def test_compress_uids_equals_the_reference(uids: list[int]) -> None:
+    try:
+        expected: list[str] | type[ValueError] = reference_compress_uids(uids)
+    except ValueError:
+        expected = ValueError
+    if expected is ValueError:
+        with pytest.raises(ValueError):
+            compress_uids(uids)
+    else:
+        assert compress_uids(uids) == expected
+        assert compress_uids(iter(uids)) == expected  # any iterable, consumed once

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import re
+from collections.abc import Callable
+from typing import Any
 
-from mailrules.imap.seqset import parse_appenduid, parse_copyuid, parse_sequence_set
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailrules.imap.seqset import MAX_EXPANDED, parse_appenduid, parse_copyuid, parse_sequence_set
 
 
 def test_sequence_sets() -> None:
@@ -38,3 +44,83 @@ def test_appenduid() -> None:
     text = b"[APPENDUID 1795701817 1] Append completed (0.001 + 0.000 secs)."
     assert parse_appenduid(text) == (1795701817, 1)
     assert parse_appenduid("APPEND completed.") is None
+
+
+_REF_NUMBER = re.compile(r"[1-9][0-9]*")
+
+
+def reference_parse_sequence_set(
+    text: str | bytes, *, star: int | None = None, limit: int = MAX_EXPANDED
+) -> list[int]:
+    """parse_sequence_set as it was before its speed-up (issue 13), kept as the reference."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii")
+    text = text.strip()
+    if not text:
+        return []
+    out: list[int] = []
+    for part in text.split(","):
+        bounds = part.split(":")
+        if len(bounds) > 2:
+            raise ValueError(text)
+        nums = []
+        for token in bounds:
+            if token == "*":
+                if star is None:
+                    raise ValueError(text)
+                nums.append(star)
+            elif not _REF_NUMBER.fullmatch(token) or int(token) > 0xFFFFFFFF:
+                raise ValueError(text)
+            else:
+                nums.append(int(token))
+        lo, hi = (nums[0], nums[0]) if len(nums) == 1 else (min(nums), max(nums))
+        if len(out) + (hi - lo + 1) > limit:
+            raise ValueError(text)
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+NUMBER = st.one_of(
+    st.integers(1, 50).map(str),
+    st.sampled_from(["*", "0", "4294967295", "4294967296", "99999999999", "007", "", " ", "x", "-3"]),
+)
+ITEM = st.one_of(
+    NUMBER, st.tuples(NUMBER, NUMBER).map(":".join), st.lists(NUMBER, min_size=3, max_size=3).map(":".join)
+)
+SETS = st.one_of(
+    st.lists(ITEM, max_size=12).map(",".join),
+    st.text(alphabet="0123456789:,* \n\t", max_size=30),
+)
+
+
+def _outcome(parse: Callable[..., list[int]], text: str | bytes, **kw: Any) -> list[int] | str:
+    try:
+        return parse(text, **kw)
+    except ValueError:
+        return "ValueError"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    SETS,
+    st.one_of(st.none(), st.integers(1, 60)),
+    st.sampled_from([MAX_EXPANDED, 40, 0]),
+    st.booleans(),
+)
+def test_parse_sequence_set_equals_the_reference(text: str, star: int | None, limit: int, raw: bool) -> None:
+    value: str | bytes = text.encode("ascii") if raw else text
+    assert _outcome(parse_sequence_set, value, star=star, limit=limit) == _outcome(
+        reference_parse_sequence_set, value, star=star, limit=limit
+    )
+
+
+def test_parse_sequence_set_equals_the_reference_on_server_sized_sets() -> None:
+    # COPYUID of a chunk of scattered UIDs, and ESEARCH ALL of a mailbox with gaps
+    scattered = ",".join(str(u) for u in range(7, 40_000, 3))
+    ranges = ",".join(f"{u}:{u + 5}" if u % 2 else str(u) for u in range(1, 30_000, 9))
+    for text in (scattered, ranges, "1:20000", "20000:1,5", f"{scattered},1:*"):
+        assert _outcome(parse_sequence_set, text, star=9) == _outcome(
+            reference_parse_sequence_set, text, star=9
+        )
+    with pytest.raises(ValueError):
+        parse_sequence_set(",".join("7" for _ in range(41)), limit=40)
