@@ -50,7 +50,13 @@ class Running:
     """A daemon subprocess with its config, rules directory and metrics port."""
 
     def __init__(
-        self, tmp: Path, server: DovecotServer | CyrusServer, user: str, password: str, smtp_port: int | None
+        self,
+        tmp: Path,
+        server: DovecotServer | CyrusServer,
+        user: str,
+        password: str,
+        smtp_port: int | None,
+        notify: str = "auto",  # "off": IDLE per mailbox even where the server offers NOTIFY
     ) -> None:
         port = server.port if isinstance(server, CyrusServer) else server.imap_port
         self.tmp = tmp
@@ -68,7 +74,8 @@ class Running:
         self.config.write_text(
             f'rules = "rules.d"\nstate = "state.db"\n[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
             f'[accounts.t]\nhost = "127.0.0.1"\nport = {port}\ntls = "starttls"\n'
-            f'ca_file = "{server.ca_file}"\nusername = "{user}"\npassword = "{password}"\n' + smtp
+            f'ca_file = "{server.ca_file}"\nusername = "{user}"\npassword = "{password}"\n'
+            f'notify = "{notify}"\n' + smtp
         )
         self.proc: subprocess.Popen[str] | None = None
         self.log = tmp / "daemon.log"
@@ -240,12 +247,17 @@ def test_promtool_accepts_a_live_scrape(dovecot: DovecotServer, tmp_path: Path) 
         assert name in text
 
 
-def test_outage_then_catch_up(tmp_path: Path) -> None:
+#: The daemon's two ways of watching Dovecot: one NOTIFY connection, or IDLE per mailbox.
+MODES = pytest.mark.parametrize("notify", ["auto", "off"], ids=["notify", "idle"])
+
+
+@MODES
+def test_outage_then_catch_up(tmp_path: Path, notify: str) -> None:
     """Dovecot stopped while the daemon IDLEs; mail that arrives meanwhile is filed after it returns."""
     server = start_dovecot()
     try:
         user, pw = server.fresh_user()
-        d = Running(tmp_path, server, user, pw, None)
+        d = Running(tmp_path, server, user, pw, None, notify)
         d.start()
         try:
             server.proc.send_signal(signal.SIGTERM)
@@ -263,14 +275,15 @@ def test_outage_then_catch_up(tmp_path: Path) -> None:
         stop_dovecot(server)
 
 
+@MODES
 def test_sigkill_mid_batch_then_restart(
-    dovecot: DovecotServer, tmp_path: Path, sink: tuple[int, list[bytes]]
+    dovecot: DovecotServer, tmp_path: Path, sink: tuple[int, list[bytes]], notify: str
 ) -> None:
     """Killed while working: after a restart every message is where the rules say, none twice,
     and each forward went out exactly once."""
     port, got = sink
     user, pw = dovecot.fresh_user()
-    d = Running(tmp_path, dovecot, user, pw, port)
+    d = Running(tmp_path, dovecot, user, pw, port, notify)
     d.start()
     msgs = [make_message(f"n{i} file me") for i in range(150)]
     msgs += [make_message(f"f{i} forward me") for i in range(20)]

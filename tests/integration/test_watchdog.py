@@ -1,6 +1,7 @@
 """The watchdog for silent connections (issue 15; docs/operations.md, "Silent connections"): a proxy
 between the daemon and the server stops forwarding without a FIN or a RST, and mail delivered after
-that is still filed, the stall counted, the watcher reconnected. On Dovecot and on Cyrus."""
+that is still filed, the stall counted, the watcher reconnected. On Dovecot (its one NOTIFY connection,
+IDLE per mailbox, and polling) and on Cyrus (IDLE)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from tests.integration.cyrus import CyrusServer
 from tests.integration.servers import DovecotServer, make_message
 from tests.integration.test_daemon import Running, append, counts, wait_until
+from tests.integration.test_notify import mode_of
 
 pytestmark = pytest.mark.integration
 
@@ -80,32 +82,47 @@ class BlackholeProxy:
                 dst.close()
 
 
-def _through(proxy: BlackholeProxy, d: Running, server_port: int) -> None:
+#: How the account is watched in each case: NOTIFY (Dovecot's default here), IDLE per mailbox, or
+#: polled (two watched mailboxes and max_connections = 1: one connection polls both in turn).
+WATCHING = {
+    "notify": "",
+    "idle": 'notify = "off"\n',
+    "poll": 'notify = "off"\nmax_connections = 1\npoll_interval = 1\nwatch = ["INBOX", "Trash"]\n',
+}
+
+
+def _through(proxy: BlackholeProxy, d: Running, server_port: int, mode: str = "notify") -> None:
     """Point the daemon's account at the proxy, with the test's watchdog settings."""
     text = d.config.read_text().replace(f"port = {server_port}\n", f"port = {proxy.port}\n")
-    d.config.write_text(text + f"idle_renew_seconds = {RENEW}\nidle_timeout_seconds = {TIMEOUT}\n")
+    if mode != "notify":
+        text = text.replace('notify = "auto"\n', "")
+    extra = f"idle_renew_seconds = {RENEW}\nidle_timeout_seconds = {TIMEOUT}\n" + WATCHING[mode]
+    d.config.write_text(text + extra)
 
 
-@pytest.fixture(params=["dovecot", "cyrus"])
-def server(request: pytest.FixtureRequest) -> DovecotServer | CyrusServer:
-    """Dovecot (`* OK Still here` every 2 min) and Cyrus (IDLE through idled)."""
-    found: DovecotServer | CyrusServer = request.getfixturevalue(request.param)
-    return found
+@pytest.fixture(params=["dovecot-notify", "dovecot-idle", "dovecot-poll", "cyrus"])
+def watched(request: pytest.FixtureRequest) -> tuple[DovecotServer | CyrusServer, str]:
+    """Dovecot (`* OK Still here` every 2 min) watched in each mode, and Cyrus (IDLE through idled)."""
+    name, _, mode = str(request.param).partition("-")
+    found: DovecotServer | CyrusServer = request.getfixturevalue(name)
+    return found, mode or "idle"
 
 
 def test_mail_is_filed_after_the_connection_goes_silent(
-    server: DovecotServer | CyrusServer, tmp_path: Path
+    watched: tuple[DovecotServer | CyrusServer, str], tmp_path: Path
 ) -> None:
+    server, mode = watched
     user, pw = server.fresh_user()
     port = server.port if isinstance(server, CyrusServer) else server.imap_port
     proxy = BlackholeProxy(port)
     d = Running(tmp_path, server, user, pw, None)
-    _through(proxy, d, port)
+    _through(proxy, d, port, mode)
     d.start()
     try:
         append(server, user, pw, [make_message("please file me 1")])
         wait_until(lambda: counts(server, user, pw).get("Filed") == 1, GENEROUS, "the first arrival", d)
         assert d.metric("mailrules_watcher_stalls_total") == 0
+        assert mode_of(d, mode) >= 1  # watched the way this case is about (Cyrus: IDLE, no NOTIFY)
         reconnects, accepted = d.metric("mailrules_reconnects_total"), proxy.accepted
 
         assert proxy.blackhole() >= 1  # the watcher's connection, in IDLE: silent from now on
