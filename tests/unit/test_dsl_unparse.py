@@ -180,6 +180,7 @@ TRIGGERS = [
      "sunday at 10:00"),
     ('cron "0 9 * * 1-5"', 'cron "0 9 * * 1-5"'),
     ("manually", "manually"),
+    ("ON FLAG change", "on flag change"),
 ]  # fmt: skip
 
 
@@ -411,6 +412,7 @@ TRIGGERS_ = st.one_of(
               st.integers(0, 23), st.integers(0, 59), st.just(S)),
     st.builds(A.Cron, TEXT, st.just(S)),
     st.builds(A.Manually, st.just(S)),
+    st.builds(A.FlagChange, st.just(S)),
 )  # fmt: skip
 RULES = st.builds(
     A.Rule,
