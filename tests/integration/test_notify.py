@@ -23,6 +23,7 @@ from tests.integration.servers import (
     wait_for_port,
 )
 from tests.integration.test_daemon import Running, counts, wait_until
+from tests.integration.test_doctor import doctor, results
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +147,28 @@ def test_idle_per_mailbox_without_notify(where: str, tmp_path: Path, request: py
             assert "NOTIFY" not in d.text()
     finally:
         assert d.stop() == 0
+
+
+@pytest.mark.parametrize("where", ["dovecot", "dovecot-off", "cyrus"])
+def test_doctor_says_how_the_account_is_watched(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    server: DovecotServer | CyrusServer = request.getfixturevalue(where.split("-")[0])
+    user, pw = server.fresh_user()
+    port = server.port if isinstance(server, CyrusServer) else server.imap_port
+    body = (
+        f'port = {port}\ntls = "starttls"\nusername = "{user}"\npassword = "{pw}"\n'
+        f'ca_file = "{server.ca_file}"\nwatch = ["Trash"]\n' + ('notify = "off"\n' if "off" in where else "")
+    )
+    _, data, text = doctor(tmp_path, body, rules=boxes_rule(["INBOX", "Lists"]))
+    (watching,) = results(data, "watching")
+    if where == "dovecot":
+        assert watching == "NOTIFY: one connection watches 3 mailboxes"
+    elif where == "dovecot-off":
+        assert watching == 'IDLE per mailbox (notify = "off"): 3 IDLE connections'
+    else:
+        assert watching == (
+            "IDLE per mailbox: 3 IDLE connections; NOTIFY not used: the server does not advertise "
+            "NOTIFY (RFC 5465)"
+        )
+    assert "watching" in text

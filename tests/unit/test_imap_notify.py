@@ -12,10 +12,12 @@ from typing import BinaryIO
 import pytest
 
 from mailrules.accounts import Account
+from mailrules.commands.doctor.imap import watching
 from mailrules.config import AccountSettings, Secret
 from mailrules.daemon.metrics import Metrics
 from mailrules.daemon.notify_watcher import NOTIFY_KEY, NotifyPlan, NotifyWatcher
 from mailrules.daemon.watcher import WatchContext
+from mailrules.dsl.parser import parse_text
 from mailrules.imap.core import UnsendableValue
 from mailrules.imap.notify import (
     MAX_COMMAND_BYTES,
@@ -173,3 +175,18 @@ def test_the_plan_moves_a_refused_account_to_idle_and_counts_connections() -> No
     assert not plan.want(ACCOUNT, ["INBOX", "Lists"])  # IDLE per mailbox from now on
     assert sample("mailrules_notify_fallbacks_total", {"account": "a"}) == 1
     assert NOTIFY_KEY == "*notify*"
+
+
+def test_doctor_says_why_notify_is_not_used() -> None:
+    rule_file, _ = parse_text('rule "r" in "INBOX", "Lists" { when all then flag }\n', "t.rules")
+    assert rule_file is not None
+    with NotifyServer("IMAP4rev1 IDLE NOTIFY", b"BAD Invalid arguments") as server:
+        session = ImapSession.connect(server.params())
+        row = watching(session, ACCOUNT, list(rule_file.rules))
+        session.logout()
+    assert row.status == "WARN"
+    assert row.result == (
+        "IDLE per mailbox: 2 IDLE connections; NOTIFY not used: the server answered NOTIFY SET with "
+        "BAD Invalid arguments"
+    )
+    assert row.hint == 'notify = "off" skips the attempt'

@@ -6,7 +6,7 @@ import dataclasses
 import ssl
 from collections.abc import Callable
 
-from mailrules.accounts import connection_params
+from mailrules.accounts import connection_params, mailboxes_of, rules_for
 from mailrules.commands.doctor.flags import flag_change_rows
 from mailrules.commands.doctor.mailboxes import mailbox_checks
 from mailrules.commands.doctor.net import (
@@ -25,6 +25,8 @@ from mailrules.config import AccountSettings
 from mailrules.dsl import ast as A
 from mailrules.errors import MailrulesError
 from mailrules.imap.dialects import describe_dialect
+from mailrules.imap.names import UnportableName
+from mailrules.imap.notify import NotifyRefused, notify_none, notify_set
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.tls import ssl_context
@@ -124,6 +126,7 @@ def imap_checks(
             )
         ]
         mailbox_checks(session, account, rules, rows)
+        rows.append(watching(session, account, rules))
     except MailrulesError as exc:
         rows.append(fail("after login", exc, ep, clock))
     finally:
@@ -143,3 +146,43 @@ def _capabilities(session: ImapSession, account: AccountSettings, rows: list[Che
         degraded = cap == "UIDPLUS" or (cap == "MOVE" and not session.has("UIDPLUS"))
         status: Status = "WARN" if degraded else "INFO"
         rows.append(Check(f"capability {cap}", status, f"absent: {text}"))
+
+
+def watching(session: ImapSession, account: AccountSettings, rules: list[A.Rule] | None) -> Check:
+    """How the daemon would watch this account, and why (docs/operations.md, "Watching"): one
+    NOTIFY connection (tried here as the daemon does, then `NOTIFY NONE`), IDLE per mailbox, or
+    polling; with the connections it takes within max_connections."""
+    mine = rules_for(rules or [], account.name)
+    arrival = [r for r in mine if isinstance(r.trigger, A.OnArrival)]
+    boxes = mailboxes_of(arrival, account.name) + list(account.watch)
+    boxes = list(dict.fromkeys(boxes))
+    if not boxes:
+        return Check("watching", "INFO", "nothing to watch (no `on arrival` rule, no `watch`)")
+    n = len(boxes)
+    if not session.has("IDLE"):
+        return Check(
+            "watching",
+            "INFO",
+            f"polling: no IDLE, each of {n} mailboxes is looked at every {account.poll_interval:g} s",
+        )
+    scheduled = any(not isinstance(r.trigger, A.OnArrival | A.Manually) for r in mine)
+    available = account.max_connections - (1 if scheduled else 0)
+    idle = n if n <= available else max(0, available - 1)
+    split = f"{idle} IDLE connections" + (f", 1 more polls {n - idle} in turn" if idle < n else "")
+    if account.notify == "off":
+        return Check("watching", "INFO", f'IDLE per mailbox (notify = "off"): {split}')
+    try:
+        names = [session.server_name(m) for m in boxes]
+    except UnportableName:
+        return Check("watching", "INFO", f"IDLE per mailbox: {split} (a watched name cannot exist here)")
+    try:
+        _, personal = notify_set(session, names)
+    except NotifyRefused as exc:
+        status: Status = "INFO" if not session.has("NOTIFY") else "WARN"
+        hint = 'notify = "off" skips the attempt' if status == "WARN" else ""
+        return Check(
+            "watching", status, f"IDLE per mailbox: {split}; NOTIFY not used: {exc.reason}", hint=hint
+        )
+    notify_none(session)
+    how = " (all personal mailboxes asked: the list is too long)" if personal else ""
+    return Check("watching", "OK", f"NOTIFY: one connection watches {n} mailboxes{how}")
