@@ -5,7 +5,10 @@ their ports); `docker compose config` checks it too where the Compose plugin is 
 daemons' configuration loads with the environment the image and the compose file give it, and
 names the compose network's PostgreSQL, Dovecot users and Mailpit; Prometheus finds every replica
 and `promtool` accepts its configuration; the seed's wait for the replicas to own every account
-is run against servers exporting the daemon's real cluster metrics.
+is run against servers exporting the daemon's real cluster metrics. End to end on the host: a
+private PostgreSQL, Dovecot with the cluster's users, three daemons on the cluster's configuration
+and rules (one loopback address each, as each container has its own), the seed waiting for them
+through the service name: two accounts each, every message seen once, every forward sent once.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import socket
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
@@ -29,6 +35,7 @@ from mailrules.config import load_config
 from mailrules.config.model import PostgresUrl
 from mailrules.daemon.cluster_metrics import ClusterMetrics
 from mailrules.dsl.loader import load_rule_set
+from tests.integration.helpers import metric_total
 from tests.integration.test_container_files import DOCKERFILE, _final_stage, _image_env
 from tests.needs import unavailable
 
@@ -295,3 +302,227 @@ def test_seed_waits_until_the_ready_replicas_own_every_account(replicas: list[_R
     second.ready = False
     with pytest.raises(SystemExit, match="own 4 of 6 accounts"):
         seed.wait_owned(url, 6, wait=0.0, resolve=resolve)
+
+
+# -- the cluster demo, end to end, without Docker ------------------------------------------------------
+
+
+def _get(address: str, port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=5) as answer:
+            return int(answer.status), answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), ""
+    except OSError:
+        return 0, ""
+
+
+@pytest.mark.integration
+def test_cluster_demo_files_three_daemons_without_docker(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL, Dovecot with the cluster's users, three daemons on the cluster's configuration
+    and rules, the seed waiting for them: every account owned, every message seen once, forwards sent."""
+    import os
+    import signal
+    import sys
+    import tempfile
+    import time
+
+    from aiosmtpd.controller import Controller
+
+    from mailrules.config.cluster import split_url
+    from tests.integration.servers import dovecot_binary, free_port, stop, wait_for_port
+    from tests.integration.test_container_files import _local_dovecot_conf
+
+    addresses = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    http_port = free_port()
+    try:
+        for address in addresses[1:]:
+            with socket.create_server((address, http_port)):
+                pass
+    except OSError as exc:
+        pytest.skip(f"cannot listen on {address}:{http_port}: {exc}")
+    try:
+        binary = dovecot_binary()
+    except Exception as exc:
+        unavailable(str(exc))
+        raise
+    directory = Path(tempfile.mkdtemp(prefix="mr-cc-"))  # short: Dovecot's socket paths
+    directory.chmod(0o755)
+    for sub in ("run", "state", "mail"):
+        (directory / sub).mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "nobody:nogroup", str(directory / "mail")], check=True)
+    shutil.copy(_host_path("dovecot", "/etc/dovecot/users"), directory / "users")
+    imap_port, smtp_port = free_port(), free_port()
+    (directory / "dovecot.conf").write_text(_local_dovecot_conf(directory, imap_port), encoding="utf-8")
+
+    received: list[bytes] = []
+
+    class Sink:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            received.append(bytes(envelope.original_content or envelope.content))
+            return "250 OK"
+
+    controller = Controller(Sink(), hostname="127.0.0.1", port=smtp_port)
+    data = _compose()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with (directory / "dovecot.out").open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [binary, "-F", "-c", str(directory / "dovecot.conf")],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        wait_for_port(imap_port, procs[0], directory / "dovecot.out")
+        controller.start()
+
+        # The daemons' environment: the image's, the compose file's, with the secrets as files here,
+        # PostgreSQL, Dovecot and the sink on loopback, and a replica name each (in compose the
+        # default, the container's host name, differs between replicas; here it would not).
+        service = data["services"]["mailrules"]
+        (tmp_path / "secrets").mkdir()
+        for name in service["secrets"]:
+            (tmp_path / "secrets" / name).write_text(_secret(name) + "\n", encoding="utf-8")
+        url, password = split_url(pg_dsn)
+        assert password is not None
+        (tmp_path / "secrets" / "postgres_password").write_text(password + "\n", encoding="utf-8")
+        base = {k: v for k, v in os.environ.items() if not k.upper().startswith(("MAILRULES_", "SEED_"))}
+        env = {k: v for k, v in _image_env(DOCKERFILE).items() if k.startswith("MAILRULES_")}
+        env.update(
+            {
+                k: str(v).replace("/run/secrets/", f"{tmp_path}/secrets/")
+                for k, v in service["environment"].items()
+            }
+        )
+        env.update(
+            {
+                "MAILRULES_STATE": url,
+                "MAILRULES_RULES": str(_host_path("mailrules", "/etc/mailrules/rules.d")),
+            }
+        )
+        config = _host_path("mailrules", "/etc/mailrules/mailrules.toml")
+        accounts = load_config(config, env=env).accounts
+        for name in accounts:
+            key = f"MAILRULES_ACCOUNTS__{name.upper()}"
+            env.update(
+                {
+                    f"{key}__HOST": "127.0.0.1",
+                    f"{key}__PORT": str(imap_port),
+                    f"{key}__SMTP__HOST": "127.0.0.1",
+                    f"{key}__SMTP__PORT": str(smtp_port),
+                }
+            )
+        for n, address in enumerate(addresses):
+            replica_env = {
+                **base,
+                **env,
+                "MAILRULES_METRICS__LISTEN": f"{address}:{http_port}",
+                "MAILRULES_CLUSTER__REPLICA": f"mailrules-{n + 1}",
+            }
+            with (tmp_path / f"daemon-{n + 1}.out").open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "mailrules", "daemon", "--config", str(config)],
+                        env=replica_env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+
+        def logs() -> str:
+            return "\n".join(
+                f"--- daemon {n + 1}\n"
+                + (tmp_path / f"daemon-{n + 1}.out").read_text(errors="replace")[-2000:]
+                for n in range(len(addresses))
+            )
+
+        # All three up and settled (two accounts each) before mail arrives, so that no account
+        # moves while the backlog is filed and each message is seen exactly once.
+        def settled() -> bool:
+            if not all(_get(a, http_port, "/readyz")[0] == 200 for a in addresses):
+                return False
+            owned = [
+                metric_total(_get(a, http_port, "/metrics")[1], "mailrules_cluster_accounts_owned")
+                for a in addresses
+            ]
+            return owned == [len(accounts) / len(addresses)] * len(addresses)
+
+        deadline = time.monotonic() + 120
+        while not settled():
+            assert time.monotonic() < deadline, logs()
+            assert all(p.poll() is None for p in procs), logs()
+            time.sleep(0.5)
+
+        # The seed, in this process: the compose name `mailrules` resolves to the three addresses.
+        seed = _seed()
+        resolved: list[str] = []
+
+        def resolve(host: str, port: int) -> list[str]:
+            resolved.append(host)
+            return addresses
+
+        monkeypatch.setattr(seed, "addresses", resolve)
+        seed_env = {k: str(v) for k, v in data["services"]["seed"]["environment"].items()}
+        seed_env["SEED_ACCOUNTS"] = seed_env["SEED_ACCOUNTS"].replace("/run/secrets/", f"{tmp_path}/secrets/")
+        samples = _host_path("seed", seed_env["SEED_SAMPLES"])
+        seed_env.update(
+            {
+                "SEED_HOST": "127.0.0.1",
+                "SEED_PORT": str(imap_port),
+                "SEED_SAMPLES": str(samples),
+                "SEED_WAIT_URL": seed_env["SEED_WAIT_URL"].replace(":9464/", f":{http_port}/"),
+                "SEED_BACKLOG": "5",
+                "SEED_INTERVAL": "0",
+            }
+        )
+        for key, value in seed_env.items():
+            monkeypatch.setenv(key, value)
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            assert seed.main() == 0, logs()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        assert set(resolved) == {"mailrules"}
+
+        # Every account owned by one ready replica, two each; every seeded message seen once.
+        expected = len(accounts) * (5 + len(list(samples.glob("*.eml"))))
+
+        def exposition(address: str) -> str:
+            return _get(address, http_port, "/metrics")[1]
+
+        deadline = time.monotonic() + 120
+        while True:
+            bodies = [exposition(a) for a in addresses]
+            seen = sum(metric_total(b, "mailrules_messages_seen_total") for b in bodies)
+            if seen >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert seen == expected, logs()
+        owned = [metric_total(b, "mailrules_cluster_accounts_owned") for b in bodies]
+        assert sum(owned) == len(accounts) and max(owned) - min(owned) <= 1, (owned, logs())
+        assert all(_get(a, http_port, "/readyz")[0] == 200 for a in addresses), logs()
+        failed = sum(
+            metric_total(b, 'mailrules_actions_total{action="forward",outcome="failed"}') for b in bodies
+        )
+        forwards = sum(
+            metric_total(b, 'mailrules_actions_total{action="forward",outcome="ok"}') for b in bodies
+        )
+        assert failed == 0 and forwards > 0, logs()
+        deadline = time.monotonic() + 30
+        while len(received) < forwards and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(received) == forwards, "each forward reached the sink once"
+
+        for proc in procs[1:]:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs[1:]:
+            assert proc.wait(timeout=30) == 0, logs()
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        controller.stop()
+        shutil.rmtree(directory, ignore_errors=True)

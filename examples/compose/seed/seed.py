@@ -82,12 +82,13 @@ def addresses(host: str, port: int) -> list[str]:
         return []
 
 
-def owned_by_ready(url: str, resolve: Callable[[str, int], list[str]] = addresses) -> int:
-    """The accounts owned by the daemons at `url`'s host that answer `url` (/readyz) with 200."""
+def owned_by_ready(url: str, resolve: Callable[[str, int], list[str]] | None = None) -> int:
+    """The accounts owned by the daemons at `url`'s host that answer `url` (/readyz) with 200;
+    `resolve` (host, port) -> addresses, `addresses` by default."""
     parts = urllib.parse.urlsplit(url)
     port = parts.port or 80
     total = 0
-    for address in resolve(parts.hostname or "", port):
+    for address in (resolve or addresses)(parts.hostname or "", port):
         base = f"{parts.scheme}://{'[' + address + ']' if ':' in address else address}:{port}"
         try:
             with urllib.request.urlopen(base + parts.path, timeout=5):
@@ -101,7 +102,7 @@ def owned_by_ready(url: str, resolve: Callable[[str, int], list[str]] = addresse
 
 
 def wait_owned(
-    url: str, accounts: int, wait: float = 180.0, resolve: Callable[[str, int], list[str]] = addresses
+    url: str, accounts: int, wait: float = 180.0, resolve: Callable[[str, int], list[str]] | None = None
 ) -> None:
     """Until the ready daemons behind `url`'s host own `accounts` accounts together."""
     deadline = time.monotonic() + wait
@@ -170,12 +171,12 @@ def main() -> int:
     interval = float(os.environ.get("SEED_INTERVAL", "30"))
     wait_url = os.environ.get("SEED_WAIT_URL", "")
     wait_accounts = int(os.environ.get("SEED_WAIT_ACCOUNTS", "0"))
-    if wait_url:
+    if wait_url and wait_accounts:
+        log(f"waiting until the ready daemons at {wait_url} own {wait_accounts} accounts")
+        wait_owned(wait_url, wait_accounts)
+    elif wait_url:
         log(f"waiting for {wait_url}")
         wait_ready(wait_url)
-    if wait_url and wait_accounts:
-        log(f"waiting until the daemons at {wait_url} own {wait_accounts} accounts")
-        wait_owned(wait_url, wait_accounts)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
     for n, (user, password) in enumerate(accounts):
