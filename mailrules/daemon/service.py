@@ -28,6 +28,7 @@ from mailrules.accounts import (
 )
 from mailrules.config import AccountSettings, Settings
 from mailrules.daemon import plan
+from mailrules.daemon.checks import check_servers
 from mailrules.daemon.cluster import Cluster
 from mailrules.daemon.cluster_metrics import ClusterMetrics
 from mailrules.daemon.firing import Firings
@@ -40,7 +41,7 @@ from mailrules.dsl import ast as A
 from mailrules.dsl.loader import LoadResult, load_rule_set
 from mailrules.engine.flagpass import OwnChanges
 from mailrules.engine.loops import HOUR, LoopGuard, SendLimiter
-from mailrules.errors import MailrulesError, StateError
+from mailrules.errors import StateError
 from mailrules.imap.errors import Throttled
 from mailrules.imap.modseq import recording
 from mailrules.imap.names import Namespaces
@@ -295,21 +296,12 @@ class Daemon:
     def check_servers(self, rules: Sequence[A.Rule]) -> None:
         """Before the first rules run: connect each account that has work, once, and learn its
         namespaces (for the names check) and, on Gmail, its special uses (for `unwatched`). An
-        account that cannot be reached now is checked when a watcher or a firing connects."""
-        for name, account in self.accounts.items():
-            if not rules_for(rules, name) and not account.settings.watch:
-                continue
-            try:
-                with account.open() as conn:
-                    self._namespaces[name] = conn.namespaces
-                    if conn.store.dialect.gmail:
-                        self._special_use[name] = conn.store.special_use()
-            except MailrulesError as exc:
-                log.warning(
-                    "account %s: mailbox names not checked at start (%s); they are when it connects",
-                    name,
-                    exc,
-                )
+        account that cannot be reached now is checked when a watcher or a firing connects. A few
+        accounts at a time (daemon/checks.py)."""
+        work = {n: a for n, a in self.accounts.items() if rules_for(rules, n) or a.settings.watch}
+        namespaces, special_use = check_servers(work)
+        self._namespaces.update(namespaces)
+        self._special_use.update(special_use)
 
     def _sync_watchers(self) -> None:
         """Watchers for the watched mailboxes of the accounts this daemon owns (`_sync_owned`)."""
