@@ -1,5 +1,5 @@
 """`python -m mailrules`: the command line."""
 
-from mailrules.cli import main
+from mailrules.cli import entry
 
-main()
+entry()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from mailrules import __version__
+from mailrules.cliexit import finish, whole_process
 from mailrules.errors import ConfigError, StateError, StateLocked, StateOpenError
 
 if TYPE_CHECKING:
@@ -82,6 +83,9 @@ def main() -> None:
     """mailrules: filtering rules for IMAP mailboxes, run on arrival and on schedule."""
 
 
+entry = whole_process(main)  # the `mailrules` command and `python -m mailrules`: a process of its own
+
+
 @main.command()
 @click.argument("path", required=False)
 @click.option("--config", "config", help="Take the rules directory from this configuration file.")
@@ -102,7 +106,7 @@ def check(path: str | None, config: str | None, strict: bool) -> None:
 
     found = f"{count(errors, 'error')}, {count(warnings, 'warning')}"
     click.echo(f"{count(n_rules, 'rule')}, {count(n_tests, 'test')}: {found}")
-    sys.exit(EXIT_FAILED if errors or (strict and warnings) else EXIT_OK)
+    finish(EXIT_FAILED if errors or (strict and warnings) else EXIT_OK)
 
 
 @main.command()
@@ -263,7 +267,7 @@ def run(
         click.echo(metrics.exposition().decode("utf-8"), nl=False)
     for name in result.login_required:  # refused or missing OAuth2 tokens: the configuration's to fix
         click.echo(f"mailrules: account {name}: login required: run `mailrules auth login {name}`", err=True)
-    sys.exit(EXIT_CONFIG if result.login_required else EXIT_OK if result.ok else EXIT_FAILED)
+    finish(EXIT_CONFIG if result.login_required else EXIT_OK if result.ok else EXIT_FAILED)
 
 
 @main.command("log")

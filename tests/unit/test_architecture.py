@@ -234,6 +234,7 @@ FOREIGN_PRIVATE = {
     name: ("imap/", _IMAPLIB_INTERNALS)
     for name in ("_new_tag", "_command", "_get_response", "_get_tagged_response", "_check_bye", "_get_line")
 }
+FOREIGN_PRIVATE["_exit"] = ("cliexit.py", "os._exit (public, underscored): leave without Python's teardown")
 
 
 def _package(module: str) -> str:
