@@ -217,10 +217,12 @@ def find_shadowed(rules: tuple[ast.Rule, ...]) -> list[tuple[ast.Rule, ast.Rule]
         if isinstance(rule.trigger, ast.Manually):
             continue  # a manual rule runs alone, when asked for: nothing runs before it
         # What runs before a rule on the same messages (language.md, Triggers): every arrival rule
-        # before it; for a group's rule, the group's rules before it; a scheduled rule outside a
-        # group runs alone, so no rule comes before it.
+        # before it (every flag-change rule, for one); for a group's rule, the group's rules before
+        # it; a scheduled rule outside a group runs alone, so no rule comes before it.
         if isinstance(rule.trigger, ast.OnArrival):
             kind = "arrival"
+        elif isinstance(rule.trigger, ast.FlagChange):
+            kind = "flag change"
         elif rule.group is not None:
             kind = "group " + rule.group.casefold()
         else:

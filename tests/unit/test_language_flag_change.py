@@ -132,3 +132,13 @@ def test_test_blocks_say_changed(tmp_path: Path, given: str, actual: list[str]) 
 def test_changed_is_a_given_clause_in_syntax_errors() -> None:
     _rf, diags = parse_text('test "t" { given "m.eml" changed changed expect keep }', "t.rules")
     assert [d.message for d in diags] == ["'changed' is given twice"]
+
+
+def test_a_flag_change_rule_is_shadowed_only_by_an_earlier_flag_change_rule() -> None:
+    text = (
+        'rule "arrival" { when all then move to "X" }\n'
+        'rule "f1" on flag change { when flagged then move to "Y" }\n'
+        'rule "f2" on flag change { when flagged and seen then copy to "Z" }\n'
+    )
+    (d,) = [d for d in diagnostics(text) if "never sees" in d.message]
+    assert d.severity == "warning" and d.message.startswith('rule "f2" never sees a message: rule "f1"')
