@@ -26,6 +26,7 @@ from mailrules.config.model import PostgresUrl
 from mailrules.daemon.http import MetricsServer
 from mailrules.daemon.metrics import Metrics
 from mailrules.dsl.loader import load_rule_set
+from mailrules.errors import ConfigError
 from tests.integration.test_container_files import DOCKERFILE, _final_stage, _image_env
 from tests.needs import unavailable
 
@@ -216,6 +217,16 @@ def test_the_configmap_config_and_rules_load(objects: list[Obj], tmp_path: Path)
     }
     settings = load_config(config, env=env)
     assert settings.warnings == ()
+    # The variables Kubernetes adds for each Service of the namespace ("service links") would stop
+    # the start: the Service is called mailrules, so they are MAILRULES_SERVICE_HOST... Off.
+    service = _one(objects, "Service", "mailrules")
+    links = {
+        f"{service['metadata']['name'].upper().replace('-', '_')}_SERVICE_HOST": "10.0.0.10",
+        f"{service['metadata']['name'].upper().replace('-', '_')}_PORT": "tcp://10.0.0.10:9464",
+    }
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(config, env={**env, **links})
+    assert _one(objects, "Deployment", "mailrules")["spec"]["template"]["spec"]["enableServiceLinks"] is False
     # The shared PostgreSQL state, its password from the Secret, never in the URL.
     assert isinstance(settings.state, PostgresUrl), "the image's SQLite default is overridden"
     assert ":" not in settings.state.url.split("://", 1)[1].split("@", 1)[0]
