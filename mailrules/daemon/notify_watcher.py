@@ -110,11 +110,12 @@ class NotifyWatcher(MultiPoller):
         cp = self.state.get_checkpoint(self.account.name, mailbox)
         if cp is None or cp.uidvalidity != status.uidvalidity or status.uidnext - 1 > cp.last_uid:
             return True
-        return (
-            cp.highestmodseq is not None
-            and status.highestmodseq is not None
-            and status.highestmodseq != cp.highestmodseq
-        )
+        if not self.flags.rules(mailbox):
+            return False
+        # `on flag change` rules read it (daemon/flagwatch.py): due when its HIGHESTMODSEQ moved past
+        # the flag pass's mark (a STATUS without HIGHESTMODSEQ: no CONDSTORE here, so look anyway).
+        mark = self.state.get_flag_mark(self.account.name, mailbox)
+        return mark is None or status.highestmodseq is None or status.highestmodseq != mark.highestmodseq
 
     def _listen(self, session: ImapSession, store: ImapStore, names: Mapping[str, str]) -> None:
         idler = Idler(session, self.account.settings.idle_timeout_seconds)

@@ -172,3 +172,29 @@ def test_doctor_says_how_the_account_is_watched(
             "NOTIFY (RFC 5465)"
         )
     assert "watching" in text
+
+
+def test_a_flag_change_in_another_mailbox_runs_its_flag_rules(dovecot: DovecotServer, tmp_path: Path) -> None:
+    """FlagChange of a mailbox that is not the selected one comes as a STATUS (RFC 5465 §5.3): the
+    NOTIFY watcher looks at that mailbox, and its `on flag change` rules run (daemon/flagwatch.py)."""
+    user, pw = dovecot.fresh_user()
+    d = Running(tmp_path, dovecot, user, pw, None)
+    setup(dovecot, user, pw, ["INBOX", "Lists"], d)
+    (d.rules / "10-main.rules").write_text(
+        'rule "arrivals" { when subject contains "file me" then move to "Filed" }\n'
+        'rule "follow-up" on flag change in "Lists" { when flagged then copy to "Follow-up" }\n'
+    )
+    deliver(dovecot, user, pw, ["Lists"], "flag")
+    d.start()
+    try:
+        wait_until(lambda: "Lists: flag changes from MODSEQ" in d.text(), GENEROUS, "the first look", d)
+        deliver(dovecot, user, pw, ["INBOX"], "arrival")  # INBOX is the selected one from now on
+        wait_until(lambda: counts(dovecot, user, pw).get("Filed") == 1, GENEROUS, "the arrival", d)
+        with ImapSession.connect(dovecot.params(user, pw)) as s:  # another client flags it
+            s.select("Lists")
+            s.store_flags(s.search([b"ALL"]), ["\\Flagged"], True)
+        wait_until(lambda: counts(dovecot, user, pw).get("Follow-up") == 1, GENEROUS, "the copy", d)
+        assert mode_of(d, "notify") == 1
+        assert d.metric("mailrules_notify_events_total") >= 2
+    finally:
+        assert d.stop() == 0
