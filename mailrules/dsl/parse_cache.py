@@ -28,6 +28,7 @@ import glob
 import hashlib
 import importlib
 import marshal
+import operator
 import os
 from collections.abc import Callable
 from typing import Any
@@ -109,7 +110,7 @@ class _Codec:
         self.table: list[tuple[str, tuple[str, ...]]] = []
         self.number: dict[type, int] = {}
         self.makers: list[Callable[..., Any]] = []
-        self.fields: list[tuple[str, ...]] = []
+        self.getters: list[Callable[[Any], tuple[Any, ...]]] = []
         for entry in table:
             cls, make, names = _resolve(entry)
             self._add(cls, make, names)
@@ -118,30 +119,42 @@ class _Codec:
         self.number[cls] = len(self.table)
         self.table.append((f"{cls.__module__}:{cls.__qualname__}", names))
         self.makers.append(make)
-        self.fields.append(names)
+        # every field's value at once, as a tuple (attrgetter of one name gives the value alone)
+        if len(names) > 1:
+            self.getters.append(operator.attrgetter(*names))
+        else:
+            one = operator.attrgetter(*names) if names else None
+            self.getters.append(lambda x: () if one is None else (one(x),))
         return self.number[cls]
 
     def encode(self, value: Any, file: str) -> Any:
-        t = type(value)
-        if t in _SCALARS:
-            return value
-        if t is tuple:
-            return tuple([self.encode(v, file) for v in value])
-        if t is Span and value.file == file:  # the commonest node: its file is the entry's own
-            return [_SPAN_HERE, value.line, value.column, value.end_line, value.end_column]
-        if t is dt.date:
-            return [_DATE, value.toordinal()]
-        if t is dt.datetime or t is dt.time:
-            if value.tzinfo is not None and type(value.tzinfo) is not dt.timezone:
-                raise Unsupported("a time zone other than a fixed offset")
-            return [_DATETIME if t is dt.datetime else _TIME, value.isoformat()]
-        number = self.number.get(t)
-        if number is None:
+        """Plain data for `value` (Unsupported for what the format does not hold)."""
+        scalars, number_of, getters = _SCALARS, self.number, self.getters
+
+        def enc(x: Any) -> Any:
+            t = type(x)
+            if t is Span and x.file == file:  # the commonest node: its file is the entry's own
+                return [_SPAN_HERE, x.line, x.column, x.end_line, x.end_column]
+            number = number_of.get(t)
+            if number is not None:
+                return [number, *[v if type(v) in scalars else enc(v) for v in getters[number](x)]]
+            if t is tuple:
+                return tuple([v if type(v) in scalars else enc(v) for v in x])
+            if t in scalars:
+                return x
+            if t is dt.date:
+                return [_DATE, x.toordinal()]
+            if t is dt.datetime or t is dt.time:
+                if x.tzinfo is not None and type(x.tzinfo) is not dt.timezone:
+                    raise Unsupported("a time zone other than a fixed offset")
+                return [_DATETIME if t is dt.datetime else _TIME, x.isoformat()]
             if not (t.__module__ in _ALLOWED_MODULES or t.__module__.startswith(_ALLOWED_PREFIX)):
                 raise Unsupported(f"a {t.__module__}.{t.__qualname__}")
             make, names = _maker(t)
-            number = self._add(t, make, names)
-        return [number, *[self.encode(getattr(value, name), file) for name in self.fields[number]]]
+            self._add(t, make, names)
+            return enc(x)
+
+        return enc(value)
 
     def decode(self, value: Any, file: str) -> Any:
         """The value `encode` was given; ValueError/Unsupported/TypeError/IndexError on a bad one."""
