@@ -6,7 +6,8 @@ kustomization lists, with its ConfigMaps built as kustomize builds them (names w
 kustomize rewrites the references to the hashed names, so a name that matches here matches
 there). The configuration in the ConfigMap loads with the real loader, with the environment the
 image and the Deployment give it; its rules load with the real rule loader; the probes ask the
-daemon's real HTTP server for the paths they name, on the port the daemon listens on.
+daemon's real HTTP server for the paths they name, on the port the daemon listens on; every
+object passes Kubernetes' OpenAPI schemas, strictly (kubernetes-validate, offline).
 """
 
 from __future__ import annotations
@@ -319,6 +320,30 @@ def test_the_plain_scrape_config(tmp_path: Path) -> None:
             [promtool, "check", "config", str(local)], capture_output=True, text=True, timeout=60, check=False
         )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+#: The oldest Kubernetes release still maintained by the big providers, and the newest known.
+KUBERNETES_VERSIONS = ("1.28.0", "latest")
+
+
+def test_every_object_is_valid_kubernetes(objects: list[Obj]) -> None:
+    """Strict OpenAPI validation (kubernetes-validate, offline): a misspelt field is an error."""
+    try:
+        import kubernetes_validate  # type: ignore[import-untyped]
+    except ImportError:
+        unavailable("kubernetes-validate is not installed (the `test` extra: pip install -e '.[test]')")
+    for version in KUBERNETES_VERSIONS:
+        wanted = kubernetes_validate.latest_version() if version == "latest" else version
+        for obj in objects:
+            try:
+                kubernetes_validate.validate(obj, wanted, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                raise AssertionError(f"{obj['kind']}/{obj['metadata']['name']} ({wanted}): {exc}") from None
+    # A misspelt field is caught (so that the loop above would catch one).
+    deployment = json.loads(json.dumps(_one(objects, "Deployment", "mailrules")))
+    deployment["spec"]["template"]["spec"]["enableServiceLink"] = False
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
 
 
 def test_kustomization_lists_only_existing_files() -> None:
