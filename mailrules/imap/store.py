@@ -36,6 +36,8 @@ class ImapStore:
         self._dialect = Dialect.from_capabilities(session.capabilities, name=session.account)
         # UID sets, MOVE/COPY batches and time-outs as this server takes them (imap/pacing.py).
         session.pacing = Pacing.for_dialect(self._dialect)
+        self._names_of: Namespaces | None = None
+        self._server_names: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"ImapStore({self.session.account!r})"
@@ -58,13 +60,21 @@ class ImapStore:
     def same_mailbox(self, a: str, b: str) -> bool:
         """Whether the portable names `a` and `b` are one mailbox here (`INBOX.Lists` and `Lists`
         on Cyrus): compares the server's names; a name that cannot exist is no other's."""
+        return self._comparable(a) == self._comparable(b)
+
+    def _comparable(self, name: str) -> str:
+        """The server's name for `name`, INBOX in upper case; worked out once per name (the
+        engine asks for every message it moves; the namespaces are fixed once logged in)."""
         ns = self.namespaces
-        names = []
-        for name in (a, b):
-            why = ns.refusal(name)
-            server = name if why is not None else ns.to_server(name)
-            names.append(server.upper() if server.upper() == "INBOX" else server)
-        return names[0] == names[1]
+        if ns is not self._names_of:  # the session's, from NAMESPACE at login: one per session
+            self._names_of, self._server_names = ns, {}
+        known = self._server_names.get(name)
+        if known is None:
+            server = name if ns.refusal(name) is not None else ns.to_server(name)
+            known = server.upper() if server.upper() == "INBOX" else server
+            if len(self._server_names) < 4096:  # names come from the rules and their templates
+                self._server_names[name] = known
+        return known
 
     def select(self, mailbox: str) -> int:
         return self.session.select(mailbox).uidvalidity
@@ -82,15 +92,18 @@ class ImapStore:
         if labels:
             items.append(gmail.LABELS_ITEM)  # on Gmail `tagged` reads labels: they join the flags
         answers = self.session.fetch(uids, items)
+        # The answers' keys are the items asked: what each one is, worked out once per FETCH.
+        sections = [i for i in items if i.startswith("BODY") and i != "BODYSTRUCTURE"]
+        structure = "BODYSTRUCTURE" in items and not needs.body
         views: dict[int, MessageView] = {}
         for uid, data in answers.items():
-            if _expunged(data):
+            if _expunged(data, sections):
                 continue  # absent: the engine skips it as vanished
             if labels:
                 data["FLAGS"] = gmail.with_labels(
                     data.get("FLAGS") or (), gmail.decode_labels(data.pop(gmail.LABELS_ITEM, None))
                 )
-            views[uid] = _view(uid, data, needs)
+            views[uid] = _view(uid, data, sections, structure)
         return views
 
     def fetch_raw(self, uids: Sequence[int]) -> dict[int, bytes]:
@@ -190,30 +203,31 @@ class ImapStore:
         return out
 
 
-def _expunged(data: dict[str, Any]) -> bool:
+def _expunged(data: dict[str, Any], sections: Sequence[str]) -> bool:
     """A message another session expunged, not yet announced to ours: Dovecot still answers its
-    FETCH, with NIL for every body section (RFC 9051 §7.4.1 lets it). An empty message it is not."""
-    sections = [v for k, v in data.items() if k.startswith("BODY") and k != "BODYSTRUCTURE"]
-    return any(v is None for v in sections)
+    FETCH, with NIL for every body section (RFC 9051 §7.4.1 lets it). An empty message it is not.
+
+    `sections`: the body sections asked for (the keys of `data` are the items asked)."""
+    return any(item in data and data[item] is None for item in sections)
 
 
-def _view(uid: int, data: dict[str, Any], needs: FetchNeeds) -> MessageView:
+def _view(uid: int, data: dict[str, Any], sections: Sequence[str], structure: bool) -> MessageView:
+    """The view of one answer; `structure`: BODYSTRUCTURE was asked for and no whole body was."""
     raw = b""
-    for item, value in data.items():
-        if item.startswith("BODY") and isinstance(value, bytes | bytearray):
-            raw = bytes(value)
+    for item in sections:
+        value = data.get(item)
+        if isinstance(value, bytes | bytearray):
+            raw = bytes(value)  # no copy of bytes
     internaldate = data.get("INTERNALDATE")
-    if isinstance(internaldate, dt.datetime) and internaldate.tzinfo is None:
-        internaldate = internaldate.replace(tzinfo=dt.UTC)
-    attachments = None
-    if "BODYSTRUCTURE" in data and not needs.body:
-        attachments = bodystructure_attachments(data["BODYSTRUCTURE"])
     size = data.get("RFC822.SIZE")
     return MessageView.from_bytes(
         raw,
         size=int(size) if size is not None else None,
+        # MessageView takes a naive INTERNALDATE as UTC
         internaldate=internaldate if isinstance(internaldate, dt.datetime) else None,
         flags=data.get("FLAGS") or (),
         uid=uid,
-        attachments=attachments,
+        attachments=bodystructure_attachments(data["BODYSTRUCTURE"])
+        if structure and "BODYSTRUCTURE" in data
+        else None,
     )
