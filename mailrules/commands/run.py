@@ -19,7 +19,7 @@ from mailrules.accounts import (
 from mailrules.config import Settings
 from mailrules.dsl import ast as A
 from mailrules.engine.core import Engine, merge_reports
-from mailrules.engine.flagpass import OwnChanges
+from mailrules.engine.flagpass import MarkedOwnChanges
 from mailrules.engine.limits import LimitLedger
 from mailrules.engine.loops import LoopGuard
 from mailrules.engine.ports import EngineObserver, MailboxReport, RunOptions
@@ -121,7 +121,7 @@ def run_rules(
     oauth = oauth or TokenManagers()
     connect = connect or session_factory(oauth)
     if state is not None and not dry_run:  # the daemon's `on flag change` never runs on our STOREs
-        connect = recording(connect, OwnChanges(state.note_own_changes, lambda: rules))
+        connect = recording(connect, MarkedOwnChanges(state.note_own_changes, state.get_flag_mark))
     now = now or dt.datetime.now(dt.UTC)
     run_id = state.begin_run(trigger, dry_run) if state is not None else new_run_id(now)
     options = RunOptions(

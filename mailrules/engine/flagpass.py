@@ -72,6 +72,26 @@ class OwnChanges:
         self._note = note
         self._rules = rules
 
+    def wanted(self, account: str, mailbox: str) -> bool:
+        return bool(flag_change_rules(self._rules(), account, mailbox))
+
     def __call__(self, account: str, mailbox: str, uidvalidity: int, changes: Mapping[int, int]) -> None:
-        if changes and flag_change_rules(self._rules(), account, mailbox):
+        if changes and self.wanted(account, mailbox):
             self._note(account, mailbox, uidvalidity, changes)
+
+
+class MarkedOwnChanges(OwnChanges):
+    """The STORE listener of `mailrules run`, which may run a few of the rules (`--rule`): keeps the
+    MODSEQs where the daemon has a flag mark (it looked at the mailbox for flag changes); where it
+    has none, its first look starts afresh after the run anyway. Asks the state once per mailbox."""
+
+    def __init__(self, note: OwnNote, mark: Callable[[str, str], FlagMark | None]) -> None:
+        super().__init__(note, lambda: ())
+        self._mark = mark
+        self._marked: dict[tuple[str, str], bool] = {}
+
+    def wanted(self, account: str, mailbox: str) -> bool:
+        key = (account, mailbox)
+        if key not in self._marked:
+            self._marked[key] = self._mark(account, mailbox) is not None
+        return self._marked[key]

@@ -195,3 +195,39 @@ def test_a_server_without_condstore_refuses_the_rule_for_the_account(
         watcher.stop()
         watcher.join(15)
         state.close()
+
+
+def test_what_mailrules_run_changes_is_not_a_flag_change(dovecot: DovecotServer, tmp_path: Path) -> None:
+    """`mailrules run` (another process than the daemon) records its STOREs' MODSEQs in the state:
+    the daemon's next look at the mailbox does not take them for someone else's."""
+    from mailrules.commands.run import run_rules
+
+    text = FOLLOW_UP + 'rule "read all" manually { when all then mark read, tag "$Done" }\n'
+    user, pw = dovecot.fresh_user()
+    params = dovecot.params(user, pw)
+    append(params, "INBOX", [(make_message(f"m{i}"), ["\\Flagged"], None) for i in range(3)])
+    settings, rules = load(write_config(tmp_path, params, text))
+    manual = [r for r in rules if r.name == "read all"]
+    state = StateStore.open(tmp_path / "flags.db")
+    run_id = state.begin_run("daemon", False)
+    ctx = WatchContext(state, dt.UTC, lambda: rules, lambda a, m: threading.Lock(), run_id=run_id)
+    account = Account(settings.accounts["main"])
+    try:
+        with account.connect() as session:
+            store = ImapStore(session)
+            watch = FlagWatch(account, ctx, state)
+            assert watch.look(session, store, "INBOX", session.select("INBOX")) == 0  # the first look
+            result = run_rules(settings, manual, state=state)
+            assert not result.errors and result.failed_actions == 0
+            assert flags_of(params, "m1") == {"\\Flagged", "\\Seen", "$Done"}
+            marked = state.get_flag_mark("main", "INBOX")
+            assert marked is not None and len(marked.own) == 3  # the run's STOREs, kept
+            assert watch.look(session, store, "INBOX", session.select("INBOX")) == 0
+            assert counts(dovecot, user, pw).get("Follow-up") is None
+            user_stores(params, "m2", ["$Later"])  # someone else's change: that one runs
+            assert watch.look(session, store, "INBOX", session.select("INBOX")) == 1
+            assert counts(dovecot, user, pw).get("Follow-up") == 1
+            mark = state.get_flag_mark("main", "INBOX")
+            assert mark is not None and mark.own == {}  # spent by the looks
+    finally:
+        state.close()

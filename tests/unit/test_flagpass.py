@@ -68,3 +68,21 @@ def test_a_flags_fetch_wakes_a_watcher_and_modseqs_parse() -> None:
     assert not flag_news([(4, b"EXISTS"), (b"OK", b"Still here")])
     assert not flag_news([(4, b"FETCH", (b"UID", 9))])
     assert _modseq((12,)) == 12 and _modseq(b"13") == 13 and _modseq(None) is None
+
+
+def test_mailrules_run_keeps_own_changes_where_the_daemon_has_a_mark() -> None:
+    from mailrules.engine.flagpass import MarkedOwnChanges
+
+    asked: list[tuple[str, str]] = []
+
+    def mark(account: str, mailbox: str) -> FlagMark | None:
+        asked.append((account, mailbox))
+        return FlagMark(7, 1, 1) if mailbox == "INBOX" else None
+
+    kept: list[tuple[str, str, int, Mapping[int, int]]] = []
+    own = MarkedOwnChanges(lambda *args: kept.append(args), mark)
+    for _ in range(2):
+        own("a", "INBOX", 7, {1: 5})
+        own("a", "Work", 7, {1: 5})
+    assert kept == [("a", "INBOX", 7, {1: 5})] * 2
+    assert asked == [("a", "INBOX"), ("a", "Work")]  # once per mailbox
