@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -421,10 +422,12 @@ class ActionRunner(SendActions):
             return []
         uids = [t.uid for t in group]
         if self.options.dry_run:
-            return [self._entry(rule, word, detail, t, dest, "dry-run", None) for t in group]
+            at = dt.datetime.now(dt.UTC)
+            return [self._entry(rule, word, detail, t, dest, "dry-run", None, at=at) for t in group]
         try:
             result = command(uids)
         except MailrulesError as exc:
+            at = dt.datetime.now(dt.UTC)
             again = isinstance(exc, ImapError) and exc.kind == "retry" and self._repeatable(word)
             log.error(
                 '%s: rule "%s": %s failed in %s/%s: %s%s',
@@ -438,10 +441,12 @@ class ActionRunner(SendActions):
             )
             if again:
                 self.retry_uids.update(uids)
-            return [self._entry(rule, word, detail, t, dest, "failed", str(exc)) for t in group]
+            return [self._entry(rule, word, detail, t, dest, "failed", str(exc), at=at) for t in group]
         new_uv, mapping = result if isinstance(result, tuple) else (None, {})
+        at = dt.datetime.now(dt.UTC)  # the command's moment for all its entries: one row stamp for them
         return [
-            self._entry(rule, word, detail, t, dest, "ok", None, new_uv, mapping.get(t.uid)) for t in group
+            self._entry(rule, word, detail, t, dest, "ok", None, new_uv, mapping.get(t.uid), at=at)
+            for t in group
         ]
 
     def _repeatable(self, word: str) -> bool:

@@ -57,9 +57,11 @@ class SendActions:
         new_uid: int | None = None,
         *,
         quiet: bool = False,
+        at: dt.datetime | None = None,
     ) -> JournalEntry:
         """The journal entry of one action on one message; logged and counted (`emit`) unless
-        `quiet` (an intent's planned entry) or a send's "ok" (emitted once the send is confirmed)."""
+        `quiet` (an intent's planned entry) or a send's "ok" (emitted once the send is confirmed).
+        `at`: when, if not now (the entries of one command share its moment)."""
         entry = JournalEntry(
             run_id=self.options.run_id,
             rule=rule.name,
@@ -78,7 +80,7 @@ class SendActions:
             new_uid=new_uid,
             outcome=outcome,
             error=printable(error),
-            at=dt.datetime.now(dt.UTC),
+            at=at or dt.datetime.now(dt.UTC),
         )
         if not quiet and not (word in ("forward", "redirect") and outcome == "ok"):
             self.emit(entry)

@@ -470,3 +470,24 @@ def test_a_value_the_wire_refuses_fails_the_action_not_the_run() -> None:
         Refusing(server, Dialect.named("dovecot"), NOW), AccountContext("a"), "INBOX", rules
     )
     assert report.rules[0].outcomes == {"copy failed": 1, "flag ok": 1}
+
+
+def test_the_entries_of_one_command_share_its_moment() -> None:
+    """One clock read (and one row timestamp) per command, not per message."""
+    from mailrules.state.store import StateStore
+
+    state = StateStore.open(":memory:")
+    server = FakeServer()
+    for i in range(3):
+        server.append("INBOX", msg("bob@example.com", f"invoice {i}"))
+    rules = rules_of('rule "r" { when from contains "bob" then flag, move to "Invoices" }')
+    run_id = state.begin_run("run", False)
+    Engine(RunOptions(NOW, UTC, run_id), journal=state).process(
+        FakeStore(server, Dialect.named("dovecot"), NOW), AccountContext("a"), "INBOX", rules
+    )
+    rows = state.run_entries(run_id)
+    flags, moves = [r for r in rows if r.action == "flag"], [r for r in rows if r.action == "move"]
+    assert len(flags) == len(moves) == 3
+    assert len({r.at for r in flags}) == len({r.at for r in moves}) == 1
+    assert flags[0].at <= moves[0].at
+    state.close()
