@@ -16,7 +16,7 @@ from mailrules.compile.serialize import Lit, chunk_uid_sets
 from mailrules.errors import ImapError
 from mailrules.imap.core import CommandCore, Piece, Reply, UnsendableValue, flag_list, mailbox_arg
 from mailrules.imap.errors import from_response, is_throttled, response_code
-from mailrules.imap.fastfetch import parse_simple_fetch
+from mailrules.imap.fastfetch import parse_simple_fetch, read_fetch_answer, reads_fast
 from mailrules.imap.names import Namespaces, ServerName
 from mailrules.imap.seqset import parse_appenduid, parse_sequence_set
 
@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 # RFC 7162 §4: keep command lines near 8 KB; the rest of the line (tag, command, mailbox) fits in 1 KB.
 # The default of `pacing.uid_set_bytes`; a dialect may ask for less (imap/pacing.py).
 UID_SET_BYTES = 7000
+# The responses one UID FETCH's answer may hold before it is taken for an endless one (the
+# connection is then dropped, docs/operations.md): per message asked, and more for what other
+# sessions' changes bring meanwhile (a mailbox emptied elsewhere: an EXPUNGE per message).
+ANSWER_RESPONSES_PER_UID = 4
+ANSWER_RESPONSES_EXTRA = 100_000
 # MULTIAPPEND batches: literals do not count toward line limits, but keep one command bounded.
 APPEND_BATCH_BYTES = 4_000_000
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -69,24 +74,67 @@ def _internaldate(when: dt.datetime) -> bytes:
     return b'"' + text.encode("ascii") + b'"'
 
 
+#: Requested FETCH item -> the name its answer comes under (a few distinct items per run).
+_RESPONSE_KEYS: dict[str, str] = {}
+_PARTIAL_REQUEST = re.compile(r"<\d+\.\d+>$")
+_PARTIAL_ANSWER = re.compile(r"<\d+>$")
+
+
 def _response_key(item: str) -> str:
     """The name a FETCH item comes back under: BODY.PEEK[...] is answered as BODY[...] (RFC 9051 §7.5.2)."""
-    key = item.strip().upper().replace("BODY.PEEK[", "BODY[")
-    return re.sub(r"<\d+\.\d+>$", "", key)
+    key = _RESPONSE_KEYS.get(item)
+    if key is None:
+        key = _PARTIAL_REQUEST.sub("", item.strip().upper().replace("BODY.PEEK[", "BODY["))
+        if len(_RESPONSE_KEYS) < 1024:  # items come from the rules: a handful, but stay bounded
+            _RESPONSE_KEYS[item] = key
+    return key
+
+
+#: An answer's item name as sent -> upper-case text (the same few names in every answer).
+_ITEM_NAMES: dict[bytes, str] = {}
+
+
+def _item_name(raw: Any) -> str:
+    name = _ITEM_NAMES.get(raw)
+    if name is None:
+        name = _s(raw).upper()
+        if len(_ITEM_NAMES) < 1024:  # names come from the server: stay bounded whatever it sends
+            _ITEM_NAMES[raw] = name
+    return name
 
 
 def _match(item: str, answers: dict[str, Any]) -> tuple[bool, Any]:
+    key = _answer_key(item, answers)
+    return (False, None) if key is None else (True, answers[key])
+
+
+def _answer_key(item: str, answers: dict[str, Any]) -> str | None:
+    """The key of `answers` that answers the requested `item`, None when none does."""
     want = _response_key(item)
     if want in answers:
-        return True, answers[want]
+        return want
     # Servers re-spell section specs (Dovecot upper-cases header names, others keep case or
     # reorder): match by prefix up to the first space, e.g. "BODY[HEADER.FIELDS ".
     head, space, _ = want.partition(" ")
     prefix = head + space
-    for key, value in answers.items():
-        if key.startswith(prefix) if space else re.sub(r"<\d+>$", "", key) == want:
-            return True, value
-    return False, None
+    for key in answers:
+        if key.startswith(prefix) if space else _PARTIAL_ANSWER.sub("", key) == want:
+            return key
+    return None
+
+
+def _answer_plan(items: Sequence[str], answers: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(requested item, its key in `answers`, whether it is FLAGS) for every item answered.
+
+    The same for every answer with the same keys in the same order: fetch() works it out once
+    per shape of answer, not once per item per message.
+    """
+    plan = []
+    for item in items:
+        key = _answer_key(item, answers)
+        if key is not None:
+            plan.append((item, key, _response_key(item) == "FLAGS"))
+    return plan
 
 
 class MailboxCommands(CommandCore):
@@ -189,21 +237,42 @@ class MailboxCommands(CommandCore):
                 raise UnsendableValue(f"bad FETCH item: {item!r}")
         spec = ("(" + " ".join(items) + ")").encode("ascii")
         out: dict[int, dict[str, Any]] = {}
+        plans: dict[tuple[str, ...], list[tuple[str, str, bool]]] = {}
         for uid_set in chunk_uid_sets(wanted, self.pacing.uid_set_bytes):
             self._take("FETCH")
-            self._run("UID FETCH", [b"UID FETCH " + uid_set.encode("ascii") + b" " + spec])
-            for uid, answers in self._fetch_answers(self._take("FETCH")):
+            read, fetched = self._answer_reader(uid_set)
+            self._run("UID FETCH", [b"UID FETCH " + uid_set.encode("ascii") + b" " + spec], read=read)
+            for uid, answers in self._fetch_answers(fetched + self._take("FETCH")):
                 if uid not in wanted:
                     continue
-                entry = out.setdefault(uid, {})
-                for item in items:
-                    present, value = _match(item, answers)
-                    if not present:
-                        continue
-                    if _response_key(item) == "FLAGS":
-                        value = tuple(_s(f) for f in value)
-                    entry[item] = value
+                shape = tuple(answers)
+                plan = plans.get(shape)
+                if plan is None:
+                    plan = plans[shape] = _answer_plan(items, answers)
+                entry = out.get(uid)
+                if entry is None:
+                    entry = out[uid] = {}
+                for item, key, is_flags in plan:
+                    value = answers[key]
+                    entry[item] = tuple(_s(f) for f in value) if is_flags else value
         return out
+
+    def _answer_reader(self, uid_set: str) -> tuple[Callable[[bytes], Reply] | None, list[Any]]:
+        """A reader of one UID FETCH's answer straight from the socket (imap/fastfetch.py) and the
+        list it fills with the FETCH responses; (None, []) where imaplib has to read it."""
+        imap = self._client._imap
+        fetched: list[Any] = []
+        if not reads_fast(imap):
+            return None, fetched
+        # One response per message asked, a few more per message (RFC 9051 §7.5.2 lets a server
+        # split one message's items) and what other sessions' changes bring (EXPUNGE, FETCH FLAGS).
+        most = ANSWER_RESPONSES_PER_UID * len(parse_sequence_set(uid_set)) + ANSWER_RESPONSES_EXTRA
+
+        def read(tag: bytes) -> Reply:
+            fetched.extend(read_fetch_answer(imap, tag, most))
+            return self._finish(tag)
+
+        return read, fetched
 
     @staticmethod
     def _fetch_answers(data: list[Any]) -> Iterable[tuple[int, dict[str, Any]]]:
@@ -220,14 +289,14 @@ class MailboxCommands(CommandCore):
                 group = []
                 _seq, msg = fast
                 if b"UID" in msg:
-                    yield int(msg[b"UID"]), {_s(k): v for k, v in msg.items()}
+                    yield int(msg[b"UID"]), {_item_name(k): v for k, v in msg.items()}
                 continue
             parsed = parse_fetch_response(group, normalise_times=False, uid_is_key=False)
             group = []
             for msg in parsed.values():
                 if b"UID" not in msg:
                     continue
-                yield int(msg[b"UID"]), {_s(k).upper(): v for k, v in msg.items()}
+                yield int(msg[b"UID"]), {_item_name(k): v for k, v in msg.items()}
 
     # -- flags and expunge --------------------------------------------------------------------------
 

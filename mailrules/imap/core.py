@@ -194,19 +194,21 @@ class CommandCore:
         *,
         accept: tuple[str, ...] = ("OK",),
         expected: Callable[[Reply], bool] | None = None,
+        read: Callable[[bytes], Reply] | None = None,
     ) -> Reply:
         """Send `tag <pieces>` through our own writer; a reply outside `accept` raises ImapError.
 
         `expected(reply)`, asked of a NO: True when it is an answer the caller acts on rather than a
         failure (a missing destination it creates and retries), so the command hook is told `ok`
-        and `mailrules_imap_command_errors_total` does not count it.
+        and `mailrules_imap_command_errors_total` does not count it. `read(tag)`: reads the
+        answer up to the tagged completion instead of `_finish` (a FETCH's own reader).
         """
         self._check_alive(name)
         self.command_count += 1
         started = time.perf_counter()
         ok = False
         try:
-            reply = self._write(pieces)
+            reply = self._write(pieces, read)
         except (OSError, EOFError) as exc:
             self._record(name, started, False)
             raise self._fail(exc, name) from exc
@@ -228,7 +230,7 @@ class CommandCore:
             raise self._throttled(from_response(name, reply.typ, reply.text, context=self._context), name)
         return reply
 
-    def _write(self, pieces: Sequence[Piece]) -> Reply:
+    def _write(self, pieces: Sequence[Piece], read: Callable[[bytes], Reply] | None = None) -> Reply:
         imap = self._client._imap
         # Same hygiene as imaplib._command: codes left by earlier commands must not be read as ours.
         for key in ("OK", "NO", "BAD"):
@@ -255,7 +257,7 @@ class CommandCore:
             out = [piece.data]
         out.append(b"\r\n")
         imap.send(b"".join(out))
-        return self._finish(tag)
+        return self._finish(tag) if read is None else read(tag)
 
     def _finish(self, tag: bytes) -> Reply:
         imap = self._client._imap

@@ -8,10 +8,21 @@ spacing) returns None and goes to imapclient's parser, so the result is always t
 
 from __future__ import annotations
 
+import imaplib
 import re
 from typing import Any
 
 from imapclient.datetime_util import parse_to_datetime
+
+#: The longest response line read (imaplib's own bound, `imaplib._MAXLINE`, kept).
+MAX_LINE_BYTES = 1_000_000
+#: The largest literal (a message, a header block) a FETCH answer may announce: above any
+#: provider's message size (Exchange Online 150 MB, Gmail 50 MB received), far below what would
+#: hurt. Over it the answer is not read: the connection is dropped as lost (docs/operations.md).
+MAX_LITERAL_BYTES = 256 * 1024 * 1024
+#: A literal is read in pieces of this size: memory grows with the bytes received, never with
+#: the size a server announces.
+_LITERAL_PIECE = 1024 * 1024
 
 # RFC 9051 §7.5.2 msg-att: `name value` pairs inside `* n FETCH ( ... )`.
 _HEAD = re.compile(rb"(\d+) \(")
@@ -102,3 +113,123 @@ def parse_simple_fetch(group: list[Any]) -> tuple[int, dict[bytes, Any]] | None:
             return None  # BODYSTRUCTURE, ENVELOPE, X-GM-*...: the general parser's job
         if pos < len(source) and source[pos : pos + 1] == b" ":
             pos += 1
+
+
+# -- reading a FETCH answer ---------------------------------------------------------------------------
+
+# imaplib's patterns for the same lines (imaplib.Untagged_status, imaplib.Literal): `* n FETCH ...`
+# and a line ending in a literal's `{size}`.
+_FETCH_LINE = re.compile(rb"\* (\d+) FETCH (.*)\r\n", re.ASCII | re.DOTALL)
+_LITERAL_END = re.compile(rb".*\{(\d+)\}$", re.ASCII)
+
+
+def reads_fast(imap: Any) -> bool:
+    """Whether `read_fetch_answer` can read from `imap`: an imaplib connection reading its socket
+    file with imaplib's own `read`/`readline`, not tracing the wire (debug below 4)."""
+    kind = type(imap)
+    return (
+        isinstance(imap, imaplib.IMAP4)
+        and kind.readline is imaplib.IMAP4.readline
+        and kind.read is imaplib.IMAP4.read
+        and getattr(imap, "file", None) is not None
+        and getattr(imap, "debug", 0) < 4
+    )
+
+
+class _Pushback:
+    """imaplib's socket file with one line already read put back in front of it; literals read
+    within MAX_LITERAL_BYTES (imaplib itself would read any size a server announces)."""
+
+    def __init__(self, imap: Any, line: bytes) -> None:
+        self.imap = imap
+        self.file = imap.file
+        self.line: bytes | None = line
+
+    def readline(self, limit: int = -1) -> bytes:
+        line, self.line = self.line, None
+        if line is not None:
+            return line
+        more: bytes = self.file.readline(limit)
+        _check_line(self.imap, more)
+        return more
+
+    def read(self, size: int) -> bytes:
+        return _read_literal(self.imap, self.file, size)
+
+
+def read_fetch_answer(imap: Any, tag: bytes, max_responses: int) -> list[Any]:
+    """Read the answer to the command `tag` (a UID FETCH) up to its tagged completion.
+
+    Returns the FETCH responses in imaplib's shape (`line`, or `(line, literal)`... then the last
+    line; what `untagged_responses["FETCH"]` would hold), read straight from the socket file: one
+    `readline` per line and one `read` per literal, instead of imaplib's regular expressions,
+    trace formatting and bookkeeping per line. Every other response (the tagged completion,
+    EXISTS, EXPUNGE, a `* OK [...]`, BYE) goes through imaplib's own `_get_response`, so imaplib's
+    state is what it would be.
+
+    Bounds (docs/operations.md): a line of at most MAX_LINE_BYTES, a literal of at most
+    MAX_LITERAL_BYTES, at most `max_responses` responses before the completion. Past any of them,
+    at the end of the data or on a line without CRLF: `imaplib.IMAP4.abort`, the connection is
+    lost (it is out of step with the server).
+    """
+    file = imap.file
+    readline = file.readline
+    out: list[Any] = []
+    append = out.append
+    tagged = imap.tagged_commands
+    left = max_responses
+    while tagged.get(tag) is None:
+        if left <= 0:
+            raise imap.abort(f"a FETCH answer of more than {max_responses} responses")
+        left -= 1
+        line = readline(MAX_LINE_BYTES + 1)
+        m = _FETCH_LINE.fullmatch(line)
+        if m is None or len(line) > MAX_LINE_BYTES:
+            # anything else, or a malformed line: imaplib's parser, with the line put back
+            _check_line(imap, line)
+            imap.file = _Pushback(imap, line)
+            try:
+                imap._get_response()
+            finally:
+                imap.file = file
+            imap._check_bye()
+            continue
+        dat = m.group(1) + b" " + m.group(2)
+        while (lit := _LITERAL_END.match(dat)) is not None:
+            append((dat, _read_literal(imap, file, int(lit.group(1)))))
+            line = readline(MAX_LINE_BYTES + 1)
+            _check_line(imap, line)
+            dat = line[:-2]
+        append(dat)
+    return out
+
+
+def _check_line(imap: Any, line: bytes) -> None:
+    """imaplib's checks of one line (`_get_line`, `readline`), all as a lost connection."""
+    if not line:
+        raise imap.abort("socket error: EOF")
+    if len(line) > MAX_LINE_BYTES:
+        raise imap.abort(f"a response line longer than {MAX_LINE_BYTES} bytes")
+    if not line.endswith(b"\r\n"):
+        raise imap.abort(f"socket error: unterminated line: {line[:200]!r}")
+
+
+def _read_literal(imap: Any, file: Any, size: int) -> bytes:
+    """`size` bytes, read in pieces (memory follows what arrives, not what is announced)."""
+    if size > MAX_LITERAL_BYTES:
+        raise imap.abort(f"a literal of {size} bytes (more than {MAX_LITERAL_BYTES})")
+    if size <= _LITERAL_PIECE:
+        data: bytes = file.read(size)
+    else:
+        pieces: list[bytes] = []
+        left = size
+        while left > 0:
+            piece = file.read(min(left, _LITERAL_PIECE))
+            if not piece:
+                break
+            pieces.append(piece)
+            left -= len(piece)
+        data = b"".join(pieces)
+    if len(data) != size:
+        raise imap.abort("socket error: EOF inside a literal")
+    return data
