@@ -138,7 +138,8 @@ class Daemon:
         self._reload = threading.Event()
         self._connect_raw = connect or session_factory(self.oauth)
         # Every session records the MODSEQs of our own STOREs: `on flag change` never runs on them.
-        connect = recording(self._connect, OwnChanges(self.state.note_own_changes, lambda: self.rules))
+        own = OwnChanges(self.state.note_own_changes, lambda: self.rules, self.state.get_flag_mark)
+        connect = recording(self._connect, own)
         self.accounts = {name: Account(a, connect, self.oauth) for name, a in settings.accounts.items()}
         #: what the check at start learnt of each account's server it reached (run()):
         #: its namespaces (a reload's names are checked against them), and on Gmail its special uses

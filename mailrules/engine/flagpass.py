@@ -65,15 +65,32 @@ def look(mark: FlagMark, changed: Mapping[int, int]) -> FlagLook:
 
 class OwnChanges:
     """The STORE listener of every session that may act on a mailbox a flag-change rule reads:
-    remembers the MODSEQs our own STOREs gave there (and only there: elsewhere nobody would spend
-    them). `rules`: the current rule set (a reload swaps it)."""
+    remembers the MODSEQs our own STOREs gave there, and only there (elsewhere nobody would spend
+    them). `rules`: the current rule set (a reload swaps it); `mark`: the state's flag marks, so that
+    a mailbox looked at before (a flag-change rule removed by a reload, to come back later, or not
+    among the rules of a `mailrules run --rule`) keeps them too; asked once per mailbox (a mark is
+    never removed, and one is only made where a rule reads)."""
 
-    def __init__(self, note: OwnNote, rules: Callable[[], Sequence[A.Rule]]) -> None:
+    def __init__(
+        self,
+        note: OwnNote,
+        rules: Callable[[], Sequence[A.Rule]],
+        mark: Callable[[str, str], FlagMark | None] | None = None,
+    ) -> None:
         self._note = note
         self._rules = rules
+        self._mark = mark
+        self._marked: dict[tuple[str, str], bool] = {}
 
     def wanted(self, account: str, mailbox: str) -> bool:
-        return bool(flag_change_rules(self._rules(), account, mailbox))
+        if flag_change_rules(self._rules(), account, mailbox):
+            return True
+        if self._mark is None:
+            return False
+        key = (account, mailbox)
+        if key not in self._marked:
+            self._marked[key] = self._mark(account, mailbox) is not None
+        return self._marked[key]
 
     def __call__(self, account: str, mailbox: str, uidvalidity: int, changes: Mapping[int, int]) -> None:
         if changes and self.wanted(account, mailbox):
@@ -82,16 +99,7 @@ class OwnChanges:
 
 class MarkedOwnChanges(OwnChanges):
     """The STORE listener of `mailrules run`, which may run a few of the rules (`--rule`): keeps the
-    MODSEQs where the daemon has a flag mark (it looked at the mailbox for flag changes); where it
-    has none, its first look starts afresh after the run anyway. Asks the state once per mailbox."""
+    MODSEQs where the daemon has a flag mark; where it has none, its first look starts afresh."""
 
     def __init__(self, note: OwnNote, mark: Callable[[str, str], FlagMark | None]) -> None:
-        super().__init__(note, lambda: ())
-        self._mark = mark
-        self._marked: dict[tuple[str, str], bool] = {}
-
-    def wanted(self, account: str, mailbox: str) -> bool:
-        key = (account, mailbox)
-        if key not in self._marked:
-            self._marked[key] = self._mark(account, mailbox) is not None
-        return self._marked[key]
+        super().__init__(note, lambda: (), mark)
