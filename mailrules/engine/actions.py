@@ -68,6 +68,9 @@ class ActionRunner(SendActions):
         #: dry run only: the flags each message would have now, after earlier rules
         self.flag_overlay: dict[int, frozenset[str]] = {}
         self._special: dict[str, str] | None = None
+        #: destination -> whether it is this mailbox: asked up to twice per message and removing
+        #: action, answered once per name (the names a pass files into are few)
+        self._source: dict[str, bool] = {}
         #: UIDs whose action the server refused for now (RFC 5530 UNAVAILABLE, INUSE, LIMIT,
         #: SERVERBUG) and that can safely be sent again: the daemon tries them again later.
         self.retry_uids: set[int] = set()
@@ -332,7 +335,10 @@ class ActionRunner(SendActions):
 
     def _is_source(self, dest: str) -> bool:
         """Whether `dest` is the mailbox the rule reads, as the server tells names apart (loop safety)."""
-        return self.store.same_mailbox(dest, self.mailbox)
+        known = self._source.get(dest)
+        if known is None:
+            known = self._source[dest] = self.store.same_mailbox(dest, self.mailbox)
+        return known
 
     def _removal_destination(self, action: A.Action, t: Target, ctx: EvalContext) -> str | None:
         """Where a removing action takes this message (None: `delete permanently`); raises when
@@ -347,6 +353,9 @@ class ActionRunner(SendActions):
     ) -> str:
         if isinstance(action, A.Move | A.Copy) or (isinstance(action, A.Archive) and action.dest is not None):
             assert action.dest is not None
+            parts = action.dest.parts
+            if len(parts) == 1 and isinstance(parts[0], A.TemplateText):
+                return parts[0].text  # a literal name: the same for every message, nothing to render
             return render_template(action.dest, t.view, t.match.captures, ctx, whole=t.match.whole)
         use, override, fallback = (
             ("\\Archive", self.account.archive, "Archive")

@@ -491,3 +491,31 @@ def test_the_entries_of_one_command_share_its_moment() -> None:
     assert len({r.at for r in flags}) == len({r.at for r in moves}) == 1
     assert flags[0].at <= moves[0].at
     state.close()
+
+
+def test_a_destination_is_compared_with_the_source_once_per_name() -> None:
+    """Loop safety asks, per message and removing action, whether the destination is the mailbox
+    read: answered once per name, and a literal name is not rendered per message."""
+    asked: list[tuple[str, str]] = []
+
+    class Counting(FakeStore):
+        def same_mailbox(self, a: str, b: str) -> bool:
+            asked.append((a, b))
+            return super().same_mailbox(a, b)
+
+    server = FakeServer()
+    for i in range(4):
+        server.append("INBOX", msg("bob@example.com", f"s{i} {'inbox' if i == 3 else 'list'}"))
+    rules = rules_of(
+        'rule "home" { when subject contains "inbox" then move to "inbox" }\n'  # the source: skipped
+        'rule "lists" { when subject contains "list" then move to "Lists", archive to "Lists" }'
+    )
+    expected = copy.deepcopy(server)
+    oracle(expected, rules, AccountContext("a"), ["INBOX"], EvalContext(NOW, UTC))
+    report = Engine(RunOptions(NOW, UTC, "r")).process(
+        Counting(server, Dialect.named("dovecot"), NOW), AccountContext("a"), "INBOX", rules
+    )
+    assert server.state() == expected.state()
+    assert report.rules[0].outcomes == {"move skipped": 1}
+    assert report.rules[1].outcomes == {"archive ok": 3}
+    assert sorted(set(asked)) == sorted(asked) == [("Lists", "INBOX"), ("inbox", "INBOX")]
