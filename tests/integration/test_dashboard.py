@@ -21,6 +21,7 @@ import pytest
 
 from mailrules.daemon.cluster_metrics import ClusterMetrics
 from mailrules.daemon.metrics import Metrics
+from mailrules.daemon.notify_metrics import NotifyMetrics
 from tests.integration.servers import DovecotServer, make_message
 from tests.integration.test_daemon import Running, append, counts, free_port, wait_until
 from tests.needs import require_tool
@@ -125,6 +126,7 @@ def _static_exposition() -> str:
     m.init({"work": ["INBOX", "Lists"]}, ["a rule"], scheduled=["a rule"])
     m.oauth.init(["work"])  # as if "work" logged in with OAuth2: those series exist for such accounts
     ClusterMetrics(m.registry).init(["work"])  # the daemon adds the lease keeper's observer
+    NotifyMetrics(m.registry, m._account).init(["work"])  # and the watching modes (NotifyPlan)
     return m.exposition().decode()
 
 
