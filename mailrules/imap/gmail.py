@@ -121,7 +121,13 @@ def store_labels(
     for command in store_label_commands(uids, labels, add, uid_set_bytes):
         session._take("FETCH")
         session._run("UID STORE", [command])
-        echoed.update(labels_from_fetch(session._take("FETCH")))
+        answers = session._take("FETCH")
+        echoed.update(labels_from_fetch(answers))
+        if session.after_store is not None:
+            # The echo carries the MODSEQ of our change too (CONDSTORE, RFC 7162 §3.1.3): the STORE
+            # listener reads it where every STORE's answer is (`on flag change`, imap/modseq.py).
+            session._client._imap.untagged_responses["FETCH"] = answers
+            session.after_store()
     return echoed
 
 

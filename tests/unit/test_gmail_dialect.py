@@ -40,6 +40,7 @@ from mailrules.dsl.semantics import EvalContext
 from mailrules.engine.core import Engine
 from mailrules.engine.ports import AccountContext, RunOptions
 from mailrules.imap import gmail
+from mailrules.imap.commands import SelectInfo
 from mailrules.imap.dialects import describe_dialect
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
@@ -497,3 +498,18 @@ def test_the_session_itself_takes_all_mail_for_the_archive() -> None:
     s, imap, _ = gmail_session(lambda t, c: [*german, t + b" OK Success"])
     assert s.special_use()["\\Archive"] == "[Google Mail]/Alle Nachrichten"
     assert len(imap.commands) == 1  # no second LIST for well-known names
+
+
+def test_a_label_store_tells_its_modseq_to_the_store_listener() -> None:
+    from mailrules.imap.modseq import record_own_changes
+
+    def handler(tag: bytes, cmd: bytes) -> list[bytes]:
+        return [b"* 1 FETCH (X-GM-LABELS (foo) UID 7 MODSEQ (4242))", tag + b" OK STORE (Success)"]
+
+    s, imap, _ = gmail_session(handler)
+    s.selected = SelectInfo("INBOX", 11, 8, 1, 4000, frozenset({"\\*"}), False)
+    noted: list[tuple[str, str, int, dict[int, int]]] = []
+    record_own_changes(s, "g", lambda a, m, v, c: noted.append((a, m, v, dict(c))))
+    assert gmail.store_labels(s, [7], ["foo"], True, 7000) == {7: ("foo",)}
+    assert noted == [("g", "INBOX", 11, {7: 4242})]
+    assert "FETCH" not in imap.untagged_responses
