@@ -7,17 +7,19 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import threading
+from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 
 from mailrules.accounts import Account
 from mailrules.commands.doctor.imap import watching
-from mailrules.config import AccountSettings, Secret
+from mailrules.config import AccountSettings, Secret, load_config
 from mailrules.daemon.metrics import Metrics
 from mailrules.daemon.notify_watcher import NOTIFY_KEY, NotifyPlan, NotifyWatcher
 from mailrules.daemon.watcher import WatchContext
 from mailrules.dsl.parser import parse_text
+from mailrules.errors import ConfigError
 from mailrules.imap.core import UnsendableValue
 from mailrules.imap.notify import (
     MAX_COMMAND_BYTES,
@@ -190,3 +192,22 @@ def test_doctor_says_why_notify_is_not_used() -> None:
         "BAD Invalid arguments"
     )
     assert row.hint == 'notify = "off" skips the attempt'
+
+
+# -- the configuration key -------------------------------------------------------------------------
+
+CONFIG = '[accounts.a]\nhost = "h"\nusername = "u@example.org"\npassword = "p"\n'
+
+
+def test_notify_is_auto_unless_turned_off(tmp_path: Path) -> None:
+    path = tmp_path / "mailrules.toml"
+    path.write_text(CONFIG)
+    assert load_config(path, env={}).accounts["a"].notify == "auto"
+    path.write_text(CONFIG + 'notify = "off"\n')
+    settings = load_config(path, env={})
+    assert settings.accounts["a"].notify == "off"
+    assert settings.redacted_dict()["accounts"]["a"]["notify"] == "off"
+    path.write_text(CONFIG + 'notify = "sometimes"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert "expected one of 'auto', 'off', got 'sometimes'" in str(info.value)
