@@ -198,6 +198,8 @@ def undo_run(
     if plan.undone_by:
         # A second undo would replay moves and flag changes on messages already put back.
         raise MailrulesError(f"run {run_id} was already undone by {', '.join(plan.undone_by)}")
+    # What the undo puts back is mailrules' own change: no flag-change rule reacts to it.
+    connect = recording(connect, MarkedOwnChanges(state.note_own_changes, state.get_flag_mark))
     undo_id = state.begin_run("undo", False)
     result = UndoResult(undo_id)
     result.refused = [

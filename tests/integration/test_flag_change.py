@@ -198,9 +198,10 @@ def test_a_server_without_condstore_refuses_the_rule_for_the_account(
 
 
 def test_what_mailrules_run_changes_is_not_a_flag_change(dovecot: DovecotServer, tmp_path: Path) -> None:
-    """`mailrules run` (another process than the daemon) records its STOREs' MODSEQs in the state:
-    the daemon's next look at the mailbox does not take them for someone else's."""
-    from mailrules.commands.run import run_rules
+    """`mailrules run` and `mailrules undo` (other processes than the daemon) record their STOREs'
+    MODSEQs in the state: the daemon's next look at the mailbox does not take them for someone
+    else's."""
+    from mailrules.commands.run import run_rules, undo_run
 
     text = FOLLOW_UP + 'rule "read all" manually { when all then mark read, tag "$Done" }\n'
     user, pw = dovecot.fresh_user()
@@ -224,6 +225,9 @@ def test_what_mailrules_run_changes_is_not_a_flag_change(dovecot: DovecotServer,
             assert marked is not None and len(marked.own) == 3  # the run's STOREs, kept
             assert watch.look(session, store, "INBOX", session.select("INBOX")) == 0
             assert counts(dovecot, user, pw).get("Follow-up") is None
+            undone = undo_run(settings, state, result.run_id)  # puts \Seen and $Done back: ours too
+            assert not undone.errors and flags_of(params, "m1") == {"\\Flagged"}
+            assert watch.look(session, store, "INBOX", session.select("INBOX")) == 0
             user_stores(params, "m2", ["$Later"])  # someone else's change: that one runs
             assert watch.look(session, store, "INBOX", session.select("INBOX")) == 1
             assert counts(dovecot, user, pw).get("Follow-up") == 1
