@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
@@ -90,14 +89,23 @@ def check_deadline() -> None:
         d.check()
 
 
-@contextlib.contextmanager
-def deadline_scope(deadline: Deadline | None) -> Iterator[Deadline | None]:
-    """Make `deadline` the current one for the decoding that happens inside the block."""
-    token = _current.set(deadline)
-    try:
-        yield deadline
-    finally:
-        _current.reset(token)
+class deadline_scope:  # a context manager, named and called as the function it was
+    """Make `deadline` the current one for the decoding that happens inside the block.
+
+    A class, not @contextmanager: it is entered once per message and rule evaluated (52,000 times
+    in a 20,000-message run), and a generator-based one costs about three times as much."""
+
+    __slots__ = ("deadline", "token")
+
+    def __init__(self, deadline: Deadline | None) -> None:
+        self.deadline = deadline
+
+    def __enter__(self) -> Deadline | None:
+        self.token = _current.set(self.deadline)
+        return self.deadline
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self.token)
 
 
 class MessageBudgets:

@@ -248,10 +248,7 @@ class _Evaluator:
         if isinstance(c, AgeTest):
             if view.internaldate is None:
                 return False
-            cutoff = subtract_age(self.ctx.now.astimezone(self.ctx.tz), c.amount, c.unit)
-            # compare instants: aware datetimes sharing a tzinfo would compare wall clocks, so the
-            # cutoff goes to UTC (the received date is not converted: 9999-12-31 -2359 overflows)
-            when, limit = view.internaldate, cutoff.astimezone(dt.UTC)
+            when, limit = view.internaldate, _age_limit(self.ctx.now, self.ctx.tz, c.amount, c.unit)
             return when < limit if c.older else when > limit
         if isinstance(c, DateTest):
             return self.date_test(c)
@@ -315,6 +312,16 @@ class _Evaluator:
         if c.relation == "after":
             return day > c.date
         return day == c.date
+
+
+@lru_cache(maxsize=256)
+def _age_limit(now: dt.datetime, tz: dt.tzinfo, amount: int, unit: str) -> dt.datetime:
+    """The instant `amount unit` before `now` in `tz`: worked out once per rule and run, not per
+    message (the same test over 20,000 messages)."""
+    cutoff = subtract_age(now.astimezone(tz), amount, unit)
+    # compare instants: aware datetimes sharing a tzinfo would compare wall clocks, so the cutoff
+    # goes to UTC (the received date is not converted: 9999-12-31 -2359 overflows)
+    return cutoff.astimezone(dt.UTC)
 
 
 def _compare(a: int, op: str, b: int) -> bool:

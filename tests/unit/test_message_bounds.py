@@ -105,3 +105,17 @@ def test_outside_a_deadline_nothing_raises() -> None:
     v = MessageView(b"Subject: s\r\n\r\nb")
     with deadline_scope(None):
         assert v.field_text("text") == ["subject: s\n\nb"]
+
+
+def test_deadline_scopes_nest_and_restore_the_outer_one_even_after_an_error() -> None:
+    from mailrules.bounds import current_deadline
+
+    outer, inner = Deadline(60.0), Deadline(0.0)
+    assert current_deadline() is None
+    with deadline_scope(outer) as got:
+        assert got is outer and current_deadline() is outer
+        with pytest.raises(EvaluationTimeout), deadline_scope(inner):
+            assert current_deadline() is inner
+            MessageView(b"Subject: s\r\n\r\nb").field_text("body")
+        assert current_deadline() is outer
+    assert current_deadline() is None

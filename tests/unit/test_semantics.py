@@ -151,6 +151,18 @@ def test_age() -> None:
     assert not age(True, 1, "days", None) and not age(False, 1, "days", None)
 
 
+def test_age_cutoff_follows_the_context_whatever_was_asked_before() -> None:
+    """The cut-off is worked out once per (now, tz, amount, unit), not per message: a context with
+    another time zone or another `now` gets its own."""
+    paris = EvalContext(now=NOW, tz=ZoneInfo("Europe/Paris"))
+    later = EvalContext(now=NOW + dt.timedelta(hours=1), tz=UTC)
+    # 2024-03-31 14:00 in Paris (CEST) minus a calendar month: 2024-02-29 14:00 CET = 13:00 UTC
+    v = MessageView.from_bytes(b"Subject: x\n\n", internaldate=dt.datetime(2024, 2, 29, 12, 30, tzinfo=UTC))
+    month = A.AgeTest(True, 1, "months", SP)
+    for _ in range(2):
+        assert ok(month, v, paris) and not ok(month, v, CTX) and ok(month, v, later)
+
+
 def test_subtract_age_calendar() -> None:
     assert subtract_age(dt.datetime(2024, 2, 29), 1, "years") == dt.datetime(2023, 2, 28)
     assert subtract_age(dt.datetime(2024, 1, 31), 13, "months") == dt.datetime(2022, 12, 31)
