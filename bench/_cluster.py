@@ -202,6 +202,10 @@ class Replica:
     def watchers_up(self) -> int:
         return int(metric_total(self.metrics(), "mailrules_watcher_up"))
 
+    def lease_losses(self) -> int:
+        """mailrules_lease_losses_total summed over its accounts (0 once the process is gone)."""
+        return int(metric_total(self.metrics(), "mailrules_lease_losses_total"))
+
     def ready(self) -> bool:
         return self.alive and http_get(self.port, "/readyz", timeout=5)[0] == 200
 

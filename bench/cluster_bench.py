@@ -32,8 +32,8 @@ Measured, in this order:
   is up (hand-overs by release: stop the watchers, release, the joiner acquires);
 * stop: SIGTERM to all (exit codes), and no message moved twice (journal).
 
-`--mode` selects how the replicas watch: `idle` (one IMAP IDLE connection per watched mailbox,
-what the daemon does today) is the only mode so far.
+`--mode` selects how the replicas watch: `idle` (`notify = "off"`: one IMAP IDLE connection per
+watched mailbox) or `notify` (`notify = "auto"`: one NOTIFY connection per account, RFC 5465).
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ from latency_bench import (  # noqa: E402
     start_server,
 )
 
-MODES = ("idle",)
+#: --mode -> the accounts' `notify` setting: `idle`, one IDLE connection per watched mailbox; `notify`,
+#: one NOTIFY connection per account (RFC 5465) where the server has it (Dovecot does).
+MODES = {"idle": "off", "notify": "auto"}
 
 
 def mailbox_names(count: int) -> tuple[str, ...]:
@@ -87,11 +89,11 @@ def rules_text(boxes: tuple[str, ...]) -> str:
     return "".join(out)
 
 
-def accounts_toml(server: Server, users: list[str], mailboxes: int) -> str:
+def accounts_toml(server: Server, users: list[str], mailboxes: int, mode: str) -> str:
     return "".join(
         f'[accounts.{u}]\nhost = "127.0.0.1"\nport = {server.port}\ntls = "starttls"\n'
         f'ca_file = "{server.ca_file}"\nusername = "{u}"\npassword = "{server.users[u]}"\n'
-        f"max_connections = {mailboxes + 1}\n"
+        f'max_connections = {mailboxes + 1}\nnotify = "{MODES[mode]}"\n'
         for u in users
     )
 
@@ -155,6 +157,7 @@ def replica_samples(replicas: list[Replica], server: Server, db: Database) -> li
                 "imap_connections": s.imap,
                 "pg_connections": s.pg,
                 "cpu_s": s.cpu,
+                "losses": r.lease_losses(),
             }
         )
     return out
@@ -212,7 +215,7 @@ def run_size(
             imap.logout()
         db = start_database_logged()
         appenders = Appenders(server)
-        text = accounts_toml(server, users, mailboxes)
+        text = accounts_toml(server, users, mailboxes, args.mode)
         rules = rules_text(boxes)
         sub = work / f"{accounts}x{mailboxes}"
         replicas = [
@@ -237,6 +240,7 @@ def run_size(
             lambda: all_up(replicas), args.startup_timeout, f"{watched} watchers up", replicas, 1.0
         )
         res["startup_s"] = t_up - t_start
+        res["losses_startup"] = sum(r.lease_losses() for r in replicas)
         time.sleep(args.settle)
 
         # Steady state, idle.
@@ -332,6 +336,9 @@ def run_size(
         res["catchup_p50_s"] = pct(catchup, 50)
         res["catchup_max_s"] = max(catchup) if catchup else float("nan")
         res["after_failover"] = replica_samples(survivors, server, db)
+        res["losses_failover"] = sum(r.lease_losses() for r in survivors) - sum(
+            s["losses"] for s in res["steady"] if s["replica"] != victim.name
+        )
 
         # Rejoin: the killed replica comes back and takes a fair share again.
         if args.rejoin:
@@ -393,6 +400,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("watched mailboxes (accounts x mailboxes)", f"{r['watched']} ({r['accounts']}x{r['mailboxes']})"),
         ("start-up: all watchers up, leases fair", f"{r['startup_s']:.1f} s"),
+        ("leases lost during start-up (all replicas)", str(r["losses_startup"])),
         ("accounts per replica", col(st, "accounts")),
         ("RSS per replica, steady (MB)", col(st, "rss_mb")),
         ("RSS per replica after failover (MB)", col(af, "rss_mb")),
@@ -423,6 +431,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("SIGKILL -> all its accounts leased again", f"{r['takeover_s']:.1f} s"),
         ("SIGKILL -> all watchers up again", f"{r['watchers_again_s']:.1f} s"),
         ("SIGKILL -> every message sent meanwhile filed", f"{r['failover_s']:.1f} s"),
+        ("leases lost by the survivors in the failover", str(r["losses_failover"])),
         (
             "catch-up: lease acquired -> filed, p50 / max",
             f"{r['catchup_p50_s']:.1f} / {r['catchup_max_s']:.1f} s",
@@ -470,13 +479,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100x30", help="ACCOUNTSxMAILBOXES[,...] (default 100x30)")
     ap.add_argument("--replicas", type=int, default=3)
     ap.add_argument("--lease-seconds", type=float, default=15.0)
-    ap.add_argument("--mode", choices=MODES, default="idle", help="how the replicas watch (idle: IMAP IDLE)")
+    ap.add_argument(
+        "--mode",
+        choices=sorted(MODES),
+        default="idle",
+        help="idle: IDLE per mailbox; notify: NOTIFY per account",
+    )
     ap.add_argument("--window", type=float, default=30.0, help="steady-state windows, seconds (default 30)")
     ap.add_argument("--rate", type=float, default=5.0, help="arrivals per second in the mail window")
     ap.add_argument("--backlog", type=int, default=2, help="messages per killed replica's account")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds between start-up and the first window")
     ap.add_argument("--rejoin", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--startup-timeout", type=float, default=900.0)
+    ap.add_argument("--startup-timeout", type=float, default=300.0)
     ap.add_argument("--failover-timeout", type=float, default=600.0)
     ap.add_argument(
         "--tree", type=Path, default=None, help="run mailrules from this checkout (default: HEAD)"
