@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 
 __all__ = ["cache_directory", "read_private", "write_atomic"]
 
@@ -61,6 +60,8 @@ def _private(st: os.stat_result) -> bool:
 def write_atomic(path: str, data: bytes) -> bool:
     """Write `data` to a temporary file beside `path` and rename it over `path` (a reader sees the
     old file or the new one, never half of one); False when that failed (nothing is left)."""
+    import tempfile  # only when writing: it imports shutil, random, bz2 and lzma (~3 ms)
+
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".part")

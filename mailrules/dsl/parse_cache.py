@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import glob
 import hashlib
 import importlib
 import marshal
@@ -298,6 +297,8 @@ class DiskCache:
         if len(data) > _MAX_BYTES or not write_atomic(self.path, data):
             return
         self.dirty = False
+        import glob  # only when writing
+
         prefix = os.path.basename(self.path).rsplit("-", 1)[0]
         for other in glob.glob(os.path.join(glob.escape(os.path.dirname(self.path)), f"{prefix}-*.marshal")):
             if other != self.path:
