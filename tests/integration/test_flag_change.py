@@ -29,6 +29,7 @@ from tests.integration.cyrus import DEFAULT_VARIANT, CyrusFleet, CyrusServer
 from tests.integration.helpers import append, load, write_config
 from tests.integration.servers import DovecotServer, PymapServer, ServerUnavailable, make_message
 from tests.integration.test_daemon import Running, counts, wait_until
+from tests.integration.test_notify import mode_of
 from tests.needs import unavailable
 
 pytestmark = pytest.mark.integration
@@ -40,10 +41,11 @@ rule "arrivals" { when all then tag "$Arrived" }
 """
 
 
-@pytest.fixture(params=["dovecot", "cyrus"])
+@pytest.fixture(params=["dovecot-notify", "dovecot-idle", "cyrus"])
 def server(request: pytest.FixtureRequest) -> DovecotServer | CyrusServer:
-    """Dovecot (CONDSTORE, QRESYNC) and Cyrus (CONDSTORE, QRESYNC)."""
-    if request.param == "dovecot":
+    """Dovecot (CONDSTORE, QRESYNC; watched through NOTIFY, or IDLE per mailbox) and Cyrus
+    (CONDSTORE, QRESYNC; IDLE)."""
+    if request.param.startswith("dovecot"):
         dovecot: DovecotServer = request.getfixturevalue("dovecot")
         return dovecot
     fleet: CyrusFleet = request.getfixturevalue("cyrus_fleet")
@@ -83,14 +85,18 @@ def matches(d: Running, rule: str) -> float:
     return sum(float(v) for v in re.findall(pattern, d.get("/metrics")[1]))
 
 
-def test_a_message_the_user_flags_is_copied_once(server: DovecotServer | CyrusServer, tmp_path: Path) -> None:
+def test_a_message_the_user_flags_is_copied_once(
+    server: DovecotServer | CyrusServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     user, pw = server.fresh_user()
     params = server.params(user, pw)
     append(params, "INBOX", [(make_message("flagged before"), ["\\Flagged"], None)])
-    d = Running(tmp_path, server, user, pw, None)
+    mode = {"dovecot-notify": "notify"}.get(request.node.callspec.params["server"], "idle")
+    d = Running(tmp_path, server, user, pw, None, notify="auto" if mode == "notify" else "off")
     (d.rules / "10-main.rules").write_text(FOLLOW_UP)
     d.start()
     try:
+        assert mode_of(d, mode) == 1
         wait_until(lambda: "flag changes from MODSEQ" in d.text(), 20, "the first look", d)
         append(params, "INBOX", [(make_message("first"), [], None), (make_message("second"), [], None)])
         wait_until(lambda: "$Arrived" in flags_of(params, "second"), 20, "the arrivals", d)
