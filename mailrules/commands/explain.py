@@ -15,8 +15,10 @@ from mailrules.imap import names
 
 
 def _trigger(t: A.Trigger) -> str:
-    """The trigger as written; `manually` says how such a rule is run."""
+    """The trigger as written; `manually` says how such a rule is run, `on flag change` on what."""
     text = unparse.trigger(t)
+    if isinstance(t, A.FlagChange):
+        return f"{text} (the messages someone else changed: UID FETCH ... (CHANGEDSINCE mark))"
     return f"{text} (mailrules run --rule NAME)" if isinstance(t, A.Manually) else text
 
 
@@ -31,6 +33,8 @@ def explain_rule(rule: A.Rule, dialect: Dialect, *, now: dt.datetime, tz: dt.tzi
         + (f" (group {unparse.quote(rule.group)}: its rules in order)" if rule.group is not None else ""),
     ]
     refusal = server_refusal(rule.condition, dialect)
+    if refusal is None and isinstance(rule.trigger, A.FlagChange) and not dialect.condstore:
+        refusal = "the server lacks CONDSTORE (RFC 7162), which `on flag change` needs"
     if refusal is not None:
         lines.append(f"  refused:  {refusal}: the rule does not run on such a server")
     else:

@@ -142,3 +142,18 @@ def test_a_flag_change_rule_is_shadowed_only_by_an_earlier_flag_change_rule() ->
     )
     (d,) = [d for d in diagnostics(text) if "never sees" in d.message]
     assert d.severity == "warning" and d.message.startswith('rule "f2" never sees a message: rule "f1"')
+
+
+def test_explain_says_what_a_flag_change_rule_runs_on_and_refuses_it_without_condstore() -> None:
+    import datetime as dt
+
+    from mailrules.commands.explain import explain_rule
+    from mailrules.compile.dialect import Dialect
+
+    (rule,) = parsed(FOLLOW_UP).rules
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    text = explain_rule(rule, Dialect(condstore=True), now=now, tz=dt.UTC)
+    assert "trigger:  on flag change (the messages someone else changed" in text
+    assert "refused" not in text and "search:" in text
+    text = explain_rule(rule, Dialect(), now=now, tz=dt.UTC)
+    assert "refused:  the server lacks CONDSTORE (RFC 7162), which `on flag change` needs" in text
