@@ -103,7 +103,15 @@ class FlagWatch:
                 mark.highestmodseq,
             )
             return 0
-        changed = changed_since(session, mark.highestmodseq)
+        try:
+            changed = changed_since(session, mark.highestmodseq)
+        except ImapError as exc:
+            if exc.ends_session:
+                raise
+            # A server that advertises CONDSTORE but refuses CHANGEDSINCE: the flag-change rules
+            # stop here, the arrival rules of the mailbox go on (they run after this look).
+            self._refuse(mailbox, rules, f"UID FETCH (CHANGEDSINCE) failed: {exc}")
+            return 0
         found = look(mark, {uid: c.modseq for uid, c in changed.items()})
         if found.own:
             log.debug("%s/%s: %d flag change(s) were our own", name, mailbox, found.own)

@@ -241,3 +241,34 @@ def test_what_mailrules_run_changes_is_not_a_flag_change(dovecot: DovecotServer,
             assert mark is not None and mark.own == {}  # spent by the looks
     finally:
         state.close()
+
+
+def test_a_refused_changedsince_stops_the_flag_rules_not_the_arrivals(
+    dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mailrules.daemon import flagwatch
+    from mailrules.errors import ImapError
+
+    def refused(session: ImapSession, modseq: int) -> dict[int, object]:
+        raise ImapError("UID FETCH failed: BAD Unknown FETCH modifier", "permanent")
+
+    user, pw = dovecot.fresh_user()
+    params = dovecot.params(user, pw)
+    settings, rules = load(write_config(tmp_path, params, FOLLOW_UP))
+    state = StateStore.open(tmp_path / "flags.db")
+    run_id = state.begin_run("daemon", False)
+    ctx = WatchContext(state, dt.UTC, lambda: rules, lambda a, m: threading.Lock(), run_id=run_id)
+    watcher = MailboxWatcher(Account(settings.accounts["main"]), "INBOX", ctx)
+    monkeypatch.setattr(flagwatch, "changed_since", refused)
+    watcher.start()
+    try:
+        wait_until(lambda: watcher.up, 20, "the watcher")
+        append(params, "INBOX", [(make_message("hello"), [], None)])
+        wait_until(lambda: "$Arrived" in flags_of(params, "hello"), 20, "the arrival rule to run")
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and "UID FETCH (CHANGEDSINCE) failed" in errors[0], errors
+        assert watcher.backoff.failures == 0  # no reconnecting over it
+    finally:
+        watcher.stop()
+        watcher.join(15)
+        state.close()
