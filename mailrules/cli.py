@@ -443,7 +443,7 @@ def auth_login(config: str | None, account: str, no_browser: bool, port: int) ->
     _oauth_account(settings, account)
     options = LoginOptions(open_url=None if no_browser else webbrowser.open, port=port)
     try:
-        login(settings.accounts[account], click.echo, options)
+        login(settings.accounts[account], click.echo, options, settings)  # settings: its state
     except MailrulesError as exc:
         click.echo(f"mailrules: login failed: {printable(str(exc))}", err=True)
         sys.exit(EXIT_FAILED)
@@ -474,7 +474,7 @@ def auth_logout(config: str | None, account: str) -> None:
     settings = _settings(config)
     _oauth_account(settings, account)
     try:
-        logout(settings.accounts[account], click.echo)
+        logout(settings.accounts[account], click.echo, settings)
     except MailrulesError as exc:
         click.echo(f"mailrules: {exc}", err=True)
         sys.exit(EXIT_FAILED)

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mailrules.config import AccountSettings, Settings
 from mailrules.config.model import OAuth2Settings
-from mailrules.errors import MailrulesError
+from mailrules.errors import MailrulesError, StateError
 from mailrules.logs import printable
 from mailrules.oauth.accounts import make_manager
 from mailrules.oauth.errors import OAuthError
+from mailrules.oauth.shared import state_token_stores
 from mailrules.oauth.store import Tokens, TokenStore
+
+if TYPE_CHECKING:
+    from mailrules.oauth.manager import StoreFor, TokenStorage
 
 #: How long the authorization code flow waits for the browser's redirect.
 REDIRECT_SECONDS = 300.0
@@ -44,13 +50,26 @@ class LoginOptions:
     timeout: float = REDIRECT_SECONDS
 
 
-def login(account: AccountSettings, echo: Echo, options: LoginOptions = LoginOptions()) -> Tokens:
+def login(
+    account: AccountSettings,
+    echo: Echo,
+    options: LoginOptions = LoginOptions(),
+    config: Settings | None = None,
+) -> Tokens:
     """Obtain the account's first tokens with its `flow` and save them in its token store (they
-    replace what was there). Raises OAuthError (the login failed) or NotOAuth."""
+    replace what was there): its file, or the state of `config` when it is PostgreSQL (daemons
+    sharing it read them there, oauth/shared.py). Raises OAuthError (the login failed), NotOAuth,
+    or StateError (the state cannot be opened)."""
+    with _stores(config) as stores:
+        return login_to(account, echo, options, stores)
+
+
+def login_to(account: AccountSettings, echo: Echo, options: LoginOptions, stores: StoreFor | None) -> Tokens:
+    """`login`, the tokens saved in `stores` (None: the account's token file)."""
     from mailrules.oauth.flows import login_authorization_code, login_client_credentials, login_device_code
 
     settings = oauth2_of(account)
-    manager = make_manager(account.name, settings)
+    manager = make_manager(account.name, settings, store=_store(account.name, settings, stores))
     client = manager.client
     if settings.flow == "client_credentials":
         echo(f"account {account.name}: asking {settings.token_url} for an app-only token")
@@ -88,7 +107,8 @@ def login(account: AccountSettings, echo: Echo, options: LoginOptions = LoginOpt
             "Google: access_type=offline, set by the preset)"
         )
     manager.save_login(tokens)
-    echo(f"account {account.name}: logged in; tokens saved in {settings.token_store} (mode 0600)")
+    where = f"{settings.token_store} (mode 0600)" if stores is None else manager.store.path
+    echo(f"account {account.name}: logged in; tokens saved in {where}")
     return tokens
 
 
@@ -109,7 +129,9 @@ def _span(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def status_lines(account: AccountSettings, now: float | None = None) -> list[str]:
+def status_lines(
+    account: AccountSettings, now: float | None = None, stores: StoreFor | None = None
+) -> list[str]:
     """What `auth status` says of one account: how it logs in, and of its tokens everything but
     the tokens (the store is read, nothing is refreshed)."""
     now = time.time() if now is None else now
@@ -119,10 +141,10 @@ def status_lines(account: AccountSettings, now: float | None = None) -> list[str
     lines = [
         f"{account.name}: OAuth2, flow {o.flow}, mechanism {o.mechanism}"
         + (" (OAUTHBEARER where the server offers it, else XOAUTH2)" if o.mechanism == "auto" else ""),
-        f"  token store:   {o.token_store}",
+        f"  token store:   {o.token_store if stores is None else stores(account.name, o).path}",
     ]
     try:
-        tokens = TokenStore(o.token_store).load()
+        tokens = _store(account.name, o, stores).load()
     except OAuthError as exc:
         return [*lines, f"  error:         {exc}"]
     if tokens is None:
@@ -147,22 +169,50 @@ def status_lines(account: AccountSettings, now: float | None = None) -> list[str
 
 
 def status(settings: Settings, names: Sequence[str], echo: Echo) -> None:
-    """`auth status [ACCOUNT]`: every account named (default: all of the configuration)."""
-    for name in names or list(settings.accounts):
-        for line in status_lines(settings.accounts[name]):
-            echo(line)
+    """`auth status [ACCOUNT]`: every account named (default: all of the configuration); the
+    tokens as the state keeps them when it is PostgreSQL."""
+    try:
+        with _stores(settings) as stores:
+            for name in names or list(settings.accounts):
+                for line in status_lines(settings.accounts[name], stores=stores):
+                    echo(line)
+    except StateError as exc:
+        echo(f"  error:         {exc}")
 
 
-def logout(account: AccountSettings, echo: Echo) -> bool:
-    """Forget the account's tokens (its token store is removed); False when there were none. The
-    authorization server is not told: revoke the app's access in the account's security settings."""
+def logout(account: AccountSettings, echo: Echo, config: Settings | None = None) -> bool:
+    """Forget the account's tokens (its token store is removed; the state's row when `config`'s
+    state is PostgreSQL); False when there were none. The authorization server is not told:
+    revoke the app's access in the account's security settings."""
+    with _stores(config) as stores:
+        return logout_from(account, echo, stores)
+
+
+def logout_from(account: AccountSettings, echo: Echo, stores: StoreFor | None) -> bool:
+    """`logout` from `stores` (None: the account's token file)."""
     settings = oauth2_of(account)
-    removed = make_manager(account.name, settings).logout()  # under the store's lock
+    manager = make_manager(account.name, settings, store=_store(account.name, settings, stores))
+    removed = manager.logout()  # under the store's lock
+    where = settings.token_store if stores is None else manager.store.path
     if removed:
         echo(
-            f"account {account.name}: tokens removed ({settings.token_store}); the authorization "
+            f"account {account.name}: tokens removed ({where}); the authorization "
             "server still knows the grant: revoke it in the account's security settings if needed"
         )
     else:
-        echo(f"account {account.name}: no tokens stored ({settings.token_store})")
+        echo(f"account {account.name}: no tokens stored ({where})")
     return removed
+
+
+@contextmanager
+def _stores(config: Settings | None) -> Iterator[StoreFor | None]:
+    if config is None:
+        yield None
+        return
+    with state_token_stores(config) as stores:
+        yield stores
+
+
+def _store(name: str, settings: OAuth2Settings, stores: StoreFor | None) -> TokenStorage:
+    """The account's token file, or its row in a PostgreSQL state (`stores`)."""
+    return TokenStore(settings.token_store) if stores is None else stores(name, settings)

@@ -28,7 +28,8 @@ from mailrules.imap.modseq import recording
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.logs import printable
-from mailrules.oauth.accounts import TokenManagers
+from mailrules.oauth.accounts import TokenManagers, process_tokens
+from mailrules.oauth.shared import stores_of
 from mailrules.state.claims import claim_accounts
 from mailrules.state.factory import open_state
 from mailrules.state.interface import State
@@ -119,6 +120,8 @@ def run_rules(
     from `oauth` (default: the run's own), through `connect` (default: `session_factory(oauth)`).
     """
     oauth = oauth or TokenManagers()
+    if state is not None and oauth.stores is None:  # a PostgreSQL state keeps the daemons' tokens
+        oauth.stores = stores_of(state)
     connect = connect or session_factory(oauth)
     if state is not None and not dry_run:  # the daemon's `on flag change` never runs on our STOREs
         connect = recording(connect, MarkedOwnChanges(state.note_own_changes, state.get_flag_mark))
@@ -192,6 +195,8 @@ def undo_run(
     settings: Settings, state: State, run_id: str, *, connect: SessionFactory = default_session
 ) -> UndoResult:
     """Move back what run `run_id` moved and restore the flags it changed, from the journal."""
+    if process_tokens().stores is None:  # its sessions' tokens: a PostgreSQL state keeps the daemons'
+        process_tokens().stores = stores_of(state)
     if state.get_run(run_id) is None:
         raise MailrulesError(f"no run {run_id!r} in the journal (see `mailrules log`)")
     plan = state.undo_plan(run_id)

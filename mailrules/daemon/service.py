@@ -48,6 +48,7 @@ from mailrules.imap.names import Namespaces
 from mailrules.imap.session import ImapSession
 from mailrules.logs import printable
 from mailrules.oauth.accounts import TokenManagers
+from mailrules.oauth.shared import stores_of
 from mailrules.state.factory import open_state
 from mailrules.state.interface import State
 
@@ -128,6 +129,7 @@ class Daemon:
         # it. Daemons sharing a PostgreSQL state share its accounts by leases (daemon/cluster.py).
         solo = isinstance(settings.state, Path)
         self.state = open_state(settings, lock="mailrules daemon" if solo else None)
+        self.oauth.stores = stores_of(self.state)  # PostgreSQL: the tokens in it, for every daemon
         self.rules: tuple[A.Rule, ...] = ()
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._locks: dict[tuple[str, str], threading.Lock] = {}

@@ -14,7 +14,7 @@ from mailrules.oauth.store import Tokens
 
 if TYPE_CHECKING:
     from mailrules.oauth.client import ClientSettings
-    from mailrules.oauth.manager import TokenManager
+    from mailrules.oauth.manager import StoreFor, TokenManager, TokenStorage
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,13 @@ class AccountTokens:
 class TokenManagers:
     """The OAuth2 accounts of a process, each with one token manager (built on first use)."""
 
-    def __init__(self, observer: OAuthObserver | None = None, **manager_options: Any) -> None:
+    def __init__(
+        self, observer: OAuthObserver | None = None, stores: StoreFor | None = None, **manager_options: Any
+    ) -> None:
         self.observer = observer
+        #: where each account's tokens are kept (None: its token file); set before the first use:
+        #: the rows of a PostgreSQL state shared by daemons (oauth/shared.py)
+        self.stores = stores
         self._options = manager_options  # TokenManager keywords (tests: clock, margin, attempts...)
         self._lock = threading.Lock()
         self._accounts: dict[tuple[str, OAuth2Settings], AccountTokens] = {}
@@ -153,7 +158,13 @@ class TokenManagers:
             if found is None:
                 found = self._accounts[key] = AccountTokens(
                     account.name,
-                    make_manager(account.name, account.oauth2, self.observer, **self._options),
+                    make_manager(
+                        account.name,
+                        account.oauth2,
+                        self.observer,
+                        store=None if self.stores is None else self.stores(account.name, account.oauth2),
+                        **self._options,
+                    ),
                     account.oauth2.mechanism,
                     self.observer,
                 )
@@ -198,9 +209,15 @@ class TokenManagers:
 
 
 def make_manager(
-    name: str, settings: OAuth2Settings, observer: OAuthObserver | None = None, **options: Any
+    name: str,
+    settings: OAuth2Settings,
+    observer: OAuthObserver | None = None,
+    *,
+    store: TokenStorage | None = None,
+    **options: Any,
 ) -> TokenManager:
-    """A token manager for the account `name`, reporting to `observer`."""
+    """A token manager for the account `name`, reporting to `observer`, its tokens in `store`
+    (default: its token file)."""
     from mailrules.oauth.client import TokenClient
     from mailrules.oauth.manager import TokenManager
     from mailrules.oauth.store import TokenStore
@@ -212,7 +229,7 @@ def make_manager(
     return TokenManager(
         name,
         TokenClient(client_settings(settings)),
-        TokenStore(settings.token_store),
+        TokenStore(settings.token_store) if store is None else store,
         flow=settings.flow,
         initial_refresh=settings.refresh_token,
         on_refresh=observer.oauth_refresh if observer is not None else None,

@@ -9,11 +9,12 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from mailrules.config.model import Secret
+from mailrules.config.model import OAuth2Settings, Secret
 from mailrules.oauth.errors import InvalidGrant, LoginRequired, OAuthError, TokenEndpointUnavailable
-from mailrules.oauth.store import Tokens, TokenStore
+from mailrules.oauth.store import Tokens
 
 if TYPE_CHECKING:
     from mailrules.oauth.client import TokenClient  # authlib: loaded only where a client is made
@@ -21,6 +22,33 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Flow = Literal["authorization_code", "device_code", "client_credentials"]
+
+
+class TokenStorage(Protocol):
+    """Where one account's tokens are kept: its file (`TokenStore`, oauth/store.py) or, for
+    daemons sharing a PostgreSQL state, a row of it (`SharedTokenStore`, oauth/shared.py)."""
+
+    @property
+    def path(self) -> object:
+        """Where, for messages (the file, or the state and table)."""
+
+    def load(self) -> Tokens | None:
+        """The stored tokens; None when there are none. TokenStoreError when unreadable."""
+
+    def save(self, tokens: Tokens) -> None:
+        """Replace the stored tokens, durably. TokenStoreError on failure."""
+
+    def delete(self) -> bool:
+        """Forget the tokens; False when there were none."""
+
+    def locked(self) -> AbstractContextManager[None]:
+        """One refresh at a time across every process sharing the store."""
+
+
+#: account name and its `[oauth2]` settings -> where its tokens are kept (oauth/shared.py)
+StoreFor = Callable[[str, OAuth2Settings], TokenStorage]
+
+
 #: Outcomes passed to `on_refresh` (a metrics label: a fixed set).
 OUTCOMES = ("ok", "invalid_grant", "unavailable", "error")
 
@@ -53,7 +81,7 @@ class TokenManager:
         self,
         account: str,
         client: TokenClient,
-        store: TokenStore,
+        store: TokenStorage,
         *,
         flow: Flow = "authorization_code",
         initial_refresh: Secret | None = None,

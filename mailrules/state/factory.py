@@ -12,6 +12,7 @@ from mailrules.state.store import StateStore
 
 if TYPE_CHECKING:
     from mailrules.config.model import Settings
+    from mailrules.state.pg_tokens import TokenRows
 
 
 def open_state(settings: Settings, *, lock: str | None = None) -> State:
@@ -53,3 +54,16 @@ def open_leases(state: State, settings: Settings) -> LeaseStore:
     if not isinstance(state, PostgresState):
         raise TypeError(f"no leases for {type(state).__name__}")
     return Leases.open(state.database, settings.cluster.replica, settings.cluster.lease_seconds)
+
+
+def token_rows(state: State) -> TokenRows | None:
+    """Where daemons sharing a PostgreSQL state keep the OAuth2 tokens (`oauth_tokens`,
+    state/pg_tokens.py); None for a SQLite state (the token files)."""
+    if isinstance(state, StateStore):
+        return None
+    from mailrules.state.pg_tokens import TokenRows
+    from mailrules.state.postgres import PostgresState
+
+    if not isinstance(state, PostgresState):
+        raise TypeError(f"no token rows in {type(state).__name__}")
+    return TokenRows(state.database)

@@ -134,6 +134,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         PRIMARY KEY (account, mailbox, uidvalidity, uid)
     );
     """),
+    Migration(4, "OAuth2 tokens shared by the daemons (state/pg_tokens.py)", """
+    -- one row per OAuth2 account: what its token file would hold (access and refresh token in
+    -- clear, as in the 0600 file), so that whichever daemon owns the account refreshes with the
+    -- refresh token the previous owner rotated
+    CREATE TABLE oauth_tokens (
+        account    text PRIMARY KEY,
+        tokens     jsonb NOT NULL,
+        updated_at timestamptz NOT NULL
+    );
+    """),
 )  # fmt: skip
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -7,6 +7,7 @@ order for every account, each appending its rows.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
 
 from mailrules.commands.doctor.imap import imap_checks
 from mailrules.commands.doctor.net import Clock
@@ -15,6 +16,9 @@ from mailrules.commands.doctor.report import AccountReport, Check, Report
 from mailrules.commands.doctor.smtp import smtp_checks
 from mailrules.config import AccountSettings, Settings
 from mailrules.dsl import ast as A
+from mailrules.errors import StateError
+from mailrules.oauth.accounts import process_tokens
+from mailrules.oauth.shared import state_token_stores
 from mailrules.redact import redact
 from mailrules.state.health import check_state
 
@@ -50,10 +54,16 @@ def run_doctor(settings: Settings, *, accounts: Sequence[str] = (), timeout: flo
             )
         )
     report.general += [Check(f.check, f.status, f.result, None, f.hint) for f in check_state(settings.state)]
-    for name, account in settings.accounts.items():
-        if accounts and name not in accounts:
-            continue
-        report.accounts.append(check_account(account, rules, timeout=timeout))
+    with ExitStack() as stack:
+        # Daemons sharing a PostgreSQL state keep the OAuth2 tokens in it: look there (if it
+        # cannot be opened, check_state said why, and the token files are looked at instead).
+        with suppress(StateError):
+            process_tokens().stores = stack.enter_context(state_token_stores(settings))
+        for name, account in settings.accounts.items():
+            if accounts and name not in accounts:
+                continue
+            report.accounts.append(check_account(account, rules, timeout=timeout))
+    process_tokens().stores = None
     return report
 
 

@@ -14,7 +14,8 @@ from mailrules.config.model import OAuth2Settings
 from mailrules.dsl import ast as A
 from mailrules.imap.session import ImapSession
 from mailrules.oauth.errors import InvalidGrant, LoginRequired, OAuthError, TokenEndpointUnavailable
-from mailrules.oauth.store import Tokens, TokenStore
+from mailrules.oauth.shared import token_storage
+from mailrules.oauth.store import Tokens
 
 
 def _span(seconds: float) -> str:
@@ -45,7 +46,7 @@ def oauth_checks(
     )
     login = f"run `mailrules auth login {account.name}`"
     try:
-        stored = TokenStore(o.token_store).load()
+        stored = token_storage(account.name, o).load()  # a PostgreSQL state's row, else the file
     except OAuthError as exc:
         rows.append(Check("OAuth2 tokens", "FAIL", str(exc), hint=f"remove the file and {login}"))
         return
@@ -104,7 +105,7 @@ def _refresh_row(name: str, o: OAuth2Settings, timeout: float, login: str) -> Ch
     client = TokenClient(dataclasses.replace(client_settings(o), timeout=timeout))
     # One attempt: doctor says what happens now; the daemon retries with backoff.
     manager = TokenManager(
-        name, client, TokenStore(o.token_store), flow=o.flow, initial_refresh=o.refresh_token, attempts=1
+        name, client, token_storage(name, o), flow=o.flow, initial_refresh=o.refresh_token, attempts=1
     )
     clock = Clock()
     before = manager.tokens()
