@@ -90,7 +90,6 @@ class FlagWatch:
         if problem is not None or info.highestmodseq is None:
             self._refuse(mailbox, rules, problem or "no HIGHESTMODSEQ")
             return 0
-        self.refused.pop(mailbox, None)
         mark = self.state.get_flag_mark(name, mailbox)
         if mark is None or mark.uidvalidity != info.uidvalidity:
             highest = 0 if info.uidnext else max(store.search(K.UidFrom(1)), default=0)
@@ -112,6 +111,7 @@ class FlagWatch:
             # stop here, the arrival rules of the mailbox go on (they run after this look).
             self._refuse(mailbox, rules, f"UID FETCH (CHANGEDSINCE) failed: {exc}")
             return 0
+        self.refused.pop(mailbox, None)  # logged again if it comes back
         found = look(mark, {uid: c.modseq for uid, c in changed.items()})
         if found.own:
             log.debug("%s/%s: %d flag change(s) were our own", name, mailbox, found.own)
