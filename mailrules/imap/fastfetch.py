@@ -31,7 +31,8 @@ _NUMBER = re.compile(rb"(\d+)")
 _FLAGS = re.compile(rb"\(([^()\"\r\n{}]*)\)")
 _QUOTED = re.compile(rb'"([^"\\\r\n]*)"')
 _LITERAL = re.compile(rb"\{(\d+)\}$")
-_NIL = re.compile(rb"NIL", re.IGNORECASE)
+_NIL = re.compile(rb"NIL")  # imapclient reads only upper-case NIL as None
+_MODSEQ_VALUE = re.compile(rb"\((\d+)\)")
 
 
 def parse_simple_fetch(group: list[Any]) -> tuple[int, dict[bytes, Any]] | None:
@@ -39,7 +40,12 @@ def parse_simple_fetch(group: list[Any]) -> tuple[int, dict[bytes, Any]] | None:
 
     `group` is `[line]` or `[(line, literal), trailer]`; values are typed as imapclient types them
     (int, tuple of bytes flags, aware datetime, bytes or None for a section).
+
+    The answers to one FETCH nearly all have one shape (the same items in the same order): the
+    shapes of recent answers are kept as one regular expression each (`_Shape`), tried first, so
+    that such an answer is one match instead of a step per item; any other goes item by item.
     """
+    global _SHAPES
     if len(group) == 1 and isinstance(group[0], bytes):
         text, literal, trailer = group[0], None, b""
     elif len(group) == 2 and isinstance(group[0], tuple) and isinstance(group[1], bytes):
@@ -48,37 +54,156 @@ def parse_simple_fetch(group: list[Any]) -> tuple[int, dict[bytes, Any]] | None:
             return None
     else:
         return None
+    shapes = _SHAPES
+    for shape in shapes:
+        got = shape.parse(text, literal, trailer)
+        if got is not None:
+            if shape is not shapes[0]:
+                _SHAPES = (shape, *(s for s in shapes if s is not shape))
+            return got
+    parsed = _parse_items(text, literal, trailer)
+    if parsed is None:
+        return None
+    seq, out, fields = parsed
+    shape = _Shape(fields, literal is not None)
+    if shape.key not in {s.key for s in shapes}:
+        _SHAPES = (shape, *shapes[: _SHAPES_KEPT - 1])
+    return seq, out
+
+
+#: Item kinds, as `_parse_items` reads them.
+_NUM, _MODSEQ, _FLAGLIST, _DATE, _LIT, _QUOTE, _NONE = range(7)
+_VALUE = {
+    _NUM: rb"(\d+)",
+    _MODSEQ: rb"\((\d+)\)",
+    _FLAGLIST: rb"\(([^()\"\r\n{}]*)\)",
+    _DATE: rb'"([^"\\\r\n]*)"',
+    _QUOTE: rb'"([^"\\\r\n]*)"',
+    _NONE: rb"NIL",
+}
+#: Shapes kept (a FETCH's answers have one or two: a NIL section for a message expunged meanwhile).
+_SHAPES_KEPT = 4
+
+
+class _Shape:
+    """The items of one answer, in order, as a regular expression for the line (and one for the
+    trailer after a literal): exactly the answers `_parse_items` reads the same way, item by item.
+
+    `fields`: (name as sent, kind, in the trailer) per item; names are matched as sent (a server
+    that changes case or spacing gets `_parse_items`).
+    """
+
+    __slots__ = ("convert", "has_literal", "key", "line", "tail")
+
+    def __init__(self, fields: list[tuple[bytes, int, bool]], has_literal: bool) -> None:
+        self.key = (tuple(fields), has_literal)
+        self.has_literal = has_literal
+        line: list[bytes] = []
+        tail: list[bytes] = []
+        #: (ITEM NAME, kind, where its value is: its group in the line's match, or minus its group
+        #: in the trailer's; None for NIL)
+        self.convert: list[tuple[bytes, int, int | None]] = []
+        in_line, in_trailer = 1, 0  # groups so far; the line's group 1 is the sequence number
+        for name, kind, in_tail in fields:
+            part = re.escape(name) + b" " + (rb"\{(\d+)\}" if kind == _LIT else _VALUE[kind])
+            where = None
+            if kind != _NONE and in_tail:
+                in_trailer += 1
+                where = -in_trailer
+            elif kind != _NONE:
+                in_line += 1
+                where = in_line
+            (tail if in_tail else line).append(part)
+            self.convert.append((name.upper(), kind, where))
+        # One space between items; after the last, a space may come before the ")".
+        end = rb" ?\)" if line else rb"\)"
+        self.line = re.compile(rb"(\d+) \(" + b" ".join(line) + (b"" if has_literal else end))
+        self.tail = re.compile(rb" ?" + b" ".join(tail) + (rb" ?\)" if tail else rb"\)"))
+
+    def parse(
+        self, text: bytes, literal: bytes | None, trailer: bytes
+    ) -> tuple[int, dict[bytes, Any]] | None:
+        if (literal is not None) != self.has_literal:
+            return None
+        m = self.line.fullmatch(text)
+        if m is None:
+            return None
+        t = None
+        if literal is not None:
+            t = self.tail.fullmatch(trailer)
+            if t is None:
+                return None
+        out: dict[bytes, Any] = {}
+        for key, kind, where in self.convert:
+            if where is None:
+                out[key] = None
+                continue
+            value = m.group(where) if where > 0 else t.group(-where)  # type: ignore[union-attr]
+            if kind == _NUM:
+                out[key] = int(value)
+            elif kind == _FLAGLIST:
+                out[key] = tuple(value.split())
+            elif kind == _LIT:
+                if int(value) != len(literal):  # type: ignore[arg-type]
+                    return None
+                out[key] = literal
+            elif kind == _QUOTE:
+                out[key] = value
+            elif kind == _MODSEQ:
+                out[key] = (int(value),)
+            else:
+                try:
+                    out[key] = parse_to_datetime(value, normalise=False)
+                except ValueError:
+                    return None
+        return int(m.group(1)), out
+
+
+_SHAPES: tuple[_Shape, ...] = ()
+
+
+def _parse_items(
+    text: bytes, literal: bytes | None, trailer: bytes
+) -> tuple[int, dict[bytes, Any], list[tuple[bytes, int, bool]]] | None:
+    """Item by item: (sequence number, {ITEM NAME: value}, the shape read), or None."""
     m = _HEAD.match(text)
     if m is None:
         return None
     seq = int(m.group(1))
     out: dict[bytes, Any] = {}
+    fields: list[tuple[bytes, int, bool]] = []
     pos = m.end()
     source, used_literal = text, False
     while True:
         if pos < len(source) and source[pos : pos + 1] == b")":
             # the end of the response: nothing may follow but the line's end
-            return (seq, out) if pos + 1 == len(source) and (used_literal or literal is None) else None
+            done = pos + 1 == len(source) and (used_literal or literal is None)
+            return (seq, out, fields) if done else None
         n = _NAME.match(source, pos)
         if n is None:
             return None
-        name = n.group(1).upper()
+        raw = n.group(1)
+        name = raw.upper()
         pos = n.end()
+        in_tail = source is not text
         if name.startswith((b"BODY[", b"BINARY[", b"RFC822")) and name not in (b"RFC822.SIZE",):
             lit = _LITERAL.match(source, pos)
             if lit is not None and not used_literal and literal is not None and source is text:
                 if int(lit.group(1)) != len(literal):
                     return None
                 out[name] = literal
+                fields.append((raw, _LIT, False))
                 used_literal = True
                 source, pos = trailer, 1 if trailer[:1] == b" " else 0
                 continue
             q = _QUOTED.match(source, pos)
             if q is not None:
                 out[name] = q.group(1)
+                fields.append((raw, _QUOTE, in_tail))
                 pos = q.end()
             elif (nil := _NIL.match(source, pos)) is not None:
                 out[name] = None
+                fields.append((raw, _NONE, in_tail))
                 pos = nil.end()
             else:
                 return None
@@ -87,18 +212,21 @@ def parse_simple_fetch(group: list[Any]) -> tuple[int, dict[bytes, Any]] | None:
             if num is None:
                 return None
             out[name] = int(num.group(1))
+            fields.append((raw, _NUM, in_tail))
             pos = num.end()
         elif name == b"MODSEQ":
-            mod = re.compile(rb"\((\d+)\)").match(source, pos)
+            mod = _MODSEQ_VALUE.match(source, pos)
             if mod is None:
                 return None
             out[name] = (int(mod.group(1)),)
+            fields.append((raw, _MODSEQ, in_tail))
             pos = mod.end()
         elif name == b"FLAGS":
             fl = _FLAGS.match(source, pos)
             if fl is None:
                 return None
             out[name] = tuple(fl.group(1).split())
+            fields.append((raw, _FLAGLIST, in_tail))
             pos = fl.end()
         elif name == b"INTERNALDATE":
             q = _QUOTED.match(source, pos)
@@ -108,11 +236,14 @@ def parse_simple_fetch(group: list[Any]) -> tuple[int, dict[bytes, Any]] | None:
                 out[name] = parse_to_datetime(q.group(1), normalise=False)
             except ValueError:
                 return None
+            fields.append((raw, _DATE, in_tail))
             pos = q.end()
         else:
             return None  # BODYSTRUCTURE, ENVELOPE, X-GM-*...: the general parser's job
-        if pos < len(source) and source[pos : pos + 1] == b" ":
+        if source[pos : pos + 1] == b" ":
             pos += 1
+        elif source[pos : pos + 1] != b")":
+            return None  # items are separated by a space (imapclient refuses "UID 5FLAGS ()")
 
 
 # -- reading a FETCH answer ---------------------------------------------------------------------------
