@@ -24,12 +24,14 @@ from mailrules.daemon.metrics import Metrics
 from mailrules.daemon.notify_metrics import NotifyMetrics
 from mailrules.daemon.watcher import RETRY_SECONDS, MailboxWatcher, MultiPoller, WatchContext
 from mailrules.errors import ImapError
+from mailrules.imap.commands import SelectInfo
 from mailrules.imap.idle import Idler
 from mailrules.imap.notify import (
     MailboxStatus,
     NotifyEvents,
     NotifyRefused,
     mailbox_key,
+    mailbox_status,
     notify_events,
     notify_set,
     take_events,
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 #: The key of an account's NOTIFY watcher among the daemon's watchers (the others: a mailbox name,
 #: or "*poll*").
 NOTIFY_KEY = "*notify*"
+#: Looks at one mailbox within one round of events, at most: EXISTS or FETCH heard right after a look
+#: call for another (a message that came meanwhile), but our own STOREs' FETCH must not loop.
+LOOKS_PER_ROUND = 3
 
 
 class NotifyWatcher(MultiPoller):
@@ -162,20 +167,47 @@ class NotifyWatcher(MultiPoller):
         """Catch up each of `mailboxes` in turn, and those that events name meanwhile (our own moves
         into a watched mailbox among them, as an IDLE watcher on it would see)."""
         queue = dict.fromkeys(mailboxes)
-        looked: set[str] = set()
+        looks: dict[str, int] = {}
+
+        def heard(events: NotifyEvents) -> None:
+            # A STATUS is news of a mailbox that is not selected. EXISTS or FETCH are the selected
+            # one's: a message that came after catch_up's last SEARCH, or our own STOREs' FETCH, so
+            # they make a look again, but not more than LOOKS_PER_ROUND in a round.
+            queue.update(dict.fromkeys(names[k] for k in sorted(events.mailboxes) if k in names))
+            box = session.selected.mailbox if session.selected is not None else ""
+            if events.selected and box in names.values() and looks.get(box, 0) < LOOKS_PER_ROUND:
+                queue[box] = None
+
         while queue:
             mailbox = next(iter(queue))
             del queue[mailbox]
-            # Events that came with the last commands' answers, read before SELECT forgets them.
-            queue.update(dict.fromkeys(self._named(session, take_events(session), names)))
+            heard(take_events(session))  # read before a SELECT forgets them
             queue.pop(mailbox, None)
+            left = session.selected  # the mailbox this look leaves, if it selects another
             self.mailbox = mailbox
-            self.catch_up(session, store, detected, fresh=fresh and mailbox not in looked)
-            looked.add(mailbox)
-            # EXISTS and FETCH now are our own commands' (catch_up looks again until nothing is new);
-            # STATUS of other mailboxes are news for them.
-            after = take_events(session)
-            queue.update(dict.fromkeys(names[k] for k in sorted(after.mailboxes) if k in names))
+            self.catch_up(session, store, detected, fresh=fresh and mailbox not in looks)
+            looks[mailbox] = looks.get(mailbox, 0) + 1
+            heard(take_events(session))
+            if left is not None and left.mailbox != mailbox and left.mailbox in names.values():
+                self._left(session, left, names, queue)
+            if not queue:
+                heard(take_events(session))  # nothing heard in the last answers is left behind IDLE
+
+    def _left(
+        self, session: ImapSession, left: SelectInfo, names: Mapping[str, str], queue: dict[str, None]
+    ) -> None:
+        """A mailbox was left for another: mail that reached it while it was selected was announced
+        by an EXISTS that may have come with the other's SELECT (and been taken for the other's), and
+        from now on only a STATUS announces its news. One STATUS tells: new UIDs past what its last
+        look saw (its checkpoint, or UIDNEXT at its SELECT) put it back in the queue."""
+        status, others = mailbox_status(session, session.server_name(left.mailbox))
+        queue.update(dict.fromkeys(names[k] for k in sorted(others) if k in names))
+        cp = self.state.get_checkpoint(self.account.name, left.mailbox)
+        if status is None or status.uidnext is None or cp is None:
+            return
+        seen = max(cp.last_uid, (left.uidnext or 1) - 1)
+        if status.uidvalidity != cp.uidvalidity or status.uidnext - 1 > seen:
+            queue[left.mailbox] = None
 
 
 class NotifyPlan:

@@ -103,6 +103,20 @@ def notify_none(session: ImapSession) -> None:
     session._run("NOTIFY", [b"NOTIFY NONE"])
 
 
+def mailbox_status(session: ImapSession, server_name: str) -> tuple[MailboxStatus | None, set[str]]:
+    """`STATUS name (UIDNEXT UIDVALIDITY MESSAGES)` of a mailbox that is not selected (RFC 9051
+    §6.3.11): (its status, the other mailboxes that unsolicited STATUS responses named meanwhile)."""
+    arg = mailbox_arg(server_name)
+    session._run("STATUS", [b"STATUS ", arg, b" (UIDNEXT UIDVALIDITY MESSAGES)"])
+    key, found, others = mailbox_key(server_name), None, set()
+    for name, status in status_responses(session._take(STATUS)):
+        if name == key:
+            found = status
+        else:
+            others.add(name)
+    return found, others
+
+
 def take_events(session: ImapSession) -> NotifyEvents:
     """The events that came with the answers to other commands (imaplib kept them aside): unsolicited
     STATUS, and EXISTS or FETCH in the selected mailbox. Read before a SELECT, which forgets them."""
