@@ -500,7 +500,9 @@ def run(args: argparse.Namespace) -> int:
             poller = None if tool == "bare" else StatusPoller(server, user, "Dest")
             lanes[tool] = Lane(tool, user, login(server, user), obs, poller)
         if "mailrules" in lanes:
-            daemon = DaemonProc(work / "mailrules", server, [("mr", "mr")], mailrules_rules())
+            notify = f'notify = "{args.notify}"\n'  # NOTIFY (Dovecot offers it) or IDLE per mailbox
+            daemon = DaemonProc(work / "mailrules", server, [("mr", "mr")], mailrules_rules(), notify)
+            print(f"mailrules daemon: notify = {args.notify!r}")
             daemon.start()
             daemon.wait(lambda: daemon.get("/readyz")[0] == 200, 60, "the daemon to become ready")
         if "imapfilter" in lanes:
@@ -750,6 +752,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Dovecot rawlog on: print when each of mailrules' commands reached the server",
     )
     ap.add_argument("--warmup", type=int, default=3, help="uncounted messages per tool first (default 3)")
+    ap.add_argument(
+        "--notify",
+        choices=("auto", "off"),
+        default="auto",
+        help="the daemon's notify setting: auto (one NOTIFY connection) or off (IDLE per mailbox)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, state DB)")
     ap.add_argument("--verbose", "-v", action="store_true")
