@@ -14,17 +14,26 @@ from mailrules.state.keeper import KeeperObserver
 
 
 class ClusterMetrics(KeeperObserver):
-    """`mailrules_cluster_account_owned{account}`, `mailrules_cluster_accounts_owned`,
+    """`mailrules_cluster_account_owned{account}`, `mailrules_cluster_account_claimed{account}`,
+    `mailrules_cluster_accounts_owned`,
     `mailrules_cluster_replicas`, `mailrules_lease_acquisitions_total{account}`,
     `mailrules_lease_releases_total{account}`, `mailrules_lease_losses_total{account}` in
     `registry`. Accounts come from the configuration (`init`); anything else is `other`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._accounts = KnownAccounts()
+        self._configured: set[str] = set()
         self.owned = Gauge(
             "mailrules_cluster_account_owned",
             "1 while this daemon holds the account's lease (works on it), else 0. Among daemons "
             "sharing a PostgreSQL state, max by (account) is 0 for an account nobody works on.",
+            ["account"],
+            registry=registry,
+        )
+        self.claimed_by_command = Gauge(
+            "mailrules_cluster_account_claimed",
+            "1 while a command (mailrules run, undo) has claimed the account from the daemons "
+            "(none works on it meanwhile, on purpose), as this daemon saw in its last round, else 0.",
             ["account"],
             registry=registry,
         )
@@ -62,7 +71,9 @@ class ClusterMetrics(KeeperObserver):
     def init(self, accounts: Iterable[str]) -> None:
         """Create the series of the configured accounts (value 0)."""
         for account in self._accounts.add(accounts):
+            self._configured.add(account)
             self.owned.labels(account)
+            self.claimed_by_command.labels(account)
             self.acquisitions.labels(account)
             self.releases.labels(account)
             self.losses.labels(account)
@@ -87,3 +98,8 @@ class ClusterMetrics(KeeperObserver):
     def view(self, owned: int, replicas: int) -> None:
         self.count.set(owned)
         self.replicas.set(replicas)
+
+    def claimed(self, accounts: tuple[str, ...]) -> None:
+        now = {self._accounts(a) for a in accounts}
+        for account in self._configured:
+            self.claimed_by_command.labels(account).set(1 if account in now else 0)

@@ -51,6 +51,10 @@ class KeeperObserver:
     def view(self, owned: int, replicas: int) -> None:
         """After each round: how many accounts this replica owns, how many replicas are live."""
 
+    def claimed(self, accounts: tuple[str, ...]) -> None:
+        """Each round: the accounts a command (`mailrules run`, `undo`) claims now (no daemon
+        works on them meanwhile, on purpose)."""
+
 
 class LeaseKeeper:
     """Keeps this replica's fair share of `accounts` leased."""
@@ -107,6 +111,7 @@ class LeaseKeeper:
             # Accounts a command claims (`mailrules run` beside the daemons): handed over now,
             # and neither free nor counted while the claim stands (owned by no live replica).
             claimed = self.leases.claimed(self.accounts)
+            self._notify(self._observer.claimed, tuple(sorted(claimed)))
             yielded = self._drop(sorted(claimed & set(self.held)))
             if yielded:
                 self.leases.release(yielded)
