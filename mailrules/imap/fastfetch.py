@@ -8,11 +8,13 @@ spacing) returns None and goes to imapclient's parser, so the result is always t
 
 from __future__ import annotations
 
+import datetime as dt
 import imaplib
 import re
 from typing import Any
 
 from imapclient.datetime_util import parse_to_datetime
+from imapclient.fixed_offset import FixedOffset
 
 #: The longest response line read (imaplib's own bound, `imaplib._MAXLINE`, kept).
 MAX_LINE_BYTES = 1_000_000
@@ -85,6 +87,35 @@ _VALUE = {
 _SHAPES_KEPT = 4
 
 
+# RFC 9051 §9 date-time, as every server writes it: "dd-Mon-yyyy hh:mm:ss +zzzz" (day maybe " d").
+# Only fields in range (and years from 1000: email.utils moves 0..99 to 1968..2067); the rest,
+# rare or broken, goes to imapclient.
+_DATE_TIME = re.compile(
+    rb"( ?[1-9]|[0-2][0-9]|3[01])-(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-([1-9][0-9]{3}) "
+    rb"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9]) ([+-])([01][0-9]|2[0-3])([0-5][0-9])"
+)
+_MONTHS = {m: i for i, m in enumerate(b"Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_ZONES: dict[bytes, FixedOffset] = {}
+
+
+def internaldate(value: bytes) -> dt.datetime:
+    """imapclient's `parse_to_datetime(value, normalise=False)` (an aware datetime with its
+    FixedOffset), read by one regular expression for the usual form instead of `email.utils`;
+    any other form goes to imapclient. Raises ValueError for an impossible date, as it does."""
+    m = _DATE_TIME.fullmatch(value)
+    if m is None or value.endswith(b"-0000"):  # -0000: "no zone known" to email.utils
+        parsed: dt.datetime = parse_to_datetime(value, normalise=False)
+        return parsed
+    day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = m.groups()
+    zone = _ZONES.get(value[-5:])
+    if zone is None:
+        seconds = int(zone_hours) * 3600 + int(zone_minutes) * 60
+        zone = FixedOffset((-seconds if sign == b"-" else seconds) / 60)
+        if len(_ZONES) < 2000:  # a few zones in one mailbox; bounded whatever a server sends
+            _ZONES[value[-5:]] = zone
+    return dt.datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=zone)
+
+
 class _Shape:
     """The items of one answer, in order, as a regular expression for the line (and one for the
     trailer after a literal): exactly the answers `_parse_items` reads the same way, item by item.
@@ -153,7 +184,7 @@ class _Shape:
                 out[key] = (int(value),)
             else:
                 try:
-                    out[key] = parse_to_datetime(value, normalise=False)
+                    out[key] = internaldate(value)
                 except ValueError:
                     return None
         return int(m.group(1)), out
@@ -233,7 +264,7 @@ def _parse_items(
             if q is None:
                 return None
             try:
-                out[name] = parse_to_datetime(q.group(1), normalise=False)
+                out[name] = internaldate(q.group(1))
             except ValueError:
                 return None
             fields.append((raw, _DATE, in_tail))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from imapclient.datetime_util import parse_to_datetime
 from imapclient.response_parser import parse_fetch_response
 
-from mailrules.imap.fastfetch import parse_simple_fetch
+from mailrules.imap.fastfetch import internaldate, parse_simple_fetch
 
 
 def reference(group: list[Any]) -> tuple[int, dict[bytes, Any]]:
@@ -134,3 +136,37 @@ def test_answers_of_changing_shapes_agree(groups: list[list[Any]]) -> None:
         names = [k for k in fast[1]]
         assert len(set(names)) == len(names)
         assert fast == reference(group), group
+
+
+def _date_outcome(parse: Any, value: bytes) -> tuple[Any, ...]:
+    try:
+        d = parse(value)
+        return (d.replace(tzinfo=None), d.utcoffset(), type(d.tzinfo))
+    except ValueError:
+        return ("ValueError",)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.sampled_from([b"%02d", b"%d", b"% d"]),
+    st.integers(0, 40),
+    st.sampled_from([b"Jan", b"Feb", b"Jun", b"Dec", b"jan", b"Foo"]),
+    st.integers(0, 10000),
+    st.tuples(st.integers(0, 30), st.integers(0, 70), st.integers(0, 70)),
+    st.sampled_from([b"+", b"-"]),
+    st.integers(0, 9999),
+)
+def test_internaldate_is_imapclients(
+    day_form: bytes, day: int, month: bytes, year: int, hms: tuple[int, int, int], sign: bytes, zone: int
+) -> None:
+    value = (day_form % day) + b"-" + month + b"-%04d %02d:%02d:%02d " % (year, *hms) + sign + b"%04d" % zone
+    expected = _date_outcome(lambda v: parse_to_datetime(v, normalise=False), value)
+    assert _date_outcome(internaldate, value) == expected, value
+
+
+def test_internaldate_of_the_usual_forms() -> None:
+    for value in (b"05-Jan-2024 23:30:00 -0800", b" 1-Feb-2020 00:00:01 +0000", b"1-Feb-2020 00:00:01 -0000"):
+        assert _date_outcome(internaldate, value) == _date_outcome(
+            lambda v: parse_to_datetime(v, normalise=False), value
+        )
+    assert internaldate(b"05-Jan-2024 23:30:00 -0800").utcoffset() == dt.timedelta(hours=-8)
