@@ -6,14 +6,15 @@ each poll, after each reconnection, and when NOTIFY's watcher reports a FlagChan
 same entry point. A look: `UID FETCH 1:* (UID FLAGS MODSEQ) (CHANGEDSINCE mark)` (imap/modseq.py),
 the pure choice of what someone else changed (engine/flagpass.py), the flag-change rules on those
 UIDs, then the new mark. The MODSEQs of our own STOREs reach the state through the sessions'
-STORE listener (`imap.modseq.recording`, installed by the daemon and `mailrules run`).
+STORE listener (`imap.modseq.recording`, installed by the daemon and `mailrules run`). What each
+look found, and the refusals, go to the `FlagObserver` (the daemon's daemon/flag_metrics.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
 from mailrules.accounts import Account
@@ -37,6 +38,14 @@ from mailrules.state.models import JournalEntry
 log = logging.getLogger(__name__)
 
 
+class FlagObserver(Protocol):
+    """What the flag passes tell the metrics (daemon/flag_metrics.py `FlagMetrics`)."""
+
+    def looked(self, account: str) -> None: ...
+    def found(self, account: str, changed: int, own: int) -> None: ...
+    def refused(self, account: str, key: Hashable, refused: bool) -> None: ...
+
+
 class WatchSettings(Protocol):
     """What a flag pass reads of the daemon's WatchContext (daemon/watcher.py)."""
 
@@ -54,6 +63,8 @@ class WatchSettings(Protocol):
     def run_id(self) -> str: ...
     @property
     def bounds(self) -> Bounds: ...
+    @property
+    def flag_observer(self) -> FlagObserver | None: ...
 
 
 def flag_news(responses: list[tuple[Any, ...]]) -> bool:
@@ -84,6 +95,7 @@ class FlagWatch:
         the last look; return how many messages they ran on. Raises like the arrival pass."""
         rules = self.rules(mailbox)
         if not rules:
+            self._clear(mailbox)  # a reload took the rules away: no refusal stands
             return 0
         name = self.account.name
         problem = condstore_problem(session, info.highestmodseq)
@@ -111,7 +123,8 @@ class FlagWatch:
             # stop here, the arrival rules of the mailbox go on (they run after this look).
             self._refuse(mailbox, rules, f"UID FETCH (CHANGEDSINCE) failed: {exc}")
             return 0
-        self.refused.pop(mailbox, None)  # logged again if it comes back
+        self._clear(mailbox)  # logged again if it comes back
+        self._tell(lambda o: o.looked(name))
         found = look(mark, {uid: c.modseq for uid, c in changed.items()})
         if found.own:
             log.debug("%s/%s: %d flag change(s) were our own", name, mailbox, found.own)
@@ -119,7 +132,13 @@ class FlagWatch:
             log.info("%s/%s: flags changed on %d message(s)", name, mailbox, len(found.uids))
             self._run(store, mailbox, rules, found.uids, info.uidvalidity)
         self.state.set_flag_mark(name, mailbox, found.mark)
+        self._tell(lambda o: o.found(name, len(found.uids), found.own))
         return len(found.uids)
+
+    def close(self) -> None:
+        """The watcher ends: its refusals no longer stand (another watcher may take them up)."""
+        for mailbox in list(self.refused):
+            self._clear(mailbox)
 
     def _run(
         self, store: ImapStore, mailbox: str, rules: list[A.Rule], uids: list[int], uidvalidity: int
@@ -145,6 +164,7 @@ class FlagWatch:
         if self.refused.get(mailbox) == why:
             return
         self.refused[mailbox] = why
+        self._tell(lambda o: o.refused(self.account.name, (id(self), mailbox), True))
         names = ", ".join(f"{unparse.quote(r.name)} ({r.span})" for r in rules)
         log.error(
             "account %s: flag-change rule(s) %s refused for %s: %s; the account's other rules run",
@@ -153,3 +173,17 @@ class FlagWatch:
             mailbox,
             why,
         )
+
+    def _clear(self, mailbox: str) -> None:
+        if self.refused.pop(mailbox, None) is not None:
+            self._tell(lambda o: o.refused(self.account.name, (id(self), mailbox), False))
+
+    def _tell(self, call: Callable[[FlagObserver], None]) -> None:
+        """Observers never break the work (house style 13)."""
+        observer = self.ctx.flag_observer
+        if observer is None:
+            return
+        try:
+            call(observer)
+        except Exception:
+            log.exception("account %s: flag-change metrics failed", self.account.name)

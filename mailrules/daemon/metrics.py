@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mailrules import __version__
 from mailrules.daemon.ahead_metrics import SearchAheadMetrics
+from mailrules.daemon.flag_metrics import FlagMetrics
 from mailrules.daemon.labels import (
     ACTION_COMMANDS,
     ACTION_OUTCOMES,
@@ -230,6 +231,7 @@ class Metrics:
         self.oauth = OAuthMetrics(r)  # the OAuth2 accounts' tokens: their own module, their own init
         self.stalls = StallMetrics(r, self._account)  # mailrules_watcher_stalls_total{account}
         self.ahead = SearchAheadMetrics(r, self._account)  # mailrules_search_ahead_total{account}
+        self.flags = FlagMetrics(r, self._account)  # `on flag change`: looks, changes, refusals
         build = Gauge(
             "mailrules_build_info", "Always 1; the labels say what runs.", ["version", "python"], registry=r
         )
@@ -276,6 +278,7 @@ class Metrics:
             )
         self.stalls.init(accounts)
         self.ahead.init(accounts)
+        self.flags.init(accounts)
         for account in accounts:
             self.creations_refused.labels(account)
             self.text_cut.labels(account)

@@ -170,6 +170,7 @@ class Daemon:
             on_entry=log_entry,
             hooks=_MetricsHooks(self.metrics),
             bounds=settings.limits.bounds,
+            flag_observer=self.metrics.flags,
         )
         self.notify = NotifyPlan(self.accounts, self.ctx, self.metrics, self._sync_watchers)
         # An account taken once running (run_id set) gets its watchers at once; before, the rules'

@@ -21,7 +21,7 @@ from mailrules.accounts import Account, render_problem
 from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 from mailrules.compile import keys as K
 from mailrules.compile.serialize import serialize
-from mailrules.daemon.flagwatch import FlagWatch
+from mailrules.daemon.flagwatch import FlagObserver, FlagWatch
 from mailrules.dsl import ast as A
 from mailrules.engine.core import Engine
 from mailrules.engine.loops import LoopGuard
@@ -73,6 +73,7 @@ class WatchContext:
     hooks: WatchHooks | None = None
     run_id: str = ""  # the daemon's run in the journal (one per daemon start)
     bounds: Bounds = DEFAULT_BOUNDS  # [limits] on one message's evaluation
+    flag_observer: FlagObserver | None = None  # the flag passes' metrics (daemon/flag_metrics.py)
 
 
 class WatchHooks:
@@ -185,6 +186,7 @@ class MailboxWatcher(threading.Thread):
                 log.exception("watcher %s/%s crashed; restarting", self.account.name, self.mailbox)
                 self._halt.wait(self.backoff.next())
         self._down()
+        self.flags.close()
 
     def _down(self) -> None:
         if self.up:

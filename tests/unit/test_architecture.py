@@ -22,6 +22,7 @@ CORNERS = {
         "daemon/stall_metrics.py",
         "daemon/notify_metrics.py",
         "daemon/ahead_metrics.py",
+        "daemon/flag_metrics.py",
     ),
     "psycopg": ("state/",),
     "psycopg_pool": ("state/",),

@@ -1,10 +1,12 @@
 """The flag pass of a watcher (daemon/flagwatch.py) without a server: what each look does with the
-state's mark, the server's CHANGEDSINCE answer and the engine, faked at their seams."""
+state's mark, the server's CHANGEDSINCE answer and the engine, faked at their seams; and what it
+counts (daemon/flag_metrics.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,11 @@ from mailrules.accounts import Account
 from mailrules.config.model import AccountSettings
 from mailrules.daemon import flagwatch
 from mailrules.daemon.flagwatch import FlagWatch
+from mailrules.daemon.metrics import Metrics
 from mailrules.daemon.watcher import WatchContext
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
+from mailrules.errors import ImapError
 from mailrules.imap.commands import SelectInfo
 from mailrules.imap.modseq import Changed
 from mailrules.state.models import FlagMark
@@ -63,7 +67,23 @@ def info(uidvalidity: int = 7, uidnext: int | None = 41, modseq: int | None = 10
 
 
 @pytest.fixture
-def watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], FlagWatch]:
+def metrics() -> Metrics:
+    """The daemon's metrics, account "a" configured: the flag passes' observer (`metrics.flags`)."""
+    m = Metrics()
+    m.init({"a": ["INBOX"]}, [])
+    return m
+
+
+def flag_values(m: Metrics) -> tuple[float, float, float, float]:
+    """(looks, changes, own changes, refused) of account "a"."""
+    names = ("flag_change_looks_total", "flag_changes_total", "flag_changes_own_total", "flag_change_refused")
+    got = [m.registry.get_sample_value(f"mailrules_{n}", {"account": "a"}) for n in names]
+    assert None not in got, got  # every series exists from init()
+    return got[0] or 0.0, got[1] or 0.0, got[2] or 0.0, got[3] or 0.0
+
+
+@pytest.fixture
+def watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, metrics: Metrics) -> Callable[[str], FlagWatch]:
     Ran.calls = []
     monkeypatch.setattr(flagwatch, "Engine", Ran)
     state = StateStore.open(tmp_path / "s.db")
@@ -72,7 +92,10 @@ def watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Fl
     def make(text: str = RULES) -> FlagWatch:
         rf, diags = parse_text(text, "t.rules")
         assert rf is not None and not diags
-        ctx = WatchContext(state, dt.UTC, lambda: rf.rules, lambda a, m: None, run_id="r")  # type: ignore[arg-type, return-value]
+        lock = threading.Lock()
+        ctx = WatchContext(
+            state, dt.UTC, lambda: rf.rules, lambda a, m: lock, run_id="r", flag_observer=metrics.flags
+        )
         return FlagWatch(Account(settings), ctx, state)
 
     return make
@@ -145,3 +168,87 @@ def test_without_modseqs_the_rules_are_refused_once(
     assert len(errors) == 1 and why in errors[0] and 'flag-change rule(s) "f" (t.rules:1:1)' in errors[0]
     assert w.refused == {"INBOX": errors[0].split("refused for INBOX: ")[1].split("; the account")[0]}
     assert w.state.get_flag_mark("a", "INBOX") is None
+
+
+def test_looks_changes_and_own_changes_are_counted(
+    watch: Callable[[str], FlagWatch], metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = watch(RULES)
+    answer(monkeypatch, {3: 101, 5: 104, 41: 103})
+    assert w.look(FakeSession(), None, "INBOX", info()) == 0  # type: ignore[arg-type]
+    assert flag_values(metrics) == (0, 0, 0, 0)  # the first look only sets the mark: no CHANGEDSINCE
+    w.state.note_own_changes("a", "INBOX", 7, {5: 104})
+    assert w.look(FakeSession(), None, "INBOX", info()) == 1  # type: ignore[arg-type]
+    assert flag_values(metrics) == (1, 1, 1, 0)  # 3 someone else's, 5 ours, 41 an arrival
+    answer(monkeypatch, {})
+    assert w.look(FakeSession(), None, "INBOX", info()) == 0  # type: ignore[arg-type]
+    assert flag_values(metrics) == (2, 1, 1, 0)
+
+
+def test_a_look_that_stops_on_a_lost_connection_is_not_counted(
+    watch: Callable[[str], FlagWatch], metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Lost(Ran):
+        def process(self, *args: Any, **kw: Any) -> None:
+            raise ImapError("connection lost", "reconnect")
+
+    w = watch(RULES)
+    w.state.set_flag_mark("a", "INBOX", FlagMark(7, 100, 40))
+    answer(monkeypatch, {3: 101})
+    monkeypatch.setattr(flagwatch, "Engine", Lost)
+    with pytest.raises(ImapError):
+        w.look(FakeSession(), None, "INBOX", info())  # type: ignore[arg-type]
+    assert flag_values(metrics) == (1, 0, 0, 0)  # asked, but the same change is looked at again
+    monkeypatch.setattr(flagwatch, "Engine", Ran)
+    assert w.look(FakeSession(), None, "INBOX", info()) == 1  # type: ignore[arg-type]
+    assert flag_values(metrics) == (2, 1, 0, 0)
+
+
+def test_the_refused_gauge_holds_while_any_mailbox_of_the_account_is_refused(
+    watch: Callable[[str], FlagWatch], metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer(monkeypatch, {})
+    inbox, other = watch(RULES), watch(RULES)  # two watchers of account "a" (IDLE: one per mailbox)
+    for w in (inbox, other):
+        w.state.set_flag_mark("a", "INBOX", FlagMark(7, 100, 40))
+    assert inbox.look(FakeSession("IMAP4rev1"), None, "INBOX", info()) == 0  # type: ignore[arg-type]
+    assert other.look(FakeSession("IMAP4rev1"), None, "INBOX", info(modseq=None)) == 0  # type: ignore[arg-type]
+    assert flag_values(metrics)[3] == 1
+    assert inbox.look(FakeSession(), None, "INBOX", info()) == 0  # type: ignore[arg-type]
+    assert flag_values(metrics) == (1, 0, 0, 1)  # CONDSTORE back on inbox's server; other still refused
+    other.close()  # its watcher ended
+    assert flag_values(metrics)[3] == 0
+    inbox.look(FakeSession("IMAP4rev1"), None, "INBOX", info())  # type: ignore[arg-type]
+    assert flag_values(metrics)[3] == 1
+
+
+def test_a_refused_changedsince_sets_the_gauge_until_the_rules_go(
+    watch: Callable[[str], FlagWatch], metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(session: Any, modseq: int) -> dict[int, Changed]:
+        raise ImapError("UID FETCH failed: BAD Unknown FETCH modifier", "permanent")
+
+    monkeypatch.setattr(flagwatch, "changed_since", refused)
+    w = watch(RULES)
+    w.state.set_flag_mark("a", "INBOX", FlagMark(7, 100, 40))
+    for _ in range(2):
+        assert w.look(FakeSession(), None, "INBOX", info()) == 0  # type: ignore[arg-type]
+    assert flag_values(metrics) == (0, 0, 0, 1)  # a refused look is no look
+    w.rules = lambda mailbox: []  # type: ignore[method-assign]  # a reload took the rule away
+    assert w.look(FakeSession(), None, "INBOX", info()) == 0  # type: ignore[arg-type]
+    assert flag_values(metrics)[3] == 0 and w.refused == {}
+
+
+def test_a_failing_observer_does_not_stop_the_look(
+    watch: Callable[[str], FlagWatch], metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("observer bug")
+
+    monkeypatch.setattr(metrics.flags, "found", broken)
+    w = watch(RULES)
+    w.state.set_flag_mark("a", "INBOX", FlagMark(7, 100, 40))
+    answer(monkeypatch, {3: 101})
+    assert w.look(FakeSession(), None, "INBOX", info()) == 1  # type: ignore[arg-type]
+    assert Ran.calls == [("INBOX", ["f"], [3])]
+    assert w.state.get_flag_mark("a", "INBOX") == FlagMark(7, 101, 40)  # the mark moved on

@@ -46,6 +46,10 @@ EXPECTED = {
     "mailrules_reconnects_total": "counter",
     "mailrules_watcher_stalls_total": "counter",
     "mailrules_search_ahead_total": "counter",
+    "mailrules_flag_change_looks_total": "counter",
+    "mailrules_flag_changes_total": "counter",
+    "mailrules_flag_changes_own_total": "counter",
+    "mailrules_flag_change_refused": "gauge",
     "mailrules_last_sync_timestamp_seconds": "gauge",
     "mailrules_scheduled_runs_total": "counter",
     "mailrules_scheduled_run_duration_seconds": "histogram",
@@ -312,6 +316,24 @@ def test_stalls_are_counted_per_configured_account() -> None:
     assert value(m, "mailrules_watcher_stalls_total", account="work") == 2
     assert value(m, "mailrules_watcher_stalls_total", account="home") == 0
     assert value(m, "mailrules_watcher_stalls_total", account=OTHER) == 1
+
+
+def test_flag_changes_are_counted_per_configured_account() -> None:
+    m = configured()
+    assert value(m, "mailrules_flag_change_refused", account="home") == 0  # created by init()
+    m.flags.looked("work")
+    m.flags.found("work", 3, 2)
+    m.flags.found("unknown", 1, 0)  # not from the configuration: counted as `other`
+    assert value(m, "mailrules_flag_change_looks_total", account="work") == 1
+    assert value(m, "mailrules_flag_changes_total", account="work") == 3
+    assert value(m, "mailrules_flag_changes_own_total", account="work") == 2
+    assert value(m, "mailrules_flag_changes_total", account=OTHER) == 1
+    m.flags.refused("work", ("w1", "INBOX"), True)
+    m.flags.refused("work", ("w2", "Lists"), True)
+    m.flags.refused("work", ("w1", "INBOX"), False)
+    assert value(m, "mailrules_flag_change_refused", account="work") == 1  # Lists still refused
+    m.flags.refused("work", ("w2", "Lists"), False)
+    assert value(m, "mailrules_flag_change_refused", account="work") == 0
     m.reload(True)
     m.rules_loaded(7)
     assert value(m, "mailrules_config_last_reload_success") == 1
