@@ -17,6 +17,7 @@ import pytest
 from mailrules.accounts import Account
 from mailrules.commands.doctor.flags import flag_change_rows
 from mailrules.daemon.flagwatch import FlagWatch
+from mailrules.daemon.metrics import Metrics
 from mailrules.daemon.watcher import MailboxWatcher, WatchContext
 from mailrules.dsl import ast as A
 from mailrules.dsl.check import check_rule_set
@@ -115,6 +116,12 @@ def test_a_message_the_user_flags_is_copied_once(
         assert counts(server, user, pw)["Follow-up"] == 2  # a copy is made once per rule (journal)
         assert subjects(params, "Follow-up") == ["first", "second"]  # "flagged before" is history
         assert "flags changed on" in d.text() and "refused" not in d.text()
+        # The daemon's /metrics (daemon/flag_metrics.py): the user's three changes, and at least the
+        # rule's own \Seen on "first" and on "second", each found by a later look and skipped.
+        assert d.metric("mailrules_flag_changes_total") == 3
+        assert d.metric("mailrules_flag_changes_own_total") >= 2
+        assert d.metric("mailrules_flag_change_looks_total") >= 3
+        assert d.metric("mailrules_flag_change_refused") == 0
     finally:
         assert d.stop() == 0
 
@@ -175,9 +182,19 @@ def test_a_server_without_condstore_refuses_the_rule_for_the_account(
     settings, rules = load(write_config(tmp_path, params, rules_text))
     state = StateStore.open(tmp_path / "flags.db")
     run_id = state.begin_run("daemon", False)
-    ctx = WatchContext(state, dt.UTC, lambda: rules, lambda a, m: threading.Lock(), run_id=run_id)
+    metrics = Metrics()
+    metrics.init({"main": [box]}, [r.name for r in rules])
+    ctx = WatchContext(
+        state,
+        dt.UTC,
+        lambda: rules,
+        lambda a, m: threading.Lock(),
+        run_id=run_id,
+        flag_observer=metrics.flags,
+    )
     watcher = MailboxWatcher(Account(settings.accounts["main"]), box, ctx)
     caplog.set_level(logging.INFO)
+    refused = {"account": "main"}  # the gauge's series
     watcher.start()
     try:
         wait_until(lambda: watcher.up, 20, "the watcher")
@@ -198,10 +215,13 @@ def test_a_server_without_condstore_refuses_the_rule_for_the_account(
         assert state.get_flag_mark("main", box) is None
         assert [(r.check, r.status) for r in rows] == [("on flag change", "FAIL")]
         assert "CONDSTORE" in rows[0].result
+        assert metrics.registry.get_sample_value("mailrules_flag_change_refused", refused) == 1
     finally:
         watcher.stop()
         watcher.join(15)
         state.close()
+    assert not watcher.is_alive()
+    assert metrics.registry.get_sample_value("mailrules_flag_change_refused", refused) == 0  # it ended
 
 
 def test_what_mailrules_run_changes_is_not_a_flag_change(dovecot: DovecotServer, tmp_path: Path) -> None:
