@@ -147,7 +147,8 @@ class _Codec:
                 if x.tzinfo is not None and type(x.tzinfo) is not dt.timezone:
                     raise Unsupported("a time zone other than a fixed offset")
                 return [_DATETIME if t is dt.datetime else _TIME, x.isoformat()]
-            if not (t.__module__ in _ALLOWED_MODULES or t.__module__.startswith(_ALLOWED_PREFIX)):
+            allowed = t.__module__ in _ALLOWED_MODULES or t.__module__.startswith(_ALLOWED_PREFIX)
+            if not allowed or not t.__qualname__.isidentifier():  # what _resolve can find again
                 raise Unsupported(f"a {t.__module__}.{t.__qualname__}")
             make, names = _maker(t)
             self._add(t, make, names)

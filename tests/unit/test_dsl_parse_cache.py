@@ -220,3 +220,16 @@ def test_a_warm_process_does_not_import_the_parser(tmp_path: Path) -> None:
 
     assert run() == "7 1 True True"
     assert run() == "7 1 False False"
+
+
+def test_values_outside_the_format_are_refused() -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    codec = parse_cache._Codec()
+    for value in (object(), [1], {"a": 1}, b"x", dt.datetime(2026, 1, 1, tzinfo=ZoneInfo("Europe/Paris"))):
+        with pytest.raises(parse_cache.Unsupported):
+            codec.encode(value, "f")
+    fixed = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    for ok in (fixed, dt.date(2026, 2, 3), dt.time(3, 0), (1, "a", None, True, 2.5), Span("g", 1, 2, 3, 4)):
+        assert codec.decode(codec.encode(ok, "f"), "f") == ok
