@@ -197,7 +197,19 @@ class Replica:
         return self.proc is not None and self.proc.poll() is None
 
     def metrics(self) -> str:
-        return http_get(self.port, "/metrics", timeout=10)[1] if self.alive else ""
+        """/metrics, waited for as long as it takes (a replica with 1,500 watcher threads answers
+        slowly: a shorter timeout only piles requests up in it)."""
+        return http_get(self.port, "/metrics", timeout=300)[1] if self.alive else ""
+
+    def metrics_seconds(self) -> float:
+        """How long one /metrics takes to answer."""
+        t0 = time.monotonic()
+        self.metrics()
+        return time.monotonic() - t0
+
+    def connections(self, port: int) -> int:
+        """Its established TCP connections to `port` (from /proc: nothing asked of the daemon)."""
+        return _peers(self.pid).get(port, 0) if self.alive else 0
 
     def watchers_up(self) -> int:
         return int(metric_total(self.metrics(), "mailrules_watcher_up"))

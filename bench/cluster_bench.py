@@ -151,6 +151,7 @@ def replica_samples(replicas: list[Replica], server: Server, db: Database) -> li
                 "replica": r.name,
                 "accounts": owners.count(r.name),
                 "watchers": r.watchers_up(),
+                "metrics_s": round(r.metrics_seconds(), 2),
                 "rss_mb": round(s.rss_mb, 1),
                 "hwm_mb": round(s.hwm_mb, 1),
                 "threads": s.threads,
@@ -227,8 +228,16 @@ def run_size(
             r.start(tree, nofile)
         dbc = db
 
+        # IMAP connections the watchers hold once up: one per mailbox (idle), one per account (notify).
+        expected = watched if args.mode == "idle" else accounts
+
+        def connected(live: list[Replica]) -> bool:
+            """Cheap, read from /proc: polled often."""
+            return all(r.alive for r in live) and sum(r.connections(server.port) for r in live) >= expected
+
         def all_up(live: list[Replica]) -> bool:
-            return all(r.alive for r in live) and sum(r.watchers_up() for r in live) >= watched
+            """Connected, and every watcher says so on /metrics (slow at 1,000+ watchers)."""
+            return connected(live) and sum(r.watchers_up() for r in live) >= watched
 
         wait_for(
             lambda: fair(dbc, replicas, accounts),
@@ -305,20 +314,24 @@ def run_size(
         marks: dict[str, float] = {}
         deadline = time.monotonic() + 2 * args.lease_seconds + args.failover_timeout
         filed: dict[tuple[str, str, int], float] = {}
-        while time.monotonic() < deadline and len(marks) < 3:
+        while time.monotonic() < deadline and not {"owned", "watchers", "filed"} <= set(marks):
             now = time.time()
             if "owned" not in marks:
                 held = db.holders()
                 if all(held.get(a) in {r.name for r in survivors} for a in theirs):
                     marks["owned"] = now
-            if "watchers" not in marks and all_up(survivors):
-                marks["watchers"] = now
+            if "connected" not in marks and connected(survivors):
+                marks["connected"] = now
+            if "watchers" not in marks and "connected" in marks and all_up(survivors):
+                marks["watchers"] = marks["connected"]  # /metrics confirms what /proc saw
+            elif "connected" in marks and "watchers" not in marks:
+                marks.pop("connected")  # not every watcher up yet: look again
             if "filed" not in marks:
                 filed = db.moves(t_kill - 1)
                 if all((a, mb, uid) in filed for a, mb, uid, _ in backlog):
                     marks["filed"] = max(filed[(a, mb, uid)] for a, mb, uid, _ in backlog)
             time.sleep(0.25)
-        if len(marks) < 3:
+        if not {"owned", "watchers", "filed"} <= set(marks):
             raise RuntimeError(
                 f"failover did not complete: {sorted(marks)} after {time.time() - t_kill:.0f} s\n"
                 + "\n".join(f"--- {r.name}:\n{r.tail()}" for r in survivors)
@@ -332,7 +345,7 @@ def run_size(
                 catchup.append(last - acquired)
         res["takeover_s"] = marks["owned"] - t_kill
         res["watchers_again_s"] = marks["watchers"] - t_kill
-        res["failover_s"] = max(marks.values()) - t_kill
+        res["failover_s"] = max(marks[k] for k in ("owned", "watchers", "filed")) - t_kill
         res["catchup_p50_s"] = pct(catchup, 50)
         res["catchup_max_s"] = max(catchup) if catchup else float("nan")
         res["after_failover"] = replica_samples(survivors, server, db)
@@ -408,6 +421,8 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("IMAP connections per replica", col(st, "imap_connections")),
         ("PostgreSQL connections per replica", col(st, "pg_connections")),
         ("threads per replica", col(st, "threads")),
+        ("one GET /metrics per replica, steady (s)", col(st, "metrics_s", "{:.1f}")),
+        ("one GET /metrics after failover (s)", col(af, "metrics_s", "{:.1f}")),
         (
             "CPU per replica, idle (% of a core)",
             "/".join(f"{v * 100:.0f}" for v in idle["cpu_per_replica"].values()),
