@@ -26,6 +26,9 @@ EVENTS = b"(MessageNew MessageExpunge FlagChange)"
 #: Keep the command near 8 KB (RFC 7162 §4, imap-notes 25): past that, `personal` is asked instead
 #: of the list, and events for mailboxes that are not watched are ignored.
 MAX_COMMAND_BYTES = 8000
+#: Dovecot 2.3 answers `NO [NOTIFICATIONOVERFLOW] Too many mailbox names` past 100 names (measured):
+#: more are asked as `personal` too.
+MAX_NAMES = 100
 #: The unsolicited STATUS of a non-selected mailbox (RFC 5465 §5.2, §5.3).
 STATUS = "STATUS"
 
@@ -73,13 +76,15 @@ def mailbox_key(server_name: str) -> str:
     return "INBOX" if server_name.upper() == "INBOX" else server_name
 
 
-def notify_pieces(server_names: Sequence[str], *, status: bool = True) -> tuple[list[bytes], bool]:
+def notify_pieces(
+    server_names: Sequence[str], *, status: bool = True, personal: bool = False
+) -> tuple[list[bytes], bool]:
     """The NOTIFY SET command's pieces for `server_names`, and whether `personal` stood in for the
-    list (too long a command). Each name goes through `mailbox_arg`: modified UTF-7, quoted, CR/LF
-    refused, so no configured name can end the command early or add one."""
+    list (asked, or too many names). Each name goes through `mailbox_arg`: modified UTF-7, quoted,
+    CR/LF refused, so no configured name can end the command early or add one."""
     head = [b"NOTIFY SET ", b"STATUS " if status else b"", b"(selected ", EVENTS, b") "]
     names = b" ".join(mailbox_arg(n) for n in server_names)
-    if len(names) + 64 > MAX_COMMAND_BYTES:
+    if personal or len(server_names) > MAX_NAMES or len(names) + 64 > MAX_COMMAND_BYTES:
         return [*head, b"(personal ", EVENTS, b")"], True
     return [*head, b"(mailboxes (", names, b") ", EVENTS, b")"], False
 
@@ -91,6 +96,12 @@ def notify_set(session: ImapSession, server_names: Sequence[str]) -> tuple[dict[
         raise NotifyRefused(session.account, "the server does not advertise NOTIFY (RFC 5465)")
     pieces, personal = notify_pieces(server_names)
     reply = session._run("NOTIFY", [b"".join(pieces)], accept=("OK", "NO", "BAD"))
+    if reply.typ == "NO" and b"NOTIFICATIONOVERFLOW" in reply.text.upper() and not personal:
+        # Too many names for this server (RFC 5465 §5.8): all personal mailboxes, ours filtered.
+        pieces, personal = notify_pieces(server_names, personal=True)
+        reply = session._run("NOTIFY", [b"".join(pieces)], accept=("OK", "NO", "BAD"))
+    if reply.typ == "OK":
+        session.noop()  # Dovecot sends some of the STATUS answers after the tagged OK: these too
     statuses = dict(status_responses(session._take(STATUS)))
     if reply.typ != "OK":
         text = reply.text.decode("ascii", "replace")[:200]

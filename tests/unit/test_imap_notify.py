@@ -22,7 +22,7 @@ from mailrules.dsl.parser import parse_text
 from mailrules.errors import ConfigError
 from mailrules.imap.core import UnsendableValue
 from mailrules.imap.notify import (
-    MAX_COMMAND_BYTES,
+    MAX_NAMES,
     MailboxStatus,
     notify_events,
     notify_pieces,
@@ -49,8 +49,13 @@ def test_no_configured_name_can_add_a_command(name: str) -> None:
         notify_pieces(["INBOX", name])
 
 
+def test_more_than_a_hundred_names_ask_for_personal() -> None:
+    assert not notify_pieces([f"F{i}" for i in range(MAX_NAMES)])[1]
+    assert notify_pieces([f"F{i}" for i in range(MAX_NAMES + 1)])[1]  # Dovecot refuses more
+
+
 def test_too_long_a_list_asks_for_personal() -> None:
-    names = [f"folder-{i:05d}" for i in range(MAX_COMMAND_BYTES // 10)]
+    names = [f"{'x' * 100}-{i:05d}" for i in range(MAX_NAMES)]
     pieces, personal = notify_pieces(names)
     assert personal
     assert b"".join(pieces).endswith(b"(personal " + EVENTS + b")")
