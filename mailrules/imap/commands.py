@@ -266,7 +266,7 @@ class MailboxCommands(CommandCore):
             return None, fetched
         # One response per message asked, a few more per message (RFC 9051 §7.5.2 lets a server
         # split one message's items) and what other sessions' changes bring (EXPUNGE, FETCH FLAGS).
-        most = ANSWER_RESPONSES_PER_UID * len(parse_sequence_set(uid_set)) + ANSWER_RESPONSES_EXTRA
+        most = ANSWER_RESPONSES_PER_UID * _set_size(uid_set) + ANSWER_RESPONSES_EXTRA
 
         def read(tag: bytes) -> Reply:
             fetched.extend(read_fetch_answer(imap, tag, most))
@@ -459,6 +459,15 @@ class MailboxCommands(CommandCore):
         )
         self._create(mailbox)
         return self._run(name, pieces)
+
+
+def _set_size(uid_set: str) -> int:
+    """How many UIDs our own sequence set (compile.serialize.chunk_uid_sets) names, unexpanded."""
+    size = 0
+    for part in uid_set.split(","):
+        low, _, high = part.partition(":")
+        size += abs(int(high or low) - int(low)) + 1
+    return size
 
 
 def _esearch_all(rest: bytes) -> list[int]:

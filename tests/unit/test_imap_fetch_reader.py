@@ -204,3 +204,8 @@ def test_a_refused_fetch_is_still_an_answer(monkeypatch: pytest.MonkeyPatch) -> 
         assert "not today" in str(info.value)
         session.noop()  # in step with the server after a NO
         session.logout()
+
+
+def test_the_bound_counts_the_uids_asked_without_expanding_them() -> None:
+    assert commands._set_size("1:3,7,10:8") == 7
+    assert commands._set_size("1:4294967295") == 4294967295  # counted, not made into a list
