@@ -282,7 +282,7 @@ def run_size(
 
             wait_for(
                 all_filed,
-                120,
+                args.filed_timeout,
                 "the arrivals to be filed",
                 replicas,
                 0.5,
@@ -506,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=5.0, help="seconds between start-up and the first window")
     ap.add_argument("--rejoin", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--startup-timeout", type=float, default=300.0)
+    ap.add_argument(
+        "--filed-timeout", type=float, default=120.0, help="for the mail window's arrivals to be filed"
+    )
     ap.add_argument("--failover-timeout", type=float, default=600.0)
     ap.add_argument(
         "--tree", type=Path, default=None, help="run mailrules from this checkout (default: HEAD)"
