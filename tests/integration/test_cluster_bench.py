@@ -32,7 +32,7 @@ def test_the_cluster_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
         sys.executable,
         str(ROOT / "bench" / "cluster_bench.py"),
         *("--sizes", "3x2", "--lease-seconds", "3", "--window", "2", "--settle", "1"),
-        *("--tree", str(ROOT), "--json", str(out)),
+        *("--filed-timeout", "60", "--tree", str(ROOT), "--json", str(out)),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
