@@ -12,6 +12,9 @@ from hypothesis import settings
 # The cache directory (mailrules/cachedir.py: Lark's tables, parsed rule files, regex translations)
 # is the suite's own, made afresh each run and inherited by the daemons the tests start: a result
 # cached by another checkout or an earlier version of the code can't decide a test.
+# pip, which test_wheel runs, keeps its own cache where it was.
+_USER_CACHE = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+os.environ.setdefault("PIP_CACHE_DIR", os.path.join(_USER_CACHE, "pip"))
 _CACHE_HOME = tempfile.mkdtemp(prefix="mailrules-test-cache-")
 os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
 atexit.register(shutil.rmtree, _CACHE_HOME, True)
