@@ -25,11 +25,12 @@ log = logging.getLogger(__name__)
 # RFC 7162 §4: keep command lines near 8 KB; the rest of the line (tag, command, mailbox) fits in 1 KB.
 # The default of `pacing.uid_set_bytes`; a dialect may ask for less (imap/pacing.py).
 UID_SET_BYTES = 7000
-# The responses one UID FETCH's answer may hold before it is taken for an endless one (the
-# connection is then dropped, docs/operations.md): per message asked, and more for what other
-# sessions' changes bring meanwhile (a mailbox emptied elsewhere: an EXPUNGE per message).
-ANSWER_RESPONSES_PER_UID = 4
-ANSWER_RESPONSES_EXTRA = 100_000
+# The responses and literals one UID FETCH's answer may hold before it is taken for an endless
+# one (the connection is then dropped, docs/operations.md): per message asked (an answer with a
+# header block is two: its line and its literal), and more for what other sessions' changes bring
+# meanwhile (a mailbox emptied elsewhere: an EXPUNGE per message).
+ANSWER_PARTS_PER_UID = 8
+ANSWER_PARTS_EXTRA = 100_000
 # MULTIAPPEND batches: literals do not count toward line limits, but keep one command bounded.
 APPEND_BATCH_BYTES = 4_000_000
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -266,7 +267,7 @@ class MailboxCommands(CommandCore):
             return None, fetched
         # One response per message asked, a few more per message (RFC 9051 §7.5.2 lets a server
         # split one message's items) and what other sessions' changes bring (EXPUNGE, FETCH FLAGS).
-        most = ANSWER_RESPONSES_PER_UID * _set_size(uid_set) + ANSWER_RESPONSES_EXTRA
+        most = ANSWER_PARTS_PER_UID * _set_size(uid_set) + ANSWER_PARTS_EXTRA
 
         def read(tag: bytes) -> Reply:
             fetched.extend(read_fetch_answer(imap, tag, most))

@@ -298,14 +298,30 @@ def reads_fast(imap: Any) -> bool:
     )
 
 
+class _Budget:
+    """What is left of the responses and literals one answer may hold (`read_fetch_answer`)."""
+
+    __slots__ = ("imap", "left", "most")
+
+    def __init__(self, imap: Any, most: int) -> None:
+        self.imap = imap
+        self.left = self.most = most
+
+    def spend(self) -> None:
+        if self.left <= 0:
+            raise self.imap.abort(f"a FETCH answer of more than {self.most} responses and literals")
+        self.left -= 1
+
+
 class _Pushback:
     """imaplib's socket file with one line already read put back in front of it; literals read
-    within MAX_LITERAL_BYTES (imaplib itself would read any size a server announces)."""
+    within MAX_LITERAL_BYTES (imaplib itself would read any size a server announces) and counted."""
 
-    def __init__(self, imap: Any, line: bytes) -> None:
+    def __init__(self, imap: Any, line: bytes, budget: _Budget) -> None:
         self.imap = imap
         self.file = imap.file
         self.line: bytes | None = line
+        self.budget = budget
 
     def readline(self, limit: int = -1) -> bytes:
         line, self.line = self.line, None
@@ -316,10 +332,11 @@ class _Pushback:
         return more
 
     def read(self, size: int) -> bytes:
+        self.budget.spend()
         return _read_literal(self.imap, self.file, size)
 
 
-def read_fetch_answer(imap: Any, tag: bytes, max_responses: int) -> list[Any]:
+def read_fetch_answer(imap: Any, tag: bytes, max_parts: int) -> list[Any]:
     """Read the answer to the command `tag` (a UID FETCH) up to its tagged completion.
 
     Returns the FETCH responses in imaplib's shape (`line`, or `(line, literal)`... then the last
@@ -330,26 +347,25 @@ def read_fetch_answer(imap: Any, tag: bytes, max_responses: int) -> list[Any]:
     state is what it would be.
 
     Bounds (docs/operations.md): a line of at most MAX_LINE_BYTES, a literal of at most
-    MAX_LITERAL_BYTES, at most `max_responses` responses before the completion. Past any of them,
-    at the end of the data or on a line without CRLF: `imaplib.IMAP4.abort`, the connection is
-    lost (it is out of step with the server).
+    MAX_LITERAL_BYTES, at most `max_parts` responses and literals before the completion. Past
+    any of them, at the end of the data or on a line without CRLF: `imaplib.IMAP4.abort`, the
+    connection is lost (it is out of step with the server).
     """
     file = imap.file
     readline = file.readline
     out: list[Any] = []
     append = out.append
     tagged = imap.tagged_commands
-    left = max_responses
+    budget = _Budget(imap, max_parts)
+    spend = budget.spend
     while tagged.get(tag) is None:
-        if left <= 0:
-            raise imap.abort(f"a FETCH answer of more than {max_responses} responses")
-        left -= 1
+        spend()
         line = readline(MAX_LINE_BYTES + 1)
         m = _FETCH_LINE.fullmatch(line)
         if m is None or len(line) > MAX_LINE_BYTES:
             # anything else, or a malformed line: imaplib's parser, with the line put back
             _check_line(imap, line)
-            imap.file = _Pushback(imap, line)
+            imap.file = _Pushback(imap, line, budget)
             try:
                 imap._get_response()
             finally:
@@ -358,6 +374,7 @@ def read_fetch_answer(imap: Any, tag: bytes, max_responses: int) -> list[Any]:
             continue
         dat = m.group(1) + b" " + m.group(2)
         while (lit := _LITERAL_END.match(dat)) is not None:
+            spend()
             append((dat, _read_literal(imap, file, int(lit.group(1)))))
             line = readline(MAX_LINE_BYTES + 1)
             _check_line(imap, line)

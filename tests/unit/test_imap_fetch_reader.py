@@ -189,11 +189,18 @@ def test_a_line_over_the_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_an_endless_answer_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(commands, "ANSWER_RESPONSES_EXTRA", 50)
-    # one UID asked: 4 + 50 responses at most; the server never completes
+    monkeypatch.setattr(commands, "ANSWER_PARTS_EXTRA", 50)
+    # one UID asked: 8 + 50 responses and literals at most; the server never completes
     endless = b"* 1 FETCH (UID 1 FLAGS ())\r\n" * 30 + b"* 9 EXISTS\r\n" * 30
     err, _ = _refused(endless)
-    assert "more than 54 responses" in str(err)
+    assert "more than 58 responses and literals" in str(err)
+    # one response that never ends: literal after literal, each within the bounds
+    chain = b"* 1 FETCH (UID 1 BODY[] {1}\r\nx BODY[1] {1}\r\n" + b"x BODY[2] {1}\r\n" * 100
+    err, _ = _refused(chain)
+    assert "more than 58 responses and literals" in str(err)
+    # the same inside a response imaplib parses
+    err, _ = _refused(b"* OK {1}\r\nx {1}\r\n" + b"x {1}\r\n" * 100)
+    assert "more than 58 responses and literals" in str(err)
 
 
 def test_a_refused_fetch_is_still_an_answer(monkeypatch: pytest.MonkeyPatch) -> None:
