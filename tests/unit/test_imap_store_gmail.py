@@ -11,6 +11,7 @@ class FakeSession:
     account = "g"
     separator = "/"
     selected = None
+    after_store = None  # no STORE listener (imap/modseq.py installs one for `on flag change`)
 
     def __init__(self, caps: set[str]) -> None:
         self.capabilities = frozenset(caps)

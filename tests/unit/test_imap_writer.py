@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -326,6 +327,7 @@ def test_socket_failure_during_setup_is_classified(monkeypatch: pytest.MonkeyPat
 
     class Broken:
         welcome = b"* OK [CAPABILITY IMAP4rev1] hi"
+        _imap = types.SimpleNamespace(debug=5)  # ImapSession.connect turns imaplib's trace off
 
         def __init__(self, *a: object, **k: object) -> None:
             pass
