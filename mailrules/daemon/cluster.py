@@ -4,9 +4,11 @@ With a PostgreSQL state several daemons share the accounts: each works only on t
 lease on, through `view(account)`, a state whose writes of that account carry the lease's fencing
 token (a replica that lost the lease writes nothing). `begin()` registers the replica and runs the
 first round; a thread then runs a round every `interval` (a third of `lease_seconds`) and checks
-the local deadlines every second between rounds. `shutdown()` (SIGTERM) releases every lease at
-once. With a SQLite state (`SoloLeases`) the daemon owns every account from the start, its views
-are the state itself, and no thread runs. docs/dev/leases.md says why it is built this way.
+the local deadlines every second between rounds. The accounts taken are started on another
+thread (state/starts.py), so a round is never held up by starting them. `shutdown()` (SIGTERM)
+releases every lease at once. With a SQLite state (`SoloLeases`) the daemon owns every account
+from the start, its views are the state itself, and no thread runs. docs/dev/leases.md says why
+it is built this way.
 """
 
 from __future__ import annotations
@@ -56,8 +58,12 @@ class Cluster:
             stop=self._stop,
             stop_many=self._stop_many,
             observer=observer,
+            # Shared: accounts start on a thread of their own, so a round that takes many never
+            # holds back the renewal of those held (state/starts.py).
+            background_starts=math.isfinite(self.leases.lease_seconds),
         )
         self.rounds = 0
+        self._warm = False  # the accounts taken by the first round have all been started
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
 
@@ -172,6 +178,11 @@ class Cluster:
         """Whether the first round is done, and how many accounts this replica owns."""
         if self.rounds == 0:
             return False, "leases: first round not done"
+        if not self._warm:
+            starting = self.keeper.starting()
+            if starting:
+                return False, f"leases: starting {starting} accounts"
+            self._warm = True
         owned, total = len(self.owned()), len(self.keeper.accounts)
         return True, f"replica {self.replica} owns {owned} of {total} accounts"
 

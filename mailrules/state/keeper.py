@@ -1,4 +1,4 @@
-"""One replica's side of sharing the accounts: a round of renew, hand over, take (no threads here).
+"""One replica's side of sharing the accounts: a round of renew, hand over, take.
 
 The daemon calls `round()` every `interval` (a third of `lease_seconds`) and `expire()` before
 trusting a lease between rounds; it starts an account's watchers and schedules in `start(lease)`
@@ -7,6 +7,12 @@ an account from ever being worked on twice: a lease that was lost is stopped bef
 else; an account handed over is stopped before its lease is released; an account is started
 only after its lease was acquired. `shutdown()` (SIGTERM) stops everything and releases every
 lease at once, so the other replicas take the accounts over in their next round.
+
+Take work never holds back a renewal: renewals come first in a round; taking stops once
+`take_seconds` (half an interval) have passed since the take phase began, and the rest waits for
+the next round, which renews first; with `background_starts` the starts run on a thread of their
+own (state/starts.py), so a round only acquires. Without it (a SQLite state's one daemon, whose
+leases never expire) each start runs in the round.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 from mailrules.errors import StateError
 from mailrules.state.interface import Lease, LeaseStore
 from mailrules.state.share import wanted
+from mailrules.state.starts import Starts
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,7 @@ class LeaseKeeper:
         stop_many: Callable[[Sequence[str]], None] | None = None,
         observer: KeeperObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        background_starts: bool = False,
     ) -> None:
         self.leases = leases
         self.accounts = tuple(dict.fromkeys(accounts))
@@ -80,12 +88,28 @@ class LeaseKeeper:
         self._stop_many = stop_many
         self._observer = observer or KeeperObserver()
         self._clock = clock
+        # The starts on a thread of their own (the daemon on PostgreSQL), or each in the round.
+        self._starts = Starts(start, name=f"lease-starts {leases.replica}") if background_starts else None
         self.held: dict[str, Lease] = {}
+        #: accounts the fair share wanted taken in the last round but left for the next (the
+        #: take phase had used its `take_seconds`)
+        self.deferred = 0
 
     @property
     def interval(self) -> float:
         """Seconds between rounds: three renewals per lease."""
         return self.leases.lease_seconds / 3
+
+    @property
+    def take_seconds(self) -> float:
+        """How long a round's take phase may go on: half an interval. A round then ends within
+        an interval (rounds start every interval), so the next renewal comes on time whatever
+        the round took; the accounts left are taken in the next round, after it renews."""
+        return self.interval / 2
+
+    def starting(self) -> int:
+        """Accounts held whose start has not finished (background starts only; else 0)."""
+        return 0 if self._starts is None else self._starts.pending()
 
     def begin(self) -> Changes:
         """Register this replica, then the first round."""
@@ -108,6 +132,7 @@ class LeaseKeeper:
             for account in lost:
                 self._notify(self._observer.lost, account)
             self.held.update(renewed)
+            self._reap()  # background starts that failed: released now
             # Accounts a command claims (`mailrules run` beside the daemons): handed over now,
             # and neither free nor counted while the claim stands (owned by no live replica).
             claimed = self.leases.claimed(self.accounts)
@@ -131,16 +156,30 @@ class LeaseKeeper:
                 for gone in handed:
                     self._notify(self._observer.released, gone.account)
                     given.append(gone.account)
-            for account in share.take:
+            self.deferred = 0
+            began = self._clock()
+            for i, account in enumerate(share.take):
+                if i and self._clock() - began >= self.take_seconds:
+                    # The held leases must be renewed in time: the rest in the next round.
+                    self.deferred = len(share.take) - i
+                    log.info(
+                        "leases: %d accounts to take left for the next round (%.1f s of taking)",
+                        self.deferred,
+                        self._clock() - began,
+                    )
+                    break
                 lease = self.leases.acquire(account)
                 if lease is None:
                     continue  # another replica was quicker: next round
-                try:
-                    self._start(lease)
-                except Exception:  # not worked on: let another replica (or the next round) have it
-                    log.exception("leases: starting %s failed; releasing it", account)
-                    self.leases.release([lease])
-                    continue
+                if self._starts is not None:
+                    self._starts.submit(lease)  # started on its own thread; held (and renewed) from now
+                else:
+                    try:
+                        self._start(lease)
+                    except Exception:  # not worked on: let another replica (or the next round) have it
+                        log.exception("leases: starting %s failed; releasing it", account)
+                        self.leases.release([lease])
+                        continue
                 self.held[account] = lease
                 self._notify(self._observer.acquired, lease)
                 taken.append(account)
@@ -162,6 +201,8 @@ class LeaseKeeper:
     def shutdown(self) -> None:
         """Stop every account, release every lease and retire this replica (SIGTERM)."""
         leases = self._drop(sorted(self.held))
+        if self._starts is not None:
+            self._starts.close()
         try:
             self.leases.release(leases)
             self.leases.retire()
@@ -170,10 +211,28 @@ class LeaseKeeper:
         for lease in leases:
             self._notify(self._observer.released, lease.account)
 
+    def _reap(self) -> None:
+        """Release the leases whose background start failed: not worked on, so another replica (or
+        a later round) may have them."""
+        if self._starts is None:
+            return
+        failed = []
+        for lease in self._starts.failed():
+            held = self.held.get(lease.account)
+            if held is not None and held.token == lease.token:  # (renewed since: same token)
+                failed.append(self.held.pop(lease.account))
+        if failed:
+            self.leases.release(failed)
+            for lease in failed:
+                self._notify(self._observer.released, lease.account)
+
     def _drop(self, accounts: Sequence[str]) -> list[Lease]:
         """Forget `accounts`' leases and stop their work (all of them before returning); the
         leases that were held."""
         leases = [lease for lease in (self.held.pop(a, None) for a in accounts) if lease is not None]
+        if self._starts is not None:
+            # A start still waiting is cancelled (nothing to stop); one in flight ends first.
+            accounts = self._starts.settle(accounts)
         if not accounts:
             return leases
         if self._stop_many is not None:
