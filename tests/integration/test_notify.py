@@ -198,3 +198,22 @@ def test_a_flag_change_in_another_mailbox_runs_its_flag_rules(dovecot: DovecotSe
         assert d.metric("mailrules_notify_events_total") >= 2
     finally:
         assert d.stop() == 0
+
+
+def test_past_a_hundred_names_personal_is_asked(dovecot: DovecotServer, tmp_path: Path) -> None:
+    """Dovecot 2.3 refuses more than 100 names in NOTIFY: all personal mailboxes are asked instead,
+    and the events of those that are not watched are ignored."""
+    user, pw = dovecot.fresh_user()
+    boxes = ["INBOX", *(f"Many {i:03d}" for i in range(119))]
+    d = Running(tmp_path, dovecot, user, pw, None)
+    setup(dovecot, user, pw, [*boxes, "Unwatched"], d)
+    (d.rules / "10-main.rules").write_text(boxes_rule(boxes))
+    d.start()
+    try:
+        assert "NOTIFY watches 120 mailboxes on one connection (all personal mailboxes asked" in d.text()
+        deliver(dovecot, user, pw, ["Unwatched", "Many 118", "Many 007"], "many")
+        wait_until(lambda: counts(dovecot, user, pw).get("Filed") == 2, GENEROUS, "both arrivals filed", d)
+        assert counts(dovecot, user, pw)["Unwatched"] == 1
+        assert mode_of(d, "notify") == 1 and d.metric("mailrules_notify_fallbacks_total") == 0
+    finally:
+        assert d.stop() == 0
