@@ -33,6 +33,61 @@ _BUSY = (
 )
 
 
+class SharedExposition:
+    """One generation of the exposition at a time; the requests that arrive meanwhile share it.
+
+    With thousands of watcher threads one generation takes 0.5-0.9 s of CPU (cluster_bench). Each
+    request generating its own, a client that gives up and asks again (a scrape timeout, a probe)
+    piled generations up until neither `/metrics` nor `/healthz` answered. Here a request finding
+    a generation in flight waits for it and answers with its result (at most one generation old,
+    never cached beyond it); the next request after it starts a new one. `generations` counts the
+    generations, `shared` the requests answered with another request's generation.
+    """
+
+    def __init__(self, generate: Callable[[], bytes]) -> None:
+        self._generate = generate
+        self._lock = threading.Lock()
+        self._flight: _Flight | None = None
+        self.generations = 0
+        self.shared = 0
+
+    def get(self, timeout: float) -> bytes:
+        """The exposition: a new generation, or the one in flight; TimeoutError after `timeout`
+        seconds of waiting for another request's generation."""
+        with self._lock:
+            flight = self._flight
+            if flight is None:
+                flight = self._flight = _Flight()
+                leader = True
+            else:
+                leader = False
+                self.shared += 1
+        if leader:
+            try:
+                flight.result = self._generate()
+            except BaseException:
+                flight.failed = True
+                raise
+            finally:
+                with self._lock:
+                    self._flight = None
+                    self.generations += 1
+                flight.done.set()
+            return flight.result
+        if not flight.done.wait(max(0.0, timeout)):
+            raise TimeoutError("the metrics were not ready in time")
+        if flight.failed:
+            raise RuntimeError("generating the metrics failed (logged by the request that generated them)")
+        return flight.result
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result = b""
+        self.failed = False
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port`, `[v6]:port` or `:port` -> (host, port), as `[metrics] listen` reads."""
     address = MetricsSettings(listen).address
@@ -190,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.answering(self.connection)
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._send(200, self.server.owner.metrics.exposition(), CONTENT_TYPE, body)
+            self._metrics(body)
         elif path == "/healthz":
             self._send(200, b"ok\n", "text/plain; charset=utf-8", body)
         elif path == "/readyz":
@@ -203,6 +258,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200 if ok else 503, text.encode("utf-8"), "text/plain; charset=utf-8", body)
         else:
             self._send(404, b"not found\n", "text/plain; charset=utf-8", body)
+
+    def _metrics(self, body: bool) -> None:
+        # At most half the connections wait for the metrics: the others stay free for /healthz
+        # and /readyz, which never wait for a generation.
+        owner = self.server.owner
+        if not owner.metrics_slots.acquire(blocking=False):
+            owner.dropped("limit")
+            self._send(503, b"busy\n", "text/plain; charset=utf-8", body)
+            return
+        try:
+            left = self._reader.deadline - time.monotonic()
+            try:
+                payload = owner.exposition.get(left)
+            except TimeoutError:
+                self._reader.timed_out = True
+                raise
+        finally:
+            owner.metrics_slots.release()
+        self._send(200, payload, CONTENT_TYPE, body)
 
     def _send(self, status: int, payload: bytes, content_type: str, body: bool) -> None:
         # The answer shares the connection's deadline: a client that reads slowly cannot hold on.
@@ -240,7 +314,9 @@ class MetricsServer:
 
     Each connection has `timeout` seconds in all (request and answer); at most `max_connections`
     are served at once, and one more closes the oldest that is still sending its request (or, when
-    every one is being answered, gets `503` at once). What was cut short is counted in
+    every one is being answered, gets `503` at once). `/metrics` is generated once at a time, the
+    requests meanwhile sharing it (`SharedExposition`), by at most half the connections (`503`
+    beyond): `/healthz` and `/readyz` never wait for it. What was cut short is counted in
     `mailrules_http_connections_dropped_total` and logged at debug, never as a traceback.
     """
 
@@ -260,6 +336,10 @@ class MetricsServer:
         self.ready = ready
         self.timeout = timeout
         self.max_connections = max_connections
+        #: /metrics requests answered at once (the rest of the connections for the health checks)
+        self.max_metrics = max(1, max_connections // 2)
+        self.metrics_slots = threading.BoundedSemaphore(self.max_metrics)
+        self.exposition = SharedExposition(metrics.exposition)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
