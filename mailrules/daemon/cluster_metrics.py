@@ -17,8 +17,9 @@ class ClusterMetrics(KeeperObserver):
     """`mailrules_cluster_account_owned{account}`, `mailrules_cluster_account_claimed{account}`,
     `mailrules_cluster_accounts_owned`,
     `mailrules_cluster_replicas`, `mailrules_lease_acquisitions_total{account}`,
-    `mailrules_lease_releases_total{account}`, `mailrules_lease_losses_total{account}` in
-    `registry`. Accounts come from the configuration (`init`); anything else is `other`."""
+    `mailrules_lease_releases_total{account}`, `mailrules_lease_losses_total{account}`,
+    `mailrules_cluster_accounts_starting`, `mailrules_lease_takes_deferred_total` in `registry`.
+    Accounts come from the configuration (`init`); anything else is `other`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._accounts = KnownAccounts()
@@ -68,6 +69,19 @@ class ClusterMetrics(KeeperObserver):
             registry=registry,
         )
 
+        self.starting = Gauge(
+            "mailrules_cluster_accounts_starting",
+            "Accounts this daemon holds whose start (their watchers) has not finished, after its "
+            "last round; starts run one after another outside the rounds.",
+            registry=registry,
+        )
+        self.deferred = Counter(
+            "mailrules_lease_takes_deferred_total",
+            "Accounts a round left to take in the next one: its take time (a sixth of "
+            "lease_seconds) had run out, so that the leases held are renewed on time.",
+            registry=registry,
+        )
+
     def init(self, accounts: Iterable[str]) -> None:
         """Create the series of the configured accounts (value 0)."""
         for account in self._accounts.add(accounts):
@@ -98,6 +112,10 @@ class ClusterMetrics(KeeperObserver):
     def view(self, owned: int, replicas: int) -> None:
         self.count.set(owned)
         self.replicas.set(replicas)
+
+    def takes(self, deferred: int, starting: int) -> None:
+        self.deferred.inc(deferred)
+        self.starting.set(starting)
 
     def claimed(self, accounts: tuple[str, ...]) -> None:
         now = {self._accounts(a) for a in accounts}

@@ -62,6 +62,10 @@ class KeeperObserver:
         """Each round: the accounts a command (`mailrules run`, `undo`) claims now (no daemon
         works on them meanwhile, on purpose)."""
 
+    def takes(self, deferred: int, starting: int) -> None:
+        """After each round: how many accounts it left to take in the next round (its take time
+        ran out), and how many held accounts have not finished starting."""
+
 
 class LeaseKeeper:
     """Keeps this replica's fair share of `accounts` leased."""
@@ -124,6 +128,7 @@ class LeaseKeeper:
         given: list[str] = []
         taken: list[str] = []
         live: list[str] = []
+        self.deferred = 0
         try:
             self.leases.heartbeat()
             renewed = {x.account: x for x in self.leases.renew(self.held.values())}
@@ -156,7 +161,6 @@ class LeaseKeeper:
                 for gone in handed:
                     self._notify(self._observer.released, gone.account)
                     given.append(gone.account)
-            self.deferred = 0
             began = self._clock()
             for i, account in enumerate(share.take):
                 if i and self._clock() - began >= self.take_seconds:
@@ -187,6 +191,7 @@ class LeaseKeeper:
             log.warning("leases: %s; keeping what is held until its deadline", exc)
             lost += self.expire()
         self._notify(self._observer.view, len(self.held), len(live))
+        self._notify(self._observer.takes, self.deferred, self.starting())
         return Changes(tuple(taken), tuple(given), tuple(lost))
 
     def expire(self) -> list[str]:

@@ -46,6 +46,8 @@ def test_cluster_metrics_follow_the_keepers_hooks() -> None:
     m.acquired(lease("a"))
     m.acquired(lease("not configured"))
     m.view(2, 3)
+    m.takes(4, 5)
+    m.takes(1, 2)
     got = samples(registry)
     assert got[("mailrules_cluster_account_owned", (("account", "a"),))] == 1
     assert got[("mailrules_cluster_account_owned", (("account", "b"),))] == 0
@@ -55,6 +57,8 @@ def test_cluster_metrics_follow_the_keepers_hooks() -> None:
     assert got[("mailrules_lease_acquisitions_total", (("account", "other"),))] == 1
     assert got[("mailrules_cluster_accounts_owned", ())] == 2
     assert got[("mailrules_cluster_replicas", ())] == 1 + 2
+    assert got[("mailrules_lease_takes_deferred_total", ())] == 4 + 1
+    assert got[("mailrules_cluster_accounts_starting", ())] == 2
 
 
 def test_a_sqlite_daemon_owns_every_account_from_the_first_round(tmp_path: Path) -> None:

@@ -157,11 +157,18 @@ def test_slow_starts_in_the_round_are_spread_over_rounds_and_no_lease_waits_past
         started.append(lease.account)
         clock.now += 1.0
 
-    keeper = LeaseKeeper(leases, ACCOUNTS, start=start, stop=lambda a: None, clock=clock)
+    deferred: list[int] = []
+
+    class Takes(KeeperObserver):
+        def takes(self, left: int, starting: int) -> None:
+            deferred.append(left)
+
+    keeper = LeaseKeeper(leases, ACCOUNTS, start=start, stop=lambda a: None, clock=clock, observer=Takes())
     keeper.leases.register()
     taken = Rounds(keeper, clock).run(8)
     # 3 per round (the third starts at 2 s < 2.5 s), none lost, every account started once
     assert [len(t) for t in taken] == [3, 3, 3, 3, 3, 3, 2, 0]
+    assert deferred == [17, 14, 11, 8, 5, 2, 0, 0]  # (mailrules_lease_takes_deferred_total)
     assert keeper.deferred == 0 and sorted(keeper.held) == ACCOUNTS == sorted(started)
     assert all(gap <= keeper.interval for gap in gaps(leases))
     assert [x.token for x in keeper.held.values()] == [1] * 20
