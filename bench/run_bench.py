@@ -15,7 +15,7 @@ then gets a fresh user holding a `cp -a` of the template's maildir (same message
 Dovecot indexes). Each tool runs as its own process over STARTTLS with certificate checks:
 
 * mailrules: `mailrules run --config ...` (the CLI: rules loaded and checked, journal in SQLite,
-  one INFO log line per action to a file);
+  the log to a file: one INFO line per rule and mailbox, per action at DEBUG);
 * imapfilter: a generated Lua config, `imapfilter -t <ca> -c <config>`;
 * bare: this file's `_bare` mode, plain imaplib: one UID SEARCH per rule and one UID STORE / UID MOVE
   per action, with the rule set's meaning hard-coded (no parsing, no journal, no per-message work
