@@ -166,7 +166,7 @@ def test_a_token_near_expiry_is_refreshed_and_the_rotated_refresh_token_saved(
     token = manager.access_token()
     assert token != first.access_token
     assert server.requests["refresh_token"] == 1
-    stored = json.loads(manager.store.path.read_text())
+    stored = json.loads((tmp_path / "tokens" / "lab.json").read_text())
     assert stored["access_token"] == token.reveal()
     # Rotation: the old refresh token is dead, the stored one is the server's only live one.
     assert server.active_refresh_tokens() == [stored["refresh_token"]]
