@@ -27,7 +27,7 @@ from mailrules.engine.core import Engine
 from mailrules.engine.loops import LoopGuard
 from mailrules.engine.ports import EngineObserver, RunOptions
 from mailrules.errors import ImapError, MailrulesError, StateError
-from mailrules.imap.idle import Idler, is_stall
+from mailrules.imap.idle import Idler, is_stall, news_heard
 from mailrules.imap.session import ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.state.interface import LeaseLost, State
@@ -238,6 +238,11 @@ class MailboxWatcher(threading.Thread):
         idler = Idler(session, self.account.settings.idle_timeout_seconds)
         renew = self.account.settings.idle_renew_seconds
         while not self._halt.is_set():
+            if news_heard(session)[0] is not None:
+                # Mail announced with the answer to a command after catch_up's last SEARCH (a retry,
+                # a first look): IDLE would not announce it again.
+                self.catch_up(session, store, time.monotonic())
+                continue
             pending = self.flags.news(idler.start(), self.mailbox)
             while not pending and not self._halt.is_set():
                 if time.monotonic() - idler.started_at > renew:
@@ -272,6 +277,7 @@ class MailboxWatcher(threading.Thread):
             selected = session.selected
             if fresh or selected is None or selected.mailbox != self.mailbox:
                 info = session.select(self.mailbox)
+                news_heard(session)  # what SELECT counted, its UIDNEXT and the SEARCHes below cover
             else:
                 # Still selected since the last catch-up on this connection: UIDVALIDITY cannot
                 # change under a selected mailbox (RFC 9051 §2.3.1.1), so no SELECT round trip.
@@ -308,7 +314,7 @@ class MailboxWatcher(threading.Thread):
                         self.account.name, self.mailbox, Checkpoint(info.uidvalidity, last, None, now)
                     )
             else:
-                new = [u for u in self._search_from(session, cp.last_uid + 1) if u > cp.last_uid]
+                new = self._search_new(session, cp.last_uid)
             done = 0
             while new:
                 for i in range(0, len(new), BATCH):
@@ -317,8 +323,7 @@ class MailboxWatcher(threading.Thread):
                     done += len(batch)
                 # Mail that arrived while this batch was processed was announced (EXISTS) in the
                 # answers to our own commands, not to a later IDLE: look again until none is new.
-                last = max(new)
-                new = [u for u in self._search_from(session, last + 1) if u > last]
+                new = self._search_new(session, max(new))
             if done:
                 self.hooks.arrival(self.account.name, time.monotonic() - detected)
             # Only what was refused before this look: one refused just now waits its turn.
@@ -328,6 +333,20 @@ class MailboxWatcher(threading.Thread):
                 self._process(store, again, info.uidvalidity, checkpoint=False)
             self.hooks.synced(self.account.name, self.mailbox)
             return done
+
+    def _search_new(self, session: ImapSession, last: int) -> list[int]:
+        """The UIDs past `last`. A SEARCH sees the mailbox as of the server's last sync (Dovecot syncs
+        at each command's end): mail announced by an EXISTS with the SEARCH's own answer is not in
+        its result, and IDLE will not announce it again, so search again; until an answer brings
+        no new count (a server that repeats an unchanged EXISTS costs one SEARCH more)."""
+        news_heard(session)  # what the answers so far announced, this SEARCH sees
+        count: int | None = None
+        while True:
+            new = [u for u in self._search_from(session, last + 1) if u > last]
+            heard, expunged = news_heard(session)
+            if new or heard is None or (heard == count and not expunged):
+                return new
+            count = heard
 
     def _search_from(self, session: ImapSession, first: int) -> list[int]:
         return session.search(serialize(K.UidFrom(first)))

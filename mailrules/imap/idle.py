@@ -196,3 +196,18 @@ class Idler:
 def has_new_mail(responses: list[tuple[Any, ...]]) -> bool:
     """EXISTS is what signals arrivals (RFC 9051 §7.4.1); RECENT and FETCH are not triggers."""
     return any(len(r) >= 2 and r[1] == b"EXISTS" for r in responses)
+
+
+def news_heard(session: ImapSession) -> tuple[int | None, bool]:
+    """What the answers read since the last call announced about the selected mailbox, then
+    forgotten: (the last `* n EXISTS` count, or None; whether an EXPUNGE or VANISHED came).
+
+    Untagged responses that come with a command's answer (RFC 9051 §5.2, §7.4.1) are kept aside by
+    imaplib (`untagged_responses`), where no IDLE wait sees them, and a server announces a new
+    message once: Dovecot syncs a mailbox at the end of each command, so a `UID SEARCH` does not
+    see a message that arrived since the previous command, and announces it after the SEARCH's
+    result (imap-notes). The watchers read them here before they IDLE (daemon/watcher.py).
+    """
+    counts = [c for c in session._take("EXISTS") if isinstance(c, bytes) and c.strip().isdigit()]
+    expunged = bool(session._take("EXPUNGE")) | bool(session._take("VANISHED"))
+    return (int(counts[-1]) if counts else None), expunged
