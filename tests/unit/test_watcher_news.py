@@ -22,6 +22,7 @@ import pytest
 
 from mailrules.accounts import Account
 from mailrules.config import AccountSettings, Secret
+from mailrules.daemon import watcher as watcher_module
 from mailrules.daemon.watcher import MailboxWatcher, WatchContext
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
@@ -43,9 +44,11 @@ class DovecotLike(ScriptedLoopback):
     """INBOX holds message 1. Message 2 is delivered at `arrive` ("fetch": just before the first
     UID FETCH's answer, announced in its middle; "store": during the first UID STORE, announced
     with its answer; "search": just before the second UID SEARCH, which does not see it, announced
-    after its result). Like Dovecot, a command sees only what was announced before it, and every
+    after its result; "again": the first MOVE is refused for now, NO [UNAVAILABLE], and message 2 is
+    announced in the middle of the answer to the FETCH of message 1's second try, after the
+    look's last SEARCH). Like Dovecot, a command sees only what was announced before it, and every
     command's end announces what was delivered. `acted`: the UIDs moved or stored, in order;
-    `at_idle`: `acted` when the first IDLE came."""
+    `at_idle`: `acted` when the IDLE that settles it came (the first; the second for "again")."""
 
     def __init__(self, arrive: str) -> None:
         self.arrive = arrive
@@ -54,7 +57,8 @@ class DovecotLike(ScriptedLoopback):
         self.acted: list[int] = []
         self.at_idle: list[int] | None = None
         self.idled = threading.Event()
-        self.searches = 0
+        self.searches = self.fetches = 0
+        self.idles = 0
         super().__init__(conn_timeout=10)
 
     def _sync(self) -> bytes:
@@ -97,7 +101,8 @@ class DovecotLike(ScriptedLoopback):
                 answer = b"* SEARCH" + b"".join(b" %d" % u for u in found) + b"\r\n"
             elif word == b"UID FETCH":
                 uid = int(words[2])
-                if self.arrive == "fetch" and 2 not in self.seen + self.delivered:
+                self.fetches += 1
+                if (self.arrive, self.fetches) in (("fetch", 1), ("again", 2)):
                     self.delivered.append(2)
                     answer = self._sync()  # the middle of the answer: before the message's FETCH
                 if uid in self.seen:
@@ -113,6 +118,9 @@ class DovecotLike(ScriptedLoopback):
                     )
             elif word == b"UID MOVE":
                 uid = int(words[2])
+                if self.arrive == "again" and uid == 1 and self.fetches == 1:
+                    conn.sendall(tag + b" NO [UNAVAILABLE] try later\r\n")
+                    continue
                 self.acted.append(uid)
                 seq = self.seen.index(uid) + 1
                 self.seen.remove(uid)
@@ -122,7 +130,8 @@ class DovecotLike(ScriptedLoopback):
                 if self.arrive == "store" and 2 not in self.seen + self.delivered:
                     self.delivered.append(2)
             elif word == b"IDLE":
-                if self.at_idle is None:
+                self.idles += 1
+                if self.idles == (2 if self.arrive == "again" else 1):
                     self.at_idle = list(self.acted)
                     self.idled.set()
                 conn.sendall(b"+ idling\r\n")
@@ -149,11 +158,14 @@ def state() -> Iterator[StateStore]:
 
 
 @pytest.mark.parametrize(
-    ("arrive", "action"), [("fetch", "move"), ("store", "flag"), ("search", "move"), ("search", "flag")]
+    ("arrive", "action"),
+    [("fetch", "move"), ("store", "flag"), ("search", "move"), ("search", "flag"), ("again", "move")],
 )
 def test_mail_announced_with_a_commands_answer_is_processed_before_idle(
-    state: StateStore, arrive: str, action: str
+    state: StateStore, arrive: str, action: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # "again": the refused message is tried again at the first IDLE's start, not after a minute
+    monkeypatch.setattr(watcher_module, "RETRY_SECONDS", 0.0)
     with DovecotLike(arrive) as server:
         params = ConnectionParams("127.0.0.1", server.port, "none", "u", "p", allow_insecure=True, timeout=5)
         account = Account(
