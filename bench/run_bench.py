@@ -673,8 +673,11 @@ def run_tool(
 # The child that profiles a whole `mailrules run` process (imports and start-up included) with the
 # process's CPU clock as the profiler's timer ("cpu") or the wall clock ("wall": waits show up).
 PROFILE_CHILD = """\
-import cProfile, runpy, sys, time
+import cProfile, os, runpy, sys, time
 out, clock = sys.argv[1], sys.argv[2]
+def _exit(code):  # mailrules/cliexit.py leaves by os._exit, which would skip the dump below
+    raise SystemExit(code)
+os._exit = _exit
 sys.argv = ["mailrules", *sys.argv[3:]]
 prof = cProfile.Profile(time.process_time if clock == "cpu" else time.perf_counter)
 prof.enable()
