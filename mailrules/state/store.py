@@ -21,13 +21,12 @@ from mailrules.state.keys import intent_key as intent_key  # re-exported: caller
 from mailrules.state.keys import message_intent_key as message_intent_key
 from mailrules.state.keys import new_run_id as new_run_id
 from mailrules.state.models import Checkpoint, FlagMark, Intent, JournalEntry, RunInfo, UndoPlan
-from mailrules.state.rows import INSERT_JOURNAL as _INSERT_JOURNAL
 from mailrules.state.rows import SELECT_JOURNAL as _SELECT_JOURNAL
 from mailrules.state.rows import entry_from_json as _entry_from_json
 from mailrules.state.rows import entry_from_row as _entry_from_row
 from mailrules.state.rows import entry_row as _entry_row
 from mailrules.state.rows import entry_to_json as _entry_to_json
-from mailrules.state.rows import flag_mark_row, own_rows
+from mailrules.state.rows import flag_mark_row, journal_inserts, own_rows
 from mailrules.state.rows import parse_ts as _dt
 from mailrules.state.rows import ts as _ts
 from mailrules.state.schema import migrate
@@ -232,7 +231,8 @@ class StateStore:
         """Append a batch of entries, all or none."""
         rows = [_entry_row(e) for e in entries]
         with self.transaction():
-            self._conn.executemany(_INSERT_JOURNAL, rows)
+            for statement, params in journal_inserts(rows):  # not executemany: see journal_inserts
+                self._conn.execute(statement, params)
 
     @_guarded("read the journal")
     def find(

@@ -20,6 +20,7 @@ from mailrules.state import (
     intent_key,
     migrate,
 )
+from mailrules.state.rows import JOURNAL_COLUMNS, ROWS_PER_INSERT, entry_row, journal_inserts
 
 T0 = datetime(2026, 11, 26, 15, 8, 12, tzinfo=UTC)
 
@@ -188,6 +189,32 @@ def test_record_many_is_atomic_on_a_bad_row(store: StateStore) -> None:
     run = store.begin_run("idle", dry_run=False)
     with pytest.raises(StateError, match="FOREIGN KEY"):
         store.record_many([entry(run, uid=1), entry("unknown-run", uid=2)])
+    assert store.find() == []
+
+
+def test_record_many_over_several_insert_statements_keeps_every_row_in_order(store: StateStore) -> None:
+    run = store.begin_run("manual", dry_run=False)
+    n = 2 * ROWS_PER_INSERT + 7  # three INSERT statements: full, full, 7 rows
+    batch = [
+        entry(run, uid=i, message_id=None if i % 3 else f"<{i}@x>", new_uid=i + 1000 if i % 2 else None)
+        for i in range(1, n + 1)
+    ]
+    assert [len(params) for _, params in journal_inserts([entry_row(e) for e in batch])] == [
+        ROWS_PER_INSERT * len(JOURNAL_COLUMNS),
+        ROWS_PER_INSERT * len(JOURNAL_COLUMNS),
+        7 * len(JOURNAL_COLUMNS),
+    ]
+    store.record_many(batch)
+    assert store.run_entries(run) == batch
+    ids = [row[0] for row in store._conn.execute("SELECT id FROM journal ORDER BY uid")]
+    assert ids == sorted(ids) and len(ids) == n
+
+
+def test_record_many_is_atomic_when_a_later_statement_fails(store: StateStore) -> None:
+    run = store.begin_run("idle", dry_run=False)
+    batch = [entry(run, uid=i) for i in range(ROWS_PER_INSERT + 5)] + [entry("unknown-run", uid=999)]
+    with pytest.raises(StateError, match="FOREIGN KEY"):
+        store.record_many(batch)
     assert store.find() == []
 
 
