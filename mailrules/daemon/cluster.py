@@ -4,11 +4,11 @@ With a PostgreSQL state several daemons share the accounts: each works only on t
 lease on, through `view(account)`, a state whose writes of that account carry the lease's fencing
 token (a replica that lost the lease writes nothing). `begin()` registers the replica and runs the
 first round; a thread then runs a round every `interval` (a third of `lease_seconds`) and checks
-the local deadlines every second between rounds. The accounts taken are started on another
-thread (state/starts.py), so a round is never held up by starting them. `shutdown()` (SIGTERM)
-releases every lease at once. With a SQLite state (`SoloLeases`) the daemon owns every account
-from the start, its views are the state itself, and no thread runs. docs/dev/leases.md says why
-it is built this way.
+the local deadlines every second between rounds. The accounts taken are started, and those given
+up (lost, handed over) stopped, on another thread (state/starts.py), so a round is never held up
+by starting or stopping them. `shutdown()` (SIGTERM) releases every lease at once. With a SQLite
+state (`SoloLeases`) the daemon owns every account from the start, its views are the state
+itself, and no thread runs. docs/dev/leases.md says why it is built this way.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class Cluster:
             start=self._start,
             stop=self._stop,
             stop_many=self._stop_many,
+            dropped=self._forget,
             observer=observer,
             # Shared: accounts start on a thread of their own, so a round that takes many never
             # holds back the renewal of those held (state/starts.py).
@@ -104,6 +105,13 @@ class Cluster:
             log.info(
                 "replica %s: working on account %s (lease token %d)", self.replica, lease.account, lease.token
             )
+
+    def _forget(self, accounts: Sequence[str]) -> None:
+        """In the keeper's round, for accounts no longer held: no new work on them from here on
+        (their stop follows on the starts' thread; it must not hold the round)."""
+        with self._guard:
+            for account in accounts:
+                self._views.pop(account, None)
 
     def _stop(self, account: str) -> None:
         with self._guard:

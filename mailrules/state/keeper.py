@@ -3,16 +3,29 @@
 The daemon calls `round()` every `interval` (a third of `lease_seconds`) and `expire()` before
 trusting a lease between rounds; it starts an account's watchers and schedules in `start(lease)`
 (with `state.fenced([lease])`) and stops them in `stop(account)`. The order inside a round keeps
-an account from ever being worked on twice: a lease that was lost is stopped before anything
-else; an account handed over is stopped before its lease is released; an account is started
-only after its lease was acquired. `shutdown()` (SIGTERM) stops everything and releases every
-lease at once, so the other replicas take the accounts over in their next round.
+an account from ever being written twice: a lease that was lost is dropped before anything
+else; an account handed over is dropped (its stop begun: below) before its lease is released; an
+account is started only after its lease was acquired. `shutdown()` (SIGTERM) stops everything
+and releases every lease at once, so the other replicas take the accounts over in their next
+round.
 
 Take work never holds back a renewal: renewals come first in a round; taking stops once
 `take_seconds` (half an interval) have passed since the take phase began, and the rest waits for
 the next round, which renews first; with `background_starts` the starts run on a thread of their
-own (state/starts.py), so a round only acquires. Without it (a SQLite state's one daemon, whose
-leases never expire) each start runs in the round.
+own (state/starts.py), so a round only acquires.
+
+Nor does stopping: with `background_starts` an account no longer held (lost, expired, claimed,
+handed over) is only forgotten in the round (`dropped`, then its lease released if it was given
+up) and stopped on that same thread, after a start of it in flight, never on the keeper's thread
+(a stop waits up to a round for the account's watchers, and under load much longer for the lock
+its starts hold: the survivors of a failover at 3,000 IDLE mailboxes went 49-81 s without a round,
+bench/README.md). Its writes are refused once its lease is released or past its expiry in the
+database (the fencing token and that expiry are checked by every write of `state.fenced`, and no
+other replica can hold the account before then), so stopping it a little later loses no journal
+row, intent or checkpoint; what it may still do meanwhile is the IMAP side of the batch in hand (a
+message moved whose journal write is then refused), as a stop that ran longer than its wait
+already could. Without it (a SQLite state's one daemon, whose
+leases never expire) each start and stop runs in the round.
 """
 
 from __future__ import annotations
@@ -78,6 +91,7 @@ class LeaseKeeper:
         start: Callable[[Lease], None],
         stop: Callable[[str], None],
         stop_many: Callable[[Sequence[str]], None] | None = None,
+        dropped: Callable[[Sequence[str]], None] | None = None,
         observer: KeeperObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         background_starts: bool = False,
@@ -90,10 +104,14 @@ class LeaseKeeper:
         # them at once (the daemon does, so a round never waits for one account after another
         # while the other leases wait for their renewal); by default one after another.
         self._stop_many = stop_many
+        # Called in the round for accounts no longer held, before their (later) stop: must not
+        # block (the daemon forgets their fenced views, so no new work starts on them).
+        self._dropped = dropped
         self._observer = observer or KeeperObserver()
         self._clock = clock
         # The starts on a thread of their own (the daemon on PostgreSQL), or each in the round.
-        self._starts = Starts(start, name=f"lease-starts {leases.replica}") if background_starts else None
+        name = f"lease-starts {leases.replica}"
+        self._starts = Starts(start, self._stop_now, name=name) if background_starts else None
         self.held: dict[str, Lease] = {}
         #: accounts the fair share wanted taken in the last round but left for the next (the
         #: take phase had used its `take_seconds`)
@@ -204,7 +222,8 @@ class LeaseKeeper:
         return late
 
     def shutdown(self) -> None:
-        """Stop every account, release every lease and retire this replica (SIGTERM)."""
+        """Stop every account, release every lease and retire this replica (SIGTERM). The stops
+        are done before the leases are released (closing the starts' thread waits for them)."""
         leases = self._drop(sorted(self.held))
         if self._starts is not None:
             self._starts.close()
@@ -232,26 +251,41 @@ class LeaseKeeper:
                 self._notify(self._observer.released, lease.account)
 
     def _drop(self, accounts: Sequence[str]) -> list[Lease]:
-        """Forget `accounts`' leases and stop their work (all of them before returning); the
-        leases that were held."""
+        """Forget `accounts`' leases and stop their work; the leases that were held. With
+        background starts the stops run on the starts' thread (a start still waiting is
+        cancelled, one in flight ends first) and this returns at once; else all of them are
+        stopped before it returns."""
         leases = [lease for lease in (self.held.pop(a, None) for a in accounts) if lease is not None]
+        if self._dropped is not None and leases:
+            try:
+                self._dropped([x.account for x in leases])
+            except Exception:
+                log.exception("leases: forgetting %s failed", ", ".join(x.account for x in leases))
         if self._starts is not None:
-            # A start still waiting is cancelled (nothing to stop); one in flight ends first.
-            accounts = self._starts.settle(accounts)
-        if not accounts:
+            self._starts.stop(accounts)
             return leases
+        self._stop_now(accounts)
+        return leases
+
+    def stopping(self) -> int:
+        """Accounts given up whose stop has not run yet (background starts only; else 0)."""
+        return 0 if self._starts is None else self._starts.stopping()
+
+    def _stop_now(self, accounts: Sequence[str]) -> None:
+        """Stop `accounts`' work, all of them before returning (failures logged)."""
+        if not accounts:
+            return
         if self._stop_many is not None:
             try:
                 self._stop_many(list(accounts))
             except Exception:  # the leases are gone either way; a failing stop must not keep them
                 log.exception("leases: stopping %s failed", ", ".join(accounts))
-            return leases
+            return
         for account in accounts:
             try:
                 self._stop(account)
             except Exception:  # the lease is gone either way; a failing stop must not keep it
                 log.exception("leases: stopping %s failed", account)
-        return leases
 
     def _notify(self, hook: Callable[..., None], *args: object) -> None:
         try:

@@ -9,9 +9,12 @@ another, in the order taken, while the keeper's next rounds renew them.
 Fencing is unchanged: a lease is acquired (with its new token) before its start is submitted, and
 the account's work writes only through `state.fenced([lease])`, so nobody else writes the account
 while it waits here, and a previous holder's late writes are refused. An account dropped by the
-keeper (lost, handed over, shutdown) goes through `settle` first: a start still waiting is
-cancelled (nothing to stop), one in flight is waited for, so a stop never runs beside the start of
-the same account.
+keeper (lost, expired, claimed, handed over, shutdown) goes through `stop`: a start still waiting
+is cancelled (nothing to stop); an account started, or whose start is in flight, is stopped on
+this same thread, after that start and before any later start of it, so a stop never runs beside
+the start of the same account, and the keeper never waits for either. Stops come before the starts
+still waiting (their order matters only per account, and a dropped account's waiting starts are
+cancelled), so an account given up stops within the start in flight plus its own stop.
 """
 
 from __future__ import annotations
@@ -27,15 +30,25 @@ log = logging.getLogger(__name__)
 
 
 class Starts:
-    """Starts accounts on one thread, in the order submitted; thread-safe."""
+    """Starts and stops accounts on one thread (starts in the order submitted); thread-safe."""
 
-    def __init__(self, start: Callable[[Lease], None], *, name: str = "lease-starts") -> None:
+    def __init__(
+        self,
+        start: Callable[[Lease], None],
+        stop: Callable[[Sequence[str]], None] = lambda accounts: None,
+        *,
+        name: str = "lease-starts",
+    ) -> None:
         self._start = start
+        self._stop = stop
         self._name = name
         self._cond = threading.Condition()
         self._queue: deque[Lease] = deque()
+        self._stops: list[str] = []  # accounts to stop, before the next start
+        self._stopping = 0  # accounts being stopped now
         self._current: str | None = None
-        self._started: set[str] = set()  # started, not settled since
+        self._dropped = False  # the start in flight was stopped meanwhile (its stop is queued)
+        self._started: set[str] = set()  # started, not stopped since
         self._failed: list[Lease] = []  # whose start raised, not yet collected by `failed()`
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -46,28 +59,38 @@ class Starts:
             if self._closed:
                 raise RuntimeError("lease starts closed")
             self._queue.append(lease)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
+            self._wake()
 
     def pending(self) -> int:
         """Accounts submitted and not started yet (waiting, or being started now)."""
         with self._cond:
             return len(self._queue) + (self._current is not None)
 
-    def settle(self, accounts: Sequence[str]) -> list[str]:
-        """Before `accounts` are stopped: cancel their starts still waiting, wait for one in flight;
-        the accounts (in the order given) whose start ran to the end, i.e. those to stop."""
+    def stop(self, accounts: Sequence[str]) -> list[str]:
+        """`accounts` are no longer held: cancel their starts still waiting, and stop, on this
+        thread, those started or being started (after that start); returns at once, with the
+        accounts (in the order given) whose stop was queued. Once closed, they are stopped here."""
         wanted = set(accounts)
         with self._cond:
             self._queue = deque(x for x in self._queue if x.account not in wanted)
-            while self._current is not None and self._current in wanted:
-                self._cond.wait()
-            out = [a for a in accounts if a in self._started]
+            flight = self._current if self._current in wanted and not self._dropped else None
+            if flight is not None:
+                self._dropped = True  # its start ends first (one thread), then its stop
+            out = [a for a in accounts if a in self._started or a == flight]
             self._started -= wanted
             self._failed = [x for x in self._failed if x.account not in wanted]
+            if out and not self._closed:
+                self._stops += out
+                self._wake()
+                return out
+        if out:
+            self._stop(out)
         return out
+
+    def stopping(self) -> int:
+        """Accounts whose stop is queued or running, not yet done."""
+        with self._cond:
+            return len(self._stops) + self._stopping
 
     def failed(self) -> list[Lease]:
         """The leases whose start raised since the last call (the keeper releases them)."""
@@ -76,7 +99,8 @@ class Starts:
         return out
 
     def close(self) -> None:
-        """No more starts: those still waiting are dropped, the one in flight finishes."""
+        """No more starts: those still waiting are dropped, the one in flight finishes, the stops
+        queued are done (before this returns)."""
         with self._cond:
             self._closed = True
             self._queue.clear()
@@ -85,15 +109,36 @@ class Starts:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
+    def _wake(self) -> None:
+        """(Under the lock.) The thread begins at the first work; wake it."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._cond.notify_all()
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                while not self._queue and not self._stops and not self._closed:
                     self._cond.wait()
-                if self._closed:
+                stops, self._stops = self._stops, []
+                self._stopping = len(stops)
+                if not stops and self._closed:
                     return
-                lease = self._queue.popleft()
-                self._current = lease.account
+                lease = None if stops else self._queue.popleft()
+                if lease is not None:
+                    self._current, self._dropped = lease.account, False
+            if stops:
+                try:
+                    self._stop(stops)
+                except Exception:  # the leases are gone either way; a failing stop must not end the thread
+                    log.exception("leases: stopping %s failed", ", ".join(stops))
+                finally:
+                    with self._cond:
+                        self._stopping = 0
+                        self._cond.notify_all()
+                continue
+            assert lease is not None
             ok = False
             try:
                 self._start(lease)
@@ -103,8 +148,10 @@ class Starts:
             finally:
                 with self._cond:
                     self._current = None
-                    if ok:
-                        self._started.add(lease.account)
-                    else:
-                        self._failed.append(lease)
+                    if not self._dropped:  # (dropped meanwhile: its stop is queued, nothing to record)
+                        if ok:
+                            self._started.add(lease.account)
+                        else:
+                            self._failed.append(lease)
+                    self._dropped = False
                     self._cond.notify_all()
