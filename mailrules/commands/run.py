@@ -16,6 +16,7 @@ from mailrules.accounts import (
     session_factory,
     walk,
 )
+from mailrules.cliexit import run_collector
 from mailrules.config import Settings
 from mailrules.dsl import ast as A
 from mailrules.engine.core import Engine, merge_reports
@@ -119,6 +120,7 @@ def run_rules(
     files' text) puts the rule's line under each in the log. OAuth2 accounts take their tokens
     from `oauth` (default: the run's own), through `connect` (default: `session_factory(oauth)`).
     """
+    run_collector()  # in a `run` process of its own: fewer young collections (cliexit.py)
     oauth = oauth or TokenManagers()
     if state is not None and oauth.stores is None:  # a PostgreSQL state keeps the daemons' tokens
         oauth.stores = stores_of(state)

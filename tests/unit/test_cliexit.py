@@ -81,3 +81,27 @@ def test_mailrules_check_prints_its_summary_and_exit_code(tmp_path: Path) -> Non
         assert done.returncode == 1
         assert done.stdout == "2 rules, 0 tests: 0 errors, 1 warning\n"
         assert "never sees a message" in done.stderr
+
+
+def test_a_run_process_of_its_own_collects_young_objects_less_often(tmp_path: Path) -> None:
+    body = """
+import gc
+from mailrules.cliexit import RUN_GC_THRESHOLD, run_collector
+before = gc.get_threshold()
+def main():
+    run_collector()
+    print(before[0], gc.get_threshold() == (RUN_GC_THRESHOLD, *before[1:]))
+    finish(0)
+whole_process(main)()
+"""
+    code, out, _, _ = _run(tmp_path, body)
+    assert code == 0 and out == "700 True\n"
+
+
+def test_under_a_test_runner_the_collector_keeps_its_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    monkeypatch.setattr(cliexit, "_whole_process", False)
+    before = gc.get_threshold()
+    cliexit.run_collector()
+    assert gc.get_threshold() == before
