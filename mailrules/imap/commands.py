@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 
 from mailrules.compile.serialize import Lit, chunk_uid_sets
 from mailrules.errors import ImapError
+from mailrules.imap.answers import answer_plan, item_name
 from mailrules.imap.core import CommandCore, Piece, Reply, UnsendableValue, flag_list, mailbox_arg
 from mailrules.imap.errors import from_response, is_throttled, response_code
 from mailrules.imap.fastfetch import parse_simple_fetch, read_fetch_answer, reads_fast
@@ -21,6 +23,14 @@ from mailrules.imap.names import Namespaces, ServerName
 from mailrules.imap.seqset import parse_appenduid, parse_sequence_set
 
 log = logging.getLogger(__name__)
+
+#: Pauses before a transfer into a mailbox just created is asked again, when the server still says
+#: the mailbox is missing: another session created it at the same moment and the server holds it
+#: reserved, not ready (Cyrus, two watchers filing into one new mailbox: its CREATE answered that
+#: the mailbox exists, the MOVE that it does not). 1.4 s in all; then the NO stands.
+CREATE_SETTLE_SECONDS = (0.1, 0.3, 1.0)
+#: The pause before a transfer refused without a code into a mailbox LIST shows is asked once more.
+LISTED_PAUSE = 0.3
 
 # RFC 7162 §4: keep command lines near 8 KB; the rest of the line (tag, command, mailbox) fits in 1 KB.
 # The default of `pacing.uid_set_bytes`; a dialect may ask for less (imap/pacing.py).
@@ -73,69 +83,6 @@ def _internaldate(when: dt.datetime) -> bytes:
     zone = f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
     text = f"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} {when:%H:%M:%S} {zone}"
     return b'"' + text.encode("ascii") + b'"'
-
-
-#: Requested FETCH item -> the name its answer comes under (a few distinct items per run).
-_RESPONSE_KEYS: dict[str, str] = {}
-_PARTIAL_REQUEST = re.compile(r"<\d+\.\d+>$")
-_PARTIAL_ANSWER = re.compile(r"<\d+>$")
-
-
-def _response_key(item: str) -> str:
-    """The name a FETCH item comes back under: BODY.PEEK[...] is answered as BODY[...] (RFC 9051 §7.5.2)."""
-    key = _RESPONSE_KEYS.get(item)
-    if key is None:
-        key = _PARTIAL_REQUEST.sub("", item.strip().upper().replace("BODY.PEEK[", "BODY["))
-        if len(_RESPONSE_KEYS) < 1024:  # items come from the rules: a handful, but stay bounded
-            _RESPONSE_KEYS[item] = key
-    return key
-
-
-#: An answer's item name as sent -> upper-case text (the same few names in every answer).
-_ITEM_NAMES: dict[bytes, str] = {}
-
-
-def _item_name(raw: Any) -> str:
-    name = _ITEM_NAMES.get(raw)
-    if name is None:
-        name = _s(raw).upper()
-        if len(_ITEM_NAMES) < 1024:  # names come from the server: stay bounded whatever it sends
-            _ITEM_NAMES[raw] = name
-    return name
-
-
-def _match(item: str, answers: dict[str, Any]) -> tuple[bool, Any]:
-    key = _answer_key(item, answers)
-    return (False, None) if key is None else (True, answers[key])
-
-
-def _answer_key(item: str, answers: dict[str, Any]) -> str | None:
-    """The key of `answers` that answers the requested `item`, None when none does."""
-    want = _response_key(item)
-    if want in answers:
-        return want
-    # Servers re-spell section specs (Dovecot upper-cases header names, others keep case or
-    # reorder): match by prefix up to the first space, e.g. "BODY[HEADER.FIELDS ".
-    head, space, _ = want.partition(" ")
-    prefix = head + space
-    for key in answers:
-        if key.startswith(prefix) if space else _PARTIAL_ANSWER.sub("", key) == want:
-            return key
-    return None
-
-
-def _answer_plan(items: Sequence[str], answers: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """(requested item, its key in `answers`, whether it is FLAGS) for every item answered.
-
-    The same for every answer with the same keys in the same order: fetch() works it out once
-    per shape of answer, not once per item per message.
-    """
-    plan = []
-    for item in items:
-        key = _answer_key(item, answers)
-        if key is not None:
-            plan.append((item, key, _response_key(item) == "FLAGS"))
-    return plan
 
 
 class MailboxCommands(CommandCore):
@@ -249,7 +196,7 @@ class MailboxCommands(CommandCore):
                 shape = tuple(answers)
                 plan = plans.get(shape)
                 if plan is None:
-                    plan = plans[shape] = _answer_plan(items, answers)
+                    plan = plans[shape] = answer_plan(items, answers)
                 entry = out.get(uid)
                 if entry is None:
                     entry = out[uid] = {}
@@ -290,14 +237,14 @@ class MailboxCommands(CommandCore):
                 group = []
                 _seq, msg = fast
                 if b"UID" in msg:
-                    yield int(msg[b"UID"]), {_item_name(k): v for k, v in msg.items()}
+                    yield int(msg[b"UID"]), {item_name(k): v for k, v in msg.items()}
                 continue
             parsed = parse_fetch_response(group, normalise_times=False, uid_is_key=False)
             group = []
             for msg in parsed.values():
                 if b"UID" not in msg:
                     continue
-                yield int(msg[b"UID"]), {_item_name(k): v for k, v in msg.items()}
+                yield int(msg[b"UID"]), {item_name(k): v for k, v in msg.items()}
 
     # -- flags and expunge --------------------------------------------------------------------------
 
@@ -376,15 +323,17 @@ class MailboxCommands(CommandCore):
         """CREATE `mailbox`; one that already exists is fine (RFC 5530 ALREADYEXISTS, or found by LIST)."""
         self._create(self.server_name(mailbox))
 
-    def _create(self, server: str) -> None:
+    def _create(self, server: str) -> bool:
+        """CREATE `server`: True when this session made it, False when it existed already."""
         try:
             self._run("CREATE", [b"CREATE " + mailbox_arg(server)])
         except ImapError as err:
             if err.code == "ALREADYEXISTS" or (err.kind == "permanent" and self._exists(server)):
-                return
+                return False
             raise
         finally:
             self._missing = self._missing - {server}
+        return True
 
     def _exists(self, server: str) -> bool:
         """LIST says the mailbox `server` (the server's name) exists."""
@@ -432,7 +381,7 @@ class MailboxCommands(CommandCore):
         """
         if create and mailbox in self._missing:
             log.info("%s: creating missing mailbox %r", self._account, mailbox)
-            self._create(mailbox)
+            return self._after_create(name, pieces, mailbox, self._create(mailbox))
         missing = False
 
         def absent(reply: Reply) -> bool:
@@ -447,6 +396,14 @@ class MailboxCommands(CommandCore):
         if reply.typ == "OK":
             return reply
         err = self._throttled(from_response(name, reply.typ, reply.text, context=self._context), name)
+        if not missing and err.code is None and not is_throttled(reply.text):
+            # LIST shows it, the server refused it without a code: a mailbox another session is
+            # creating right now can be listed before it takes mail (Cyrus). Asked once more.
+            log.info(
+                "%s: %r refused though listed; asking again in %.1f s", self._account, mailbox, LISTED_PAUSE
+            )
+            time.sleep(LISTED_PAUSE)
+            return self._after_create(name, pieces, mailbox, False, ())
         if not missing:
             raise err
         self._missing = self._missing | {mailbox}
@@ -458,8 +415,50 @@ class MailboxCommands(CommandCore):
             mailbox,
             "TRYCREATE" if err.code == "TRYCREATE" else "a NO and a LIST without it",
         )
-        self._create(mailbox)
-        return self._run(name, pieces)
+        return self._after_create(name, pieces, mailbox, self._create(mailbox))
+
+    def _after_create(
+        self,
+        name: str,
+        pieces: Sequence[Piece],
+        mailbox: str,
+        made: bool,
+        pauses: Sequence[float] = CREATE_SETTLE_SECONDS,
+    ) -> Reply:
+        """The transfer into `mailbox` once CREATE was sent (`made`: by this session). While the
+        server still says the mailbox is missing, it is asked again after each pause of
+        CREATE_SETTLE_SECONDS: a mailbox another session made at the same moment may be reserved,
+        not ready (a NO without a code then means that, though LIST shows the name); one this
+        session made is missing only while LIST does not show it. Then the NO stands. `pauses`: the
+        waits (fewer where nothing says the mailbox is being made)."""
+
+        def not_ready(reply: Reply) -> bool:
+            code = response_code(reply.text)
+            if is_throttled(reply.text) or code not in (None, "TRYCREATE", "NONEXISTENT"):
+                return False
+            return code is not None or not made or not self._exists(mailbox)
+
+        for pause in (*pauses, None):
+            waiting = False
+
+            def expected(reply: Reply) -> bool:
+                nonlocal waiting
+                waiting = not_ready(reply)
+                return waiting
+
+            reply = self._run(name, pieces, accept=("OK", "NO"), expected=expected if pause else None)
+            if reply.typ == "OK":
+                return reply
+            if pause is None or not waiting:
+                raise self._throttled(from_response(name, reply.typ, reply.text, context=self._context), name)
+            log.info(
+                "%s: %r is not ready after its creation; asking again in %.1f s",
+                self._account,
+                mailbox,
+                pause,
+            )
+            time.sleep(pause)
+        raise AssertionError("unreachable")  # the last pass returns or raises
 
 
 def _set_size(uid_set: str) -> int:

@@ -313,13 +313,13 @@ def test_plaintext_refused_before_any_connection(monkeypatch: pytest.MonkeyPatch
 
 
 def test_fetch_keys_match_by_prefix_whatever_the_server_spelling() -> None:
-    from mailrules.imap.commands import _match
+    from mailrules.imap.answers import match_item
 
     answers = {'BODY[HEADER.FIELDS ("SUBJECT" "FROM")]': b"Subject: x", "BODY[]<0>": b"abc", "FLAGS": ()}
-    assert _match("BODY.PEEK[HEADER.FIELDS (Subject From)]", answers) == (True, b"Subject: x")
-    assert _match("BODY.PEEK[]<0.100>", answers) == (True, b"abc")
-    assert _match("BODY.PEEK[HEADER.FIELDS.NOT (Subject)]", answers) == (False, None)
-    assert _match("RFC822.SIZE", answers) == (False, None)
+    assert match_item("BODY.PEEK[HEADER.FIELDS (Subject From)]", answers) == (True, b"Subject: x")
+    assert match_item("BODY.PEEK[]<0.100>", answers) == (True, b"abc")
+    assert match_item("BODY.PEEK[HEADER.FIELDS.NOT (Subject)]", answers) == (False, None)
+    assert match_item("RFC822.SIZE", answers) == (False, None)
 
 
 def test_socket_failure_during_setup_is_classified(monkeypatch: pytest.MonkeyPatch) -> None:
