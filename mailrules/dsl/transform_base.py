@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast, get_args
 
 from lark import Token, Tree
 
@@ -18,19 +18,8 @@ from mailrules.dsl.lexemes import (
 )
 from mailrules.source import Diagnostic, Span
 
-FIELDS: tuple[str, ...] = (
-    "from",
-    "sender",
-    "to",
-    "cc",
-    "bcc",
-    "recipient",
-    "reply-to",
-    "subject",
-    "list",
-    "body",
-    "text",
-)
+#: The one-word fields, in the language's order (ast.FieldName); `envelope to|from` has a rule of its own.
+FIELDS: tuple[str, ...] = tuple(f for f in get_args(ast.FieldName) if " " not in f)
 FLAG_WORDS: dict[str, tuple[ast.SystemFlag, bool]] = {
     "seen": ("\\Seen", True),
     "read": ("\\Seen", True),
