@@ -20,7 +20,7 @@ from mailrules.imap.core import CommandCore, Piece, Reply, UnsendableValue, flag
 from mailrules.imap.errors import from_response, is_throttled, response_code
 from mailrules.imap.fastfetch import parse_simple_fetch, read_fetch_answer, reads_fast
 from mailrules.imap.names import Namespaces, ServerName
-from mailrules.imap.seqset import parse_appenduid, parse_sequence_set
+from mailrules.imap.seqset import count_uids, parse_appenduid, parse_sequence_set
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class MailboxCommands(CommandCore):
             return None, fetched
         # One response per message asked, a few more per message (RFC 9051 §7.5.2 lets a server
         # split one message's items) and what other sessions' changes bring (EXPUNGE, FETCH FLAGS).
-        most = ANSWER_PARTS_PER_UID * _set_size(uid_set) + ANSWER_PARTS_EXTRA
+        most = ANSWER_PARTS_PER_UID * count_uids(uid_set) + ANSWER_PARTS_EXTRA
 
         def read(tag: bytes) -> Reply:
             fetched.extend(read_fetch_answer(imap, tag, most))
@@ -459,15 +459,6 @@ class MailboxCommands(CommandCore):
             )
             time.sleep(pause)
         raise AssertionError("unreachable")  # the last pass returns or raises
-
-
-def _set_size(uid_set: str) -> int:
-    """How many UIDs our own sequence set (compile.serialize.chunk_uid_sets) names, unexpanded."""
-    size = 0
-    for part in uid_set.split(","):
-        low, _, high = part.partition(":")
-        size += abs(int(high or low) - int(low)) + 1
-    return size
 
 
 def _esearch_all(rest: bytes) -> list[int]:

@@ -88,3 +88,13 @@ def parse_appenduid(text: str | bytes) -> tuple[int, int] | None:
     if not m:
         return None
     return int(m.group(1)), int(m.group(2))
+
+
+def count_uids(uid_set: str) -> int:
+    """How many UIDs a sequence set of ours (no `*`, compile.serialize.chunk_uid_sets) names,
+    counted without expanding it: "1:3,7,10:8" -> 7."""
+    total = 0
+    for part in uid_set.split(","):
+        low, _, high = part.partition(":")
+        total += abs(int(high or low) - int(low)) + 1
+    return total

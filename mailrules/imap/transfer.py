@@ -10,7 +10,7 @@ from mailrules.compile.serialize import chunk_uid_sets
 from mailrules.imap.commands import MailboxCommands
 from mailrules.imap.core import Piece, Reply, mailbox_arg
 from mailrules.imap.pacing import read_timeout
-from mailrules.imap.seqset import parse_copyuid
+from mailrules.imap.seqset import count_uids, parse_copyuid
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class TransferCommands(MailboxCommands):
     def _transfer(self, name: str, dest: str, create: bool, pieces: Sequence[Piece], uid_set: str) -> Any:
         """One MOVE/COPY with a read time-out sized for it (imap/pacing.py): a server copying into a
         very large folder may take minutes, and a time-out would end the connection."""
-        seconds = self.pacing.transfer_seconds(_count(uid_set), None)
+        seconds = self.pacing.transfer_seconds(count_uids(uid_set), None)
         with read_timeout(getattr(self._client._imap, "sock", None), seconds):
             return self._with_trycreate(name, dest, create, pieces)
 
@@ -103,12 +103,3 @@ class TransferCommands(MailboxCommands):
                 self.last_copyuid_uidvalidity = parsed[0]
                 mapping.update(parsed[1])
         return mapping
-
-
-def _count(uid_set: str) -> int:
-    """How many UIDs a sequence set without `*` names: "1:3,7" -> 4."""
-    total = 0
-    for part in uid_set.split(","):
-        lo, _, hi = part.partition(":")
-        total += abs(int(hi or lo) - int(lo)) + 1
-    return total

@@ -13,6 +13,7 @@ import pytest
 
 from mailrules.errors import ImapError
 from mailrules.imap import commands, fastfetch
+from mailrules.imap.seqset import count_uids
 from mailrules.imap.session import ConnectionParams, ImapSession
 from tests.scripted import ScriptedLoopback
 
@@ -214,5 +215,5 @@ def test_a_refused_fetch_is_still_an_answer(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_the_bound_counts_the_uids_asked_without_expanding_them() -> None:
-    assert commands._set_size("1:3,7,10:8") == 7
-    assert commands._set_size("1:4294967295") == 4294967295  # counted, not made into a list
+    assert count_uids("1:3,7,10:8") == 7
+    assert count_uids("1:4294967295") == 4294967295  # counted, not made into a list
