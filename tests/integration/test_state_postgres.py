@@ -121,6 +121,28 @@ def test_a_newer_schema_is_refused(pg_dsn: str) -> None:
         PostgresState.open(pg_dsn)
 
 
+def test_step_5_drops_the_rule_and_account_indexes_and_log_still_filters(
+    postgres: PostgresServer, pg_dsn: str
+) -> None:
+    def indexes() -> set[str]:
+        with psycopg.connect(pg_dsn) as conn:
+            rows = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'journal'")
+            return {str(r[0]) for r in rows}
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        migrate(conn, MIGRATIONS[:4])  # a database of the release before step 5
+    kept = {"journal_pkey", "journal_run", "journal_message_id", "journal_message", "journal_at"}
+    assert indexes() == kept | {"journal_rule", "journal_account"}
+    with PostgresState.open(pg_dsn) as s:
+        run = s.begin_run("run", False, now=T0)
+        s.record_many([entry(run, uid=1), entry(run, uid=2, rule="b", account="home"), entry(run, uid=3)])
+        assert [e.uid for e in s.find(rule="lists")] == [3, 1]
+        assert [e.uid for e in s.find(account="home")] == [2]
+        assert [e.uid for e in s.find(rule="lists", account="work", limit=1)] == [3]
+    assert indexes() == kept
+    assert [v for v, _ in versions(postgres, pg_dsn)] == list(range(1, SCHEMA_VERSION + 1))
+
+
 # -- the journal is append-only ----------------------------------------------------------------------
 
 

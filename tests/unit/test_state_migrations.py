@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mailrules.state import SCHEMA_VERSION, Checkpoint, StateStore, intent_key
-from mailrules.state.schema import MIGRATIONS
+from mailrules.state import SCHEMA_VERSION, Checkpoint, JournalEntry, StateStore, intent_key
+from mailrules.state.schema import MIGRATIONS, migrate
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "state"
 T = datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
@@ -89,3 +89,62 @@ def test_stores_opening_a_new_file_together_migrate_it_once(tmp_path: Path) -> N
         t.join()
     assert errors == []
     assert [v for v, _ in steps(path)] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def journal_indexes(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'journal'")
+        return {r[0] for r in rows if not r[0].startswith("sqlite_")}
+    finally:
+        conn.close()
+
+
+def test_step_5_drops_the_rule_and_account_indexes_and_log_still_filters(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, MIGRATIONS[:4])  # a database of the release before step 5
+    conn.close()
+    kept = {"journal_run", "journal_message_id", "journal_message", "journal_at"}
+    assert journal_indexes(path) == kept | {"journal_rule", "journal_account"}
+    with StateStore.open(path) as s:
+        run = s.begin_run("run", False, now=T)
+        rows = [
+            JournalEntry(run, rule, "rules.d/a.rules:1", account, "INBOX", 7, uid, f"<{uid}@x>", "move",
+                         "", "Lists", None, None, "ok", None, T + timedelta(seconds=uid // 2))
+            for uid, rule, account in [(1, "a", "work"), (2, "b", "home"), (3, "a", "home"), (4, "a", "work")]
+        ]  # fmt: skip
+        s.record_many(rows)
+    assert journal_indexes(path) == kept
+    assert [v for v, _ in steps(path)] == list(range(1, SCHEMA_VERSION + 1))
+    with StateStore.open(path) as s:
+        assert [e.uid for e in s.find(rule="a")] == [4, 3, 1]  # newest first, equal times by id
+        assert [e.uid for e in s.find(account="home")] == [3, 2]
+        assert [e.uid for e in s.find(rule="a", account="work", limit=1)] == [4]
+        assert [e.uid for e in s.find()] == [4, 3, 2, 1]
+        assert s.find(rule="nothing") == []
+        assert [e.uid for e in s.find(rule="a", message_id="<3@x>")] == [3]
+        assert [e.uid for e in s.find(run_id=run, account="work")] == [4, 1]
+
+
+def test_log_filters_by_rule_or_account_walk_the_time_index(tmp_path: Path) -> None:
+    """Not journal_message for an account: it would read and sort every row of the account."""
+    with StateStore.open(tmp_path / "state.db") as s:
+        traced: list[str] = []
+        s._conn.set_trace_callback(traced.append)
+        s.find()
+        s.find(account="work")
+        s.find(rule="a", account="work")
+        s.find(message_id="<1@x>")
+        s._conn.set_trace_callback(None)
+        plans = [
+            " ".join(str(r[-1]) for r in s._conn.execute(f"EXPLAIN QUERY PLAN {q}"))
+            for q in traced
+            if q.startswith("SELECT")
+        ]
+    assert [p.split(" (")[0] for p in plans] == [
+        "SCAN journal USING INDEX journal_at",
+        "SCAN journal USING INDEX journal_at",
+        "SCAN journal USING INDEX journal_at",
+        "SEARCH journal USING INDEX journal_message_id",
+    ]
