@@ -42,6 +42,7 @@ from mailrules.engine.prefetch import (
     Prefetcher,
     StoreOpener,
     independent_rules,
+    may_remove,
     tested_flags,
 )
 from mailrules.engine.targets import Target, union_needs
@@ -148,11 +149,12 @@ class Engine:
         ):
             dialect = store.dialect
 
-            def plan(rule: A.Rule) -> tuple[K.SearchKey, FetchNeeds]:
+            def plan(rule: A.Rule) -> tuple[K.SearchKey, A.Condition | None, FetchNeeds]:
                 found = self.matcher.plan(rule, dialect)
-                return found.server, union_needs(found.needs, runner.needs_for(rule))
+                return found.server, found.residual, union_needs(found.needs, runner.needs_for(rule))
 
-            p.ahead = Prefetcher(prefetch, mailbox, independent_rules(in_scope), plan)
+            ahead = independent_rules(in_scope)
+            p.ahead = Prefetcher(prefetch, mailbox, in_scope, ahead, candidates, plan, ev.judge_ahead)
         try:
             self._rules(p, in_scope, remaining, whole)
         finally:
@@ -191,7 +193,7 @@ class Engine:
     def _rules(self, p: _Pass, rules: Sequence[A.Rule], remaining: set[int], whole: bool) -> None:
         """Each rule in scope, in order, over the messages still in play."""
         account, mailbox = p.account.name, p.mailbox
-        for rule in rules:
+        for pos, rule in enumerate(rules):
             if not remaining:
                 break
             rule_started = time.monotonic()
@@ -202,6 +204,9 @@ class Engine:
             p.report.skipped_messages += found.skipped
             rr.matched = len(found.matched)
             over = self._over_limit(rule, account, mailbox, rr.matched) if found.matched else None
+            if p.ahead is not None:  # before the actions: the next rule is fetched while they run
+                leaving = [u for u, _ in found.matched] if over is None and may_remove(rule) else []
+                p.ahead.publish(pos, leaving)
             if over is not None:
                 rr.limited = True
                 log.warning(
@@ -239,11 +244,21 @@ class Engine:
         view_of = p.runner.with_overlay
         if p.local is not None:  # a batch of arrivals, fetched once
             return self.matcher.match_views(rule, remaining, p.local, p.ev, view_of)
-        found = p.ahead.result(rule) if p.ahead is not None else None
-        if found is not None:  # searched and fetched ahead, on the mailbox as it was
-            hits = [u for u in found[0] if u in remaining]
+        needs = p.runner.needs_for(rule)
+        done = p.ahead.result(rule) if p.ahead is not None else None
+        if done is not None:  # searched, fetched and judged ahead, over the messages then in play
+            hits = [u for u in done.hits if u in remaining]
             residual = self.matcher.plan(rule, p.store.dialect).residual
-            return self.matcher.evaluate(rule, residual, hits, found[1], p.ev, view_of=view_of, fresh=False)
+            found = self.matcher.evaluate(
+                rule, residual, hits, done.views, p.ev, view_of=view_of, fresh=False, verdicts=done.verdicts
+            )
+            missing = remaining - done.covered if done.covered is not None else None
+            if missing:  # expected to leave, but still here (an action failed): judged here, now
+                own = self.matcher.match(
+                    p.store, rule, missing, p.ev, whole=False, needs=needs, view_of=view_of
+                )
+                found = _merged(found, own)
+            return found
         # A dry run changes no flags on the server, so a later rule that tests flags earlier
         # rules would have changed is evaluated locally, on the flags the run would have left.
         on_overlay = (
@@ -252,7 +267,6 @@ class Engine:
             and bool(tested_flags(rule.condition))
             and not server_only(rule.condition)  # only Gmail's search answers it: the server's flags
         )
-        needs = p.runner.needs_for(rule)
         return self.matcher.match(
             p.store, rule, remaining, p.ev, whole=whole, needs=needs, local=on_overlay, view_of=view_of
         )
@@ -269,6 +283,12 @@ class Engine:
         if needs.body or any(server_only(rule.condition) for rule in rules):
             return None  # whole bodies (the server's BODY/TEXT moves fewer bytes), or Gmail's search
         return store.fetch_views(uids, needs)
+
+
+def _merged(a: Matches, b: Matches) -> Matches:
+    """Two rules' matches over disjoint messages as one, in UID order."""
+    matched = sorted(a.matched + b.matched, key=lambda m: m[0])
+    return Matches(matched, a.views | b.views, a.skipped + b.skipped)
 
 
 def _log_rule(rr: RuleReport) -> None:

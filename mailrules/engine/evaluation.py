@@ -90,18 +90,48 @@ class BoundedEvaluator:
             return None
         finally:
             self.budgets.charge(uid, self.clock() - started)
-            if view.text_cut and uid not in self.text_cut:
-                self.text_cut.add(uid)
-                log.log(
-                    logging.DEBUG if self.quiet else logging.INFO,
-                    "%s uid %d%s: text past [limits] part_text_bytes = %d / message_text_bytes = %d "
-                    "is not searched",
-                    self.where,
-                    uid,
-                    _message_id(view),
-                    self.bounds.part_text_bytes,
-                    self.bounds.message_text_bytes,
-                )
+            self._note_text_cut(uid, view)
+
+    def judge_ahead(self, condition: A.Condition, view: MessageView, uid: int) -> tuple[Match, float] | None:
+        """The condition on one message, on another thread ahead of its rule's turn
+        (engine/prefetch.py): (match, seconds taken), to be handed to `accept` at the rule's turn,
+        or None when it must be judged then, by `evaluate` (broken, or out of the time left to the
+        message when it started). Changes nothing of this pass's accounts and logs nothing: the
+        message may have left the pass by its rule's turn."""
+        if uid in self.over_time:
+            return None
+        if view.bounds != self.bounds:
+            view.bounds = self.bounds
+        started = self.clock()
+        try:
+            m = evaluate_condition(condition, view, self.ctx, deadline=self.budgets.start(uid))
+        except (EvaluationTimeout, Exception):
+            return None
+        return m, self.clock() - started
+
+    def accept(self, uid: int, view: MessageView, seconds: float) -> bool:
+        """Take a verdict of `judge_ahead` at its rule's turn: charge its `seconds` to the message
+        and say so, or False when the message's time would then be over (out of time already,
+        or evaluating it in turn would have run out: `evaluate` it, which says so)."""
+        if uid in self.over_time or self.budgets.spent(uid) + seconds > self.bounds.evaluation_seconds:
+            return False
+        self.budgets.charge(uid, seconds)
+        self._note_text_cut(uid, view)
+        return True
+
+    def _note_text_cut(self, uid: int, view: MessageView) -> None:
+        if view.text_cut and uid not in self.text_cut:
+            self.text_cut.add(uid)
+            log.log(
+                logging.DEBUG if self.quiet else logging.INFO,
+                "%s uid %d%s: text past [limits] part_text_bytes = %d / message_text_bytes = %d "
+                "is not searched",
+                self.where,
+                uid,
+                _message_id(view),
+                self.bounds.part_text_bytes,
+                self.bounds.message_text_bytes,
+            )
 
     def vanished(self, rule: A.Rule, uid: int) -> None:
         """Log a message that was found by SEARCH but is gone by FETCH (expunged by another client)."""

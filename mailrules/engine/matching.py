@@ -22,13 +22,16 @@ from mailrules.engine.ports import MailboxStore
 from mailrules.engine.targets import union_needs
 from mailrules.message.view import MessageView
 
-__all__ = ["UID_SET_LIMIT", "Matcher", "Matches", "Plan", "ViewOf"]
+__all__ = ["UID_SET_LIMIT", "Matcher", "Matches", "Plan", "Verdict", "ViewOf"]
 
 #: Above this many bytes of compressed UID set, search the whole mailbox and intersect locally.
 UID_SET_LIMIT = 4000
 
 #: (uid, fetched view, fetched now?) -> the view as this pass left the message (its flags)
 ViewOf = Callable[[int, MessageView, bool], MessageView]
+#: A residual judged ahead of its rule's turn, on another thread: the match, and the seconds the
+#: evaluation took (charged to the message at the rule's turn, `BoundedEvaluator.accept`)
+Verdict = tuple[Match, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +119,11 @@ class Matcher:
         *,
         view_of: ViewOf = _as_fetched,
         fresh: bool,
+        verdicts: dict[int, Verdict] | None = None,
     ) -> Matches:
-        """The residual on each hit's view; `fresh`: fetched now, else before earlier rules acted."""
+        """The residual on each hit's view; `fresh`: fetched now, else before earlier rules acted.
+        `verdicts`: the residual already judged on another thread (engine/prefetch.py), taken
+        where the message's evaluation time allows it, else judged again here."""
         out = Matches([], views)
         for uid in hits:
             view = views.get(uid)
@@ -129,7 +135,11 @@ class Matcher:
             if residual is None:
                 out.matched.append((uid, Match(True)))
                 continue
-            m = ev.evaluate(rule, residual, view, uid)
+            verdict = verdicts.get(uid) if verdicts else None
+            if verdict is not None and ev.accept(uid, view, verdict[1]):
+                m: Match | None = verdict[0]
+            else:
+                m = ev.evaluate(rule, residual, view, uid)
             if m is None:
                 out.skipped += 1
             elif m.ok:

@@ -1,34 +1,49 @@
-"""SEARCH and FETCH of later rules on a second connection while the first one acts.
+"""SEARCH, FETCH and the residual of later rules on a second connection while the first one acts.
 
 Over a whole mailbox, most of a rule's server time is its SEARCH and FETCH, and neither depends
-on what earlier rules did, except through flags: messages moved away are dropped by intersecting
-with the messages still in play, headers never change. So the rules whose conditions test no flag
-an earlier rule changes are searched and fetched ahead, in order, on another connection; the
-first connection only acts. A failure there only means the engine searches that rule itself.
+on what earlier rules did, except through flags and through the messages they take away. So the
+rules whose conditions test no flag an earlier rule changes (`independent_rules`) are searched,
+fetched and judged (their residual condition evaluated) on another connection and thread, one
+rule ahead of the first connection: the first one only acts, and the second one's work on rule
+k+1 (its server's time, the answer's parsing, the residual's Python) overlaps rule k's actions.
 
-It pays only over a large mailbox (SEARCH_AHEAD_MIN_MESSAGES): on a small one the second
-connection's searches of the mailbox as it was, and its fetches of messages earlier rules then
-move away, cost the server and the client more than the overlap saves. The connection is opened
-by the prefetch thread itself, so that the first rule does not wait for its login.
+A rule is taken up there as soon as every earlier rule that can take messages away has been
+matched on the first connection (`Prefetcher.publish`, called before the rule's actions run): its
+SEARCH and FETCH then cover only the messages still expected in play (the UID set goes with the
+search when it is short, as on the first connection), not the messages earlier rules are moving
+away. What it did not cover (a message whose move failed and so stayed) is searched and fetched
+by the first connection at the rule's turn; a failure on the second connection only means the
+engine does that rule itself. Rules that only flag, tag, copy or forward set no such barrier: the
+rules after them are taken up at once.
+
+It pays only over a large mailbox (SEARCH_AHEAD_MIN_MESSAGES). The connection is opened by the
+prefetch thread itself, so that the first rule does not wait for its login.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from mailrules.compile import keys as K
 from mailrules.compile.needs import FetchNeeds
 from mailrules.dsl import ast as A
 from mailrules.dsl.walk import atoms
+from mailrules.engine.matching import Matcher, Verdict
 from mailrules.engine.ports import MailboxStore
 from mailrules.message.view import MessageView
 
 log = logging.getLogger(__name__)
 
-Found = tuple[list[int], dict[int, MessageView]]
+#: rule -> its server key, its residual condition (None: the server's answer is exact) and what
+#: to fetch for it (the residual's needs and the actions')
+Planner = Callable[[A.Rule], tuple[K.SearchKey, A.Condition | None, FetchNeeds]]
+#: (residual, view, uid) -> the residual's verdict judged ahead, or None: judge it at its turn
+#: (`BoundedEvaluator.judge_ahead`)
+Judge = Callable[[A.Condition, MessageView, int], Verdict | None]
 #: The second connection, opened when first asked for (in the prefetch thread); raises when it
 #: cannot be had.
 StoreOpener = Callable[[], MailboxStore]
@@ -80,36 +95,69 @@ def independent_rules(rules: Sequence[A.Rule]) -> list[A.Rule]:
     return out
 
 
+def may_remove(rule: A.Rule) -> bool:
+    """Whether the rule's matches can leave the messages in play (a removing action, or `stop`)."""
+    return any(isinstance(a, (*A.REMOVING_ACTIONS, A.Stop)) for a in rule.actions)
+
+
+@dataclass(slots=True)
+class Ahead:
+    """One rule's work on the second connection: `hits` (UID order) among `covered`, the messages
+    expected in play when it was taken up (None: every message of the pass), their `views`, and
+    the residual's `verdicts` where it could be judged there."""
+
+    covered: set[int] | None
+    hits: list[int]
+    views: dict[int, MessageView]
+    verdicts: dict[int, Verdict]
+
+
 class Prefetcher:
-    """Runs `plan(rule) -> (server key, needs)` searches and fetches ahead in a thread, on the
-    store `open_store()` gives it there."""
+    """Searches, fetches and judges `rules` ahead in a thread, on the store `open_store()` gives
+    it there, each once the first connection has matched every earlier rule that can take
+    messages away (`publish`)."""
 
     def __init__(
         self,
         open_store: StoreOpener,
         mailbox: str,
         rules: Sequence[A.Rule],
-        plan: Callable[[A.Rule], tuple[K.SearchKey, FetchNeeds]],
+        ahead: Sequence[A.Rule],
+        candidates: Iterable[int],
+        plan: Planner,
+        judge: Judge,
     ) -> None:
-        self._futures: dict[int, Future[Found]] = {id(r): Future() for r in rules}
-        self._stop = threading.Event()
+        """`rules`: the pass's rules in order; `ahead`: those of them to do ahead (in the same
+        order); `candidates`: the messages of the pass."""
+        self._futures: dict[int, Future[Ahead]] = {id(r): Future() for r in ahead}
+        self._candidates = set(candidates)
+        #: messages the first connection expects to have left the pass (matched by a rule that
+        #: removes), and the position of the last rule it matched
+        self._gone: set[int] = set()
+        self._published = -1
+        self._cond = threading.Condition()
+        self._stop = False
+        #: per rule done ahead: its position in `rules`, and the position of the last earlier
+        #: rule that may remove messages (-1: none), which must be matched before it is taken up
+        self._order: list[tuple[A.Rule, int, int]] = []
+        barrier = -1
+        wanted = {id(r) for r in ahead}
+        for pos, rule in enumerate(rules):
+            if id(rule) in wanted:
+                self._order.append((rule, pos, barrier))
+            if may_remove(rule):
+                barrier = pos
         #: the second store was had and the mailbox selected on it (read after `close`)
         self.opened = False
         self._thread = threading.Thread(
             target=self._work,
-            args=(open_store, mailbox, list(rules), plan),
+            args=(open_store, mailbox, plan, judge),
             name=f"prefetch:{mailbox}",
             daemon=True,
         )
         self._thread.start()
 
-    def _work(
-        self,
-        open_store: StoreOpener,
-        mailbox: str,
-        rules: list[A.Rule],
-        plan: Callable[[A.Rule], tuple[K.SearchKey, FetchNeeds]],
-    ) -> None:
+    def _work(self, open_store: StoreOpener, mailbox: str, plan: Planner, judge: Judge) -> None:
         try:
             store = open_store()
             store.select(mailbox)
@@ -118,22 +166,58 @@ class Prefetcher:
                 f.set_exception(exc)
             return
         self.opened = True
-        for rule in rules:
+        for rule, _, barrier in self._order:
             future = self._futures[id(rule)]
-            if self._stop.is_set():
+            going, covered = self._wait(barrier)
+            if not going:
                 future.cancel()
                 continue
             try:
-                server, needs = plan(rule)
-                hits = store.search(server)
-                views = store.fetch_views(hits, needs) if hits else {}
-                future.set_result((hits, views))
+                future.set_result(self._one(store, rule, covered, plan, judge))
             except Exception as exc:  # the engine searches this rule itself
                 log.debug("prefetch of rule %r failed: %s", rule.name, exc)
                 future.set_exception(exc)
 
-    def result(self, rule: A.Rule) -> Found | None:
-        """The rule's hits and views on the mailbox as it was, or None (not prefetched, or failed)."""
+    def _wait(self, barrier: int) -> tuple[bool, set[int] | None]:
+        """Wait until the rule at `barrier` is matched: (False, _) when the pass is over first,
+        else (True, the messages then expected in play, or None: all of them still)."""
+        with self._cond:
+            while self._published < barrier and not self._stop:
+                self._cond.wait()
+            if self._stop:
+                return False, None
+            return True, (self._candidates - self._gone if self._gone else None)
+
+    def _one(
+        self, store: MailboxStore, rule: A.Rule, covered: set[int] | None, plan: Planner, judge: Judge
+    ) -> Ahead:
+        if covered is not None and not covered:  # every message is expected to have left
+            return Ahead(covered, [], {}, {})
+        server, residual, needs = plan(rule)
+        # Over the messages expected in play only: the UID set goes with the search when short
+        within = self._candidates if covered is None else covered
+        hits = Matcher.search(store, server, within, whole=covered is None)
+        views = store.fetch_views(hits, needs) if hits else {}
+        verdicts: dict[int, Verdict] = {}
+        if residual is not None:
+            for uid in hits:
+                view = views.get(uid)
+                if self._stop:
+                    break  # the rest would be judged for nothing
+                if view is not None and (verdict := judge(residual, view, uid)) is not None:
+                    verdicts[uid] = verdict
+        return Ahead(covered, hits, views, verdicts)
+
+    def publish(self, pos: int, leaving: Iterable[int]) -> None:
+        """The first connection has matched the rule at `pos`; `leaving`: the messages it expects
+        that rule's actions to take away (they are not fetched for later rules)."""
+        with self._cond:
+            self._gone.update(leaving)
+            self._published = pos
+            self._cond.notify()
+
+    def result(self, rule: A.Rule) -> Ahead | None:
+        """The rule's work done ahead, or None (not done ahead, or failed)."""
         future = self._futures.get(id(rule))
         if future is None:
             return None
@@ -143,6 +227,8 @@ class Prefetcher:
             return None
 
     def close(self) -> None:
-        """Stop fetching ahead (results not yet taken are dropped) and wait for the thread."""
-        self._stop.set()
+        """Stop working ahead (results not yet taken are dropped) and wait for the thread."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
         self._thread.join()
