@@ -372,8 +372,6 @@ def test_importance_and_system_labels_in_the_engine(dialect: str) -> None:
 
 
 def test_importance_is_undone_with_the_flag_the_run_set() -> None:
-    import dataclasses
-
     from mailrules.state import JournalEntry, plan_undo
 
     base = JournalEntry(
@@ -394,7 +392,7 @@ def test_importance_is_undone_with_the_flag_the_run_set() -> None:
         error=None,
         at=NOW,
     )
-    entries = [base, dataclasses.replace(base, uid=2, action="mark not important", detail="$Important")]
+    entries = [base, base._replace(uid=2, action="mark not important", detail="$Important")]
     plan = plan_undo("r", entries)
     assert [(f.where.uid, f.flag, f.add) for f in plan.flags] == [
         (2, "$Important", True),

@@ -7,7 +7,6 @@ another process, or another replica).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ def entry(run_id: str, **changes: object) -> JournalEntry:
         mailbox="INBOX", uidvalidity=7, uid=100, message_id="<a@example.com>", action="move",
         detail="", destination="Lists", new_uidvalidity=9, new_uid=500, outcome="ok", error=None, at=T0,
     )  # fmt: skip
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return base._replace(**changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -298,9 +297,9 @@ def test_sends_since_counts_an_accounts_sends_to_an_address(state: State) -> Non
     run = state.begin_run("idle", dry_run=False)
     fwd = entry(run, action="forward", detail="Boss@Example.com", destination=None)
     state.intent("a", fwd, now=T0)
-    state.intent("b", dataclasses.replace(fwd, uid=2), now=T0 + timedelta(minutes=10))
-    state.intent("c", dataclasses.replace(fwd, account="home"), now=T0 + timedelta(minutes=10))
-    state.intent("d", dataclasses.replace(fwd, detail="other@example.com"), now=T0 + timedelta(minutes=10))
+    state.intent("b", fwd._replace(uid=2), now=T0 + timedelta(minutes=10))
+    state.intent("c", fwd._replace(account="home"), now=T0 + timedelta(minutes=10))
+    state.intent("d", fwd._replace(detail="other@example.com"), now=T0 + timedelta(minutes=10))
     state.confirm("b")
     assert sorted(state.sends_since("work", "boss@example.COM", T0)) == [T0, T0 + timedelta(minutes=10)]
     assert state.sends_since("work", "boss@example.com", T0 + timedelta(minutes=1)) == [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
@@ -34,4 +33,4 @@ def test_a_naive_moment_or_an_unknown_outcome_is_refused_every_time() -> None:
         with pytest.raises(ValueError, match="timezone-aware"):
             ts(naive)
     with pytest.raises(ValueError, match="unknown outcome"):
-        entry_row(dataclasses.replace(entry("r1"), outcome="maybe"))  # type: ignore[arg-type]
+        entry_row(entry("r1")._replace(outcome="maybe"))  # type: ignore[arg-type]

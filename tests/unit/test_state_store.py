@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import sqlite3
 import threading
@@ -44,7 +43,7 @@ def entry(run_id: str, **changes: object) -> JournalEntry:
         error=None,
         at=T0,
     )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return base._replace(**changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -39,7 +38,7 @@ def e(action: str, uid: int = 100, **changes: object) -> JournalEntry:
         error=None,
         at=T0,
     )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return base._replace(**changes)  # type: ignore[arg-type]
 
 
 def moved(action: str = "move", uid: int = 100, to: str = "Lists", new_uid: int = 500) -> JournalEntry:
@@ -137,8 +136,8 @@ def test_store_undo_plan_and_undo_runs() -> None:
     store = StateStore.open(":memory:")
     run = store.begin_run("idle", dry_run=False)
     entries = [
-        dataclasses.replace(e("mark read"), run_id=run),
-        dataclasses.replace(moved(), run_id=run, at=T0 + timedelta(seconds=1)),
+        e("mark read")._replace(run_id=run),
+        moved()._replace(run_id=run, at=T0 + timedelta(seconds=1)),
     ]
     store.record_many(entries)
     plan = store.undo_plan(run)
