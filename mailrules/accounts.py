@@ -204,6 +204,9 @@ class Account:
             if settings.smtp is not None
             else None
         )
+        #: among daemons sharing the accounts, the engine's check before it acts (daemon/lease_guard.py:
+        #: set by the daemon before any thread uses this account); None: no check
+        self.lease_check: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"Account({self.name!r})"
@@ -227,6 +230,7 @@ class Account:
             create_mailboxes=s.create_mailboxes,
             sender=self.sender,
             guard=guard,
+            lease_check=self.lease_check,
         )
 
     def name_problems(self, namespaces: Namespaces, rules: Iterable[A.Rule]) -> list[Diagnostic]:

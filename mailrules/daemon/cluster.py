@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from mailrules.daemon.lease_guard import LeaseGuard
 from mailrules.state.factory import open_leases
 from mailrules.state.interface import Lease, State
 from mailrules.state.keeper import KeeperObserver, LeaseKeeper
@@ -51,6 +52,7 @@ class Cluster:
         self._stopping = stopping
         self._views: dict[str, State] = {}
         self._guard = threading.Lock()
+        self._observer = observer or KeeperObserver()
         self.keeper = LeaseKeeper(
             self.leases,
             list(settings.accounts),
@@ -86,6 +88,13 @@ class Cluster:
         """Whether this daemon works on `account` now (its OAuth2 token is refreshed here only)."""
         with self._guard:
             return account in self._views
+
+    def lease_check(self, account: str) -> LeaseGuard | None:
+        """What the engine asks before it acts on `account`'s server (daemon/lease_guard.py), or
+        None with a SQLite state (its one daemon holds every account for good: no check)."""
+        if not self.shared:
+            return None
+        return LeaseGuard(self.keeper, account, stopped=self._observer.stopped)
 
     def owned(self) -> list[str]:
         """The accounts this daemon holds now, by name."""

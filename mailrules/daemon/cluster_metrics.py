@@ -18,7 +18,8 @@ class ClusterMetrics(KeeperObserver):
     `mailrules_cluster_accounts_owned`,
     `mailrules_cluster_replicas`, `mailrules_lease_acquisitions_total{account}`,
     `mailrules_lease_releases_total{account}`, `mailrules_lease_losses_total{account}`,
-    `mailrules_cluster_accounts_starting`, `mailrules_lease_takes_deferred_total` in `registry`.
+    `mailrules_cluster_accounts_starting`, `mailrules_lease_takes_deferred_total`,
+    `mailrules_lease_stops_total{account}` in `registry`.
     Accounts come from the configuration (`init`); anything else is `other`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -68,6 +69,14 @@ class ClusterMetrics(KeeperObserver):
             ["account"],
             registry=registry,
         )
+        self.stops = Counter(
+            "mailrules_lease_stops_total",
+            "Passes over the account's mailboxes stopped before a command on its server or a send, "
+            "because this daemon no longer held its lease (lost or past its local deadline): their "
+            "messages are left for the account's next owner.",
+            ["account"],
+            registry=registry,
+        )
 
         self.starting = Gauge(
             "mailrules_cluster_accounts_starting",
@@ -91,6 +100,7 @@ class ClusterMetrics(KeeperObserver):
             self.acquisitions.labels(account)
             self.releases.labels(account)
             self.losses.labels(account)
+            self.stops.labels(account)
 
     # -- KeeperObserver ---------------------------------------------------------------------------
 
@@ -108,6 +118,9 @@ class ClusterMetrics(KeeperObserver):
         name = self._accounts(account)
         self.owned.labels(name).set(0)
         self.losses.labels(name).inc()
+
+    def stopped(self, account: str) -> None:
+        self.stops.labels(self._accounts(account)).inc()
 
     def view(self, owned: int, replicas: int) -> None:
         self.count.set(owned)

@@ -184,6 +184,8 @@ class Daemon:
             stopping=self._stop_account,
             observer=self.cluster_metrics,
         )
+        for name, acct in self.accounts.items():  # no action on a server once its lease is unsure
+            acct.lease_check = self.cluster.lease_check(name)
         if not self.cluster.shared:
             self.cluster.begin()  # SQLite: every account is this daemon's, from the start
         self.firings = Firings(

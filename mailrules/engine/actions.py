@@ -125,6 +125,8 @@ class ActionRunner(SendActions):
             rr.outcomes[f"{e.action} {e.outcome}"] += 1
         if self.journal is not None and entries:
             self.journal.record_many(entries)
+        if self.lease_stop is not None:  # the lease is not surely held: the pass ends here
+            raise self.lease_stop
         return removed
 
     def _record_after_failure(self, rule: A.Rule, entries: list[JournalEntry]) -> None:
@@ -268,6 +270,8 @@ class ActionRunner(SendActions):
             groups[dest].append(t)
         op = self.store.copy if isinstance(action, A.Copy) else self.store.move
         for dest, group in groups.items():
+            if not self._held(rule, word, len(group)):  # before the intents: none left in doubt
+                break
             if isinstance(action, A.Copy) and self.journal is not None and not self.options.dry_run:
                 # A copy is made once per message, rule and mailbox: a second `mailrules run`, or
                 # a batch processed again after a crash, does not copy again (the journal says).
@@ -296,7 +300,7 @@ class ActionRunner(SendActions):
                 entries += self._group(rule, word, "", dest, group, command)
                 continue
             entries += [self._entry(rule, word, "", t, dest, "skipped", why) for t, why in claim.skipped]
-            made = self._group(rule, word, "", dest, claim.go, claim.watch(command))
+            made = self._group(rule, word, "", dest, claim.go, claim.watch(command), held=True)
             claim.settle(made)
             entries += made
         return entries
@@ -426,10 +430,16 @@ class ActionRunner(SendActions):
         dest: str | None,
         group: Sequence[Target],
         command: Callable[[list[int]], object],
+        *,
+        held: bool = False,
     ) -> list[JournalEntry]:
+        """`command` on `group`'s UIDs, an entry per message. Not sent once the account's lease is
+        not surely held (`_held`; `held`: asked already, before the group's intents)."""
         if not group:
             return []
         uids = [t.uid for t in group]
+        if not (held or self.options.dry_run or self._held(rule, word, len(group))):
+            return []
         if self.options.dry_run:
             at = dt.datetime.now(dt.UTC)
             return [self._entry(rule, word, detail, t, dest, "dry-run", None, at=at) for t in group]

@@ -329,6 +329,10 @@ class AccountContext:
     sender: Sender | None = None
     #: the mailbox creation budget and send limiter of this run (engine/loops.py); None: defaults
     guard: LoopBudgets | None = None
+    #: Among daemons sharing the accounts (daemon/lease_guard.py): called before each command that
+    #: changes the server and before each send; raises (state/interface.py LeaseLost) once this
+    #: process no longer surely holds the account's lease, and the pass stops there. None: no check.
+    lease_check: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ The action runner's part that talks to the account's Sender (engine/ports.py): l
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 
 from mailrules.dsl import ast as A
@@ -23,12 +24,14 @@ from mailrules.engine.ports import (
     SendError,
 )
 from mailrules.engine.targets import Target
-from mailrules.errors import MailrulesError
+from mailrules.errors import MailrulesError, StateError
 from mailrules.logs import printable
 from mailrules.state.keys import intent_key, message_intent_key
 from mailrules.state.models import JournalEntry, Outcome
 
 __all__ = ["SendActions"]
+
+log = logging.getLogger("mailrules.actions")  # as engine/actions.py
 
 
 class SendActions:
@@ -43,6 +46,8 @@ class SendActions:
     mailbox: str
     uidvalidity: int
     emit: EntryHook
+    #: why this pass stopped acting (`_held`), raised once the rule's journal rows are written
+    lease_stop: StateError | None = None
 
     def _entry(
         self,
@@ -109,6 +114,8 @@ class SendActions:
                 entries.append(self._entry(rule, word, address, t, None, "skipped", refusal))
             elif self.options.dry_run or sender is None:
                 entries.append(self._entry(rule, word, address, t, None, "dry-run", None))
+            elif not self._held(rule, word, len(targets) - len(entries)):
+                break  # before the intent: nothing is left in doubt
             else:
                 entries.append(self._send_one(rule, action, word, address, t, original, sender))
         return entries
@@ -158,6 +165,36 @@ class SendActions:
             self.journal.confirm(key)
         self.emit(planned)
         return planned
+
+    def _held(self, rule: A.Rule, word: str, left: int) -> bool:
+        """Whether the next command that changes the server (or the next send) may go: among
+        daemons sharing the accounts, only while this process surely holds the account's lease
+        (`AccountContext.lease_check`); outside, always. Once not, nothing more is done in this
+        pass: `lease_stop` is kept and raised when the rule's journal rows are written
+        (ActionRunner.run_rule), so the batch keeps its checkpoint and its messages stay for the
+        account's next owner. `left`: the messages this command was for (for the log line)."""
+        if self.lease_stop is not None:
+            return False
+        check = self.account.lease_check
+        if check is None or self.options.dry_run:
+            return True
+        try:
+            check()
+        except StateError as exc:  # LeaseLost (daemon/lease_guard.py)
+            self.lease_stop = exc
+            log.warning(
+                '%s: rule "%s": %s of %d message(s) in %s/%s not done, nor anything after it in this '
+                "pass: %s",
+                rule.span.short,
+                rule.name,
+                word,
+                left,
+                self.account.name,
+                printable(self.mailbox),
+                exc,
+            )
+            return False
+        return True
 
     def _history(self, account: str, address: str, since: dt.datetime) -> list[dt.datetime]:
         assert self.journal is not None

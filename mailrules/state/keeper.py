@@ -79,6 +79,10 @@ class KeeperObserver:
         """After each round: how many accounts it left to take in the next round (its take time
         ran out), and how many held accounts have not finished starting."""
 
+    def stopped(self, account: str) -> None:
+        """A pass over one of `account`'s mailboxes stopped before a command on its server or a
+        send: this replica no longer held the lease (daemon/lease_guard.py)."""
+
 
 class LeaseKeeper:
     """Keeps this replica's fair share of `accounts` leased."""
