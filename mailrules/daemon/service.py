@@ -316,8 +316,8 @@ class Daemon:
                 self._sync_owned()
 
     def _stop_account(self, account: str) -> None:
-        """`account`'s lease is lost or handed over: its watchers end (the batch in hand finishes;
-        its writes are refused if the lease is gone), before the lease is released."""
+        """`account`'s lease is lost or handed over: its watchers end (the batch in hand acts on
+        the server no more: daemon/lease_guard.py; its writes are refused if the lease is gone)."""
         with self._sync_lock:
             mine = [self._watchers.pop(k) for k in [k for k in self._watchers if k[0] == account]]
         for w in mine:

@@ -22,10 +22,10 @@ its starts hold: the survivors of a failover at 3,000 IDLE mailboxes went 49-81 
 bench/README.md). Its writes are refused once its lease is released or past its expiry in the
 database (the fencing token and that expiry are checked by every write of `state.fenced`, and no
 other replica can hold the account before then), so stopping it a little later loses no journal
-row, intent or checkpoint; what it may still do meanwhile is the IMAP side of the batch in hand (a
-message moved whose journal write is then refused), as a stop that ran longer than its wait
-already could. Without it (a SQLite state's one daemon, whose
-leases never expire) each start and stop runs in the round.
+row, intent or checkpoint; nor does the batch in hand act on the server from the drop on (the
+engine asks daemon/lease_guard.py before each command, which reads `held`), but for a command
+already sent. Without it (a SQLite state's one daemon, whose leases never expire) each start and
+stop runs in the round.
 """
 
 from __future__ import annotations
