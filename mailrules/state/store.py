@@ -243,14 +243,9 @@ class StateStore:
         account: str | None = None,
         limit: int = 100,
     ) -> list[JournalEntry]:
-        """Journal entries matching every given filter, newest first.
-
-        By run or Message-ID, their indexes find the rows; otherwise `journal_at` is walked from
-        the newest row until `limit` match (rule and account have no index of their own, schema
-        step 5: a rule or account that matches nothing reads the whole index, ~0.3 s a million
-        rows). Without the hint SQLite would take `journal_message` for an account and sort all
-        of its rows.
-        """
+        """Journal entries matching every given filter, newest first. By run or Message-ID their
+        indexes find them; else `journal_at` is walked from the newest row until `limit` match (no
+        index by rule or account, schema step 5; without the hint SQLite sorts an account's rows)."""
         where, params = sql.journal_filter(rule, message_id, run_id, account)
         hint = " INDEXED BY journal_at" if message_id is None and run_id is None else ""
         with self._lock:
