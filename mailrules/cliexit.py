@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable
 from typing import NoReturn
 
+from mailrules import classcache
+
 __all__ = ["RUN_GC_THRESHOLD", "finish", "run_collector", "whole_process"]
 
 #: Set by `whole_process()` from the installed `mailrules` command and `python -m mailrules` only:
@@ -18,12 +20,17 @@ _whole_process = False
 
 
 def whole_process(main: Callable[[], object]) -> Callable[[], None]:
-    """`main` for a process that runs one command and ends with it: `finish` may leave it early."""
+    """`main` for a process that runs one command and ends with it: `finish` may leave it early.
+    The dataclasses' generated methods come compiled from the cache directory (classcache.py)."""
 
     def entry() -> None:
         global _whole_process
         _whole_process = True
-        main()
+        classcache.install()
+        try:
+            main()
+        finally:  # click ends every command with SystemExit
+            classcache.save()
 
     return entry
 
@@ -51,8 +58,10 @@ def finish(code: int) -> NoReturn:
     teardown (freeing a large rule set object by object, the final collections) took 0.25 s of
     `mailrules check` for 10,000 rules, and there is nothing else to do (the state store is closed
     by its `with` block before this is called). Anything unusual (a flush that fails, a thread
-    still running, a test runner) takes the ordinary way out, sys.exit.
+    still running, a test runner) takes the ordinary way out, sys.exit. The dataclasses' methods
+    compiled meanwhile are kept for the next start first (classcache.py).
     """
+    classcache.save()
     if _whole_process and all(t.daemon or t is threading.main_thread() for t in threading.enumerate()):
         try:
             sys.stdout.flush()
