@@ -463,10 +463,7 @@ class ActionRunner(SendActions):
             return [self._entry(rule, word, detail, t, dest, "failed", str(exc), at=at) for t in group]
         new_uv, mapping = result if isinstance(result, tuple) else (None, {})
         at = dt.datetime.now(dt.UTC)  # the command's moment for all its entries: one row stamp for them
-        return [
-            self._entry(rule, word, detail, t, dest, "ok", None, new_uv, mapping.get(t.uid), at=at)
-            for t in group
-        ]
+        return self._made(rule, word, detail, dest, group, new_uv, mapping, at)
 
     def _repeatable(self, word: str) -> bool:
         """Whether sending the refused command again can do no harm whatever part of it took.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mailrules.dsl import ast as A
 from mailrules.engine.loops import LOOP_HEADER, header_digest, send_refusal
@@ -90,6 +90,36 @@ class SendActions:
         if not quiet and not (word in ("forward", "redirect") and outcome == "ok"):
             self.emit(entry)
         return entry
+
+    def _made(
+        self,
+        rule: A.Rule,
+        word: str,
+        detail: str,
+        dest: str | None,
+        group: Sequence[Target],
+        new_uv: int | None,
+        new_uids: Mapping[int, int],
+        at: dt.datetime,
+    ) -> list[JournalEntry]:
+        """The "ok" entries of one command carried out on `group` (a move, a copy, a flag
+        change, a delete), each as `_entry` makes it and emitted in order; what they share is
+        worked out once (the most common entries: one per message filed)."""
+        run_id, name, span = self.options.run_id, rule.name, rule.span.short
+        account, mailbox, uidvalidity = self.account.name, self.mailbox, self.uidvalidity
+        detail, destination = printable(detail), printable(dest)
+        new_uid = new_uids.get
+        entries = [
+            JournalEntry(
+                run_id, name, span, account, mailbox, uidvalidity, t.uid, printable(t.view.message_id),
+                word, detail, destination, new_uv, new_uid(t.uid), "ok", None, at,
+            )
+            for t in group
+        ]  # fmt: skip
+        if word not in ("forward", "redirect"):  # as `_entry`: a send's is emitted once confirmed
+            for entry in entries:
+                self.emit(entry)
+        return entries
 
     def _send(
         self, rule: A.Rule, action: A.Forward | A.Redirect, word: str, address: str, targets: Sequence[Target]
