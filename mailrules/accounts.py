@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailrules.bounds import DEFAULT_BOUNDS, Bounds
 from mailrules.config import AccountSettings
@@ -37,9 +37,11 @@ from mailrules.imap.session import ConnectionParams, ImapSession
 from mailrules.imap.store import ImapStore
 from mailrules.logs import printable
 from mailrules.oauth.accounts import AccountTokens, TokenManagers, process_tokens
-from mailrules.smtp.sender import SmtpParams, SmtpSender
 from mailrules.source import Diagnostic, source_line
 from mailrules.state.models import JournalEntry
+
+if TYPE_CHECKING:
+    from mailrules.smtp.sender import SmtpSender
 
 log = logging.getLogger(__name__)
 #: The line per action (`log_entry`), whichever command or trigger did it; the engine's line per
@@ -193,17 +195,17 @@ class Account:
         #: `session_factory(oauth)`), else the process's
         self.tokens = (oauth or process_tokens()).for_account(settings)
         # Sends open a connection of their own each (smtp/sender.py): one sender serves every thread.
-        self.sender = (
-            SmtpSender(
+        self.sender: SmtpSender | None = None
+        if settings.smtp is not None:
+            from mailrules.smtp.sender import SmtpParams, SmtpSender  # only with [smtp]: smtplib, email
+
+            self.sender = SmtpSender(
                 SmtpParams.from_settings(
                     settings.smtp,
                     ca_file=str(settings.ca_file) if settings.ca_file else None,
                     tokens=self.tokens,
                 )
             )
-            if settings.smtp is not None
-            else None
-        )
         #: among daemons sharing the accounts, the engine's check before it acts (daemon/lease_guard.py:
         #: set by the daemon before any thread uses this account); None: no check
         self.lease_check: Callable[[], None] | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -51,6 +50,8 @@ def dotted(path: KeyPath) -> str:
 
 def suggestion(key: str, known: Iterable[str]) -> str:
     """` (did you mean 'port'?)` when `key` looks like a typo of a known key, else ``."""
+    import difflib  # only for a configuration with an unknown key
+
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
