@@ -230,6 +230,38 @@ class CommandCore:
             raise self._throttled(from_response(name, reply.typ, reply.text, context=self._context), name)
         return reply
 
+    def _pipelined(self, commands: Sequence[tuple[str, bytes]]) -> list[Reply]:
+        """Send `commands` (name, line without tag; no literals) in one write, then read their
+        tagged replies in order: one round trip for all. Only for commands whose answers do not
+        depend on one another's outcome (RFC 9051 §5.5). Each is counted, timed from the write and
+        told to the hook as `_run` does; the replies come back whatever their status."""
+        if not commands:
+            return []
+        self._check_alive(commands[0][0])
+        imap = self._client._imap
+        for key in ("OK", "NO", "BAD"):
+            imap.untagged_responses.pop(key, None)
+        tagged = [(name, imap._new_tag(), line) for name, line in commands]
+        self.command_count += len(tagged)
+        started = time.perf_counter()
+        replies: list[Reply] = []
+        name = tagged[0][0]
+        try:
+            imap.send(b"".join(b"%s %s\r\n" % (tag, line) for _, tag, line in tagged))
+            for name, tag, _ in tagged:
+                reply = self._finish(tag)
+                self._record(name, started, reply.typ == "OK")
+                replies.append(reply)
+        except (OSError, EOFError) as exc:
+            self._record(name, started, False)
+            raise self._fail(exc, name) from exc
+        except Exception as exc:
+            self._record(name, started, False)
+            if _is_imap_exception(exc):
+                raise self._fail(exc, name) from exc
+            raise
+        return replies
+
     def _write(self, pieces: Sequence[Piece], read: Callable[[bytes], Reply] | None = None) -> Reply:
         imap = self._client._imap
         # Same hygiene as imaplib._command: codes left by earlier commands must not be read as ours.

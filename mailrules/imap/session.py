@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 import ssl
 import time
@@ -12,14 +13,18 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
-from imapclient import IMAPClient
+from imapclient import IMAPClient as _ImapClient
+from imapclient import imap_utf7
 from imapclient.exceptions import LoginError
+from imapclient.imap4 import IMAP4WithTimeout
+from imapclient.response_parser import parse_response
+from imapclient.tls import IMAP4_TLS
 
 from mailrules import __version__
 from mailrules.config.model import Secret
 from mailrules.errors import ImapError, MailrulesError
-from mailrules.imap.core import login_arg
-from mailrules.imap.errors import classify
+from mailrules.imap.core import login_arg, quote
+from mailrules.imap.errors import classify, from_response
 from mailrules.imap.names import Namespaces
 from mailrules.imap.sasl import (
     OAuthLoginError,
@@ -73,6 +78,49 @@ def _keepalive(sock: socket.socket) -> None:
     for name, value in KEEPALIVE:
         if hasattr(socket, name):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+_GREETING_CAPABILITIES = re.compile(rb"^\* (?:OK|PREAUTH) \[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
+
+
+class _GreetingCapabilities:
+    """imaplib asks CAPABILITY right after the greeting even when the greeting listed them
+    (`* OK [CAPABILITY ...]`, RFC 9051 §7.1: Dovecot, Cyrus): those are taken instead, one round
+    trip less per connection. Every later call (after STARTTLS, whose capabilities must be asked
+    again: RFC 9051 §6.2.1) asks as before."""
+
+    welcome: bytes
+    untagged_responses: dict[str, list[Any]]
+    capabilities: tuple[str, ...]
+    _greeted = False
+
+    def _get_capabilities(self) -> None:
+        listed = None if self._greeted else _GREETING_CAPABILITIES.match(self.welcome or b"")
+        self._greeted = True
+        if listed is not None and listed.group(1).strip():
+            # imaplib filed the code under CAPABILITY too: gone, as its own CAPABILITY would pop it
+            self.untagged_responses.pop("CAPABILITY", None)
+            self.capabilities = tuple(listed.group(1).decode("ascii", "replace").upper().split())
+            return
+        super()._get_capabilities()  # type: ignore[misc]
+
+
+class _Imap4(_GreetingCapabilities, IMAP4WithTimeout):  # type: ignore[misc]
+    pass
+
+
+class _Imap4Tls(_GreetingCapabilities, IMAP4_TLS):  # type: ignore[misc]
+    pass
+
+
+class IMAPClient(_ImapClient):  # type: ignore[misc]
+    """imapclient's client over the imaplib classes above (what its `_create_IMAP4` makes, but them)."""
+
+    def _create_IMAP4(self) -> Any:
+        timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            return _Imap4Tls(self.host, self.port, self.ssl_context, timeout)
+        return _Imap4(self.host, self.port, timeout)
 
 
 class ImapSession(TransferCommands):
@@ -249,32 +297,43 @@ class ImapSession(TransferCommands):
         self._caps = frozenset(words)
         # Keep imapclient's @require_capability checks in step with what we just read.
         self._client._cached_capabilities = tuple(w.encode("ascii") for w in words)
+        batch: list[tuple[str, bytes]] = []
         if self.has("ENABLE") and self.has("CONDSTORE"):
             # RFC 5161 §3.1: only valid before SELECT. Never UTF8=ACCEPT: it forbids SEARCH CHARSET.
             # QRESYNC makes the server report removals as VANISHED ranges instead of one EXPUNGE
             # line per message (RFC 7162 §3.2.10): a MOVE of 20,000 messages answers in a few
             # lines, not 20,000 for imaplib to parse.
-            wanted = ["CONDSTORE", "QRESYNC"] if self.has("QRESYNC") else ["CONDSTORE"]
-            got = self._call("ENABLE", lambda: self._client.enable(*wanted))
-            self.enabled = frozenset(_text(c).upper() for c in got or ())
+            wanted = b"CONDSTORE QRESYNC" if self.has("QRESYNC") else b"CONDSTORE"
+            batch.append(("ENABLE", b"ENABLE " + wanted))
         if self.has("ID"):
             # After authentication only: some servers (FastMail) reject ID before login.
-            try:
-                self._call("ID", lambda: self._client.id_({"name": "mailrules", "version": __version__}))
-            except ImapError as err:
-                if err.kind == "reconnect":
-                    raise
-                log.debug("%s: ID refused: %s", self._account, err)
-        self._separator = self._discover_separator()
-
-    def _discover_separator(self) -> str | None:
-        # The namespaces portable names are mapped with (imap/names.py), and the separator.
+            version = quote(__version__.encode("ascii", "replace"))
+            batch.append(("ID", b'ID ("name" "mailrules" "version" ' + version + b")"))
         if self.has("NAMESPACE"):
-            ns = self._call("NAMESPACE", self._client.namespace)
-            personal = ns.personal if ns is not None else None
-            if personal:
-                self.names = Namespaces.from_response(_pairs(personal), (_pairs(ns.other), _pairs(ns.shared)))
-                return self.names.separator
+            batch.append(("NAMESPACE", b"NAMESPACE"))
+        # The three answer independently of one another: one round trip instead of three.
+        replies = dict(zip([name for name, _ in batch], self._pipelined(batch), strict=True))
+        for name in ("ENABLE", "NAMESPACE"):
+            reply = replies.get(name)
+            if reply is not None and reply.typ != "OK":
+                raise self._throttled(from_response(name, reply.typ, reply.text, context=self._context), name)
+        if "ENABLE" in replies:
+            self.enabled = frozenset(_text(c).upper() for c in b" ".join(self._take("ENABLED")).split())
+        refused = replies.get("ID")
+        if refused is not None and refused.typ != "OK":
+            err = from_response("ID", refused.typ, refused.text, context=self._context)
+            log.debug("%s: ID refused: %s", self._account, err)
+        self._take("ID")  # the server's name and version: not used
+        namespace = self._take("NAMESPACE") if "NAMESPACE" in replies else None
+        self._separator = self._discover_separator(namespace)
+
+    def _discover_separator(self, namespace: list[Any] | None) -> str | None:
+        # The namespaces portable names are mapped with (imap/names.py), and the separator.
+        groups = _namespaces(namespace) if namespace else None
+        if groups is not None and groups[0]:
+            personal, other, shared = groups
+            self.names = Namespaces.from_response(personal, (other, shared))
+            return self.names.separator
         # RFC 9051 §6.3.9: `LIST "" ""` returns the hierarchy delimiter of the root.
         root = self._list([b'LIST "" ""'])
         self.names = Namespaces.from_list_root(root[0].delimiter if root else None)
@@ -358,6 +417,17 @@ class ImapSession(TransferCommands):
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _namespaces(data: list[Any]) -> tuple[list[tuple[str, str | None]], ...]:
+    """A NAMESPACE answer (RFC 2342 §5) -> its personal, other users' and shared groups, each a
+    list of (prefix, delimiter), empty for NIL: prefixes in modified UTF-7 decoded, as
+    imapclient's namespace() reads them."""
+    groups = [
+        _pairs([(imap_utf7.decode(p), d, *rest) for p, d, *rest in item] if item else None)
+        for item in parse_response(data)
+    ]
+    return tuple([*groups, [], [], []][:3])
 
 
 def _pairs(group: Any) -> list[tuple[str, str | None]]:
