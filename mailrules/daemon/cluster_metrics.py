@@ -19,7 +19,8 @@ class ClusterMetrics(KeeperObserver):
     `mailrules_cluster_replicas`, `mailrules_lease_acquisitions_total{account}`,
     `mailrules_lease_releases_total{account}`, `mailrules_lease_losses_total{account}`,
     `mailrules_cluster_accounts_starting`, `mailrules_lease_takes_deferred_total`,
-    `mailrules_lease_stops_total{account}` in `registry`.
+    `mailrules_lease_stops_total{account}`, `mailrules_lease_renewals_deferred_total{account}` in
+    `registry`.
     Accounts come from the configuration (`init`); anything else is `other`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -78,6 +79,14 @@ class ClusterMetrics(KeeperObserver):
             registry=registry,
         )
 
+        self.renewals_deferred = Counter(
+            "mailrules_lease_renewals_deferred_total",
+            "Renewals of the account's lease left to the next round: a write of this daemon in "
+            "flight held the lease row past the renewal's short wait (lease_seconds / 30).",
+            ["account"],
+            registry=registry,
+        )
+
         self.starting = Gauge(
             "mailrules_cluster_accounts_starting",
             "Accounts this daemon holds whose start (their watchers) has not finished, after its "
@@ -101,6 +110,7 @@ class ClusterMetrics(KeeperObserver):
             self.releases.labels(account)
             self.losses.labels(account)
             self.stops.labels(account)
+            self.renewals_deferred.labels(account)
 
     # -- KeeperObserver ---------------------------------------------------------------------------
 
@@ -118,6 +128,9 @@ class ClusterMetrics(KeeperObserver):
         name = self._accounts(account)
         self.owned.labels(name).set(0)
         self.losses.labels(name).inc()
+
+    def renewal_deferred(self, account: str) -> None:
+        self.renewals_deferred.labels(self._accounts(account)).inc()
 
     def stopped(self, account: str) -> None:
         self.stops.labels(self._accounts(account)).inc()

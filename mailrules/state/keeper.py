@@ -31,6 +31,7 @@ stop runs in the round.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,10 @@ class KeeperObserver:
     def takes(self, deferred: int, starting: int) -> None:
         """After each round: how many accounts it left to take in the next round (its take time
         ran out), and how many held accounts have not finished starting."""
+
+    def renewal_deferred(self, account: str) -> None:
+        """`account`'s lease was kept, not renewed, in this round: a write in flight held its row
+        past the renewal's short wait (state/leases.py); the next round renews it."""
 
     def stopped(self, account: str) -> None:
         """A pass over one of `account`'s mailboxes stopped before a command on its server or a
@@ -155,6 +160,9 @@ class LeaseKeeper:
             self.leases.heartbeat()
             renewed = {x.account: x for x in self.leases.renew(self.held.values())}
             lost = sorted(set(self.held) - set(renewed))
+            for account, same in renewed.items():  # given back as it was: its row was busy
+                if same == self.held.get(account) and math.isfinite(same.deadline):
+                    self._notify(self._observer.renewal_deferred, account)
             self._drop(lost)
             for account in lost:
                 self._notify(self._observer.lost, account)

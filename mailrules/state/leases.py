@@ -71,6 +71,31 @@ WHERE l.account = h.account AND l.token = h.token AND l.owner = %(me)s
     AND l.expires_at > clock_timestamp()
 RETURNING l.account, l.token, l.expires_at
 """
+#: A fenced write holds its account's lease row FOR SHARE until it commits (state/postgres.py),
+#: and an UPDATE of the row waits for that: the renewal first renews the rows nobody holds
+#: (SKIP LOCKED), so one write in flight never holds back the renewal of the other leases.
+_RENEW_FREE = """
+WITH free AS (
+    SELECT l.account FROM leases AS l
+    JOIN unnest(%(accounts)s::text[], %(tokens)s::bigint[]) AS h(account, token)
+        ON l.account = h.account AND l.token = h.token
+    WHERE l.owner = %(me)s AND l.expires_at > clock_timestamp()
+    FOR NO KEY UPDATE OF l SKIP LOCKED
+)
+UPDATE leases AS l SET expires_at = clock_timestamp() + make_interval(secs => %(secs)s)
+FROM free WHERE l.account = free.account
+RETURNING l.account, l.token, l.expires_at
+"""
+#: Those still held (same owner and token, unexpired), read without waiting for any lock.
+_HELD = """
+SELECT l.account FROM leases AS l
+JOIN unnest(%(accounts)s::text[], %(tokens)s::bigint[]) AS h(account, token)
+    ON l.account = h.account AND l.token = h.token
+WHERE l.owner = %(me)s AND l.expires_at > clock_timestamp()
+"""
+#: How long a renewal waits for a lease row a write in flight holds, as a fraction of
+#: lease_seconds (0.5 s of 15 s); past that the lease is kept as it was until the next round.
+BUSY_WAIT_FRACTION = 1 / 30
 _RELEASE = """
 UPDATE leases AS l SET owner = NULL, expires_at = clock_timestamp()
 FROM unnest(%(accounts)s::text[], %(tokens)s::bigint[]) AS h(account, token)
@@ -198,19 +223,53 @@ class Leases:
 
     def renew(self, leases: Iterable[Lease]) -> list[Lease]:
         """The leases of `leases` still held (same owner, token, unexpired), with a new expiry.
-        A lease missing from the answer is lost: stop working on its account."""
+        A lease missing from the answer is lost: stop working on its account.
+
+        A lease whose row a write in flight holds (FOR SHARE until it commits: a thread paused
+        inside its transaction holds it up to lease_seconds) is waited for BUSY_WAIT_FRACTION of
+        lease_seconds at most; then it is returned as it was given (held, its expiry and local
+        deadline not pushed), for the next round to renew. The other leases never wait for it."""
         held = [lease for lease in leases if lease.owner == self._replica]
         if not held:
             return []
-        params = {
+        sent = time.monotonic()
+        rows = self._db.run(
+            "renew the leases", lambda c: c.execute(_RENEW_FREE, self._params(held)).fetchall(), write=True
+        )
+        out = {str(a): self._lease(str(a), int(t), e, sent) for a, t, e in rows}
+        rest = [lease for lease in held if lease.account not in out]
+        if rest:  # busy, or lost (expired, taken over): the busy ones waited for a little
+            out.update({x.account: x for x in self._renew_busy(rest)})
+        return sorted(out.values(), key=lambda x: x.account)
+
+    def _params(self, held: Sequence[Lease]) -> dict[str, object]:
+        return {
             "accounts": [lease.account for lease in held],
             "tokens": [lease.token for lease in held],
             "me": self._replica,
             "secs": self._seconds,
         }
+
+    def _renew_busy(self, rest: Sequence[Lease]) -> list[Lease]:
+        """`rest`'s leases renewed, waiting a little for a write in flight; those still busy then,
+        as they were given; the lost ones not at all."""
+        params = self._params(rest)
+        wait_ms = str(max(1, int(self._seconds * 1000 * BUSY_WAIT_FRACTION)))
+
+        def renew(conn: Conn) -> list[tuple[str, int, dt.datetime]]:
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (wait_ms,))
+            return [(str(a), int(t), e) for a, t, e in conn.execute(_RENEW, params).fetchall()]
+
         sent = time.monotonic()
-        rows = self._db.run("renew the leases", lambda c: c.execute(_RENEW, params).fetchall(), write=True)
-        return sorted((self._lease(str(a), int(t), e, sent) for a, t, e in rows), key=lambda x: x.account)
+        try:
+            rows = self._db.run("renew the leases", renew, write=True)
+        except StateError as exc:
+            if not isinstance(exc.__cause__, pg_errors.LockNotAvailable):
+                raise
+            read = self._db.run("read the leases", lambda c: c.execute(_HELD, params).fetchall())
+            still = {str(r[0]) for r in read}
+            return [lease for lease in rest if lease.account in still]
+        return [self._lease(a, t, e, sent) for a, t, e in rows]
 
     def release(self, leases: Iterable[Lease]) -> None:
         """Let `leases` go at once: their accounts are free for any replica's next round."""

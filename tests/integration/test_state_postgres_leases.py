@@ -267,3 +267,48 @@ def test_three_replicas_share_thirty_accounts_through_joins_deaths_and_clean_sto
     cluster.rounds(1)
     assert sum(cluster.counts().values()) == 30
     assert sorted(cluster.counts().values()) == [15, 15] and len(cluster.working) == 30
+
+
+def test_a_renewal_does_not_wait_behind_a_write_in_flight(pg_dsn: str) -> None:
+    """A fenced write holds its lease row FOR SHARE until it commits, and a renewal UPDATEs that row:
+    one write that lasts (a thread starved inside its transaction, up to lease_seconds before
+    PostgreSQL ends it) held back the renewal of every lease of the replica. Now the free leases
+    are renewed at once; the busy one is waited for a little (lock_timeout), then kept as it was
+    (still held, its local deadline not pushed) for the next round."""
+    with PostgresState.open(pg_dsn, lease_seconds=15.0, retry_seconds=10) as state:
+        a = Leases.open(state.database, "a", 15.0)
+        try:
+            work, home = a.acquire("work"), a.acquire("home")
+            assert work is not None and home is not None
+            as_a = state.fenced([work])
+            run = state.begin_run("daemon", dry_run=False)
+            in_write, resume = threading.Event(), threading.Event()
+            outcome: list[BaseException | None] = []
+
+            def slow_writer() -> None:
+                try:
+                    with as_a.transaction():
+                        as_a.record(entry(run, account="work", uid=1))  # the row is held FOR SHARE now
+                        in_write.set()
+                        resume.wait(60)
+                    outcome.append(None)
+                except BaseException as exc:  # reported below
+                    outcome.append(exc)
+
+            writer = threading.Thread(target=slow_writer)
+            writer.start()
+            try:
+                assert in_write.wait(30)
+                renewed = {x.account: x for x in a.renew([work, home])}
+                still_writing = not outcome
+            finally:
+                resume.set()
+                writer.join()
+            assert still_writing  # the renewal came back while the write was in flight
+            assert renewed["work"] == work  # kept as it was: held, not pushed
+            assert renewed["home"].deadline > home.deadline and renewed["home"].expires_at > home.expires_at
+            assert outcome == [None] and len(state.find(run_id=run)) == 1  # the write went through
+            (again,) = a.renew([work])  # free again: renewed in the next round
+            assert again.token == work.token and again.expires_at > work.expires_at
+        finally:
+            a.close()

@@ -220,3 +220,15 @@ def test_a_sqlite_daemon_gives_the_engine_no_check(tmp_path: Path) -> None:
     with StateStore.open(tmp_path / "state.db") as state:
         cluster = Cluster(state, settings, started=lambda a: None, stopping=lambda a: None)
         assert not cluster.shared and cluster.lease_check("a") is None
+
+
+def test_the_renewals_left_to_the_next_round_are_counted_per_account() -> None:
+    registry = CollectorRegistry()
+    metrics = ClusterMetrics(registry)
+    metrics.init(["a", "b"])
+    metrics.renewal_deferred("a")
+    metrics.renewal_deferred("a")
+    got = samples(registry)
+    assert got[("mailrules_lease_renewals_deferred_total", (("account", "a"),))] == 2
+    assert got[("mailrules_lease_renewals_deferred_total", (("account", "b"),))] == 0
+    assert got[("mailrules_lease_stops_total", (("account", "b"),))] == 0

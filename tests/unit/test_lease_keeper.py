@@ -414,3 +414,50 @@ def test_a_stop_and_a_start_waited_for_longer_than_a_lease_hold_back_no_renewal(
     assert first_stop.startswith("stop a") and "start b#2" not in log and "start d#2" not in log
     assert log.index("start a#1") < log.index(first_stop) < log.index("start a#2")
     keeper.shutdown()
+
+
+class BusyLeases(FakeLeases):
+    """Gives `busy` back as it was given (state/leases.py: a write in flight held its row past the
+    renewal's short wait), held but not renewed."""
+
+    busy: set[str] = set()
+
+    def renew(self, leases: Iterable[Lease]) -> list[Lease]:
+        given = list(leases)
+        kept = [
+            x for x in given if x.account in self.busy and self.expiry.get(x.account, -1.0) > self.clock.now
+        ]
+        return sorted(
+            super().renew(x for x in given if x.account not in self.busy) + kept, key=lambda x: x.account
+        )
+
+
+class Deferrals(KeeperObserver):
+    def __init__(self) -> None:
+        self.deferred: list[str] = []
+        self.losses: list[str] = []
+
+    def renewal_deferred(self, account: str) -> None:
+        self.deferred.append(account)
+
+    def lost(self, account: str) -> None:
+        self.losses.append(account)
+
+
+def test_a_lease_whose_row_is_busy_is_kept_for_the_next_round_and_counted() -> None:
+    clock = Clock()
+    leases = BusyLeases(clock)
+    seen = Deferrals()
+    keeper = LeaseKeeper(
+        leases, ["a", "b"], start=lambda x: None, stop=lambda a: None, observer=seen, clock=clock
+    )
+    rounds = Rounds(keeper, clock)
+    rounds.run()
+    before = keeper.held["a"]
+    leases.busy = {"a"}
+    rounds.run()
+    assert keeper.held["a"] == before and keeper.held["b"].deadline > before.deadline  # b renewed
+    assert seen.deferred == ["a"] and seen.losses == []
+    leases.busy = set()
+    rounds.run()
+    assert keeper.held["a"].deadline > before.deadline and seen.deferred == ["a"]
