@@ -119,13 +119,14 @@ DEFAULT_IDLE_RENEW, DEFAULT_IDLE_TIMEOUT, IDLE_MAX_SECONDS = 540.0, 30.0, 29 * 6
 DEFAULT_MAX_CONNECTIONS = 5
 
 
+#: No preset names an archive or a trash: Gmail's names are localised ("[Google Mail]/Papierkorb")
+#: and it marks them SPECIAL-USE (\All, \Trash), which a name here would override; a server that
+#: marks nothing is asked by name, "[Gmail]/All Mail" included (imap/special_use.py).
 PROVIDERS: dict[str, dict[str, Any]] = {
     "gmail": {
         "host": "imap.gmail.com",
         "port": 993,
         "tls": "implicit",
-        "archive": "[Gmail]/All Mail",
-        "trash": "[Gmail]/Trash",
         "max_connections": 8,  # of Gmail's 15 (PROVIDER_MAX_CONNECTIONS): room for the user's clients
         "smtp": {"host": "smtp.gmail.com", "port": 587, "tls": "starttls"},
     },
@@ -141,8 +142,6 @@ PROVIDERS: dict[str, dict[str, Any]] = {
         "host": "imap.gmail.com",
         "port": 993,
         "tls": "implicit",
-        "archive": "[Gmail]/All Mail",
-        "trash": "[Gmail]/Trash",
         "max_connections": 8,
         "smtp": {"host": "smtp.gmail.com", "port": 587, "tls": "starttls"},
     },

@@ -146,7 +146,7 @@ client_id = "123.apps.googleusercontent.com"
 client_secret = "{CLIENT_SECRET}"
 """,
     ).accounts["g"]
-    assert (a.host, a.port, a.tls, a.archive) == ("imap.gmail.com", 993, "implicit", "[Gmail]/All Mail")
+    assert (a.host, a.port, a.tls, a.archive) == ("imap.gmail.com", 993, "implicit", None)
     o = a.oauth2
     assert o is not None
     assert o.flow == "authorization_code"

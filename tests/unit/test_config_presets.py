@@ -26,7 +26,7 @@ ACCOUNT = 'username = "me@example.org"\npassword = "pw"\n'
             "gmail",
             ("imap.gmail.com", 993, "implicit"),
             ("smtp.gmail.com", 587, "starttls"),
-            ("[Gmail]/All Mail", "[Gmail]/Trash"),
+            (None, None),  # the server's SPECIAL-USE \All and \Trash, in the account's language
         ),
         (
             "outlook",
@@ -94,7 +94,7 @@ from = "me+bot@example.org"
         993,
         "implicit",
         "Archive",
-        "[Gmail]/Trash",
+        None,
     )
     assert a.smtp is not None
     assert (a.smtp.host, a.smtp.port, a.smtp.tls) == ("smtp.gmail.com", 465, "implicit")
@@ -125,7 +125,7 @@ def test_preset_from_the_environment(tmp_path: Path) -> None:
         "MAILRULES_ACCOUNTS__G__PASSWORD": "app-password",
     }
     a = load(tmp_path, "", env).accounts["g"]
-    assert (a.name, a.host, a.archive) == ("g", "imap.gmail.com", "[Gmail]/All Mail")
+    assert (a.name, a.host, a.archive, a.trash) == ("g", "imap.gmail.com", None, None)
 
 
 def test_unknown_provider_lists_the_known_ones(tmp_path: Path) -> None:
