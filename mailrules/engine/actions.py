@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import logging
-from collections import defaultdict
+import operator
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -39,6 +40,7 @@ log = logging.getLogger("mailrules.actions")
 ALREADY_SO = "already so"
 ALREADY_COPIED = "already copied (journal)"
 ALREADY_DONE = frozenset({ALREADY_SO, ALREADY_COPIED})
+_ACTION_OUTCOME = operator.attrgetter("action", "outcome")
 
 #: `store.copy` or `store.move`
 Transfer = Callable[..., tuple[int | None, dict[int, int]]]
@@ -121,8 +123,9 @@ class ActionRunner(SendActions):
         except Exception:
             self._record_after_failure(rule, entries)
             raise
-        for e in entries:
-            rr.outcomes[f"{e.action} {e.outcome}"] += 1
+        # counted by pair (C), then one key each: not an f-string per message and action
+        for (word, outcome), n in Counter(map(_ACTION_OUTCOME, entries)).items():
+            rr.outcomes[f"{word} {outcome}"] += n
         if self.journal is not None and entries:
             self.journal.record_many(entries)
         if self.lease_stop is not None:  # the lease is not surely held: the pass ends here

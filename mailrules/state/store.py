@@ -24,7 +24,6 @@ from mailrules.state.models import Checkpoint, FlagMark, Intent, JournalEntry, R
 from mailrules.state.rows import SELECT_JOURNAL as _SELECT_JOURNAL
 from mailrules.state.rows import entry_from_json as _entry_from_json
 from mailrules.state.rows import entry_from_row as _entry_from_row
-from mailrules.state.rows import entry_row as _entry_row
 from mailrules.state.rows import entry_to_json as _entry_to_json
 from mailrules.state.rows import flag_mark_row, journal_inserts, own_rows
 from mailrules.state.rows import parse_ts as _dt
@@ -229,9 +228,9 @@ class StateStore:
     @_guarded("record the journal")
     def record_many(self, entries: Iterable[JournalEntry]) -> None:
         """Append a batch of entries, all or none."""
-        rows = [_entry_row(e) for e in entries]
+        batch = list(entries)
         with self.transaction():
-            for statement, params in journal_inserts(rows):  # not executemany: see journal_inserts
+            for statement, params in journal_inserts(batch):  # not executemany: see journal_inserts
                 self._conn.execute(statement, params)
 
     @_guarded("read the journal")

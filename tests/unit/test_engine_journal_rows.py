@@ -56,7 +56,7 @@ def per_entry(
     ]
 
 
-def run(dialect: str) -> tuple[list[tuple[object, ...]], list[JournalEntry]]:
+def run(dialect: str) -> tuple[list[tuple[object, ...]], list[JournalEntry], list[list[tuple[str, int]]]]:
     server = FakeServer()
     for i in range(20):
         server.append("INBOX", message(i))
@@ -65,7 +65,7 @@ def run(dialect: str) -> tuple[list[tuple[object, ...]], list[JournalEntry]]:
     run_id = state.begin_run("run", False, now=NOW)
     emitted: list[JournalEntry] = []
     engine = Engine(RunOptions(NOW, dt.UTC, run_id), journal=state, on_entry=emitted.append)
-    engine.process(
+    report = engine.process(
         FakeStore(server, Dialect.named(dialect), NOW),
         AccountContext("a", create_mailboxes=True),
         "INBOX",
@@ -73,16 +73,17 @@ def run(dialect: str) -> tuple[list[tuple[object, ...]], list[JournalEntry]]:
     )
     entries = state.run_entries(run_id)
     assert {e.run_id for e in [*entries, *emitted]} == {run_id}
-    return [entry_row(e)[1:] for e in entries], [e._replace(run_id="") for e in emitted]
+    outcomes = [list(rr.outcomes.items()) for rr in report.rules]  # in their order: the INFO line's
+    return [entry_row(e)[1:] for e in entries], [e._replace(run_id="") for e in emitted], outcomes
 
 
 @pytest.mark.parametrize("dialect", ["dovecot", "rfc3501"])
 def test_the_rows_and_hook_calls_are_those_of_one_entry_per_message(
     dialect: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rows, emitted = run(dialect)
+    rows, emitted, outcomes = run(dialect)
     monkeypatch.setattr(ActionRunner, "_made", per_entry)
-    before, emitted_before = run(dialect)
+    before, emitted_before, outcomes_before = run(dialect)
 
     # `at` is each command's moment: compared as the order of the commands, the run's id (new
     # each run) by run(), all else as it is
@@ -92,6 +93,7 @@ def test_the_rows_and_hook_calls_are_those_of_one_entry_per_message(
 
     assert same_moment(rows) == same_moment(before)
     assert [e[:-1] for e in emitted] == [e[:-1] for e in emitted_before]
+    assert outcomes == outcomes_before and outcomes[0] == [("mark read ok", 8), ("flag ok", 8), ("tag ok", 8)]
     assert len(rows) > 40 and {r[12] for r in rows} == {"ok"}
     assert {r[7] for r in rows} == {"mark read", "flag", "tag", "copy", "move", "delete"}
     assert any("\\r\\nFAKE" in str(r[6]) for r in rows) and all("\r" not in str(r[6]) for r in rows)

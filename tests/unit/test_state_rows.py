@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from mailrules.state.rows import JOURNAL_COLUMNS, aware, entry_from_row, entry_row, ts
+from mailrules.state.rows import JOURNAL_COLUMNS, aware, entry_from_row, entry_row, journal_inserts, ts
 from tests.unit.test_state_store import entry
 
 
@@ -34,3 +34,8 @@ def test_a_naive_moment_or_an_unknown_outcome_is_refused_every_time() -> None:
             ts(naive)
     with pytest.raises(ValueError, match="unknown outcome"):
         entry_row(entry("r1")._replace(outcome="maybe"))  # type: ignore[arg-type]
+    bad = [entry("r1"), entry("r1")._replace(outcome="maybe")]  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown outcome 'maybe'"):
+        next(journal_inserts(bad))  # before the first statement
+    with pytest.raises(ValueError, match="timezone-aware"):
+        next(journal_inserts([entry("r1", at=naive)]))

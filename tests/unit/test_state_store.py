@@ -198,11 +198,14 @@ def test_record_many_over_several_insert_statements_keeps_every_row_in_order(sto
         entry(run, uid=i, message_id=None if i % 3 else f"<{i}@x>", new_uid=i + 1000 if i % 2 else None)
         for i in range(1, n + 1)
     ]
-    assert [len(params) for _, params in journal_inserts([entry_row(e) for e in batch])] == [
+    statements = list(journal_inserts(batch))
+    assert [len(params) for _, params in statements] == [
         ROWS_PER_INSERT * len(JOURNAL_COLUMNS),
         ROWS_PER_INSERT * len(JOURNAL_COLUMNS),
         7 * len(JOURNAL_COLUMNS),
     ]
+    # the parameters are the rows of entry_row, one after the other
+    assert [p for _, params in statements for p in params] == [v for e in batch for v in entry_row(e)]
     store.record_many(batch)
     assert store.run_entries(run) == batch
     ids = [row[0] for row in store._conn.execute("SELECT id FROM journal ORDER BY uid")]
