@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mailrules.demo.sample_mail import generate
+from mailrules.demo.sample_mail import crlf, generate
 from mailrules.imap.session import ConnectionParams, ImapSession
 
 HOST = "127.0.0.1"
@@ -83,9 +83,11 @@ def counts(session: ImapSession) -> dict[str, int]:
 
 
 def seed(session: ImapSession, now: dt.datetime) -> int:
+    """The rules' .eml samples (three days old) and 150 generated messages into INBOX, each in CRLF
+    form (Cyrus refuses a bare LF); the number appended."""
     n = 0
     for p in sorted((EXAMPLES / "samples").glob("*.eml")):
-        session.append("INBOX", p.read_bytes(), (), now - dt.timedelta(days=3))
+        session.append("INBOX", crlf(p.read_bytes()), (), now - dt.timedelta(days=3))
         n += 1
     for m in generate(150, seed=7, now=now, years=3):
         session.append("INBOX", m.raw, m.flags, m.internaldate)
@@ -93,7 +95,9 @@ def seed(session: ImapSession, now: dt.datetime) -> int:
     return n
 
 
-def write_config(directory: Path, imap_port: int, smtp_port: int) -> Path:
+def write_config(directory: Path, imap_port: int, smtp_port: int, *, user: str = USER) -> Path:
+    """The demo's mailrules.toml: account "work" on loopback without TLS, as `user`, its password in
+    $DEMO_IMAP_PASSWORD; forwards go to the SMTP sink."""
     config = directory / "mailrules.toml"
     config.write_text(
         textwrap.dedent(
@@ -111,7 +115,7 @@ def write_config(directory: Path, imap_port: int, smtp_port: int) -> Path:
             port = {imap_port}
             tls = "none"
             allow_insecure = true            # loopback demo server without TLS
-            username = "{USER}"
+            username = "{user}"
             password_env = "DEMO_IMAP_PASSWORD"
 
             [accounts.work.smtp]

@@ -40,7 +40,10 @@ _LIST_SUBJECTS = [
     "Bug in IDLE handling",
     "Q&A",
 ]
-_PDF = base64.encodebytes(b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n").decode()
+# Every line ends in CRLF, the base64 lines too (encodebytes ends them in LF): an APPENDed message
+# is in RFC 5322 form (RFC 9051 §6.3.12), where CR and LF come only together (§2.3); Cyrus refuses
+# a bare LF ("NO Message contains bare newlines"), Dovecot and pymap take it.
+_PDF = base64.encodebytes(b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n").decode().replace("\n", "\r\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,7 @@ class SampleMessage:
 
 
 def _h(text: str) -> str:
-    return text if text.isascii() else Header(text, "utf-8").encode()
+    return text if text.isascii() else Header(text, "utf-8").encode(linesep="\r\n")
 
 
 def _addr(name: str, addr: str) -> str:
@@ -89,10 +92,17 @@ def _message(
     ).encode()
 
 
+def crlf(raw: bytes) -> bytes:
+    """`raw` with every line ending in CRLF: a lone LF or CR becomes CRLF (a text file's .eml
+    samples end their lines in LF; APPEND wants the message as sent, RFC 5322 §2.3)."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
 def generate(
     count: int, *, seed: int = 1, now: dt.datetime | None = None, years: int = 3
 ) -> Iterator[SampleMessage]:
-    """`count` messages spread over `years` years before `now`, in date order, deterministic per seed."""
+    """`count` messages spread over `years` years before `now`, in date order, deterministic per
+    seed; every line ends in CRLF."""
     rng = random.Random(seed)
     now = now or dt.datetime.now(dt.UTC).replace(microsecond=0)
     span = years * 365 * 86400
