@@ -20,6 +20,7 @@ from mailrules.dsl import ast
 from mailrules.dsl.codekey import grammar_text
 from mailrules.dsl.diagnostics import syntax_diagnostic
 from mailrules.dsl.gcpause import gc_paused
+from mailrules.dsl.lalr import FusedParser
 from mailrules.dsl.lexer import FastLexer
 from mailrules.dsl.transform import AstBuilder
 from mailrules.dsl.transform_base import Keep
@@ -50,12 +51,22 @@ class _Callbacks:
     def __init__(self) -> None:
         self.builder = AstBuilder("", 0)
         self.lock = threading.Lock()
+        #: The loop of our own over the same tables and callbacks, for text without a syntax error.
+        self.fused: FusedParser | None = None
+
+    def method(self, name: str) -> tuple[Callable[[Span | None, list[Any]], Any], bool] | None:
+        """The builder's method for a grammar rule and whether it reads no span, or None."""
+        if name.startswith("_") or not callable(getattr(AstBuilder, name, None)):
+            return None
+        method = getattr(self.builder, str(name))
+        return method, bool(getattr(method, "spanless", False))
 
     def __getattr__(self, name: str) -> Callable[[list[Any]], Any]:
-        if name.startswith("_") or not callable(getattr(AstBuilder, name, None)):
+        found = self.method(name)
+        if found is None:
             raise AttributeError(name)
-        method = getattr(self.builder, str(name))
-        if getattr(method, "spanless", False):
+        method, spanless = found
+        if spanless:
             return functools.partial(method, None)
         span_at = self.builder.span_at
 
@@ -113,6 +124,7 @@ def build_parser(grammar: str, cache_file: str | None) -> tuple[Lark, _Callbacks
     options: dict[str, Any] = {"cache": cache_file} if cache_file else {}
     parser = Lark(grammar, parser="lalr", lexer=FastLexer, transformer=callbacks, **options)
     _plain_rule_names(parser)
+    callbacks.fused = FusedParser.build(parser, callbacks.builder, callbacks.method)
     return parser, callbacks
 
 
@@ -230,7 +242,13 @@ def _parse_whole(text: str, path: str) -> tuple[list[Any], list[Diagnostic]] | N
     with callbacks.lock:
         builder.reset(path, 0)
         try:
-            items: list[Any] = cast(list[Any], parser.parse(text))
+            if callbacks.fused is not None:
+                got = callbacks.fused.parse(text)
+                if got is None:  # a syntax error: parse_text reads it item by item
+                    return None
+                items: list[Any] = cast(list[Any], got)
+            else:
+                items = cast(list[Any], parser.parse(text))
         except Exception:  # a syntax error (or a bug): parse_text reads it item by item
             return None
         return items, builder.diagnostics

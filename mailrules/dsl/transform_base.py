@@ -16,6 +16,7 @@ from mailrules.dsl.lexemes import (
     split_template,
     unescape_string,
 )
+from mailrules.dsl.slots import new_span
 from mailrules.source import Diagnostic, Span
 
 #: The one-word fields, in the language's order (ast.FieldName); `envelope to|from` has a rule of its own.
@@ -186,9 +187,19 @@ class BuilderBase:
         child's end), computed from the children already built; `mspan` of an empty Meta when
         no child has a position."""
         off = self.off
+        if children:
+            first, last = children[0], children[-1]
+            if type(first) is Token and type(last) is Token:  # the lexer makes exactly Tokens
+                return new_span(
+                    self.path,
+                    (first.line or 1) + off,
+                    first.column or 1,
+                    (last.end_line or 1) + off,
+                    last.end_column or 1,
+                )
         start = end = None
         for c in children:
-            if type(c) is Token:  # the common case first: the lexer makes exactly Tokens
+            if type(c) is Token:
                 start = ((c.line or 1) + off, c.column or 1)
                 break
             start = _first(c, off)
@@ -202,17 +213,14 @@ class BuilderBase:
             if end is not None:
                 break
         if start is None or end is None:
-            return Span(self.path, 1 + off, 1)
-        return Span(self.path, start[0], start[1], end[0], end[1])
+            return new_span(self.path, 1 + off, 1)
+        return new_span(self.path, start[0], start[1], end[0], end[1])
 
     # ------------------------------------------------------------ helpers
     def span(self, tok: Token) -> Span:
-        return Span(
-            self.path,
-            (tok.line or 1) + self.off,
-            tok.column or 1,
-            (tok.end_line or 1) + self.off,
-            tok.end_column or 1,
+        off = self.off
+        return new_span(
+            self.path, (tok.line or 1) + off, tok.column or 1, (tok.end_line or 1) + off, tok.end_column or 1
         )
 
     def mspan(self, meta: Position) -> Span:
@@ -226,18 +234,23 @@ class BuilderBase:
 
     def sub_span(self, tok: Token, offset: int, length: int) -> Span:
         line, col = (tok.line or 1) + self.off, (tok.column or 1) + offset
-        return Span(self.path, line, col, line, col + max(1, length))
+        return new_span(self.path, line, col, line, col + max(1, length))
 
     def problems(self, tok: Token, problems: list[Problem]) -> None:
         for p in problems:
             self.error(self.sub_span(tok, p.offset, p.length), p.message)
 
     def string(self, tok: Token) -> str:
+        if "\\" not in tok:  # most strings: the text between the quotes (unescape_string's own shortcut)
+            return tok[1:-1]
         value, _, problems = unescape_string(str(tok))
         self.problems(tok, problems)
         return value
 
     def template(self, tok: Token, what: str = "mailbox name") -> ast.Template:
+        if "\\" not in tok and "{" not in tok and "}" not in tok:  # a plain name: one literal part
+            value = tok[1:-1]
+            return ast.Template(value, (ast.TemplateText(value),) if value else (), self.span(tok))
         value, where, problems = unescape_string(str(tok))
         self.problems(tok, problems)
         pieces, tproblems = split_template(value, what)
