@@ -21,17 +21,23 @@ def dialect_name(dialect: Dialect) -> str:
 
 
 def describe_dialect(
-    dialect: Dialect, *, max_connections: int | None = None, special_use: dict[str, str] | None = None
+    dialect: Dialect,
+    *,
+    max_connections: int | None = None,
+    special_use: dict[str, str] | None = None,
+    archive: str | None = None,
+    trash: str | None = None,
 ) -> list[str]:
     """Sentences for `doctor`: the first names the dialect and its main differences, the others
     say what mailrules does about each capability the server lacks.
 
-    `max_connections`: the account's budget; `special_use`: the store's {use: mailbox} if known.
+    `max_connections`: the account's budget; `special_use`: the store's {use: mailbox} if known;
+    `archive`, `trash`: the account's configured overrides of them (None: the server's).
     """
     uses = special_use or {}
     missing = _missing(dialect, uses)
     if dialect.gmail:
-        lines = _gmail(max_connections, uses)
+        lines = _gmail(max_connections, uses, archive, trash)
     elif dialect.microsoft:
         lines = _microsoft(dialect, max_connections, [m.split(":")[0][3:] for m in missing])
     else:
@@ -41,19 +47,37 @@ def describe_dialect(
     return lines + missing
 
 
-def _gmail(budget: int | None, uses: dict[str, str]) -> list[str]:
+def _gmail(budget: int | None, uses: dict[str, str], archive: str | None, trash: str | None) -> list[str]:
+    # Gmail's names are localised ("[Google Mail]/Papierkorb"): the ones it marks SPECIAL-USE
+    # are the truth; the English names stand in only when doctor could not ask.
     all_mail = uses.get("\\All", "[Gmail]/All Mail")
-    trash = uses.get("\\Trash", "[Gmail]/Trash")
+    gmail_trash = uses.get("\\Trash", "[Gmail]/Trash")
     spam = uses.get("\\Junk", "[Gmail]/Spam")
     cap = gmail.GMAIL_MAX_CONNECTIONS
     budget_text = f", budget {budget}" if budget is not None else ""
     over = " (over Gmail's limit: logins will be refused)" if budget is not None and budget > cap else ""
+    if archive is None or archive == all_mail:
+        archiving = (
+            f"archive from INBOX moves to {all_mail}; from a label's mailbox it removes only the \\Inbox "
+            "label; a move from a label's mailbox removes that label only"
+        )
+    else:
+        archiving = (
+            f"archive moves to {archive} (the configured archive; All Mail is {all_mail}); "
+            "a move from a label's mailbox removes that label only"
+        )
+    if trash is None or trash == gmail_trash:
+        deleting = f"delete moves to {gmail_trash} (every label goes)"
+    else:
+        deleting = (
+            f"delete moves to {trash} (the configured trash, not Gmail's {gmail_trash}: "
+            f"the message stays in {all_mail})"
+        )
     return [
         f"Gmail: archive removes the INBOX label; {cap} connections at most{budget_text}{over}",
         "a tag is a Gmail label (X-GM-LABELS), and `tagged` searches labels",
-        f"archive from INBOX moves to {all_mail}; from a label's mailbox it removes only the \\Inbox "
-        "label; a move from a label's mailbox removes that label only",
-        f"delete moves to {trash} (every label goes); delete permanently expunges it from there",
+        archiving,
+        f"{deleting}; delete permanently moves to {gmail_trash} and expunges it from there",
         f"{all_mail} and {spam} are never watched by default ({all_mail} holds every message again)",
         "Gmail's search matches words: string tests are checked here; X-GM-RAW prefilters "
         "`has attachment`, `older/newer than` and `list is`",

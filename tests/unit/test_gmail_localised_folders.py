@@ -15,10 +15,12 @@ from mailrules.config import AccountSettings, load_config
 from mailrules.dsl.parser import parse_text
 from mailrules.engine.core import Engine
 from mailrules.engine.ports import ARCHIVED_LABEL, RunOptions
+from mailrules.imap.dialects import describe_dialect
 from tests.fakes import FakeServer, FakeStore
 from tests.unit.test_gmail_dialect import LIST_ANSWER, gmail_session
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
+GMAIL = Dialect.named("gmail")
 ALL, TRASH = "[Google Mail]/Alle Nachrichten", "[Google Mail]/Papierkorb"
 #: what the store of a German account gives (imap/store.py: Gmail's \All stands for \Archive)
 GERMAN = {"\\All": ALL, "\\Archive": ALL, "\\Junk": "[Google Mail]/Spam", "\\Trash": TRASH}
@@ -49,7 +51,7 @@ def run(account: AccountSettings) -> FakeServer:
         server.append(box, raw, [ARCHIVED_LABEL] if box == "Work" else [])
     for box in (ALL, TRASH):
         server.mailbox(box)
-    store = FakeStore(server, Dialect.named("gmail"), NOW, dict(GERMAN))
+    store = FakeStore(server, GMAIL, NOW, dict(GERMAN))
     engine = Engine(RunOptions(NOW, dt.UTC, "run"))
     context = Account(account).context()
     for mailbox in ("INBOX", "Work"):
@@ -107,3 +109,19 @@ def test_without_special_use_the_english_names_are_found_by_name() -> None:
     s, _, _ = gmail_session(lambda t, c: [*bare, t + b" OK Success"], caps=caps)
     uses = s.special_use()
     assert (uses["\\Archive"], uses["\\Trash"]) == ("[Gmail]/All Mail", "[Gmail]/Trash")
+
+
+def test_doctor_names_the_german_mailboxes_and_the_overrides() -> None:
+    text = "\n".join(describe_dialect(GMAIL, special_use=GERMAN))
+    assert f"archive from INBOX moves to {ALL};" in text
+    assert f"delete moves to {TRASH} (every label goes)" in text
+    assert "[Gmail]" not in text
+    text = "\n".join(describe_dialect(GMAIL, special_use=GERMAN, archive="Ablage", trash="Weg"))
+    assert f"archive moves to Ablage (the configured archive; All Mail is {ALL})" in text
+    assert (
+        f"delete moves to Weg (the configured trash, not Gmail's {TRASH}: the message stays in {ALL})" in text
+    )
+    assert f"delete permanently moves to {TRASH} and expunges it from there" in text
+    # an override that names the server's own mailbox says what Gmail does there
+    text = "\n".join(describe_dialect(GMAIL, special_use=GERMAN, archive=ALL, trash=TRASH))
+    assert f"archive from INBOX moves to {ALL};" in text and f"delete moves to {TRASH} (every" in text

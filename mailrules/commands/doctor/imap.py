@@ -122,7 +122,11 @@ def imap_checks(
         rows += [
             Check("dialect", "INFO", line)
             for line in describe_dialect(
-                store.dialect, max_connections=account.max_connections, special_use=store.special_use()
+                store.dialect,
+                max_connections=account.max_connections,
+                special_use=store.special_use(),
+                archive=account.archive,
+                trash=account.trash,
             )
         ]
         mailbox_checks(session, account, rules, rows)
