@@ -18,6 +18,7 @@ import dataclasses
 import marshal
 import os
 import sys
+import threading
 from types import CodeType
 from typing import Any
 
@@ -55,6 +56,7 @@ _used: dict[str, CodeType] = {}  # the texts this process asked for
 _fresh = False  # a text was compiled here that the file did not hold
 _path: str | None = None
 _original: Any = None
+_lock = threading.Lock()  # the daemon's threads make classes too; a save copies the tables
 
 
 def cache_path() -> str | None:
@@ -106,8 +108,10 @@ def _cached_create_fn(
     code = _known.get(txt)
     if code is None:
         code = compile(txt, "<string>", "exec")  # what exec(txt, ...) compiles
-        _fresh = True
-    _used[txt] = code
+    with _lock:
+        if txt not in _known:
+            _fresh = True
+        _used[txt] = code
     ns: dict[str, Any] = {}
     exec(code, globals, ns)  # as dataclasses does
     return ns["__create_fn__"](**locals)
@@ -151,15 +155,23 @@ def save() -> bool:
     """Write the table back when this process compiled a text it lacked (the texts it held and
     those it used; only those used when that would pass MAX_ENTRIES); True when written."""
     global _fresh
-    if not _fresh or _path is None:
-        return False
-    table = {**_known, **_used}
+    with _lock:
+        if not _fresh or _path is None:
+            return False
+        used = dict(_used)
+        table = {**_known, **used}
+        _fresh = False
     if len(table) > MAX_ENTRIES:
-        table = dict(_used)
-    if not write_atomic(_path, marshal.dumps(table)):
+        table = used
+    try:
+        data = marshal.dumps(table)
+    except ValueError:  # not expected of code objects; a cache is never worth a failure
+        data = None
+    if data is None or not write_atomic(_path, data):
+        with _lock:
+            _fresh = True  # another save may try again
         return False
-    _known.update(_used)
-    _fresh = False
+    _known.update(used)
     return True
 
 

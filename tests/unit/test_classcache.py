@@ -173,3 +173,17 @@ def test_a_command_process_writes_the_table_and_the_next_one_reads_it(tmp_path: 
         stamps.append((st.st_ino, st.st_mtime_ns))
         assert len(marshal.loads(tables[0].read_bytes())) > 100
     assert stamps[0] == stamps[1]  # the second found every method in it: nothing written
+
+
+def test_a_table_that_could_not_be_written_is_written_by_the_next_save(
+    cache_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert classcache.install()
+    _make()
+    monkeypatch.setattr(classcache, "write_atomic", lambda path, data: False)
+    assert not classcache.save()
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home.parent))
+    assert classcache.save()
+    path = classcache.cache_path()
+    assert path is not None and len(marshal.loads(Path(path).read_bytes())) >= 4
