@@ -132,35 +132,41 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
-    """Bring the schema up to `len(migrations)`, one transaction per step; return the final version.
+    """Bring the schema up to `len(migrations)`, every step pending in one transaction (each
+    recorded in schema_migrations); return the final version.
 
     Idempotent: a database already at the latest version is left untouched. A database written by
     a newer mailrules is refused rather than guessed at. `conn` must be in autocommit mode
-    (`isolation_level=None`), since the transactions are ours.
+    (`isolation_level=None`), since the transactions are ours. One transaction, not one per step:
+    each COMMIT is an fdatasync (`synchronous=FULL`), and a new state file took one per step
+    before the first connection (bench/README.md, session 19); a failing step leaves none applied.
     """
-    current = schema_version(conn)
     target = len(migrations)
+    if _refuse_newer(schema_version(conn), target) == target:
+        return target
+    # BEGIN IMMEDIATE takes the write lock first, so two processes opening the same new file
+    # cannot both run the steps; the second one sees the new user_version and runs none.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = _refuse_newer(schema_version(conn), target)
+        for version in range(current, target):
+            for statement in _statements(migrations[version]):
+                conn.execute(statement)
+            _note(conn, version + 1)
+        conn.execute(f"PRAGMA user_version = {target}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return schema_version(conn)
+
+
+def _refuse_newer(current: int, target: int) -> int:
     if current > target:
         raise StateError(
             f"state database schema version {current} is newer than this mailrules knows ({target})"
         )
-    for version in range(current, target):
-        # BEGIN IMMEDIATE takes the write lock first, so two processes opening the same new file
-        # cannot both run the same step; the second one sees the new user_version and skips it.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if schema_version(conn) != version:
-                conn.execute("ROLLBACK")
-                continue
-            for statement in _statements(migrations[version]):
-                conn.execute(statement)
-            _note(conn, version + 1)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return schema_version(conn)
+    return current
 
 
 def _note(conn: sqlite3.Connection, version: int) -> None:

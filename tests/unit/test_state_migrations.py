@@ -8,8 +8,10 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from mailrules.state import SCHEMA_VERSION, Checkpoint, JournalEntry, StateStore, intent_key
-from mailrules.state.schema import MIGRATIONS, migrate
+from mailrules.state.schema import MIGRATIONS, migrate, schema_version
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "state"
 T = datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
@@ -148,3 +150,22 @@ def test_log_filters_by_rule_or_account_walk_the_time_index(tmp_path: Path) -> N
         "SCAN journal USING INDEX journal_at",
         "SEARCH journal USING INDEX journal_message_id",
     ]
+
+
+def test_the_pending_steps_go_in_one_transaction_and_a_failing_one_leaves_none(tmp_path: Path) -> None:
+    """One COMMIT (one fdatasync with synchronous=FULL) for a new file, not one per step."""
+    conn = sqlite3.connect(tmp_path / "new.db", isolation_level=None)
+    traced: list[str] = []
+    conn.set_trace_callback(traced.append)
+    assert migrate(conn) == SCHEMA_VERSION
+    assert traced.count("COMMIT") == 1 and migrate(conn) == SCHEMA_VERSION
+    assert traced.count("BEGIN IMMEDIATE") == 1  # at the latest version: no write lock taken
+    conn.close()
+
+    broken = (*MIGRATIONS, "CREATE TABLE extra (x INTEGER); CREATE TABLE journal (x INTEGER);")
+    conn = sqlite3.connect(tmp_path / "broken.db", isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="already exists"):
+        migrate(conn, broken)
+    assert schema_version(conn) == 0
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    conn.close()
