@@ -166,37 +166,67 @@ class Prefetcher:
                 f.set_exception(exc)
             return
         self.opened = True
-        for rule, _, barrier in self._order:
+        early: dict[int, list[int]] = {}  # rules searched before they could be fetched: their hits
+        searched = 0  # the rules of `_order` before this one are searched (or done)
+        for i, (rule, _, barrier) in enumerate(self._order):
+            searched = max(searched, i)
+            while True:
+                going, ready, covered = self._wait(barrier, searched < len(self._order))
+                if not going:
+                    for later, _, _ in self._order[i:]:
+                        self._futures[id(later)].cancel()
+                    return
+                if ready:
+                    break
+                # Its fetch must wait for the first connection: search a later rule meanwhile,
+                # over the mailbox as it is now (its first searches of a header are the server's
+                # slowest commands; done here they overlap the first connection's work).
+                try:
+                    early[searched] = Matcher.search(
+                        store, plan(self._order[searched][0])[0], self._candidates, True
+                    )
+                except Exception as exc:  # searched again when it can be fetched
+                    log.debug("search ahead of rule %r failed: %s", self._order[searched][0].name, exc)
+                searched += 1
             future = self._futures[id(rule)]
-            going, covered = self._wait(barrier)
-            if not going:
-                future.cancel()
-                continue
             try:
-                future.set_result(self._one(store, rule, covered, plan, judge))
+                future.set_result(self._one(store, rule, covered, early.pop(i, None), plan, judge))
             except Exception as exc:  # the engine searches this rule itself
                 log.debug("prefetch of rule %r failed: %s", rule.name, exc)
                 future.set_exception(exc)
 
-    def _wait(self, barrier: int) -> tuple[bool, set[int] | None]:
-        """Wait until the rule at `barrier` is matched: (False, _) when the pass is over first,
-        else (True, the messages then expected in play, or None: all of them still)."""
+    def _wait(self, barrier: int, more: bool) -> tuple[bool, bool, set[int] | None]:
+        """(going, ready, covered): wait until the rule at `barrier` is matched (ready), or, when
+        `more` rules can be searched meanwhile, only until the first connection published up to
+        now; going is False when the pass is over; covered is the messages expected in play
+        (None: all of them still)."""
         with self._cond:
-            while self._published < barrier and not self._stop:
+            while self._published < barrier and not self._stop and not more:
                 self._cond.wait()
             if self._stop:
-                return False, None
-            return True, (self._candidates - self._gone if self._gone else None)
+                return False, False, None
+            if self._published < barrier:
+                return True, False, None
+            return True, True, (self._candidates - self._gone if self._gone else None)
 
     def _one(
-        self, store: MailboxStore, rule: A.Rule, covered: set[int] | None, plan: Planner, judge: Judge
+        self,
+        store: MailboxStore,
+        rule: A.Rule,
+        covered: set[int] | None,
+        early: list[int] | None,
+        plan: Planner,
+        judge: Judge,
     ) -> Ahead:
+        """The rule's hits among `covered` (searched now, or `early`), fetched and judged."""
         if covered is not None and not covered:  # every message is expected to have left
             return Ahead(covered, [], {}, {})
         server, residual, needs = plan(rule)
-        # Over the messages expected in play only: the UID set goes with the search when short
-        within = self._candidates if covered is None else covered
-        hits = Matcher.search(store, server, within, whole=covered is None)
+        if early is not None:
+            hits = early if covered is None else [u for u in early if u in covered]
+        else:  # over the messages expected in play only: the UID set goes with the search when short
+            within = self._candidates if covered is None else covered
+            hits = Matcher.search(store, server, within, whole=covered is None)
         views = store.fetch_views(hits, needs) if hits else {}
         verdicts: dict[int, Verdict] = {}
         if residual is not None:
