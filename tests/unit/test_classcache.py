@@ -15,7 +15,7 @@ import pytest
 from mailrules import classcache
 
 pytestmark = pytest.mark.skipif(
-    sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11),
+    not classcache._supported(dataclasses._create_fn),  # type: ignore[attr-defined]
     reason="the table replaces CPython 3.11's dataclasses._create_fn only",
 )
 
