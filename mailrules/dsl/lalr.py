@@ -18,6 +18,7 @@ Lark parses everything, as before.
 from __future__ import annotations
 
 import functools
+import string
 from collections.abc import Callable
 from typing import Any
 
@@ -100,6 +101,19 @@ def _reducers(bodies: list[str | None], methods: list[Any], env: dict[str, Any])
     return out
 
 
+def _keywords_at(lexer: FastLexer, acts: dict[str, Any]) -> dict[str, str]:
+    """What each keyword is in a state whose actions are `acts`, as FastLexer.lex decides it: the
+    keyword where the state takes it, else a WORD where it takes one and the word is not reserved,
+    else the keyword (the error names it). A word that is no keyword is a WORD everywhere."""
+    out: dict[str, str] = {}
+    for low, keyword in lexer.keywords.items():
+        if keyword not in acts and "WORD" in acts and low not in lexer.reserved:
+            out[low] = "WORD"
+        else:
+            out[low] = keyword
+    return out
+
+
 class FusedParser:
     """One parse of a whole text: the items, or None at the first syntax error (see the module)."""
 
@@ -109,6 +123,15 @@ class FusedParser:
         self.end_state = table.end_states["start"]
         #: state -> terminal -> the next state (a shift) or a reducer (size, function, gotos)
         self.actions = actions
+        #: state -> keyword (lower case) -> the terminal a word is there (any other word: WORD)
+        self.words = {state: _keywords_at(lexer, acts) for state, acts in actions.items()}
+        #: The class of a token by its first character, where only one class can start with it:
+        #: a letter only WORD (the first class, `[A-Za-z]...`), `"` only STRING, a punctuation
+        #: character only PUNCT (none of the classes before it can start so). Any other token
+        #: is matched again with FastLexer's named groups.
+        self.first = dict.fromkeys(string.ascii_letters, "WORD")
+        self.first.update((p, "PUNCT") for p in lexer.punct if len(p) == 1)
+        self.first['"'] = "STRING"
 
     @classmethod
     def build(
@@ -171,37 +194,33 @@ class FusedParser:
     def parse(self, text: str) -> Any:
         """The value of the start rule for `text`, or None at a syntax error."""
         lexer = self.lexer
-        keywords, reserved, punct = lexer.keywords, lexer.reserved, lexer.punct
+        punct, words = lexer.punct, self.words
         table = self.actions
-        count, rfind = text.count, text.rfind
         line, line_start, pos, end = 1, 0, 0, len(text)
         state = self.start_state
         states: list[Any] = [state]
         values: list[Any] = []
         acts = table[state]
-        for m in lexer.scanner.finditer(text):
-            kind = m.lastgroup
-            if kind is None:  # white space or comments only: the end, or a stray character
-                if m.end() >= end:
+        first, named = self.first, lexer.scanner.match
+        for found in lexer.plain_scanner.findall(text):
+            skipped, value = found[0], found[1]
+            start = pos + len(skipped)
+            if "\n" in skipped:
+                line += skipped.count("\n")
+                line_start = pos + skipped.rfind("\n") + 1
+            if not value:  # white space or comments only: the end, or a stray character
+                if start >= end:
                     break
                 return None
-            start, stop = m.span(kind)  # the token ends the match
-            value = text[start:stop]
-            newlines = count("\n", pos, start)
-            if newlines:
-                line += newlines
-                line_start = rfind("\n", pos, start) + 1
-            pos = stop
-            # The keyword decisions of FastLexer.lex, on the state this loop holds.
-            if kind == "WORD":
-                low = value.lower()
-                keyword = keywords.get(low)
-                if keyword is not None and keyword in acts:
-                    kind = keyword
-                elif "WORD" in acts and low not in reserved:
-                    pass
-                elif keyword is not None:
-                    kind = keyword
+            pos = start + len(value)
+            kind = first.get(value[0])
+            if kind is None:  # a digit, `/`, `<`, `>`: the class as FastLexer's scan finds it there
+                m = named(text, start)
+                kind = m.lastgroup if m is not None else None
+                if kind is None:  # pragma: no cover - the same classes matched this token
+                    return None
+            if kind == "WORD":  # a keyword or a WORD: FastLexer.lex's decision, made for each state
+                kind = words[state].get(value.lower(), "WORD")
             elif kind == "PUNCT":
                 kind = punct[value]
             elif kind == "NUMBER" and "." not in value and ("INT" in acts or "NUMBER" not in acts):

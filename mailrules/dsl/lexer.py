@@ -68,6 +68,10 @@ class FastLexer(Lexer):
         # The token is optional, so the pattern matches everywhere: at the end of the text, or
         # at a character no token starts with, the match is the skipped text alone.
         self.scanner = re.compile(f"{skip}(?:{tokens})?")
+        #: The same scan with two groups, the skipped text and the token (for re.findall: no
+        #: Match object per token; dsl/lalr.py tells the token's class from its first character).
+        plain = "|".join(f"(?:{pieces[c]})" for c in _CLASSES)
+        self.plain_scanner = re.compile(f"({skip})({plain})?")
         self.terminal_names = set(by_name)
 
     def lex(self, lexer_state: LexerState, parser_state: Any) -> Iterator[Token]:

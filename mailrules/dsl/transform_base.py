@@ -202,14 +202,16 @@ class BuilderBase:
             if type(c) is Token:
                 start = ((c.line or 1) + off, c.column or 1)
                 break
-            start = _first(c, off)
+            span = getattr(c, "span", None)  # an AST node or a clause: the commonest other child
+            start = (span.line, span.column) if type(span) is Span else _first(c, off)
             if start is not None:
                 break
         for c in reversed(children):
             if type(c) is Token:
                 end = ((c.end_line or 1) + off, c.end_column or 1)
                 break
-            end = _last(c, off)
+            span = getattr(c, "span", None)
+            end = (span.end_line, span.end_column) if type(span) is Span else _last(c, off)
             if end is not None:
                 break
         if start is None or end is None:
