@@ -230,14 +230,11 @@ class CommandCore:
             raise self._throttled(from_response(name, reply.typ, reply.text, context=self._context), name)
         return reply
 
-    def _pipelined(
-        self, commands: Sequence[tuple[str, bytes]], read: Callable[[str, Reply], None] | None = None
-    ) -> list[Reply]:
+    def _pipelined(self, commands: Sequence[tuple[str, bytes]]) -> list[Reply]:
         """Send `commands` (name, line without tag; no literals) in one write, then read their
         tagged replies in order: one round trip for all. Only for commands whose answers do not
         depend on one another's outcome (RFC 9051 §5.5). Each is counted, timed from the write and
-        told to the hook as `_run` does; the replies come back whatever their status. `read(name,
-        reply)` is called as each reply is read, before the next one (its untagged data alone)."""
+        told to the hook as `_run` does; the replies come back whatever their status."""
         if not commands:
             return []
         self._check_alive(commands[0][0])
@@ -255,8 +252,6 @@ class CommandCore:
                 reply = self._finish(tag)
                 self._record(name, started, reply.typ == "OK")
                 replies.append(reply)
-                if read is not None:
-                    read(name, reply)
         except (OSError, EOFError) as exc:
             self._record(name, started, False)
             raise self._fail(exc, name) from exc

@@ -23,7 +23,7 @@ from imapclient.tls import IMAP4_TLS
 from mailrules import __version__
 from mailrules.config.model import Secret
 from mailrules.errors import ImapError, MailrulesError
-from mailrules.imap.core import Reply, login_arg, quote
+from mailrules.imap.core import login_arg, quote
 from mailrules.imap.errors import classify, from_response
 from mailrules.imap.names import Namespaces
 from mailrules.imap.sasl import (
@@ -93,13 +93,8 @@ class _GreetingCapabilities:
     untagged_responses: dict[str, list[Any]]
     capabilities: tuple[str, ...]
     _greeted = False
-    #: Set before STARTTLS by a session that asks CAPABILITY itself, with its LOGIN (ImapSession._login)
-    ask_later = False
 
     def _get_capabilities(self) -> None:
-        if self._greeted and self.ask_later:
-            self.capabilities = ()  # the pre-TLS list is forgotten all the same (RFC 9051 §6.2.1)
-            return
         listed = None if self._greeted else _GREETING_CAPABILITIES.match(self.welcome or b"")
         self._greeted = True
         if listed is not None and listed.group(1).strip():
@@ -216,30 +211,13 @@ class ImapSession(TransferCommands):
                 f'{self._context}: server does not offer STARTTLS; use tls = "implicit" (port 993)',
                 "permanent",
             )
-        # RFC 2595 §3.1: imapclient forgets the pre-TLS capabilities after this. imaplib asks them
-        # again right after the handshake, unless the LOGIN can go with that CAPABILITY (_login).
-        later = self._login_line() is not None
-        self._client._imap.ask_later = later
+        # RFC 2595 §3.1: imapclient forgets the pre-TLS capabilities after this.
         self._call("STARTTLS", lambda: self._client.starttls(ctx))
-        if not later:
-            self.command_count += 1
-
-    def _login_line(self) -> bytes | None:
-        """`LOGIN user password` when a password login needs no literal (printable ASCII), else None."""
-        if self._params.tokens is not None:
-            return None
-        user, password = login_arg(self._params.username), login_arg(self._params.password)
-        if not isinstance(user, bytes) or not isinstance(password, bytes):
-            return None
-        return b"LOGIN " + user + b" " + password
+        self.command_count += 1  # imaplib sends CAPABILITY right after the TLS handshake
 
     def _login(self) -> None:
         if self._params.tokens is not None:
             self._oauth_login(self._params.tokens)
-            return
-        line = self._login_line()
-        if getattr(self._client._imap, "ask_later", False) and line is not None:
-            self._capability_and_login(line)
             return
         pre = self._pre_auth_caps()
         if "LOGINDISABLED" in pre:
@@ -250,27 +228,6 @@ class ImapSession(TransferCommands):
         else:
             # imaplib's LOGIN encodes arguments as ASCII; SASL PLAIN carries UTF-8 (RFC 4616).
             self._call("AUTHENTICATE", lambda: self._client.plain_login(user, password))
-        log.info("%s: logged in to %s", self._account, self._host)
-
-    def _capability_and_login(self, line: bytes) -> None:
-        """After STARTTLS: the CAPABILITY the handshake calls for (RFC 9051 §6.2.1) and LOGIN in one
-        round trip. LOGIN goes over TLS either way; a LOGINDISABLED in the answer still refuses."""
-        imap = self._client._imap
-
-        def read(name: str, reply: Reply) -> None:
-            if name == "CAPABILITY":  # its list alone: LOGIN's answer may carry the next one
-                words = [c for c in self._take("CAPABILITY") if isinstance(c, bytes)]
-                imap.capabilities = (
-                    tuple(words[-1].decode("ascii", "replace").upper().split()) if words else ()
-                )
-
-        asked, login = self._pipelined([("CAPABILITY", b"CAPABILITY"), ("LOGIN", line)], read)
-        if asked.typ != "OK":
-            err = from_response("CAPABILITY", asked.typ, asked.text, context=self._context)
-            raise self._throttled(err, "CAPABILITY")
-        if "LOGINDISABLED" in self._pre_auth_caps():
-            raise ImapError(f"{self._context}: server disabled LOGIN on this connection", "permanent")
-        self._logged_in(login)
         log.info("%s: logged in to %s", self._account, self._host)
 
     def _oauth_login(self, tokens: TokenSource) -> None:
@@ -324,9 +281,6 @@ class ImapSession(TransferCommands):
         reply = self._run(
             "LOGIN", [b"LOGIN ", login_arg(user), b" ", login_arg(password)], accept=("OK", "NO", "BAD")
         )
-        self._logged_in(reply)
-
-    def _logged_in(self, reply: Reply) -> None:
         if reply.typ != "OK":
             # As imapclient reported it: kind "auth" unless an RFC 5530 code says otherwise.
             raise self._fail(LoginError(f"{reply.typ} {reply.text.decode('utf-8', 'replace')}"), "LOGIN")

@@ -1,5 +1,5 @@
-"""Round trips of a connection's start: no CAPABILITY after a greeting that lists them; after
-STARTTLS, CAPABILITY and LOGIN together; after LOGIN, ENABLE, ID and NAMESPACE together.
+"""Round trips of a connection's start: no CAPABILITY after a greeting that lists them, and after
+LOGIN, ENABLE, ID and NAMESPACE go out together and are read in one round trip.
 
 A scripted server answers none of the three before all three have arrived: a client that waited
 for each answer before sending the next command would never get one (and time out).
@@ -7,11 +7,7 @@ for each answer before sending the next command would never get one (and time ou
 
 from __future__ import annotations
 
-import shutil
 import socket
-import ssl
-import subprocess
-from pathlib import Path
 from typing import BinaryIO
 
 import pytest
@@ -139,101 +135,3 @@ def _version() -> bytes:
     from mailrules import __version__
 
     return __version__.encode()
-
-
-class StartTls(ScriptedLoopback):
-    """STARTTLS, then answers the CAPABILITY after the handshake only once the next command is in
-    (a LOGIN sent with it), unless `hold` is False. `tls_caps`: what it lists over TLS."""
-
-    def __init__(
-        self, cert: Path, key: Path, tls_caps: str = "IMAP4rev1 AUTH=PLAIN", hold: bool = True
-    ) -> None:
-        self.server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.server_ctx.load_cert_chain(cert, key)
-        self.tls_caps = tls_caps
-        self.hold = hold
-        self.commands: list[bytes] = []
-        super().__init__()
-
-    def converse(self, conn: socket.socket, reader: BinaryIO) -> None:
-        conn.sendall(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n")
-        line = reader.readline()
-        self.commands.append(line.strip())
-        conn.sendall(line.split(b" ", 1)[0] + b" OK go\r\n")
-        tls = self.server_ctx.wrap_socket(conn, server_side=True)
-        reader = tls.makefile("rb")
-        held: bytes | None = None
-        while line := reader.readline():
-            self.commands.append(line.strip())
-            tag, _, rest = line.partition(b" ")
-            word = rest.strip().split(b" ", 1)[0].upper()
-            answer = b"* CAPABILITY " + self.tls_caps.encode() + b"\r\n" + tag + b" OK done\r\n"
-            if word == b"CAPABILITY" and self.hold:
-                held = answer
-                continue
-            out, held = (held or b""), None
-            if word == b"CAPABILITY":
-                out += answer
-            elif word in (b"LOGIN", b"AUTHENTICATE"):
-                if word == b"AUTHENTICATE" and rest.strip().count(b" ") < 2:  # no SASL-IR
-                    tls.sendall(b"+ \r\n")
-                    reader.readline()
-                ok = "LOGINDISABLED" not in self.tls_caps
-                out += tag + (b" OK [CAPABILITY IMAP4rev1] in\r\n" if ok else b" NO disabled\r\n")
-            elif word == b"LIST":
-                out += b'* LIST () "/" ""\r\n' + tag + b" OK done\r\n"
-            elif word == b"LOGOUT":
-                tls.sendall(out + b"* BYE bye\r\n" + tag + b" OK done\r\n")
-                return
-            else:
-                out += tag + b" BAD unexpected\r\n"
-            tls.sendall(out)
-
-    def params(self, cert: Path, password: str = "p") -> ConnectionParams:
-        return ConnectionParams(
-            "127.0.0.1", self.port, "starttls", "u", password, ca_file=str(cert), timeout=3, name="tls"
-        )
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
-    d = tmp_path_factory.mktemp("tls")
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-            *("-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        cwd=d,
-        check=True,
-        capture_output=True,
-    )
-    return d / "cert.pem", d / "key.pem"
-
-
-def test_after_starttls_capability_and_login_go_together(certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
-    with StartTls(cert, key) as server:
-        session = ImapSession.connect(server.params(cert))
-        assert session.command_count == 4  # STARTTLS, CAPABILITY, LOGIN, LIST (none after the greeting)
-        session.logout()
-    words = [c.split(b" ", 2)[1] for c in server.commands]
-    assert words == [b"STARTTLS", b"CAPABILITY", b"LOGIN", b"LIST", b"LOGOUT"]
-
-
-def test_logindisabled_over_tls_still_refuses(certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
-    with StartTls(cert, key, tls_caps="IMAP4rev1 LOGINDISABLED") as server, pytest.raises(ImapError) as exc:
-        ImapSession.connect(server.params(cert))
-    assert "server disabled LOGIN" in str(exc.value) and exc.value.kind == "permanent"
-
-
-def test_a_password_that_needs_sasl_asks_capability_first(certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
-    with StartTls(cert, key, hold=False) as server:
-        session = ImapSession.connect(server.params(cert, password="pässwörd"))
-        session.logout()
-    words = [c.split(b" ", 2)[1] for c in server.commands if b" " in c]
-    assert words[:3] == [b"STARTTLS", b"CAPABILITY", b"AUTHENTICATE"]
