@@ -27,7 +27,6 @@ import datetime as dt
 import hashlib
 import importlib
 import marshal
-import operator
 import os
 from collections.abc import Callable
 from typing import Any
@@ -85,6 +84,38 @@ def _maker(cls: type) -> tuple[Callable[..., Any], tuple[str, ...]]:
     return _makers[cls]
 
 
+_encoders: dict[tuple[type, int], Callable[[Any, Callable[[Any], Any], str], list[Any]]] = {}
+
+
+def _encoder(
+    cls: type, number: int, names: tuple[str, ...]
+) -> Callable[[Any, Callable[[Any], Any], str], list[Any]]:
+    """`e(x, enc, file)`: `[number, field values...]` of a `cls`, each field as it is when it is a
+    str, int, float, bool or None, as `[_SPAN_HERE, ...]` when it is a Span of `file`, else
+    `enc(value)`; generated once per class and number, without the attrgetter tuple and the list
+    comprehension of each node (the encoding of a cold load's 10,000 rules: measured in
+    bench/README.md, "Session 19: cold parse")."""
+    known = _encoders.get((cls, number))
+    if known is not None:
+        return known
+    if not all(name.isidentifier() for name in names):  # pragma: no cover - dataclass fields are
+        raise Unsupported(f"{cls.__name__} has a field that is no identifier")
+    # The generated code names only the fields of a dataclass of the AST (identifiers), numbers,
+    # and a0.., x, enc, file, S, Span, H: nothing from a file reaches it.
+    lines = ["def e(x, enc, file):"]
+    lines += [f"    a{i} = x.{name}" for i, name in enumerate(names)]
+    values = "".join(
+        f", a{i} if type(a{i}) in S else [H, a{i}.line, a{i}.column, a{i}.end_line, a{i}.end_column]"
+        f" if type(a{i}) is Span and a{i}.file == file else enc(a{i})"
+        for i in range(len(names))
+    )
+    lines.append(f"    return [{number}{values}]")
+    env: dict[str, Any] = {"S": _SCALARS, "Span": Span, "H": _SPAN_HERE}
+    exec("\n".join(lines) + "\n", env)
+    _encoders[(cls, number)] = env["e"]  # two threads may both make it: the same function
+    return _encoders[(cls, number)]
+
+
 def _resolve(entry: Any) -> tuple[type, Callable[..., Any], tuple[str, ...]]:
     """A class table entry `("module:Name", (field, ...))` -> (class, maker, fields), only for the
     AST's own modules and only when the fields are those recorded."""
@@ -109,7 +140,7 @@ class _Codec:
         self.table: list[tuple[str, tuple[str, ...]]] = []
         self.number: dict[type, int] = {}
         self.makers: list[Callable[..., Any]] = []
-        self.getters: list[Callable[[Any], tuple[Any, ...]]] = []
+        self.encoders: list[Callable[[Any, Callable[[Any], Any], str], list[Any]]] = []
         for entry in table:
             cls, make, names = _resolve(entry)
             self._add(cls, make, names)
@@ -118,17 +149,12 @@ class _Codec:
         self.number[cls] = len(self.table)
         self.table.append((f"{cls.__module__}:{cls.__qualname__}", names))
         self.makers.append(make)
-        # every field's value at once, as a tuple (attrgetter of one name gives the value alone)
-        if len(names) > 1:
-            self.getters.append(operator.attrgetter(*names))
-        else:
-            one = operator.attrgetter(*names) if names else None
-            self.getters.append(lambda x: () if one is None else (one(x),))
+        self.encoders.append(_encoder(cls, len(self.table) - 1, names))
         return self.number[cls]
 
     def encode(self, value: Any, file: str) -> Any:
         """Plain data for `value` (Unsupported for what the format does not hold)."""
-        scalars, number_of, getters = _SCALARS, self.number, self.getters
+        scalars, number_of, encoders = _SCALARS, self.number, self.encoders
 
         def enc(x: Any) -> Any:
             t = type(x)
@@ -136,7 +162,7 @@ class _Codec:
                 return [_SPAN_HERE, x.line, x.column, x.end_line, x.end_column]
             number = number_of.get(t)
             if number is not None:
-                return [number, *[v if type(v) in scalars else enc(v) for v in getters[number](x)]]
+                return encoders[number](x, enc, file)
             if t is tuple:
                 return tuple([v if type(v) in scalars else enc(v) for v in x])
             if t in scalars:
