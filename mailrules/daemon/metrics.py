@@ -197,7 +197,8 @@ class Metrics:
             "mailrules_actions_skipped_total",
             "Actions skipped for loop safety: source_mailbox (the destination is the mailbox the rule "
             "reads), auto_submitted, null_sender, report, precedence, loop_header (forward/redirect "
-            "of automatic, bounce, report, bulk or already forwarded mail), rate_limit.",
+            "of automatic, bounce, report, bulk or already forwarded mail), rate_limit; and vanished "
+            "(a move or copy of a message another client expunged first, by the server's COPYUID).",
             ["account", "reason"],
             registry=r,
         )

@@ -73,6 +73,7 @@ class ActionRunner(SendActions):
         #: destination -> whether it is this mailbox: asked up to twice per message and removing
         #: action, answered once per name (the names a pass files into are few)
         self._source: dict[str, bool] = {}
+        self.gone: set[int] = set()  # SendActions.gone
         #: UIDs whose action the server refused for now (RFC 5530 UNAVAILABLE, INUSE, LIMIT,
         #: SERVERBUG) and that can safely be sent again: the daemon tries them again later.
         self.retry_uids: set[int] = set()
@@ -203,6 +204,8 @@ class ActionRunner(SendActions):
             done = self._group(rule, "archive", ARCHIVED_LABEL, None, in_place, self.store.archive_in_place)
             entries += done
             removed |= {e.uid for e in done if e.outcome in ("ok", "dry-run")}
+        if self.gone:  # not in the mailbox any more, whatever this rule meant to do with them
+            removed |= {t.uid for t in targets if t.uid in self.gone}
         return removed
 
     def _archives_in_place(self, action: A.Action, dest: str | None) -> bool:
@@ -440,6 +443,9 @@ class ActionRunner(SendActions):
         not surely held (`_held`; `held`: asked already, before the group's intents)."""
         if not group:
             return []
+        if self.gone and not self.gone.isdisjoint(t.uid for t in group):  # seen gone in this pass
+            gone, group = self._gone(rule, word, detail, dest, group)
+            return gone + self._group(rule, word, detail, dest, group, command, held=held)
         uids = [t.uid for t in group]
         if not (held or self.options.dry_run or self._held(rule, word, len(group))):
             return []

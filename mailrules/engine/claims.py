@@ -7,7 +7,8 @@ intent exists already is not acted on again, whether the earlier attempt was con
 not (in doubt: `mailrules log --pending`). If the intents cannot be written (a full disk), the
 command is not sent: the StateError goes up and the batch keeps its checkpoint. After the command
 the intents of what was done are confirmed, and those of what the server certainly refused (a
-tagged NO or BAD, a refusal of ours before sending) are released, so that a later run tries again;
+tagged NO or BAD, a refusal of ours before sending) or certainly did not copy (a UID its COPYUID
+answer left out: expunged by another client) are released, so that a later run tries again;
 a connection lost during the command leaves them in doubt.
 
 A restart therefore never repeats a copy it made, even when the journal row of that copy could
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from mailrules.engine.loops import VANISHED
 from mailrules.engine.ports import Claims
 from mailrules.errors import ImapError
 from mailrules.state.models import JournalEntry
@@ -74,10 +76,14 @@ class Claim(Generic[Target]):
         return watched
 
     def settle(self, entries: Sequence[JournalEntry]) -> None:
-        """After the command: confirm what was done, release what certainly was not."""
+        """After the command: confirm what was done, release what certainly was not (refused, or
+        left out of the server's COPYUID answer: gone before the command, nothing was copied)."""
         done = [self.keys[e.uid] for e in entries if e.outcome == "ok" and e.uid in self.keys]
         if done:
             self.journal.confirm_many(done)
+        gone = [self.keys[e.uid] for e in entries if e.error == VANISHED and e.uid in self.keys]
+        if gone:
+            self.journal.release_many(gone)
         failed = [self.keys[e.uid] for e in entries if e.outcome == "failed" and e.uid in self.keys]
         if failed and not (isinstance(self.failure, ImapError) and self.failure.kind == "reconnect"):
             self.journal.release_many(failed)

@@ -51,6 +51,9 @@ REPORT = "a delivery or disposition report"
 PRECEDENCE = "bulk or list mail (Precedence)"
 LOOP_HEADER = "sent by this mailrules already (X-Mailrules-Loop)"
 RATE_LIMIT = "rate limit reached"
+#: Not loop safety: a UID the server left out of its COPYUID answer to our MOVE or COPY, which
+#: therefore moved or copied nothing (engine/actions.py `_group`).
+VANISHED = "gone before the command (expunged by another client)"
 
 SKIP_REASONS: dict[str, str] = {
     SOURCE_MAILBOX: "source_mailbox",
@@ -60,6 +63,7 @@ SKIP_REASONS: dict[str, str] = {
     PRECEDENCE: "precedence",
     LOOP_HEADER: "loop_header",
     RATE_LIMIT: "rate_limit",
+    VANISHED: "vanished",
 }
 #: The metric labels, in a fixed order (children initialised at start).
 SKIP_LABELS: tuple[str, ...] = tuple(SKIP_REASONS.values())

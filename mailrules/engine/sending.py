@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from mailrules.dsl import ast as A
-from mailrules.engine.loops import LOOP_HEADER, header_digest, send_refusal
+from mailrules.engine.loops import LOOP_HEADER, VANISHED, header_digest, send_refusal
 from mailrules.engine.ports import (
     AccountContext,
     EntryHook,
@@ -48,6 +48,9 @@ class SendActions:
     emit: EntryHook
     #: why this pass stopped acting (`_held`), raised once the rule's journal rows are written
     lease_stop: StateError | None = None
+    #: UIDs a MOVE or COPY answered with COPYUID showed gone (expunged by another client, `_made`):
+    #: no later command of this pass is sent for them, no later rule sees them
+    gone: set[int]
 
     def _entry(
         self,
@@ -104,7 +107,21 @@ class SendActions:
     ) -> list[JournalEntry]:
         """The "ok" entries of one command carried out on `group` (a move, a copy, a flag
         change, a delete), each as `_entry` makes it and emitted in order; what they share is
-        worked out once (the most common entries: one per message filed)."""
+        worked out once (the most common entries: one per message filed).
+
+        A MOVE or COPY the server answered with COPYUID (RFC 4315; RFC 6851 for MOVE: `new_uv` set)
+        that leaves some of our UIDs out did not move or copy them: another client expunged them
+        after our SEARCH or FETCH, and a UID set naming messages that no longer exist is no error
+        (RFC 9051 §6.4.9). They are journalled "skipped" (VANISHED), and kept in `gone`. Without
+        COPYUID (no UIDPLUS) nothing tells them apart: every message is journalled "ok".
+        """
+        if new_uv is not None and len(new_uids) < len(group):
+            missing = [t for t in group if t.uid not in new_uids]
+            if missing:
+                self.gone.update(t.uid for t in missing)
+                group = [t for t in group if t.uid in new_uids]
+                made = self._made(rule, word, detail, dest, group, new_uv, new_uids, at)
+                return made + self._gone(rule, word, detail, dest, missing, at)[0]
         run_id, name, span = self.options.run_id, rule.name, rule.span.short
         account, mailbox, uidvalidity = self.account.name, self.mailbox, self.uidvalidity
         detail, destination = printable(detail), printable(dest)
@@ -120,6 +137,24 @@ class SendActions:
             for entry in entries:
                 self.emit(entry)
         return entries
+
+    def _gone(
+        self,
+        rule: A.Rule,
+        word: str,
+        detail: str,
+        dest: str | None,
+        group: Sequence[Target],
+        at: dt.datetime | None = None,
+    ) -> tuple[list[JournalEntry], list[Target]]:
+        """The "skipped" entries of the messages of `group` found gone (`gone`), and the others."""
+        at = at or dt.datetime.now(dt.UTC)
+        gone = [
+            self._entry(rule, word, detail, t, dest, "skipped", VANISHED, at=at)
+            for t in group
+            if t.uid in self.gone
+        ]
+        return gone, [t for t in group if t.uid not in self.gone]
 
     def _send(
         self, rule: A.Rule, action: A.Forward | A.Redirect, word: str, address: str, targets: Sequence[Target]

@@ -437,6 +437,6 @@ def test_loop_safety_skips_and_refused_creations_are_counted_by_reason() -> None
     skipped = {r: value(m, name, account="work", reason=r) for r in loops.SKIP_LABELS}
     assert skipped == {
         "source_mailbox": 1, "auto_submitted": 0, "null_sender": 0, "report": 0, "precedence": 1,
-        "loop_header": 0, "rate_limit": 1,
+        "loop_header": 0, "rate_limit": 1, "vanished": 0,
     }  # fmt: skip
     assert value(m, "mailrules_mailbox_creations_refused_total", account="work") == 1
