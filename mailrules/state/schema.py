@@ -138,7 +138,7 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) ->
     Idempotent: a database already at the latest version is left untouched. A database written by
     a newer mailrules is refused rather than guessed at. `conn` must be in autocommit mode
     (`isolation_level=None`), since the transactions are ours. One transaction, not one per step:
-    each COMMIT is an fdatasync (`synchronous=FULL`), and a new state file took one per step
+    with `synchronous=FULL` each COMMIT was an fdatasync, and a new state file took one per step
     before the first connection (bench/README.md, session 19); a failing step leaves none applied.
     """
     target = len(migrations)

@@ -51,6 +51,7 @@ class StateStore:
         self._flock = lock
         self._lock = threading.RLock()
         self._depth = 0  # nesting of transaction(); > 0 means writes join the open transaction
+        self._full = False  # PRAGMA synchronous is FULL now (open sets NORMAL; transaction switches)
         self._doing: str | None = None  # what the guarded method running now does (for errors)
 
     @classmethod
@@ -78,23 +79,20 @@ class StateStore:
             # would commit a half batch on the next DDL, and hide where a transaction starts)
             conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False, timeout=30.0)
             conn.execute("PRAGMA journal_mode=WAL")
-            # FULL, not NORMAL: an intent must be on disk before the mail goes out
-            conn.execute("PRAGMA synchronous=FULL")
+            # NORMAL: a WAL commit survives the process's crash unsynced (an OS crash or power loss
+            # may lose the last ones, never corrupts); intent and claim: transaction(durable=True)
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             migrate(conn)
-        except (sqlite3.Error, StateError) as exc:
+        except BaseException as exc:
             if conn is not None:
                 conn.close()
             if flock is not None:
                 flock.release()
             if isinstance(exc, StateError):  # a schema newer than this mailrules knows
                 raise StateOpenError(f"state {name}: {exc}") from exc
-            raise state_error(name, "open it", exc, StateOpenError) from exc
-        except BaseException:
-            if conn is not None:
-                conn.close()
-            if flock is not None:
-                flock.release()
+            if isinstance(exc, sqlite3.Error):
+                raise state_error(name, "open it", exc, StateOpenError) from exc
             raise
         return cls(conn, name, flock)
 
@@ -125,11 +123,12 @@ class StateStore:
     # -- transactions -------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, durable: bool = False) -> Iterator[None]:
         """Everything written inside the block commits together, or not at all.
 
         Nested blocks are savepoints: an exception inside rolls back only the inner block, if the
-        outer block catches it.
+        outer block catches it. `durable` (outermost only): COMMIT returns once the batch is on
+        disk (synchronous=FULL: the WAL's fdatasync carries earlier commits too); others sync nothing.
         """
         commit: tuple[str, ...]
         rollback: tuple[str, ...]
@@ -141,7 +140,12 @@ class StateStore:
                 begin, commit = f"SAVEPOINT {name}", (f"RELEASE {name}",)
                 rollback = (f"ROLLBACK TO {name}", f"RELEASE {name}")
             doing = self._doing or "write a batch"
+            if durable and self._depth > 0:
+                raise StateError("a durable transaction() cannot be nested: it commits with the outer one")
             try:
+                if self._depth == 0 and durable != self._full:  # SQLite refuses it inside a transaction
+                    self._conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+                    self._full = durable
                 self._conn.execute(begin)
             except sqlite3.Error as exc:
                 raise state_error(self.path, doing, exc) from exc
@@ -305,7 +309,7 @@ class StateStore:
         if self._depth > 0:
             # inside a batch the row would only reach the disk at the batch's end, after the send
             raise StateError("intent() must be called outside transaction(): it must be durable first")
-        with self.transaction():
+        with self.transaction(durable=True):
             cur = self._conn.execute(
                 sql.INSERT_INTENT, (key, _entry_to_json(entry), _ts(now or datetime.now(UTC)))
             )
@@ -365,7 +369,7 @@ class StateStore:
             raise StateError("claim() must be called outside transaction(): it must be durable first")
         stamp = _ts(now or datetime.now(UTC))
         new: set[str] = set()
-        with self.transaction():
+        with self.transaction(durable=True):
             for key, entry in items:
                 cur = self._conn.execute(sql.INSERT_INTENT, (key, _entry_to_json(entry), stamp))
                 if cur.rowcount == 1:
