@@ -14,7 +14,10 @@ search when it is short, as on the first connection), not the messages earlier r
 away. What it did not cover (a message whose move failed and so stayed) is searched and fetched
 by the first connection at the rule's turn; a failure on the second connection only means the
 engine does that rule itself. Rules that only flag, tag, copy or forward set no such barrier: the
-rules after them are taken up at once.
+rules after them are taken up at once. While a rule's fetch waits for its barrier, the next rules
+are searched, over the mailbox as it is then (a header's first search is the server's slowest
+command: waiting for it one rule deep kept the first connection idle); their hits are filtered
+by what is expected in play when they are fetched.
 
 It pays only over a large mailbox (SEARCH_AHEAD_MIN_MESSAGES). The connection is opened by the
 prefetch thread itself, so that the first rule does not wait for its login.
@@ -51,7 +54,10 @@ StoreOpener = Callable[[], MailboxStore]
 #: SEARCH ALL` found). Measured (bench/README.md, issue 13): with the server on the same 2-core
 #: host the second connection gained nothing at 5,000 and 10,000 messages and cost +20% client
 #: instructions and +14-38% server CPU; at 20,000 it saved 15% of the wall time once the client's
-#: own work was cut. `max_connections = 1` turns it off for an account (docs/configuration.md).
+#: own work was cut. Once it fetched only what is still in play (session 19, callgrind) it cost the
+#: client +0.08 G instructions at 5,000 and ~+0.3 G at 10,000-20,000 over one connection, and
+#: Dovecot ~30% more CPU; its wall time at 5,000 is for a quiet run to decide.
+#: `max_connections = 1` turns it off for an account (docs/configuration.md).
 SEARCH_AHEAD_MIN_MESSAGES = 10_000
 #: What `changed_flags` says of a tag whose name comes from a template: it may be any keyword.
 ANY_KEYWORD = "*"
