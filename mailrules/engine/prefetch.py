@@ -172,6 +172,14 @@ class Prefetcher:
                 f.set_exception(exc)
             return
         self.opened = True
+        try:
+            self._rules(store, plan, judge)
+        finally:  # whatever ended the thread, no rule's turn waits for it: the engine does them
+            for f in self._futures.values():
+                if not f.done():
+                    f.set_exception(RuntimeError("the search-ahead thread ended"))
+
+    def _rules(self, store: MailboxStore, plan: Planner, judge: Judge) -> None:
         early: dict[int, list[int]] = {}  # rules searched before they could be fetched: their hits
         searched = 0  # the rules of `_order` before this one are searched (or done)
         for i, (rule, _, barrier) in enumerate(self._order):

@@ -152,6 +152,31 @@ def test_a_failure_on_the_second_connection_leaves_the_rule_to_the_first() -> No
     assert len(ahead.fetched) == 3  # rule c was still done ahead
 
 
+class Crash(BaseException):
+    """What `except Exception` does not catch (as KeyboardInterrupt or SystemExit)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_ended_by_any_exception_leaves_every_later_rule_to_the_first_connection() -> None:
+    class Crashing(Recording):
+        def fetch_views(self, uids: Sequence[int], needs: FetchNeeds) -> dict[int, MessageView]:
+            raise Crash
+
+    server = FakeServer()
+    for i in range(4):
+        server.append("INBOX", msg(f"u{i}@example.org", f"s{i}"))
+    rules = rules_of(
+        'rule "a" { when from contains "u1" then move to "A" }\n'
+        'rule "b" { when subject contains "s" then flag }\n'
+    )
+    expected = expected_after(server, rules)
+    main = Recording(server)
+    report = ahead_run(server, rules, main, Crashing(server))  # returns: no turn waits forever
+    assert server.state() == expected.state()
+    assert [r.matched for r in report.rules] == [1, 3]
+    assert main.fetched == [[2], [1, 3, 4]]
+
+
 def test_the_thread_stops_when_the_pass_fails_while_it_waits() -> None:
     """The rule after one the first connection is matching waits for it; a pass that fails
     there ends the wait (the thread is joined), and nothing more is asked of the second one."""
