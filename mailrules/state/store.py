@@ -393,13 +393,14 @@ class StateStore:
     def confirmed_keys(self, keys: Sequence[str]) -> set[str]:
         """Those of `keys` whose side effect is known to be done."""
         found: set[str] = set()
-        for i in range(0, len(keys), 500):  # SQLite's host-parameter limit
-            chunk = list(keys[i : i + 500])
-            marks = ",".join("?" for _ in chunk)
-            rows = self._conn.execute(
-                f"SELECT key FROM intents WHERE key IN ({marks}) AND confirmed_at IS NOT NULL", chunk
-            ).fetchall()
-            found.update(str(r[0]) for r in rows)
+        with self._lock:  # the connection is shared between threads, as every other read
+            for i in range(0, len(keys), 500):  # SQLite's host-parameter limit
+                chunk = list(keys[i : i + 500])
+                marks = ",".join("?" for _ in chunk)
+                rows = self._conn.execute(
+                    f"SELECT key FROM intents WHERE key IN ({marks}) AND confirmed_at IS NOT NULL", chunk
+                ).fetchall()
+                found.update(str(r[0]) for r in rows)
         return found
 
     # -- checkpoints --------------------------------------------------------------------------
