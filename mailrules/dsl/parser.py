@@ -45,7 +45,8 @@ class _Callbacks:
     a large rule set. Positions come from the children (BuilderBase.span_at), because Lark
     gives no Meta to inline callbacks. Lark asks for each callback once, when the parser is
     built, so the builder is one object, `reset` for each chunk: the parser is shared, so one
-    parse runs at a time (`lock`).
+    parse runs at a time (`lock`). A whole file without a syntax error is read by `fused`
+    (dsl/lalr.py), which calls the same builder methods with the same children and spans.
     """
 
     def __init__(self) -> None:
