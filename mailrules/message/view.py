@@ -24,7 +24,7 @@ from mailrules.message.decoding import (
     transfer_decoded,
     transfer_encoding,
 )
-from mailrules.message.headers import scan_headers, scan_message_id
+from mailrules.message.headers import scan_section
 from mailrules.message.htmltext import html_to_text
 
 __all__ = ["AttachmentInfo", "MessageView", "decode_bytes", "decode_rfc2047"]
@@ -168,14 +168,8 @@ class MessageView:
             self._defects.append(f"unparseable message: {type(exc).__name__}")
             return email.message.Message()
 
-    @cached_property
-    def _raw_headers(self) -> list[tuple[str, str]]:
-        if "_message" not in self.__dict__:
-            # Views fetched for a residual hold a few plain header fields: reading them without
-            # the email parser gives the same fields (message/headers.py) for a tenth of the cost.
-            plain = scan_headers(self.raw)
-            if plain is not None:
-                return plain
+    def _parsed_headers(self) -> list[tuple[str, str]]:
+        """(lower-cased name, raw value) of every header field, in order, from the email parser."""
         try:
             return [(fix_8bit(str(n)).strip().lower(), str(v)) for n, v in self._message.raw_items()]
         except Exception as exc:
@@ -187,8 +181,25 @@ class MessageView:
         """Lower-cased name -> raw values, names in order of first appearance: built once, so
         every header read is linear in the number of header fields, not quadratic."""
         index: dict[str, list[str]] = {}
-        for n, v in self._raw_headers:
-            index.setdefault(n, []).append(v)
+        # Views fetched for a residual or the journal hold a few plain header fields: reading them
+        # without the email parser gives the same fields (message/headers.py) for a small part of
+        # the cost; when they are simple, their decoded values too (header_values' cache).
+        section = scan_section(self.raw) if "_message" not in self.__dict__ else None
+        if section is not None and section[1]:
+            decoded = self._header_cache
+            for n, v in section[0]:
+                if n in index:
+                    index[n].append(v)
+                    decoded[n].append(v.strip())
+                else:
+                    index[n] = [v]
+                    decoded[n] = [v.strip()]
+            return index
+        for n, v in self._parsed_headers() if section is None else section[0]:
+            if n in index:
+                index[n].append(v)
+            else:
+                index[n] = [v]
         return index
 
     def _raw_values(self, name: str) -> list[str]:
@@ -202,18 +213,35 @@ class MessageView:
 
     def header_values(self, name: str) -> list[str]:
         """Decoded (RFC 2047), unfolded and stripped values, one per occurrence."""
-        key = name.strip().lower()
-        cached = self._header_cache.get(key)
+        cached = self._header_cache.get(name)  # as spelled (the engine reads a few names often)
+        return list(self._read_header(name) if cached is None else cached)
+
+    def _read_header(self, name: str) -> list[str]:
+        index = self._header_index  # first: building it may fill the cache (simple sections)
+        cached = self._header_cache.get(name)
         if cached is None:
-            cached = []
-            for v in self._raw_values(key):
-                try:
-                    cached.append(decode_rfc2047(v, self._defects).strip())
-                except Exception:
-                    self._defects.append(f"undecodable {name} header")
-                    cached.append(v.strip())
-            self._header_cache[key] = cached
-        return list(cached)
+            key = name.strip().lower()
+            cached = self._header_cache.get(key)
+            if cached is None:
+                cached = self._header_cache[key] = [
+                    # Most values read: nothing to unfold (no line break), no 8-bit byte and no
+                    # encoded word (no "=?"), so each step of `_decoded` would return them as they are.
+                    v.strip()
+                    if v.isascii() and "=?" not in v and "\n" not in v and "\r" not in v
+                    else self._decoded(v, name)
+                    for v in index.get(key, ())
+                ]
+            self._header_cache[name] = cached
+        return cached
+
+    def _decoded(self, raw: str, name: str) -> str:
+        """One raw value unfolded, decoded (8-bit bytes, RFC 2047 words) and stripped."""
+        value = _unfold(raw)
+        try:
+            return decode_rfc2047(value, self._defects).strip()
+        except Exception:
+            self._defects.append(f"undecodable {name} header")
+            return value.strip()
 
     def addresses(self, field: str) -> list[str]:
         """Lower-cased addr-specs of a language address field (or of any header by name)."""
@@ -247,8 +275,11 @@ class MessageView:
         text part; `text` one value: decoded headers, a blank line, the body.
         """
         f = field.lower()
-        if f in _ADDRESS_HEADERS:
-            return [v for h in _ADDRESS_HEADERS[f] for v in self.header_values(h)]
+        headers = _ADDRESS_HEADERS.get(f)
+        if headers is not None:
+            if len(headers) == 1:
+                return self.header_values(headers[0])
+            return [v for h in headers for v in self.header_values(h)]
         if f == "list":
             out: list[str] = []
             for v in self.header_values("list-id"):
@@ -271,12 +302,6 @@ class MessageView:
 
     @cached_property
     def message_id(self) -> str | None:
-        if "_message" not in self.__dict__ and "_raw_headers" not in self.__dict__:
-            # The journal wants the Message-ID of every message a rule acts on, often of views
-            # fetched for nothing else: find it without running the email parser when it is plain.
-            found = scan_message_id(self.raw)
-            if found is not None:
-                return found or None
         values = self.header_values("message-id")
         return (values[0] or None) if values else None
 

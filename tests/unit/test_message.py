@@ -225,6 +225,9 @@ def test_message_id_fast_path_agrees_with_the_parser() -> None:
         b"Message-ID: <caf\xc3\xa9@b>\r\n\r\n",
         b"Message-ID: <first@b>\nMessage-ID: <second@b>\n\n",
         b"",
+        # Not a field to the parser (a blank before the colon): the body starts there, and the
+        # Message-ID after it is the body's (the scanner before 2026-12-03 read it as a header).
+        b"Subject : x\r\nMessage-ID: <a@b>\r\n\r\nbody",
     ]
 
     def parsed(raw: bytes) -> str | None:
@@ -251,6 +254,7 @@ def test_message_id_fast_path_agrees_with_the_parser() -> None:
                     b"\x00",
                     b"\xff",
                     b":",
+                    b" :",
                     b"<",
                     b"a",
                 ]
