@@ -297,12 +297,12 @@ class MessageView:
     @cached_property
     def list_id(self) -> str | None:
         """The identifier inside <...> of List-Id (the whole stripped value without brackets)."""
-        values = self.header_values("list-id")
+        values = self._read_header("list-id")  # read, not kept: no copy of the cached list
         return (_list_identifier(values[0]) or None) if values else None
 
     @cached_property
     def message_id(self) -> str | None:
-        values = self.header_values("message-id")
+        values = self._read_header("message-id")  # read, not kept: no copy of the cached list
         return (values[0] or None) if values else None
 
     @cached_property
