@@ -18,8 +18,9 @@ keeper's lease and its local deadline on the monotonic clock.
   POLL_SECONDS: renewed, go on; dropped, stop. The guard never decides against the keeper: a
   watcher stopped by a guard while the keeper renews the lease after all would leave the account
   held and unwatched. The keeper drops a lease within a second of its local deadline
-  (daemon/cluster.py EXPIRE_CHECK_SECONDS), so a wait lasts about the margin and a second at most;
-  if the keeper itself is stuck, nothing is done meanwhile (the safe side).
+  (daemon/cluster.py EXPIRE_CHECK_SECONDS), so a wait lasts about the margin and a second at most.
+- Still held STUCK_SECONDS past its local deadline: the keeper itself is stuck (its thread died or
+  starves), and the lease is certainly no longer surely held: stop as above, never wait for ever.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 MARGIN_FRACTION = 0.1
 #: How often a guard waiting for a late renewal looks at the keeper's leases again.
 POLL_SECONDS = 0.05
+#: A lease the keeper still lists this long after its local deadline (it drops one within a
+#: second) means the keeper is stuck: the guard stops the pass instead of waiting any longer.
+STUCK_SECONDS = 5.0
 
 
 class LeaseGuard:
@@ -66,9 +70,11 @@ class LeaseGuard:
         while True:
             lease = self.keeper.held.get(self.account)
             now = self._clock()
-            if lease is None:
+            if lease is None or now > lease.deadline + STUCK_SECONDS:
                 self._count()
                 late = "" if waited_since is None else " (its renewal was late)"
+                if lease is not None:
+                    late = f" (its local deadline passed {now - lease.deadline:.1f} s ago)"
                 raise LeaseLost(
                     f"account {self.account}: this replica no longer holds its lease{late}; nothing "
                     "more is done on its server here (its next owner takes the messages left)"

@@ -21,7 +21,7 @@ from mailrules.config import AccountSettings, Secret, Settings
 from mailrules.config.model import MetricsSettings
 from mailrules.daemon.cluster import Cluster
 from mailrules.daemon.cluster_metrics import ClusterMetrics
-from mailrules.daemon.lease_guard import MARGIN_FRACTION, LeaseGuard
+from mailrules.daemon.lease_guard import MARGIN_FRACTION, STUCK_SECONDS, LeaseGuard
 from mailrules.daemon.watcher import MailboxWatcher, WatchContext
 from mailrules.dsl import ast as A
 from mailrules.dsl.parser import parse_text
@@ -193,6 +193,19 @@ def test_no_intent_is_left_in_doubt_once_the_lease_is_gone(action: str, dialect:
     with pytest.raises(LeaseLost):
         Engine(RunOptions(NOW, dt.UTC, run_id), journal=state).process(store, context, "INBOX", rules)
     assert sender.sent == [] and state.pending_intents() == [] and not server.mailboxes.get("Kept")
+    assert replica.stops() == 1
+
+
+def test_a_stuck_keeper_does_not_make_the_pass_wait_for_ever() -> None:
+    """The keeper never drops the lease (its thread is stuck): the guard stops the pass a bounded
+    time past the lease's local deadline instead of looking for ever."""
+    replica = Replica()
+    replica.between = lambda: None  # the keeper's thread does nothing meanwhile
+    replica.clock.now = replica.deadline - 0.01
+    with pytest.raises(LeaseLost, match="local deadline passed"):
+        replica.guard()
+    assert replica.clock.now > replica.deadline + STUCK_SECONDS
+    assert replica.sleeps <= (STUCK_SECONDS + 0.1) / 0.05 + 2
     assert replica.stops() == 1
 
 
