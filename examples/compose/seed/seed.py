@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from mailrules.demo.sample_mail import generate
+from mailrules.demo.sample_mail import crlf, generate
 
 
 def log(message: str) -> None:
@@ -146,13 +146,14 @@ def append(imap: imaplib.IMAP4, raw: bytes, flags: tuple[str, ...], when: dt.dat
 
 
 def fresh(raw: bytes, now: dt.datetime) -> bytes:
-    """A sample with a new Message-ID and Date, so that each copy is a new message."""
+    """A sample with a new Message-ID and Date, so that each copy is a new message, its lines
+    ending in CRLF (the .eml samples are LF text files; Cyrus refuses bare newlines in APPEND)."""
     head, sep, body = raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.partition(b"\n\n")
     eol = b"\r\n" if sep == b"\r\n\r\n" else b"\n"
     lines = [ln for ln in head.split(eol) if not re.match(rb"(?i)(message-id|date):", ln)]
     lines.append(f"Message-ID: <{uuid.uuid4().hex}@seed.example>".encode())
     lines.append(f"Date: {email.utils.format_datetime(now)}".encode())
-    return eol.join(lines) + sep + body
+    return crlf(eol.join(lines) + sep + body)
 
 
 def main() -> int:
