@@ -6,27 +6,16 @@ a replica with thousands of watcher threads (0.5-0.9 s per generation in cluster
 from __future__ import annotations
 
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mailrules.daemon.http import MetricsServer, SharedExposition
 from mailrules.daemon.metrics import Metrics
-
-WAIT = 30.0  # a bound for another thread to get somewhere (a hung test fails; not a duration)
-
-
-def until(condition: Callable[[], bool]) -> bool:
-    end = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.005)
-    return True
+from tests.waiting import WAIT, until
 
 
 class SlowCollector:

@@ -13,27 +13,16 @@ import datetime as dt
 import itertools
 import math
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pytest
 
 from mailrules.state.interface import Holder, Lease
 from mailrules.state.keeper import KeeperObserver, LeaseKeeper
 from mailrules.state.starts import Starts
+from tests.waiting import WAIT, until
 
 EPOCH = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-WAIT = 30.0  # a bound on waiting for another thread (a hung test fails, it is not a duration)
-
-
-def until(condition: Callable[[], bool]) -> bool:
-    """Wait for another thread to reach `condition` (bounded by WAIT; not a measured duration)."""
-    end = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 class Clock:
