@@ -144,6 +144,15 @@ class CommandCore:
             self._dead = True
         return self._throttled(err, name)
 
+    def _broken(self, exc: Exception, name: str, started: float) -> Exception:
+        """A command of ours that raised `exc` before its reply was read (`_run`, `_pipelined`):
+        recorded as failed; the error to raise, classified for a lost connection or imaplib's own
+        exceptions, else `exc` itself."""
+        self._record(name, started, False)
+        if isinstance(exc, (OSError, EOFError)) or _is_imap_exception(exc):
+            return self._fail(exc, name)
+        return exc
+
     def _throttled(self, err: ImapError, name: str) -> ImapError:
         """After a throttling answer, hold this connection's commands back (imap/pacing.py)."""
         if isinstance(err, Throttled) and err.kind == "retry":
@@ -209,14 +218,11 @@ class CommandCore:
         ok = False
         try:
             reply = self._write(pieces, read)
-        except (OSError, EOFError) as exc:
-            self._record(name, started, False)
-            raise self._fail(exc, name) from exc
         except Exception as exc:
-            self._record(name, started, False)
-            if _is_imap_exception(exc):
-                raise self._fail(exc, name) from exc
-            raise
+            failure = self._broken(exc, name, started)
+            if failure is exc:
+                raise
+            raise failure from exc
         ended = time.perf_counter()
         ok = reply.typ == "OK"
         if not ok and reply.typ == "NO" and expected is not None:
@@ -252,14 +258,11 @@ class CommandCore:
                 reply = self._finish(tag)
                 self._record(name, started, reply.typ == "OK")
                 replies.append(reply)
-        except (OSError, EOFError) as exc:
-            self._record(name, started, False)
-            raise self._fail(exc, name) from exc
         except Exception as exc:
-            self._record(name, started, False)
-            if _is_imap_exception(exc):
-                raise self._fail(exc, name) from exc
-            raise
+            failure = self._broken(exc, name, started)
+            if failure is exc:
+                raise
+            raise failure from exc
         return replies
 
     def _write(self, pieces: Sequence[Piece], read: Callable[[bytes], Reply] | None = None) -> Reply:
