@@ -143,14 +143,14 @@ class Prefetcher:
         self._published = -1
         self._cond = threading.Condition()
         self._stop = False
-        #: per rule done ahead: its position in `rules`, and the position of the last earlier
-        #: rule that may remove messages (-1: none), which must be matched before it is taken up
-        self._order: list[tuple[A.Rule, int, int]] = []
+        #: per rule done ahead, the position in `rules` of the last earlier rule that may remove
+        #: messages (-1: none), which must be matched before it is taken up
+        self._order: list[tuple[A.Rule, int]] = []
         barrier = -1
         wanted = {id(r) for r in ahead}
         for pos, rule in enumerate(rules):
             if id(rule) in wanted:
-                self._order.append((rule, pos, barrier))
+                self._order.append((rule, barrier))
             if may_remove(rule):
                 barrier = pos
         #: the second store was had and the mailbox selected on it (read after `close`)
@@ -182,12 +182,12 @@ class Prefetcher:
     def _rules(self, store: MailboxStore, plan: Planner, judge: Judge) -> None:
         early: dict[int, list[int]] = {}  # rules searched before they could be fetched: their hits
         searched = 0  # the rules of `_order` before this one are searched (or done)
-        for i, (rule, _, barrier) in enumerate(self._order):
+        for i, (rule, barrier) in enumerate(self._order):
             searched = max(searched, i)
             while True:
                 going, ready, covered = self._wait(barrier, searched < len(self._order))
                 if not going:
-                    for later, _, _ in self._order[i:]:
+                    for later, _ in self._order[i:]:
                         self._futures[id(later)].cancel()
                     return
                 if ready:
